@@ -1,0 +1,224 @@
+//! The command line: flags, defaults and durations. Pure; runs once on the main thread.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::time::Duration;
+
+use crate::app::Pacing;
+
+pub const USAGE: &str = "\
+ingestd: feeds ingestion requests to a rate-limited external API, one batch per interval.
+
+Usage: ingestd [OPTIONS]
+
+Options:
+  --addr HOST:PORT         where to listen [default: 127.0.0.1:8000, or 0.0.0.0:$PORT if PORT is set]
+  --interval DURATION      least time between two batch releases [default: 5s]
+  --batch-size N           ids per batch [default: 3]
+  --fetch-delay DURATION   simulated external API time per id [default: 100ms]
+  --threads N              HTTP handler threads [default: 4 per CPU, at least 8]
+  --max-body BYTES         largest accepted request body [default: 1048576]
+  -h, --help               print this help
+
+DURATION is a number and a unit: 200ms, 5s, 1.5s, 10m, 2h, 7d.
+Prints `listening on http://HOST:PORT` when ready; logs releases and completions to stderr.
+SIGINT or SIGTERM stops it after the batch in flight.";
+
+/// Everything the service needs to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub addr: String,
+    pub pacing: Pacing,
+    pub fetch_delay: Duration,
+    pub threads: usize,
+    pub max_body: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run(Config),
+    Help,
+}
+
+/// A command line we cannot run with. The message names the flag and what it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+impl From<lexopt::Error> for UsageError {
+    fn from(e: lexopt::Error) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
+fn default_threads() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+    (cpus * 4).max(8)
+}
+
+/// Parses the arguments (without the program name). `port` is the `PORT` environment variable.
+pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -> Result<Command, UsageError> {
+    use lexopt::prelude::*;
+
+    let mut addr = None;
+    let mut config = Config {
+        addr: String::new(),
+        pacing: Pacing { interval: Duration::from_secs(5), batch_size: 3 },
+        fetch_delay: Duration::from_millis(100),
+        threads: default_threads(),
+        max_body: 1 << 20,
+    };
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("addr") => addr = Some(text(parser.value()?, "--addr")?),
+            Long("interval") => {
+                config.pacing.interval = duration(&text(parser.value()?, "--interval")?, "--interval")?;
+                if config.pacing.interval.is_zero() {
+                    return Err(UsageError("--interval must be more than 0".into()));
+                }
+            }
+            Long("batch-size") => config.pacing.batch_size = count(parser.value()?, "--batch-size")?,
+            Long("fetch-delay") => config.fetch_delay = duration(&text(parser.value()?, "--fetch-delay")?, "--fetch-delay")?,
+            Long("threads") => config.threads = count(parser.value()?, "--threads")?,
+            Long("max-body") => config.max_body = count(parser.value()?, "--max-body")?,
+            Short('h') | Long("help") => return Ok(Command::Help),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    config.addr = match (addr, port) {
+        (Some(addr), _) => addr,
+        (None, Some(port)) => {
+            let port = port.into_string().ok().and_then(|p| p.parse::<u16>().ok()).ok_or_else(|| {
+                UsageError("the PORT environment variable must be a port number from 0 to 65535".into())
+            })?;
+            format!("0.0.0.0:{port}")
+        }
+        (None, None) => "127.0.0.1:8000".to_owned(),
+    };
+    Ok(Command::Run(config))
+}
+
+fn text(value: OsString, flag: &str) -> Result<String, UsageError> {
+    value.into_string().map_err(|v| UsageError(format!("{flag} takes text, not {v:?}")))
+}
+
+fn count(value: OsString, flag: &str) -> Result<usize, UsageError> {
+    let value = text(value, flag)?;
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| UsageError(format!("{flag} takes a whole number of at least 1, not '{value}'")))
+}
+
+/// Parses `200ms`, `5s`, `1.5s`, `10m`, `2h` or `7d`.
+pub fn duration(text: &str, flag: &str) -> Result<Duration, UsageError> {
+    let bad = |why: &str| UsageError(format!("{flag} takes a duration like 200ms, 5s, 1.5s, 10m, 2h or 7d; '{text}' {why}"));
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_nanos: u128 = match unit {
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60 * 1_000_000_000,
+        "h" => 3_600 * 1_000_000_000,
+        "d" => 86_400 * 1_000_000_000,
+        "" => return Err(bad("has no unit")),
+        _ => return Err(bad("has an unknown unit")),
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad("is not a number with a unit"));
+    }
+    let whole: u128 = whole.parse().map_err(|_| bad("is too long"))?;
+    let mut nanos = whole.checked_mul(unit_nanos).ok_or_else(|| bad("is too long"))?;
+    let mut scale = unit_nanos;
+    for digit in fraction.bytes().take(18) {
+        scale /= 10;
+        nanos += u128::from(digit - b'0') * scale;
+    }
+    let nanos = u64::try_from(nanos).map_err(|_| bad("is too long"))?;
+    Ok(Duration::from_nanos(nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str], port: Option<&str>) -> Result<Command, UsageError> {
+        parse(args.iter().map(OsString::from), port.map(OsString::from))
+    }
+
+    fn config(args: &[&str]) -> Config {
+        match run(args, None).unwrap() {
+            Command::Run(config) => config,
+            Command::Help => panic!("expected a config"),
+        }
+    }
+
+    #[track_caller]
+    fn check_duration(text: &str, expected: Duration) {
+        assert_eq!(duration(text, "--interval"), Ok(expected), "{text}");
+    }
+
+    #[test]
+    fn durations() {
+        check_duration("200ms", Duration::from_millis(200));
+        check_duration("5s", Duration::from_secs(5));
+        check_duration("1.5s", Duration::from_millis(1500));
+        check_duration("0.001s", Duration::from_millis(1));
+        check_duration("10m", Duration::from_secs(600));
+        check_duration("2h", Duration::from_secs(7200));
+        check_duration("7d", Duration::from_secs(7 * 86_400));
+        check_duration("0s", Duration::ZERO);
+        for bad in ["", "5", "s", "5x", "-1s", "1.2.3s", ".5s", "5 s", "1e3s", "99999999999999999999d"] {
+            let error = duration(bad, "--interval").unwrap_err().to_string();
+            assert!(error.starts_with("--interval takes a duration like"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[]);
+        assert_eq!(c.addr, "127.0.0.1:8000");
+        assert_eq!(c.pacing, Pacing { interval: Duration::from_secs(5), batch_size: 3 });
+        assert_eq!(c.fetch_delay, Duration::from_millis(100));
+        assert!(c.threads >= 8);
+    }
+
+    #[test]
+    fn flags() {
+        let c = config(&["--addr", "127.0.0.1:0", "--interval=250ms", "--batch-size", "4", "--fetch-delay", "0s", "--threads", "2"]);
+        assert_eq!(c.addr, "127.0.0.1:0");
+        assert_eq!(c.pacing, Pacing { interval: Duration::from_millis(250), batch_size: 4 });
+        assert_eq!((c.fetch_delay, c.threads), (Duration::ZERO, 2));
+        assert_eq!(run(&["--help"], None), Ok(Command::Help));
+        assert_eq!(run(&["-h"], None), Ok(Command::Help));
+    }
+
+    #[test]
+    fn port_from_the_environment() {
+        let Command::Run(c) = run(&[], Some("9000")).unwrap() else { panic!() };
+        assert_eq!(c.addr, "0.0.0.0:9000");
+        let Command::Run(c) = run(&["--addr", "127.0.0.1:1"], Some("9000")).unwrap() else { panic!() };
+        assert_eq!(c.addr, "127.0.0.1:1");
+        assert!(run(&[], Some("http")).is_err());
+    }
+
+    #[test]
+    fn bad_flags_say_what_is_wrong() {
+        let message = |args: &[&str]| run(args, None).unwrap_err().to_string();
+        assert_eq!(message(&["--batch-size", "0"]), "--batch-size takes a whole number of at least 1, not '0'");
+        assert_eq!(message(&["--interval", "0s"]), "--interval must be more than 0");
+        assert!(message(&["--bogus"]).contains("--bogus"));
+        assert!(message(&["--interval"]).contains("--interval"));
+        assert!(message(&["stray"]).contains("stray"));
+    }
+}

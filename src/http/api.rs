@@ -1,0 +1,152 @@
+//! Routes and handlers: an HTTP method, path and body in, a [`Reply`] out.
+//!
+//! Runs on the HTTP handler threads. Knows JSON and status codes; knows nothing of sockets
+//! (that is `server.rs`) nor of queues and clocks (that is the core, behind [`App`]).
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::ingest_body;
+use crate::app::App;
+use crate::model::{BatchStatus, Id, Ingestion};
+
+/// What to answer: a status code and a JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// The methods a route takes, sent as `Allow` with a 405.
+    pub allow: Option<&'static str>,
+}
+
+impl Reply {
+    fn json(status: u16, value: &impl Serialize) -> Reply {
+        let body = serde_json::to_vec(value).expect("our response types always serialize");
+        Reply { status, body, allow: None }
+    }
+
+    pub fn error(error: &ApiError) -> Reply {
+        let allow = match error {
+            ApiError::MethodNotAllowed { allow, .. } => Some(*allow),
+            _ => None,
+        };
+        let detail = error.to_string();
+        Reply { allow, ..Reply::json(error.status(), &ErrorBody { error: error.code(), detail: &detail }) }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'static str,
+    detail: &'a str,
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    ingestion_id: Uuid,
+}
+
+#[derive(Serialize)]
+struct StatusBody<'a> {
+    ingestion_id: Uuid,
+    #[serde(serialize_with = "status_name")]
+    status: BatchStatus,
+    batches: Vec<BatchBody<'a>>,
+}
+
+#[derive(Serialize)]
+struct BatchBody<'a> {
+    batch_id: Uuid,
+    ids: &'a [Id],
+    #[serde(serialize_with = "status_name")]
+    status: BatchStatus,
+}
+
+/// The routes, so that a path can be told apart from a method it does not take.
+enum Route<'a> {
+    Ingest,
+    Status(&'a str),
+    Health,
+}
+
+impl Route<'_> {
+    fn allow(&self) -> &'static str {
+        match self {
+            Route::Ingest => "POST",
+            Route::Status(_) | Route::Health => "GET, HEAD",
+        }
+    }
+
+    fn takes(&self, method: &str) -> bool {
+        self.allow().split(", ").any(|m| m == method)
+    }
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+    match path {
+        "/ingest" => Some(Route::Ingest),
+        "/health" => Some(Route::Health),
+        _ => path.strip_prefix("/status/").filter(|id| !id.contains('/')).map(Route::Status),
+    }
+}
+
+/// Answers one request. `read_body` is called only by routes that take a body.
+pub fn handle(app: &App, method: &str, url: &str, read_body: impl FnOnce() -> Result<Vec<u8>, ApiError>) -> Reply {
+    match dispatch(app, method, url, read_body) {
+        Ok(reply) => reply,
+        Err(error) => Reply::error(&error),
+    }
+}
+
+fn dispatch(
+    app: &App,
+    method: &str,
+    url: &str,
+    read_body: impl FnOnce() -> Result<Vec<u8>, ApiError>,
+) -> Result<Reply, ApiError> {
+    let route = route(url).ok_or_else(|| ApiError::NotFound(format!("there is no route {}; the API has POST /ingest, GET /status/<ingestion_id> and GET /health", shorten(url))))?;
+    if !route.takes(method) {
+        return Err(ApiError::MethodNotAllowed { method: shorten(method), allow: route.allow() });
+    }
+    match route {
+        Route::Ingest => {
+            let request = ingest_body::parse(&read_body()?)?;
+            let ingestion_id = app.ingest(request.priority, request.ids);
+            Ok(Reply::json(200, &Accepted { ingestion_id }))
+        }
+        Route::Status(id) => {
+            let ingestion = Uuid::try_parse(id)
+                .ok()
+                .and_then(|id| app.ingestion(&id))
+                .ok_or_else(|| ApiError::NotFound(format!("there is no ingestion with id {}", shorten(id))))?;
+            Ok(Reply::json(200, &status_body(&ingestion)))
+        }
+        Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
+    }
+}
+
+fn status_body(ingestion: &Ingestion) -> StatusBody<'_> {
+    let batches: Vec<BatchBody<'_>> =
+        ingestion.batches().map(|b| BatchBody { batch_id: b.batch_id, ids: b.ids, status: b.status }).collect();
+    // Derived from this one snapshot of the batches, so the two always agree.
+    let status = BatchStatus::of_ingestion(batches.iter().map(|b| b.status));
+    StatusBody { ingestion_id: ingestion.id, status, batches }
+}
+
+fn status_name<S: serde::Serializer>(status: &BatchStatus, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(status.as_str())
+}
+
+/// Request text quoted in an error detail, cut so that a huge URL makes a small answer.
+fn shorten(text: &str) -> String {
+    const MAX_CHARS: usize = 80;
+    let quoted: String = text.chars().take(MAX_CHARS).collect();
+    if text.chars().count() > MAX_CHARS {
+        format!("'{quoted}…'")
+    } else {
+        format!("'{quoted}'")
+    }
+}

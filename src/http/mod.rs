@@ -1,0 +1,13 @@
+//! The HTTP shell: translates requests into calls on [`crate::app::App`] and results into JSON.
+//!
+//! `server.rs` owns the sockets and threads, `api.rs` the routes, `ingest_body.rs` the request
+//! body, `error.rs` the error codes, `unstrand.rs` a tiny_http workaround.
+
+pub mod api;
+pub mod error;
+pub mod ingest_body;
+pub mod server;
+mod unstrand;
+
+pub use error::ApiError;
+pub use server::{HttpOptions, HttpServer};

@@ -1,0 +1,33 @@
+//! ingestd: an HTTP service that feeds ingestion requests to a rate-limited external API.
+//!
+//! Threads, and what they touch:
+//! - `http-N` handler threads ([`http`]) parse requests, insert into the [`store::Store`] (its
+//!   own `RwLock`), then submit to the queue (the queue lock, briefly).
+//! - `pacer` ([`pacer`]) waits on the queue's `Condvar` and releases at most one batch per
+//!   interval, deciding with the pure [`scheduler::Scheduler`]; it sends releases over a
+//!   channel and never does I/O under the lock.
+//! - `worker` ([`worker`]) calls the external API for each id of a released batch, then
+//!   reports completion (the queue lock, briefly).
+//! - `unstrand` works around a tiny_http connection-pool defect; tiny_http runs its own accept
+//!   and connection threads.
+//!
+//! The one lock that orders work is the queue lock in `pacer.rs`; no thread holds it and the
+//! store lock at once. See ARCHITECTURE.md for the invariants.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod log;
+pub mod model;
+pub mod pacer;
+pub mod rfc3339;
+pub mod scheduler;
+pub mod store;
+pub mod worker;
+
+pub use app::{App, Pacing};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use model::{BatchStatus, Id, Ingestion, Priority};
+pub use pacer::{Pacer, Parked, Queue, Release};
+pub use worker::{ApiError, ApiResponse, ExternalApi, SimulatedApi};

@@ -1,0 +1,227 @@
+//! The pacer thread and the queue lock.
+//!
+//! Owns the one `Mutex<State>` (the [`Scheduler`] plus the pacer's bookkeeping) and its
+//! `Condvar`, and is the only module that reads the [`Clock`]. HTTP handler threads take the lock
+//! to submit, the worker takes it to report a completion, the pacer thread takes it to decide.
+//! Nobody does I/O, sleeps or sends on a channel while holding it.
+
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::clock::{Clock, ManualClock};
+use crate::log;
+use crate::model::{Batch, BatchStatus, Ingestion};
+use crate::scheduler::{Poll, Scheduler};
+
+/// A batch the pacer let go, sent to the worker.
+#[derive(Debug)]
+pub struct Release {
+    pub batch: Batch,
+    /// The earliest instant the pacing rule allowed this release.
+    pub due: Instant,
+    /// When it was actually released.
+    pub at: Instant,
+}
+
+/// What the pacer thread is waiting for, while it waits. Lets tests wait for a state, not a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parked {
+    /// Nothing is queued.
+    Idle,
+    /// A batch is in flight.
+    Busy,
+    /// The head batch may go at this instant.
+    Until(Instant),
+}
+
+/// Queue depth, as seen at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Depth {
+    pub queued_batches: usize,
+    pub in_flight: bool,
+}
+
+struct State {
+    scheduler: Scheduler<Arc<Ingestion>>,
+    parked: Option<Parked>,
+    stopping: bool,
+}
+
+impl State {
+    fn depth(&self) -> Depth {
+        Depth { queued_batches: self.scheduler.queued(), in_flight: self.scheduler.in_flight() }
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the pacer: something was submitted, completed, the clock moved, or stop.
+    wake: Condvar,
+    /// Wakes whoever waits in [`Queue::wait_parked`].
+    parked: Condvar,
+    clock: Arc<dyn Clock>,
+}
+
+/// The handle every other thread uses: submit work, report completions, read the depth.
+#[derive(Clone)]
+pub struct Queue {
+    shared: Arc<Shared>,
+}
+
+/// Owns the pacer thread; [`Pacer::stop`] joins it.
+pub struct Pacer {
+    queue: Queue,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Pacer {
+    /// Starts the pacer thread. It sends each released batch on `releases`, and stops when told
+    /// to or when the receiver is gone.
+    pub fn start(interval: Duration, clock: Arc<dyn Clock>, releases: Sender<Release>) -> Pacer {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { scheduler: Scheduler::new(interval), parked: None, stopping: false }),
+            wake: Condvar::new(),
+            parked: Condvar::new(),
+            clock,
+        });
+        let thread = {
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name("pacer".into())
+                .spawn(move || run(&shared, &releases))
+                .expect("cannot start the pacer thread")
+        };
+        Pacer { queue: Queue { shared }, thread: Some(thread) }
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Releases nothing more and joins the thread. The batch in flight, if any, is the worker's.
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        {
+            let mut state = self.queue.shared.state.lock();
+            state.stopping = true;
+            self.queue.shared.wake.notify_all();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Pacer {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn run(shared: &Shared, releases: &Sender<Release>) {
+    let mut state = shared.state.lock();
+    while !state.stopping {
+        let now = shared.clock.now();
+        match state.scheduler.poll(now) {
+            Poll::Release { run, index, due } => {
+                let batch = Batch { ingestion: run, index };
+                batch.set_status(BatchStatus::Triggered);
+                let depth = state.depth();
+                let release = Release { batch, due, at: now };
+                let delivered = MutexGuard::unlocked(&mut state, || {
+                    log::info(format_args!("released {} late by {:?}; {}", release.batch, now - due, depth));
+                    releases.send(release).is_ok()
+                });
+                if !delivered {
+                    return;
+                }
+            }
+            Poll::WaitUntil(deadline) => park(shared, &mut state, Parked::Until(deadline)),
+            Poll::Busy => park(shared, &mut state, Parked::Busy),
+            Poll::Idle => park(shared, &mut state, Parked::Idle),
+        }
+    }
+}
+
+fn park(shared: &Shared, state: &mut MutexGuard<'_, State>, parked: Parked) {
+    state.parked = Some(parked);
+    shared.parked.notify_all();
+    match parked {
+        Parked::Until(deadline) if shared.clock.runs_by_itself() => {
+            shared.wake.wait_until(state, deadline);
+        }
+        _ => shared.wake.wait(state),
+    }
+    state.parked = None;
+}
+
+impl Queue {
+    /// Queues every batch of `ingestion`, behind all earlier work of its priority.
+    pub fn submit(&self, ingestion: Arc<Ingestion>) {
+        let len = u32::try_from(ingestion.batch_count()).expect("batch count fits in u32");
+        let priority = ingestion.priority;
+        self.change(|state, now| state.scheduler.submit(priority, ingestion, len, now));
+    }
+
+    /// Marks the batch in flight completed, which lets the next one go once the interval allows.
+    pub fn complete(&self, batch: &Batch) -> Depth {
+        self.change(|state, now| {
+            batch.set_status(BatchStatus::Completed);
+            state.scheduler.complete(now);
+            state.depth()
+        })
+    }
+
+    pub fn depth(&self) -> Depth {
+        self.shared.state.lock().depth()
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.shared.state.lock().scheduler.interval()
+    }
+
+    /// Moves a manual clock forward and wakes the pacer, under the lock, so no wake-up is lost.
+    pub fn advance(&self, clock: &ManualClock, by: Duration) {
+        self.change(|_, _| clock.advance(by));
+    }
+
+    /// Blocks until the pacer thread is parked in a state that `accept`s, and returns it.
+    pub fn wait_parked(&self, accept: impl Fn(Parked) -> bool) -> Parked {
+        let mut state = self.shared.state.lock();
+        loop {
+            match state.parked {
+                Some(parked) if accept(parked) => return parked,
+                _ => self.shared.parked.wait(&mut state),
+            }
+        }
+    }
+
+    fn change<T>(&self, f: impl FnOnce(&mut State, Instant) -> T) -> T {
+        let mut state = self.shared.state.lock();
+        let out = f(&mut state, self.shared.clock.now());
+        // The pacer must look again before it counts as parked.
+        state.parked = None;
+        self.shared.wake.notify_one();
+        out
+    }
+}
+
+impl std::fmt::Display for Depth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "queue depth {} batches, {} in flight", self.queued_batches, u8::from(self.in_flight))
+    }
+}
+
+#[allow(dead_code)]
+fn assert_shareable() {
+    fn is_send_sync<T: Send + Sync>() {}
+    is_send_sync::<Shared>();
+    is_send_sync::<Queue>();
+}
