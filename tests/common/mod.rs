@@ -1,0 +1,115 @@
+//! Starts the real `ingestd` binary on an ephemeral port and talks to it over HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    stderr: Option<ChildStderr>,
+}
+
+/// An answer: status code, `Content-Type`, `Allow`, and the body parsed as JSON.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub allow: Option<String>,
+    pub json: Value,
+}
+
+impl Server {
+    /// Starts `ingestd --addr 127.0.0.1:0 ARGS` and waits for its `listening on` line.
+    pub fn start(args: &[&str]) -> Server {
+        Server::start_with(Command::new(env!("CARGO_BIN_EXE_ingestd")).arg("--addr").arg("127.0.0.1:0").args(args))
+    }
+
+    pub fn start_with(command: &mut Command) -> Server {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start ingestd");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read the listening line");
+        let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let stderr = child.stderr.take();
+        Server { base: base.to_owned(), child, stderr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Answer {
+        answer(ureq::post(&format!("{}{path}", self.base)).send_string(body))
+    }
+
+    pub fn ingest(&self, ids: &[u32], priority: &str) -> String {
+        let answer = self.post("/ingest", &serde_json::json!({"ids": ids, "priority": priority}).to_string());
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.json["ingestion_id"].as_str().expect("an ingestion_id").to_owned()
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        answer(ureq::get(&format!("{}{path}", self.base)).call())
+    }
+
+    pub fn request(&self, method: &str, path: &str) -> Answer {
+        answer(ureq::request(method, &format!("{}{path}", self.base)).call())
+    }
+
+    pub fn status(&self, ingestion_id: &str) -> Value {
+        let answer = self.get(&format!("/status/{ingestion_id}"));
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.json
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and everything on stderr.
+    pub fn terminate(mut self) -> (ExitStatus, String) {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+        let mut log = String::new();
+        self.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+        (self.child.wait().unwrap(), log)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn answer(result: Result<ureq::Response, ureq::Error>) -> Answer {
+    let response = match result {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(error) => panic!("request failed: {error}"),
+    };
+    let status = response.status();
+    let content_type = response.header("Content-Type").unwrap_or_default().to_owned();
+    let allow = response.header("Allow").map(str::to_owned);
+    let text = response.into_string().expect("a body");
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text:?}"));
+    Answer { status, content_type, allow, json }
+}
+
+/// Polls `probe` until it returns `Some`, or panics after `timeout` naming `what`.
+#[track_caller]
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The statuses of an ingestion's batches, in request order.
+pub fn batch_statuses(status: &Value) -> Vec<String> {
+    status["batches"].as_array().unwrap().iter().map(|b| b["status"].as_str().unwrap().to_owned()).collect()
+}

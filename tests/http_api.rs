@@ -1,0 +1,226 @@
+//! The API over real HTTP, against the `ingestd` binary on an ephemeral port.
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::{batch_statuses, wait_for, Server};
+use serde_json::{json, Value};
+
+const FAST: &[&str] = &["--interval", "100ms", "--fetch-delay", "1ms"];
+
+#[test]
+fn health() {
+    let server = Server::start(FAST);
+    let answer = server.get("/health");
+    assert_eq!((answer.status, answer.json), (200, json!({"status": "ok"})));
+    assert_eq!(answer.content_type, "application/json");
+    assert_eq!(server.get("/health/").status, 200);
+}
+
+#[test]
+fn ingest_answers_an_id_and_status_shows_batches_in_request_order() {
+    let server = Server::start(&["--interval", "1h", "--fetch-delay", "1ms"]);
+    let first = server.ingest(&[1, 2, 3, 4, 5], "HIGH");
+    let second = server.post("/ingest/", r#"{"ids": [1000000007, 7, 7, 7], "priority": "LOW", "note": "extra keys are ignored"}"#);
+    assert_eq!(second.status, 200, "{second:?}");
+    let second = second.json["ingestion_id"].as_str().unwrap().to_owned();
+    assert_eq!(uuid::Uuid::parse_str(&first).unwrap().get_version_num(), 4);
+
+    let status = server.status(&first);
+    assert_eq!(status["ingestion_id"], first.as_str());
+    let ids: Vec<&Value> = status["batches"].as_array().unwrap().iter().map(|b| &b["ids"]).collect();
+    assert_eq!(ids, [&json!([1, 2, 3]), &json!([4, 5])]);
+    for batch in status["batches"].as_array().unwrap() {
+        assert_eq!(uuid::Uuid::parse_str(batch["batch_id"].as_str().unwrap()).unwrap().get_version_num(), 4);
+    }
+    // The first batch went at once; with a one-hour interval the second waits.
+    let status = wait_for("the first batch to complete", Duration::from_secs(5), || {
+        let status = server.status(&first);
+        (batch_statuses(&status)[0] == "completed").then_some(status)
+    });
+    assert_eq!(batch_statuses(&status), ["completed", "yet_to_start"]);
+    assert_eq!(status["status"], "triggered");
+
+    let status = server.get(&format!("/status/{second}/")).json;
+    assert_eq!(status["status"], "yet_to_start");
+    assert_eq!(status["batches"][0]["ids"], json!([1000000007, 7, 7]));
+    assert_eq!(status["batches"][1]["ids"], json!([7]));
+    assert_eq!(batch_statuses(&status), ["yet_to_start", "yet_to_start"]);
+}
+
+/// When each batch was first seen released, bracketed by the polls around it.
+struct Seen {
+    ids: Value,
+    after: Instant,
+    by: Instant,
+}
+
+#[test]
+fn worked_example_runs_in_priority_order_one_batch_per_interval() {
+    let interval = Duration::from_millis(300);
+    let server = Server::start(&["--interval", "300ms", "--fetch-delay", "2ms"]);
+    let t0 = Instant::now();
+    let medium = server.ingest(&[1, 2, 3, 4, 5], "MEDIUM");
+    std::thread::sleep((t0 + interval * 4 / 5).saturating_duration_since(Instant::now()));
+    let high = server.ingest(&[6, 7, 8, 9], "HIGH");
+
+    let mut seen: Vec<Seen> = Vec::new();
+    let mut last_poll = t0;
+    wait_for("every batch to complete", interval * 12, || {
+        let poll_started = Instant::now();
+        let statuses = [server.status(&medium), server.status(&high)];
+        let poll_done = Instant::now();
+        for batch in statuses.iter().flat_map(|s| s["batches"].as_array().unwrap()) {
+            if batch["status"] != "yet_to_start" && !seen.iter().any(|s| s.ids == batch["ids"]) {
+                seen.push(Seen { ids: batch["ids"].clone(), after: last_poll, by: poll_done });
+            }
+        }
+        last_poll = poll_started;
+        statuses.iter().all(|s| s["status"] == "completed").then_some(())
+    });
+
+    let order: Vec<&Value> = seen.iter().map(|s| &s.ids).collect();
+    assert_eq!(order, [&json!([1, 2, 3]), &json!([6, 7, 8]), &json!([9]), &json!([4, 5])]);
+    for pair in seen.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        let (shortest, longest) = (b.after.saturating_duration_since(a.by), b.by - a.after);
+        assert!(longest >= interval, "releases {} and {} came at most {longest:?} apart", a.ids, b.ids);
+        assert!(shortest < interval * 2, "releases {} and {} came at least {shortest:?} apart", a.ids, b.ids);
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_json_error() {
+    let server = Server::start(FAST);
+    let cases: &[(&str, &str, &str)] = &[
+        ("", "invalid_json", "the body is empty"),
+        ("ids=1,2&priority=HIGH", "invalid_json", "not valid JSON"),
+        (r#"{"ids": [1, 2"#, "invalid_json", "not valid JSON"),
+        ("[1, 2, 3]", "invalid_body", "must be a JSON object"),
+        (r#"{"priority": "HIGH"}"#, "invalid_body", r#"the field "ids" is missing"#),
+        (r#"{"ids": [1]}"#, "invalid_body", r#"the field "priority" is missing"#),
+        (r#"{"ids": "1,2", "priority": "HIGH"}"#, "invalid_body", r#"ids is "1,2""#),
+        (r#"{"ids": [1], "priority": 3}"#, "invalid_body", "priority is 3"),
+        (r#"{"ids": [], "priority": "HIGH"}"#, "invalid_ids", "ids is empty"),
+        (r#"{"ids": [1, 2, 3, 0], "priority": "HIGH"}"#, "invalid_ids", "ids[3] is 0; each id must be an integer from 1 to 1000000007"),
+        (r#"{"ids": [1000000008], "priority": "HIGH"}"#, "invalid_ids", "ids[0] is 1000000008"),
+        (r#"{"ids": [-4], "priority": "HIGH"}"#, "invalid_ids", "ids[0] is -4"),
+        (r#"{"ids": [1.5], "priority": "HIGH"}"#, "invalid_ids", "ids[0] is 1.5"),
+        (r#"{"ids": [99999999999999999999999], "priority": "HIGH"}"#, "invalid_ids", "ids[0] is 1e+23"),
+        (r#"{"ids": ["3"], "priority": "HIGH"}"#, "invalid_ids", r#"ids[0] is "3""#),
+        (r#"{"ids": [null], "priority": "HIGH"}"#, "invalid_ids", "ids[0] is null"),
+        (r#"{"ids": [true], "priority": "HIGH"}"#, "invalid_ids", "ids[0] is true"),
+        (r#"{"ids": [1], "priority": "high"}"#, "invalid_priority", r#"priority is "high"; it must be one of "HIGH", "MEDIUM" or "LOW""#),
+        (r#"{"ids": [1], "priority": "CRITICAL"}"#, "invalid_priority", r#"priority is "CRITICAL""#),
+    ];
+    for &(body, code, detail) in cases {
+        let answer = server.post("/ingest", body);
+        assert_eq!((answer.status, answer.json["error"].as_str()), (400, Some(code)), "body {body:?}: {answer:?}");
+        let got = answer.json["detail"].as_str().unwrap();
+        assert!(got.contains(detail), "body {body:?}: detail {got:?} lacks {detail:?}");
+        assert_eq!(answer.content_type, "application/json");
+    }
+}
+
+#[test]
+fn oversized_bodies_are_refused_with_413() {
+    let server = Server::start(&["--max-body", "1000", "--interval", "100ms"]);
+    let ids: Vec<u32> = (1..=400).collect();
+    let answer = server.post("/ingest", &json!({"ids": ids, "priority": "LOW"}).to_string());
+    assert_eq!((answer.status, answer.json["error"].as_str()), (413, Some("body_too_large")), "{answer:?}");
+    assert!(answer.json["detail"].as_str().unwrap().contains("1000 bytes"));
+}
+
+#[test]
+fn unknown_paths_ids_and_methods() {
+    let server = Server::start(FAST);
+    for path in ["/", "/nope", "/status", "/status/", "/ingest/extra", "/status/a/b"] {
+        let answer = server.get(path);
+        assert_eq!((answer.status, answer.json["error"].as_str()), (404, Some("not_found")), "GET {path}: {answer:?}");
+    }
+    for id in ["not-a-uuid", "00000000-0000-4000-8000-000000000000", &uuid::Uuid::new_v4().to_string()] {
+        let answer = server.get(&format!("/status/{id}"));
+        assert_eq!((answer.status, answer.json["error"].as_str()), (404, Some("not_found")), "{id}: {answer:?}");
+        assert!(answer.json["detail"].as_str().unwrap().contains("no ingestion"), "{answer:?}");
+    }
+    for (method, path, allow) in [
+        ("GET", "/ingest", "POST"),
+        ("PUT", "/ingest/", "POST"),
+        ("POST", "/health", "GET, HEAD"),
+        ("DELETE", "/status/00000000-0000-4000-8000-000000000000", "GET, HEAD"),
+    ] {
+        let answer = server.request(method, path);
+        assert_eq!((answer.status, answer.json["error"].as_str()), (405, Some("method_not_allowed")), "{method} {path}");
+        assert_eq!(answer.allow.as_deref(), Some(allow), "{method} {path}");
+        assert_eq!(answer.content_type, "application/json");
+    }
+}
+
+#[test]
+fn bad_requests_do_not_disturb_accepted_work() {
+    let server = Server::start(&["--interval", "50ms", "--fetch-delay", "1ms"]);
+    let kept = server.ingest(&[11, 12, 13, 14, 15, 16, 17], "MEDIUM");
+    let before = server.status(&kept);
+    for body in ["", "{", r#"{"ids": [0], "priority": "HIGH"}"#, r#"{"ids": [1], "priority": "NOW"}"#, "null"] {
+        assert_eq!(server.post("/ingest", body).status, 400);
+    }
+    assert_eq!(server.request("DELETE", &format!("/status/{kept}")).status, 405);
+    let after = server.status(&kept);
+    assert_eq!(before["batches"].as_array().unwrap().len(), 3);
+    for (b, a) in before["batches"].as_array().unwrap().iter().zip(after["batches"].as_array().unwrap()) {
+        assert_eq!((&b["batch_id"], &b["ids"]), (&a["batch_id"], &a["ids"]));
+    }
+    wait_for("the kept ingestion to complete", Duration::from_secs(5), || {
+        (server.status(&kept)["status"] == "completed").then_some(())
+    });
+}
+
+#[test]
+fn sixteen_clients_posting_at_once_all_get_their_ingestions() {
+    const CLIENTS: usize = 16;
+    const EACH: usize = 10;
+    let server = Arc::new(Server::start(&["--interval", "1h", "--fetch-delay", "1ms"]));
+    let start = Arc::new(Barrier::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (server, start) = (Arc::clone(&server), Arc::clone(&start));
+            std::thread::spawn(move || {
+                // One keep-alive connection per client, all opened together.
+                let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+                start.wait();
+                (0..EACH)
+                    .map(|i| {
+                        let ids: Vec<u32> = (0..=(i as u32 % 7)).map(|k| (c * 1000 + i * 10) as u32 + k + 1).collect();
+                        let priority = ["HIGH", "MEDIUM", "LOW"][(c + i) % 3];
+                        let body = json!({"ids": ids, "priority": priority});
+                        let answer: Value = agent
+                            .post(&format!("{}/ingest", server.base))
+                            .send_json(body)
+                            .expect("an answer")
+                            .into_json()
+                            .unwrap();
+                        (answer["ingestion_id"].as_str().unwrap().to_owned(), ids)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let accepted: Vec<(String, Vec<u32>)> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert_eq!(accepted.len(), CLIENTS * EACH);
+    let mut unique: Vec<&String> = accepted.iter().map(|(id, _)| id).collect();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), CLIENTS * EACH, "ingestion ids are unique");
+    for (id, ids) in &accepted {
+        let status = server.status(id);
+        let got: Vec<u32> = status["batches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32))
+            .collect();
+        assert_eq!(&got, ids, "ingestion {id}");
+    }
+}
