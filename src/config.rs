@@ -86,7 +86,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
                 }
             }
             Long("batch-size") => config.pacing.batch_size = count(parser.value()?, "--batch-size")?,
-            Long("fetch-delay") => config.fetch_delay = duration(&text(parser.value()?, "--fetch-delay")?, "--fetch-delay")?,
+            Long("fetch-delay") => {
+                config.fetch_delay = duration(&text(parser.value()?, "--fetch-delay")?, "--fetch-delay")?
+            }
             Long("threads") => config.threads = count(parser.value()?, "--threads")?,
             Long("max-body") => config.max_body = count(parser.value()?, "--max-body")?,
             Short('h') | Long("help") => return Ok(Command::Help),
@@ -121,7 +123,8 @@ fn count(value: OsString, flag: &str) -> Result<usize, UsageError> {
 
 /// Parses `200ms`, `5s`, `1.5s`, `10m`, `2h` or `7d`.
 pub fn duration(text: &str, flag: &str) -> Result<Duration, UsageError> {
-    let bad = |why: &str| UsageError(format!("{flag} takes a duration like 200ms, 5s, 1.5s, 10m, 2h or 7d; '{text}' {why}"));
+    let bad =
+        |why: &str| UsageError(format!("{flag} takes a duration like 200ms, 5s, 1.5s, 10m, 2h or 7d; '{text}' {why}"));
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let unit_nanos: u128 = match unit {
@@ -195,7 +198,17 @@ mod tests {
 
     #[test]
     fn flags() {
-        let c = config(&["--addr", "127.0.0.1:0", "--interval=250ms", "--batch-size", "4", "--fetch-delay", "0s", "--threads", "2"]);
+        let c = config(&[
+            "--addr",
+            "127.0.0.1:0",
+            "--interval=250ms",
+            "--batch-size",
+            "4",
+            "--fetch-delay",
+            "0s",
+            "--threads",
+            "2",
+        ]);
         assert_eq!(c.addr, "127.0.0.1:0");
         assert_eq!(c.pacing, Pacing { interval: Duration::from_millis(250), batch_size: 4 });
         assert_eq!((c.fetch_delay, c.threads), (Duration::ZERO, 2));

@@ -124,10 +124,8 @@ impl Ingestion {
     /// Callers guarantee `ids` is non-empty and `batch_size >= 1`.
     pub fn new(priority: Priority, ids: Vec<Id>, batch_size: usize) -> Ingestion {
         debug_assert!(!ids.is_empty() && batch_size >= 1);
-        let batches = ids
-            .chunks(batch_size)
-            .map(|_| BatchState { id: Uuid::new_v4(), status: AtomicU8::new(0) })
-            .collect();
+        let batches =
+            ids.chunks(batch_size).map(|_| BatchState { id: Uuid::new_v4(), status: AtomicU8::new(0) }).collect();
         Ingestion { id: Uuid::new_v4(), priority, ids: ids.into_boxed_slice(), batch_size, batches }
     }
 
@@ -179,8 +177,16 @@ impl Batch {
 impl fmt::Display for Batch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let view = self.view();
-        write!(f, "batch {} ({} {}/{} of ingestion {}, ids {:?})", view.batch_id, self.ingestion.priority,
-            self.index + 1, self.ingestion.batch_count(), self.ingestion.id, view.ids)
+        write!(
+            f,
+            "batch {} ({} {}/{} of ingestion {}, ids {:?})",
+            view.batch_id,
+            self.ingestion.priority,
+            self.index + 1,
+            self.ingestion.batch_count(),
+            self.ingestion.id,
+            view.ids
+        )
     }
 }
 

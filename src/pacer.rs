@@ -192,13 +192,19 @@ impl Queue {
         self.change(|_, _| clock.advance(by));
     }
 
-    /// Blocks until the pacer thread is parked in a state that `accept`s, and returns it.
-    pub fn wait_parked(&self, accept: impl Fn(Parked) -> bool) -> Parked {
+    /// Blocks until the pacer thread is parked in a state that `accept`s and returns it, or
+    /// returns `None` after `timeout` (a real duration, whatever the clock).
+    pub fn wait_parked(&self, timeout: Duration, accept: impl Fn(Parked) -> bool) -> Option<Parked> {
+        let deadline = Instant::now() + timeout;
         let mut state = self.shared.state.lock();
         loop {
             match state.parked {
-                Some(parked) if accept(parked) => return parked,
-                _ => self.shared.parked.wait(&mut state),
+                Some(parked) if accept(parked) => return Some(parked),
+                _ => {
+                    if self.shared.parked.wait_until(&mut state, deadline).timed_out() {
+                        return None;
+                    }
+                }
             }
         }
     }

@@ -19,7 +19,7 @@ pub enum Poll<B> {
     WaitUntil(Instant),
     /// A batch is in flight; nothing may go until it completes.
     Busy,
-    /// Nothing is queued.
+    /// Nothing is queued and nothing is in flight.
     Idle,
 }
 
@@ -110,11 +110,11 @@ impl<B: Clone> Scheduler<B> {
 
     /// Decides what to do at `now`; on `Release` the batch leaves the queue and is in flight.
     pub fn poll(&mut self, now: Instant) -> Poll<B> {
-        if self.queue.is_empty() {
-            return Poll::Idle;
-        }
         if self.in_flight {
             return Poll::Busy;
+        }
+        if self.queue.is_empty() {
+            return Poll::Idle;
         }
         let due = self.earliest_release();
         if now < due {

@@ -23,7 +23,8 @@ fn health() {
 fn ingest_answers_an_id_and_status_shows_batches_in_request_order() {
     let server = Server::start(&["--interval", "1h", "--fetch-delay", "1ms"]);
     let first = server.ingest(&[1, 2, 3, 4, 5], "HIGH");
-    let second = server.post("/ingest/", r#"{"ids": [1000000007, 7, 7, 7], "priority": "LOW", "note": "extra keys are ignored"}"#);
+    let second = server
+        .post("/ingest/", r#"{"ids": [1000000007, 7, 7, 7], "priority": "LOW", "note": "extra keys are ignored"}"#);
     assert_eq!(second.status, 200, "{second:?}");
     let second = second.json["ingestion_id"].as_str().unwrap().to_owned();
     assert_eq!(uuid::Uuid::parse_str(&first).unwrap().get_version_num(), 4);
@@ -104,7 +105,11 @@ fn bad_input_gets_a_clear_json_error() {
         (r#"{"ids": "1,2", "priority": "HIGH"}"#, "invalid_body", r#"ids is "1,2""#),
         (r#"{"ids": [1], "priority": 3}"#, "invalid_body", "priority is 3"),
         (r#"{"ids": [], "priority": "HIGH"}"#, "invalid_ids", "ids is empty"),
-        (r#"{"ids": [1, 2, 3, 0], "priority": "HIGH"}"#, "invalid_ids", "ids[3] is 0; each id must be an integer from 1 to 1000000007"),
+        (
+            r#"{"ids": [1, 2, 3, 0], "priority": "HIGH"}"#,
+            "invalid_ids",
+            "ids[3] is 0; each id must be an integer from 1 to 1000000007",
+        ),
         (r#"{"ids": [1000000008], "priority": "HIGH"}"#, "invalid_ids", "ids[0] is 1000000008"),
         (r#"{"ids": [-4], "priority": "HIGH"}"#, "invalid_ids", "ids[0] is -4"),
         (r#"{"ids": [1.5], "priority": "HIGH"}"#, "invalid_ids", "ids[0] is 1.5"),
@@ -112,7 +117,11 @@ fn bad_input_gets_a_clear_json_error() {
         (r#"{"ids": ["3"], "priority": "HIGH"}"#, "invalid_ids", r#"ids[0] is "3""#),
         (r#"{"ids": [null], "priority": "HIGH"}"#, "invalid_ids", "ids[0] is null"),
         (r#"{"ids": [true], "priority": "HIGH"}"#, "invalid_ids", "ids[0] is true"),
-        (r#"{"ids": [1], "priority": "high"}"#, "invalid_priority", r#"priority is "high"; it must be one of "HIGH", "MEDIUM" or "LOW""#),
+        (
+            r#"{"ids": [1], "priority": "high"}"#,
+            "invalid_priority",
+            r#"priority is "high"; it must be one of "HIGH", "MEDIUM" or "LOW""#,
+        ),
         (r#"{"ids": [1], "priority": "CRITICAL"}"#, "invalid_priority", r#"priority is "CRITICAL""#),
     ];
     for &(body, code, detail) in cases {
@@ -152,7 +161,11 @@ fn unknown_paths_ids_and_methods() {
         ("DELETE", "/status/00000000-0000-4000-8000-000000000000", "GET, HEAD"),
     ] {
         let answer = server.request(method, path);
-        assert_eq!((answer.status, answer.json["error"].as_str()), (405, Some("method_not_allowed")), "{method} {path}");
+        assert_eq!(
+            (answer.status, answer.json["error"].as_str()),
+            (405, Some("method_not_allowed")),
+            "{method} {path}"
+        );
         assert_eq!(answer.allow.as_deref(), Some(allow), "{method} {path}");
         assert_eq!(answer.content_type, "application/json");
     }

@@ -107,7 +107,12 @@ fn dispatch(
     url: &str,
     read_body: impl FnOnce() -> Result<Vec<u8>, ApiError>,
 ) -> Result<Reply, ApiError> {
-    let route = route(url).ok_or_else(|| ApiError::NotFound(format!("there is no route {}; the API has POST /ingest, GET /status/<ingestion_id> and GET /health", shorten(url))))?;
+    let route = route(url).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "there is no route {}; the API has POST /ingest, GET /status/<ingestion_id> and GET /health",
+            shorten(url)
+        ))
+    })?;
     if !route.takes(method) {
         return Err(ApiError::MethodNotAllowed { method: shorten(method), allow: route.allow() });
     }

@@ -19,8 +19,9 @@ pub fn parse(body: &[u8]) -> Result<IngestRequest, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::InvalidJson(format!("the body is empty; send a JSON object like {EXAMPLE}")));
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::InvalidJson(format!("the body is not valid JSON ({e}); send an object like {EXAMPLE}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::InvalidJson(format!("the body is not valid JSON ({e}); send an object like {EXAMPLE}"))
+    })?;
     let Value::Object(fields) = value else {
         return Err(ApiError::InvalidBody(format!(
             "the body is {}; it must be a JSON object like {EXAMPLE}",
@@ -54,15 +55,12 @@ fn parse_ids(value: Option<&Value>) -> Result<Vec<Id>, ApiError> {
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            item.as_u64()
-                .and_then(|n| Id::try_from(n).ok())
-                .filter(|n| (1..=MAX_ID).contains(n))
-                .ok_or_else(|| {
-                    ApiError::InvalidIds(format!(
-                        "ids[{i}] is {}; each id must be an integer from 1 to {MAX_ID}",
-                        describe(item)
-                    ))
-                })
+            item.as_u64().and_then(|n| Id::try_from(n).ok()).filter(|n| (1..=MAX_ID).contains(n)).ok_or_else(|| {
+                ApiError::InvalidIds(format!(
+                    "ids[{i}] is {}; each id must be an integer from 1 to {MAX_ID}",
+                    describe(item)
+                ))
+            })
         })
         .collect()
 }
@@ -71,9 +69,15 @@ fn parse_priority(value: Option<&Value>) -> Result<Priority, ApiError> {
     const ALLOWED: &str = r#"one of "HIGH", "MEDIUM" or "LOW""#;
     match value {
         None => Err(ApiError::InvalidBody(format!("the field \"priority\" is missing; it must be {ALLOWED}"))),
-        Some(Value::String(s)) => Priority::parse(s)
-            .ok_or_else(|| ApiError::InvalidPriority(format!("priority is {}; it must be {ALLOWED}", describe(&Value::String(s.clone()))))),
-        Some(other) => Err(ApiError::InvalidBody(format!("priority is {}; it must be a string, {ALLOWED}", describe(other)))),
+        Some(Value::String(s)) => Priority::parse(s).ok_or_else(|| {
+            ApiError::InvalidPriority(format!(
+                "priority is {}; it must be {ALLOWED}",
+                describe(&Value::String(s.clone()))
+            ))
+        }),
+        Some(other) => {
+            Err(ApiError::InvalidBody(format!("priority is {}; it must be a string, {ALLOWED}", describe(other))))
+        }
     }
 }
 
@@ -119,7 +123,11 @@ mod tests {
     #[test]
     fn rejects_what_is_not_json() {
         err("", "invalid_json", r#"the body is empty; send a JSON object like {"ids": [1, 2, 3], "priority": "HIGH"}"#);
-        err("  \n", "invalid_json", r#"the body is empty; send a JSON object like {"ids": [1, 2, 3], "priority": "HIGH"}"#);
+        err(
+            "  \n",
+            "invalid_json",
+            r#"the body is empty; send a JSON object like {"ids": [1, 2, 3], "priority": "HIGH"}"#,
+        );
         assert_eq!(parse(b"ids=1&priority=HIGH").unwrap_err().code(), "invalid_json");
         assert_eq!(parse(br#"{"ids": [1], "priority": "HIGH""#).unwrap_err().code(), "invalid_json");
         assert_eq!(parse(b"\xff\xfe").unwrap_err().code(), "invalid_json");
@@ -127,19 +135,51 @@ mod tests {
 
     #[test]
     fn rejects_bodies_of_the_wrong_shape() {
-        err("[1, 2]", "invalid_body", r#"the body is an array; it must be a JSON object like {"ids": [1, 2, 3], "priority": "HIGH"}"#);
-        err("7", "invalid_body", r#"the body is 7; it must be a JSON object like {"ids": [1, 2, 3], "priority": "HIGH"}"#);
-        err(r#"{"priority": "HIGH"}"#, "invalid_body", r#"the field "ids" is missing; it must be a non-empty array of integers from 1 to 1000000007"#);
-        err(r#"{"ids": [1]}"#, "invalid_body", r#"the field "priority" is missing; it must be one of "HIGH", "MEDIUM" or "LOW""#);
-        err(r#"{"ids": "1,2", "priority": "HIGH"}"#, "invalid_body", r#"ids is "1,2"; it must be an array of integers from 1 to 1000000007"#);
-        err(r#"{"ids": null, "priority": "HIGH"}"#, "invalid_body", "ids is null; it must be an array of integers from 1 to 1000000007");
-        err(r#"{"ids": [1], "priority": 1}"#, "invalid_body", r#"priority is 1; it must be a string, one of "HIGH", "MEDIUM" or "LOW""#);
+        err(
+            "[1, 2]",
+            "invalid_body",
+            r#"the body is an array; it must be a JSON object like {"ids": [1, 2, 3], "priority": "HIGH"}"#,
+        );
+        err(
+            "7",
+            "invalid_body",
+            r#"the body is 7; it must be a JSON object like {"ids": [1, 2, 3], "priority": "HIGH"}"#,
+        );
+        err(
+            r#"{"priority": "HIGH"}"#,
+            "invalid_body",
+            r#"the field "ids" is missing; it must be a non-empty array of integers from 1 to 1000000007"#,
+        );
+        err(
+            r#"{"ids": [1]}"#,
+            "invalid_body",
+            r#"the field "priority" is missing; it must be one of "HIGH", "MEDIUM" or "LOW""#,
+        );
+        err(
+            r#"{"ids": "1,2", "priority": "HIGH"}"#,
+            "invalid_body",
+            r#"ids is "1,2"; it must be an array of integers from 1 to 1000000007"#,
+        );
+        err(
+            r#"{"ids": null, "priority": "HIGH"}"#,
+            "invalid_body",
+            "ids is null; it must be an array of integers from 1 to 1000000007",
+        );
+        err(
+            r#"{"ids": [1], "priority": 1}"#,
+            "invalid_body",
+            r#"priority is 1; it must be a string, one of "HIGH", "MEDIUM" or "LOW""#,
+        );
     }
 
     #[test]
     fn rejects_bad_ids() {
         err(r#"{"ids": [], "priority": "HIGH"}"#, "invalid_ids", "ids is empty; send at least one id");
-        err(r#"{"ids": [1, 2, 3, 0], "priority": "HIGH"}"#, "invalid_ids", "ids[3] is 0; each id must be an integer from 1 to 1000000007");
+        err(
+            r#"{"ids": [1, 2, 3, 0], "priority": "HIGH"}"#,
+            "invalid_ids",
+            "ids[3] is 0; each id must be an integer from 1 to 1000000007",
+        );
         let cases = [
             ("-1", "-1"),
             ("1.5", "1.5"),
@@ -167,7 +207,11 @@ mod tests {
     fn rejects_bad_priorities() {
         for p in ["high", "URGENT", "", " HIGH"] {
             let body = format!(r#"{{"ids": [1], "priority": "{p}"}}"#);
-            err(&body, "invalid_priority", &format!(r#"priority is "{p}"; it must be one of "HIGH", "MEDIUM" or "LOW""#));
+            err(
+                &body,
+                "invalid_priority",
+                &format!(r#"priority is "{p}"; it must be one of "HIGH", "MEDIUM" or "LOW""#),
+            );
         }
     }
 

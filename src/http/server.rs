@@ -76,10 +76,9 @@ impl HttpServer {
 fn serve(app: &App, mut request: Request, max_body: usize) {
     let method = request.method().as_str().to_owned();
     let url = request.url().to_owned();
-    let reply = panic::catch_unwind(AssertUnwindSafe(|| {
-        api::handle(app, &method, &url, || read_body(&mut request, max_body))
-    }))
-    .unwrap_or_else(|_| Reply::error(&ApiError::Internal));
+    let reply =
+        panic::catch_unwind(AssertUnwindSafe(|| api::handle(app, &method, &url, || read_body(&mut request, max_body))))
+            .unwrap_or_else(|_| Reply::error(&ApiError::Internal));
     respond(request, reply);
 }
 

@@ -5,8 +5,9 @@
 //! keep-alive clients, and wait there until some connection closes. Every task that ends lets
 //! a worker take the next queued connection, and a new task when none is idle starts a thread
 //! that does the same. So this thread "ticks": it connects to our own listener and closes at
-//! once, which is such a task. While ticks keep making the pool grow (a sign that connections
-//! were queued), it ticks again at once; otherwise every 100 ms (about 10 connects per second).
+//! once, which is such a task. It watches the process's thread count every 5 ms and ticks as
+//! soon as the pool grows (new connections arrived, some may be queued), else every 100 ms
+//! (about 10 loopback connects per second when idle).
 //! Remove this module when tiny_http is replaced or fixed.
 
 use std::io;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-const SETTLE: Duration = Duration::from_millis(2);
+const WATCH: Duration = Duration::from_millis(5);
 const IDLE_TICK: Duration = Duration::from_millis(100);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -53,18 +54,21 @@ fn run(target: SocketAddr, stop: &(Mutex<bool>, Condvar)) {
         *stopped
     };
     let mut threads = thread_count();
+    let mut since_tick = IDLE_TICK;
     loop {
-        // The connection closes as it drops: an empty task for the pool.
-        let _ = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT);
-        if pause(SETTLE) {
-            return;
-        }
         let now = thread_count();
+        // A pool that grew has just met new connections, and may have queued some of them.
         let grew = matches!((threads, now), (Some(before), Some(after)) if after > before);
         threads = now;
-        if !grew && pause(IDLE_TICK) {
+        if grew || since_tick >= IDLE_TICK {
+            // The connection closes as it drops: an empty task for the pool.
+            let _ = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT);
+            since_tick = Duration::ZERO;
+        }
+        if pause(WATCH) {
             return;
         }
+        since_tick += WATCH;
     }
 }
 

@@ -1,0 +1,37 @@
+# ingestd: `make run` starts the service, `make test` checks everything.
+CARGO ?= cargo
+ARGS ?=
+
+.PHONY: run test check fmt lint doc unit build release
+
+## Start the service on 127.0.0.1:8000 (5 s interval, batches of 3). Extra flags: make run ARGS="--interval 1s"
+run:
+	$(CARGO) run --release --quiet -- $(ARGS)
+
+## Every check CI runs: formatting, lints, docs, unit, thread and HTTP tests.
+test: fmt lint doc unit
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+doc:
+	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --no-deps --locked --quiet
+
+# cargo-nextest runs each test in its own process; plain cargo test is the fallback.
+unit:
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --locked --no-fail-fast && $(CARGO) test --doc --locked; \
+	else \
+		$(CARGO) test --locked --no-fail-fast; \
+	fi
+
+check: test
+
+build:
+	$(CARGO) build --locked
+
+release:
+	$(CARGO) build --release --locked

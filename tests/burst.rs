@@ -1,0 +1,78 @@
+//! A burst of new keep-alive connections to a fresh server: every one must be served.
+//! (tiny_http 0.12.0 strands some of them without `src/http/unstrand.rs`; wrk would not notice,
+//! so this counts answers per connection.)
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[path = "common/mod.rs"]
+mod common;
+
+/// Opens `connections` at once, each sending `GET /health` back to back for `duration`;
+/// returns the answers each connection got and the time to its first answer.
+fn burst(base: &str, connections: usize, duration: Duration) -> Vec<(usize, Option<Duration>)> {
+    let addr = base.trim_start_matches("http://").to_owned();
+    let start = Arc::new(Barrier::new(connections));
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (addr, start) = (addr.clone(), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                let stream = TcpStream::connect(&addr).expect("connect");
+                stream.set_read_timeout(Some(duration + Duration::from_secs(2))).unwrap();
+                let began = Instant::now();
+                let (mut answers, mut first) = (0, None);
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                while began.elapsed() < duration {
+                    let sent = writer.write_all(b"GET /health HTTP/1.1\r\nHost: burst\r\n\r\n").is_ok();
+                    // An answer after the window counts for nothing: a stranded connection is
+                    // read only once the others close.
+                    if !sent || !read_answer(&mut reader) || began.elapsed() > duration {
+                        break;
+                    }
+                    answers += 1;
+                    first.get_or_insert_with(|| began.elapsed());
+                }
+                (answers, first)
+            })
+        })
+        .collect();
+    workers.into_iter().map(|w| w.join().unwrap()).collect()
+}
+
+fn read_answer(reader: &mut impl BufRead) -> bool {
+    let mut length = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return false;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse::<usize>().ok();
+            }
+        }
+    }
+    let mut body = vec![0; length.unwrap_or(0)];
+    reader.read_exact(&mut body).is_ok()
+}
+
+#[test]
+fn sixty_four_new_keep_alive_connections_are_all_served() {
+    let server = common::Server::start(&["--interval", "1h"]);
+    let results = burst(&server.base, 64, Duration::from_millis(1500));
+    let stranded = results.iter().filter(|(answers, _)| *answers == 0).count();
+    let mut firsts: Vec<Duration> = results.iter().filter_map(|r| r.1).collect();
+    firsts.sort();
+    let p99 = firsts.get(firsts.len().saturating_sub(1) * 99 / 100).copied();
+    eprintln!("64 connections: {stranded} stranded, p99 time to first answer {p99:?}");
+    assert_eq!(stranded, 0, "connections that never got an answer");
+}

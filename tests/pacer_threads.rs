@@ -1,0 +1,186 @@
+//! The real pacer and worker threads, driven by a manual clock. No sleeps: each step waits for
+//! the pacer to park in a known state, so every assertion is about one instant.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use ingestd::{ApiError, ApiResponse, App, BatchStatus, Clock, ExternalApi, Id, ManualClock, Pacing, Parked, Priority};
+
+/// An external API that reports each call, with the manual clock's time, and optionally
+/// blocks until the test lets each call finish.
+struct Recorder {
+    clock: Arc<ManualClock>,
+    calls: Sender<(Id, Instant)>,
+    gate: Option<Receiver<()>>,
+}
+
+impl ExternalApi for Recorder {
+    fn fetch(&mut self, id: Id) -> Result<ApiResponse, ApiError> {
+        self.calls.send((id, self.clock.now())).unwrap();
+        if let Some(gate) = &self.gate {
+            gate.recv().map_err(|_| ApiError("gate closed".into()))?;
+        }
+        Ok(ApiResponse { id: u64::from(id), data: "processed".into() })
+    }
+}
+
+struct Rig {
+    app: App,
+    clock: Arc<ManualClock>,
+    calls: Receiver<(Id, Instant)>,
+    gate: Option<Sender<()>>,
+}
+
+const SEC: Duration = Duration::from_secs(1);
+/// How long to wait for a thread to reach a state before failing; never reached when passing.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+impl Rig {
+    fn new(gated: bool) -> Rig {
+        let clock = Arc::new(ManualClock::new());
+        let (calls_tx, calls) = crossbeam_channel::unbounded();
+        let (gate_tx, gate_rx) = crossbeam_channel::unbounded();
+        let api = Recorder { clock: Arc::clone(&clock), calls: calls_tx, gate: gated.then_some(gate_rx) };
+        let app = App::start(Pacing { interval: 5 * SEC, batch_size: 3 }, clock.clone(), api);
+        Rig { app, clock, calls, gate: gated.then_some(gate_tx) }
+    }
+
+    fn at(&self, secs: f64) -> Instant {
+        self.clock.origin() + Duration::from_secs_f64(secs)
+    }
+
+    fn advance_to(&self, secs: f64) {
+        let by = self.at(secs).saturating_duration_since(self.clock.now());
+        self.app.queue().advance(&self.clock, by);
+    }
+
+    /// Waits until the pacer has nothing to do before `secs` (or nothing at all), i.e. every
+    /// release due by now has happened and every ungated call has completed.
+    #[track_caller]
+    fn settle(&self) -> Parked {
+        self.parked(|p| p != Parked::Busy)
+    }
+
+    #[track_caller]
+    fn parked(&self, accept: impl Fn(Parked) -> bool) -> Parked {
+        self.app.queue().wait_parked(PATIENCE, accept).expect("the pacer to park as expected")
+    }
+
+    #[track_caller]
+    fn next_call(&self) -> (Id, Instant) {
+        self.calls.recv_timeout(PATIENCE).expect("another call to the external API")
+    }
+
+    /// Takes the calls made so far: exactly `ids`, all at `secs`.
+    #[track_caller]
+    fn expect_calls(&self, ids: &[Id], secs: f64) {
+        let got: Vec<(Id, Instant)> = ids.iter().map(|_| self.next_call()).collect();
+        let want: Vec<(Id, Instant)> = ids.iter().map(|&id| (id, self.at(secs))).collect();
+        assert_eq!(got, want);
+        assert!(self.calls.try_recv().is_err(), "more calls than {ids:?}");
+    }
+
+    #[track_caller]
+    fn expect_no_calls(&self) {
+        assert_eq!(self.calls.try_recv().ok(), None);
+    }
+}
+
+#[test]
+fn worked_example_on_the_manual_clock() {
+    let rig = Rig::new(false);
+    let medium = rig.app.ingest(Priority::Medium, vec![1, 2, 3, 4, 5]);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(5.0)));
+    rig.expect_calls(&[1, 2, 3], 0.0);
+
+    rig.advance_to(4.0);
+    let high = rig.app.ingest(Priority::High, vec![6, 7, 8, 9]);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(5.0)));
+    rig.advance_to(4.999);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(5.0)));
+    rig.expect_no_calls();
+
+    rig.advance_to(5.0);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(10.0)));
+    rig.expect_calls(&[6, 7, 8], 5.0);
+    let statuses = |id| rig.app.ingestion(&id).unwrap().batches().map(|b| b.status).collect::<Vec<_>>();
+    assert_eq!(statuses(high), [BatchStatus::Completed, BatchStatus::YetToStart]);
+    assert_eq!(statuses(medium), [BatchStatus::Completed, BatchStatus::YetToStart]);
+
+    rig.advance_to(10.0);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(15.0)));
+    rig.expect_calls(&[9], 10.0);
+    assert_eq!(rig.app.ingestion(&high).unwrap().status(), BatchStatus::Completed);
+
+    rig.advance_to(15.0);
+    assert_eq!(rig.settle(), Parked::Idle);
+    rig.expect_calls(&[4, 5], 15.0);
+    assert_eq!(rig.app.ingestion(&medium).unwrap().status(), BatchStatus::Completed);
+    rig.app.shutdown();
+}
+
+#[test]
+fn a_batch_longer_than_the_interval_holds_the_next_one_back() {
+    let rig = Rig::new(true);
+    let gate = rig.gate.as_ref().unwrap();
+    let id = rig.app.ingest(Priority::Low, vec![1, 2, 3, 4]);
+    assert_eq!(rig.parked(|p| p == Parked::Busy), Parked::Busy);
+    assert_eq!(rig.next_call(), (1, rig.at(0.0)));
+    assert_eq!(rig.app.ingestion(&id).unwrap().status(), BatchStatus::Triggered);
+
+    rig.advance_to(7.0);
+    assert_eq!(rig.parked(|_| true), Parked::Busy);
+    for _ in 0..3 {
+        gate.send(()).unwrap();
+    }
+    // The second batch goes the moment the first completes, at 7 s, not at 5 s or 10 s.
+    assert_eq!(rig.next_call(), (2, rig.at(7.0)));
+    assert_eq!(rig.next_call(), (3, rig.at(7.0)));
+    assert_eq!(rig.next_call(), (4, rig.at(7.0)));
+    gate.send(()).unwrap();
+    assert_eq!(rig.settle(), Parked::Idle);
+    assert_eq!(rig.app.ingestion(&id).unwrap().status(), BatchStatus::Completed);
+    rig.app.shutdown();
+}
+
+#[test]
+fn idle_then_burst_goes_at_once_then_paces() {
+    let rig = Rig::new(false);
+    rig.app.ingest(Priority::Low, vec![1]);
+    assert_eq!(rig.settle(), Parked::Idle);
+    rig.expect_calls(&[1], 0.0);
+
+    rig.advance_to(60.0);
+    rig.app.ingest(Priority::Low, vec![2, 3, 4, 5, 6, 7]);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(65.0)));
+    rig.expect_calls(&[2, 3, 4], 60.0);
+    rig.app.ingest(Priority::High, vec![8]);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(65.0)));
+    rig.advance_to(65.0);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(70.0)));
+    rig.expect_calls(&[8], 65.0);
+    rig.advance_to(70.0);
+    assert_eq!(rig.settle(), Parked::Idle);
+    rig.expect_calls(&[5, 6, 7], 70.0);
+    rig.app.shutdown();
+}
+
+#[test]
+fn shutdown_finishes_the_batch_in_flight_and_releases_nothing_more() {
+    let rig = Rig::new(true);
+    let id = rig.app.ingest(Priority::High, vec![1, 2, 3, 4]);
+    assert_eq!(rig.next_call().0, 1);
+    let gate = rig.gate.clone().unwrap();
+    let opener = std::thread::spawn(move || {
+        for _ in 0..3 {
+            gate.send(()).unwrap();
+        }
+    });
+    let ingestion = rig.app.ingestion(&id).unwrap();
+    rig.app.shutdown();
+    opener.join().unwrap();
+    let statuses: Vec<BatchStatus> = ingestion.batches().map(|b| b.status).collect();
+    assert_eq!(statuses, [BatchStatus::Completed, BatchStatus::YetToStart]);
+    assert_eq!(rig.calls.try_iter().map(|c| c.0).collect::<Vec<_>>(), [2, 3]);
+}
