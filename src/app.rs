@@ -1,17 +1,24 @@
-//! The service without HTTP: the store, the pacer and the worker, wired together.
+//! The service without HTTP: the store, the pacer, the worker and (in durable mode) the
+//! journal, wired together.
 //!
-//! `App` is what the HTTP layer calls and what thread tests drive. It owns the pacer and worker
-//! threads and stops them in order: the pacer first, then the worker after its batch in flight.
+//! `App` is what the HTTP layer calls and what thread tests drive. It owns the core threads and
+//! stops them in order: the pacer first, then the worker after its batch in flight, then the
+//! journal after everything is saved.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::model::{Id, Ingestion, Priority};
+use crate::journal::{self, Compaction, Journal, JournalHandle, Recovered, WriteError};
+use crate::log;
+use crate::model::{Batch, BatchStatus, Id, Ingestion, Priority};
 use crate::pacer::{Pacer, Queue};
-use crate::store::Store;
+use crate::store::{KeyClaim, Store};
 use crate::worker::{ExternalApi, FetchStats, Worker};
 
 /// How the core paces and cuts work.
@@ -23,46 +30,207 @@ pub struct Pacing {
     pub batch_size: usize,
 }
 
-pub struct App {
-    store: Store,
-    pacer: Pacer,
-    worker: Worker,
-    batch_size: usize,
+/// Where the state lives and how long finished work is kept.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// The journal's directory; `None` keeps everything in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// How long a completed ingestion stays visible.
+    pub retain: Duration,
+    pub compaction: Compaction,
 }
 
+impl Default for Storage {
+    fn default() -> Self {
+        Storage { data_dir: None, retain: Duration::from_secs(7 * 86_400), compaction: Compaction::default() }
+    }
+}
+
+/// Why an ingestion was not accepted. Nothing accepted before is affected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestError {
+    /// The service is stopping and takes no new work.
+    ShuttingDown,
+    /// The journal could not save it.
+    Unsaved(WriteError),
+}
+
+pub struct App {
+    store: Arc<Store>,
+    queue: Queue,
+    batch_size: usize,
+    journal: Option<JournalHandle>,
+    accepting: AtomicBool,
+    last_sweep_ms: AtomicU64,
+    threads: Mutex<Option<Threads>>,
+}
+
+struct Threads {
+    pacer: Pacer,
+    worker: Worker,
+    journal: Option<Journal>,
+}
+
+const SWEEP_EVERY_MS: u64 = 60_000;
+
 impl App {
+    /// Starts an in-memory service.
     pub fn start(pacing: Pacing, clock: Arc<dyn Clock>, api: impl ExternalApi) -> App {
+        match App::open(pacing, clock, api, Storage::default()) {
+            Ok(app) => app,
+            Err(error) => unreachable!("an in-memory start does no I/O: {error}"),
+        }
+    }
+
+    /// Starts the service; with a data directory, replays its journal first.
+    pub fn open(pacing: Pacing, clock: Arc<dyn Clock>, api: impl ExternalApi, storage: Storage) -> Result<App, String> {
         assert!(pacing.batch_size >= 1, "batch size must be at least 1");
+        let store = Arc::new(Store::new(storage.retain));
         let (tx, rx) = crossbeam_channel::unbounded();
         let pacer = Pacer::start(pacing.interval, clock, tx);
-        let worker = Worker::start(api, rx, pacer.queue().clone());
-        App { store: Store::default(), pacer, worker, batch_size: pacing.batch_size }
+        let queue = pacer.queue().clone();
+        let journal = match &storage.data_dir {
+            None => None,
+            Some(dir) => {
+                let mut opened = journal::open(dir).map_err(|e| e.to_string())?;
+                let recovered = std::mem::take(&mut opened.recovered.ingestions);
+                restore(&store, &queue, recovered, &opened.recovered, dir);
+                let journal = Journal::start(opened, Arc::clone(&store), queue.clone(), storage.compaction)
+                    .map_err(|e| format!("cannot start the journal thread: {e}"))?;
+                Some(journal)
+            }
+        };
+        let journal_handle = journal.as_ref().map(|j| j.handle().clone());
+        let worker = Worker::start(api, rx, queue.clone(), journal_handle.clone());
+        Ok(App {
+            store,
+            queue,
+            batch_size: pacing.batch_size,
+            journal: journal_handle,
+            accepting: AtomicBool::new(true),
+            last_sweep_ms: AtomicU64::new(0),
+            threads: Mutex::new(Some(Threads { pacer, worker, journal })),
+        })
     }
 
-    /// Accepts `ids` (non-empty, already validated) and queues their batches.
-    pub fn ingest(&self, priority: Priority, ids: Vec<Id>) -> Uuid {
-        let ingestion = Arc::new(Ingestion::new(priority, ids, self.batch_size));
+    /// Accepts `ids` (non-empty, already validated) and queues their batches. In durable mode
+    /// it returns once they are on disk. A `key` seen before answers the first ingestion's id
+    /// and enqueues nothing.
+    pub fn ingest(&self, priority: Priority, ids: Vec<Id>, key: Option<&str>) -> Result<Uuid, IngestError> {
+        if !self.is_accepting() {
+            return Err(IngestError::ShuttingDown);
+        }
+        if let Some(key) = key {
+            if let KeyClaim::Existing(id) = self.store.claim_key(key) {
+                return Ok(id);
+            }
+        }
+        let now_ms = self.queue.wall_ms();
+        let ingestion = Arc::new(Ingestion::new(priority, ids, self.batch_size, now_ms, key));
         let id = ingestion.id;
-        self.store.insert(Arc::clone(&ingestion));
-        self.pacer.queue().submit(ingestion);
-        id
+        match &self.journal {
+            None => {
+                self.store.insert(Arc::clone(&ingestion));
+                self.queue.submit(ingestion);
+                self.sweep_now_and_then(now_ms);
+            }
+            Some(journal) => {
+                if let Err(error) = journal.ingest(ingestion) {
+                    if let Some(key) = key {
+                        self.store.release_key(key);
+                    }
+                    return Err(IngestError::Unsaved(error));
+                }
+            }
+        }
+        Ok(id)
     }
 
+    /// The ingestion with this id, unless unknown or past the retention period.
     pub fn ingestion(&self, id: &Uuid) -> Option<Arc<Ingestion>> {
-        self.store.get(id)
+        self.store.get(id, self.queue.wall_ms())
     }
 
     pub fn queue(&self) -> &Queue {
-        self.pacer.queue()
+        &self.queue
     }
 
-    pub fn fetch_stats(&self) -> &FetchStats {
-        self.worker.stats()
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
     }
 
-    /// Releases nothing more, waits for the batch in flight to complete, joins both threads.
-    pub fn shutdown(self) {
-        self.pacer.stop();
-        self.worker.join();
+    pub fn fetch_stats(&self) -> Option<Arc<FetchStats>> {
+        self.threads.lock().as_ref().map(|t| t.worker.stats())
     }
+
+    /// Takes no new work, releases nothing more, waits up to `timeout` for the batch in flight,
+    /// saves everything and joins the threads. Returns whether the batch in flight finished.
+    pub fn shutdown(&self, timeout: Duration) -> bool {
+        self.accepting.store(false, Ordering::Release);
+        let Some(threads) = self.threads.lock().take() else { return true };
+        threads.pacer.stop();
+        let finished = threads.worker.join_timeout(timeout);
+        if !finished {
+            log::info(format_args!(
+                "warning: the batch in flight did not finish within {timeout:?}; it runs again after a restart"
+            ));
+        }
+        if let Some(journal) = threads.journal {
+            journal.stop();
+        }
+        finished
+    }
+
+    /// In memory mode nobody else sweeps; an ingest does, at most once a minute.
+    fn sweep_now_and_then(&self, now_ms: u64) {
+        let last = self.last_sweep_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= SWEEP_EVERY_MS
+            && self.last_sweep_ms.compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            self.store.sweep(now_ms);
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.shutdown(Duration::from_secs(30));
+    }
+}
+
+/// Puts what the journal held back: into the store, and what is unfinished into the queue
+/// (interrupted batches first).
+fn restore(
+    store: &Store,
+    queue: &Queue,
+    ingestions: Vec<crate::model::IngestionRecord>,
+    recovered: &Recovered,
+    dir: &std::path::Path,
+) {
+    let now_ms = queue.wall_ms();
+    let (mut reruns, mut queued, mut kept) = (Vec::new(), Vec::new(), 0);
+    for record in ingestions {
+        let ingestion = Arc::new(Ingestion::restore(record));
+        store.insert(Arc::clone(&ingestion));
+        if store.get(&ingestion.id, now_ms).is_none() {
+            continue;
+        }
+        kept += 1;
+        for (index, batch) in ingestion.batches().enumerate() {
+            if batch.status == BatchStatus::Triggered {
+                reruns.push(Batch { ingestion: Arc::clone(&ingestion), index: index as u32 });
+            }
+        }
+        if ingestion.batches().any(|b| b.status == BatchStatus::YetToStart) {
+            queued.push(ingestion);
+        }
+    }
+    store.sweep(now_ms);
+    log::info(format_args!(
+        "durable mode: journal in {}; recovered {kept} ingestions, {} batches to run again, {} ingestions with queued batches",
+        dir.display(),
+        reruns.len(),
+        queued.len()
+    ));
+    queue.restore(reruns, queued, recovered.last_release_ms);
 }

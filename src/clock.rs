@@ -4,10 +4,20 @@
 //! clock is `origin + offset`, and its offset moves only when a test says so.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Instant;
+
+    /// The wall-clock time, for what is recorded or shown to people.
+    fn wall(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    /// The wall-clock time in Unix milliseconds.
+    fn wall_ms(&self) -> u64 {
+        unix_ms(self.wall())
+    }
 
     /// Whether time passes on its own. The pacer sleeps until a deadline only on such a clock;
     /// on a manual one it waits for `Pacer::advance` to wake it.
@@ -30,16 +40,21 @@ impl Clock for SystemClock {
 #[derive(Debug)]
 pub struct ManualClock {
     origin: Instant,
+    origin_wall: SystemTime,
     offset_nanos: AtomicU64,
 }
 
 impl ManualClock {
     pub fn new() -> ManualClock {
-        ManualClock { origin: Instant::now(), offset_nanos: AtomicU64::new(0) }
+        ManualClock { origin: Instant::now(), origin_wall: SystemTime::now(), offset_nanos: AtomicU64::new(0) }
     }
 
     pub fn origin(&self) -> Instant {
         self.origin
+    }
+
+    fn offset(&self) -> Duration {
+        Duration::from_nanos(self.offset_nanos.load(Ordering::SeqCst))
     }
 
     /// Moves time forward. Call it through `Pacer::advance`, which also wakes the pacer.
@@ -57,10 +72,19 @@ impl Default for ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
-        self.origin + Duration::from_nanos(self.offset_nanos.load(Ordering::SeqCst))
+        self.origin + self.offset()
+    }
+
+    fn wall(&self) -> SystemTime {
+        self.origin_wall + self.offset()
     }
 
     fn runs_by_itself(&self) -> bool {
         false
     }
+}
+
+/// Milliseconds since the Unix epoch; 0 for times before it.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    u64::try_from(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
 }

@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::app::Pacing;
@@ -18,11 +19,16 @@ Options:
   --fetch-delay DURATION   simulated external API time per id [default: 100ms]
   --threads N              HTTP handler threads [default: 4 per CPU, at least 8]
   --max-body BYTES         largest accepted request body [default: 1048576]
+  --data-dir DIR           keep the queue in a journal in DIR, so nothing acknowledged is lost
+                           [default: none: in memory only]
+  --retain DURATION        how long completed ingestions stay visible [default: 7d]
+  --shutdown-timeout DURATION
+                           how long a stop waits for the batch in flight [default: 30s]
   -h, --help               print this help
 
 DURATION is a number and a unit: 200ms, 5s, 1.5s, 10m, 2h, 7d.
 Prints `listening on http://HOST:PORT` when ready; logs releases and completions to stderr.
-SIGINT or SIGTERM stops it after the batch in flight.";
+SIGINT or SIGTERM stops it: new requests get 503, the batch in flight finishes, then it exits 0.";
 
 /// Everything the service needs to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +38,9 @@ pub struct Config {
     pub fetch_delay: Duration,
     pub threads: usize,
     pub max_body: usize,
+    pub data_dir: Option<PathBuf>,
+    pub retain: Duration,
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +83,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
         fetch_delay: Duration::from_millis(100),
         threads: default_threads(),
         max_body: 1 << 20,
+        data_dir: None,
+        retain: Duration::from_secs(7 * 86_400),
+        shutdown_timeout: Duration::from_secs(30),
     };
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
@@ -91,6 +103,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
             }
             Long("threads") => config.threads = count(parser.value()?, "--threads")?,
             Long("max-body") => config.max_body = count(parser.value()?, "--max-body")?,
+            Long("data-dir") => config.data_dir = Some(PathBuf::from(parser.value()?)),
+            Long("retain") => config.retain = duration(&text(parser.value()?, "--retain")?, "--retain")?,
+            Long("shutdown-timeout") => {
+                config.shutdown_timeout =
+                    duration(&text(parser.value()?, "--shutdown-timeout")?, "--shutdown-timeout")?;
+            }
             Short('h') | Long("help") => return Ok(Command::Help),
             _ => return Err(arg.unexpected().into()),
         }
@@ -212,6 +230,10 @@ mod tests {
         assert_eq!(c.addr, "127.0.0.1:0");
         assert_eq!(c.pacing, Pacing { interval: Duration::from_millis(250), batch_size: 4 });
         assert_eq!((c.fetch_delay, c.threads), (Duration::ZERO, 2));
+        let c = config(&["--data-dir", "/tmp/x", "--retain", "1h", "--shutdown-timeout", "2s"]);
+        assert_eq!(c.data_dir, Some(PathBuf::from("/tmp/x")));
+        assert_eq!((c.retain, c.shutdown_timeout), (Duration::from_secs(3600), Duration::from_secs(2)));
+        assert_eq!(config(&[]).data_dir, None);
         assert_eq!(run(&["--help"], None), Ok(Command::Help));
         assert_eq!(run(&["-h"], None), Ok(Command::Help));
     }

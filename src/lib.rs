@@ -18,6 +18,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod journal;
 pub mod log;
 pub mod model;
 pub mod pacer;
@@ -26,7 +27,7 @@ pub mod scheduler;
 pub mod store;
 pub mod worker;
 
-pub use app::{App, Pacing};
+pub use app::{App, IngestError, Pacing, Storage};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use model::{BatchStatus, Id, Ingestion, Priority};
 pub use pacer::{Pacer, Parked, Queue, Release};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ingestd::config::{self, Command, Config};
 use ingestd::http::{HttpOptions, HttpServer};
-use ingestd::{log, App, SimulatedApi, SystemClock};
+use ingestd::{log, App, SimulatedApi, Storage, SystemClock};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -37,13 +37,17 @@ fn run(config: &Config) -> Result<(), String> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
     let listener = TcpListener::bind(&config.addr).map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let api = SimulatedApi { delay: config.fetch_delay };
-    let app = Arc::new(App::start(config.pacing, Arc::new(SystemClock), api));
+    let storage = Storage { data_dir: config.data_dir.clone(), retain: config.retain, ..Storage::default() };
+    let app = Arc::new(App::open(config.pacing, Arc::new(SystemClock), api, storage)?);
     let options = HttpOptions { threads: config.threads, max_body: config.max_body };
     let server = HttpServer::start(listener, Arc::clone(&app), options)
         .map_err(|e| format!("cannot start the HTTP server: {e}"))?;
 
+    if config.data_dir.is_none() {
+        log::info(format_args!("in-memory mode: queued work is lost on exit; pass --data-dir to keep it"));
+    }
     log::info(format_args!(
-        "in-memory mode: queued work is lost on exit; interval {:?}, batch size {}, fetch delay {:?}, {} HTTP threads",
+        "interval {:?}, batch size {}, fetch delay {:?}, {} HTTP threads",
         config.pacing.interval, config.pacing.batch_size, config.fetch_delay, config.threads
     ));
     let mut stdout = std::io::stdout().lock();
@@ -53,12 +57,10 @@ fn run(config: &Config) -> Result<(), String> {
     drop(stdout);
 
     let signal = signals.forever().next().unwrap_or(SIGTERM);
-    log::info(format_args!("signal {signal}: stopping; finishing the batch in flight"));
+    log::info(format_args!("signal {signal}: stopping; new requests get 503, finishing the batch in flight"));
+    // The HTTP side keeps answering (with 503) while the core winds down.
+    app.shutdown(config.shutdown_timeout);
     server.stop();
-    match Arc::try_unwrap(app) {
-        Ok(app) => app.shutdown(),
-        Err(_) => return Err("the core was still in use at shutdown".into()),
-    }
     log::info(format_args!("stopped"));
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! Plain data shared by every thread; no locks, no I/O, no knowledge of HTTP.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -99,15 +99,46 @@ impl fmt::Display for BatchStatus {
 pub struct Ingestion {
     pub id: Uuid,
     pub priority: Priority,
+    /// When it was accepted, in Unix milliseconds.
+    pub accepted_at_ms: u64,
+    /// The `Idempotency-Key` it was posted with, if any.
+    pub idempotency_key: Option<Box<str>>,
     ids: Box<[Id]>,
     batch_size: usize,
     batches: Box<[BatchState]>,
+    /// Batches not yet completed; when it reaches 0, `completed_at_ms` is set.
+    remaining: AtomicU32,
+    /// When the last batch completed, in Unix milliseconds; 0 while unfinished.
+    completed_at_ms: AtomicU64,
 }
 
 #[derive(Debug)]
 struct BatchState {
     id: Uuid,
     status: AtomicU8,
+    attempts: AtomicU8,
+}
+
+/// An ingestion as recorded in the journal, to be rebuilt after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestionRecord {
+    pub id: Uuid,
+    pub priority: Priority,
+    pub accepted_at_ms: u64,
+    pub idempotency_key: Option<Box<str>>,
+    pub ids: Vec<Id>,
+    pub batch_size: usize,
+    pub batches: Vec<BatchRecord>,
+}
+
+/// One batch as recorded in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchRecord {
+    pub id: Uuid,
+    pub status: BatchStatus,
+    pub attempts: u8,
+    /// Unix milliseconds of completion, 0 if not completed.
+    pub completed_at_ms: u64,
 }
 
 /// A read-only view of one batch of an ingestion.
@@ -116,17 +147,103 @@ pub struct BatchView<'a> {
     pub batch_id: Uuid,
     pub ids: &'a [Id],
     pub status: BatchStatus,
+    /// How many times the batch has been released: 0 while waiting, 1 normally, more after a
+    /// batch in flight was interrupted by a crash and run again.
+    pub attempts: u8,
 }
 
 impl Ingestion {
     /// Cuts `ids` into consecutive batches of `batch_size`, in request order.
     ///
     /// Callers guarantee `ids` is non-empty and `batch_size >= 1`.
-    pub fn new(priority: Priority, ids: Vec<Id>, batch_size: usize) -> Ingestion {
+    pub fn new(
+        priority: Priority,
+        ids: Vec<Id>,
+        batch_size: usize,
+        accepted_at_ms: u64,
+        key: Option<&str>,
+    ) -> Ingestion {
         debug_assert!(!ids.is_empty() && batch_size >= 1);
-        let batches =
-            ids.chunks(batch_size).map(|_| BatchState { id: Uuid::new_v4(), status: AtomicU8::new(0) }).collect();
-        Ingestion { id: Uuid::new_v4(), priority, ids: ids.into_boxed_slice(), batch_size, batches }
+        let batches = ids
+            .chunks(batch_size)
+            .map(|_| BatchRecord {
+                id: Uuid::new_v4(),
+                status: BatchStatus::YetToStart,
+                attempts: 0,
+                completed_at_ms: 0,
+            })
+            .collect();
+        Ingestion::restore(IngestionRecord {
+            id: Uuid::new_v4(),
+            priority,
+            accepted_at_ms,
+            idempotency_key: key.map(Box::from),
+            ids,
+            batch_size,
+            batches,
+        })
+    }
+
+    /// Rebuilds an ingestion exactly as recorded.
+    pub fn restore(record: IngestionRecord) -> Ingestion {
+        let remaining = record.batches.iter().filter(|b| b.status != BatchStatus::Completed).count();
+        let completed_at_ms =
+            if remaining == 0 { record.batches.iter().map(|b| b.completed_at_ms).max().unwrap_or(0) } else { 0 };
+        let batches = record
+            .batches
+            .iter()
+            .map(|b| BatchState {
+                id: b.id,
+                status: AtomicU8::new(b.status as u8),
+                attempts: AtomicU8::new(b.attempts),
+            })
+            .collect();
+        Ingestion {
+            id: record.id,
+            priority: record.priority,
+            accepted_at_ms: record.accepted_at_ms,
+            idempotency_key: record.idempotency_key,
+            ids: record.ids.into_boxed_slice(),
+            batch_size: record.batch_size,
+            batches,
+            remaining: AtomicU32::new(u32::try_from(remaining).unwrap_or(u32::MAX)),
+            completed_at_ms: AtomicU64::new(completed_at_ms),
+        }
+    }
+
+    /// What the journal needs to rebuild this ingestion as it is now.
+    pub fn record(&self) -> IngestionRecord {
+        let completed_at_ms = self.completed_at_ms();
+        IngestionRecord {
+            id: self.id,
+            priority: self.priority,
+            accepted_at_ms: self.accepted_at_ms,
+            idempotency_key: self.idempotency_key.clone(),
+            ids: self.ids.to_vec(),
+            batch_size: self.batch_size,
+            batches: self
+                .batches()
+                .map(|b| BatchRecord {
+                    id: b.batch_id,
+                    status: b.status,
+                    attempts: b.attempts,
+                    completed_at_ms: if b.status == BatchStatus::Completed { completed_at_ms.unwrap_or(0) } else { 0 },
+                })
+                .collect(),
+        }
+    }
+
+    pub fn ids(&self) -> &[Id] {
+        &self.ids
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// When the last batch completed (Unix milliseconds), or `None` while unfinished.
+    pub fn completed_at_ms(&self) -> Option<u64> {
+        Some(self.completed_at_ms.load(Ordering::Acquire)).filter(|&t| t != 0)
     }
 
     pub fn batch_count(&self) -> usize {
@@ -141,6 +258,7 @@ impl Ingestion {
             batch_id: state.id,
             ids: &self.ids[start..end],
             status: BatchStatus::from_u8(state.status.load(Ordering::Acquire)),
+            attempts: state.attempts.load(Ordering::Acquire),
         }
     }
 
@@ -152,8 +270,26 @@ impl Ingestion {
         BatchStatus::of_ingestion(self.batches().map(|b| b.status))
     }
 
-    pub(crate) fn set_status(&self, index: usize, status: BatchStatus) {
-        self.batches[index].status.store(status as u8, Ordering::Release);
+    /// Marks batch `index` released; returns which attempt this is (1 normally).
+    pub(crate) fn trigger(&self, index: usize) -> u8 {
+        let state = &self.batches[index];
+        let attempt = state.attempts.load(Ordering::Acquire).saturating_add(1);
+        state.attempts.store(attempt, Ordering::Release);
+        state.status.store(BatchStatus::Triggered as u8, Ordering::Release);
+        attempt
+    }
+
+    /// Marks batch `index` completed at `now_ms`; returns whether the whole ingestion now is.
+    pub(crate) fn complete(&self, index: usize, now_ms: u64) -> bool {
+        let previous = self.batches[index].status.swap(BatchStatus::Completed as u8, Ordering::AcqRel);
+        if previous == BatchStatus::Completed as u8 {
+            return false;
+        }
+        let finished = self.remaining.fetch_sub(1, Ordering::AcqRel) == 1;
+        if finished {
+            self.completed_at_ms.store(now_ms.max(1), Ordering::Release);
+        }
+        finished
     }
 }
 
@@ -169,8 +305,12 @@ impl Batch {
         self.ingestion.batch(self.index as usize)
     }
 
-    pub(crate) fn set_status(&self, status: BatchStatus) {
-        self.ingestion.set_status(self.index as usize, status);
+    pub(crate) fn trigger(&self) -> u8 {
+        self.ingestion.trigger(self.index as usize)
+    }
+
+    pub(crate) fn complete(&self, now_ms: u64) -> bool {
+        self.ingestion.complete(self.index as usize, now_ms)
     }
 }
 
@@ -214,12 +354,30 @@ mod tests {
 
     #[test]
     fn batches_are_cut_in_request_order() {
-        let ingestion = Ingestion::new(Priority::Medium, vec![1, 2, 3, 4, 5], 3);
+        let ingestion = Ingestion::new(Priority::Medium, vec![1, 2, 3, 4, 5], 3, 0, None);
         let cut: Vec<&[Id]> = ingestion.batches().map(|b| b.ids).collect();
         assert_eq!(cut, [&[1, 2, 3][..], &[4, 5][..]]);
-        let singles = Ingestion::new(Priority::Low, vec![7, 7], 1);
+        let singles = Ingestion::new(Priority::Low, vec![7, 7], 1, 0, None);
         let one: Vec<&[Id]> = singles.batches().map(|b| b.ids).collect();
         assert_eq!(one, [&[7][..], &[7][..]]);
+    }
+
+    #[test]
+    fn transitions_count_attempts_and_finish_once() {
+        let ingestion = Ingestion::new(Priority::High, vec![1, 2, 3, 4], 3, 5, Some("k"));
+        assert_eq!(ingestion.trigger(0), 1);
+        assert!(!ingestion.complete(0, 10));
+        assert_eq!(ingestion.trigger(1), 1);
+        assert_eq!(ingestion.trigger(1), 2);
+        assert_eq!(ingestion.completed_at_ms(), None);
+        assert!(ingestion.complete(1, 20));
+        assert!(!ingestion.complete(1, 30), "completing twice finishes once");
+        assert_eq!(ingestion.completed_at_ms(), Some(20));
+        let attempts: Vec<u8> = ingestion.batches().map(|b| b.attempts).collect();
+        assert_eq!(attempts, [1, 2]);
+        let again = Ingestion::restore(ingestion.record());
+        assert_eq!(again.record(), ingestion.record());
+        assert_eq!(again.completed_at_ms(), Some(20));
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct Release {
     pub due: Instant,
     /// When it was actually released.
     pub at: Instant,
+    /// The same instant on the wall clock, in Unix milliseconds.
+    pub at_wall_ms: u64,
+    /// Which attempt this is: 1 normally, more for a batch interrupted by a restart.
+    pub attempt: u8,
 }
 
 /// What the pacer thread is waiting for, while it waits. Lets tests wait for a state, not a time.
@@ -132,9 +136,9 @@ fn run(shared: &Shared, releases: &Sender<Release>) {
         match state.scheduler.poll(now) {
             Poll::Release { run, index, due } => {
                 let batch = Batch { ingestion: run, index };
-                batch.set_status(BatchStatus::Triggered);
+                let attempt = batch.trigger();
                 let depth = state.depth();
-                let release = Release { batch, due, at: now };
+                let release = Release { batch, due, at: now, at_wall_ms: shared.clock.wall_ms(), attempt };
                 let delivered = MutexGuard::unlocked(&mut state, || {
                     log::info(format_args!("released {} late by {:?}; {}", release.batch, now - due, depth));
                     releases.send(release).is_ok()
@@ -165,22 +169,59 @@ fn park(shared: &Shared, state: &mut MutexGuard<'_, State>, parked: Parked) {
 impl Queue {
     /// Queues every batch of `ingestion`, behind all earlier work of its priority.
     pub fn submit(&self, ingestion: Arc<Ingestion>) {
-        let len = u32::try_from(ingestion.batch_count()).expect("batch count fits in u32");
-        let priority = ingestion.priority;
-        self.change(|state, now| state.scheduler.submit(priority, ingestion, len, now));
+        self.submit_all(std::iter::once(ingestion));
+    }
+
+    /// Queues several ingestions in this order, under one lock acquisition.
+    pub fn submit_all(&self, ingestions: impl IntoIterator<Item = Arc<Ingestion>>) {
+        self.change(|state, now| {
+            for ingestion in ingestions {
+                let (priority, len) = (ingestion.priority, batch_count(&ingestion));
+                state.scheduler.submit(priority, ingestion, len, now);
+            }
+        });
     }
 
     /// Marks the batch in flight completed, which lets the next one go once the interval allows.
     pub fn complete(&self, batch: &Batch) -> Depth {
+        let wall_ms = self.shared.clock.wall_ms();
         self.change(|state, now| {
-            batch.set_status(BatchStatus::Completed);
+            batch.complete(wall_ms);
             state.scheduler.complete(now);
             state.depth()
         })
     }
 
+    /// Queues what a restart recovered, before any new work: `reruns` (interrupted in flight)
+    /// first, then `queued` in their original order, each from its first unreleased batch.
+    /// `last_release_ms` (wall clock) keeps the interval across the restart.
+    pub fn restore(&self, reruns: Vec<Batch>, queued: Vec<Arc<Ingestion>>, last_release_ms: Option<u64>) {
+        let now_ms = self.shared.clock.wall_ms();
+        self.change(|state, now| {
+            if let Some(last) = last_release_ms {
+                // A release "in the future" (the wall clock stepped back) counts as just now.
+                let ago = Duration::from_millis(now_ms.saturating_sub(last));
+                state.scheduler.restore_last_release(now.checked_sub(ago).unwrap_or(now));
+            }
+            for batch in reruns {
+                state.scheduler.rerun(batch.ingestion, batch.index, now);
+            }
+            for ingestion in queued {
+                let len = batch_count(&ingestion);
+                let first = ingestion.batches().take_while(|b| b.status != BatchStatus::YetToStart).count();
+                let priority = ingestion.priority;
+                state.scheduler.submit_from(priority, ingestion, first as u32, len, now);
+            }
+        });
+    }
+
     pub fn depth(&self) -> Depth {
         self.shared.state.lock().depth()
+    }
+
+    /// The wall-clock time in Unix milliseconds, from the pacer's clock.
+    pub fn wall_ms(&self) -> u64 {
+        self.shared.clock.wall_ms()
     }
 
     pub fn interval(&self) -> Duration {
@@ -217,6 +258,10 @@ impl Queue {
         self.shared.wake.notify_one();
         out
     }
+}
+
+fn batch_count(ingestion: &Ingestion) -> u32 {
+    u32::try_from(ingestion.batch_count()).expect("batch count fits in u32")
 }
 
 impl std::fmt::Display for Depth {

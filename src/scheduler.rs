@@ -5,6 +5,7 @@
 
 use std::cmp::Ordering;
 use std::collections::binary_heap::{BinaryHeap, PeekMut};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::model::Priority;
@@ -38,6 +39,8 @@ pub enum Poll<B> {
 pub struct Scheduler<B> {
     interval: Duration,
     queue: BinaryHeap<Queued<B>>,
+    /// Batches interrupted in flight by a crash; they go again before anything queued.
+    reruns: VecDeque<(B, u32)>,
     queued_batches: usize,
     next_seq: u64,
     in_flight: bool,
@@ -82,6 +85,7 @@ impl<B: Clone> Scheduler<B> {
         Scheduler {
             interval,
             queue: BinaryHeap::new(),
+            reruns: VecDeque::new(),
             queued_batches: 0,
             next_seq: 0,
             in_flight: false,
@@ -97,15 +101,39 @@ impl<B: Clone> Scheduler<B> {
 
     /// Queues a run of `len` batches behind every batch of its priority submitted before it.
     pub fn submit(&mut self, priority: Priority, run: B, len: u32, now: Instant) {
-        if len == 0 {
+        self.submit_from(priority, run, 0, len, now);
+    }
+
+    /// Like [`Scheduler::submit`] for a run whose batches before `first` already went (a run
+    /// restored after a restart).
+    pub fn submit_from(&mut self, priority: Priority, run: B, first: u32, len: u32, now: Instant) {
+        if first >= len {
             return;
         }
-        if self.queue.is_empty() {
+        self.note_arrival(now);
+        self.queue.push(Queued { priority, seq: self.next_seq, run, next: first, len });
+        self.queued_batches += (len - first) as usize;
+        self.next_seq += 1;
+    }
+
+    /// Puts batch `index` of `run` ahead of everything queued: it was in flight when the
+    /// service stopped, and runs again first.
+    pub fn rerun(&mut self, run: B, index: u32, now: Instant) {
+        self.note_arrival(now);
+        self.reruns.push_back((run, index));
+        self.queued_batches += 1;
+    }
+
+    /// Restores the time of the last release before a restart, so that the interval holds
+    /// across it.
+    pub fn restore_last_release(&mut self, at: Instant) {
+        self.last_release = Some(self.last_release.map_or(at, |t| t.max(at)));
+    }
+
+    fn note_arrival(&mut self, now: Instant) {
+        if self.queued_batches == 0 {
             self.waiting_since = Some(now);
         }
-        self.queue.push(Queued { priority, seq: self.next_seq, run, next: 0, len });
-        self.queued_batches += len as usize;
-        self.next_seq += 1;
     }
 
     /// Decides what to do at `now`; on `Release` the batch leaves the queue and is in flight.
@@ -113,7 +141,7 @@ impl<B: Clone> Scheduler<B> {
         if self.in_flight {
             return Poll::Busy;
         }
-        if self.queue.is_empty() {
+        if self.queued_batches == 0 {
             return Poll::Idle;
         }
         let due = self.earliest_release();
@@ -124,11 +152,14 @@ impl<B: Clone> Scheduler<B> {
         self.queued_batches -= 1;
         self.in_flight = true;
         self.last_release = Some(now);
-        self.waiting_since = if self.queue.is_empty() { None } else { Some(now) };
+        self.waiting_since = if self.queued_batches == 0 { None } else { Some(now) };
         Poll::Release { run, index, due }
     }
 
     fn take_head(&mut self) -> (B, u32) {
+        if let Some(rerun) = self.reruns.pop_front() {
+            return rerun;
+        }
         let mut head = self.queue.peek_mut().expect("queue checked non-empty");
         let index = head.next;
         head.next += 1;
@@ -303,6 +334,28 @@ mod tests {
         let late = origin + Duration::from_millis(5_002);
         let due = origin + Duration::from_secs(5);
         assert_eq!(sched.poll(late), Poll::Release { run: 'b', index: 0, due });
+    }
+
+    #[test]
+    fn a_rerun_goes_before_everything_and_restored_runs_resume_where_they_were() {
+        let origin = Instant::now();
+        let mut sched = Scheduler::new(Duration::from_secs(5));
+        sched.restore_last_release(origin - Duration::from_secs(2));
+        sched.submit(Priority::High, 'h', 1, origin);
+        sched.submit_from(Priority::Low, 'l', 2, 4, origin);
+        sched.submit_from(Priority::Low, 'x', 3, 3, origin);
+        sched.rerun('l', 1, origin);
+        assert_eq!(sched.queued(), 4);
+        // The interval holds across the restart: the last release was 2 s before it.
+        assert_eq!(sched.poll(origin), Poll::WaitUntil(origin + Duration::from_secs(3)));
+        let mut order = Vec::new();
+        let mut now = origin + Duration::from_secs(3);
+        while let Poll::Release { run, index, .. } = sched.poll(now) {
+            order.push((run, index));
+            sched.complete(now);
+            now += Duration::from_secs(5);
+        }
+        assert_eq!(order, [('l', 1), ('h', 0), ('l', 2), ('l', 3)]);
     }
 
     #[test]

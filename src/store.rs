@@ -1,35 +1,190 @@
-//! Every accepted ingestion, by id. Touched by HTTP handler threads only.
+//! Every accepted ingestion by id, in acceptance order, and the idempotency keys.
 //!
-//! Its own lock, never held together with the queue lock: a POST inserts here first, then
-//! submits to the queue, so a status lookup never waits for the pacer.
+//! Touched by HTTP handler threads (lookups, key claims), the journal thread (inserts and
+//! sweeps in durable mode) and `App` (inserts in memory mode). Its locks are never held together
+//! with the queue lock: work is inserted here first, then submitted to the queue.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Condvar, Mutex, RwLock};
 use uuid::Uuid;
 
 use crate::model::Ingestion;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Store {
-    ingestions: RwLock<HashMap<Uuid, Arc<Ingestion>>>,
+    ingestions: RwLock<Ingestions>,
+    keys: Mutex<HashMap<Box<str>, Key>>,
+    /// Wakes requests waiting for a key that another request is still saving.
+    key_settled: Condvar,
+    /// How long a completed ingestion stays visible.
+    retain_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct Ingestions {
+    by_id: HashMap<Uuid, (u64, Arc<Ingestion>)>,
+    next_arrival: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    /// A request with this key is being saved.
+    Pending,
+    Saved(Uuid),
+}
+
+/// What a request with an `Idempotency-Key` should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// The key is new: go ahead, then [`Store::insert`] (which settles it) or
+    /// [`Store::release_key`].
+    Claimed,
+    /// The key was seen: answer this ingestion and enqueue nothing.
+    Existing(Uuid),
 }
 
 impl Store {
-    pub fn insert(&self, ingestion: Arc<Ingestion>) {
-        self.ingestions.write().insert(ingestion.id, ingestion);
+    pub fn new(retain: Duration) -> Store {
+        Store {
+            ingestions: RwLock::default(),
+            keys: Mutex::default(),
+            key_settled: Condvar::new(),
+            retain_ms: u64::try_from(retain.as_millis()).unwrap_or(u64::MAX),
+        }
     }
 
-    pub fn get(&self, id: &Uuid) -> Option<Arc<Ingestion>> {
-        self.ingestions.read().get(id).cloned()
+    /// Adds an ingestion after every one inserted before it, and settles its key.
+    pub fn insert(&self, ingestion: Arc<Ingestion>) {
+        if let Some(key) = &ingestion.idempotency_key {
+            self.keys.lock().insert(key.clone(), Key::Saved(ingestion.id));
+            self.key_settled.notify_all();
+        }
+        let mut ingestions = self.ingestions.write();
+        let arrival = ingestions.next_arrival;
+        ingestions.next_arrival += 1;
+        ingestions.by_id.insert(ingestion.id, (arrival, ingestion));
+    }
+
+    /// The ingestion with this id, unless it finished more than the retention period ago.
+    pub fn get(&self, id: &Uuid, now_ms: u64) -> Option<Arc<Ingestion>> {
+        let found = self.ingestions.read().by_id.get(id).map(|(_, i)| Arc::clone(i))?;
+        (!self.expired(&found, now_ms)).then_some(found)
+    }
+
+    /// Claims `key` for a new ingestion, or names the one already saved under it. Waits while
+    /// another request with the same key is being saved.
+    pub fn claim_key(&self, key: &str) -> KeyClaim {
+        let mut keys = self.keys.lock();
+        loop {
+            match keys.get(key).copied() {
+                None => {
+                    keys.insert(key.into(), Key::Pending);
+                    return KeyClaim::Claimed;
+                }
+                Some(Key::Saved(id)) => return KeyClaim::Existing(id),
+                Some(Key::Pending) => self.key_settled.wait(&mut keys),
+            }
+        }
+    }
+
+    /// Gives up a claimed key whose ingestion could not be saved.
+    pub fn release_key(&self, key: &str) {
+        self.keys.lock().remove(key);
+        self.key_settled.notify_all();
+    }
+
+    /// Every live ingestion, in acceptance order.
+    pub fn in_order(&self, now_ms: u64) -> Vec<Arc<Ingestion>> {
+        let mut all: Vec<(u64, Arc<Ingestion>)> = self
+            .ingestions
+            .read()
+            .by_id
+            .values()
+            .filter(|(_, i)| !self.expired(i, now_ms))
+            .map(|(arrival, i)| (*arrival, Arc::clone(i)))
+            .collect();
+        all.sort_unstable_by_key(|(arrival, _)| *arrival);
+        all.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// Forgets ingestions (and their keys) that finished more than the retention period ago.
+    pub fn sweep(&self, now_ms: u64) -> usize {
+        let expired: Vec<Arc<Ingestion>> = {
+            let mut ingestions = self.ingestions.write();
+            let ids: Vec<Uuid> =
+                ingestions.by_id.values().filter(|(_, i)| self.expired(i, now_ms)).map(|(_, i)| i.id).collect();
+            ids.iter().filter_map(|id| ingestions.by_id.remove(id)).map(|(_, i)| i).collect()
+        };
+        let mut keys = self.keys.lock();
+        for key in expired.iter().filter_map(|i| i.idempotency_key.as_ref()) {
+            keys.remove(key);
+        }
+        expired.len()
     }
 
     pub fn len(&self) -> usize {
-        self.ingestions.read().len()
+        self.ingestions.read().by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn expired(&self, ingestion: &Ingestion, now_ms: u64) -> bool {
+        ingestion.completed_at_ms().is_some_and(|done| now_ms.saturating_sub(done) > self.retain_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Priority;
+
+    #[test]
+    fn completed_ingestions_expire_after_the_retention_period() {
+        let store = Store::new(Duration::from_secs(10));
+        let done = Arc::new(Ingestion::new(Priority::Low, vec![1], 3, 0, Some("k")));
+        let waiting = Arc::new(Ingestion::new(Priority::Low, vec![2], 3, 0, None));
+        store.insert(Arc::clone(&done));
+        store.insert(Arc::clone(&waiting));
+        done.trigger(0);
+        done.complete(0, 1_000);
+        assert!(store.get(&done.id, 11_000).is_some());
+        assert!(store.get(&done.id, 11_001).is_none());
+        assert_eq!(store.claim_key("k"), KeyClaim::Existing(done.id));
+        assert_eq!(store.sweep(11_001), 1);
+        assert_eq!(store.len(), 1);
+        assert!(store.get(&waiting.id, u64::MAX).is_some(), "unfinished work never expires");
+        assert_eq!(store.claim_key("k"), KeyClaim::Claimed, "an expired key is free again");
+    }
+
+    #[test]
+    fn order_is_acceptance_order() {
+        let store = Store::new(Duration::from_secs(1));
+        let all: Vec<Arc<Ingestion>> =
+            (1..=20).map(|i| Arc::new(Ingestion::new(Priority::High, vec![i], 3, 0, None))).collect();
+        all.iter().for_each(|i| store.insert(Arc::clone(i)));
+        let ids: Vec<Uuid> = store.in_order(0).iter().map(|i| i.id).collect();
+        assert_eq!(ids, all.iter().map(|i| i.id).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_pending_key_makes_the_second_request_wait_for_the_first() {
+        let store = Arc::new(Store::new(Duration::from_secs(1)));
+        assert_eq!(store.claim_key("k"), KeyClaim::Claimed);
+        let second = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || store.claim_key("k"))
+        };
+        let first = Arc::new(Ingestion::new(Priority::High, vec![1], 3, 0, Some("k")));
+        store.insert(Arc::clone(&first));
+        assert_eq!(second.join().unwrap(), KeyClaim::Existing(first.id));
+        store.release_key("gone");
+        assert_eq!(store.claim_key("other"), KeyClaim::Claimed);
+        store.release_key("other");
+        assert_eq!(store.claim_key("other"), KeyClaim::Claimed);
     }
 }

@@ -1,8 +1,9 @@
 //! The fetch worker thread and the external API it calls.
 //!
-//! Receives released batches from the pacer over a channel, calls the [`ExternalApi`] once per
-//! id, checks each answer, then reports the batch completed to the [`Queue`]. Takes the queue
-//! lock only inside `Queue::complete`; the API calls run with no lock held.
+//! Receives released batches from the pacer over a channel, journals the release (in durable
+//! mode), calls the [`ExternalApi`] once per id, checks each answer, journals the completion,
+//! then reports the batch completed to the [`Queue`]. Takes the queue lock only inside
+//! `Queue::complete`; the API calls and journal waits run with no lock held.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use serde::Deserialize;
 
+use crate::journal::{JournalHandle, Record};
 use crate::log;
 use crate::model::Id;
 use crate::pacer::{Queue, Release};
@@ -57,32 +59,68 @@ pub struct FetchStats {
 pub struct Worker {
     thread: JoinHandle<()>,
     stats: Arc<FetchStats>,
+    done: Receiver<()>,
 }
 
 impl Worker {
-    pub fn start(api: impl ExternalApi, releases: Receiver<Release>, queue: Queue) -> Worker {
+    /// Starts the worker. With a `journal`, each batch is journaled `triggered` before the
+    /// first call and `completed` after the last.
+    pub fn start(
+        api: impl ExternalApi,
+        releases: Receiver<Release>,
+        queue: Queue,
+        journal: Option<JournalHandle>,
+    ) -> Worker {
         let stats = Arc::new(FetchStats::default());
+        let (done_tx, done) = crossbeam_channel::bounded(1);
         let thread = {
             let stats = Arc::clone(&stats);
             thread::Builder::new()
                 .name("worker".into())
-                .spawn(move || run(api, &releases, &queue, &stats))
+                .spawn(move || {
+                    run(api, &releases, &queue, journal.as_ref(), &stats);
+                    let _ = done_tx.send(());
+                })
                 .expect("cannot start the worker thread")
         };
-        Worker { thread, stats }
+        Worker { thread, stats, done }
     }
 
-    pub fn stats(&self) -> &FetchStats {
-        &self.stats
+    pub fn stats(&self) -> Arc<FetchStats> {
+        Arc::clone(&self.stats)
     }
 
     pub fn join(self) {
         let _ = self.thread.join();
     }
+
+    /// Like [`Worker::join`], but gives up after `timeout`; returns whether the thread ended.
+    pub fn join_timeout(self, timeout: Duration) -> bool {
+        match self.done.recv_timeout(timeout) {
+            Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                let _ = self.thread.join();
+                true
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => false,
+        }
+    }
 }
 
-fn run(mut api: impl ExternalApi, releases: &Receiver<Release>, queue: &Queue, stats: &FetchStats) {
+fn run(
+    mut api: impl ExternalApi,
+    releases: &Receiver<Release>,
+    queue: &Queue,
+    journal: Option<&JournalHandle>,
+    stats: &FetchStats,
+) {
     for release in releases {
+        let (ingestion_id, batch) = (release.batch.ingestion.id, release.batch.index);
+        if let Some(journal) = journal {
+            let record = Record::Triggered { ingestion_id, batch, attempt: release.attempt, at_ms: release.at_wall_ms };
+            if let Err(error) = journal.transition(record) {
+                log::info(format_args!("warning: could not journal the release of {}: {error}", release.batch));
+            }
+        }
         for &id in release.batch.view().ids {
             match api.fetch(id) {
                 Ok(answer) if answer.id == u64::from(id) => {
@@ -96,6 +134,12 @@ fn run(mut api: impl ExternalApi, releases: &Receiver<Release>, queue: &Queue, s
                     stats.failed.fetch_add(1, Ordering::Relaxed);
                     log::info(format_args!("external API failed for id {id}: {why}"));
                 }
+            }
+        }
+        if let Some(journal) = journal {
+            let record = Record::Completed { ingestion_id, batch, at_ms: queue.wall_ms() };
+            if let Err(error) = journal.transition(record) {
+                log::info(format_args!("warning: could not journal the completion of {}: {error}", release.batch));
             }
         }
         let depth = queue.complete(&release.batch);

@@ -152,7 +152,7 @@ fn unknown_paths_ids_and_methods() {
     for id in ["not-a-uuid", "00000000-0000-4000-8000-000000000000", &uuid::Uuid::new_v4().to_string()] {
         let answer = server.get(&format!("/status/{id}"));
         assert_eq!((answer.status, answer.json["error"].as_str()), (404, Some("not_found")), "{id}: {answer:?}");
-        assert!(answer.json["detail"].as_str().unwrap().contains("no ingestion"), "{answer:?}");
+        assert!(answer.json["detail"].as_str().unwrap().contains("unknown or expired ingestion"), "{answer:?}");
     }
     for (method, path, allow) in [
         ("GET", "/ingest", "POST"),

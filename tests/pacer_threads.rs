@@ -46,6 +46,10 @@ impl Rig {
         Rig { app, clock, calls, gate: gated.then_some(gate_tx) }
     }
 
+    fn ingest(&self, priority: Priority, ids: Vec<Id>) -> uuid::Uuid {
+        self.app.ingest(priority, ids, None).expect("an in-memory ingest is accepted")
+    }
+
     fn at(&self, secs: f64) -> Instant {
         self.clock.origin() + Duration::from_secs_f64(secs)
     }
@@ -90,12 +94,12 @@ impl Rig {
 #[test]
 fn worked_example_on_the_manual_clock() {
     let rig = Rig::new(false);
-    let medium = rig.app.ingest(Priority::Medium, vec![1, 2, 3, 4, 5]);
+    let medium = rig.ingest(Priority::Medium, vec![1, 2, 3, 4, 5]);
     assert_eq!(rig.settle(), Parked::Until(rig.at(5.0)));
     rig.expect_calls(&[1, 2, 3], 0.0);
 
     rig.advance_to(4.0);
-    let high = rig.app.ingest(Priority::High, vec![6, 7, 8, 9]);
+    let high = rig.ingest(Priority::High, vec![6, 7, 8, 9]);
     assert_eq!(rig.settle(), Parked::Until(rig.at(5.0)));
     rig.advance_to(4.999);
     assert_eq!(rig.settle(), Parked::Until(rig.at(5.0)));
@@ -117,14 +121,14 @@ fn worked_example_on_the_manual_clock() {
     assert_eq!(rig.settle(), Parked::Idle);
     rig.expect_calls(&[4, 5], 15.0);
     assert_eq!(rig.app.ingestion(&medium).unwrap().status(), BatchStatus::Completed);
-    rig.app.shutdown();
+    rig.app.shutdown(PATIENCE);
 }
 
 #[test]
 fn a_batch_longer_than_the_interval_holds_the_next_one_back() {
     let rig = Rig::new(true);
     let gate = rig.gate.as_ref().unwrap();
-    let id = rig.app.ingest(Priority::Low, vec![1, 2, 3, 4]);
+    let id = rig.ingest(Priority::Low, vec![1, 2, 3, 4]);
     assert_eq!(rig.parked(|p| p == Parked::Busy), Parked::Busy);
     assert_eq!(rig.next_call(), (1, rig.at(0.0)));
     assert_eq!(rig.app.ingestion(&id).unwrap().status(), BatchStatus::Triggered);
@@ -141,21 +145,21 @@ fn a_batch_longer_than_the_interval_holds_the_next_one_back() {
     gate.send(()).unwrap();
     assert_eq!(rig.settle(), Parked::Idle);
     assert_eq!(rig.app.ingestion(&id).unwrap().status(), BatchStatus::Completed);
-    rig.app.shutdown();
+    rig.app.shutdown(PATIENCE);
 }
 
 #[test]
 fn idle_then_burst_goes_at_once_then_paces() {
     let rig = Rig::new(false);
-    rig.app.ingest(Priority::Low, vec![1]);
+    rig.ingest(Priority::Low, vec![1]);
     assert_eq!(rig.settle(), Parked::Idle);
     rig.expect_calls(&[1], 0.0);
 
     rig.advance_to(60.0);
-    rig.app.ingest(Priority::Low, vec![2, 3, 4, 5, 6, 7]);
+    rig.ingest(Priority::Low, vec![2, 3, 4, 5, 6, 7]);
     assert_eq!(rig.settle(), Parked::Until(rig.at(65.0)));
     rig.expect_calls(&[2, 3, 4], 60.0);
-    rig.app.ingest(Priority::High, vec![8]);
+    rig.ingest(Priority::High, vec![8]);
     assert_eq!(rig.settle(), Parked::Until(rig.at(65.0)));
     rig.advance_to(65.0);
     assert_eq!(rig.settle(), Parked::Until(rig.at(70.0)));
@@ -163,13 +167,13 @@ fn idle_then_burst_goes_at_once_then_paces() {
     rig.advance_to(70.0);
     assert_eq!(rig.settle(), Parked::Idle);
     rig.expect_calls(&[5, 6, 7], 70.0);
-    rig.app.shutdown();
+    rig.app.shutdown(PATIENCE);
 }
 
 #[test]
 fn shutdown_finishes_the_batch_in_flight_and_releases_nothing_more() {
     let rig = Rig::new(true);
-    let id = rig.app.ingest(Priority::High, vec![1, 2, 3, 4]);
+    let id = rig.ingest(Priority::High, vec![1, 2, 3, 4]);
     assert_eq!(rig.next_call().0, 1);
     let gate = rig.gate.clone().unwrap();
     let opener = std::thread::spawn(move || {
@@ -178,7 +182,7 @@ fn shutdown_finishes_the_batch_in_flight_and_releases_nothing_more() {
         }
     });
     let ingestion = rig.app.ingestion(&id).unwrap();
-    rig.app.shutdown();
+    rig.app.shutdown(PATIENCE);
     opener.join().unwrap();
     let statuses: Vec<BatchStatus> = ingestion.batches().map(|b| b.status).collect();
     assert_eq!(statuses, [BatchStatus::Completed, BatchStatus::YetToStart]);

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::ingest_body;
-use crate::app::App;
+use crate::app::{App, IngestError};
 use crate::model::{BatchStatus, Id, Ingestion};
 
 /// What to answer: a status code and a JSON body.
@@ -61,6 +61,7 @@ struct BatchBody<'a> {
     ids: &'a [Id],
     #[serde(serialize_with = "status_name")]
     status: BatchStatus,
+    attempts: u8,
 }
 
 /// The routes, so that a path can be told apart from a method it does not take.
@@ -93,9 +94,17 @@ fn route(path: &str) -> Option<Route<'_>> {
     }
 }
 
+/// What the handlers need of a request besides its body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Head<'a> {
+    pub method: &'a str,
+    pub url: &'a str,
+    pub idempotency_key: Option<&'a str>,
+}
+
 /// Answers one request. `read_body` is called only by routes that take a body.
-pub fn handle(app: &App, method: &str, url: &str, read_body: impl FnOnce() -> Result<Vec<u8>, ApiError>) -> Reply {
-    match dispatch(app, method, url, read_body) {
+pub fn handle(app: &App, head: Head<'_>, read_body: impl FnOnce() -> Result<Vec<u8>, ApiError>) -> Reply {
+    match dispatch(app, head, read_body) {
         Ok(reply) => reply,
         Err(error) => Reply::error(&error),
     }
@@ -103,10 +112,13 @@ pub fn handle(app: &App, method: &str, url: &str, read_body: impl FnOnce() -> Re
 
 fn dispatch(
     app: &App,
-    method: &str,
-    url: &str,
+    head: Head<'_>,
     read_body: impl FnOnce() -> Result<Vec<u8>, ApiError>,
 ) -> Result<Reply, ApiError> {
+    let Head { method, url, idempotency_key } = head;
+    if !app.is_accepting() {
+        return Err(ApiError::ShuttingDown);
+    }
     let route = route(url).ok_or_else(|| {
         ApiError::NotFound(format!(
             "there is no route {}; the API has POST /ingest, GET /status/<ingestion_id> and GET /health",
@@ -118,24 +130,38 @@ fn dispatch(
     }
     match route {
         Route::Ingest => {
+            let key = idempotency_key.map(check_idempotency_key).transpose()?;
             let request = ingest_body::parse(&read_body()?)?;
-            let ingestion_id = app.ingest(request.priority, request.ids);
+            let ingestion_id = app.ingest(request.priority, request.ids, key).map_err(|e| match e {
+                IngestError::ShuttingDown => ApiError::ShuttingDown,
+                IngestError::Unsaved(why) => ApiError::Unsaved(why.to_string()),
+            })?;
             Ok(Reply::json(200, &Accepted { ingestion_id }))
         }
         Route::Status(id) => {
             let ingestion = Uuid::try_parse(id)
                 .ok()
                 .and_then(|id| app.ingestion(&id))
-                .ok_or_else(|| ApiError::NotFound(format!("there is no ingestion with id {}", shorten(id))))?;
+                .ok_or_else(|| ApiError::NotFound(format!("unknown or expired ingestion {}", shorten(id))))?;
             Ok(Reply::json(200, &status_body(&ingestion)))
         }
         Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
     }
 }
 
+fn check_idempotency_key(key: &str) -> Result<&str, ApiError> {
+    let printable = key.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if key.is_empty() || key.len() > 255 || !printable {
+        return Err(ApiError::InvalidIdempotencyKey);
+    }
+    Ok(key)
+}
+
 fn status_body(ingestion: &Ingestion) -> StatusBody<'_> {
-    let batches: Vec<BatchBody<'_>> =
-        ingestion.batches().map(|b| BatchBody { batch_id: b.batch_id, ids: b.ids, status: b.status }).collect();
+    let batches: Vec<BatchBody<'_>> = ingestion
+        .batches()
+        .map(|b| BatchBody { batch_id: b.batch_id, ids: b.ids, status: b.status, attempts: b.attempts })
+        .collect();
     // Derived from this one snapshot of the batches, so the two always agree.
     let status = BatchStatus::of_ingestion(batches.iter().map(|b| b.status));
     StatusBody { ingestion_id: ingestion.id, status, batches }

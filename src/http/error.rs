@@ -19,6 +19,12 @@ pub enum ApiError {
     NotFound(String),
     /// The route exists but not for this method; `allow` lists the methods it takes.
     MethodNotAllowed { method: String, allow: &'static str },
+    /// The `Idempotency-Key` header is empty, too long or not printable ASCII.
+    InvalidIdempotencyKey,
+    /// The service is stopping and takes no new requests.
+    ShuttingDown,
+    /// The journal could not save the request; nothing was accepted.
+    Unsaved(String),
     /// A bug on our side; the request may be retried.
     Internal,
 }
@@ -29,11 +35,13 @@ impl ApiError {
             ApiError::InvalidJson(_)
             | ApiError::InvalidBody(_)
             | ApiError::InvalidIds(_)
-            | ApiError::InvalidPriority(_) => 400,
+            | ApiError::InvalidPriority(_)
+            | ApiError::InvalidIdempotencyKey => 400,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::BodyTooLarge { .. } => 413,
             ApiError::Internal => 500,
+            ApiError::ShuttingDown | ApiError::Unsaved(_) => 503,
         }
     }
 
@@ -46,6 +54,9 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::InvalidIdempotencyKey => "invalid_idempotency_key",
+            ApiError::ShuttingDown => "shutting_down",
+            ApiError::Unsaved(_) => "storage_unavailable",
             ApiError::Internal => "internal_error",
         }
     }
@@ -59,6 +70,11 @@ impl fmt::Display for ApiError {
             | ApiError::InvalidIds(detail)
             | ApiError::InvalidPriority(detail)
             | ApiError::NotFound(detail) => f.write_str(detail),
+            ApiError::InvalidIdempotencyKey => {
+                f.write_str("the Idempotency-Key header must be 1 to 255 printable ASCII characters, e.g. a UUID")
+            }
+            ApiError::ShuttingDown => f.write_str("the service is shutting down; retry in a moment"),
+            ApiError::Unsaved(why) => write!(f, "{why}; nothing was accepted, retry later"),
             ApiError::BodyTooLarge { limit } => {
                 write!(f, "the body is larger than {limit} bytes; send fewer ids per request")
             }

@@ -12,7 +12,7 @@ use std::thread::{self, JoinHandle};
 
 use tiny_http::{Header, Request, Response, Server};
 
-use super::api::{self, Reply};
+use super::api::{self, Head, Reply};
 use super::error::ApiError;
 use super::unstrand::Unstrander;
 use crate::app::App;
@@ -76,10 +76,17 @@ impl HttpServer {
 fn serve(app: &App, mut request: Request, max_body: usize) {
     let method = request.method().as_str().to_owned();
     let url = request.url().to_owned();
-    let reply =
-        panic::catch_unwind(AssertUnwindSafe(|| api::handle(app, &method, &url, || read_body(&mut request, max_body))))
-            .unwrap_or_else(|_| Reply::error(&ApiError::Internal));
+    let key = header_value(&request, "Idempotency-Key");
+    let reply = panic::catch_unwind(AssertUnwindSafe(|| {
+        let head = Head { method: &method, url: &url, idempotency_key: key.as_deref() };
+        api::handle(app, head, || read_body(&mut request, max_body))
+    }))
+    .unwrap_or_else(|_| Reply::error(&ApiError::Internal));
     respond(request, reply);
+}
+
+fn header_value(request: &Request, name: &'static str) -> Option<String> {
+    request.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str().to_owned())
 }
 
 fn read_body(request: &mut Request, max_body: usize) -> Result<Vec<u8>, ApiError> {

@@ -1,0 +1,326 @@
+//! The durable journal: an append-only file of [`Record`]s in `--data-dir`, owned by the
+//! `journal` thread.
+//!
+//! Other threads send records over a channel and wait for the answer. The thread takes every
+//! record waiting, writes them, and calls `fsync` once for the group (group commit), so
+//! concurrent requests share the cost of the disk. After the sync it inserts the new ingestions
+//! into the store and submits them to the queue, in journal order: nothing is queued or
+//! answered before it is on disk. It also sweeps expired ingestions and compacts the file. It
+//! never takes the queue lock except inside `Queue::submit_all`.
+
+mod record;
+mod replay;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+pub use record::{crc32, Record, HEADER};
+pub use replay::{replay, Corrupt, Recovered};
+
+use crate::log;
+use crate::model::Ingestion;
+use crate::pacer::Queue;
+use crate::store::Store;
+
+/// The journal's file name inside the data directory; the version is part of the format.
+pub const FILE_NAME: &str = "journal.v1";
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// Why the journal could not be opened. The service does not start.
+#[derive(Debug)]
+pub enum OpenError {
+    Io { path: PathBuf, error: io::Error },
+    Corrupt { path: PathBuf, corrupt: Corrupt },
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Io { path, error } => write!(f, "cannot use the journal {}: {error}", path.display()),
+            OpenError::Corrupt { path, corrupt } => write!(
+                f,
+                "the journal {} is corrupt at byte {}: {}; nothing was dropped: move the file aside to start empty",
+                path.display(),
+                corrupt.offset,
+                corrupt.reason
+            ),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// A record could not be saved. What was saved before is intact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteError(pub String);
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An opened journal, replayed, ready for its thread.
+pub struct Opened {
+    pub recovered: Recovered,
+    file: File,
+    dir: PathBuf,
+}
+
+/// Opens (or creates) the journal in `dir`, cuts off a torn tail, and replays it.
+pub fn open(dir: &Path) -> Result<Opened, OpenError> {
+    let path = dir.join(FILE_NAME);
+    let io = |error| OpenError::Io { path: path.clone(), error };
+    fs::create_dir_all(dir).map_err(io)?;
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io(e)),
+    };
+    let recovered = replay(&bytes).map_err(|corrupt| OpenError::Corrupt { path: path.clone(), corrupt })?;
+    let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
+    if let Some((offset, reason)) = &recovered.torn_tail {
+        log::info(format_args!(
+            "warning: ignoring a torn final record in {} at byte {offset} ({reason}); it was never acknowledged",
+            path.display()
+        ));
+        file.set_len(recovered.valid_len).map_err(io)?;
+    }
+    if bytes.is_empty() {
+        file.write_all(HEADER.as_bytes()).and_then(|()| file.sync_all()).map_err(io)?;
+        sync_dir(dir).map_err(io)?;
+    }
+    Ok(Opened { recovered, file, dir: dir.to_owned() })
+}
+
+enum Op {
+    Ingest(Arc<Ingestion>, Sender<Result<(), WriteError>>),
+    Transition(Record, Sender<Result<(), WriteError>>),
+    Stop,
+}
+
+/// The handle other threads use to save records.
+#[derive(Clone)]
+pub struct JournalHandle {
+    ops: Sender<Op>,
+}
+
+/// Owns the journal thread; [`Journal::stop`] flushes and joins it.
+pub struct Journal {
+    handle: JournalHandle,
+    thread: JoinHandle<()>,
+}
+
+/// When to compact: once the file holds at least `min_records` and more than twice what a
+/// compacted file would.
+#[derive(Debug, Clone, Copy)]
+pub struct Compaction {
+    pub min_records: u64,
+}
+
+impl Default for Compaction {
+    fn default() -> Self {
+        Compaction { min_records: 10_000 }
+    }
+}
+
+struct Writer {
+    file: File,
+    dir: PathBuf,
+    len: u64,
+    records: u64,
+    last_release_ms: Option<u64>,
+    store: Arc<Store>,
+    queue: Queue,
+    compaction: Compaction,
+}
+
+impl Journal {
+    pub fn start(opened: Opened, store: Arc<Store>, queue: Queue, compaction: Compaction) -> io::Result<Journal> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let len = opened.file.metadata()?.len();
+        let mut writer = Writer {
+            file: opened.file,
+            dir: opened.dir,
+            len,
+            records: opened.recovered.records,
+            last_release_ms: opened.recovered.last_release_ms,
+            store,
+            queue,
+            compaction,
+        };
+        let thread = thread::Builder::new().name("journal".into()).spawn(move || writer.run(&rx))?;
+        Ok(Journal { handle: JournalHandle { ops: tx }, thread })
+    }
+
+    pub fn handle(&self) -> &JournalHandle {
+        &self.handle
+    }
+
+    /// Saves what was sent before, then joins the thread; later records fail with an error.
+    pub fn stop(self) {
+        let _ = self.handle.ops.send(Op::Stop);
+        let _ = self.thread.join();
+    }
+}
+
+impl JournalHandle {
+    /// Saves a new ingestion; once this returns `Ok`, it is on disk, in the store and queued.
+    pub fn ingest(&self, ingestion: Arc<Ingestion>) -> Result<(), WriteError> {
+        self.call(|reply| Op::Ingest(ingestion, reply))
+    }
+
+    /// Saves a batch transition; once this returns `Ok`, it is on disk.
+    pub fn transition(&self, record: Record) -> Result<(), WriteError> {
+        self.call(|reply| Op::Transition(record, reply))
+    }
+
+    fn call(&self, op: impl FnOnce(Sender<Result<(), WriteError>>) -> Op) -> Result<(), WriteError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let stopped = || WriteError("the journal has stopped".into());
+        self.ops.send(op(tx)).map_err(|_| stopped())?;
+        rx.recv().map_err(|_| stopped())?
+    }
+}
+
+impl Writer {
+    fn run(&mut self, ops: &Receiver<Op>) {
+        loop {
+            match ops.recv_timeout(HOUSEKEEPING) {
+                Ok(first) => {
+                    let mut group: Vec<Op> = std::iter::once(first).chain(ops.try_iter().take(4095)).collect();
+                    let stop = group.iter().position(|op| matches!(op, Op::Stop));
+                    if let Some(at) = stop {
+                        group.truncate(at);
+                    }
+                    self.commit(group);
+                    if stop.is_some() {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => self.housekeeping(),
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn commit(&mut self, group: Vec<Op>) {
+        if group.is_empty() {
+            return;
+        }
+        let mut bytes = Vec::new();
+        for op in &group {
+            match op {
+                Op::Ingest(ingestion, _) => Record::ingest(&ingestion.record(), false).encode(&mut bytes),
+                Op::Transition(record, _) => record.encode(&mut bytes),
+                Op::Stop => {}
+            }
+        }
+        let written = self.append(&bytes);
+        if written.is_ok() {
+            self.records += group.len() as u64;
+            let mut accepted = Vec::new();
+            for op in &group {
+                match op {
+                    Op::Ingest(ingestion, _) => {
+                        self.store.insert(Arc::clone(ingestion));
+                        accepted.push(Arc::clone(ingestion));
+                    }
+                    Op::Transition(Record::Triggered { at_ms, .. }, _) => {
+                        self.last_release_ms = self.last_release_ms.max(Some(*at_ms));
+                    }
+                    Op::Transition(..) | Op::Stop => {}
+                }
+            }
+            // Queued before anyone is answered, so an acknowledged ingestion is always queued.
+            self.queue.submit_all(accepted);
+        }
+        for op in group {
+            if let Op::Ingest(_, reply) | Op::Transition(_, reply) = op {
+                let _ = reply.send(written.clone());
+            }
+        }
+        if written.is_ok() && self.should_compact() {
+            self.compact();
+        }
+    }
+
+    /// Writes and syncs `bytes`; on failure cuts the file back, so no partial record stays.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
+        let result = self.file.write_all(bytes).and_then(|()| self.file.sync_data());
+        match result {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(error) => {
+                let _ = self.file.set_len(self.len);
+                log::info(format_args!("journal write failed: {error}"));
+                Err(WriteError(format!("the service cannot save new work to disk right now ({error})")))
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let swept = self.store.sweep(self.queue.wall_ms());
+        if swept > 0 {
+            log::info(format_args!("forgot {swept} ingestions past the retention period"));
+        }
+        if self.should_compact() {
+            self.compact();
+        }
+    }
+
+    fn should_compact(&self) -> bool {
+        self.records >= self.compaction.min_records && self.records > 2 * (self.store.len() as u64 + 1)
+    }
+
+    /// Rewrites the journal as one record per live ingestion: temp file, fsync, rename, fsync
+    /// of the directory. A failure leaves the old journal in place.
+    fn compact(&mut self) {
+        let now_ms = self.queue.wall_ms();
+        let live = self.store.in_order(now_ms);
+        let mut bytes = HEADER.as_bytes().to_vec();
+        if let Some(at_ms) = self.last_release_ms {
+            Record::LastRelease { at_ms }.encode(&mut bytes);
+        }
+        for ingestion in &live {
+            Record::ingest(&ingestion.record(), true).encode(&mut bytes);
+        }
+        let path = self.dir.join(FILE_NAME);
+        let temp = self.dir.join(format!("{FILE_NAME}.tmp"));
+        let result = write_synced(&temp, &bytes)
+            .and_then(|()| fs::rename(&temp, &path))
+            .and_then(|()| sync_dir(&self.dir))
+            .and_then(|()| OpenOptions::new().append(true).open(&path));
+        match result {
+            Ok(file) => {
+                log::info(format_args!(
+                    "compacted the journal from {} to {} records",
+                    self.records,
+                    live.len() + usize::from(self.last_release_ms.is_some())
+                ));
+                self.file = file;
+                self.len = bytes.len() as u64;
+                self.records = (live.len() + usize::from(self.last_release_ms.is_some())) as u64;
+            }
+            Err(error) => log::info(format_args!("journal compaction failed, keeping the old file: {error}")),
+        }
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

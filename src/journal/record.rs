@@ -1,0 +1,203 @@
+//! The journal's on-disk format: one record per line, `CRC32 JSON\n`. Pure; no I/O.
+//!
+//! ```text
+//! ingestd journal v1
+//! 1a2b3c4d {"type":"ingest","ingestion_id":"…","priority":"HIGH",…}
+//! 5e6f7a8b {"type":"triggered","ingestion_id":"…","batch":0,"attempt":1,"at_ms":…}
+//! ```
+//! The CRC (8 lowercase hex digits, IEEE polynomial) covers the JSON text.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::model::{BatchRecord, BatchStatus, Id, IngestionRecord, Priority};
+
+pub const HEADER: &str = "ingestd journal v1\n";
+
+/// One event in the life of the queue, as written to disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    /// An accepted ingestion. After compaction it also carries each batch's state.
+    Ingest {
+        ingestion_id: Uuid,
+        priority: String,
+        accepted_at_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
+        batch_size: usize,
+        ids: Vec<Id>,
+        batch_ids: Vec<Uuid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batches: Option<Vec<BatchState>>,
+    },
+    /// A batch was released (attempt `attempt`), before the external API was called.
+    Triggered { ingestion_id: Uuid, batch: u32, attempt: u8, at_ms: u64 },
+    /// The external API answered for every id of the batch.
+    Completed { ingestion_id: Uuid, batch: u32, at_ms: u64 },
+    /// The last release before a compaction, so the interval survives it.
+    LastRelease { at_ms: u64 },
+}
+
+/// A batch's state inside a compacted `ingest` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchState {
+    pub status: u8,
+    pub attempts: u8,
+    #[serde(default)]
+    pub completed_at_ms: u64,
+}
+
+impl Record {
+    pub fn ingest(ingestion: &IngestionRecord, with_state: bool) -> Record {
+        Record::Ingest {
+            ingestion_id: ingestion.id,
+            priority: ingestion.priority.as_str().to_owned(),
+            accepted_at_ms: ingestion.accepted_at_ms,
+            idempotency_key: ingestion.idempotency_key.as_deref().map(str::to_owned),
+            batch_size: ingestion.batch_size,
+            ids: ingestion.ids.clone(),
+            batch_ids: ingestion.batches.iter().map(|b| b.id).collect(),
+            batches: with_state.then(|| {
+                ingestion
+                    .batches
+                    .iter()
+                    .map(|b| BatchState {
+                        status: b.status as u8,
+                        attempts: b.attempts,
+                        completed_at_ms: b.completed_at_ms,
+                    })
+                    .collect()
+            }),
+        }
+    }
+
+    /// Appends `CRC JSON\n` to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let json = serde_json::to_string(self).expect("records always serialize");
+        out.extend_from_slice(format!("{:08x} ", crc32(json.as_bytes())).as_bytes());
+        out.extend_from_slice(json.as_bytes());
+        out.push(b'\n');
+    }
+
+    /// Decodes one line (without its `\n`); the error says what is wrong with it.
+    pub fn decode(line: &[u8]) -> Result<Record, String> {
+        let (crc, json) = match (line.get(..8), line.get(8), line.get(9..)) {
+            (Some(crc), Some(b' '), Some(json)) => (crc, json),
+            _ => return Err("the line is not `CRC JSON`".into()),
+        };
+        let crc = std::str::from_utf8(crc).ok().and_then(|c| u32::from_str_radix(c, 16).ok());
+        if crc != Some(crc32(json)) {
+            return Err("the checksum does not match".into());
+        }
+        serde_json::from_slice(json).map_err(|e| format!("the record is not valid ({e})"))
+    }
+}
+
+/// Turns a decoded `ingest` record back into an ingestion, checking that it is consistent.
+pub fn ingestion_of(record: Record) -> Result<IngestionRecord, String> {
+    let Record::Ingest { ingestion_id, priority, accepted_at_ms, idempotency_key, batch_size, ids, batch_ids, batches } =
+        record
+    else {
+        return Err("not an ingest record".into());
+    };
+    let priority = Priority::parse(&priority).ok_or_else(|| format!("unknown priority {priority:?}"))?;
+    if batch_size == 0 || ids.is_empty() || ids.len().div_ceil(batch_size) != batch_ids.len() {
+        return Err("its ids, batch size and batch ids do not agree".into());
+    }
+    let states = match batches {
+        Some(states) if states.len() != batch_ids.len() => return Err("it has the wrong number of batch states".into()),
+        Some(states) => states,
+        None => vec![BatchState { status: 0, attempts: 0, completed_at_ms: 0 }; batch_ids.len()],
+    };
+    let batches = batch_ids
+        .into_iter()
+        .zip(states)
+        .map(|(id, s)| BatchRecord {
+            id,
+            status: match s.status {
+                0 => BatchStatus::YetToStart,
+                1 => BatchStatus::Triggered,
+                _ => BatchStatus::Completed,
+            },
+            attempts: s.attempts,
+            completed_at_ms: s.completed_at_ms,
+        })
+        .collect();
+    Ok(IngestionRecord {
+        id: ingestion_id,
+        priority,
+        accepted_at_ms,
+        idempotency_key: idempotency_key.map(Box::from),
+        ids,
+        batch_size,
+        batches,
+    })
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as in zip and PNG).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                k += 1;
+            }
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+    !bytes.iter().fold(!0u32, |crc, &b| TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn records_round_trip_and_damage_is_detected() {
+        let records = [
+            Record::Triggered { ingestion_id: Uuid::new_v4(), batch: 2, attempt: 1, at_ms: 17 },
+            Record::Completed { ingestion_id: Uuid::new_v4(), batch: 0, at_ms: 18 },
+            Record::LastRelease { at_ms: 19 },
+        ];
+        for record in records {
+            let mut line = Vec::new();
+            record.encode(&mut line);
+            assert_eq!(line.pop(), Some(b'\n'));
+            assert_eq!(Record::decode(&line), Ok(record));
+            let mut damaged = line.clone();
+            let last = damaged.len() - 2;
+            damaged[last] ^= 1;
+            assert_eq!(Record::decode(&damaged), Err("the checksum does not match".into()));
+            assert!(Record::decode(&line[..5]).is_err());
+        }
+    }
+
+    #[test]
+    fn ingest_records_keep_everything() {
+        let ingestion = crate::model::Ingestion::new(Priority::Low, vec![1, 2, 3, 4], 3, 42, Some("key-1"));
+        ingestion.trigger(0);
+        for with_state in [false, true] {
+            let mut line = Vec::new();
+            Record::ingest(&ingestion.record(), with_state).encode(&mut line);
+            let back = ingestion_of(Record::decode(&line[..line.len() - 1]).unwrap()).unwrap();
+            let mut expected = ingestion.record();
+            if !with_state {
+                expected.batches.iter_mut().for_each(|b| (b.status, b.attempts) = (BatchStatus::YetToStart, 0));
+            }
+            assert_eq!(back, expected);
+        }
+    }
+}
