@@ -4,12 +4,13 @@
 use std::io::Write;
 use std::net::TcpListener;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use ingestd::config::{self, Command, Config};
 use ingestd::http::{HttpOptions, HttpServer};
 use ingestd::{log, App, SimulatedApi, Storage, SystemClock};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook::iterator::Signals;
 
 fn main() -> ExitCode {
@@ -35,6 +36,9 @@ fn main() -> ExitCode {
 
 fn run(config: &Config) -> Result<(), String> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
+    // Past a file-size limit a journal write must fail (and answer 503), not kill the process.
+    signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
     let listener = TcpListener::bind(&config.addr).map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let api = SimulatedApi { delay: config.fetch_delay };
     let storage = Storage { data_dir: config.data_dir.clone(), retain: config.retain, ..Storage::default() };

@@ -136,7 +136,8 @@ fn run(shared: &Shared, releases: &Sender<Release>) {
         match state.scheduler.poll(now) {
             Poll::Release { run, index, due } => {
                 let batch = Batch { ingestion: run, index };
-                let attempt = batch.trigger();
+                // The worker marks it triggered, once (in durable mode) that is on disk.
+                let attempt = batch.view().attempts.saturating_add(1);
                 let depth = state.depth();
                 let release = Release { batch, due, at: now, at_wall_ms: shared.clock.wall_ms(), attempt };
                 let delivered = MutexGuard::unlocked(&mut state, || {

@@ -121,6 +121,7 @@ fn run(
                 log::info(format_args!("warning: could not journal the release of {}: {error}", release.batch));
             }
         }
+        release.batch.trigger();
         for &id in release.batch.view().ids {
             match api.fetch(id) {
                 Ok(answer) if answer.id == u64::from(id) => {

@@ -10,7 +10,8 @@ use serde_json::Value;
 pub struct Server {
     child: Child,
     pub base: String,
-    stderr: Option<ChildStderr>,
+    /// Everything the server wrote to stderr, read as it comes so that the pipe never fills.
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 /// An answer: status code, `Content-Type`, `Allow`, and the body parsed as JSON.
@@ -34,7 +35,7 @@ impl Server {
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read the listening line");
         let base =
             line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        let stderr = child.stderr.take();
+        let stderr = child.stderr.take().map(drain);
         Server { base: base.to_owned(), child, stderr }
     }
 
@@ -67,12 +68,54 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the exit; returns the status and everything on stderr.
-    pub fn terminate(mut self) -> (ExitStatus, String) {
+    pub fn terminate(self) -> (ExitStatus, String) {
         let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(sent.success());
-        let mut log = String::new();
-        self.stderr.take().unwrap().read_to_string(&mut log).unwrap();
-        (self.child.wait().unwrap(), log)
+        self.terminate_wait()
+    }
+
+    /// Waits for an exit already asked for; returns the status and everything on stderr.
+    pub fn terminate_wait(mut self) -> (ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        (status, self.stderr.take().unwrap().join().unwrap())
+    }
+}
+
+impl Server {
+    /// `kill -9`: no chance to save anything.
+    pub fn crash(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.stderr.take().unwrap().join().unwrap()
+    }
+
+    pub fn post_with(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut request = ureq::post(&format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.set(name, value);
+        }
+        answer(request.send_string(body))
+    }
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("ingestd-{label}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -81,6 +124,14 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn drain(mut stderr: ChildStderr) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = stderr.read_to_string(&mut log);
+        log
+    })
 }
 
 fn answer(result: Result<ureq::Response, ureq::Error>) -> Answer {

@@ -1,0 +1,349 @@
+//! Nothing acknowledged is lost: `kill -9`, restarts, damaged journals and full disks, over
+//! real HTTP against the `ingestd` binary with `--data-dir`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::{batch_statuses, wait_for, Server, TempDir};
+use serde_json::{json, Value};
+
+fn durable(dir: &TempDir, args: &[&str]) -> Server {
+    let mut all = vec!["--data-dir", dir.path()];
+    all.extend_from_slice(args);
+    Server::start(&all)
+}
+
+fn journal(dir: &TempDir) -> std::path::PathBuf {
+    dir.0.join("journal.v1")
+}
+
+/// An acknowledged ingestion as its client saw it.
+#[derive(Debug, Clone)]
+struct Acked {
+    id: String,
+    ids: Vec<u32>,
+    client: usize,
+}
+
+fn ids_of(status: &Value) -> Vec<u32> {
+    status["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32))
+        .collect()
+}
+
+fn batch_ids(status: &Value) -> Vec<String> {
+    status["batches"].as_array().unwrap().iter().map(|b| b["batch_id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// `clients` threads each post `each` ingestions back to back; returns what was acknowledged
+/// (a post cut off by a crash is simply not acknowledged).
+fn post_from_many(server: &Server, clients: usize, each: usize, first_id: u32) -> Vec<Acked> {
+    let start = Arc::new(Barrier::new(clients));
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..clients)
+            .map(|c| {
+                let start = Arc::clone(&start);
+                let base = server.base.clone();
+                scope.spawn(move || {
+                    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
+                    start.wait();
+                    let mut acked = Vec::new();
+                    for i in 0..each {
+                        let n = first_id + (c * 1000 + i * 10) as u32;
+                        let ids: Vec<u32> = (n..n + 1 + (i as u32 % 5)).collect();
+                        let priority = ["HIGH", "MEDIUM", "LOW"][(c + i) % 3];
+                        let sent =
+                            agent.post(&format!("{base}/ingest")).send_json(json!({"ids": ids, "priority": priority}));
+                        let Ok(response) = sent else { break };
+                        let body: Value = response.into_json().unwrap();
+                        acked.push(Acked { id: body["ingestion_id"].as_str().unwrap().into(), ids, client: c });
+                    }
+                    acked
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    })
+}
+
+/// Parses the restarted server's release log: (priority, ingestion id) in release order.
+fn releases(log: &str) -> Vec<(String, String)> {
+    log.lines()
+        .filter_map(|line| {
+            let rest = line.split_once("released batch ")?.1;
+            let inside = rest.split_once('(')?.1;
+            let priority = inside.split_whitespace().next()?.to_owned();
+            let ingestion = inside.split_once("of ingestion ")?.1.split(',').next()?.to_owned();
+            Some((priority, ingestion))
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_mid_stream_loses_nothing_acknowledged() {
+    let dir = TempDir::new("crash");
+    let args = ["--interval", "25ms", "--fetch-delay", "1ms"];
+    let server = durable(&dir, &args);
+    let before = post_from_many(&server, 6, 8, 1);
+    // A snapshot of what was done before the crash.
+    let seen: HashMap<String, Value> = before.iter().map(|a| (a.id.clone(), server.status(&a.id))).collect();
+    let crash_at = std::thread::scope(|scope| {
+        let late = scope.spawn(|| post_from_many(&server, 6, 40, 100_000));
+        std::thread::sleep(Duration::from_millis(150));
+        let crash_at = Instant::now();
+        Command::new("kill").args(["-KILL", &server.pid().to_string()]).status().unwrap();
+        (late.join().unwrap(), crash_at)
+    });
+    let (late, _) = crash_at;
+    drop(server);
+
+    let server = durable(&dir, &["--interval", "10ms", "--fetch-delay", "1ms"]);
+    let acked: Vec<Acked> = before.iter().chain(&late).cloned().collect();
+    assert!(late.len() > 6, "the crash should come mid-stream, after some late posts ({})", late.len());
+    for a in &acked {
+        let status = server.status(&a.id);
+        assert_eq!(ids_of(&status), a.ids, "ingestion {}", a.id);
+        if let Some(old) = seen.get(&a.id) {
+            assert_eq!(batch_ids(&status), batch_ids(old), "batch ids of {}", a.id);
+            for (then, now) in old["batches"].as_array().unwrap().iter().zip(status["batches"].as_array().unwrap()) {
+                if then["status"] == "completed" {
+                    assert_eq!((&now["status"], &now["attempts"]), (&json!("completed"), &json!(1)), "{}", a.id);
+                }
+            }
+        }
+    }
+    let agent = ureq::agent();
+    wait_for("every acknowledged ingestion to complete", Duration::from_secs(30), || {
+        let done = |a: &Acked| {
+            let status: Value =
+                agent.get(&format!("{}/status/{}", server.base, a.id)).call().unwrap().into_json().unwrap();
+            status["status"] == "completed"
+        };
+        acked.iter().all(done).then_some(())
+    });
+    let (_, log) = server.terminate();
+
+    // After the restart, what was queued went by priority, then by each client's posting order.
+    let order = releases(&log);
+    let rank = |p: &str| ["HIGH", "MEDIUM", "LOW"].iter().position(|x| *x == p).unwrap();
+    let ranks: Vec<usize> = order.iter().skip(1).map(|(p, _)| rank(p)).collect();
+    assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "priorities out of order after restart: {order:?}");
+    let position: HashMap<&str, usize> = acked.iter().enumerate().map(|(i, a)| (a.id.as_str(), i)).collect();
+    for client in 0..6 {
+        for priority in ["HIGH", "MEDIUM", "LOW"] {
+            let posted: Vec<usize> = order
+                .iter()
+                .filter(|(p, _)| p == priority)
+                .filter_map(|(_, id)| position.get(id.as_str()).copied())
+                .filter(|&i| acked[i].client == client)
+                .collect();
+            let mut sorted = posted.clone();
+            sorted.sort();
+            assert_eq!(posted, sorted, "client {client} {priority} released out of posting order");
+        }
+    }
+}
+
+#[test]
+fn a_batch_interrupted_in_flight_runs_again_with_attempts_2() {
+    let dir = TempDir::new("inflight");
+    let server = durable(&dir, &["--interval", "50ms", "--fetch-delay", "5s"]);
+    let id = server.ingest(&[1, 2, 3, 4], "MEDIUM");
+    wait_for("the first batch to be triggered", Duration::from_secs(5), || {
+        (server.status(&id)["batches"][0]["status"] == "triggered").then_some(())
+    });
+    server.crash();
+
+    let server = durable(&dir, &["--interval", "50ms", "--fetch-delay", "1ms"]);
+    let status = wait_for("the ingestion to complete", Duration::from_secs(10), || {
+        let status = server.status(&id);
+        (status["status"] == "completed").then_some(status)
+    });
+    assert_eq!(status["batches"][0]["attempts"], 2);
+    assert_eq!(status["batches"][1]["attempts"], 1);
+    let (_, log) = server.terminate();
+    let order: Vec<String> = log.lines().filter(|l| l.contains("released batch")).map(str::to_owned).collect();
+    assert!(order[0].contains("ids [1, 2, 3]"), "the interrupted batch goes first: {order:?}");
+}
+
+#[test]
+fn the_interval_holds_across_a_crash_and_restart() {
+    let dir = TempDir::new("ratelimit");
+    let interval = Duration::from_secs(2);
+    let server = durable(&dir, &["--interval", "2s", "--fetch-delay", "1ms"]);
+    let posted = Instant::now();
+    let id = server.ingest(&[1, 2, 3, 4], "HIGH");
+    wait_for("the first release", Duration::from_secs(5), || {
+        (server.status(&id)["batches"][0]["status"] != "yet_to_start").then_some(())
+    });
+    server.crash();
+    let server = durable(&dir, &["--interval", "2s", "--fetch-delay", "1ms"]);
+    let second = wait_for("the second release", Duration::from_secs(10), || {
+        (server.status(&id)["batches"][1]["status"] != "yet_to_start").then(Instant::now)
+    });
+    // The first release came after `posted`, so the second may not come before posted + interval.
+    assert!(second - posted >= interval, "second release {:?} after posting", second - posted);
+}
+
+#[test]
+fn a_torn_tail_is_ignored_with_a_warning() {
+    let dir = TempDir::new("torn");
+    let server = durable(&dir, &["--interval", "1h"]);
+    let kept: Vec<String> = (1..=3).map(|i| server.ingest(&[i, i + 1], "LOW")).collect();
+    server.crash();
+    let mut bytes = std::fs::read(journal(&dir)).unwrap();
+    bytes.extend_from_slice(b"0badf00d {\"type\":\"ingest\",\"ingestion_id\":\"");
+    std::fs::write(journal(&dir), &bytes).unwrap();
+
+    let server = durable(&dir, &["--interval", "1h"]);
+    for id in &kept {
+        assert_eq!(server.status(id)["ingestion_id"], id.as_str());
+    }
+    let more = server.ingest(&[9], "HIGH");
+    let (_, log) = server.terminate();
+    assert!(log.contains("warning: ignoring a torn final record"), "{log}");
+    let server = durable(&dir, &["--interval", "1h"]);
+    assert_eq!(server.status(&more)["batches"][0]["ids"], json!([9]), "appends after a cut tail are readable");
+}
+
+#[test]
+fn damage_before_the_tail_stops_the_start_naming_file_and_offset() {
+    let dir = TempDir::new("corrupt");
+    let server = durable(&dir, &["--interval", "1h"]);
+    for i in 1..=3 {
+        server.ingest(&[i], "LOW");
+    }
+    server.crash();
+    let mut bytes = std::fs::read(journal(&dir)).unwrap();
+    let second_line = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let third_line = second_line + bytes[second_line..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    bytes[third_line + 30] ^= 0x01;
+    std::fs::write(journal(&dir), &bytes).unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ingestd"))
+        .args(["--addr", "127.0.0.1:0", "--data-dir", dir.path()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let expected = format!("the journal {} is corrupt at byte {third_line}", journal(&dir).display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert_eq!(std::fs::read(journal(&dir)).unwrap(), bytes, "the damaged journal is left as it was");
+}
+
+#[test]
+fn an_unusable_data_dir_stops_the_start_with_a_clear_message() {
+    let dir = TempDir::new("notadir");
+    let file = dir.0.join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let data_dir = file.join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_ingestd"))
+        .args(["--addr", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("cannot use the journal"), "{stderr}");
+}
+
+#[test]
+fn a_full_disk_answers_503_and_keeps_what_was_acknowledged() {
+    let dir = TempDir::new("full");
+    // bash's `ulimit -f` counts KiB: the journal may not grow past 16 KiB.
+    let mut command = Command::new("bash");
+    command.args(["-c", "ulimit -f 16 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_ingestd")]).args([
+        "--addr",
+        "127.0.0.1:0",
+        "--interval",
+        "1h",
+        "--data-dir",
+        dir.path(),
+    ]);
+    let server = Server::start_with(&mut command);
+    let mut acked = Vec::new();
+    let refused = loop {
+        let ids: Vec<u32> = (1..=30).collect();
+        let answer = server.post("/ingest", &json!({"ids": ids, "priority": "LOW"}).to_string());
+        if answer.status != 200 {
+            break answer;
+        }
+        acked.push(answer.json["ingestion_id"].as_str().unwrap().to_owned());
+        assert!(acked.len() < 1000, "the file-size limit never hit");
+    };
+    assert_eq!((refused.status, refused.json["error"].as_str()), (503, Some("storage_unavailable")), "{refused:?}");
+    assert!(refused.json["detail"].as_str().unwrap().contains("cannot save new work"), "{refused:?}");
+    assert!(!acked.is_empty());
+    for id in &acked {
+        assert_eq!(server.status(id)["ingestion_id"], id.as_str());
+    }
+    server.crash();
+    let server = durable(&dir, &["--interval", "1h"]);
+    for id in &acked {
+        assert_eq!(ids_of(&server.status(id)), (1..=30).collect::<Vec<u32>>(), "{id} after restart");
+    }
+}
+
+#[test]
+fn a_repeated_idempotency_key_answers_the_first_ingestion_even_after_a_restart() {
+    let dir = TempDir::new("idem");
+    let server = durable(&dir, &["--interval", "1h"]);
+    let body = r#"{"ids": [5, 6, 7, 8], "priority": "HIGH"}"#;
+    let first = server.post_with("/ingest", body, &[("Idempotency-Key", "order-42")]);
+    let again = server.post_with("/ingest", body, &[("Idempotency-Key", "order-42")]);
+    assert_eq!(first.status, 200);
+    assert_eq!(first.json, again.json);
+    let other = server.post_with("/ingest", body, &[("Idempotency-Key", "order-43")]);
+    assert_ne!(other.json, first.json);
+    let bad = server.post_with("/ingest", body, &[("Idempotency-Key", "")]);
+    assert_eq!((bad.status, bad.json["error"].as_str()), (400, Some("invalid_idempotency_key")));
+    server.crash();
+
+    let server = durable(&dir, &["--interval", "1h"]);
+    let after = server.post_with("/ingest", body, &[("Idempotency-Key", "order-42")]);
+    assert_eq!(after.json, first.json);
+    let (_, log) = server.terminate();
+    assert!(log.contains("recovered 2 ingestions"), "no duplicate was journaled: {log}");
+}
+
+#[test]
+fn sigterm_answers_503_while_the_batch_in_flight_finishes() {
+    let dir = TempDir::new("drain");
+    let server = durable(&dir, &["--interval", "1h", "--fetch-delay", "400ms"]);
+    let id = server.ingest(&[1, 2, 3, 4], "HIGH");
+    wait_for("the first batch to be triggered", Duration::from_secs(5), || {
+        (server.status(&id)["batches"][0]["status"] == "triggered").then_some(())
+    });
+    Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().unwrap();
+    let refused = wait_for("new requests to be refused", Duration::from_secs(5), || {
+        let answer = server.post("/ingest", r#"{"ids": [9], "priority": "LOW"}"#);
+        (answer.status == 503).then_some(answer)
+    });
+    assert_eq!(refused.json["error"], "shutting_down");
+    let (status, log) = server.terminate_wait();
+    assert!(status.success(), "{log}");
+    let server = durable(&dir, &["--interval", "1h"]);
+    let after = server.status(&id);
+    assert_eq!(batch_statuses(&after), ["completed", "yet_to_start"], "the batch in flight finished before exit");
+    assert_eq!(after["batches"][0]["attempts"], 1);
+}
+
+#[test]
+fn a_stuck_batch_does_not_hold_shutdown_past_the_timeout() {
+    let server = Server::start(&["--interval", "1h", "--fetch-delay", "60s", "--shutdown-timeout", "200ms"]);
+    let id = server.ingest(&[1], "HIGH");
+    wait_for("the batch to be triggered", Duration::from_secs(5), || {
+        (server.status(&id)["status"] == "triggered").then_some(())
+    });
+    let started = Instant::now();
+    let (status, log) = server.terminate();
+    assert!(status.success(), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(log.contains("did not finish within 200ms"), "{log}");
+}
