@@ -46,7 +46,13 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new() -> ManualClock {
-        ManualClock { origin: Instant::now(), origin_wall: SystemTime::now(), offset_nanos: AtomicU64::new(0) }
+        ManualClock::starting_at(SystemTime::now())
+    }
+
+    /// A clock whose wall time starts at `wall`: a restarted service in a test continues
+    /// where the last one stopped.
+    pub fn starting_at(wall: SystemTime) -> ManualClock {
+        ManualClock { origin: Instant::now(), origin_wall: wall, offset_nanos: AtomicU64::new(0) }
     }
 
     pub fn origin(&self) -> Instant {

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::journal::{JournalHandle, Record};
 use crate::log;
-use crate::model::Id;
+use crate::model::{Batch, Id};
 use crate::pacer::{Queue, Release};
 
 /// What the external API answers for one id: `{"id": <id>, "data": "processed"}`.
@@ -106,6 +106,16 @@ impl Worker {
     }
 }
 
+/// Journals a transition, which also applies it; without a journal, or if it cannot be
+/// saved (the work goes on: at worst it runs again after a restart), applies it here.
+fn save(journal: Option<&JournalHandle>, record: Record, batch: &Batch, apply: impl FnOnce(&Batch)) {
+    let Some(journal) = journal else { return apply(batch) };
+    if let Err(error) = journal.transition(record, batch) {
+        log::info(format_args!("warning: could not journal a transition of {batch}: {error}"));
+        apply(batch);
+    }
+}
+
 fn run(
     mut api: impl ExternalApi,
     releases: &Receiver<Release>,
@@ -115,13 +125,10 @@ fn run(
 ) {
     for release in releases {
         let (ingestion_id, batch) = (release.batch.ingestion.id, release.batch.index);
-        if let Some(journal) = journal {
-            let record = Record::Triggered { ingestion_id, batch, attempt: release.attempt, at_ms: release.at_wall_ms };
-            if let Err(error) = journal.transition(record) {
-                log::info(format_args!("warning: could not journal the release of {}: {error}", release.batch));
-            }
-        }
-        release.batch.trigger();
+        let triggered = Record::Triggered { ingestion_id, batch, attempt: release.attempt, at_ms: release.at_wall_ms };
+        save(journal, triggered, &release.batch, |b| {
+            b.trigger();
+        });
         for &id in release.batch.view().ids {
             match api.fetch(id) {
                 Ok(answer) if answer.id == u64::from(id) => {
@@ -137,12 +144,10 @@ fn run(
                 }
             }
         }
-        if let Some(journal) = journal {
-            let record = Record::Completed { ingestion_id, batch, at_ms: queue.wall_ms() };
-            if let Err(error) = journal.transition(record) {
-                log::info(format_args!("warning: could not journal the completion of {}: {error}", release.batch));
-            }
-        }
+        let at_ms = queue.wall_ms();
+        save(journal, Record::Completed { ingestion_id, batch, at_ms }, &release.batch, |b| {
+            b.complete(at_ms);
+        });
         let depth = queue.complete(&release.batch);
         log::info(format_args!("completed {}; {depth}", release.batch));
     }

@@ -24,7 +24,7 @@ pub use record::{crc32, Record, HEADER};
 pub use replay::{replay, Corrupt, Recovered};
 
 use crate::log;
-use crate::model::Ingestion;
+use crate::model::{Batch, Ingestion};
 use crate::pacer::Queue;
 use crate::store::Store;
 
@@ -101,7 +101,7 @@ pub fn open(dir: &Path) -> Result<Opened, OpenError> {
 
 enum Op {
     Ingest(Arc<Ingestion>, Sender<Result<(), WriteError>>),
-    Transition(Record, Sender<Result<(), WriteError>>),
+    Transition(Record, Batch, Sender<Result<(), WriteError>>),
     Stop,
 }
 
@@ -176,9 +176,10 @@ impl JournalHandle {
         self.call(|reply| Op::Ingest(ingestion, reply))
     }
 
-    /// Saves a batch transition; once this returns `Ok`, it is on disk.
-    pub fn transition(&self, record: Record) -> Result<(), WriteError> {
-        self.call(|reply| Op::Transition(record, reply))
+    /// Saves a transition of `batch` and applies it to the batch; once this returns `Ok`, it is
+    /// on disk and visible. On `Err` nothing was applied.
+    pub fn transition(&self, record: Record, batch: &Batch) -> Result<(), WriteError> {
+        self.call(|reply| Op::Transition(record, batch.clone(), reply))
     }
 
     fn call(&self, op: impl FnOnce(Sender<Result<(), WriteError>>) -> Op) -> Result<(), WriteError> {
@@ -218,7 +219,7 @@ impl Writer {
         for op in &group {
             match op {
                 Op::Ingest(ingestion, _) => Record::ingest(&ingestion.record(), false).encode(&mut bytes),
-                Op::Transition(record, _) => record.encode(&mut bytes),
+                Op::Transition(record, ..) => record.encode(&mut bytes),
                 Op::Stop => {}
             }
         }
@@ -232,8 +233,14 @@ impl Writer {
                         self.store.insert(Arc::clone(ingestion));
                         accepted.push(Arc::clone(ingestion));
                     }
-                    Op::Transition(Record::Triggered { at_ms, .. }, _) => {
+                    // Applied here, before anyone is answered or the file is compacted, so what
+                    // is in memory is never behind what is on disk.
+                    Op::Transition(Record::Triggered { at_ms, .. }, batch, _) => {
                         self.last_release_ms = self.last_release_ms.max(Some(*at_ms));
+                        batch.trigger();
+                    }
+                    Op::Transition(Record::Completed { at_ms, .. }, batch, _) => {
+                        batch.complete(*at_ms);
                     }
                     Op::Transition(..) | Op::Stop => {}
                 }
@@ -242,7 +249,7 @@ impl Writer {
             self.queue.submit_all(accepted);
         }
         for op in group {
-            if let Op::Ingest(_, reply) | Op::Transition(_, reply) = op {
+            if let Op::Ingest(_, reply) | Op::Transition(_, _, reply) = op {
                 let _ = reply.send(written.clone());
             }
         }
