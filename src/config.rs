@@ -17,7 +17,7 @@ Options:
   --interval DURATION      least time between two batch releases [default: 5s]
   --batch-size N           ids per batch [default: 3]
   --fetch-delay DURATION   simulated external API time per id [default: 100ms]
-  --threads N              HTTP handler threads [default: 4 per CPU, at least 8]
+  --threads N              HTTP handler threads [default: 8 per CPU, at least 32]
   --max-body BYTES         largest accepted request body [default: 1048576]
   --data-dir DIR           keep the queue in a journal in DIR, so nothing acknowledged is lost
                            [default: none: in memory only]
@@ -67,9 +67,11 @@ impl From<lexopt::Error> for UsageError {
     }
 }
 
+/// Handler threads mostly wait (on a slow client, or on the journal's fsync in durable mode),
+/// and a waiting thread costs little, so there are many more than CPUs.
 fn default_threads() -> usize {
     let cpus = std::thread::available_parallelism().map_or(2, usize::from);
-    (cpus * 4).max(8)
+    (cpus * 8).max(32)
 }
 
 /// Parses the arguments (without the program name). `port` is the `PORT` environment variable.

@@ -100,7 +100,8 @@ pub fn open(dir: &Path) -> Result<Opened, OpenError> {
 }
 
 enum Op {
-    Ingest(Arc<Ingestion>, Sender<Result<(), WriteError>>),
+    /// An ingestion and its record, encoded by the caller so that encoding runs in parallel.
+    Ingest(Arc<Ingestion>, Vec<u8>, Sender<Result<(), WriteError>>),
     Transition(Record, Batch, Sender<Result<(), WriteError>>),
     Stop,
 }
@@ -173,7 +174,9 @@ impl Journal {
 impl JournalHandle {
     /// Saves a new ingestion; once this returns `Ok`, it is on disk, in the store and queued.
     pub fn ingest(&self, ingestion: Arc<Ingestion>) -> Result<(), WriteError> {
-        self.call(|reply| Op::Ingest(ingestion, reply))
+        let mut encoded = Vec::new();
+        Record::ingest(&ingestion.record(), false).encode(&mut encoded);
+        self.call(|reply| Op::Ingest(ingestion, encoded, reply))
     }
 
     /// Saves a transition of `batch` and applies it to the batch; once this returns `Ok`, it is
@@ -218,7 +221,7 @@ impl Writer {
         let mut bytes = Vec::new();
         for op in &group {
             match op {
-                Op::Ingest(ingestion, _) => Record::ingest(&ingestion.record(), false).encode(&mut bytes),
+                Op::Ingest(_, encoded, _) => bytes.extend_from_slice(encoded),
                 Op::Transition(record, ..) => record.encode(&mut bytes),
                 Op::Stop => {}
             }
@@ -229,7 +232,7 @@ impl Writer {
             let mut accepted = Vec::new();
             for op in &group {
                 match op {
-                    Op::Ingest(ingestion, _) => {
+                    Op::Ingest(ingestion, ..) => {
                         self.store.insert(Arc::clone(ingestion));
                         accepted.push(Arc::clone(ingestion));
                     }
@@ -249,7 +252,7 @@ impl Writer {
             self.queue.submit_all(accepted);
         }
         for op in group {
-            if let Op::Ingest(_, reply) | Op::Transition(_, _, reply) = op {
+            if let Op::Ingest(_, _, reply) | Op::Transition(_, _, reply) = op {
                 let _ = reply.send(written.clone());
             }
         }
