@@ -18,6 +18,13 @@ Options:
   --fetch-delay DURATION   simulated external API time per id [default: 100ms]
   --threads N              HTTP handler threads [default: 4 per CPU, at least 8]
   --max-body BYTES         largest accepted request body [default: 1048576]
+  --max-ids N              most ids in one request [default: 100000]
+  --max-queued-ids N       most ids waiting in the queue; more get 503 [default: 10000000]
+  --max-url BYTES          longest request URL [default: 8192]
+  --max-headers BYTES      most request header bytes [default: 16384]
+  --idle-timeout DURATION  longest silence in a request or between requests [default: 30s]
+  --token TOKEN            require 'Authorization: Bearer TOKEN' on all routes but /health
+                           [default: $INGESTD_TOKEN if set, else no token]
   -h, --help               print this help
 
 DURATION is a number and a unit: 200ms, 5s, 1.5s, 10m, 2h, 7d.
@@ -32,6 +39,13 @@ pub struct Config {
     pub fetch_delay: Duration,
     pub threads: usize,
     pub max_body: usize,
+    pub max_ids: usize,
+    pub max_queued_ids: usize,
+    pub max_url: usize,
+    pub max_header_bytes: usize,
+    pub idle_timeout: Duration,
+    /// From `--token`; `main` falls back to `INGESTD_TOKEN`.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +88,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
         fetch_delay: Duration::from_millis(100),
         threads: default_threads(),
         max_body: 1 << 20,
+        max_ids: 100_000,
+        max_queued_ids: 10_000_000,
+        max_url: 8 << 10,
+        max_header_bytes: 16 << 10,
+        idle_timeout: Duration::from_secs(30),
+        token: None,
     };
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
@@ -91,6 +111,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
             }
             Long("threads") => config.threads = count(parser.value()?, "--threads")?,
             Long("max-body") => config.max_body = count(parser.value()?, "--max-body")?,
+            Long("max-ids") => config.max_ids = count(parser.value()?, "--max-ids")?,
+            Long("max-queued-ids") => config.max_queued_ids = count(parser.value()?, "--max-queued-ids")?,
+            Long("max-url") => config.max_url = count(parser.value()?, "--max-url")?,
+            Long("max-headers") => config.max_header_bytes = count(parser.value()?, "--max-headers")?,
+            Long("idle-timeout") => {
+                config.idle_timeout = duration(&text(parser.value()?, "--idle-timeout")?, "--idle-timeout")?;
+                if config.idle_timeout < Duration::from_millis(10) {
+                    return Err(UsageError("--idle-timeout must be at least 10ms".into()));
+                }
+            }
+            Long("token") => {
+                let token = text(parser.value()?, "--token")?;
+                if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(UsageError("--token takes printable ASCII without spaces".into()));
+                }
+                config.token = Some(token);
+            }
             Short('h') | Long("help") => return Ok(Command::Help),
             _ => return Err(arg.unexpected().into()),
         }

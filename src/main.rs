@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ingestd::config::{self, Command, Config};
-use ingestd::http::{HttpOptions, HttpServer};
+use ingestd::http::{HttpOptions, HttpServer, Limits};
 use ingestd::{log, App, SimulatedApi, SystemClock};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -38,7 +38,16 @@ fn run(config: &Config) -> Result<(), String> {
     let listener = TcpListener::bind(&config.addr).map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let api = SimulatedApi { delay: config.fetch_delay };
     let app = Arc::new(App::start(config.pacing, Arc::new(SystemClock), api));
-    let options = HttpOptions { threads: config.threads, max_body: config.max_body };
+    let limits = Limits {
+        max_body: config.max_body,
+        max_ids: config.max_ids,
+        max_queued_ids: config.max_queued_ids as u64,
+        max_url: config.max_url,
+        max_header_bytes: config.max_header_bytes,
+    };
+    // The environment keeps the token out of `ps`; the flag wins when both are set.
+    let token = config.token.clone().or_else(|| std::env::var("INGESTD_TOKEN").ok().filter(|t| !t.is_empty()));
+    let options = HttpOptions { threads: config.threads, limits, idle_timeout: config.idle_timeout, token };
     let server = HttpServer::start(listener, Arc::clone(&app), options)
         .map_err(|e| format!("cannot start the HTTP server: {e}"))?;
 
