@@ -284,3 +284,52 @@ fn stalled_connections_do_not_delay_a_new_client() {
         assert!(began.elapsed() < Duration::from_secs(1), "took {:?}", began.elapsed());
     }
 }
+
+#[test]
+fn a_corpus_of_bad_input_changes_nothing_accepted() {
+    let server = Server::start(&["--interval", "1h", "--fetch-delay", "1h"]);
+    let earlier = server.ingest(&[1, 2, 3, 4], "MEDIUM");
+    let before = server.status(&earlier);
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let huge = format!(r#"{{"ids": [{}1], "priority": "LOW"}}"#, "1, ".repeat(200_000));
+    let body = |ids: &str| format!(r#"{{"ids": [{ids}], "priority": "LOW"}}"#);
+    let cases: Vec<(String, u16)> = vec![
+        ("{\"ids\": [1".into(), 400),
+        (r#"{"ids": [1], "priority": 1}"#.into(), 400),
+        (body("0"), 400),
+        (body("1"), 200),
+        (body("1000000007"), 200),
+        (body("1000000008"), 400),
+        (body("9007199254740992"), 400),
+        (body("18446744073709551616"), 400),
+        (body("-1"), 400),
+        (body("1e3"), 400),
+        (body("1.0"), 400),
+        (deep, 400),
+        (huge, 413),
+        (r#"{"ids": [1], "ids": "x", "priority": "LOW"}"#.into(), 400),
+        (r#"{"ids": [1], "priority": "L\u00d6W"}"#.into(), 400),
+    ];
+    for (text, expected) in &cases {
+        let mut conn = Conn::open(&server);
+        let answer = conn.send(&post("/ingest", "Content-Type: text/plain\r\n", text)).answer().expect("an answer");
+        assert_eq!(answer.status, *expected, "{:.80}: {answer:?}", text);
+    }
+    let mut conn = Conn::open(&server);
+    let bad_utf8 = b"POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\n\xff\xfe\xfd\xfc";
+    assert_eq!(conn.send(bad_utf8).answer().unwrap().code(), "invalid_json");
+    let chunked = "POST /ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"ids\r\n21\r\n\": [5, 6], \"priority\": \"HIGH\"}   \r\n0\r\n\r\n";
+    assert_eq!(conn.send(chunked.as_bytes()).answer().unwrap().status, 200);
+    // Pipelined: two requests in one write, two answers in order.
+    let mut pipelined = post("/ingest", "", INGEST);
+    pipelined.extend_from_slice(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(conn.send(&pipelined).answer().unwrap().json()["ingestion_id"].is_string());
+    assert_eq!(conn.answer().unwrap().json()["status"], "ok");
+    let mut old = Conn::open(&server);
+    let old = old.send(format!("POST /ingest HTTP/1.0\r\nContent-Length: {}\r\n\r\n{INGEST}", INGEST.len()).as_bytes());
+    assert_eq!(old.answer().unwrap().status, 200);
+    assert!(old.closed_within(Duration::from_secs(5)), "HTTP/1.0 without keep-alive closes");
+    // Earlier work is intact and new work is accepted.
+    assert_eq!(server.status(&earlier)["batches"], before["batches"]);
+    server.ingest(&[7], "LOW");
+}
