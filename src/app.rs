@@ -53,6 +53,9 @@ pub enum IngestError {
     ShuttingDown,
     /// The journal could not save it.
     Unsaved(WriteError),
+    /// The queue holds too many ids for this request now; at the pacing rate, enough will have
+    /// drained after `retry_after`.
+    QueueFull { retry_after: Duration },
 }
 
 pub struct App {
@@ -62,6 +65,11 @@ pub struct App {
     journal: Option<JournalHandle>,
     accepting: AtomicBool,
     last_sweep_ms: AtomicU64,
+    /// Ids ever accepted (and recovered); minus the ids the worker has fetched, the ids queued.
+    accepted_ids: AtomicU64,
+    fetched: Arc<FetchStats>,
+    max_queued_ids: AtomicU64,
+    interval: Duration,
     threads: Mutex<Option<Threads>>,
 }
 
@@ -89,12 +97,13 @@ impl App {
         let (tx, rx) = crossbeam_channel::unbounded();
         let pacer = Pacer::start(pacing.interval, clock, tx);
         let queue = pacer.queue().clone();
+        let mut recovered_ids = 0;
         let journal = match &storage.data_dir {
             None => None,
             Some(dir) => {
                 let mut opened = journal::open(dir).map_err(|e| e.to_string())?;
                 let recovered = std::mem::take(&mut opened.recovered.ingestions);
-                restore(&store, &queue, recovered, &opened.recovered, dir);
+                recovered_ids = restore(&store, &queue, recovered, &opened.recovered, dir);
                 let journal = Journal::start(opened, Arc::clone(&store), queue.clone(), storage.compaction)
                     .map_err(|e| format!("cannot start the journal thread: {e}"))?;
                 Some(journal)
@@ -109,8 +118,18 @@ impl App {
             journal: journal_handle,
             accepting: AtomicBool::new(true),
             last_sweep_ms: AtomicU64::new(0),
+            accepted_ids: AtomicU64::new(recovered_ids),
+            fetched: worker.stats(),
+            max_queued_ids: AtomicU64::new(u64::MAX),
+            interval: pacing.interval,
             threads: Mutex::new(Some(Threads { pacer, worker, journal })),
         })
+    }
+
+    /// Refuses new work (with [`IngestError::QueueFull`]) that would leave more than `max` ids
+    /// waiting.
+    pub fn set_max_queued_ids(&self, max: u64) {
+        self.max_queued_ids.store(max, Ordering::Relaxed);
     }
 
     /// Accepts `ids` (non-empty, already validated) and queues their batches. In durable mode
@@ -125,6 +144,33 @@ impl App {
                 return Ok(id);
             }
         }
+        let wanted = ids.len() as u64;
+        let result = self.reserve(wanted).and_then(|()| {
+            self.enqueue(priority, ids, key).inspect_err(|_| {
+                self.accepted_ids.fetch_sub(wanted, Ordering::Relaxed);
+            })
+        });
+        if let (Err(_), Some(key)) = (&result, key) {
+            self.store.release_key(key);
+        }
+        result
+    }
+
+    /// Counts `wanted` ids as queued, unless that would pass the limit. Reserving first means
+    /// simultaneous requests cannot overshoot together.
+    fn reserve(&self, wanted: u64) -> Result<(), IngestError> {
+        let max = self.max_queued_ids.load(Ordering::Relaxed);
+        let reserved = self.accepted_ids.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |accepted| {
+            let queued = accepted.saturating_sub(self.fetched_ids());
+            (queued + wanted <= max).then_some(accepted + wanted)
+        });
+        reserved.map(|_| ()).map_err(|accepted| {
+            let excess = (accepted.saturating_sub(self.fetched_ids()) + wanted).saturating_sub(max);
+            IngestError::QueueFull { retry_after: self.drain_time(excess) }
+        })
+    }
+
+    fn enqueue(&self, priority: Priority, ids: Vec<Id>, key: Option<&str>) -> Result<Uuid, IngestError> {
         let now_ms = self.queue.wall_ms();
         let ingestion = Arc::new(Ingestion::new(priority, ids, self.batch_size, now_ms, key));
         let id = ingestion.id;
@@ -134,16 +180,24 @@ impl App {
                 self.queue.submit(ingestion);
                 self.sweep_now_and_then(now_ms);
             }
-            Some(journal) => {
-                if let Err(error) = journal.ingest(ingestion) {
-                    if let Some(key) = key {
-                        self.store.release_key(key);
-                    }
-                    return Err(IngestError::Unsaved(error));
-                }
-            }
+            Some(journal) => journal.ingest(ingestion).map_err(IngestError::Unsaved)?,
         }
         Ok(id)
+    }
+
+    /// Ids accepted and not yet fetched from the external API.
+    pub fn queued_ids(&self) -> u64 {
+        self.accepted_ids.load(Ordering::Relaxed).saturating_sub(self.fetched_ids())
+    }
+
+    fn fetched_ids(&self) -> u64 {
+        self.fetched.ok.load(Ordering::Relaxed) + self.fetched.failed.load(Ordering::Relaxed)
+    }
+
+    /// How long the pacer takes to let `ids` go: one batch per interval at best.
+    fn drain_time(&self, ids: u64) -> Duration {
+        let batches = ids.div_ceil(self.batch_size as u64);
+        self.interval.saturating_mul(u32::try_from(batches).unwrap_or(u32::MAX))
     }
 
     /// The ingestion with this id, unless unknown or past the retention period.
@@ -159,8 +213,8 @@ impl App {
         self.accepting.load(Ordering::Acquire)
     }
 
-    pub fn fetch_stats(&self) -> Option<Arc<FetchStats>> {
-        self.threads.lock().as_ref().map(|t| t.worker.stats())
+    pub fn fetch_stats(&self) -> &FetchStats {
+        &self.fetched
     }
 
     /// Takes no new work, releases nothing more, waits up to `timeout` for the batch in flight,
@@ -206,8 +260,9 @@ fn restore(
     ingestions: Vec<crate::model::IngestionRecord>,
     recovered: &Recovered,
     dir: &std::path::Path,
-) {
+) -> u64 {
     let now_ms = queue.wall_ms();
+    let mut unfinished_ids = 0;
     let (mut reruns, mut queued, mut kept) = (Vec::new(), Vec::new(), 0);
     for record in ingestions {
         let ingestion = Arc::new(Ingestion::restore(record));
@@ -217,6 +272,9 @@ fn restore(
         }
         kept += 1;
         for (index, batch) in ingestion.batches().enumerate() {
+            if batch.status != BatchStatus::Completed {
+                unfinished_ids += batch.ids.len() as u64;
+            }
             if batch.status == BatchStatus::Triggered {
                 reruns.push(Batch { ingestion: Arc::clone(&ingestion), index: index as u32 });
             }
@@ -233,4 +291,5 @@ fn restore(
         queued.len()
     ));
     queue.restore(reruns, queued, recovered.last_release_ms);
+    unfinished_ids
 }

@@ -24,6 +24,13 @@ Options:
   --retain DURATION        how long completed ingestions stay visible [default: 7d]
   --shutdown-timeout DURATION
                            how long a stop waits for the batch in flight [default: 30s]
+  --max-ids N              most ids in one request [default: 100000]
+  --max-queued-ids N       most ids waiting in the queue; more get 503 [default: 10000000]
+  --max-url BYTES          longest request URL [default: 8192]
+  --max-headers BYTES      most request header bytes [default: 16384]
+  --idle-timeout DURATION  longest silence in a request or between requests [default: 30s]
+  --token TOKEN            require 'Authorization: Bearer TOKEN' on all routes but /health
+                           [default: $INGESTD_TOKEN if set, else no token]
   -h, --help               print this help
 
 DURATION is a number and a unit: 200ms, 5s, 1.5s, 10m, 2h, 7d.
@@ -41,6 +48,13 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     pub retain: Duration,
     pub shutdown_timeout: Duration,
+    pub max_ids: usize,
+    pub max_queued_ids: usize,
+    pub max_url: usize,
+    pub max_header_bytes: usize,
+    pub idle_timeout: Duration,
+    /// From `--token`; `main` falls back to `INGESTD_TOKEN`.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +102,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
         data_dir: None,
         retain: Duration::from_secs(7 * 86_400),
         shutdown_timeout: Duration::from_secs(30),
+        max_ids: 100_000,
+        max_queued_ids: 10_000_000,
+        max_url: 8 << 10,
+        max_header_bytes: 16 << 10,
+        idle_timeout: Duration::from_secs(30),
+        token: None,
     };
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
@@ -110,6 +130,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
             Long("shutdown-timeout") => {
                 config.shutdown_timeout =
                     duration(&text(parser.value()?, "--shutdown-timeout")?, "--shutdown-timeout")?;
+            }
+            Long("max-ids") => config.max_ids = count(parser.value()?, "--max-ids")?,
+            Long("max-queued-ids") => config.max_queued_ids = count(parser.value()?, "--max-queued-ids")?,
+            Long("max-url") => config.max_url = count(parser.value()?, "--max-url")?,
+            Long("max-headers") => config.max_header_bytes = count(parser.value()?, "--max-headers")?,
+            Long("idle-timeout") => {
+                config.idle_timeout = duration(&text(parser.value()?, "--idle-timeout")?, "--idle-timeout")?;
+                if config.idle_timeout < Duration::from_millis(10) {
+                    return Err(UsageError("--idle-timeout must be at least 10ms".into()));
+                }
+            }
+            Long("token") => {
+                let token = text(parser.value()?, "--token")?;
+                if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(UsageError("--token takes printable ASCII without spaces".into()));
+                }
+                config.token = Some(token);
             }
             Short('h') | Long("help") => return Ok(Command::Help),
             _ => return Err(arg.unexpected().into()),

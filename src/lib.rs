@@ -1,15 +1,16 @@
 //! ingestd: an HTTP service that feeds ingestion requests to a rate-limited external API.
 //!
 //! Threads, and what they touch:
-//! - `http-N` handler threads ([`http`]) parse requests, insert into the [`store::Store`] (its
-//!   own `RwLock`), then submit to the queue (the queue lock, briefly).
+//! - `http-N` and `http-body-N` handler threads ([`http`]) check and parse requests, insert into
+//!   the [`store::Store`] (its own `RwLock`), then submit to the queue (the queue lock, briefly).
 //! - `pacer` ([`pacer`]) waits on the queue's `Condvar` and releases at most one batch per
 //!   interval, deciding with the pure [`scheduler::Scheduler`]; it sends releases over a
 //!   channel and never does I/O under the lock.
 //! - `worker` ([`worker`]) calls the external API for each id of a released batch, then
 //!   reports completion (the queue lock, briefly).
-//! - `unstrand` works around a tiny_http connection-pool defect; tiny_http runs its own accept
-//!   and connection threads.
+//! - `unstrand` works around a tiny_http connection-pool defect; `http-accept` keeps tiny_http's
+//!   accept loop running under the idle timeout and `http-pump-G` threads forward its requests;
+//!   tiny_http runs its own accept and connection threads.
 //!
 //! The one lock that orders work is the queue lock in `pacer.rs`; no thread holds it and the
 //! store lock at once. See ARCHITECTURE.md for the invariants.

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use ingestd::config::{self, Command, Config};
-use ingestd::http::{HttpOptions, HttpServer};
+use ingestd::http::{HttpOptions, HttpServer, Limits};
 use ingestd::{log, App, SimulatedApi, Storage, SystemClock};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook::iterator::Signals;
@@ -43,7 +43,17 @@ fn run(config: &Config) -> Result<(), String> {
     let api = SimulatedApi { delay: config.fetch_delay };
     let storage = Storage { data_dir: config.data_dir.clone(), retain: config.retain, ..Storage::default() };
     let app = Arc::new(App::open(config.pacing, Arc::new(SystemClock), api, storage)?);
-    let options = HttpOptions { threads: config.threads, max_body: config.max_body };
+    app.set_max_queued_ids(config.max_queued_ids as u64);
+    let limits = Limits {
+        max_body: config.max_body,
+        max_ids: config.max_ids,
+        max_queued_ids: config.max_queued_ids as u64,
+        max_url: config.max_url,
+        max_header_bytes: config.max_header_bytes,
+    };
+    // The environment keeps the token out of `ps`; the flag wins when both are set.
+    let token = config.token.clone().or_else(|| std::env::var("INGESTD_TOKEN").ok().filter(|t| !t.is_empty()));
+    let options = HttpOptions { threads: config.threads, limits, idle_timeout: config.idle_timeout, token };
     let server = HttpServer::start(listener, Arc::clone(&app), options)
         .map_err(|e| format!("cannot start the HTTP server: {e}"))?;
 

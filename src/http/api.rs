@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::ingest_body;
+use super::limits::Limits;
 use crate::app::{App, IngestError};
 use crate::model::{BatchStatus, Id, Ingestion};
 
@@ -18,12 +19,14 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// The methods a route takes, sent as `Allow` with a 405.
     pub allow: Option<&'static str>,
+    /// Seconds, sent as `Retry-After` with a 503.
+    pub retry_after: Option<u64>,
 }
 
 impl Reply {
     fn json(status: u16, value: &impl Serialize) -> Reply {
         let body = serde_json::to_vec(value).expect("our response types always serialize");
-        Reply { status, body, allow: None }
+        Reply { status, body, allow: None, retry_after: None }
     }
 
     pub fn error(error: &ApiError) -> Reply {
@@ -31,8 +34,12 @@ impl Reply {
             ApiError::MethodNotAllowed { allow, .. } => Some(*allow),
             _ => None,
         };
+        let retry_after = match error {
+            ApiError::QueueFull { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        };
         let detail = error.to_string();
-        Reply { allow, ..Reply::json(error.status(), &ErrorBody { error: error.code(), detail: &detail }) }
+        Reply { allow, retry_after, ..Reply::json(error.status(), &ErrorBody { error: error.code(), detail: &detail }) }
     }
 }
 
@@ -103,8 +110,13 @@ pub struct Head<'a> {
 }
 
 /// Answers one request. `read_body` is called only by routes that take a body.
-pub fn handle(app: &App, head: Head<'_>, read_body: impl FnOnce() -> Result<Vec<u8>, ApiError>) -> Reply {
-    match dispatch(app, head, read_body) {
+pub fn handle(
+    app: &App,
+    limits: &Limits,
+    head: Head<'_>,
+    read_body: impl FnOnce() -> Result<Vec<u8>, ApiError>,
+) -> Reply {
+    match dispatch(app, limits, head, read_body) {
         Ok(reply) => reply,
         Err(error) => Reply::error(&error),
     }
@@ -112,6 +124,7 @@ pub fn handle(app: &App, head: Head<'_>, read_body: impl FnOnce() -> Result<Vec<
 
 fn dispatch(
     app: &App,
+    limits: &Limits,
     head: Head<'_>,
     read_body: impl FnOnce() -> Result<Vec<u8>, ApiError>,
 ) -> Result<Reply, ApiError> {
@@ -132,9 +145,17 @@ fn dispatch(
         Route::Ingest => {
             let key = idempotency_key.map(check_idempotency_key).transpose()?;
             let request = ingest_body::parse(&read_body()?)?;
+            // A request larger than the whole queue could never fit: that is a 413, not a 503.
+            let max_ids = limits.max_ids.min(usize::try_from(limits.max_queued_ids).unwrap_or(usize::MAX));
+            if request.ids.len() > max_ids {
+                return Err(ApiError::TooManyIds { count: request.ids.len(), limit: max_ids });
+            }
             let ingestion_id = app.ingest(request.priority, request.ids, key).map_err(|e| match e {
                 IngestError::ShuttingDown => ApiError::ShuttingDown,
                 IngestError::Unsaved(why) => ApiError::Unsaved(why.to_string()),
+                IngestError::QueueFull { retry_after } => {
+                    ApiError::QueueFull { retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64 }
+                }
             })?;
             Ok(Reply::json(200, &Accepted { ingestion_id }))
         }

@@ -25,6 +25,24 @@ pub enum ApiError {
     ShuttingDown,
     /// The journal could not save the request; nothing was accepted.
     Unsaved(String),
+    /// The request's framing is ambiguous (CVE-2026-66752/66753 shapes): a Transfer-Encoding
+    /// other than `chunked`, Transfer-Encoding with Content-Length, a repeated or malformed
+    /// Content-Length, or a control character in a header.
+    BadFraming(String),
+    /// An earlier request on this connection had ambiguous framing; nothing more from it is acted on.
+    ConnectionRejected,
+    /// `ids` holds more ids than one request may carry.
+    TooManyIds { count: usize, limit: usize },
+    /// The queue holds as many ids as it may; `retry_after` is when enough will have drained.
+    QueueFull { retry_after_secs: u64 },
+    /// The URL is longer than the server accepts.
+    UrlTooLong { limit: usize },
+    /// The request's headers are larger than the server accepts.
+    HeadersTooLarge { limit: usize },
+    /// The body did not arrive within the idle timeout.
+    RequestTimeout,
+    /// A token is required (`--token`) and the request has none or another one.
+    Unauthorized,
     /// A bug on our side; the request may be retried.
     Internal,
 }
@@ -36,12 +54,18 @@ impl ApiError {
             | ApiError::InvalidBody(_)
             | ApiError::InvalidIds(_)
             | ApiError::InvalidPriority(_)
-            | ApiError::InvalidIdempotencyKey => 400,
+            | ApiError::InvalidIdempotencyKey
+            | ApiError::BadFraming(_)
+            | ApiError::ConnectionRejected => 400,
+            ApiError::Unauthorized => 401,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
-            ApiError::BodyTooLarge { .. } => 413,
+            ApiError::RequestTimeout => 408,
+            ApiError::BodyTooLarge { .. } | ApiError::TooManyIds { .. } => 413,
+            ApiError::UrlTooLong { .. } => 414,
+            ApiError::HeadersTooLarge { .. } => 431,
             ApiError::Internal => 500,
-            ApiError::ShuttingDown | ApiError::Unsaved(_) => 503,
+            ApiError::ShuttingDown | ApiError::Unsaved(_) | ApiError::QueueFull { .. } => 503,
         }
     }
 
@@ -57,6 +81,14 @@ impl ApiError {
             ApiError::InvalidIdempotencyKey => "invalid_idempotency_key",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Unsaved(_) => "storage_unavailable",
+            ApiError::BadFraming(_) => "bad_framing",
+            ApiError::ConnectionRejected => "connection_rejected",
+            ApiError::TooManyIds { .. } => "too_many_ids",
+            ApiError::QueueFull { .. } => "queue_full",
+            ApiError::UrlTooLong { .. } => "url_too_long",
+            ApiError::HeadersTooLarge { .. } => "headers_too_large",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::Unauthorized => "unauthorized",
             ApiError::Internal => "internal_error",
         }
     }
@@ -69,7 +101,8 @@ impl fmt::Display for ApiError {
             | ApiError::InvalidBody(detail)
             | ApiError::InvalidIds(detail)
             | ApiError::InvalidPriority(detail)
-            | ApiError::NotFound(detail) => f.write_str(detail),
+            | ApiError::NotFound(detail)
+            | ApiError::BadFraming(detail) => f.write_str(detail),
             ApiError::InvalidIdempotencyKey => {
                 f.write_str("the Idempotency-Key header must be 1 to 255 printable ASCII characters, e.g. a UUID")
             }
@@ -80,6 +113,27 @@ impl fmt::Display for ApiError {
             }
             ApiError::MethodNotAllowed { method, allow } => {
                 write!(f, "{method} is not allowed here; this route takes {allow}")
+            }
+            ApiError::ConnectionRejected => f.write_str(
+                "an earlier request on this connection had ambiguous framing, so nothing more sent on it is acted on; \
+                 open a new connection",
+            ),
+            ApiError::TooManyIds { count, limit } => {
+                write!(f, "ids has {count} ids; one request may carry at most {limit}, so split it into several")
+            }
+            ApiError::QueueFull { retry_after_secs } => write!(
+                f,
+                "the queue is full; nothing was accepted, retry in about {retry_after_secs} s (see Retry-After)"
+            ),
+            ApiError::UrlTooLong { limit } => write!(f, "the URL is longer than {limit} bytes"),
+            ApiError::HeadersTooLarge { limit } => {
+                write!(f, "the request headers are larger than {limit} bytes in all")
+            }
+            ApiError::RequestTimeout => {
+                f.write_str("the body did not arrive within the idle timeout; send it in one go and retry")
+            }
+            ApiError::Unauthorized => {
+                f.write_str("this server requires a token: send the header 'Authorization: Bearer <token>'")
             }
             ApiError::Internal => f.write_str("the server hit an internal error; the request may be retried"),
         }

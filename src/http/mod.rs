@@ -1,13 +1,22 @@
 //! The HTTP shell: translates requests into calls on [`crate::app::App`] and results into JSON.
 //!
 //! `server.rs` owns the sockets and threads, `api.rs` the routes, `ingest_body.rs` the request
-//! body, `error.rs` the error codes, `unstrand.rs` a tiny_http workaround.
+//! body, `error.rs` the error codes. Checks made before a route runs: `framing.rs` (ambiguous
+//! framing), `quarantine.rs` (connections that sent it), `limits.rs` (sizes), `auth.rs` (the
+//! token). tiny_http workarounds: `unstrand.rs` (stranded connections), `supervise.rs` (the
+//! accept loop, the idle timeout).
 
 pub mod api;
+mod auth;
 pub mod error;
+mod framing;
 pub mod ingest_body;
+pub mod limits;
+mod quarantine;
 pub mod server;
+mod supervise;
 mod unstrand;
 
 pub use error::ApiError;
+pub use limits::Limits;
 pub use server::{HttpOptions, HttpServer};

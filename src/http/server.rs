@@ -1,35 +1,69 @@
-//! The tiny_http listener and the pool of handler threads that answer its requests.
+//! The listener, and the handler threads that check and answer each request.
 //!
-//! Each `http-N` thread takes a request from tiny_http, reads its body, calls [`api::handle`]
-//! (under `catch_unwind`, so a panic costs one 500, not a thread) and writes the reply. This is
-//! the only module that touches tiny_http's request and response types.
+//! Requests come from tiny_http through the pumps of `supervise.rs`. A request whose body
+//! tiny_http has already read (none, or `Content-Length` up to 1024 bytes) goes to an `http-N`
+//! thread; one whose body still has to come off the socket goes to an `http-body-N` thread, so
+//! that clients stalling their bodies never delay anyone else. Either thread checks the head
+//! (quarantine, framing, sizes, token), reads the body, calls [`api::handle`] under
+//! `catch_unwind` (a panic costs one 500, not a thread) and writes the reply. This is the only
+//! module that touches tiny_http's request and response types; it never writes request data
+//! into a response header.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
-use tiny_http::{Header, Request, Response, Server};
+use crossbeam_channel::Receiver;
+use socket2::SockRef;
+use tiny_http::{Header, Request, Response};
 
 use super::api::{self, Head, Reply};
 use super::error::ApiError;
+use super::limits::Limits;
+use super::quarantine::Quarantine;
+use super::supervise::{Dispatch, Supervisor};
 use super::unstrand::Unstrander;
+use super::{auth, framing};
 use crate::app::App;
 
 /// How the HTTP layer runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpOptions {
-    /// Handler threads.
+    /// Handler threads, and as many body readers.
     pub threads: usize,
-    /// The largest request body accepted, in bytes.
-    pub max_body: usize,
+    pub limits: Limits,
+    /// How long a connection may stay silent: between the bytes of a request head or body, or
+    /// between two requests. Also bounds the time to read a whole body, and to write a reply.
+    pub idle_timeout: Duration,
+    /// When set, every route but `/health` needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
-/// The running HTTP side: tiny_http's accept thread and connection pool, our handler threads,
-/// and the unstrander. [`HttpServer::stop`] joins what is ours.
+/// Answers a request that passed the checks: its head and a way to read the body.
+pub type Handler =
+    dyn Fn(Head<'_>, Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>) -> Reply + Send + Sync + 'static;
+
+/// Quarantined connections are remembered this long after their last request.
+const QUARANTINE_TTL: Duration = Duration::from_secs(600);
+const QUARANTINE_CAPACITY: usize = 65_536;
+/// tiny_http 0.12.0 reads a body of up to this many bytes before handing over the request.
+const BUFFERED_BODY: usize = 1024;
+
+struct Shared {
+    handler: Box<Handler>,
+    limits: Limits,
+    idle_timeout: Duration,
+    token: Option<String>,
+    quarantine: Quarantine,
+}
+
+/// The running HTTP side: the supervised tiny_http accept loops, our handler threads, and the
+/// unstrander. [`HttpServer::stop`] joins what is ours.
 pub struct HttpServer {
-    server: Arc<Server>,
+    supervisor: Supervisor,
     handlers: Vec<JoinHandle<()>>,
     unstrander: Unstrander,
     addr: SocketAddr,
@@ -37,21 +71,39 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(listener: TcpListener, app: Arc<App>, options: HttpOptions) -> io::Result<HttpServer> {
+        let limits = options.limits;
+        let handler = move |head: Head<'_>, read_body: Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>| {
+            api::handle(&app, &limits, head, read_body)
+        };
+        HttpServer::start_with(listener, options, Box::new(handler))
+    }
+
+    /// Like [`HttpServer::start`] with any handler in place of the API.
+    pub fn start_with(listener: TcpListener, options: HttpOptions, handler: Box<Handler>) -> io::Result<HttpServer> {
         let addr = listener.local_addr()?;
-        let server = Server::from_listener(listener, None).map_err(io::Error::other)?;
-        let server = Arc::new(server);
-        let handlers = (0..options.threads.max(1))
-            .map(|n| {
-                let (server, app) = (Arc::clone(&server), Arc::clone(&app));
-                thread::Builder::new().name(format!("http-{n}")).spawn(move || {
-                    while let Ok(request) = server.recv() {
-                        serve(&app, request, options.max_body);
-                    }
-                })
-            })
-            .collect::<io::Result<Vec<_>>>()?;
+        // Linux copies these to every accepted socket: the idle timeout for reads and writes.
+        let socket = SockRef::from(&listener);
+        socket.set_read_timeout(Some(options.idle_timeout))?;
+        socket.set_write_timeout(Some(options.idle_timeout))?;
+        let shared = Arc::new(Shared {
+            handler,
+            limits: options.limits,
+            idle_timeout: options.idle_timeout,
+            token: options.token,
+            quarantine: Quarantine::new(QUARANTINE_TTL, QUARANTINE_CAPACITY),
+        });
+        let threads = options.threads.max(1);
+        let (quick_tx, quick_rx) = crossbeam_channel::unbounded();
+        let (body_tx, body_rx) = crossbeam_channel::unbounded();
+        let mut handlers = spawn_handlers("http", threads, &quick_rx, &shared)?;
+        handlers.extend(spawn_handlers("http-body", threads, &body_rx, &shared)?);
+        let dispatch: Dispatch = Arc::new(move |request: Request| {
+            let to = if streams_body(&request) { &body_tx } else { &quick_tx };
+            to.send(request).is_ok()
+        });
+        let supervisor = Supervisor::start(listener, options.idle_timeout, dispatch)?;
         let unstrander = Unstrander::start(addr)?;
-        Ok(HttpServer { server, handlers, unstrander, addr })
+        Ok(HttpServer { supervisor, handlers, unstrander, addr })
     }
 
     /// The address the listener is bound to, with the real port.
@@ -63,25 +115,53 @@ impl HttpServer {
     /// listener.
     pub fn stop(self) {
         self.unstrander.stop();
-        // One unblock per handler: each is queued behind the requests already received.
-        for _ in &self.handlers {
-            self.server.unblock();
-        }
+        // The pumps stop after the requests already received; then the channels close, and
+        // each handler finishes what is queued and returns.
+        self.supervisor.stop();
         for handler in self.handlers {
             let _ = handler.join();
         }
     }
 }
 
-fn serve(app: &App, mut request: Request, max_body: usize) {
-    let method = request.method().as_str().to_owned();
-    let url = request.url().to_owned();
-    let key = header_value(&request, "Idempotency-Key");
-    let reply = panic::catch_unwind(AssertUnwindSafe(|| {
-        let head = Head { method: &method, url: &url, idempotency_key: key.as_deref() };
-        api::handle(app, head, || read_body(&mut request, max_body))
-    }))
-    .unwrap_or_else(|_| Reply::error(&ApiError::Internal));
+fn spawn_handlers(
+    name: &str,
+    count: usize,
+    requests: &Receiver<Request>,
+    shared: &Arc<Shared>,
+) -> io::Result<Vec<JoinHandle<()>>> {
+    (0..count)
+        .map(|n| {
+            let (requests, shared) = (requests.clone(), Arc::clone(shared));
+            thread::Builder::new().name(format!("{name}-{n}")).spawn(move || {
+                for request in requests {
+                    serve(&shared, request);
+                }
+            })
+        })
+        .collect()
+}
+
+/// Whether reading the body means waiting on the socket (tiny_http has not buffered it).
+fn streams_body(request: &Request) -> bool {
+    let has = |name: &'static str| request.headers().iter().any(|h| h.field.equiv(name));
+    request.body_length().is_some_and(|len| len > BUFFERED_BODY) || has("Transfer-Encoding") || has("Expect")
+}
+
+fn serve(shared: &Shared, mut request: Request) {
+    let reply = match admit(shared, &request) {
+        Ok(()) => {
+            let method = request.method().as_str().to_owned();
+            let url = request.url().to_owned();
+            let key = header_value(&request, "Idempotency-Key");
+            let (max_body, deadline) = (shared.limits.max_body, shared.idle_timeout);
+            answer(|| {
+                let head = Head { method: &method, url: &url, idempotency_key: key.as_deref() };
+                (shared.handler)(head, Box::new(|| read_body(&mut request, max_body, deadline)))
+            })
+        }
+        Err(error) => Reply::error(&error),
+    };
     respond(request, reply);
 }
 
@@ -89,35 +169,119 @@ fn header_value(request: &Request, name: &'static str) -> Option<String> {
     request.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str().to_owned())
 }
 
-fn read_body(request: &mut Request, max_body: usize) -> Result<Vec<u8>, ApiError> {
+/// The checks made before anything acts on a request, in this order.
+fn admit(shared: &Shared, request: &Request) -> Result<(), ApiError> {
+    let now = Instant::now();
+    let from = request.remote_addr().copied();
+    if from.is_some_and(|from| shared.quarantine.holds(from, now)) {
+        return Err(ApiError::ConnectionRejected);
+    }
+    if let Err(error) = framing::check(request.http_version(), request.headers()) {
+        // What follows on this connection may be a request smuggled inside this one's body.
+        if let Some(from) = from {
+            shared.quarantine.add(from, now);
+        }
+        return Err(error);
+    }
+    shared.limits.check_head(request.url(), request.headers())?;
+    match &shared.token {
+        Some(token) if !auth::is_open(request.url()) => auth::check(token, request.headers()),
+        _ => Ok(()),
+    }
+}
+
+/// Runs a handler; a panic becomes a 500 for this request, and the thread lives on.
+fn answer(handler: impl FnOnce() -> Reply) -> Reply {
+    panic::catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|_| Reply::error(&ApiError::Internal))
+}
+
+fn read_body(request: &mut Request, max_body: usize, deadline: Duration) -> Result<Vec<u8>, ApiError> {
     if request.body_length().is_some_and(|len| len > max_body) {
         return Err(ApiError::BodyTooLarge { limit: max_body });
     }
+    let began = Instant::now();
     let mut body = Vec::with_capacity(request.body_length().unwrap_or(0));
-    let limit = u64::try_from(max_body).unwrap_or(u64::MAX).saturating_add(1);
-    request
-        .as_reader()
-        .take(limit)
-        .read_to_end(&mut body)
-        .map_err(|e| ApiError::InvalidJson(format!("the body could not be read ({e})")))?;
-    if body.len() > max_body {
-        return Err(ApiError::BodyTooLarge { limit: max_body });
+    let reader = request.as_reader();
+    let mut chunk = [0; 16 << 10];
+    loop {
+        // Each read waits at most the idle timeout (the socket's); the whole body gets as long.
+        let read = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(body),
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return Err(ApiError::RequestTimeout)
+            }
+            Err(e) => return Err(ApiError::InvalidJson(format!("the body could not be read ({e})"))),
+        };
+        if body.len() + read > max_body {
+            return Err(ApiError::BodyTooLarge { limit: max_body });
+        }
+        body.extend_from_slice(&chunk[..read]);
+        if began.elapsed() > deadline {
+            return Err(ApiError::RequestTimeout);
+        }
     }
-    Ok(body)
 }
 
 fn respond(request: Request, reply: Reply) {
     let mut response = Response::from_data(reply.body)
         .with_status_code(reply.status)
-        .with_header(header("Content-Type", "application/json"));
+        .with_header(header("Content-Type", "application/json".into()));
     if let Some(allow) = reply.allow {
-        response.add_header(header("Allow", allow));
+        response.add_header(header("Allow", allow.into()));
+    }
+    if let Some(seconds) = reply.retry_after {
+        response.add_header(header("Retry-After", seconds.to_string()));
+    }
+    if reply.status == 401 {
+        response.add_header(header("WWW-Authenticate", "Bearer".into()));
     }
     // The client may have gone; there is nobody left to tell.
     let _ = request.respond(response);
 }
 
-/// Builds a header from our own constant text, never from request data.
-fn header(name: &'static str, value: &'static str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("constant headers are valid")
+/// Builds a header from a constant name and a value we made (never request data).
+fn header(name: &'static str, value: String) -> Header {
+    Header::from_bytes(name.as_bytes(), value.into_bytes()).expect("our headers are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_a_500_for_that_request_only() {
+        let reply = answer(|| panic!("a handler bug"));
+        assert_eq!(reply.status, 500);
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["error"], "internal_error");
+        assert_eq!(answer(|| Reply::error(&ApiError::NotFound("x".into()))).status, 404);
+    }
+
+    #[test]
+    fn panicking_handlers_keep_the_pool_at_its_size() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let options =
+            HttpOptions { threads: 2, limits: Limits::default(), idle_timeout: Duration::from_secs(5), token: None };
+        let handler = |head: Head<'_>, _: Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>| {
+            assert!(head.url != "/panic", "a handler bug");
+            Reply::error(&ApiError::NotFound(head.url.into()))
+        };
+        let server = HttpServer::start_with(listener, options, Box::new(handler)).unwrap();
+        let base = format!("http://{}", server.addr());
+        let status = |path: &str| match ureq::get(&format!("{base}{path}")).call() {
+            Ok(response) => response.status(),
+            Err(ureq::Error::Status(status, _)) => status,
+            Err(error) => panic!("{error}"),
+        };
+        // More panics than threads: a thread lost per panic would leave none to answer.
+        for _ in 0..6 {
+            assert_eq!(status("/panic"), 500);
+        }
+        for _ in 0..6 {
+            assert_eq!(status("/fine"), 404);
+        }
+        server.stop();
+    }
 }

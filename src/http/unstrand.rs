@@ -72,7 +72,8 @@ fn run(target: SocketAddr, stop: &(Mutex<bool>, Condvar)) {
     }
 }
 
-fn loopback_for(ip: IpAddr) -> IpAddr {
+/// Where to reach a listener bound to `ip` from this host.
+pub(super) fn loopback_for(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),

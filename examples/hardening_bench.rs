@@ -1,0 +1,184 @@
+//! Figures for issue 5, against a release `ingestd` binary started afresh for each run:
+//! bursts of new keep-alive connections (stranded count, p99 time to first answer) and the
+//! latency of a new client's `/status` while 1,000 connections stall. Run by `bench/hardening.sh`;
+//! timing bounds live here, never in `make test`.
+//!
+//! Usage: hardening_bench PATH_TO_INGESTD
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+struct Ingestd {
+    child: Child,
+    addr: String,
+}
+
+impl Ingestd {
+    fn start(bin: &str, args: &[&str]) -> Ingestd {
+        let mut child = Command::new(bin)
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ingestd");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().trim_start_matches("listening on http://").to_owned();
+        Ingestd { child, addr }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().split(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Ingestd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_answer(reader: &mut impl BufRead) -> Option<u16> {
+    let (mut length, mut status, mut line) = (0, None, String::new());
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if status.is_none() {
+            status = line.split(' ').nth(1).and_then(|s| s.parse().ok());
+            continue;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    status
+}
+
+fn percentile(mut values: Vec<Duration>, p: usize) -> Duration {
+    values.sort();
+    values.get(values.len().saturating_sub(1) * p / 100).copied().unwrap_or_default()
+}
+
+/// `connections` new keep-alive connections at once, each sending `GET /health` back to back for
+/// `window`; returns (stranded, p99 time to first answer).
+fn burst(addr: &str, connections: usize, window: Duration) -> (usize, Duration) {
+    let start = Arc::new(Barrier::new(connections));
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (addr, start) = (addr.to_owned(), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                let stream = TcpStream::connect(&addr).expect("connect");
+                stream.set_read_timeout(Some(window + Duration::from_secs(2))).unwrap();
+                let began = Instant::now();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                let mut first = None;
+                while began.elapsed() < window {
+                    let sent = writer.write_all(b"GET /health HTTP/1.1\r\nHost: bench\r\n\r\n").is_ok();
+                    if !sent || read_answer(&mut reader).is_none() || began.elapsed() > window {
+                        break;
+                    }
+                    first.get_or_insert_with(|| began.elapsed());
+                }
+                first
+            })
+        })
+        .collect();
+    let firsts: Vec<Option<Duration>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let stranded = firsts.iter().filter(|f| f.is_none()).count();
+    (stranded, percentile(firsts.into_iter().flatten().collect(), 99))
+}
+
+fn timed_get(addr: &str, path: &str) -> (Option<u16>, Duration) {
+    let began = Instant::now();
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").as_bytes()).unwrap();
+    let status = read_answer(&mut BufReader::new(stream));
+    (status, began.elapsed())
+}
+
+/// 1,000 stalled connections (silent, inside a head, inside a body), then new clients' `/status`.
+fn stalled(bin: &str, count: usize) {
+    let server = Ingestd::start(bin, &["--interval", "1h"]);
+    let mut post = TcpStream::connect(&server.addr).unwrap();
+    let body = r#"{"ids": [1, 2, 3], "priority": "LOW"}"#;
+    write!(post, "POST /ingest HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut reader = BufReader::new(post.try_clone().unwrap());
+    let mut line = String::new();
+    let mut id = String::new();
+    while reader.read_line(&mut line).unwrap_or(0) > 0 {
+        if let Some(at) = line.find("\"ingestion_id\":\"") {
+            id = line[at + 16..at + 52].to_owned();
+            break;
+        }
+        line.clear();
+    }
+    let rss_before = server.rss_kib();
+    let mut held = Vec::with_capacity(count);
+    for n in 0..count {
+        let mut conn = TcpStream::connect(&server.addr).expect("connect a stalled client");
+        let _ = match n % 10 {
+            0 | 1 => conn.write_all(b"POST /ingest HTTP/1.1\r\nHost: b\r\nContent-Length: 5000\r\n\r\n{\"ids\""),
+            2..=5 => conn.write_all(b"GET /status/"),
+            _ => Ok(()),
+        };
+        held.push(conn);
+    }
+    // Let the server take them all in before measuring.
+    let settle = Instant::now();
+    while timed_get(&server.addr, "/health").1 > Duration::from_millis(50) && settle.elapsed() < Duration::from_secs(10)
+    {
+    }
+    let mut times = Vec::new();
+    let mut failures = 0;
+    for _ in 0..100 {
+        let (status, took) = timed_get(&server.addr, &format!("/status/{id}"));
+        failures += usize::from(status != Some(200));
+        times.push(took);
+    }
+    let rss_after = server.rss_kib();
+    let max = times.iter().max().copied().unwrap_or_default();
+    println!(
+        "stalled {count}: new client /status p50 {:?} p99 {:?} max {max:?}, {failures} failed; server RSS {} KiB -> {} KiB{}",
+        percentile(times.clone(), 50),
+        percentile(times, 99),
+        rss_before,
+        rss_after,
+        if max > Duration::from_millis(100) { "  ** OVER 100 ms **" } else { "" }
+    );
+    drop(held);
+}
+
+fn main() {
+    let bin = std::env::args().nth(1).expect("usage: hardening_bench PATH_TO_INGESTD");
+    for connections in [64, 256, 1024] {
+        for run in 1..=3 {
+            let server = Ingestd::start(&bin, &["--interval", "1h"]);
+            let (stranded, p99) = burst(&server.addr, connections, Duration::from_secs(3));
+            println!("burst {connections} run {run}: {stranded} stranded, p99 time to first answer {p99:?}");
+        }
+    }
+    stalled(&bin, 1000);
+}

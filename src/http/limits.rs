@@ -1,0 +1,68 @@
+//! The size limits of one request, and the checks on its head. Pure; runs on the `http-N`
+//! threads after tiny_http has read the head, and never reads the body.
+//!
+//! tiny_http 0.12.0 reads the whole request line and every header line into memory before we
+//! see the request (1 KiB buffered reads, no limit of its own), and also the whole body when
+//! `Content-Length` is at most 1024. So `max_url` and `max_header_bytes` decide what we answer,
+//! not what is read: a head is bounded only by the idle timeout between its bytes.
+
+use tiny_http::Header;
+
+use super::error::ApiError;
+
+/// What one request may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest body, in bytes (413).
+    pub max_body: usize,
+    /// The most ids in one `POST /ingest` (413).
+    pub max_ids: usize,
+    /// The most ids waiting in the queue, over all requests (503 with Retry-After).
+    pub max_queued_ids: u64,
+    /// The longest request target, in bytes (414).
+    pub max_url: usize,
+    /// The most header bytes, names and values (431).
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body: 1 << 20,
+            max_ids: 100_000,
+            max_queued_ids: 10_000_000,
+            max_url: 8 << 10,
+            max_header_bytes: 16 << 10,
+        }
+    }
+}
+
+impl Limits {
+    /// Refuses a URL or a set of headers larger than allowed.
+    pub fn check_head(&self, url: &str, headers: &[Header]) -> Result<(), ApiError> {
+        if url.len() > self.max_url {
+            return Err(ApiError::UrlTooLong { limit: self.max_url });
+        }
+        // As sent: "name: value\r\n".
+        let header_bytes: usize = headers.iter().map(|h| h.field.as_str().len() + h.value.len() + 4).sum();
+        if header_bytes > self.max_header_bytes {
+            return Err(ApiError::HeadersTooLarge { limit: self.max_header_bytes });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_and_header_sizes() {
+        let limits = Limits { max_url: 10, max_header_bytes: 20, ..Limits::default() };
+        let header = |value: &str| Header::from_bytes(&b"X-A"[..], value.as_bytes()).unwrap();
+        assert_eq!(limits.check_head("/0123456789", &[]).unwrap_err().status(), 414);
+        assert!(limits.check_head("/012345678", &[header("0123456789012")]).is_ok());
+        assert_eq!(limits.check_head("/", &[header("01234567890123")]).unwrap_err().status(), 431);
+        assert_eq!(limits.check_head("/", &[header("0123456"), header("0123456")]).unwrap_err().status(), 431);
+    }
+}

@@ -1,0 +1,223 @@
+//! Keeps tiny_http accepting on our listener: the `http-accept` supervisor thread and one
+//! `http-pump` thread per tiny_http `Server`. Never parses or answers a request; pumps only
+//! forward them to the handler threads.
+//!
+//! Why: the idle timeout is `SO_RCVTIMEO` (and `SO_SNDTIMEO`) on the listener, which Linux
+//! copies to every accepted socket; but it also makes a blocking `accept()` fail once nobody
+//! has connected for that long, and tiny_http 0.12.0 ends its accept loop on any accept error
+//! (as it does when it runs out of file descriptors). Its accept thread also dies without a
+//! word when it cannot start a thread. So the supervisor holds the listener (the port never
+//! closes) and, whenever a `Server`'s accept loop ends, starts a new `Server` on a duplicate of
+//! it (a "generation"). The old generation's pump goes on forwarding requests from the
+//! connections it already has, and retires once it has been quiet for long enough that the idle
+//! timeout has closed them. A silent death is caught by a probe: every [`PROBE_EVERY`] the
+//! supervisor asks `GET /health` over loopback, and after [`PROBE_FAILURES`] unanswered probes
+//! in a row it starts a new generation. If no new `Server` can be started, it exits the process
+//! loudly rather than keep a port that answers nobody.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use tiny_http::{Request, Server};
+
+use super::unstrand::loopback_for;
+use crate::log;
+
+/// How often the supervisor checks that requests are still answered.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// How long a probe waits for its answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Unanswered probes in a row that mean the accept loop is gone.
+const PROBE_FAILURES: u32 = 3;
+/// How often a pump wakes to see whether to stop or retire.
+const PUMP_POLL: Duration = Duration::from_millis(250);
+/// Failed attempts in a row to start a `Server` before giving up on the process.
+const START_ATTEMPTS: u32 = 10;
+
+/// Where a pump sends requests: the handler threads.
+pub type Dispatch = Arc<dyn Fn(Request) -> bool + Send + Sync>;
+
+enum Event {
+    /// A generation's accept loop ended with this error.
+    AcceptEnded {
+        generation: u64,
+        error: io::Error,
+    },
+    Stop,
+}
+
+struct Generation {
+    number: u64,
+    server: Arc<Server>,
+    /// Cleared when its accept loop is known or presumed dead: the pump may then retire.
+    accepting: Arc<AtomicBool>,
+    pump: JoinHandle<()>,
+}
+
+/// Owns the supervisor thread; [`Supervisor::stop`] joins it and every pump.
+pub struct Supervisor {
+    events: Sender<Event>,
+    thread: JoinHandle<()>,
+}
+
+/// What a generation needs to run.
+#[derive(Clone)]
+struct Setup {
+    dispatch: Dispatch,
+    events: Sender<Event>,
+    stopping: Arc<AtomicBool>,
+    /// A dead generation's pump retires after this long without a request.
+    retire_after: Duration,
+}
+
+impl Supervisor {
+    /// Starts the first generation on `listener` (errors come back here), then supervises.
+    pub fn start(listener: TcpListener, idle_timeout: Duration, dispatch: Dispatch) -> io::Result<Supervisor> {
+        let addr = listener.local_addr()?;
+        let addr = SocketAddr::new(loopback_for(addr.ip()), addr.port());
+        let (tx, events) = crossbeam_channel::unbounded();
+        let setup = Setup {
+            dispatch,
+            events: tx.clone(),
+            stopping: Arc::new(AtomicBool::new(false)),
+            retire_after: (idle_timeout * 4).max(Duration::from_secs(2)),
+        };
+        let first = start_generation(&listener, 0, &setup)?;
+        let thread = thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || supervise(&listener, addr, &setup, &events, first))?;
+        Ok(Supervisor { events: tx, thread })
+    }
+
+    /// Stops every generation after the requests it has already received, and joins them.
+    pub fn stop(self) {
+        let _ = self.events.send(Event::Stop);
+        let _ = self.thread.join();
+    }
+}
+
+fn supervise(listener: &TcpListener, addr: SocketAddr, setup: &Setup, events: &Receiver<Event>, first: Generation) {
+    let mut current = first;
+    let mut retired: Vec<Generation> = Vec::new();
+    let mut unanswered = 0;
+    loop {
+        retired.retain(|g| !g.pump.is_finished());
+        let restart = match events.recv_timeout(PROBE_EVERY) {
+            Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Ok(Event::AcceptEnded { generation, error }) => {
+                // Old generations report too; only the current one's end matters.
+                let expected = matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut);
+                if generation == current.number && !expected {
+                    log::info(format_args!("the accept loop stopped ({error}); starting a new one"));
+                }
+                generation == current.number
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                unanswered = if probe(addr) { 0 } else { unanswered + 1 };
+                let dead = unanswered >= PROBE_FAILURES;
+                if dead {
+                    log::info(format_args!("{unanswered} health probes unanswered; starting a new accept loop"));
+                    unanswered = 0;
+                }
+                dead
+            }
+        };
+        if restart {
+            let next = restart_generation(listener, current.number + 1, setup);
+            current.accepting.store(false, Ordering::Relaxed);
+            retired.push(std::mem::replace(&mut current, next));
+        }
+    }
+    setup.stopping.store(true, Ordering::Relaxed);
+    for generation in retired.iter().chain([&current]) {
+        generation.server.unblock();
+    }
+    for generation in retired.into_iter().chain([current]) {
+        let _ = generation.pump.join();
+    }
+}
+
+/// Starts a new generation, retrying with a growing pause; exits the process when it cannot.
+fn restart_generation(listener: &TcpListener, number: u64, setup: &Setup) -> Generation {
+    let mut pause = Duration::from_millis(10);
+    for attempt in 1..=START_ATTEMPTS {
+        match start_generation(listener, number, setup) {
+            Ok(generation) => return generation,
+            Err(error) => {
+                log::info(format_args!("cannot start a new accept loop (attempt {attempt}): {error}"));
+                thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    log::info(format_args!("ingestd: no accept loop could be started; exiting so that it can be restarted"));
+    std::process::exit(70);
+}
+
+fn start_generation(listener: &TcpListener, number: u64, setup: &Setup) -> io::Result<Generation> {
+    let listener = listener.try_clone()?;
+    // tiny_http starts its accept thread with `thread::spawn`, which panics when it cannot.
+    let server = panic::catch_unwind(AssertUnwindSafe(|| Server::from_listener(listener, None)))
+        .map_err(|_| io::Error::other("no thread could be started for the accept loop"))?
+        .map_err(io::Error::other)?;
+    let server = Arc::new(server);
+    let accepting = Arc::new(AtomicBool::new(true));
+    let pump = {
+        let (server, accepting, setup) = (Arc::clone(&server), Arc::clone(&accepting), setup.clone());
+        thread::Builder::new()
+            .name(format!("http-pump-{number}"))
+            .spawn(move || pump(number, &server, &accepting, &setup))?
+    };
+    Ok(Generation { number, server, accepting, pump })
+}
+
+/// Forwards one generation's requests until stopped, or until its accept loop is gone and its
+/// connections have been quiet for `retire_after`.
+fn pump(number: u64, server: &Server, accepting: &AtomicBool, setup: &Setup) {
+    let mut quiet = Duration::ZERO;
+    loop {
+        match server.recv_timeout(PUMP_POLL) {
+            Ok(Some(request)) => {
+                quiet = Duration::ZERO;
+                if !(setup.dispatch)(request) {
+                    return;
+                }
+            }
+            Ok(None) => {
+                if setup.stopping.load(Ordering::Relaxed) {
+                    return;
+                }
+                if !accepting.load(Ordering::Relaxed) {
+                    quiet += PUMP_POLL;
+                    if quiet >= setup.retire_after {
+                        return;
+                    }
+                }
+            }
+            Err(error) => {
+                accepting.store(false, Ordering::Relaxed);
+                let _ = setup.events.send(Event::AcceptEnded { generation: number, error });
+            }
+        }
+    }
+}
+
+/// Whether `GET /health` on our own listener gets an HTTP answer in time.
+fn probe(addr: SocketAddr) -> bool {
+    let answer = || -> io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
+        stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+        stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
+        stream.write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")?;
+        let mut status = String::new();
+        BufReader::new(stream).read_line(&mut status)?;
+        Ok(status.starts_with("HTTP/1.1 "))
+    };
+    answer().unwrap_or(false)
+}
