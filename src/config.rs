@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::app::Pacing;
+use crate::log;
 
 pub const USAGE: &str = "\
 ingestd: feeds ingestion requests to a rate-limited external API, one batch per interval.
@@ -18,6 +19,7 @@ Options:
   --fetch-delay DURATION   simulated external API time per id [default: 100ms]
   --threads N              HTTP handler threads [default: 4 per CPU, at least 8]
   --max-body BYTES         largest accepted request body [default: 1048576]
+  --log-format FORMAT      human, or json (JSON lines plus an access record per request) [default: human]
   -h, --help               print this help
 
 DURATION is a number and a unit: 200ms, 5s, 1.5s, 10m, 2h, 7d.
@@ -32,6 +34,7 @@ pub struct Config {
     pub fetch_delay: Duration,
     pub threads: usize,
     pub max_body: usize,
+    pub log_format: log::Format,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +77,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
         fetch_delay: Duration::from_millis(100),
         threads: default_threads(),
         max_body: 1 << 20,
+        log_format: log::Format::Human,
     };
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
@@ -91,6 +95,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
             }
             Long("threads") => config.threads = count(parser.value()?, "--threads")?,
             Long("max-body") => config.max_body = count(parser.value()?, "--max-body")?,
+            Long("log-format") => config.log_format = log_format(text(parser.value()?, "--log-format")?)?,
             Short('h') | Long("help") => return Ok(Command::Help),
             _ => return Err(arg.unexpected().into()),
         }
@@ -110,6 +115,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
 
 fn text(value: OsString, flag: &str) -> Result<String, UsageError> {
     value.into_string().map_err(|v| UsageError(format!("{flag} takes text, not {v:?}")))
+}
+
+fn log_format(value: String) -> Result<log::Format, UsageError> {
+    match value.as_str() {
+        "human" => Ok(log::Format::Human),
+        "json" => Ok(log::Format::Json),
+        _ => Err(UsageError(format!("--log-format takes human or json, not '{value}'"))),
+    }
 }
 
 fn count(value: OsString, flag: &str) -> Result<usize, UsageError> {
@@ -212,6 +225,8 @@ mod tests {
         assert_eq!(c.addr, "127.0.0.1:0");
         assert_eq!(c.pacing, Pacing { interval: Duration::from_millis(250), batch_size: 4 });
         assert_eq!((c.fetch_delay, c.threads), (Duration::ZERO, 2));
+        assert_eq!(config(&["--log-format", "json"]).log_format, log::Format::Json);
+        assert_eq!(config(&[]).log_format, log::Format::Human);
         assert_eq!(run(&["--help"], None), Ok(Command::Help));
         assert_eq!(run(&["-h"], None), Ok(Command::Help));
     }
@@ -230,6 +245,7 @@ mod tests {
         let message = |args: &[&str]| run(args, None).unwrap_err().to_string();
         assert_eq!(message(&["--batch-size", "0"]), "--batch-size takes a whole number of at least 1, not '0'");
         assert_eq!(message(&["--interval", "0s"]), "--interval must be more than 0");
+        assert_eq!(message(&["--log-format", "xml"]), "--log-format takes human or json, not 'xml'");
         assert!(message(&["--bogus"]).contains("--bogus"));
         assert!(message(&["--interval"]).contains("--interval"));
         assert!(message(&["stray"]).contains("stray"));

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod model;
 pub mod pacer;
 pub mod rfc3339;

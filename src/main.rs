@@ -34,6 +34,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: &Config) -> Result<(), String> {
+    log::set_format(config.log_format);
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
     let listener = TcpListener::bind(&config.addr).map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let api = SimulatedApi { delay: config.fetch_delay };

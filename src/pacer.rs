@@ -14,6 +14,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::clock::{Clock, ManualClock};
 use crate::log;
+use crate::metrics::Metrics;
 use crate::model::{Batch, BatchStatus, Ingestion};
 use crate::scheduler::{Poll, Scheduler};
 
@@ -64,6 +65,8 @@ struct Shared {
     /// Wakes whoever waits in [`Queue::wait_parked`].
     parked: Condvar,
     clock: Arc<dyn Clock>,
+    /// Counters and recent history; its own lock, never taken under the queue lock.
+    metrics: Metrics,
 }
 
 /// The handle every other thread uses: submit work, report completions, read the depth.
@@ -87,6 +90,7 @@ impl Pacer {
             wake: Condvar::new(),
             parked: Condvar::new(),
             clock,
+            metrics: Metrics::default(),
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -136,6 +140,7 @@ fn run(shared: &Shared, releases: &Sender<Release>) {
                 let depth = state.depth();
                 let release = Release { batch, due, at: now };
                 let delivered = MutexGuard::unlocked(&mut state, || {
+                    shared.metrics.released(&release);
                     log::info(format_args!("released {} late by {:?}; {}", release.batch, now - due, depth));
                     releases.send(release).is_ok()
                 });
@@ -167,16 +172,37 @@ impl Queue {
     pub fn submit(&self, ingestion: Arc<Ingestion>) {
         let len = u32::try_from(ingestion.batch_count()).expect("batch count fits in u32");
         let priority = ingestion.priority;
+        self.shared.metrics.submitted(&ingestion);
         self.change(|state, now| state.scheduler.submit(priority, ingestion, len, now));
     }
 
     /// Marks the batch in flight completed, which lets the next one go once the interval allows.
     pub fn complete(&self, batch: &Batch) -> Depth {
-        self.change(|state, now| {
+        let depth = self.change(|state, now| {
             batch.set_status(BatchStatus::Completed);
             state.scheduler.complete(now);
             state.depth()
-        })
+        });
+        self.shared.metrics.completed(batch);
+        depth
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The queue's clock, for showing recorded instants as ages.
+    pub fn now(&self) -> Instant {
+        self.shared.clock.now()
+    }
+
+    /// When the pacer next means to release, if it is waiting on the pacing rule (not idle,
+    /// not waiting for the batch in flight).
+    pub fn next_release(&self) -> Option<Instant> {
+        match self.shared.state.lock().parked {
+            Some(Parked::Until(deadline)) => Some(deadline),
+            _ => None,
+        }
     }
 
     pub fn depth(&self) -> Depth {

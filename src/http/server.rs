@@ -9,11 +9,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use tiny_http::{Header, Request, Response, Server};
 
 use super::api::{self, Reply};
 use super::error::ApiError;
+use super::telemetry;
 use super::unstrand::Unstrander;
 use crate::app::App;
 
@@ -76,9 +78,12 @@ impl HttpServer {
 fn serve(app: &App, mut request: Request, max_body: usize) {
     let method = request.method().as_str().to_owned();
     let url = request.url().to_owned();
+    let started = Instant::now();
     let reply =
         panic::catch_unwind(AssertUnwindSafe(|| api::handle(app, &method, &url, || read_body(&mut request, max_body))))
             .unwrap_or_else(|_| Reply::error(&ApiError::Internal));
+    // Handler time: writing the response depends on the client, so it is left out.
+    telemetry::record(&method, &url, api::route_label(&url), reply.status, started.elapsed());
     respond(request, reply);
 }
 
@@ -102,7 +107,7 @@ fn read_body(request: &mut Request, max_body: usize) -> Result<Vec<u8>, ApiError
 fn respond(request: Request, reply: Reply) {
     let mut response = Response::from_data(reply.body)
         .with_status_code(reply.status)
-        .with_header(header("Content-Type", "application/json"));
+        .with_header(header("Content-Type", reply.content_type));
     if let Some(allow) = reply.allow {
         response.add_header(header("Allow", allow));
     }
