@@ -178,13 +178,13 @@ impl Queue {
 
     /// Marks the batch in flight completed, which lets the next one go once the interval allows.
     pub fn complete(&self, batch: &Batch) -> Depth {
-        let depth = self.change(|state, now| {
+        // Counted first, so whoever sees the queue move on also sees the count.
+        self.shared.metrics.completed(batch);
+        self.change(|state, now| {
             batch.set_status(BatchStatus::Completed);
             state.scheduler.complete(now);
             state.depth()
-        });
-        self.shared.metrics.completed(batch);
-        depth
+        })
     }
 
     pub fn metrics(&self) -> &Metrics {
