@@ -11,6 +11,9 @@
 //! - `unstrand` works around a tiny_http connection-pool defect; tiny_http runs its own accept
 //!   and connection threads.
 //!
+//! - [`metrics`] counts what the core does, for `/metrics` and the dashboard: atomics and a
+//!   leaf lock for its rings, never taken under the queue lock.
+//!
 //! The one lock that orders work is the queue lock in `pacer.rs`; no thread holds it and the
 //! store lock at once. See ARCHITECTURE.md for the invariants.
 
