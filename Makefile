@@ -2,14 +2,14 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run test check fmt lint doc unit build release
+.PHONY: run test check fmt lint doc unit e2e build release
 
 ## Start the service on 127.0.0.1:8000 (5 s interval, batches of 3). Extra flags: make run ARGS="--interval 1s"
 run:
 	$(CARGO) run --release --quiet -- $(ARGS)
 
 ## Every check CI runs: formatting, lints, docs, unit, thread and HTTP tests.
-test: fmt lint doc unit
+test: fmt lint doc unit e2e
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -27,6 +27,11 @@ unit:
 	else \
 		$(CARGO) test --locked --no-fail-fast; \
 	fi
+
+## Dashboard and docs in headless Chromium, /metrics via prometheus-client, OpenAPI via
+## openapi-spec-validator and schemathesis. Installs chromium, playwright-core and the Python tools.
+e2e:
+	bash tests/e2e.sh
 
 check: test
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::app::Pacing;
+use crate::log;
 
 pub const USAGE: &str = "\
 ingestd: feeds ingestion requests to a rate-limited external API, one batch per interval.
@@ -31,6 +32,7 @@ Options:
   --idle-timeout DURATION  longest silence in a request or between requests [default: 30s]
   --token TOKEN            require 'Authorization: Bearer TOKEN' on all routes but /health
                            [default: $INGESTD_TOKEN if set, else no token]
+  --log-format FORMAT      human, or json (JSON lines plus an access record per request) [default: human]
   -h, --help               print this help
 
 DURATION is a number and a unit: 200ms, 5s, 1.5s, 10m, 2h, 7d.
@@ -55,11 +57,12 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// From `--token`; `main` falls back to `INGESTD_TOKEN`.
     pub token: Option<String>,
+    pub log_format: log::Format,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Run(Config),
+    Run(Box<Config>),
     Help,
 }
 
@@ -108,6 +111,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
         max_header_bytes: 16 << 10,
         idle_timeout: Duration::from_secs(30),
         token: None,
+        log_format: log::Format::Human,
     };
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
@@ -148,6 +152,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
                 }
                 config.token = Some(token);
             }
+            Long("log-format") => config.log_format = log_format(text(parser.value()?, "--log-format")?)?,
             Short('h') | Long("help") => return Ok(Command::Help),
             _ => return Err(arg.unexpected().into()),
         }
@@ -162,11 +167,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
         }
         (None, None) => "127.0.0.1:8000".to_owned(),
     };
-    Ok(Command::Run(config))
+    Ok(Command::Run(Box::new(config)))
 }
 
 fn text(value: OsString, flag: &str) -> Result<String, UsageError> {
     value.into_string().map_err(|v| UsageError(format!("{flag} takes text, not {v:?}")))
+}
+
+fn log_format(value: String) -> Result<log::Format, UsageError> {
+    match value.as_str() {
+        "human" => Ok(log::Format::Human),
+        "json" => Ok(log::Format::Json),
+        _ => Err(UsageError(format!("--log-format takes human or json, not '{value}'"))),
+    }
 }
 
 fn count(value: OsString, flag: &str) -> Result<usize, UsageError> {
@@ -218,7 +231,7 @@ mod tests {
 
     fn config(args: &[&str]) -> Config {
         match run(args, None).unwrap() {
-            Command::Run(config) => config,
+            Command::Run(config) => *config,
             Command::Help => panic!("expected a config"),
         }
     }
@@ -273,6 +286,8 @@ mod tests {
         assert_eq!(c.data_dir, Some(PathBuf::from("/tmp/x")));
         assert_eq!((c.retain, c.shutdown_timeout), (Duration::from_secs(3600), Duration::from_secs(2)));
         assert_eq!(config(&[]).data_dir, None);
+        assert_eq!(config(&["--log-format", "json"]).log_format, log::Format::Json);
+        assert_eq!(config(&[]).log_format, log::Format::Human);
         assert_eq!(run(&["--help"], None), Ok(Command::Help));
         assert_eq!(run(&["-h"], None), Ok(Command::Help));
     }
@@ -291,6 +306,7 @@ mod tests {
         let message = |args: &[&str]| run(args, None).unwrap_err().to_string();
         assert_eq!(message(&["--batch-size", "0"]), "--batch-size takes a whole number of at least 1, not '0'");
         assert_eq!(message(&["--interval", "0s"]), "--interval must be more than 0");
+        assert_eq!(message(&["--log-format", "xml"]), "--log-format takes human or json, not 'xml'");
         assert!(message(&["--bogus"]).contains("--bogus"));
         assert!(message(&["--interval"]).contains("--interval"));
         assert!(message(&["stray"]).contains("stray"));

@@ -12,6 +12,9 @@
 //!   accept loop running under the idle timeout and `http-pump-G` threads forward its requests;
 //!   tiny_http runs its own accept and connection threads.
 //!
+//! - [`metrics`] counts what the core does, for `/metrics` and the dashboard: atomics and a
+//!   leaf lock for its rings, never taken under the queue lock.
+//!
 //! The one lock that orders work is the queue lock in `pacer.rs`; no thread holds it and the
 //! store lock at once. See ARCHITECTURE.md for the invariants.
 
@@ -21,6 +24,7 @@ pub mod config;
 pub mod http;
 pub mod journal;
 pub mod log;
+pub mod metrics;
 pub mod model;
 pub mod pacer;
 pub mod rfc3339;

@@ -1,11 +1,83 @@
-//! One-line, timestamped log records on stderr. Never called under the queue lock.
+//! One-line, timestamped log records on stderr, as text or as JSON lines. Never called under
+//! the queue lock.
 
-use std::fmt::Arguments;
+use std::fmt::{Arguments, Write as _};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
+/// How records are written: `human` (`<timestamp> <message>`) or `json` (one object per line,
+/// plus an access record per HTTP request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Human,
+    Json,
+}
+
+/// Set once by `main` before any thread starts; a flag rather than a handle passed to every
+/// thread, because every log call in the process follows it.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+pub fn set_format(format: Format) {
+    JSON.store(format == Format::Json, Ordering::Relaxed);
+}
+
+pub fn format() -> Format {
+    if JSON.load(Ordering::Relaxed) {
+        Format::Json
+    } else {
+        Format::Human
+    }
+}
+
+/// The timestamp every record starts with (RFC 3339, UTC).
+pub fn timestamp() -> String {
+    crate::rfc3339::format(SystemTime::now())
+}
+
 pub fn info(message: Arguments<'_>) {
-    let line = format!("{} {message}\n", crate::rfc3339::format(SystemTime::now()));
+    let line = match format() {
+        Format::Human => format!("{} {message}", timestamp()),
+        Format::Json => {
+            format!(r#"{{"ts":"{}","level":"info","msg":"{}"}}"#, timestamp(), escape(&message.to_string()))
+        }
+    };
+    write_line(&line);
+}
+
+/// Writes one already formatted record.
+pub fn write_line(line: &str) {
+    let mut stderr = std::io::stderr().lock();
     // A closed stderr must not take the service down; the record is lost, nothing else.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    let _ = stderr.write_all(line.as_bytes()).and_then(|()| stderr.write_all(b"\n"));
+}
+
+/// Escapes text for a JSON string, so the core can write JSON lines without a JSON library.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escapes_what_json_requires() {
+        assert_eq!(escape(r#"batch "a" \ b"#), r#"batch \"a\" \\ b"#);
+        assert_eq!(escape("a\nb\tc\u{1}"), "a\\nb\\u0009c\\u0001");
+        assert_eq!(escape("late by 1.2µs"), "late by 1.2µs");
+    }
 }

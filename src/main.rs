@@ -15,7 +15,7 @@ use signal_hook::iterator::Signals;
 
 fn main() -> ExitCode {
     let config = match config::parse(std::env::args_os().skip(1), std::env::var_os("PORT")) {
-        Ok(Command::Run(config)) => config,
+        Ok(Command::Run(config)) => *config,
         Ok(Command::Help) => {
             println!("{}", config::USAGE);
             return ExitCode::SUCCESS;
@@ -35,6 +35,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: &Config) -> Result<(), String> {
+    log::set_format(config.log_format);
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
     // Past a file-size limit a journal write must fail (and answer 503), not kill the process.
     signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))

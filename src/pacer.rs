@@ -14,6 +14,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::clock::{Clock, ManualClock};
 use crate::log;
+use crate::metrics::Metrics;
 use crate::model::{Batch, BatchStatus, Ingestion};
 use crate::scheduler::{Poll, Scheduler};
 
@@ -68,6 +69,8 @@ struct Shared {
     /// Wakes whoever waits in [`Queue::wait_parked`].
     parked: Condvar,
     clock: Arc<dyn Clock>,
+    /// Counters and recent history; its own lock, never taken under the queue lock.
+    metrics: Metrics,
 }
 
 /// The handle every other thread uses: submit work, report completions, read the depth.
@@ -91,6 +94,7 @@ impl Pacer {
             wake: Condvar::new(),
             parked: Condvar::new(),
             clock,
+            metrics: Metrics::default(),
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -141,6 +145,7 @@ fn run(shared: &Shared, releases: &Sender<Release>) {
                 let depth = state.depth();
                 let release = Release { batch, due, at: now, at_wall_ms: shared.clock.wall_ms(), attempt };
                 let delivered = MutexGuard::unlocked(&mut state, || {
+                    shared.metrics.released(&release);
                     log::info(format_args!("released {} late by {:?}; {}", release.batch, now - due, depth));
                     releases.send(release).is_ok()
                 });
@@ -175,6 +180,10 @@ impl Queue {
 
     /// Queues several ingestions in this order, under one lock acquisition.
     pub fn submit_all(&self, ingestions: impl IntoIterator<Item = Arc<Ingestion>>) {
+        let ingestions: Vec<Arc<Ingestion>> = ingestions.into_iter().collect();
+        for ingestion in &ingestions {
+            self.shared.metrics.submitted(ingestion);
+        }
         self.change(|state, now| {
             for ingestion in ingestions {
                 let (priority, len) = (ingestion.priority, batch_count(&ingestion));
@@ -186,6 +195,8 @@ impl Queue {
     /// Marks the batch in flight completed, which lets the next one go once the interval allows.
     pub fn complete(&self, batch: &Batch) -> Depth {
         let wall_ms = self.shared.clock.wall_ms();
+        // Counted first, so whoever sees the queue move on also sees the count.
+        self.shared.metrics.completed(batch);
         self.change(|state, now| {
             batch.complete(wall_ms);
             state.scheduler.complete(now);
@@ -198,6 +209,13 @@ impl Queue {
     /// `last_release_ms` (wall clock) keeps the interval across the restart.
     pub fn restore(&self, reruns: Vec<Batch>, queued: Vec<Arc<Ingestion>>, last_release_ms: Option<u64>) {
         let now_ms = self.shared.clock.wall_ms();
+        for batch in &reruns {
+            self.shared.metrics.restored(batch.ingestion.priority, 1);
+        }
+        for ingestion in &queued {
+            let waiting = ingestion.batches().filter(|b| b.status == BatchStatus::YetToStart).count();
+            self.shared.metrics.restored(ingestion.priority, waiting);
+        }
         self.change(|state, now| {
             if let Some(last) = last_release_ms {
                 // A release "in the future" (the wall clock stepped back) counts as just now.
@@ -214,6 +232,24 @@ impl Queue {
                 state.scheduler.submit_from(priority, ingestion, first as u32, len, now);
             }
         });
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The queue's clock, for showing recorded instants as ages.
+    pub fn now(&self) -> Instant {
+        self.shared.clock.now()
+    }
+
+    /// When the pacer next means to release, if it is waiting on the pacing rule (not idle,
+    /// not waiting for the batch in flight).
+    pub fn next_release(&self) -> Option<Instant> {
+        match self.shared.state.lock().parked {
+            Some(Parked::Until(deadline)) => Some(deadline),
+            _ => None,
+        }
     }
 
     pub fn depth(&self) -> Depth {

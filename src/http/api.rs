@@ -9,10 +9,11 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::ingest_body;
 use super::limits::Limits;
+use super::pages;
 use crate::app::{App, IngestError};
 use crate::model::{BatchStatus, Id, Ingestion};
 
-/// What to answer: a status code and a JSON body.
+/// What to answer: a status code and a body (JSON unless a page says otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub status: u16,
@@ -21,12 +22,13 @@ pub struct Reply {
     pub allow: Option<&'static str>,
     /// Seconds, sent as `Retry-After` with a 503.
     pub retry_after: Option<u64>,
+    pub content_type: &'static str,
 }
 
 impl Reply {
-    fn json(status: u16, value: &impl Serialize) -> Reply {
+    pub(super) fn json(status: u16, value: &impl Serialize) -> Reply {
         let body = serde_json::to_vec(value).expect("our response types always serialize");
-        Reply { status, body, allow: None, retry_after: None }
+        Reply { status, body, allow: None, retry_after: None, content_type: "application/json" }
     }
 
     pub fn error(error: &ApiError) -> Reply {
@@ -55,7 +57,7 @@ struct Accepted {
 }
 
 #[derive(Serialize)]
-struct StatusBody<'a> {
+pub(super) struct StatusBody<'a> {
     ingestion_id: Uuid,
     #[serde(serialize_with = "status_name")]
     status: BatchStatus,
@@ -76,13 +78,24 @@ enum Route<'a> {
     Ingest,
     Status(&'a str),
     Health,
+    Page(pages::Page),
 }
 
 impl Route<'_> {
     fn allow(&self) -> &'static str {
         match self {
             Route::Ingest => "POST",
-            Route::Status(_) | Route::Health => "GET, HEAD",
+            Route::Status(_) | Route::Health | Route::Page(_) => "GET, HEAD",
+        }
+    }
+
+    /// The route as `/metrics` labels it: its OpenAPI path template, so labels stay few.
+    fn label(&self) -> &'static str {
+        match self {
+            Route::Ingest => "/ingest",
+            Route::Status(_) => "/status/{ingestion_id}",
+            Route::Health => "/health",
+            Route::Page(page) => page.path(),
         }
     }
 
@@ -97,7 +110,9 @@ fn route(path: &str) -> Option<Route<'_>> {
     match path {
         "/ingest" => Some(Route::Ingest),
         "/health" => Some(Route::Health),
-        _ => path.strip_prefix("/status/").filter(|id| !id.contains('/')).map(Route::Status),
+        _ => pages::Page::at(path)
+            .map(Route::Page)
+            .or_else(|| path.strip_prefix("/status/").filter(|id| !id.contains('/')).map(Route::Status)),
     }
 }
 
@@ -108,6 +123,13 @@ pub struct Head<'a> {
     pub url: &'a str,
     pub idempotency_key: Option<&'a str>,
 }
+
+/// The `route` label of a request in `/metrics`; `unmatched` for a path with no route.
+pub fn route_label(url: &str) -> &'static str {
+    route(url).map_or(UNMATCHED, |route| route.label())
+}
+
+pub const UNMATCHED: &str = "unmatched";
 
 /// Answers one request. `read_body` is called only by routes that take a body.
 pub fn handle(
@@ -134,7 +156,8 @@ fn dispatch(
     }
     let route = route(url).ok_or_else(|| {
         ApiError::NotFound(format!(
-            "there is no route {}; the API has POST /ingest, GET /status/<ingestion_id> and GET /health",
+            "there is no route {}; the API has POST /ingest, GET /status/<ingestion_id> and GET /health \
+             (see GET /docs)",
             shorten(url)
         ))
     })?;
@@ -167,6 +190,7 @@ fn dispatch(
             Ok(Reply::json(200, &status_body(&ingestion)))
         }
         Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
+        Route::Page(page) => Ok(pages::render(app, page)),
     }
 }
 
@@ -178,7 +202,7 @@ fn check_idempotency_key(key: &str) -> Result<&str, ApiError> {
     Ok(key)
 }
 
-fn status_body(ingestion: &Ingestion) -> StatusBody<'_> {
+pub(super) fn status_body(ingestion: &Ingestion) -> StatusBody<'_> {
     let batches: Vec<BatchBody<'_>> = ingestion
         .batches()
         .map(|b| BatchBody { batch_id: b.batch_id, ids: b.ids, status: b.status, attempts: b.attempts })

@@ -4,7 +4,9 @@
 //! body, `error.rs` the error codes. Checks made before a route runs: `framing.rs` (ambiguous
 //! framing), `quarantine.rs` (connections that sent it), `limits.rs` (sizes), `auth.rs` (the
 //! token). tiny_http workarounds: `unstrand.rs` (stranded connections), `supervise.rs` (the
-//! accept loop, the idle timeout).
+//! accept loop, the idle timeout). `pages.rs` serves the dashboard, the docs and the OpenAPI
+//! document, `prometheus.rs` renders `/metrics` and `telemetry.rs` counts requests and writes
+//! the JSON access log.
 
 pub mod api;
 mod auth;
@@ -12,9 +14,12 @@ pub mod error;
 mod framing;
 pub mod ingest_body;
 pub mod limits;
+mod pages;
+mod prometheus;
 mod quarantine;
 pub mod server;
 mod supervise;
+mod telemetry;
 mod unstrand;
 
 pub use error::ApiError;

@@ -25,6 +25,7 @@ use super::error::ApiError;
 use super::limits::Limits;
 use super::quarantine::Quarantine;
 use super::supervise::{Dispatch, Supervisor};
+use super::telemetry;
 use super::unstrand::Unstrander;
 use super::{auth, framing};
 use crate::app::App;
@@ -149,10 +150,11 @@ fn streams_body(request: &Request) -> bool {
 }
 
 fn serve(shared: &Shared, mut request: Request) {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let url = request.url().to_owned();
     let reply = match admit(shared, &request) {
         Ok(()) => {
-            let method = request.method().as_str().to_owned();
-            let url = request.url().to_owned();
             let key = header_value(&request, "Idempotency-Key");
             let (max_body, deadline) = (shared.limits.max_body, shared.idle_timeout);
             answer(|| {
@@ -162,6 +164,8 @@ fn serve(shared: &Shared, mut request: Request) {
         }
         Err(error) => Reply::error(&error),
     };
+    // Handler time: writing the response depends on the client, so it is left out.
+    telemetry::record(&method, &url, api::route_label(&url), reply.status, started.elapsed());
     respond(request, reply);
 }
 
@@ -227,7 +231,7 @@ fn read_body(request: &mut Request, max_body: usize, deadline: Duration) -> Resu
 fn respond(request: Request, reply: Reply) {
     let mut response = Response::from_data(reply.body)
         .with_status_code(reply.status)
-        .with_header(header("Content-Type", "application/json".into()));
+        .with_header(header("Content-Type", reply.content_type.into()));
     if let Some(allow) = reply.allow {
         response.add_header(header("Allow", allow.into()));
     }

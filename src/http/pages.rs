@@ -1,0 +1,164 @@
+//! What a person or a scraper reads: the dashboard (`/`) and its data (`/dashboard.json`), the
+//! API docs (`/docs`), the OpenAPI document (`/openapi.json`) and `/metrics`.
+//!
+//! Runs on the handler threads. Pages are compiled into the binary (`include_str!`), so nothing
+//! is fetched from anywhere else. Reads the core's metrics and one queue-lock read for the next
+//! release; never writes.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::api::{status_body, Reply, StatusBody};
+use super::prometheus;
+use crate::app::App;
+use crate::metrics::ReleaseRecord;
+use crate::model::{BatchStatus, Id};
+
+const DASHBOARD: &str = include_str!("../../static/index.html");
+const DOCS: &str = include_str!("../../static/docs.html");
+const OPENAPI: &str = include_str!("openapi.json");
+const HTML: &str = "text/html; charset=utf-8";
+
+/// A page route. Each takes GET and HEAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    Dashboard,
+    DashboardJson,
+    Docs,
+    OpenApi,
+    Metrics,
+}
+
+impl Page {
+    const ALL: [Page; 5] = [Page::Dashboard, Page::DashboardJson, Page::Docs, Page::OpenApi, Page::Metrics];
+
+    /// The page at `path` (already stripped of query and trailing slash).
+    pub fn at(path: &str) -> Option<Page> {
+        Page::ALL.into_iter().find(|page| page.path() == path)
+    }
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Page::Dashboard => "/",
+            Page::DashboardJson => "/dashboard.json",
+            Page::Docs => "/docs",
+            Page::OpenApi => "/openapi.json",
+            Page::Metrics => "/metrics",
+        }
+    }
+}
+
+pub fn render(app: &App, page: Page) -> Reply {
+    match page {
+        Page::Dashboard => text(HTML, DASHBOARD.as_bytes().to_vec()),
+        Page::Docs => text(HTML, DOCS.as_bytes().to_vec()),
+        Page::OpenApi => text("application/json", OPENAPI.as_bytes().to_vec()),
+        Page::Metrics => text(prometheus::CONTENT_TYPE, prometheus::render(app).into_bytes()),
+        Page::DashboardJson => Reply::json(200, &dashboard(app)),
+    }
+}
+
+fn text(content_type: &'static str, body: Vec<u8>) -> Reply {
+    Reply { status: 200, body, allow: None, retry_after: None, content_type }
+}
+
+/// `GET /dashboard.json`. Times are milliseconds relative to the moment of the answer, so the
+/// page needs no clock agreement with the server.
+#[derive(Serialize)]
+struct Dashboard<'a> {
+    interval_ms: f64,
+    queued: Queued,
+    in_flight: Option<ReleaseBody<'a>>,
+    /// Until the pacer may release the head batch; `null` when idle or waiting for the batch in
+    /// flight.
+    next_release_in_ms: Option<f64>,
+    /// Oldest first.
+    releases: Vec<ReleaseBody<'a>>,
+    /// Newest first.
+    ingestions: Vec<RecentIngestion<'a>>,
+    totals: Totals,
+}
+
+#[derive(Serialize)]
+#[allow(non_snake_case)] // the keys are the priorities as the API spells them
+struct Queued {
+    HIGH: u64,
+    MEDIUM: u64,
+    LOW: u64,
+}
+
+#[derive(Serialize)]
+struct Totals {
+    ingestions: u64,
+    ids: u64,
+    batches_released: u64,
+    batches_completed: u64,
+}
+
+#[derive(Serialize, Clone)]
+struct ReleaseBody<'a> {
+    batch_id: Uuid,
+    ingestion_id: Uuid,
+    priority: &'static str,
+    ids: &'a [Id],
+    status: &'static str,
+    ago_ms: f64,
+    late_ms: f64,
+}
+
+#[derive(Serialize)]
+struct RecentIngestion<'a> {
+    priority: &'static str,
+    #[serde(flatten)]
+    status: StatusBody<'a>,
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn release_body(record: &ReleaseRecord, now: Instant) -> ReleaseBody<'_> {
+    let view = record.batch.view();
+    ReleaseBody {
+        batch_id: view.batch_id,
+        ingestion_id: record.batch.ingestion.id,
+        priority: record.batch.ingestion.priority.as_str(),
+        ids: view.ids,
+        status: view.status.as_str(),
+        ago_ms: millis(now.saturating_duration_since(record.at)),
+        late_ms: millis(record.at.saturating_duration_since(record.due)),
+    }
+}
+
+fn dashboard(app: &App) -> serde_json::Value {
+    let queue = app.queue();
+    let metrics = queue.metrics();
+    let (releases, ingestions) = (metrics.recent_releases(), metrics.recent_ingestions());
+    let next_release = queue.next_release();
+    let now = queue.now();
+    let [(_, high), (_, medium), (_, low)] = metrics.totals();
+    let all = [high, medium, low];
+    let releases: Vec<ReleaseBody<'_>> = releases.iter().map(|r| release_body(r, now)).collect();
+    let in_flight = releases.iter().rev().find(|r| r.status == BatchStatus::Triggered.as_str());
+    let body = Dashboard {
+        interval_ms: millis(queue.interval()),
+        queued: Queued { HIGH: high.queued(), MEDIUM: medium.queued(), LOW: low.queued() },
+        in_flight: in_flight.cloned(),
+        next_release_in_ms: next_release.map(|due| millis(due.saturating_duration_since(now))),
+        ingestions: ingestions
+            .iter()
+            .map(|i| RecentIngestion { priority: i.priority.as_str(), status: status_body(i) })
+            .collect(),
+        totals: Totals {
+            ingestions: all.iter().map(|t| t.ingestions).sum(),
+            ids: all.iter().map(|t| t.ids).sum(),
+            batches_released: all.iter().map(|t| t.batches_released).sum(),
+            batches_completed: all.iter().map(|t| t.batches_completed).sum(),
+        },
+        releases,
+    };
+    // Serialized here, while the rings' data it borrows is alive.
+    serde_json::to_value(&body).expect("dashboard always serializes")
+}

@@ -1,0 +1,105 @@
+//! `GET /metrics`: the core's counters and the HTTP telemetry in Prometheus text format 0.0.4.
+//!
+//! Runs on a handler thread; reads atomics and the metrics rings, never the queue lock.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::telemetry;
+use crate::app::App;
+use crate::metrics::{HistogramSnapshot, PriorityTotals};
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// One metric family being written: its `# HELP` and `# TYPE` lines come first.
+struct Family<'a> {
+    out: &'a mut String,
+    name: &'static str,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Family<'a> {
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        Family { out, name }
+    }
+
+    /// `labels` is already formatted (`a="b",c="d"`), or empty.
+    fn sample(&mut self, suffix: &str, labels: &str, value: impl std::fmt::Display) {
+        let name = self.name;
+        let _ = if labels.is_empty() {
+            writeln!(self.out, "{name}{suffix} {value}")
+        } else {
+            writeln!(self.out, "{name}{suffix}{{{labels}}} {value}")
+        };
+    }
+
+    fn histogram(&mut self, labels: &str, snapshot: &HistogramSnapshot) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, count) in &snapshot.cumulative {
+            self.sample("_bucket", &format!("{labels}{sep}le=\"{}\"", seconds(*bound)), count);
+        }
+        self.sample("_bucket", &format!("{labels}{sep}le=\"+Inf\""), snapshot.count);
+        self.sample("_sum", labels, seconds(snapshot.sum));
+        self.sample("_count", labels, snapshot.count);
+    }
+}
+
+fn seconds(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+/// A family with one sample per priority: name, type, help, and the value from the totals.
+type PerPriority = (&'static str, &'static str, &'static str, fn(&PriorityTotals) -> u64);
+
+/// The whole exposition.
+pub fn render(app: &App) -> String {
+    let mut out = String::new();
+    let metrics = app.queue().metrics();
+    let totals = metrics.totals();
+    let per_priority: [PerPriority; 6] = [
+        ("ingestd_ingestions_total", "counter", "Ingestions accepted.", |t| t.ingestions),
+        ("ingestd_ids_total", "counter", "Ids accepted.", |t| t.ids),
+        ("ingestd_batches_submitted_total", "counter", "Batches queued.", |t| t.batches_submitted),
+        ("ingestd_batches_released_total", "counter", "Batches released by the pacer.", |t| t.batches_released),
+        ("ingestd_batches_completed_total", "counter", "Batches the external API finished.", |t| t.batches_completed),
+        ("ingestd_queue_depth_batches", "gauge", "Batches waiting to be released.", PriorityTotals::queued),
+    ];
+    for (name, kind, help, value) in per_priority {
+        let mut family = Family::new(&mut out, name, kind, help);
+        for (priority, totals) in &totals {
+            family.sample("", &format!("priority=\"{priority}\""), value(totals));
+        }
+    }
+    let released: u64 = totals.iter().map(|(_, t)| t.batches_released).sum();
+    let completed: u64 = totals.iter().map(|(_, t)| t.batches_completed).sum();
+    Family::new(&mut out, "ingestd_batch_in_flight", "gauge", "Batches released and not yet completed (0 or 1).")
+        .sample("", "", released.saturating_sub(completed));
+    Family::new(
+        &mut out,
+        "ingestd_release_lateness_seconds",
+        "histogram",
+        "Actual minus scheduled release time of each batch.",
+    )
+    .histogram("", &metrics.lateness());
+    render_http(&mut out);
+    out
+}
+
+fn render_http(out: &mut String) {
+    let mut requests =
+        Family::new(out, "ingestd_http_requests_total", "counter", "HTTP requests answered, by route and status.");
+    for (route, status, count) in telemetry::requests() {
+        requests.sample("", &format!("route=\"{route}\",status=\"{status}\""), count);
+    }
+    let mut latency = Family::new(
+        out,
+        "ingestd_http_request_duration_seconds",
+        "histogram",
+        "Time from request to reply, by route (writing the reply excluded).",
+    );
+    // Only routes that have answered, so an idle route adds no dozen zero lines.
+    for (route, snapshot) in telemetry::latency().into_iter().filter(|(_, s)| s.count > 0) {
+        latency.histogram(&format!("route=\"{route}\""), &snapshot);
+    }
+}

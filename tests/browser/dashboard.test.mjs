@@ -1,0 +1,105 @@
+// The dashboard and the docs in headless Chromium (Debian's, driven by playwright-core).
+// tests/e2e.sh starts ingestd and sets INGESTD_URL and SCREENSHOT_DIR.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const BASE = process.env.INGESTD_URL;
+const SHOTS = process.env.SCREENSHOT_DIR || "target";
+// Chromium's own background traffic is refused on this network; these flags keep it quiet.
+const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+
+let context;
+const foreign = [];
+
+before(async () => {
+  assert.ok(BASE, "INGESTD_URL is not set");
+  context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "ingestd-chromium-")), {
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ARGS,
+    viewport: { width: 1200, height: 900 },
+  });
+  // Everything must come from the binary itself: no CDN, no external assets.
+  context.on("request", (request) => {
+    if (!request.url().startsWith(BASE)) foreign.push(request.url());
+  });
+});
+
+after(async () => {
+  await context?.close();
+});
+
+test("the dashboard shows a submitted ingestion move to completed", async () => {
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.goto(BASE + "/");
+  await page.waitForFunction(() => /ingestions/.test(document.getElementById("summary").textContent));
+
+  await page.fill("#ids", "11, 12, 13, 14, 15, 16, 17");
+  await page.selectOption("#priority", "HIGH");
+  await page.click("button[type=submit]");
+  await page.waitForFunction(() => document.getElementById("message").dataset.ingestionId);
+  const id = await page.$eval("#message", (m) => m.dataset.ingestionId);
+  assert.match(id, /^[0-9a-f-]{36}$/);
+
+  const row = `#ingestions tr[data-id="${id}"]`;
+  await page.waitForSelector(row, { timeout: 5000 });
+  assert.equal(await page.$eval(`${row} td:nth-child(2)`, (td) => td.textContent), "HIGH");
+  assert.equal(await page.$$eval(`${row} .batches .pill`, (pills) => pills.length), 3);
+  await page.waitForSelector(`${row}[data-status="completed"]`, { timeout: 15000 });
+  const releases = await page.$$eval("#timeline rect.release", (rects) => rects.map((r) => r.getAttribute("fill")));
+  assert.ok(releases.length >= 3, `the timeline shows ${releases.length} releases`);
+  assert.ok(releases.every((fill) => fill === "#d9480f"), "HIGH releases are drawn in the HIGH colour");
+
+  // Some queued work of each priority, so the screenshot shows the queue and the countdown.
+  await page.evaluate(async () => {
+    const send = (ids, priority) => fetch("/ingest", { method: "POST", body: JSON.stringify({ ids, priority }) });
+    await send([1, 2, 3, 4, 5, 6, 7, 8, 9], "LOW");
+    await send([21, 22, 23, 24, 25, 26], "MEDIUM");
+    await send([31, 32, 33, 34], "HIGH");
+  });
+  await page.waitForFunction(() => document.querySelectorAll("#ingestions tr").length >= 4);
+  await page.waitForFunction(() => document.querySelectorAll("#timeline rect.release").length >= 5);
+  await page.screenshot({ path: join(SHOTS, "dashboard.png"), fullPage: true });
+
+  // Readable on a phone: nothing wider than the screen.
+  await page.setViewportSize({ width: 390, height: 844 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow}px wider than a phone screen`);
+  await page.screenshot({ path: join(SHOTS, "dashboard-phone.png"), fullPage: true });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test("the docs render every route and try-it works on /health", async () => {
+  const page = await context.newPage();
+  await page.goto(BASE + "/docs");
+  await page.waitForSelector("#get-health");
+  const ops = await page.$$eval("section.op", (s) => s.map((op) => op.id));
+  for (const id of ["post-ingest", "get-status-ingestion-id", "get-health", "get-metrics", "get-openapi-json"]) {
+    assert.ok(ops.includes(id), `${id} is not rendered (have ${ops})`);
+  }
+  await page.click("#get-health summary");
+  await page.click("#get-health button[type=submit]");
+  await page.waitForSelector("#get-health pre.answer[data-status]");
+  const answer = await page.$eval("#get-health pre.answer", (pre) => pre.textContent);
+  assert.match(answer, /^200 /);
+  assert.match(answer, /"status": "ok"/);
+
+  // And a POST with the example body, which must be accepted.
+  await page.click("#post-ingest summary");
+  await page.click("#post-ingest button[type=submit]");
+  await page.waitForSelector("#post-ingest pre.answer[data-status]");
+  assert.match(await page.$eval("#post-ingest pre.answer", (pre) => pre.textContent), /^200 [\s\S]*ingestion_id/);
+  await page.screenshot({ path: join(SHOTS, "docs.png"), fullPage: false });
+  await page.close();
+});
+
+test("nothing was fetched from anywhere but the server", () => {
+  assert.deepEqual(foreign, []);
+});
