@@ -2,8 +2,9 @@
 //! Plain data shared by every thread; no locks, no I/O, no knowledge of HTTP.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -102,12 +103,27 @@ pub struct Ingestion {
     ids: Box<[Id]>,
     batch_size: usize,
     batches: Box<[BatchState]>,
+    /// Set once, by the queue, when the ingestion is submitted.
+    enqueued: OnceLock<Enqueued>,
+}
+
+/// Where and when an ingestion entered the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The level index of its first batch: how many batches of its priority were submitted
+    /// before it (see `scheduler::Outlook::position`).
+    pub first: u64,
+    pub at: Instant,
 }
 
 #[derive(Debug)]
 struct BatchState {
     id: Uuid,
     status: AtomicU8,
+    /// When it was triggered and completed, as nanoseconds after `Enqueued::at` plus one; 0 until
+    /// then. Written before `status`, so a reader that sees the status sees the time.
+    triggered: AtomicU64,
+    completed: AtomicU64,
 }
 
 /// A read-only view of one batch of an ingestion.
@@ -116,6 +132,8 @@ pub struct BatchView<'a> {
     pub batch_id: Uuid,
     pub ids: &'a [Id],
     pub status: BatchStatus,
+    pub triggered_at: Option<Instant>,
+    pub completed_at: Option<Instant>,
 }
 
 impl Ingestion {
@@ -124,9 +142,32 @@ impl Ingestion {
     /// Callers guarantee `ids` is non-empty and `batch_size >= 1`.
     pub fn new(priority: Priority, ids: Vec<Id>, batch_size: usize) -> Ingestion {
         debug_assert!(!ids.is_empty() && batch_size >= 1);
-        let batches =
-            ids.chunks(batch_size).map(|_| BatchState { id: Uuid::new_v4(), status: AtomicU8::new(0) }).collect();
-        Ingestion { id: Uuid::new_v4(), priority, ids: ids.into_boxed_slice(), batch_size, batches }
+        let batches = ids
+            .chunks(batch_size)
+            .map(|_| BatchState {
+                id: Uuid::new_v4(),
+                status: AtomicU8::new(0),
+                triggered: AtomicU64::new(0),
+                completed: AtomicU64::new(0),
+            })
+            .collect();
+        let ids = ids.into_boxed_slice();
+        Ingestion { id: Uuid::new_v4(), priority, ids, batch_size, batches, enqueued: OnceLock::new() }
+    }
+
+    /// How many ids it holds, over all its batches.
+    pub fn id_count(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Where and when it entered the queue; `None` until it is submitted.
+    pub fn enqueued(&self) -> Option<Enqueued> {
+        self.enqueued.get().copied()
+    }
+
+    /// Records where it entered the queue. The first call wins: an ingestion is queued once.
+    pub(crate) fn set_enqueued(&self, enqueued: Enqueued) {
+        let _ = self.enqueued.set(enqueued);
     }
 
     pub fn batch_count(&self) -> usize {
@@ -137,11 +178,20 @@ impl Ingestion {
         let state = &self.batches[index];
         let start = index * self.batch_size;
         let end = (start + self.batch_size).min(self.ids.len());
+        // Status first: the times were written before it (see `set_status_at`).
+        let status = BatchStatus::from_u8(state.status.load(Ordering::Acquire));
         BatchView {
             batch_id: state.id,
             ids: &self.ids[start..end],
-            status: BatchStatus::from_u8(state.status.load(Ordering::Acquire)),
+            status,
+            triggered_at: self.time(&state.triggered),
+            completed_at: self.time(&state.completed),
         }
+    }
+
+    fn time(&self, stamp: &AtomicU64) -> Option<Instant> {
+        let nanos = stamp.load(Ordering::Relaxed).checked_sub(1)?;
+        Some(self.enqueued()?.at + Duration::from_nanos(nanos))
     }
 
     pub fn batches(&self) -> impl ExactSizeIterator<Item = BatchView<'_>> + '_ {
@@ -154,6 +204,22 @@ impl Ingestion {
 
     pub(crate) fn set_status(&self, index: usize, status: BatchStatus) {
         self.batches[index].status.store(status as u8, Ordering::Release);
+    }
+
+    /// Sets a batch's status and records when (`at`, from the queue's clock). Needs `enqueued`,
+    /// which the queue sets before it releases anything of this ingestion.
+    pub(crate) fn set_status_at(&self, index: usize, status: BatchStatus, at: Instant) {
+        let state = &self.batches[index];
+        let stamp = match (status, self.enqueued()) {
+            (BatchStatus::Triggered, Some(e)) => Some((&state.triggered, e)),
+            (BatchStatus::Completed, Some(e)) => Some((&state.completed, e)),
+            _ => None,
+        };
+        if let Some((slot, e)) = stamp {
+            let nanos = u64::try_from(at.saturating_duration_since(e.at).as_nanos()).unwrap_or(u64::MAX - 1);
+            slot.store(nanos + 1, Ordering::Relaxed);
+        }
+        self.set_status(index, status);
     }
 }
 
@@ -169,8 +235,8 @@ impl Batch {
         self.ingestion.batch(self.index as usize)
     }
 
-    pub(crate) fn set_status(&self, status: BatchStatus) {
-        self.ingestion.set_status(self.index as usize, status);
+    pub(crate) fn set_status_at(&self, status: BatchStatus, at: Instant) {
+        self.ingestion.set_status_at(self.index as usize, status, at);
     }
 }
 

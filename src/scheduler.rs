@@ -3,8 +3,8 @@
 //! Owned by the pacer and only touched under its lock. No locks, threads, clock reads or I/O
 //! here: every method that depends on time takes `now`, so the rules are tested as data.
 
-use std::cmp::Ordering;
-use std::collections::binary_heap::{BinaryHeap, PeekMut};
+use std::cell::Cell;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::model::Priority;
@@ -23,71 +23,147 @@ pub enum Poll<B> {
     Idle,
 }
 
+/// One FIFO per priority.
+const LEVELS: usize = 3;
+
+/// The index of a priority's FIFO and counters.
+fn level(priority: Priority) -> usize {
+    match priority {
+        Priority::Low => 0,
+        Priority::Medium => 1,
+        Priority::High => 2,
+    }
+}
+
 /// A priority queue of batches plus the rule that paces their release.
 ///
 /// Batches arrive in runs (an ingestion's batches, which share a priority and are consecutive in
 /// arrival order), and the queue holds one entry per run: memory and lock time per request do
-/// not grow with its size. Order: higher [`Priority`] first, then earlier arrival (a sequence
-/// number this scheduler hands out, so FIFO within a level holds even for simultaneous
-/// submissions), then position within the run.
+/// not grow with its size. Order: higher [`Priority`] first, then earlier arrival, then position
+/// within the run. Arrival order within a level is the order of `submit` calls, so each level is
+/// a plain FIFO and the next batch is the head of the highest non-empty one: O(1), no heap.
 ///
 /// Pacing: the head may be released at `max(previous release + interval, previous completion)`,
 /// with at most one batch in flight. So releases are never closer than `interval`, a batch
 /// that completes within the interval does not stretch the period, and idle time earns no burst.
+///
+/// Positions: every batch gets a *level index*, its number among all batches ever submitted at
+/// its priority (a run's batches get consecutive ones). Because a level releases in exactly that
+/// order, the released batches of a level are its level indexes `0..released`; see
+/// [`Outlook::position`] for why that makes a position O(1).
 #[derive(Debug)]
 pub struct Scheduler<B> {
     interval: Duration,
-    queue: BinaryHeap<Queued<B>>,
-    queued_batches: usize,
-    next_seq: u64,
-    in_flight: bool,
+    /// Runs per level, indexed by [`level`], oldest first.
+    levels: [VecDeque<Queued<B>>; LEVELS],
+    /// Batches ever submitted, per level.
+    submitted: [u64; LEVELS],
+    /// Batches ever released, per level.
+    released: [u64; LEVELS],
+    in_flight: Option<InFlight<B>>,
     last_release: Option<Instant>,
     last_completion: Option<Instant>,
     /// When the queue last went from empty to non-empty; a release is never due before it.
     waiting_since: Option<Instant>,
+    /// Reads and writes of queued runs, so tests can show what a lookup costs.
+    touches: Cell<u64>,
 }
 
 #[derive(Debug)]
 struct Queued<B> {
-    priority: Priority,
-    seq: u64,
     run: B,
     next: u32,
     len: u32,
+    /// When the run was submitted: the age of the oldest waiting batch of its level.
+    at: Instant,
 }
 
-impl<B> Ord for Queued<B> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // BinaryHeap is a max-heap: the greatest element is the next to go.
-        self.priority.cmp(&other.priority).then_with(|| other.seq.cmp(&self.seq))
+/// The batch released last, until it completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight<B> {
+    pub run: B,
+    pub index: u32,
+    pub priority: Priority,
+    /// When it was released.
+    pub at: Instant,
+}
+
+/// The counters a position and an ETA are computed from, copied at one instant. A fixed-size
+/// value: computing from it never touches the queue, however long the queue is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlook {
+    /// The instant this outlook describes.
+    pub now: Instant,
+    pub interval: Duration,
+    /// The earliest instant the head batch can be released, never before `now`; `None` when
+    /// nothing is queued. While a batch is in flight this assumes it completes within the
+    /// interval: if it does not, the real slot is later.
+    pub next_release: Option<Instant>,
+    submitted: [u64; LEVELS],
+    released: [u64; LEVELS],
+}
+
+impl Outlook {
+    /// Batches of `priority` waiting to be released.
+    pub fn queued(&self, priority: Priority) -> u64 {
+        self.queued_at(level(priority))
+    }
+
+    /// Batches waiting to be released, all priorities.
+    pub fn queued_total(&self) -> u64 {
+        (0..LEVELS).map(|l| self.queued_at(l)).sum()
+    }
+
+    fn queued_at(&self, level: usize) -> u64 {
+        self.submitted[level] - self.released[level]
+    }
+
+    /// How many batches are released before batch `index` of the run of `priority` whose first
+    /// batch has level index `first`, if nothing new arrives; `None` if, as of this outlook,
+    /// that batch is already released or not yet submitted.
+    ///
+    /// Why this is exact, in O(1): the batches released before it are (a) every queued batch of a
+    /// higher priority, all of which go first, plus (b) the queued batches of its own priority
+    /// with a smaller level index, and nothing of a lower priority. A level releases in level
+    /// index order, so its released batches are exactly indexes `0..released`, and its queued
+    /// ones below `n = first + index` are `released..n`: `n - released` of them. The batch in
+    /// flight was released already and is not counted; it shows in `next_release`.
+    pub fn position(&self, priority: Priority, first: u64, index: u32) -> Option<u64> {
+        let l = level(priority);
+        let n = first + u64::from(index);
+        if n < self.released[l] || n >= self.submitted[l] {
+            return None;
+        }
+        let higher: u64 = (l + 1..LEVELS).map(|h| self.queued_at(h)).sum();
+        Some(higher + n - self.released[l])
+    }
+
+    /// When the batch at `position` is expected to be released: one interval per batch ahead of
+    /// it after the next free slot. Exact if nothing new arrives and every batch completes within
+    /// the interval; otherwise the earliest possible, and later outlooks only move it later.
+    pub fn eta(&self, position: u64) -> Option<Instant> {
+        let wait = self.interval.checked_mul(u32::try_from(position).ok()?)?;
+        self.next_release?.checked_add(wait)
+    }
+
+    /// When the last queued batch is expected to be released; `None` when nothing is queued.
+    pub fn drained_at(&self) -> Option<Instant> {
+        self.queued_total().checked_sub(1).and_then(|last| self.eta(last))
     }
 }
-
-impl<B> PartialOrd for Queued<B> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl<B> PartialEq for Queued<B> {
-    fn eq(&self, other: &Self) -> bool {
-        self.seq == other.seq
-    }
-}
-
-impl<B> Eq for Queued<B> {}
 
 impl<B: Clone> Scheduler<B> {
     pub fn new(interval: Duration) -> Scheduler<B> {
         Scheduler {
             interval,
-            queue: BinaryHeap::new(),
-            queued_batches: 0,
-            next_seq: 0,
-            in_flight: false,
+            levels: Default::default(),
+            submitted: [0; LEVELS],
+            released: [0; LEVELS],
+            in_flight: None,
             last_release: None,
             last_completion: None,
             waiting_since: None,
+            touches: Cell::new(0),
         }
     }
 
@@ -95,63 +171,104 @@ impl<B: Clone> Scheduler<B> {
         self.interval
     }
 
-    /// Queues a run of `len` batches behind every batch of its priority submitted before it.
-    pub fn submit(&mut self, priority: Priority, run: B, len: u32, now: Instant) {
+    /// Queues a run of `len` batches behind every batch of its priority submitted before it, and
+    /// returns the level index of its first batch (see [`Outlook::position`]).
+    pub fn submit(&mut self, priority: Priority, run: B, len: u32, now: Instant) -> u64 {
+        let l = level(priority);
+        let first = self.submitted[l];
         if len == 0 {
-            return;
+            return first;
         }
-        if self.queue.is_empty() {
+        if self.queued() == 0 {
             self.waiting_since = Some(now);
         }
-        self.queue.push(Queued { priority, seq: self.next_seq, run, next: 0, len });
-        self.queued_batches += len as usize;
-        self.next_seq += 1;
+        self.touch();
+        self.levels[l].push_back(Queued { run, next: 0, len, at: now });
+        self.submitted[l] += u64::from(len);
+        first
     }
 
     /// Decides what to do at `now`; on `Release` the batch leaves the queue and is in flight.
     pub fn poll(&mut self, now: Instant) -> Poll<B> {
-        if self.in_flight {
+        if self.in_flight.is_some() {
             return Poll::Busy;
         }
-        if self.queue.is_empty() {
+        let Some(l) = self.head_level() else {
             return Poll::Idle;
-        }
+        };
         let due = self.earliest_release();
         if now < due {
             return Poll::WaitUntil(due);
         }
-        let (run, index) = self.take_head();
-        self.queued_batches -= 1;
-        self.in_flight = true;
+        let (run, index) = self.take_head(l);
+        self.released[l] += 1;
+        self.in_flight = Some(InFlight { run: run.clone(), index, priority: PRIORITY_OF[l], at: now });
         self.last_release = Some(now);
-        self.waiting_since = if self.queue.is_empty() { None } else { Some(now) };
+        self.waiting_since = if self.queued() == 0 { None } else { Some(now) };
         Poll::Release { run, index, due }
     }
 
-    fn take_head(&mut self) -> (B, u32) {
-        let mut head = self.queue.peek_mut().expect("queue checked non-empty");
+    /// The highest level with a batch waiting.
+    fn head_level(&self) -> Option<usize> {
+        (0..LEVELS).rev().find(|&l| self.queued_at(l) > 0)
+    }
+
+    fn take_head(&mut self, l: usize) -> (B, u32) {
+        self.touch();
+        let head = self.levels[l].front_mut().expect("the level has a batch queued");
         let index = head.next;
         head.next += 1;
         if head.next < head.len {
             (head.run.clone(), index)
         } else {
-            (PeekMut::pop(head).run, index)
+            (self.levels[l].pop_front().expect("the head is there").run, index)
         }
     }
 
     /// Records that the batch in flight finished at `now`.
     pub fn complete(&mut self, now: Instant) {
-        self.in_flight = false;
+        self.in_flight = None;
         self.last_completion = Some(now);
     }
 
     /// Batches waiting to be released (the one in flight is not counted).
     pub fn queued(&self) -> usize {
-        self.queued_batches
+        (0..LEVELS).map(|l| self.queued_at(l)).sum::<u64>() as usize
+    }
+
+    fn queued_at(&self, l: usize) -> u64 {
+        self.submitted[l] - self.released[l]
     }
 
     pub fn in_flight(&self) -> bool {
-        self.in_flight
+        self.in_flight.is_some()
+    }
+
+    /// The batch in flight, if any.
+    pub fn in_flight_batch(&self) -> Option<&InFlight<B>> {
+        self.in_flight.as_ref()
+    }
+
+    /// The counters positions and ETAs are computed from, at `now`. O(1): reads no queued run.
+    pub fn outlook(&self, now: Instant) -> Outlook {
+        let next_release = (self.queued() > 0).then(|| self.earliest_release().max(now));
+        Outlook { now, interval: self.interval, next_release, submitted: self.submitted, released: self.released }
+    }
+
+    /// When the oldest batch of `priority` still waiting was submitted. O(1): one queued run.
+    pub fn oldest_waiting(&self, priority: Priority) -> Option<Instant> {
+        self.touch();
+        self.levels[level(priority)].front().map(|q| q.at)
+    }
+
+    /// How many times a queued run has been read or written so far. Lets tests show that a
+    /// lookup's cost does not depend on the length of the queue.
+    pub fn touches(&self) -> u64 {
+        self.touches.get()
+    }
+
+    fn touch(&self) {
+        self.touches.set(self.touches.get() + 1);
     }
 
     fn earliest_release(&self) -> Instant {
@@ -163,6 +280,9 @@ impl<B: Clone> Scheduler<B> {
             .expect("waiting_since is set while the queue is non-empty")
     }
 }
+
+/// The priority of each level, the inverse of [`level`].
+const PRIORITY_OF: [Priority; LEVELS] = [Priority::Low, Priority::Medium, Priority::High];
 
 #[cfg(test)]
 mod tests {
