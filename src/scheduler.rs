@@ -287,11 +287,14 @@ const PRIORITY_OF: [Priority; LEVELS] = [Priority::Low, Priority::Medium, Priori
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     /// Runs a script of `;`-separated steps against a scheduler with a 5 s interval.
     ///
     /// Steps (times in seconds from an origin): `submit NAME PRIO [BATCHES] @T`, `complete @T`,
-    /// `poll @T -> NAME[.INDEX]`, `poll @T -> wait T2`, `poll @T -> busy`, `poll @T -> idle`.
+    /// `poll @T -> NAME[.INDEX]`, `poll @T -> wait T2`, `poll @T -> busy`, `poll @T -> idle`,
+    /// `eta NAME[.INDEX] @T -> POSITION T2` (its position and ETA as seen at T),
+    /// `eta NAME[.INDEX] @T -> none` (released already).
     /// A release also checks that it was late by nothing: the script polls at the due time.
     #[track_caller]
     fn check(script: &str) {
@@ -303,15 +306,32 @@ mod tests {
         let origin = Instant::now();
         let at = |s: &str| origin + Duration::from_secs_f64(s.parse::<f64>().unwrap());
         let mut sched: Scheduler<String> = Scheduler::new(interval);
+        let mut firsts: HashMap<String, (Priority, u64)> = HashMap::new();
         for step in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             let words: Vec<&str> = step.split_whitespace().collect();
             match words.as_slice() {
                 ["submit", name, prio, t] => {
-                    sched.submit(Priority::parse(prio).unwrap(), name.to_string(), 1, at(&t[1..]));
+                    let prio = Priority::parse(prio).unwrap();
+                    let first = sched.submit(prio, name.to_string(), 1, at(&t[1..]));
+                    firsts.insert(name.to_string(), (prio, first));
                 }
                 ["submit", name, prio, len, t] => {
-                    let len = len.parse().unwrap();
-                    sched.submit(Priority::parse(prio).unwrap(), name.to_string(), len, at(&t[1..]));
+                    let (prio, len) = (Priority::parse(prio).unwrap(), len.parse().unwrap());
+                    let first = sched.submit(prio, name.to_string(), len, at(&t[1..]));
+                    firsts.insert(name.to_string(), (prio, first));
+                }
+                ["eta", name, t, "->", expected @ ..] => {
+                    let (run, index) = name.split_once('.').unwrap_or((name, "0"));
+                    let (prio, first) = firsts[run];
+                    let outlook = sched.outlook(at(&t[1..]));
+                    let position = outlook.position(prio, first, index.parse().unwrap());
+                    let got = position.map(|p| (p, outlook.eta(p).unwrap()));
+                    let want = match expected {
+                        ["none"] => None,
+                        [pos, t2] => Some((pos.parse().unwrap(), at(t2))),
+                        _ => panic!("bad step {step:?}"),
+                    };
+                    assert_eq!(got, want, "at step {step:?}");
                 }
                 ["complete", t] => sched.complete(at(&t[1..])),
                 ["poll", t, "->", expected @ ..] => {
@@ -362,6 +382,75 @@ mod tests {
              poll @5.3 -> wait 10; poll @10 -> h.1; complete @10.3;
              poll @10.3 -> wait 15; poll @15 -> m.1; complete @15.3; poll @15.3 -> idle",
         );
+    }
+
+    #[test]
+    fn worked_example_etas_are_the_slots_the_batches_get() {
+        // At T0 [4,5] is due at 5; at T4 the HIGH run takes 5 and 10 and pushes [4,5] to 15.
+        check(
+            "submit m MEDIUM 2 @0; eta m.0 @0 -> 0 0; eta m.1 @0 -> 1 5;
+             poll @0 -> m.0; eta m.0 @0 -> none; eta m.1 @0 -> 0 5; complete @0.3;
+             submit h HIGH 2 @4; eta h.0 @4 -> 0 5; eta h.1 @4 -> 1 10; eta m.1 @4 -> 2 15;
+             poll @5 -> h.0; eta h.1 @5 -> 0 10; eta m.1 @5 -> 1 15; complete @5.3;
+             poll @10 -> h.1; eta m.1 @10 -> 0 15; complete @10.3; poll @15 -> m.1; eta m.1 @15 -> none",
+        );
+    }
+
+    #[test]
+    fn each_higher_batch_pushes_lower_etas_back_one_interval() {
+        check(
+            "submit l LOW 2 @0; submit m MEDIUM 1 @0; poll @0 -> m; complete @1;
+             eta l.0 @2 -> 0 5; eta l.1 @2 -> 1 10;
+             submit m2 MEDIUM 1 @2; eta m2 @2 -> 0 5; eta l.0 @2 -> 1 10; eta l.1 @2 -> 2 15;
+             submit h HIGH 3 @3; eta h.2 @3 -> 2 15; eta m2 @3 -> 3 20; eta l.0 @3 -> 4 25; eta l.1 @3 -> 5 30;
+             submit l2 LOW 1 @3; eta l.1 @3 -> 5 30; eta l2 @3 -> 6 35",
+        );
+    }
+
+    #[test]
+    fn an_eta_is_never_in_the_past_and_a_slow_batch_only_delays_it() {
+        check(
+            "submit a LOW 3 @0; poll @0 -> a.0; eta a.1 @1 -> 0 5; eta a.2 @1 -> 1 10;
+             eta a.1 @7 -> 0 7; eta a.2 @7 -> 1 12; complete @8; eta a.1 @8 -> 0 8; poll @8 -> a.1;
+             eta a.2 @8 -> 0 13",
+        );
+    }
+
+    #[test]
+    fn an_empty_queue_has_no_next_release() {
+        let origin = Instant::now();
+        let mut sched = Scheduler::new(Duration::from_secs(5));
+        let outlook = sched.outlook(origin);
+        assert_eq!((outlook.next_release, outlook.drained_at(), outlook.queued_total()), (None, None, 0));
+        sched.submit(Priority::High, 'a', 2, origin);
+        let _ = sched.poll(origin);
+        let outlook = sched.outlook(origin);
+        assert_eq!(outlook.next_release, Some(origin + Duration::from_secs(5)));
+        assert_eq!(outlook.drained_at(), outlook.next_release);
+    }
+
+    /// The cost the issue asks about: a status lookup copies a fixed set of counters and does
+    /// arithmetic on them, so it reads no queued run however many there are.
+    #[test]
+    fn a_position_costs_the_same_with_a_million_batches_queued_as_with_ten() {
+        let interval = Duration::from_secs(5);
+        let mut touches_per_lookup = Vec::new();
+        for n in [10u64, 1_000_000] {
+            let origin = Instant::now();
+            let mut sched = Scheduler::new(interval);
+            // One run per batch, the worst case for anything that walks the queue.
+            let firsts: Vec<u64> = (0..n).map(|i| sched.submit(Priority::Low, i, 1, origin)).collect();
+            sched.submit(Priority::High, n, 1, origin);
+            assert_eq!(sched.touches(), n + 1, "one touch per submit");
+            let before = sched.touches();
+            let outlook = sched.outlook(origin);
+            let position = outlook.position(Priority::Low, firsts[n as usize - 1], 0);
+            let eta = position.and_then(|p| outlook.eta(p));
+            touches_per_lookup.push(sched.touches() - before);
+            assert_eq!(position, Some(n), "behind the HIGH batch and the other LOW ones");
+            assert_eq!(eta, Some(origin + interval * n as u32));
+        }
+        assert_eq!(touches_per_lookup, [0, 0]);
     }
 
     #[test]
@@ -445,7 +534,123 @@ mod tests {
             Priority::ALL[usize::from(i % 3)]
         }
 
+        type Key = (usize, u32);
+
+        /// An event-by-event simulation that checks every queued batch's position and ETA after
+        /// every event against a brute-force model of the queue.
+        struct Sim {
+            interval: Duration,
+            now: Instant,
+            sched: Scheduler<usize>,
+            /// Per run, in arrival order: its priority and the level index of its first batch.
+            runs: Vec<(Priority, u64)>,
+            /// Every queued batch as (priority, run, index).
+            queued: Vec<(Priority, usize, u32)>,
+            /// The latest ETA seen for each batch.
+            etas: HashMap<Key, Instant>,
+            busy_until: Option<Instant>,
+        }
+
+        impl Sim {
+            fn new() -> Sim {
+                let interval = Duration::from_secs(5);
+                let (now, sched) = (Instant::now(), Scheduler::new(interval));
+                Sim { interval, now, sched, runs: vec![], queued: vec![], etas: HashMap::new(), busy_until: None }
+            }
+
+            /// Positions are the brute-force release order, and no ETA moved earlier.
+            fn check(&mut self) -> Result<(), TestCaseError> {
+                let outlook = self.sched.outlook(self.now);
+                let mut order = self.queued.clone();
+                order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+                for (rank, &(priority, run, index)) in order.iter().enumerate() {
+                    let position = outlook.position(priority, self.runs[run].1, index);
+                    prop_assert_eq!(position, Some(rank as u64));
+                    let eta = outlook.eta(rank as u64).unwrap();
+                    prop_assert!(eta >= self.now, "an ETA in the past");
+                    if let Some(old) = self.etas.insert((run, index), eta) {
+                        prop_assert!(eta >= old, "the ETA of {:?} moved earlier", (run, index));
+                    }
+                }
+                Ok(())
+            }
+
+            /// Submits a run at `now`; each batch of it pushes every lower batch back one interval.
+            fn submit(&mut self, priority: Priority, len: u32) -> Result<(), TestCaseError> {
+                self.check()?;
+                let before = self.etas.clone();
+                let run = self.runs.len();
+                let first = self.sched.submit(priority, run, len, self.now);
+                self.runs.push((priority, first));
+                self.queued.extend((0..len).map(|j| (priority, run, j)));
+                self.check()?;
+                for &(p, r, j) in self.queued.iter().filter(|q| q.1 != run) {
+                    let want = if p < priority { before[&(r, j)] + self.interval * len } else { before[&(r, j)] };
+                    prop_assert_eq!(self.etas[&(r, j)], want, "batch {:?} after a {} run", (r, j), priority);
+                }
+                Ok(())
+            }
+
+            /// Runs the pacer until `until`; each release takes `work`. Returns the releases.
+            fn run_until(&mut self, until: Instant, work: Duration) -> Result<Vec<(Key, Instant)>, TestCaseError> {
+                let mut releases = vec![];
+                loop {
+                    match self.sched.poll(self.now) {
+                        Poll::Release { run, index, due } => {
+                            prop_assert_eq!(due, self.now, "released late in a simulation");
+                            let eta = self.etas[&(run, index)];
+                            prop_assert!(self.now >= eta, "{:?} went before its ETA", (run, index));
+                            self.queued.retain(|q| (q.1, q.2) != (run, index));
+                            self.busy_until = Some(self.now + work);
+                            releases.push(((run, index), self.now));
+                        }
+                        Poll::WaitUntil(t) if t <= until => self.now = t,
+                        Poll::Busy | Poll::Idle | Poll::WaitUntil(_) => match self.busy_until {
+                            Some(t) if t <= until => {
+                                self.now = self.now.max(t);
+                                self.sched.complete(self.now);
+                                self.busy_until = None;
+                            }
+                            _ => break,
+                        },
+                    }
+                    self.check()?;
+                }
+                self.now = self.now.max(until);
+                self.check()?;
+                Ok(releases)
+            }
+        }
+
         proptest! {
+            /// Over random arrivals and processing times (some longer than the interval): every
+            /// position is the batch's place in the real release order, no ETA ever moves
+            /// earlier, no batch goes before its ETA, a HIGH run pushes lower batches back one
+            /// interval per batch, and once arrivals stop and the API keeps up, every batch goes
+            /// exactly at its ETA.
+            #[test]
+            fn etas_only_move_later_and_are_exact_once_arrivals_stop(
+                steps in proptest::collection::vec((0u8..3, 1u32..4, 0u64..12_000, 0u64..9_000), 1..40)
+            ) {
+                let mut sim = Sim::new();
+                for (p, len, gap_ms, work_ms) in steps {
+                    let next_arrival = sim.now + Duration::from_millis(gap_ms);
+                    sim.run_until(next_arrival, Duration::from_millis(work_ms))?;
+                    sim.submit(prio(p), len)?;
+                }
+                // Let a slow batch in flight finish; from then on the API keeps up.
+                let quick = Duration::from_secs(1);
+                if let Some(t) = sim.busy_until {
+                    sim.run_until(t, quick)?;
+                }
+                let promised = sim.etas.clone();
+                let far = sim.now + Duration::from_secs(10_000);
+                for (key, at) in sim.run_until(far, quick)? {
+                    prop_assert_eq!(at, promised[&key], "{:?} did not go at its ETA", key);
+                }
+                prop_assert!(sim.queued.is_empty());
+            }
+
             /// Over random arrivals and processing times, simulated event by event: releases
             /// are never closer than the interval, never overlap, never wait longer than the
             /// rule says, and always take the best (priority, arrival, index) batch queued.
