@@ -35,6 +35,9 @@ fn level(priority: Priority) -> usize {
     }
 }
 
+/// The priority of each level, the inverse of [`level`].
+const PRIORITY_OF: [Priority; LEVELS] = [Priority::Low, Priority::Medium, Priority::High];
+
 /// A priority queue of batches plus the rule that paces their release.
 ///
 /// Batches arrive in runs (an ingestion's batches, which share a priority and are consecutive in
@@ -280,9 +283,6 @@ impl<B: Clone> Scheduler<B> {
             .expect("waiting_since is set while the queue is non-empty")
     }
 }
-
-/// The priority of each level, the inverse of [`level`].
-const PRIORITY_OF: [Priority; LEVELS] = [Priority::Low, Priority::Medium, Priority::High];
 
 #[cfg(test)]
 mod tests {
