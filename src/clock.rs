@@ -59,6 +59,11 @@ impl ManualClock {
         self.origin
     }
 
+    /// The wall-clock time at [`ManualClock::origin`].
+    pub fn origin_wall(&self) -> SystemTime {
+        self.origin_wall
+    }
+
     fn offset(&self) -> Duration {
         Duration::from_nanos(self.offset_nanos.load(Ordering::SeqCst))
     }

@@ -3,7 +3,8 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
@@ -110,6 +111,19 @@ pub struct Ingestion {
     remaining: AtomicU32,
     /// When the last batch completed, in Unix milliseconds; 0 while unfinished.
     completed_at_ms: AtomicU64,
+    /// Set once, by the queue, when the ingestion is submitted.
+    enqueued: OnceLock<Enqueued>,
+}
+
+/// Where and when an ingestion entered the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The level index its first batch has, or would have had: how many batches of its priority
+    /// were submitted before it (see `scheduler::Outlook::position`). For an ingestion restored
+    /// after a restart with some batches already released, it counts those as if submitted
+    /// just before (so it may wrap below zero).
+    pub first: u64,
+    pub at: Instant,
 }
 
 #[derive(Debug)]
@@ -117,6 +131,10 @@ struct BatchState {
     id: Uuid,
     status: AtomicU8,
     attempts: AtomicU8,
+    /// When it was last triggered and when completed, in Unix milliseconds; 0 until then.
+    /// Written before `status`, so a reader that sees the status sees the time.
+    triggered_ms: AtomicU64,
+    completed_ms: AtomicU64,
 }
 
 /// An ingestion as recorded in the journal, to be rebuilt after a restart.
@@ -137,6 +155,8 @@ pub struct BatchRecord {
     pub id: Uuid,
     pub status: BatchStatus,
     pub attempts: u8,
+    /// Unix milliseconds of the last release, 0 if never released.
+    pub triggered_at_ms: u64,
     /// Unix milliseconds of completion, 0 if not completed.
     pub completed_at_ms: u64,
 }
@@ -150,6 +170,8 @@ pub struct BatchView<'a> {
     /// How many times the batch has been released: 0 while waiting, 1 normally, more after a
     /// batch in flight was interrupted by a crash and run again.
     pub attempts: u8,
+    pub triggered_at: Option<SystemTime>,
+    pub completed_at: Option<SystemTime>,
 }
 
 impl Ingestion {
@@ -170,6 +192,7 @@ impl Ingestion {
                 id: Uuid::new_v4(),
                 status: BatchStatus::YetToStart,
                 attempts: 0,
+                triggered_at_ms: 0,
                 completed_at_ms: 0,
             })
             .collect();
@@ -196,6 +219,8 @@ impl Ingestion {
                 id: b.id,
                 status: AtomicU8::new(b.status as u8),
                 attempts: AtomicU8::new(b.attempts),
+                triggered_ms: AtomicU64::new(b.triggered_at_ms),
+                completed_ms: AtomicU64::new(b.completed_at_ms),
             })
             .collect();
         Ingestion {
@@ -208,12 +233,12 @@ impl Ingestion {
             batches,
             remaining: AtomicU32::new(u32::try_from(remaining).unwrap_or(u32::MAX)),
             completed_at_ms: AtomicU64::new(completed_at_ms),
+            enqueued: OnceLock::new(),
         }
     }
 
     /// What the journal needs to rebuild this ingestion as it is now.
     pub fn record(&self) -> IngestionRecord {
-        let completed_at_ms = self.completed_at_ms();
         IngestionRecord {
             id: self.id,
             priority: self.priority,
@@ -222,12 +247,14 @@ impl Ingestion {
             ids: self.ids.to_vec(),
             batch_size: self.batch_size,
             batches: self
-                .batches()
+                .batches
+                .iter()
                 .map(|b| BatchRecord {
-                    id: b.batch_id,
-                    status: b.status,
-                    attempts: b.attempts,
-                    completed_at_ms: if b.status == BatchStatus::Completed { completed_at_ms.unwrap_or(0) } else { 0 },
+                    id: b.id,
+                    status: BatchStatus::from_u8(b.status.load(Ordering::Acquire)),
+                    attempts: b.attempts.load(Ordering::Acquire),
+                    triggered_at_ms: b.triggered_ms.load(Ordering::Acquire),
+                    completed_at_ms: b.completed_ms.load(Ordering::Acquire),
                 })
                 .collect(),
         }
@@ -235,6 +262,21 @@ impl Ingestion {
 
     pub fn ids(&self) -> &[Id] {
         &self.ids
+    }
+
+    /// How many ids it holds, over all its batches.
+    pub fn id_count(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Where and when it entered the queue; `None` until it is submitted.
+    pub fn enqueued(&self) -> Option<Enqueued> {
+        self.enqueued.get().copied()
+    }
+
+    /// Records where it entered the queue. The first call wins: an ingestion is queued once.
+    pub(crate) fn set_enqueued(&self, enqueued: Enqueued) {
+        let _ = self.enqueued.set(enqueued);
     }
 
     pub fn batch_size(&self) -> usize {
@@ -254,11 +296,15 @@ impl Ingestion {
         let state = &self.batches[index];
         let start = index * self.batch_size;
         let end = (start + self.batch_size).min(self.ids.len());
+        // Status first: the times were written before it.
+        let status = BatchStatus::from_u8(state.status.load(Ordering::Acquire));
         BatchView {
             batch_id: state.id,
             ids: &self.ids[start..end],
-            status: BatchStatus::from_u8(state.status.load(Ordering::Acquire)),
+            status,
             attempts: state.attempts.load(Ordering::Acquire),
+            triggered_at: wall(state.triggered_ms.load(Ordering::Acquire)),
+            completed_at: wall(state.completed_ms.load(Ordering::Acquire)),
         }
     }
 
@@ -270,18 +316,24 @@ impl Ingestion {
         BatchStatus::of_ingestion(self.batches().map(|b| b.status))
     }
 
-    /// Marks batch `index` released; returns which attempt this is (1 normally).
-    pub(crate) fn trigger(&self, index: usize) -> u8 {
+    /// Marks batch `index` released at `at_ms`; returns which attempt this is (1 normally).
+    pub(crate) fn trigger(&self, index: usize, at_ms: u64) -> u8 {
         let state = &self.batches[index];
         let attempt = state.attempts.load(Ordering::Acquire).saturating_add(1);
         state.attempts.store(attempt, Ordering::Release);
+        state.triggered_ms.store(at_ms.max(1), Ordering::Release);
         state.status.store(BatchStatus::Triggered as u8, Ordering::Release);
         attempt
     }
 
     /// Marks batch `index` completed at `now_ms`; returns whether the whole ingestion now is.
     pub(crate) fn complete(&self, index: usize, now_ms: u64) -> bool {
-        let previous = self.batches[index].status.swap(BatchStatus::Completed as u8, Ordering::AcqRel);
+        let state = &self.batches[index];
+        if state.status.load(Ordering::Acquire) == BatchStatus::Completed as u8 {
+            return false;
+        }
+        state.completed_ms.store(now_ms.max(1), Ordering::Release);
+        let previous = state.status.swap(BatchStatus::Completed as u8, Ordering::AcqRel);
         if previous == BatchStatus::Completed as u8 {
             return false;
         }
@@ -291,6 +343,10 @@ impl Ingestion {
         }
         finished
     }
+}
+
+fn wall(unix_ms: u64) -> Option<SystemTime> {
+    (unix_ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(unix_ms))
 }
 
 /// A handle to one batch of an ingestion: what the queue releases and the worker runs.
@@ -305,8 +361,8 @@ impl Batch {
         self.ingestion.batch(self.index as usize)
     }
 
-    pub(crate) fn trigger(&self) -> u8 {
-        self.ingestion.trigger(self.index as usize)
+    pub(crate) fn trigger(&self, at_ms: u64) -> u8 {
+        self.ingestion.trigger(self.index as usize, at_ms)
     }
 
     pub(crate) fn complete(&self, now_ms: u64) -> bool {
@@ -365,16 +421,19 @@ mod tests {
     #[test]
     fn transitions_count_attempts_and_finish_once() {
         let ingestion = Ingestion::new(Priority::High, vec![1, 2, 3, 4], 3, 5, Some("k"));
-        assert_eq!(ingestion.trigger(0), 1);
+        assert_eq!(ingestion.trigger(0, 5), 1);
         assert!(!ingestion.complete(0, 10));
-        assert_eq!(ingestion.trigger(1), 1);
-        assert_eq!(ingestion.trigger(1), 2);
+        assert_eq!(ingestion.trigger(1, 11), 1);
+        assert_eq!(ingestion.trigger(1, 12), 2);
         assert_eq!(ingestion.completed_at_ms(), None);
         assert!(ingestion.complete(1, 20));
         assert!(!ingestion.complete(1, 30), "completing twice finishes once");
         assert_eq!(ingestion.completed_at_ms(), Some(20));
         let attempts: Vec<u8> = ingestion.batches().map(|b| b.attempts).collect();
         assert_eq!(attempts, [1, 2]);
+        let triggered: Vec<Option<SystemTime>> = ingestion.batches().map(|b| b.triggered_at).collect();
+        assert_eq!(triggered, [wall(5), wall(12)]);
+        assert_eq!(ingestion.batch(0).completed_at, wall(10));
         let again = Ingestion::restore(ingestion.record());
         assert_eq!(again.record(), ingestion.record());
         assert_eq!(again.completed_at_ms(), Some(20));

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -15,8 +15,8 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::clock::{Clock, ManualClock};
 use crate::log;
 use crate::metrics::Metrics;
-use crate::model::{Batch, BatchStatus, Ingestion};
-use crate::scheduler::{Poll, Scheduler};
+use crate::model::{Batch, BatchStatus, BatchView, Enqueued, Ingestion, Priority};
+use crate::scheduler::{Outlook, Poll, Scheduler};
 
 /// A batch the pacer let go, sent to the worker.
 #[derive(Debug)]
@@ -52,6 +52,8 @@ pub struct Depth {
 
 struct State {
     scheduler: Scheduler<Arc<Ingestion>>,
+    /// Ids waiting to be released, per priority, indexed like [`Priority::ALL`].
+    queued_ids: [u64; 3],
     parked: Option<Parked>,
     stopping: bool,
 }
@@ -71,6 +73,69 @@ struct Shared {
     clock: Arc<dyn Clock>,
     /// Counters and recent history; its own lock, never taken under the queue lock.
     metrics: Metrics,
+    wall: Wall,
+}
+
+/// Maps the clock's [`Instant`]s to wall-clock time, from one pair read together at start, so
+/// the core stays monotonic and the API can still print dates.
+#[derive(Debug, Clone, Copy)]
+struct Wall {
+    instant: Instant,
+    system: SystemTime,
+}
+
+impl Wall {
+    fn at(&self, t: Instant) -> SystemTime {
+        match t.checked_duration_since(self.instant) {
+            Some(after) => self.system + after,
+            None => self.system - (self.instant - t),
+        }
+    }
+}
+
+/// An ingestion's batches and when they go, as of one instant.
+#[derive(Debug)]
+pub struct Timeline<'a> {
+    pub batches: Vec<BatchTimeline<'a>>,
+    /// Derived from `batches`, so the two always agree.
+    pub status: BatchStatus,
+    /// When its last batch is expected to be released (or was, if it is in flight); `None` once
+    /// every batch has completed.
+    pub eta_completed: Option<SystemTime>,
+}
+
+/// One batch of a [`Timeline`].
+#[derive(Debug)]
+pub struct BatchTimeline<'a> {
+    pub view: BatchView<'a>,
+    /// How many batches go before it if nothing new arrives; `None` unless it is yet to start.
+    pub position: Option<u64>,
+    /// Its expected release (see [`Outlook::eta`]); `None` unless it is yet to start.
+    pub eta: Option<Instant>,
+}
+
+/// The whole queue, as of one instant. Built under the queue lock in O(1).
+#[derive(Debug)]
+pub struct QueueReport {
+    pub outlook: Outlook,
+    /// One per priority, in the order of [`Priority::ALL`] (HIGH first).
+    pub levels: Vec<LevelReport>,
+    /// The batch in flight and when it was released.
+    pub in_flight: Option<(Batch, Instant)>,
+}
+
+/// The waiting work of one priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LevelReport {
+    pub priority: Priority,
+    pub batches: u64,
+    pub ids: u64,
+    /// When the oldest batch still waiting was submitted.
+    pub oldest_since: Option<Instant>,
+}
+
+fn level_slot(priority: Priority) -> usize {
+    Priority::ALL.iter().position(|&p| p == priority).expect("ALL lists every priority")
 }
 
 /// The handle every other thread uses: submit work, report completions, read the depth.
@@ -89,12 +154,15 @@ impl Pacer {
     /// Starts the pacer thread. It sends each released batch on `releases`, and stops when told
     /// to or when the receiver is gone.
     pub fn start(interval: Duration, clock: Arc<dyn Clock>, releases: Sender<Release>) -> Pacer {
+        let wall = Wall { instant: clock.now(), system: clock.wall() };
+        let state = State { scheduler: Scheduler::new(interval), queued_ids: [0; 3], parked: None, stopping: false };
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { scheduler: Scheduler::new(interval), parked: None, stopping: false }),
+            state: Mutex::new(state),
             wake: Condvar::new(),
             parked: Condvar::new(),
             clock,
             metrics: Metrics::default(),
+            wall,
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -142,6 +210,7 @@ fn run(shared: &Shared, releases: &Sender<Release>) {
                 let batch = Batch { ingestion: run, index };
                 // The worker marks it triggered, once (in durable mode) that is on disk.
                 let attempt = batch.view().attempts.saturating_add(1);
+                state.queued_ids[level_slot(batch.ingestion.priority)] -= batch.view().ids.len() as u64;
                 let depth = state.depth();
                 let release = Release { batch, due, at: now, at_wall_ms: shared.clock.wall_ms(), attempt };
                 let delivered = MutexGuard::unlocked(&mut state, || {
@@ -186,8 +255,10 @@ impl Queue {
         }
         self.change(|state, now| {
             for ingestion in ingestions {
-                let (priority, len) = (ingestion.priority, batch_count(&ingestion));
-                state.scheduler.submit(priority, ingestion, len, now);
+                let (priority, len, ids) = (ingestion.priority, batch_count(&ingestion), ingestion.id_count() as u64);
+                let first = state.scheduler.submit(priority, Arc::clone(&ingestion), len, now);
+                ingestion.set_enqueued(Enqueued { first, at: now });
+                state.queued_ids[level_slot(priority)] += ids;
             }
         });
     }
@@ -223,13 +294,17 @@ impl Queue {
                 state.scheduler.restore_last_release(now.checked_sub(ago).unwrap_or(now));
             }
             for batch in reruns {
-                state.scheduler.rerun(batch.ingestion, batch.index, now);
+                let priority = batch.ingestion.priority;
+                state.queued_ids[level_slot(priority)] += batch.view().ids.len() as u64;
+                state.scheduler.rerun(priority, batch.ingestion, batch.index, now);
             }
             for ingestion in queued {
-                let len = batch_count(&ingestion);
+                let (priority, len) = (ingestion.priority, batch_count(&ingestion));
                 let first = ingestion.batches().take_while(|b| b.status != BatchStatus::YetToStart).count();
-                let priority = ingestion.priority;
-                state.scheduler.submit_from(priority, ingestion, first as u32, len, now);
+                let waiting: usize = ingestion.batches().skip(first).map(|b| b.ids.len()).sum();
+                state.queued_ids[level_slot(priority)] += waiting as u64;
+                let level_first = state.scheduler.submit_from(priority, Arc::clone(&ingestion), first as u32, len, now);
+                ingestion.set_enqueued(Enqueued { first: level_first, at: now });
             }
         });
     }
@@ -263,6 +338,63 @@ impl Queue {
 
     pub fn interval(&self) -> Duration {
         self.shared.state.lock().scheduler.interval()
+    }
+
+    /// The counters positions and ETAs come from, now. Holds the queue lock for O(1) work.
+    pub fn outlook(&self) -> Outlook {
+        let state = self.shared.state.lock();
+        state.scheduler.outlook(self.shared.clock.now())
+    }
+
+    /// `ingestion`'s batches with their positions and ETAs. Takes the queue lock once, briefly,
+    /// to copy the counters; never walks the queue, so it costs the same with a million batches
+    /// queued as with ten.
+    pub fn timeline<'a>(&self, ingestion: &'a Ingestion) -> Timeline<'a> {
+        // Counters first, statuses second. A batch released before the counters were copied was
+        // marked triggered under the same lock, so it cannot read as yet to start; one that
+        // reads as yet to start is one the counters still count as queued.
+        let outlook = self.outlook();
+        let enqueued = ingestion.enqueued();
+        let batches: Vec<BatchTimeline<'a>> = ingestion
+            .batches()
+            .zip(0u32..)
+            .map(|(view, index)| {
+                let position = match (view.status, enqueued) {
+                    (BatchStatus::YetToStart, Some(e)) => outlook.position(ingestion.priority, e.first, index),
+                    _ => None,
+                };
+                BatchTimeline { view, position, eta: position.and_then(|p| outlook.eta(p)) }
+            })
+            .collect();
+        let status = BatchStatus::of_ingestion(batches.iter().map(|b| b.view.status));
+        let eta_completed = match (status, batches.last()) {
+            (BatchStatus::Completed, _) | (_, None) => None,
+            (_, Some(last)) => last.eta.map(|t| self.shared.wall.at(t)).or(last.view.triggered_at),
+        };
+        Timeline { batches, status, eta_completed }
+    }
+
+    /// Everything `GET /queue` shows, copied under the queue lock in O(1).
+    pub fn report(&self) -> QueueReport {
+        let state = self.shared.state.lock();
+        let outlook = state.scheduler.outlook(self.shared.clock.now());
+        let levels = Priority::ALL
+            .into_iter()
+            .map(|priority| LevelReport {
+                priority,
+                batches: outlook.queued(priority),
+                ids: state.queued_ids[level_slot(priority)],
+                oldest_since: state.scheduler.oldest_waiting(priority),
+            })
+            .collect();
+        let in_flight =
+            state.scheduler.in_flight_batch().map(|f| (Batch { ingestion: Arc::clone(&f.run), index: f.index }, f.at));
+        QueueReport { outlook, levels, in_flight }
+    }
+
+    /// The wall-clock time of one of the queue's instants.
+    pub fn wall_time(&self, t: Instant) -> SystemTime {
+        self.shared.wall.at(t)
     }
 
     /// Moves a manual clock forward and wakes the pacer, under the lock, so no wake-up is lost.

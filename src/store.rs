@@ -150,7 +150,7 @@ mod tests {
         let waiting = Arc::new(Ingestion::new(Priority::Low, vec![2], 3, 0, None));
         store.insert(Arc::clone(&done));
         store.insert(Arc::clone(&waiting));
-        done.trigger(0);
+        done.trigger(0, 500);
         done.complete(0, 1_000);
         assert!(store.get(&done.id, 11_000).is_some());
         assert!(store.get(&done.id, 11_001).is_none());

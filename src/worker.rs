@@ -127,7 +127,7 @@ fn run(
         let (ingestion_id, batch) = (release.batch.ingestion.id, release.batch.index);
         let triggered = Record::Triggered { ingestion_id, batch, attempt: release.attempt, at_ms: release.at_wall_ms };
         save(journal, triggered, &release.batch, |b| {
-            b.trigger();
+            b.trigger(release.at_wall_ms);
         });
         for &id in release.batch.view().ids {
             match api.fetch(id) {

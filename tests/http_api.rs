@@ -238,3 +238,157 @@ fn sixteen_clients_posting_at_once_all_get_their_ingestions() {
         assert_eq!(&got, ids, "ingestion {id}");
     }
 }
+
+/// Milliseconds since the Unix epoch of an RFC 3339 UTC time as the API writes it
+/// (`YYYY-MM-DDTHH:MM:SS.mmmZ`); panics on anything else.
+#[track_caller]
+fn rfc3339_millis(value: &Value) -> i64 {
+    let text = value.as_str().unwrap_or_else(|| panic!("{value} is not a string"));
+    let b = text.as_bytes();
+    let shape_ok = b.len() == 24
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            4 | 7 => c == b'-',
+            10 => c == b'T',
+            13 | 16 => c == b':',
+            19 => c == b'.',
+            23 => c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    assert!(shape_ok, "{text:?} is not RFC 3339 UTC with milliseconds");
+    let num = |range: std::ops::Range<usize>| text[range].parse::<i64>().unwrap();
+    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
+    // Days from the civil date (Hinnant), so times compare across midnight.
+    let y = if m <= 2 { y - 1 } else { y };
+    let (era, yoe) = (y.div_euclid(400), y.rem_euclid(400));
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    ((days * 24 + num(11..13)) * 60 + num(14..16)) * 60_000 + num(17..19) * 1000 + num(20..23)
+}
+
+const BATCH_FIELDS: [&str; 8] =
+    ["batch_id", "ids", "status", "attempts", "position", "eta", "triggered_at", "completed_at"];
+
+#[test]
+fn rfc3339_millis_reads_what_the_api_writes() {
+    assert_eq!(rfc3339_millis(&json!("1970-01-01T00:00:00.000Z")), 0);
+    assert_eq!(rfc3339_millis(&json!("2000-02-29T00:00:00.000Z")), 951_782_400_000);
+    assert_eq!(rfc3339_millis(&json!("2027-01-01T00:00:00.123Z")), 1_798_761_600_123);
+}
+
+#[test]
+fn status_positions_and_etas_match_the_order_and_times_of_release() {
+    let interval_ms = 400;
+    let server = Server::start(&["--interval", "400ms", "--fetch-delay", "1ms"]);
+    let low = server.ingest(&[1, 2, 3, 4, 5, 6], "LOW");
+    let medium = server.ingest(&[7, 8, 9, 10, 11, 12], "MEDIUM");
+    let high = server.ingest(&[13, 14, 15], "HIGH");
+
+    // Every yet-to-start batch as (ids, position, eta in ms), from one status answer each.
+    let mut promised: Vec<(Value, u64, i64)> = Vec::new();
+    for id in [&low, &medium, &high] {
+        let status = server.status(id);
+        assert!(status["eta_completed"].is_string(), "unfinished, so it has an eta_completed: {status}");
+        let mut slots = Vec::new();
+        for batch in status["batches"].as_array().unwrap() {
+            let keys: Vec<&String> = batch.as_object().unwrap().keys().collect();
+            assert_eq!(keys.len(), BATCH_FIELDS.len(), "{batch}");
+            assert!(BATCH_FIELDS.iter().all(|f| batch.get(f).is_some()), "{batch}");
+            if batch["status"] == "yet_to_start" {
+                assert!(batch["triggered_at"].is_null() && batch["completed_at"].is_null(), "{batch}");
+                let (position, eta) = (batch["position"].as_u64().unwrap(), rfc3339_millis(&batch["eta"]));
+                slots.push(eta - position as i64 * interval_ms);
+                promised.push((batch["ids"].clone(), position, eta));
+            } else {
+                assert!(batch["position"].is_null() && batch["eta"].is_null(), "{batch}");
+                rfc3339_millis(&batch["triggered_at"]);
+            }
+        }
+        // Within one answer, ETAs are one next slot plus a whole interval per position.
+        assert!(slots.windows(2).all(|w| w[0] == w[1]), "{status}");
+        let last = status["batches"].as_array().unwrap().last().unwrap();
+        assert_eq!(status["eta_completed"], last["eta"].as_str().map_or(last["triggered_at"].clone(), |e| json!(e)));
+    }
+    assert_eq!(promised.len(), 4, "all but the first LOW batch wait");
+
+    let done = wait_for("every batch to complete", Duration::from_secs(10), || {
+        let all = [&low, &medium, &high].map(|id| server.status(id));
+        all.iter().all(|s| s["status"] == "completed").then_some(all)
+    });
+    // Each batch as (ids, triggered_at, completed_at).
+    let mut released: Vec<(Value, i64, i64)> = Vec::new();
+    for status in &done {
+        assert_eq!(status["eta_completed"], Value::Null);
+        for batch in status["batches"].as_array().unwrap() {
+            assert!(batch["position"].is_null() && batch["eta"].is_null(), "{batch}");
+            let (triggered, completed) =
+                (rfc3339_millis(&batch["triggered_at"]), rfc3339_millis(&batch["completed_at"]));
+            assert!(completed >= triggered, "{batch}");
+            released.push((batch["ids"].clone(), triggered, completed));
+        }
+    }
+    released.sort_by_key(|r| r.1);
+    let release_order: Vec<&Value> = released.iter().map(|r| &r.0).collect();
+    assert_eq!(
+        release_order,
+        [&json!([1, 2, 3]), &json!([13, 14, 15]), &json!([7, 8, 9]), &json!([10, 11, 12]), &json!([4, 5, 6])]
+    );
+    promised.sort_by_key(|p| p.2);
+    let eta_order: Vec<&Value> = promised.iter().map(|p| &p.0).collect();
+    assert_eq!(eta_order, release_order[1..], "ETAs order the batches as they were released");
+    for (ids, _, eta) in &promised {
+        let triggered = released.iter().find(|r| &r.0 == ids).unwrap().1;
+        assert!(triggered >= *eta, "{ids} went at {triggered}, before its ETA {eta}");
+        assert!(triggered - eta < interval_ms, "{ids} went {} ms after its ETA", triggered - eta);
+    }
+}
+
+#[test]
+fn queue_shows_waiting_work_per_priority_the_batch_in_flight_and_the_drain_time() {
+    // The first batch stays in flight for the whole test.
+    let server = Server::start(&["--interval", "1h", "--fetch-delay", "1h"]);
+    let empty = server.get("/queue");
+    assert_eq!(empty.status, 200);
+    assert_eq!(
+        (&empty.json["queued_batches"], &empty.json["next_release_at"], &empty.json["drain_seconds"]),
+        (&json!(0), &Value::Null, &json!(0.0))
+    );
+    assert_eq!(empty.json["in_flight"], Value::Null);
+
+    let low = server.ingest(&[1, 2, 3, 4], "LOW");
+    server.ingest(&[5, 6, 7, 8, 9, 10, 11], "HIGH");
+    let queue = server.get("/queue/").json;
+    let levels: Vec<(&Value, &Value, &Value)> = queue["priorities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (&l["priority"], &l["queued_batches"], &l["queued_ids"]))
+        .collect();
+    let want = [
+        (json!("HIGH"), json!(3), json!(7)),
+        (json!("MEDIUM"), json!(0), json!(0)),
+        (json!("LOW"), json!(1), json!(1)),
+    ];
+    assert_eq!(levels, want.iter().map(|(p, b, i)| (p, b, i)).collect::<Vec<_>>());
+    assert_eq!(
+        (&queue["queued_batches"], &queue["queued_ids"], &queue["interval_seconds"]),
+        (&json!(4), &json!(8), &json!(3600.0))
+    );
+    assert!(queue["priorities"][1]["oldest_waiting_seconds"].is_null());
+    for level in [0, 2] {
+        assert!(queue["priorities"][level]["oldest_waiting_seconds"].as_f64().unwrap() >= 0.0, "{queue}");
+        rfc3339_millis(&queue["priorities"][level]["oldest_waiting_since"]);
+    }
+    // The first LOW batch went at once and is still in flight; the rest wait an hour each.
+    assert_eq!(queue["in_flight"]["ingestion_id"], low.as_str());
+    assert_eq!((&queue["in_flight"]["ids"], &queue["in_flight"]["priority"]), (&json!([1, 2, 3]), &json!("LOW")));
+    let next = rfc3339_millis(&queue["next_release_at"]);
+    assert_eq!(rfc3339_millis(&queue["drained_at"]) - next, 3 * 3_600_000);
+    let drain = queue["drain_seconds"].as_f64().unwrap();
+    assert!((4.0 * 3600.0 - 5.0..=4.0 * 3600.0).contains(&drain), "{drain}");
+    let wait = next - rfc3339_millis(&queue["now"]);
+    assert!(
+        (3_600_000 - 5_000..=3_600_000).contains(&wait),
+        "the next slot is an hour after the first release: {wait}"
+    );
+    assert_eq!(server.request("POST", "/queue").allow.as_deref(), Some("GET, HEAD"));
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use ingestd::clock::unix_ms;
 use ingestd::{ApiError, ApiResponse, App, BatchStatus, Clock, ExternalApi, Id, ManualClock, Pacing, Parked, Priority};
 
 /// An external API that reports each call, with the manual clock's time, and optionally
@@ -83,6 +84,26 @@ impl Rig {
         let want: Vec<(Id, Instant)> = ids.iter().map(|&id| (id, self.at(secs))).collect();
         assert_eq!(got, want);
         assert!(self.calls.try_recv().is_err(), "more calls than {ids:?}");
+    }
+
+    /// Each batch's `(position, eta)` while yet to start, else `None`, and the ingestion's
+    /// `eta_completed`.
+    fn etas(&self, id: uuid::Uuid) -> (Vec<Option<(u64, Instant)>>, Option<u64>) {
+        let ingestion = self.app.ingestion(&id).unwrap();
+        let timeline = self.app.queue().timeline(&ingestion);
+        let etas = timeline.batches.iter().map(|b| b.position.zip(b.eta)).collect();
+        (etas, timeline.eta_completed.map(unix_ms))
+    }
+
+    /// Each batch's `(triggered_at, completed_at)`, in Unix milliseconds.
+    fn times(&self, id: uuid::Uuid) -> Vec<(Option<u64>, Option<u64>)> {
+        let ingestion = self.app.ingestion(&id).unwrap();
+        ingestion.batches().map(|b| (b.triggered_at.map(unix_ms), b.completed_at.map(unix_ms))).collect()
+    }
+
+    /// `secs` after the origin on the wall clock, in Unix milliseconds.
+    fn ms(&self, secs: f64) -> u64 {
+        unix_ms(self.clock.origin_wall() + Duration::from_secs_f64(secs))
     }
 
     #[track_caller]
@@ -187,4 +208,92 @@ fn shutdown_finishes_the_batch_in_flight_and_releases_nothing_more() {
     let statuses: Vec<BatchStatus> = ingestion.batches().map(|b| b.status).collect();
     assert_eq!(statuses, [BatchStatus::Completed, BatchStatus::YetToStart]);
     assert_eq!(rig.calls.try_iter().map(|c| c.0).collect::<Vec<_>>(), [2, 3]);
+}
+
+#[test]
+fn worked_example_etas_are_the_slots_the_batches_then_get() {
+    let rig = Rig::new(false);
+    let medium = rig.ingest(Priority::Medium, vec![1, 2, 3, 4, 5]);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(5.0)));
+    assert_eq!(rig.etas(medium), (vec![None, Some((0, rig.at(5.0)))], Some(rig.ms(5.0))));
+    assert_eq!(rig.times(medium)[0], (Some(rig.ms(0.0)), Some(rig.ms(0.0))));
+
+    rig.advance_to(4.0);
+    let high = rig.ingest(Priority::High, vec![6, 7, 8, 9]);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(5.0)));
+    let at_t4 = [rig.etas(high), rig.etas(medium)];
+    assert_eq!(at_t4[0], (vec![Some((0, rig.at(5.0))), Some((1, rig.at(10.0)))], Some(rig.ms(10.0))));
+    assert_eq!(at_t4[1], (vec![None, Some((2, rig.at(15.0)))], Some(rig.ms(15.0))));
+
+    for secs in [5.0, 10.0, 15.0] {
+        rig.advance_to(secs);
+        rig.settle();
+    }
+    let calls: Vec<(Id, Instant)> = (0..9).map(|_| rig.next_call()).collect();
+    let want = [(1, 0.), (2, 0.), (3, 0.), (6, 5.), (7, 5.), (8, 5.), (9, 10.), (4, 15.), (5, 15.)];
+    assert_eq!(calls, want.map(|(id, secs)| (id, rig.at(secs))));
+    // Every batch was triggered exactly at the ETA it had at T4.
+    let triggered = |id| rig.times(id).iter().map(|t| t.0.unwrap()).collect::<Vec<_>>();
+    assert_eq!(triggered(high), [rig.ms(5.0), rig.ms(10.0)]);
+    assert_eq!(triggered(medium), [rig.ms(0.0), rig.ms(15.0)]);
+    assert_eq!(rig.etas(medium), (vec![None, None], None));
+    rig.app.shutdown(PATIENCE);
+}
+
+#[test]
+fn each_high_batch_pushes_every_lower_eta_back_one_interval() {
+    let rig = Rig::new(false);
+    rig.ingest(Priority::Low, vec![1]);
+    assert_eq!(rig.settle(), Parked::Idle);
+    let low = rig.ingest(Priority::Low, vec![2, 3, 4, 5, 6, 7]);
+    let medium = rig.ingest(Priority::Medium, vec![8, 9, 10, 11]);
+    rig.advance_to(1.0);
+    let before = [rig.etas(low), rig.etas(medium)];
+    assert_eq!(before[1].0, [Some((0, rig.at(5.0))), Some((1, rig.at(10.0)))]);
+    assert_eq!(before[0].0, [Some((2, rig.at(15.0))), Some((3, rig.at(20.0)))]);
+
+    let high = rig.ingest(Priority::High, vec![12, 13, 14, 15, 16, 17, 18]);
+    assert_eq!(rig.etas(high).0, [Some((0, rig.at(5.0))), Some((1, rig.at(10.0))), Some((2, rig.at(15.0)))]);
+    let pushed = |(etas, done): (Vec<Option<(u64, Instant)>>, Option<u64>)| {
+        let etas = etas.into_iter().map(|e| e.map(|(p, t)| (p + 3, t + 3 * SEC * 5))).collect::<Vec<_>>();
+        (etas, done.map(|t| t + 15_000))
+    };
+    assert_eq!([rig.etas(low), rig.etas(medium)], before.map(pushed));
+    rig.app.shutdown(PATIENCE);
+}
+
+#[test]
+fn the_queue_report_counts_what_waits_and_what_is_in_flight() {
+    let rig = Rig::new(true);
+    let first = rig.ingest(Priority::Low, vec![1, 2, 3, 4]);
+    assert_eq!(rig.next_call(), (1, rig.at(0.0)));
+    rig.advance_to(2.0);
+    rig.ingest(Priority::High, vec![5, 6, 7, 8, 9]);
+    rig.advance_to(3.0);
+    let report = rig.app.queue().report();
+    let levels: Vec<_> = report.levels.iter().map(|l| (l.priority, l.batches, l.ids, l.oldest_since)).collect();
+    assert_eq!(
+        levels,
+        [
+            (Priority::High, 2, 5, Some(rig.at(2.0))),
+            (Priority::Medium, 0, 0, None),
+            (Priority::Low, 1, 1, Some(rig.at(0.0))),
+        ]
+    );
+    let (batch, at) = report.in_flight.as_ref().unwrap();
+    assert_eq!((batch.ingestion.id, batch.index, *at), (first, 0, rig.at(0.0)));
+    assert_eq!(report.outlook.next_release, Some(rig.at(5.0)));
+    assert_eq!(report.outlook.drained_at(), Some(rig.at(15.0)));
+    // The batch in flight outlasts the interval: the next slot is now, and moves with time.
+    rig.advance_to(6.0);
+    assert_eq!(rig.app.queue().report().outlook.next_release, Some(rig.at(6.0)));
+    for _ in 0..3 {
+        rig.gate.as_ref().unwrap().send(()).unwrap();
+    }
+    assert_eq!([rig.next_call(), rig.next_call(), rig.next_call()], [2, 3, 5].map(|id| (id, rig.at(6.0))));
+    assert_eq!(rig.app.queue().report().in_flight.unwrap().0.ingestion.priority, Priority::High);
+    for _ in 0..3 {
+        rig.gate.as_ref().unwrap().send(()).unwrap();
+    }
+    rig.app.shutdown(PATIENCE);
 }

@@ -3,6 +3,8 @@
 //! Runs on the HTTP handler threads. Knows JSON and status codes; knows nothing of sockets
 //! (that is `server.rs`) nor of queues and clocks (that is the core, behind [`App`]).
 
+use std::time::{Duration, Instant, SystemTime};
+
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -12,6 +14,8 @@ use super::limits::Limits;
 use super::pages;
 use crate::app::{App, IngestError};
 use crate::model::{BatchStatus, Id, Ingestion};
+use crate::pacer::{Queue, QueueReport};
+use crate::rfc3339;
 
 /// What to answer: a status code and a body (JSON unless a page says otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,12 +60,15 @@ struct Accepted {
     ingestion_id: Uuid,
 }
 
+/// Times are RFC 3339 UTC strings; every field is always present, `null` where it does not apply.
 #[derive(Serialize)]
 pub(super) struct StatusBody<'a> {
     ingestion_id: Uuid,
     #[serde(serialize_with = "status_name")]
     status: BatchStatus,
     batches: Vec<BatchBody<'a>>,
+    /// The expected release of the last batch, while the ingestion is not completed.
+    eta_completed: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -71,12 +78,56 @@ struct BatchBody<'a> {
     #[serde(serialize_with = "status_name")]
     status: BatchStatus,
     attempts: u8,
+    /// Batches released before this one if nothing new arrives; only while yet to start.
+    position: Option<u64>,
+    /// Expected release; only while yet to start.
+    eta: Option<String>,
+    triggered_at: Option<String>,
+    completed_at: Option<String>,
+}
+
+/// `GET /queue`. Durations are in seconds.
+#[derive(Serialize)]
+struct QueueBody {
+    now: String,
+    interval_seconds: f64,
+    queued_batches: u64,
+    queued_ids: u64,
+    /// One entry per priority, HIGH first.
+    priorities: Vec<LevelBody>,
+    in_flight: Option<InFlightBody>,
+    /// When the next batch can go at the earliest; `null` when nothing is queued.
+    next_release_at: Option<String>,
+    /// Time until the last queued batch is released at one batch per interval; 0 when empty.
+    drain_seconds: f64,
+    /// When the last queued batch is expected to be released; `null` when nothing is queued.
+    drained_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct LevelBody {
+    priority: &'static str,
+    queued_batches: u64,
+    queued_ids: u64,
+    /// How long the oldest batch of this priority has waited; `null` when none waits.
+    oldest_waiting_seconds: Option<f64>,
+    oldest_waiting_since: Option<String>,
+}
+
+#[derive(Serialize)]
+struct InFlightBody {
+    batch_id: Uuid,
+    ingestion_id: Uuid,
+    priority: &'static str,
+    ids: Vec<Id>,
+    triggered_at: String,
 }
 
 /// The routes, so that a path can be told apart from a method it does not take.
 enum Route<'a> {
     Ingest,
     Status(&'a str),
+    Queue,
     Health,
     Page(pages::Page),
 }
@@ -85,7 +136,7 @@ impl Route<'_> {
     fn allow(&self) -> &'static str {
         match self {
             Route::Ingest => "POST",
-            Route::Status(_) | Route::Health | Route::Page(_) => "GET, HEAD",
+            Route::Status(_) | Route::Queue | Route::Health | Route::Page(_) => "GET, HEAD",
         }
     }
 
@@ -94,6 +145,7 @@ impl Route<'_> {
         match self {
             Route::Ingest => "/ingest",
             Route::Status(_) => "/status/{ingestion_id}",
+            Route::Queue => "/queue",
             Route::Health => "/health",
             Route::Page(page) => page.path(),
         }
@@ -110,6 +162,7 @@ fn route(path: &str) -> Option<Route<'_>> {
     match path {
         "/ingest" => Some(Route::Ingest),
         "/health" => Some(Route::Health),
+        "/queue" => Some(Route::Queue),
         _ => pages::Page::at(path)
             .map(Route::Page)
             .or_else(|| path.strip_prefix("/status/").filter(|id| !id.contains('/')).map(Route::Status)),
@@ -156,8 +209,8 @@ fn dispatch(
     }
     let route = route(url).ok_or_else(|| {
         ApiError::NotFound(format!(
-            "there is no route {}; the API has POST /ingest, GET /status/<ingestion_id> and GET /health \
-             (see GET /docs)",
+            "there is no route {}; the API has POST /ingest, GET /status/<ingestion_id>, GET /queue and \
+             GET /health (see GET /docs)",
             shorten(url)
         ))
     })?;
@@ -187,8 +240,9 @@ fn dispatch(
                 .ok()
                 .and_then(|id| app.ingestion(&id))
                 .ok_or_else(|| ApiError::NotFound(format!("unknown or expired ingestion {}", shorten(id))))?;
-            Ok(Reply::json(200, &status_body(&ingestion)))
+            Ok(Reply::json(200, &status_body(app.queue(), &ingestion)))
         }
+        Route::Queue => Ok(Reply::json(200, &queue_body(app.queue(), &app.queue().report()))),
         Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
         Route::Page(page) => Ok(pages::render(app, page)),
     }
@@ -202,14 +256,73 @@ fn check_idempotency_key(key: &str) -> Result<&str, ApiError> {
     Ok(key)
 }
 
-pub(super) fn status_body(ingestion: &Ingestion) -> StatusBody<'_> {
-    let batches: Vec<BatchBody<'_>> = ingestion
-        .batches()
-        .map(|b| BatchBody { batch_id: b.batch_id, ids: b.ids, status: b.status, attempts: b.attempts })
+pub(super) fn status_body<'a>(queue: &Queue, ingestion: &'a Ingestion) -> StatusBody<'a> {
+    // One snapshot of the batches; the ingestion's status is derived from it, so they agree.
+    let timeline = queue.timeline(ingestion);
+    let time = |t: Option<Instant>| t.map(|t| rfc3339::format(queue.wall_time(t)));
+    let wall = |t: Option<SystemTime>| t.map(rfc3339::format);
+    let batches = timeline
+        .batches
+        .into_iter()
+        .map(|b| BatchBody {
+            batch_id: b.view.batch_id,
+            ids: b.view.ids,
+            status: b.view.status,
+            attempts: b.view.attempts,
+            position: b.position,
+            eta: time(b.eta),
+            triggered_at: wall(b.view.triggered_at),
+            completed_at: wall(b.view.completed_at),
+        })
         .collect();
-    // Derived from this one snapshot of the batches, so the two always agree.
-    let status = BatchStatus::of_ingestion(batches.iter().map(|b| b.status));
-    StatusBody { ingestion_id: ingestion.id, status, batches }
+    StatusBody {
+        ingestion_id: ingestion.id,
+        status: timeline.status,
+        batches,
+        eta_completed: wall(timeline.eta_completed),
+    }
+}
+
+fn queue_body(queue: &Queue, report: &QueueReport) -> QueueBody {
+    let outlook = &report.outlook;
+    let time = |t: Instant| rfc3339::format(queue.wall_time(t));
+    let priorities = report
+        .levels
+        .iter()
+        .map(|level| LevelBody {
+            priority: level.priority.as_str(),
+            queued_batches: level.batches,
+            queued_ids: level.ids,
+            oldest_waiting_seconds: level.oldest_since.map(|t| seconds(outlook.now.saturating_duration_since(t))),
+            oldest_waiting_since: level.oldest_since.map(time),
+        })
+        .collect();
+    let in_flight = report.in_flight.as_ref().map(|(batch, at)| {
+        let view = batch.view();
+        InFlightBody {
+            batch_id: view.batch_id,
+            ingestion_id: batch.ingestion.id,
+            priority: batch.ingestion.priority.as_str(),
+            ids: view.ids.to_vec(),
+            triggered_at: time(*at),
+        }
+    });
+    let drained_at = outlook.drained_at();
+    QueueBody {
+        now: time(outlook.now),
+        interval_seconds: seconds(outlook.interval),
+        queued_batches: outlook.queued_total(),
+        queued_ids: report.levels.iter().map(|l| l.ids).sum(),
+        priorities,
+        in_flight,
+        next_release_at: outlook.next_release.map(time),
+        drain_seconds: drained_at.map_or(0.0, |t| seconds(t.saturating_duration_since(outlook.now))),
+        drained_at: drained_at.map(time),
+    }
+}
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
 }
 
 fn status_name<S: serde::Serializer>(status: &BatchStatus, serializer: S) -> Result<S::Ok, S::Error> {

@@ -149,7 +149,7 @@ fn dashboard(app: &App) -> serde_json::Value {
         next_release_in_ms: next_release.map(|due| millis(due.saturating_duration_since(now))),
         ingestions: ingestions
             .iter()
-            .map(|i| RecentIngestion { priority: i.priority.as_str(), status: status_body(i) })
+            .map(|i| RecentIngestion { priority: i.priority.as_str(), status: status_body(app.queue(), i) })
             .collect(),
         totals: Totals {
             ingestions: all.iter().map(|t| t.ingestions).sum(),

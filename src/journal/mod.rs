@@ -260,7 +260,7 @@ impl Writer {
                     // is in memory is never behind what is on disk.
                     Op::Transition(Record::Triggered { at_ms, .. }, batch, _) => {
                         self.last_release_ms = self.last_release_ms.max(Some(*at_ms));
-                        batch.trigger();
+                        batch.trigger(*at_ms);
                     }
                     Op::Transition(Record::Completed { at_ms, .. }, batch, _) => {
                         batch.complete(*at_ms);

@@ -45,6 +45,8 @@ pub struct BatchState {
     pub status: u8,
     pub attempts: u8,
     #[serde(default)]
+    pub triggered_at_ms: u64,
+    #[serde(default)]
     pub completed_at_ms: u64,
 }
 
@@ -65,6 +67,7 @@ impl Record {
                     .map(|b| BatchState {
                         status: b.status as u8,
                         attempts: b.attempts,
+                        triggered_at_ms: b.triggered_at_ms,
                         completed_at_ms: b.completed_at_ms,
                     })
                     .collect()
@@ -108,7 +111,7 @@ pub fn ingestion_of(record: Record) -> Result<IngestionRecord, String> {
     let states = match batches {
         Some(states) if states.len() != batch_ids.len() => return Err("it has the wrong number of batch states".into()),
         Some(states) => states,
-        None => vec![BatchState { status: 0, attempts: 0, completed_at_ms: 0 }; batch_ids.len()],
+        None => vec![BatchState { status: 0, attempts: 0, triggered_at_ms: 0, completed_at_ms: 0 }; batch_ids.len()],
     };
     let batches = batch_ids
         .into_iter()
@@ -121,6 +124,7 @@ pub fn ingestion_of(record: Record) -> Result<IngestionRecord, String> {
                 _ => BatchStatus::Completed,
             },
             attempts: s.attempts,
+            triggered_at_ms: s.triggered_at_ms,
             completed_at_ms: s.completed_at_ms,
         })
         .collect();
@@ -188,14 +192,16 @@ mod tests {
     #[test]
     fn ingest_records_keep_everything() {
         let ingestion = crate::model::Ingestion::new(Priority::Low, vec![1, 2, 3, 4], 3, 42, Some("key-1"));
-        ingestion.trigger(0);
+        ingestion.trigger(0, 3);
         for with_state in [false, true] {
             let mut line = Vec::new();
             Record::ingest(&ingestion.record(), with_state).encode(&mut line);
             let back = ingestion_of(Record::decode(&line[..line.len() - 1]).unwrap()).unwrap();
             let mut expected = ingestion.record();
             if !with_state {
-                expected.batches.iter_mut().for_each(|b| (b.status, b.attempts) = (BatchStatus::YetToStart, 0));
+                expected.batches.iter_mut().for_each(|b| {
+                    (b.status, b.attempts, b.triggered_at_ms) = (BatchStatus::YetToStart, 0, 0);
+                });
             }
             assert_eq!(back, expected);
         }

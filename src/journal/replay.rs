@@ -77,6 +77,7 @@ fn apply(state: &mut Recovered, index: &mut HashMap<Uuid, usize>, record: Record
             let batch = batch_of(state, index, &ingestion_id, b)?;
             batch.status = BatchStatus::Triggered;
             batch.attempts = attempt;
+            batch.triggered_at_ms = at_ms;
             state.last_release_ms = state.last_release_ms.max(Some(at_ms));
         }
         Record::Completed { ingestion_id, batch: b, at_ms } => {
