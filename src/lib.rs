@@ -1,22 +1,23 @@
 //! ingestd: an HTTP service that feeds ingestion requests to a rate-limited external API.
 //!
 //! Threads, and what they touch:
-//! - `http-N` and `http-body-N` handler threads ([`http`]) check and parse requests, insert into
-//!   the [`store::Store`] (its own `RwLock`), then submit to the queue (the queue lock, briefly).
+//! - `http-N` and `http-body-N` handler threads ([`http`]) check and parse requests. In memory
+//!   mode they insert into the [`store::Store`] and submit to the queue; in durable mode they
+//!   hand the ingestion to the journal and wait for it.
+//! - `journal` ([`journal`], only with `--data-dir`) writes records in groups with one fsync each,
+//!   then inserts and submits what it saved, in journal order; it also compacts and sweeps.
 //! - `pacer` ([`pacer`]) waits on the queue's `Condvar` and releases at most one batch per
 //!   interval, deciding with the pure [`scheduler::Scheduler`]; it sends releases over a
 //!   channel and never does I/O under the lock.
-//! - `worker` ([`worker`]) calls the external API for each id of a released batch, then
-//!   reports completion (the queue lock, briefly).
+//! - `worker` ([`worker`]) journals the release, calls the external API for each id of the
+//!   batch, journals the completion, then reports it to the queue (the queue lock, briefly).
 //! - `unstrand` works around a tiny_http connection-pool defect; `http-accept` keeps tiny_http's
 //!   accept loop running under the idle timeout and `http-pump-G` threads forward its requests;
 //!   tiny_http runs its own accept and connection threads.
 //!
-//! - [`metrics`] counts what the core does, for `/metrics` and the dashboard: atomics and a
-//!   leaf lock for its rings, never taken under the queue lock.
-//!
-//! The one lock that orders work is the queue lock in `pacer.rs`; no thread holds it and the
-//! store lock at once. See ARCHITECTURE.md for the invariants.
+//! Locks: the queue lock in `pacer.rs` orders work; the store's locks in `store.rs` hold what
+//! was accepted; no thread holds a queue lock and a store lock at once. [`metrics`] has a leaf
+//! lock for its rings, never taken under the queue lock. See ARCHITECTURE.md for the invariants.
 
 pub mod app;
 pub mod clock;
