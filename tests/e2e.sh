@@ -43,7 +43,11 @@ start() {
 # --- the dashboard, docs and metrics on a short interval -----------------------------------
 start ui --interval 200ms --fetch-delay 20ms --log-format json
 UI=$URL
-INGESTD_URL=$UI SCREENSHOT_DIR=$ROOT/target node --test --test-concurrency=1 tests/browser/
+# The same pages on a server with a token: they must ask for it and send it.
+TOKEN=e2e-$RANDOM$RANDOM
+INGESTD_TOKEN=$TOKEN start token --interval 200ms --fetch-delay 20ms
+INGESTD_URL=$UI INGESTD_TOKEN_URL=$URL INGESTD_TOKEN=$TOKEN SCREENSHOT_DIR=$ROOT/target \
+  node --test --test-concurrency=1 tests/browser/
 "$VENV/bin/python" tests/check_metrics.py "$UI" "$OUT/ui.stderr"
 
 # --- the OpenAPI document -----------------------------------------------------------------
