@@ -43,7 +43,11 @@ start() {
 # --- the dashboard, docs and metrics on a short interval -----------------------------------
 start ui --interval 200ms --fetch-delay 20ms --log-format json
 UI=$URL
-INGESTD_URL=$UI SCREENSHOT_DIR=$ROOT/target node --test --test-concurrency=1 tests/browser/
+# The same pages on a server with a token: they must ask for it and send it.
+TOKEN=e2e-$RANDOM$RANDOM
+INGESTD_TOKEN=$TOKEN start token --interval 200ms --fetch-delay 20ms
+INGESTD_URL=$UI INGESTD_TOKEN_URL=$URL INGESTD_TOKEN=$TOKEN SCREENSHOT_DIR=$ROOT/target \
+  node --test --test-concurrency=1 tests/browser/
 "$VENV/bin/python" tests/check_metrics.py "$UI" "$OUT/ui.stderr"
 
 # --- the OpenAPI document -----------------------------------------------------------------
@@ -53,6 +57,8 @@ curl -fsS "$UI/openapi.json" >"$OUT/openapi.json"
 start api --interval 1ms --fetch-delay 0s
 # positive_data_acceptance is left out on purpose: JSON Schema counts 2.0 as an integer, and
 # the API refuses ids written with a fraction or exponent (documented in IngestRequest.ids).
-"$VENV/bin/schemathesis" run "$URL/openapi.json" --checks all --exclude-checks positive_data_acceptance \
+# tests/schemathesis_hooks.py leaves out generated headers with non-ASCII bytes, on which
+# tiny_http closes the connection before ingestd sees the request (see README, Errors).
+PYTHONPATH=tests SCHEMATHESIS_HOOKS=schemathesis_hooks "$VENV/bin/schemathesis" run "$URL/openapi.json" --checks all --exclude-checks positive_data_acceptance \
   --max-examples 100 --seed 6 --no-color 2>&1 | tee "$OUT/schemathesis.log" | tail -n 25
 echo "e2e: screenshots in target/dashboard.png, target/dashboard-phone.png, target/docs.png"

@@ -190,20 +190,32 @@ fn long_urls_are_414_and_large_headers_431() {
 #[track_caller]
 fn check_token(server: &Server) {
     let mut conn = Conn::open(server);
-    assert_eq!(conn.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").answer().unwrap().status, 200);
+    let get = |path: &str, auth: &str| format!("GET {path} HTTP/1.1\r\nHost: t\r\n{auth}\r\n").into_bytes();
+    // `/health` and the pages (with the document they render) need no token.
+    for open in ["/health", "/", "/docs", "/docs/", "/openapi.json"] {
+        // A connection each: a large page comes chunked, which `Conn` does not read past.
+        let page = Conn::open(server).send(&get(open, "")).answer().unwrap();
+        assert_eq!(page.status, 200, "{open}: {page:?}");
+    }
     for auth in ["", "Authorization: Bearer wrong\r\n", "Authorization: Basic s3cret\r\n"] {
         let refused = conn.send(&post("/ingest", auth, INGEST)).answer().unwrap();
         assert_eq!((refused.status, refused.code()), (401, "unauthorized".into()), "{auth:?}: {refused:?}");
         assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
     }
-    let status = conn.send(b"GET /status/00000000-0000-0000-0000-000000000000 HTTP/1.1\r\nHost: t\r\n\r\n").answer();
-    assert_eq!(status.unwrap().status, 401);
+    // Every API route needs it, and answers with it.
     let accepted = conn.send(&post("/ingest", "Authorization: Bearer s3cret\r\n", INGEST)).answer().unwrap();
     assert_eq!(accepted.status, 200, "{accepted:?}");
+    let id = accepted.json()["ingestion_id"].as_str().unwrap().to_owned();
+    for closed in [format!("/status/{id}"), "/dashboard.json".into(), "/metrics".into(), "/nowhere".into()] {
+        let refused = conn.send(&get(&closed, "")).answer().unwrap();
+        assert_eq!((refused.status, refused.code()), (401, "unauthorized".into()), "{closed}: {refused:?}");
+        let with = conn.send(&get(&closed, "Authorization: Bearer s3cret\r\n")).answer().unwrap();
+        assert_eq!(with.status, if closed == "/nowhere" { 404 } else { 200 }, "{closed}: {with:?}");
+    }
 }
 
 #[test]
-fn a_token_guards_every_route_but_health() {
+fn a_token_guards_every_api_route_but_not_health_or_the_pages() {
     check_token(&Server::start(&["--token", "s3cret"]));
     let from_env = Server::start_with(
         Command::new(env!("CARGO_BIN_EXE_ingestd")).args(["--addr", "127.0.0.1:0"]).env("INGESTD_TOKEN", "s3cret"),

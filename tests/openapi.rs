@@ -1,39 +1,149 @@
 //! `/openapi.json` against the real binary: every request below must get a status the document
-//! lists for its route and method, with the documented content type and a body that fits the
-//! documented schema; and every documented status must be produced by some request here.
+//! lists for its route and method, with the documented content type, required headers and a body
+//! that fits the documented schema; and every documented status, and every error code the `Error`
+//! schema names, must be produced by some request here.
 
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::Duration;
 
-use common::{wait_for, Server};
+use common::{wait_for, Server, TempDir};
 use serde_json::{json, Value};
-
-/// A request to make: method, path, body.
-type Case = (&'static str, String, Option<String>);
 
 /// Statuses documented but not reachable from outside: a 500 needs a bug.
 const UNREACHABLE: &[&str] = &["500"];
+/// Error codes in the `Error` schema that no request here can produce, for the same reason.
+const UNREACHABLE_CODES: &[&str] = &["internal_error"];
+
+/// The servers the cases go to, each started with the flags that make its statuses reachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum On {
+    /// A fast pacer and small URL, header and body limits: 200s, 4xx of the API, 414, 431, framing.
+    Main,
+    /// `--max-ids 2 --max-queued-ids 3` and a pacer that never drains: 413 too_many_ids, 503 queue_full.
+    Limits,
+    /// `--token secret`: 401 on the API routes, 200 on the open ones.
+    Token,
+    /// `--idle-timeout 200ms`: 408 for a stalled body.
+    Slow,
+    /// A journal that may not grow past 16 KiB (`ulimit -f`): 503 storage_unavailable.
+    FullDisk,
+    /// SIGTERMed while a batch is in flight: 503 shutting_down on every route.
+    Stopping,
+}
+
+/// How a request is sent.
+#[derive(Debug)]
+enum How {
+    /// Through ureq, with extra headers and maybe a body.
+    Http { headers: Vec<(&'static str, String)>, body: Option<String> },
+    /// These bytes over a new connection, then `answers` answers read (and each checked).
+    Raw { bytes: String, answers: usize },
+}
+
+/// A request to make: the server, method and path (for the document), and how to send it.
+#[derive(Debug)]
+struct Case {
+    on: On,
+    method: &'static str,
+    path: String,
+    how: How,
+}
+
+/// One answer: status, the headers the checks look at, and the body as text.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    content_type: String,
+    allow: Option<String>,
+    headers: Vec<(String, String)>,
+    text: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+struct Servers {
+    main: Server,
+    limits: Server,
+    token: Server,
+    slow: Server,
+    full_disk: Server,
+    stopping: Server,
+    _journal: TempDir,
+}
+
+impl Servers {
+    fn get(&self, on: On) -> &Server {
+        match on {
+            On::Main => &self.main,
+            On::Limits => &self.limits,
+            On::Token => &self.token,
+            On::Slow => &self.slow,
+            On::FullDisk => &self.full_disk,
+            On::Stopping => &self.stopping,
+        }
+    }
+}
 
 #[test]
 fn every_answer_matches_the_document_and_every_documented_status_is_seen() {
-    let server = Server::start(&["--interval", "20ms", "--fetch-delay", "0s", "--max-body", "2048"]);
-    let doc = fetch_document(&server);
-    let id = server.ingest(&[1, 2, 3, 4], "HIGH");
+    let main = Server::start(&[
+        "--interval",
+        "20ms",
+        "--fetch-delay",
+        "0s",
+        "--max-body",
+        "2048",
+        "--max-url",
+        "64",
+        "--max-headers",
+        "256",
+    ]);
+    let doc = fetch_document(&main);
+    let id = main.ingest(&[1, 2, 3, 4], "HIGH");
     // Let a release happen, so the dashboard has a batch to describe.
-    wait_for("a release", Duration::from_secs(5), || (server.status(&id)["status"] != "yet_to_start").then_some(()));
-    let mut seen = BTreeSet::new();
-    for (method, path, body) in cases(&id) {
-        let (status, content_type, allow, text) = call(&server, method, &path, body.as_deref());
-        let context = format!("{method} {path} -> {status} {text:.200}");
-        let response = documented_response(&doc, method, &path, status, allow.as_deref(), &context);
-        seen.insert(response.0);
-        check_body(&doc, &response.1, &content_type, &text, &context);
+    wait_for("a release", Duration::from_secs(5), || (main.status(&id)["status"] != "yet_to_start").then_some(()));
+    let journal = TempDir::new("openapi-full");
+    let servers = Servers {
+        main,
+        limits: Server::start(&["--interval", "1h", "--fetch-delay", "1h", "--max-ids", "2", "--max-queued-ids", "3"]),
+        token: Server::start(&["--token", "secret", "--interval", "1h"]),
+        slow: Server::start(&["--idle-timeout", "200ms"]),
+        full_disk: full_disk(&journal),
+        stopping: stopping(),
+        _journal: journal,
+    };
+    let (mut seen, mut codes) = (BTreeSet::new(), BTreeSet::new());
+    for case in cases(&id) {
+        for answer in send(servers.get(case.on), &case) {
+            let context =
+                format!("{:?} {} {} -> {} {:.200}", case.on, case.method, case.path, answer.status, answer.text);
+            let response = documented_response(&doc, case.method, &case.path, &answer, &context);
+            check_headers(&response.1, &answer, &context);
+            check_body(&doc, &response.1, &answer.content_type, &answer.text, &context);
+            seen.insert(response.0);
+            if let Some(code) =
+                serde_json::from_str::<Value>(&answer.text).ok().and_then(|b| b["error"].as_str().map(str::to_owned))
+            {
+                codes.insert(code);
+            }
+        }
     }
     for documented in documented_statuses(&doc) {
         let exempt = UNREACHABLE.iter().any(|s| documented.ends_with(&format!(" {s}")));
         assert!(exempt || seen.contains(&documented), "no request here produced the documented {documented}");
+    }
+    for code in doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"].as_array().unwrap() {
+        let code = code.as_str().unwrap();
+        assert!(UNREACHABLE_CODES.contains(&code) || codes.contains(code), "no request here produced the error {code}");
     }
 }
 
@@ -43,30 +153,99 @@ fn the_document_is_openapi_3_1_and_names_every_error_code() {
     let doc = fetch_document(&server);
     assert_eq!(doc["openapi"], "3.1.0");
     let codes = &doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"];
+    // Every code `src/http/error.rs` has.
     for code in [
         "invalid_json",
         "invalid_body",
         "invalid_ids",
         "invalid_priority",
+        "invalid_idempotency_key",
+        "bad_framing",
+        "connection_rejected",
+        "unauthorized",
         "not_found",
         "method_not_allowed",
+        "request_timeout",
         "body_too_large",
+        "too_many_ids",
+        "url_too_long",
+        "headers_too_large",
+        "queue_full",
+        "shutting_down",
+        "storage_unavailable",
         "internal_error",
     ] {
         assert!(codes.as_array().unwrap().contains(&json!(code)), "{code} is not in the Error schema");
     }
+    // Each response's own list of codes is a part of that list.
+    for (name, response) in doc["components"]["responses"].as_object().unwrap() {
+        let own = &response["content"]["application/json"]["schema"]["properties"]["error"]["enum"];
+        for code in own.as_array().unwrap() {
+            assert!(codes.as_array().unwrap().contains(code), "{name} names {code}, which the Error schema lacks");
+        }
+    }
 }
 
+/// A journal that may not grow past 16 KiB: bash's `ulimit -f` counts KiB.
+fn full_disk(dir: &TempDir) -> Server {
+    let mut command = Command::new("bash");
+    command.args(["-c", "ulimit -f 16 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_ingestd")]).args([
+        "--addr",
+        "127.0.0.1:0",
+        "--interval",
+        "1h",
+        "--batch-size",
+        "1",
+        "--data-dir",
+        dir.path(),
+    ]);
+    Server::start_with(&mut command)
+}
+
+/// A server stopping on SIGTERM: it waits (up to `--shutdown-timeout`, 30 s) for its batch in
+/// flight, which takes a minute, and meanwhile answers every request with 503.
+fn stopping() -> Server {
+    let server = Server::start(&["--interval", "1h", "--fetch-delay", "60s"]);
+    let id = server.ingest(&[1], "HIGH");
+    wait_for("the batch to be triggered", Duration::from_secs(5), || {
+        (server.status(&id)["status"] == "triggered").then_some(())
+    });
+    assert!(Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().unwrap().success());
+    wait_for("requests to be refused", Duration::from_secs(5), || (server.get("/health").status == 503).then_some(()));
+    server
+}
+
+/// Every route with a path that reaches it.
+fn routes(id: &str) -> Vec<(&'static str, String)> {
+    let mut routes = vec![("POST", "/ingest".to_owned()), ("GET", format!("/status/{id}"))];
+    for page in ["/health", "/", "/dashboard.json", "/docs", "/openapi.json", "/metrics"] {
+        routes.push(("GET", page.to_owned()));
+    }
+    routes
+}
+
+const INGEST: &str = r#"{"ids": [1, 2, 3], "priority": "LOW"}"#;
+
 fn cases(id: &str) -> Vec<Case> {
-    let get = |path: &str| ("GET", path.to_owned(), None);
-    let post = |body: &str| ("POST", "/ingest".to_owned(), Some(body.to_owned()));
-    vec![
-        post(r#"{"ids": [1, 2, 3], "priority": "LOW"}"#),
-        post(""),
-        post("[1]"),
-        post(r#"{"ids": [0], "priority": "LOW"}"#),
-        post(r#"{"ids": [1], "priority": "URGENT"}"#),
-        post(&format!(r#"{{"ids": [{}], "priority": "LOW"}}"#, vec!["1"; 2000].join(","))),
+    let http = |on, method, path: &str, headers: Vec<(&'static str, String)>, body: Option<&str>| Case {
+        on,
+        method,
+        path: path.to_owned(),
+        how: How::Http { headers, body: body.map(str::to_owned) },
+    };
+    let get = |path: &str| http(On::Main, "GET", path, vec![], None);
+    let post = |on, body: &str| http(on, "POST", "/ingest", vec![], Some(body));
+    let keyed = |key: &str| http(On::Main, "POST", "/ingest", vec![("Idempotency-Key", key.to_owned())], Some(INGEST));
+    let mut cases = vec![
+        post(On::Main, INGEST),
+        post(On::Main, ""),
+        post(On::Main, "[1]"),
+        post(On::Main, r#"{"ids": [0], "priority": "LOW"}"#),
+        post(On::Main, r#"{"ids": [1], "priority": "URGENT"}"#),
+        post(On::Main, &format!(r#"{{"ids": [{}], "priority": "LOW"}}"#, vec!["1"; 2000].join(","))),
+        keyed("order-42"),
+        keyed("order-42"),
+        keyed(""),
         get(&format!("/status/{id}")),
         get(&format!("/status/{id}/")),
         get("/status/00000000-0000-4000-8000-000000000000"),
@@ -77,22 +256,82 @@ fn cases(id: &str) -> Vec<Case> {
         get("/docs"),
         get("/openapi.json"),
         get("/metrics"),
-        ("DELETE", "/health".to_owned(), None),
-        ("GET", "/ingest".to_owned(), None),
-        ("POST", "/metrics".to_owned(), Some("{}".to_owned())),
-        ("HEAD", "/health".to_owned(), None),
-    ]
+        http(On::Main, "DELETE", "/health", vec![], None),
+        http(On::Main, "GET", "/ingest", vec![], None),
+        http(On::Main, "POST", "/metrics", vec![], Some("{}")),
+        http(On::Main, "HEAD", "/health", vec![], None),
+        // The queue holds at most 3 ids, so at most 2 in one request; nothing drains.
+        post(On::Limits, r#"{"ids": [1, 2, 3], "priority": "LOW"}"#),
+        post(On::Limits, r#"{"ids": [1, 2], "priority": "LOW"}"#),
+        post(On::Limits, r#"{"ids": [3, 4], "priority": "LOW"}"#),
+        // A body that stops arriving.
+        Case {
+            on: On::Slow,
+            method: "POST",
+            path: "/ingest".into(),
+            how: How::Raw {
+                bytes: "POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n{\"ids\": [".into(),
+                answers: 1,
+            },
+        },
+        // One record of 500 batch ids is larger than the whole journal may be.
+        post(On::FullDisk, &json!({"ids": (1..=500).collect::<Vec<u32>>(), "priority": "LOW"}).to_string()),
+    ];
+    for (method, path) in routes(id) {
+        let body = (method == "POST").then_some(INGEST);
+        let length = body.map_or(0, str::len);
+        // The checks every route passes before it runs.
+        cases.push(http(On::Main, method, &format!("{path}?pad={}", "x".repeat(64)), vec![], body));
+        cases.push(http(On::Main, method, &path, vec![("X-Pad", "x".repeat(300))], body));
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n");
+        cases.push(Case {
+            on: On::Main,
+            method,
+            path: path.clone(),
+            how: How::Raw {
+                bytes: format!("{head}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"),
+                answers: 1,
+            },
+        });
+        // A repeated Content-Length is refused, and so is what follows it on that connection.
+        cases.push(Case {
+            on: On::Main,
+            method,
+            path: path.clone(),
+            how: How::Raw {
+                bytes: format!(
+                    "{head}Content-Length: 0\r\nContent-Length: 0\r\n\r\n{head}Content-Length: {length}\r\n\r\n{}",
+                    body.unwrap_or_default()
+                ),
+                answers: 2,
+            },
+        });
+        // Without a token: 401 on the API routes, 200 on the open ones.
+        cases.push(http(On::Token, method, &path, vec![], body));
+        cases.push(http(On::Stopping, method, &path, vec![], body));
+    }
+    cases
 }
 
 fn fetch_document(server: &Server) -> Value {
-    let (status, content_type, _, text) = call(server, "GET", "/openapi.json", None);
-    assert_eq!((status, content_type.as_str()), (200, "application/json"));
-    serde_json::from_str(&text).expect("the document is JSON")
+    let answer = call(server, "GET", "/openapi.json", &[], None);
+    assert_eq!((answer.status, answer.content_type.as_str()), (200, "application/json"));
+    serde_json::from_str(&answer.text).expect("the document is JSON")
 }
 
-/// Status, Content-Type, Allow and the body as text, whatever the status.
-fn call(server: &Server, method: &str, path: &str, body: Option<&str>) -> (u16, String, Option<String>, String) {
-    let request = ureq::request(method, &format!("{}{path}", server.base));
+fn send(server: &Server, case: &Case) -> Vec<Answer> {
+    match &case.how {
+        How::Http { headers, body } => vec![call(server, case.method, &case.path, headers, body.as_deref())],
+        How::Raw { bytes, answers } => raw(server, bytes, *answers),
+    }
+}
+
+/// The answer to a request through ureq, whatever its status.
+fn call(server: &Server, method: &str, path: &str, headers: &[(&str, String)], body: Option<&str>) -> Answer {
+    let mut request = ureq::request(method, &format!("{}{path}", server.base));
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
     let result = match body {
         Some(body) => request.send_string(body),
         None => request.call(),
@@ -101,14 +340,48 @@ fn call(server: &Server, method: &str, path: &str, body: Option<&str>) -> (u16, 
         Ok(response) | Err(ureq::Error::Status(_, response)) => response,
         Err(error) => panic!("{method} {path} failed: {error}"),
     };
-    let status = response.status();
+    let headers = response.headers_names().into_iter().map(|name| {
+        let value = response.header(&name).unwrap_or_default().to_owned();
+        (name, value)
+    });
+    let headers = headers.collect();
     let content_type = response.header("Content-Type").unwrap_or_default().to_owned();
     let allow = response.header("Allow").map(str::to_owned);
-    (status, content_type, allow, response.into_string().unwrap())
+    Answer { status: response.status(), content_type, allow, headers, text: response.into_string().unwrap() }
+}
+
+/// Sends `bytes` on a new connection and reads `count` answers (each with a `Content-Length`).
+fn raw(server: &Server, bytes: &str, count: usize) -> Vec<Answer> {
+    let mut stream = TcpStream::connect(server.base.trim_start_matches("http://")).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(bytes.as_bytes()).expect("send");
+    let mut reader = BufReader::new(stream);
+    (0..count)
+        .map(|n| {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap_or_else(|e| panic!("answer {n} to {bytes:?}: {e}"));
+            let status = line.split(' ').nth(1).and_then(|s| s.parse().ok());
+            let status = status.unwrap_or_else(|| panic!("answer {n} to {bytes:?} starts {line:?}"));
+            let mut headers = Vec::new();
+            loop {
+                line.clear();
+                reader.read_line(&mut line).expect("a header line");
+                let Some((name, value)) = line.split_once(':') else { break };
+                headers.push((name.to_owned(), value.trim().to_owned()));
+            }
+            let find = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+            let length = find("Content-Length").map_or(0, |v| v.parse().expect("a Content-Length"));
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).expect("the body");
+            let (content_type, allow) = (find("Content-Type").unwrap_or_default(), find("Allow"));
+            Answer { status, content_type, allow, headers, text: String::from_utf8(body).expect("UTF-8") }
+        })
+        .collect()
 }
 
 /// The OpenAPI path template that `path` falls under, e.g. `/status/{ingestion_id}`.
 fn template<'a>(doc: &'a Value, path: &str) -> &'a str {
+    let path = path.split('?').next().unwrap_or_default();
     let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
     let matches = |template: &str| {
         let (t, p): (Vec<_>, Vec<_>) = (template.split('/').collect(), path.split('/').collect());
@@ -120,14 +393,8 @@ fn template<'a>(doc: &'a Value, path: &str) -> &'a str {
 
 /// `("<template> <method> <status>", response object)` for an answer; a method the route does
 /// not document must be a 405 naming the documented methods in `Allow`.
-fn documented_response(
-    doc: &Value,
-    method: &str,
-    path: &str,
-    status: u16,
-    allow: Option<&str>,
-    context: &str,
-) -> (String, Value) {
+fn documented_response(doc: &Value, method: &str, path: &str, answer: &Answer, context: &str) -> (String, Value) {
+    let (status, allow) = (answer.status, answer.allow.as_deref());
     let template = template(doc, path);
     let lookup = if method == "HEAD" { "get" } else { &method.to_ascii_lowercase() };
     let Some(operation) = doc["paths"][template].get(lookup) else {
@@ -156,6 +423,21 @@ fn documented_statuses(doc: &Value) -> Vec<String> {
         }
     }
     all
+}
+
+/// Every header the document marks required is there; `queue_full` says when to retry.
+fn check_headers(response: &Value, answer: &Answer, context: &str) {
+    for (name, header) in response.get("headers").and_then(Value::as_object).into_iter().flatten() {
+        let value = answer.header(name);
+        assert!(header["required"] != true || value.is_some(), "{context}: no {name} header");
+        if let (Some(value), Some(expected)) = (value, header["schema"].get("const")) {
+            assert_eq!(value, expected.as_str().unwrap(), "{context}: {name}");
+        }
+    }
+    if answer.text.contains(r#""error":"queue_full""#) {
+        let seconds = answer.header("Retry-After").unwrap_or_else(|| panic!("{context}: no Retry-After"));
+        assert!(seconds.parse::<u64>().is_ok_and(|s| s >= 1), "{context}: Retry-After {seconds:?}");
+    }
 }
 
 fn check_body(doc: &Value, response: &Value, content_type: &str, text: &str, context: &str) {
@@ -209,6 +491,16 @@ fn conforms(doc: &Value, schema: &Value, value: &Value) -> Result<(), String> {
     if let (Some(min), Some(n)) = (schema.get("minimum").and_then(Value::as_f64), value.as_f64()) {
         if n < min {
             return fail(format!("is below {min}"));
+        }
+    }
+    if let (Some(max), Some(n)) = (schema.get("maximum").and_then(Value::as_f64), value.as_f64()) {
+        if n > max {
+            return fail(format!("is above {max}"));
+        }
+    }
+    if let (Some(min), Some(text)) = (schema.get("minLength").and_then(Value::as_u64), value.as_str()) {
+        if (text.chars().count() as u64) < min {
+            return fail("is too short".into());
         }
     }
     if let Value::Array(items) = value {

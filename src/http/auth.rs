@@ -5,8 +5,10 @@ use tiny_http::Header;
 
 use super::error::ApiError;
 
-/// Paths served without a token, so that load balancers can probe the service.
-const OPEN_PATHS: &[&str] = &["/health"];
+/// Paths served without a token: `/health`, so that load balancers can probe the service, and
+/// the pages with the document they render, which carry no data and ask the person for the token
+/// (`pages.rs` serves no other static asset).
+const OPEN_PATHS: &[&str] = &["/health", "/", "/docs", "/openapi.json"];
 
 /// Whether `url` may be served without a token.
 pub fn is_open(url: &str) -> bool {
@@ -66,11 +68,12 @@ mod tests {
     }
 
     #[test]
-    fn only_health_is_open() {
-        for open in ["/health", "/health/", "/health?x=1"] {
+    fn only_health_and_the_pages_are_open() {
+        for open in ["/health", "/health/", "/health?x=1", "/", "/?x=1", "/docs", "/docs/", "/openapi.json"] {
             assert!(is_open(open), "{open}");
         }
-        for closed in ["/ingest", "/status/x", "/healthz", "/", "/health/x"] {
+        let closed = ["/ingest", "/status/x", "/healthz", "/health/x", "/dashboard.json", "/metrics", "/docs/x"];
+        for closed in closed {
             assert!(!is_open(closed), "{closed}");
         }
     }

@@ -39,7 +39,8 @@ pub struct HttpOptions {
     /// How long a connection may stay silent: between the bytes of a request head or body, or
     /// between two requests. Also bounds the time to read a whole body, and to write a reply.
     pub idle_timeout: Duration,
-    /// When set, every route but `/health` needs `Authorization: Bearer <token>`.
+    /// When set, every route but `/health` and the pages (`/`, `/docs`, `/openapi.json`) needs
+    /// `Authorization: Bearer <token>`.
     pub token: Option<String>,
 }
 

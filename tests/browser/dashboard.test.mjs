@@ -1,5 +1,6 @@
 // The dashboard and the docs in headless Chromium (Debian's, driven by playwright-core).
-// tests/e2e.sh starts ingestd and sets INGESTD_URL and SCREENSHOT_DIR.
+// tests/e2e.sh starts ingestd and sets INGESTD_URL and SCREENSHOT_DIR, and starts a second one
+// with a token (INGESTD_TOKEN_URL, INGESTD_TOKEN).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync } from "node:fs";
@@ -8,6 +9,8 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const BASE = process.env.INGESTD_URL;
+const TOKEN_BASE = process.env.INGESTD_TOKEN_URL;
+const TOKEN = process.env.INGESTD_TOKEN;
 const SHOTS = process.env.SCREENSHOT_DIR || "target";
 // Chromium's own background traffic is refused on this network; these flags keep it quiet.
 const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -18,6 +21,7 @@ const foreign = [];
 
 before(async () => {
   assert.ok(BASE, "INGESTD_URL is not set");
+  assert.ok(TOKEN_BASE && TOKEN, "INGESTD_TOKEN_URL or INGESTD_TOKEN is not set");
   context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "ingestd-chromium-")), {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ARGS,
@@ -25,7 +29,7 @@ before(async () => {
   });
   // Everything must come from the binary itself: no CDN, no external assets.
   context.on("request", (request) => {
-    if (!request.url().startsWith(BASE)) foreign.push(request.url());
+    if (![BASE, TOKEN_BASE].some((base) => request.url().startsWith(base + "/"))) foreign.push(request.url());
   });
 });
 
@@ -42,7 +46,7 @@ test("the dashboard shows a submitted ingestion move to completed", async () => 
 
   await page.fill("#ids", "11, 12, 13, 14, 15, 16, 17");
   await page.selectOption("#priority", "HIGH");
-  await page.click("button[type=submit]");
+  await page.click("#ingest-form button[type=submit]");
   await page.waitForFunction(() => document.getElementById("message").dataset.ingestionId);
   const id = await page.$eval("#message", (m) => m.dataset.ingestionId);
   assert.match(id, /^[0-9a-f-]{36}$/);
@@ -97,6 +101,50 @@ test("the docs render every route and try-it works on /health", async () => {
   await page.waitForSelector("#post-ingest pre.answer[data-status]");
   assert.match(await page.$eval("#post-ingest pre.answer", (pre) => pre.textContent), /^200 [\s\S]*ingestion_id/);
   await page.screenshot({ path: join(SHOTS, "docs.png"), fullPage: false });
+  await page.close();
+});
+
+test("with a token, the pages ask for it, keep it for the tab and send it", async () => {
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.goto(TOKEN_BASE + "/");
+  await page.waitForSelector("#token-form:not([hidden])");
+  assert.match(await page.$eval("#summary", (s) => s.textContent), /token/);
+
+  await page.fill("#token", "wrong");
+  await page.click("#token-form button[type=submit]");
+  await page.waitForFunction(() => /refused/.test(document.getElementById("token-note").textContent));
+  await page.fill("#token", TOKEN);
+  await page.click("#token-form button[type=submit]");
+  await page.waitForFunction(() => /ingestions/.test(document.getElementById("summary").textContent));
+  assert.equal(await page.$eval("#token-form", (f) => f.hidden), true);
+  await page.fill("#ids", "41, 42");
+  await page.click("#ingest-form button[type=submit]");
+  await page.waitForFunction(() => document.getElementById("message").dataset.ingestionId);
+
+  // The docs in the same tab reuse the token.
+  await page.goto(TOKEN_BASE + "/docs");
+  await page.click("#get-metrics summary");
+  await page.click("#get-metrics button[type=submit]");
+  await page.waitForSelector("#get-metrics pre.answer[data-status]");
+  assert.match(await page.$eval("#get-metrics pre.answer", (pre) => pre.textContent), /^200 [\s\S]*ingestd_ingestions_total/);
+  assert.equal(await page.$eval("#token-form", (f) => f.hidden), true);
+
+  // A new tab has none: try-it gets 401, and the docs ask for the token.
+  const fresh = await context.newPage();
+  await fresh.goto(TOKEN_BASE + "/docs");
+  await fresh.click("#get-metrics summary");
+  await fresh.click("#get-metrics button[type=submit]");
+  await fresh.waitForSelector("#get-metrics pre.answer[data-status]");
+  assert.match(await fresh.$eval("#get-metrics pre.answer", (pre) => pre.textContent), /^401 /);
+  await fresh.waitForSelector("#token-form:not([hidden])");
+  await fresh.fill("#token", TOKEN);
+  await fresh.click("#token-form button[type=submit]");
+  await fresh.click("#get-metrics button[type=submit]");
+  await fresh.waitForFunction(() => /^200 /.test(document.querySelector("#get-metrics pre.answer").textContent));
+  assert.deepEqual(errors, []);
+  await fresh.close();
   await page.close();
 });
 
