@@ -217,7 +217,8 @@ fn stopping() -> Server {
 
 /// Every route with a path that reaches it.
 fn routes(id: &str) -> Vec<(&'static str, String)> {
-    let mut routes = vec![("POST", "/ingest".to_owned()), ("GET", format!("/status/{id}"))];
+    let mut routes =
+        vec![("POST", "/ingest".to_owned()), ("GET", format!("/status/{id}")), ("GET", "/queue".to_owned())];
     for page in ["/health", "/", "/dashboard.json", "/docs", "/openapi.json", "/metrics"] {
         routes.push(("GET", page.to_owned()));
     }
@@ -250,6 +251,8 @@ fn cases(id: &str) -> Vec<Case> {
         get(&format!("/status/{id}/")),
         get("/status/00000000-0000-4000-8000-000000000000"),
         get("/status/not-a-uuid"),
+        get("/queue"),
+        get("/queue/"),
         get("/health"),
         get("/"),
         get("/dashboard.json"),
