@@ -37,13 +37,27 @@ pub fn timestamp() -> String {
 }
 
 pub fn info(message: Arguments<'_>) {
-    let line = match format() {
-        Format::Human => format!("{} {message}", timestamp()),
+    info_with(message, &[]);
+}
+
+/// Like [`info`], plus numeric fields that only the JSON format writes (as `"name": value`),
+/// for tools that need exact figures rather than the rounded ones in the message.
+pub fn info_with(message: Arguments<'_>, fields: &[(&str, u64)]) {
+    write_line(&record(format(), &timestamp(), message, fields));
+}
+
+fn record(format: Format, timestamp: &str, message: Arguments<'_>, fields: &[(&str, u64)]) -> String {
+    match format {
+        Format::Human => format!("{timestamp} {message}"),
         Format::Json => {
-            format!(r#"{{"ts":"{}","level":"info","msg":"{}"}}"#, timestamp(), escape(&message.to_string()))
+            let mut line = format!(r#"{{"ts":"{timestamp}","level":"info","msg":"{}""#, escape(&message.to_string()));
+            for (name, value) in fields {
+                let _ = write!(line, r#","{}":{value}"#, escape(name));
+            }
+            line.push('}');
+            line
         }
-    };
-    write_line(&line);
+    }
 }
 
 /// Writes one already formatted record.
@@ -72,12 +86,22 @@ fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::{escape, record, Format};
 
     #[test]
     fn escapes_what_json_requires() {
         assert_eq!(escape(r#"batch "a" \ b"#), r#"batch \"a\" \\ b"#);
         assert_eq!(escape("a\nb\tc\u{1}"), "a\\nb\\u0009c\\u0001");
         assert_eq!(escape("late by 1.2µs"), "late by 1.2µs");
+    }
+
+    #[test]
+    fn fields_go_only_into_json() {
+        let fields = [("late_ns", 1500), ("due_us", 7)];
+        assert_eq!(record(Format::Human, "T", format_args!("released a"), &fields), "T released a");
+        let json = record(Format::Json, "T", format_args!("released \"a\""), &fields);
+        assert_eq!(json, r#"{"ts":"T","level":"info","msg":"released \"a\"","late_ns":1500,"due_us":7}"#);
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed["late_ns"], 1500);
     }
 }

@@ -215,7 +215,7 @@ fn run(shared: &Shared, releases: &Sender<Release>) {
                 let release = Release { batch, due, at: now, at_wall_ms: shared.clock.wall_ms(), attempt };
                 let delivered = MutexGuard::unlocked(&mut state, || {
                     shared.metrics.released(&release);
-                    log::info(format_args!("released {} late by {:?}; {}", release.batch, now - due, depth));
+                    log_release(shared, &release, depth);
                     releases.send(release).is_ok()
                 });
                 if !delivered {
@@ -227,6 +227,22 @@ fn run(shared: &Shared, releases: &Sender<Release>) {
             Poll::Idle => park(shared, &mut state, Parked::Idle),
         }
     }
+}
+
+/// Logs a release; in JSON, with exact microseconds since the pacer started, so a benchmark
+/// can compute lateness and gaps without parsing rounded text.
+fn log_release(shared: &Shared, release: &Release, depth: Depth) {
+    let micros =
+        |t: Instant| u64::try_from(t.saturating_duration_since(shared.wall.instant).as_micros()).unwrap_or(u64::MAX);
+    let late = release.at - release.due;
+    log::info_with(
+        format_args!("released {} late by {late:?}; {depth}", release.batch),
+        &[
+            ("release_us", micros(release.at)),
+            ("due_us", micros(release.due)),
+            ("late_ns", u64::try_from(late.as_nanos()).unwrap_or(u64::MAX)),
+        ],
+    );
 }
 
 fn park(shared: &Shared, state: &mut MutexGuard<'_, State>, parked: Parked) {
