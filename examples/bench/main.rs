@@ -1,0 +1,54 @@
+//! `make bench`: every performance figure of issue 7 in one run, against release binaries, as
+//! one table on stdout and as JSON in `target/bench.json`. Started by `bench/run.sh`.
+//!
+//! Ratios (ours over the ceiling, durable over in-memory) are measured alternating in the same
+//! run, so a noisy, shared machine slows both sides alike. Timing goals live here, never in
+//! `make test`. Environment: `BENCH_SECONDS` (per wrk run, default 10), `BENCH_ROUNDS`
+//! (alternations per comparison, default 1), `BENCH_THREADS` (handler threads, default 32),
+//! `BENCH_HARDENING=0` skips the burst and stalled-connection figures.
+
+mod client;
+mod pacing;
+mod proc;
+mod report;
+mod scenarios;
+mod wrk;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What every scenario needs.
+pub struct Setup {
+    pub ingestd: PathBuf,
+    pub examples: PathBuf,
+    pub seconds: Duration,
+    pub rounds: usize,
+    pub threads: usize,
+    pub target: PathBuf,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let target = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target".into()));
+    let release = target.join("release");
+    let setup = Setup {
+        ingestd: release.join("ingestd"),
+        examples: release.join("examples"),
+        seconds: Duration::from_secs(env_or("BENCH_SECONDS", 10)),
+        rounds: env_or("BENCH_ROUNDS", 1usize).max(1),
+        threads: env_or("BENCH_THREADS", 32usize),
+        target: target.clone(),
+    };
+    let mut report = report::Report::new(&setup);
+    scenarios::throughput(&setup, &mut report);
+    pacing::precision(&setup, &mut report);
+    scenarios::memory_and_scale(&setup, &mut report);
+    scenarios::durable(&setup, &mut report);
+    if env_or("BENCH_HARDENING", 1u8) == 1 {
+        scenarios::hardening(&setup, &mut report);
+    }
+    report.finish(&target.join("bench.json"));
+}
