@@ -9,7 +9,7 @@
 //! - `worker` ([`worker`]) calls the external API for each id of a released batch, then
 //!   reports completion (the queue lock, briefly).
 //! - `unstrand` works around a tiny_http connection-pool defect; `http-accept` keeps tiny_http's
-//!   accept loop running under the idle timeout and `http-pump-G` threads forward its requests;
+//!   accept loop running under the idle timeout and `http-pump-G-N` threads forward its requests;
 //!   tiny_http runs its own accept and connection threads.
 //!
 //! - [`metrics`] counts what the core does, for `/metrics` and the dashboard: atomics and a
