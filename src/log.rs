@@ -2,8 +2,11 @@
 //! the queue lock.
 
 use std::fmt::{Arguments, Write as _};
+use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 /// How records are written: `human` (`<timestamp> <message>`) or `json` (one object per line,
@@ -60,11 +63,27 @@ fn record(format: Format, timestamp: &str, message: Arguments<'_>, fields: &[(&s
     }
 }
 
-/// Writes one already formatted record.
+/// Writes one already formatted record, with one `write` call and no lock of ours.
+///
+/// Why not `std::io::stderr().lock()`: under load every HTTP handler writes an access record,
+/// and that lock is not fair; the pacer, logging a release, waited tens of milliseconds for
+/// it. The kernel keeps one `write` of a line whole (pipes up to `PIPE_BUF`, files under their
+/// position lock), so a duplicate of the descriptor, written without a lock, is enough.
 pub fn write_line(line: &str) {
-    let mut stderr = std::io::stderr().lock();
+    let mut record = Vec::with_capacity(line.len() + 1);
+    record.extend_from_slice(line.as_bytes());
+    record.push(b'\n');
     // A closed stderr must not take the service down; the record is lost, nothing else.
-    let _ = stderr.write_all(line.as_bytes()).and_then(|()| stderr.write_all(b"\n"));
+    let _ = match stderr() {
+        Some(mut file) => file.write_all(&record),
+        None => std::io::stderr().write_all(&record),
+    };
+}
+
+/// Our own handle on file descriptor 2 (`None` if it cannot be duplicated).
+fn stderr() -> Option<&'static File> {
+    static STDERR: OnceLock<Option<File>> = OnceLock::new();
+    STDERR.get_or_init(|| std::io::stderr().as_fd().try_clone_to_owned().ok().map(File::from)).as_ref()
 }
 
 /// Escapes text for a JSON string, so the core can write JSON lines without a JSON library.

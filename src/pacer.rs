@@ -215,8 +215,12 @@ fn run(shared: &Shared, releases: &Sender<Release>) {
                 let release = Release { batch, due, at: now, at_wall_ms: shared.clock.wall_ms(), attempt };
                 let delivered = MutexGuard::unlocked(&mut state, || {
                     shared.metrics.released(&release);
-                    log_release(shared, &release, depth);
-                    releases.send(release).is_ok()
+                    // Logged after the send: stderr's lock is shared with every access record,
+                    // and the worker should not wait for it.
+                    let logged = LoggedRelease { batch: release.batch.to_string(), at: release.at, due: release.due };
+                    let sent = releases.send(release).is_ok();
+                    log_release(shared, &logged, depth);
+                    sent
                 });
                 if !delivered {
                     return;
@@ -229,9 +233,16 @@ fn run(shared: &Shared, releases: &Sender<Release>) {
     }
 }
 
+/// What the log says of a release, kept once the release itself has gone to the worker.
+struct LoggedRelease {
+    batch: String,
+    at: Instant,
+    due: Instant,
+}
+
 /// Logs a release; in JSON, with exact microseconds since the pacer started, so a benchmark
 /// can compute lateness and gaps without parsing rounded text.
-fn log_release(shared: &Shared, release: &Release, depth: Depth) {
+fn log_release(shared: &Shared, release: &LoggedRelease, depth: Depth) {
     let micros =
         |t: Instant| u64::try_from(t.saturating_duration_since(shared.wall.instant).as_micros()).unwrap_or(u64::MAX);
     let late = release.at - release.due;
@@ -250,11 +261,27 @@ fn park(shared: &Shared, state: &mut MutexGuard<'_, State>, parked: Parked) {
     shared.parked.notify_all();
     match parked {
         Parked::Until(deadline) if shared.clock.runs_by_itself() => {
-            shared.wake.wait_until(state, deadline);
+            let early = deadline.checked_sub(SPIN).unwrap_or(deadline);
+            // Woken before `early`, something changed: look again. Timed out, the deadline is
+            // close: spin the rest without the lock, since a wake-up alone is often late by
+            // more than a slice of a busy CPU.
+            if shared.wake.wait_until(state, early).timed_out() {
+                MutexGuard::unlocked(state, || spin_until(shared.clock.as_ref(), deadline));
+            }
         }
         _ => shared.wake.wait(state),
     }
     state.parked = None;
+}
+
+/// How long before a deadline the pacer stops sleeping and spins. Costs at most this much CPU
+/// per release.
+const SPIN: Duration = Duration::from_micros(500);
+
+fn spin_until(clock: &dyn Clock, deadline: Instant) {
+    while clock.now() < deadline {
+        std::hint::spin_loop();
+    }
 }
 
 impl Queue {

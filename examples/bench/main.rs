@@ -5,7 +5,8 @@
 //! run, so a noisy, shared machine slows both sides alike. Timing goals live here, never in
 //! `make test`. Environment: `BENCH_SECONDS` (per wrk run, default 10), `BENCH_ROUNDS`
 //! (alternations per comparison, default 1), `BENCH_THREADS` (handler threads, default 32),
-//! `BENCH_HARDENING=0` skips the burst and stalled-connection figures.
+//! `BENCH_HARDENING=0` skips the burst and stalled-connection figures, `BENCH_ONLY=pacing` (or
+//! `throughput`, `memory`, `durable`, `hardening`) runs one part.
 
 mod client;
 mod pacing;
@@ -42,12 +43,22 @@ fn main() {
         threads: env_or("BENCH_THREADS", 32usize),
         target: target.clone(),
     };
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let runs = |part: &str| only.is_empty() || only == part;
     let mut report = report::Report::new(&setup);
-    scenarios::throughput(&setup, &mut report);
-    pacing::precision(&setup, &mut report);
-    scenarios::memory_and_scale(&setup, &mut report);
-    scenarios::durable(&setup, &mut report);
-    if env_or("BENCH_HARDENING", 1u8) == 1 {
+    if runs("throughput") {
+        scenarios::throughput(&setup, &mut report);
+    }
+    if runs("pacing") {
+        pacing::precision(&setup, &mut report);
+    }
+    if runs("memory") {
+        scenarios::memory_and_scale(&setup, &mut report);
+    }
+    if runs("durable") {
+        scenarios::durable(&setup, &mut report);
+    }
+    if runs("hardening") && env_or("BENCH_HARDENING", 1u8) == 1 {
         scenarios::hardening(&setup, &mut report);
     }
     report.finish(&target.join("bench.json"));
