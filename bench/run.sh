@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: builds release binaries and runs every issue 7 figure (examples/bench/), printing
 # one table and writing target/bench.json. BENCH_SECONDS (per wrk run, default 10),
-# BENCH_ROUNDS (alternations per comparison, default 1), BENCH_HARDENING=0 to skip bursts.
+# BENCH_ROUNDS (alternations per comparison, default 2), BENCH_HARDENING=0 to skip bursts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench/ensure-wrk.sh

@@ -4,7 +4,7 @@
 //! Ratios (ours over the ceiling, durable over in-memory) are measured alternating in the same
 //! run, so a noisy, shared machine slows both sides alike. Timing goals live here, never in
 //! `make test`. Environment: `BENCH_SECONDS` (per wrk run, default 10), `BENCH_ROUNDS`
-//! (alternations per comparison, default 1), `BENCH_THREADS` (handler threads, default 32),
+//! (alternations per comparison, default 2), `BENCH_THREADS` (handler threads, default 32),
 //! `BENCH_HARDENING=0` skips the burst and stalled-connection figures, `BENCH_ONLY=pacing` (or
 //! `throughput`, `memory`, `durable`, `hardening`) runs one part.
 
@@ -39,7 +39,7 @@ fn main() {
         ingestd: release.join("ingestd"),
         examples: release.join("examples"),
         seconds: Duration::from_secs(env_or("BENCH_SECONDS", 10)),
-        rounds: env_or("BENCH_ROUNDS", 1usize).max(1),
+        rounds: env_or("BENCH_ROUNDS", 2usize).max(1),
         threads: env_or("BENCH_THREADS", 32usize),
         target: target.clone(),
     };
