@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run test check fmt lint doc unit e2e build release
+.PHONY: run test check fmt lint doc unit e2e build release bench
 
 ## Start the service on 127.0.0.1:8000 (5 s interval, batches of 3). Extra flags: make run ARGS="--interval 1s"
 run:
@@ -40,3 +40,8 @@ build:
 
 release:
 	$(CARGO) build --release --locked
+
+## Every performance figure (issue 7) against release builds: one table, and target/bench.json.
+## Takes a few minutes; BENCH_SECONDS=3 for a quick look. Not part of `make test`.
+bench:
+	bash bench/run.sh

@@ -12,7 +12,7 @@
 //! - `worker` ([`worker`]) journals the release, calls the external API for each id of the
 //!   batch, journals the completion, then reports it to the queue (the queue lock, briefly).
 //! - `unstrand` works around a tiny_http connection-pool defect; `http-accept` keeps tiny_http's
-//!   accept loop running under the idle timeout and `http-pump-G` threads forward its requests;
+//!   accept loop running under the idle timeout and `http-pump-G-N` threads forward its requests;
 //!   tiny_http runs its own accept and connection threads.
 //!
 //! Locks: the queue lock in `pacer.rs` orders work; the store's locks in `store.rs` hold what

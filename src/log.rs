@@ -2,8 +2,11 @@
 //! the queue lock.
 
 use std::fmt::{Arguments, Write as _};
+use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 /// How records are written: `human` (`<timestamp> <message>`) or `json` (one object per line,
@@ -37,20 +40,50 @@ pub fn timestamp() -> String {
 }
 
 pub fn info(message: Arguments<'_>) {
-    let line = match format() {
-        Format::Human => format!("{} {message}", timestamp()),
-        Format::Json => {
-            format!(r#"{{"ts":"{}","level":"info","msg":"{}"}}"#, timestamp(), escape(&message.to_string()))
-        }
-    };
-    write_line(&line);
+    info_with(message, &[]);
 }
 
-/// Writes one already formatted record.
+/// Like [`info`], plus numeric fields that only the JSON format writes (as `"name": value`),
+/// for tools that need exact figures rather than the rounded ones in the message.
+pub fn info_with(message: Arguments<'_>, fields: &[(&str, u64)]) {
+    write_line(&record(format(), &timestamp(), message, fields));
+}
+
+fn record(format: Format, timestamp: &str, message: Arguments<'_>, fields: &[(&str, u64)]) -> String {
+    match format {
+        Format::Human => format!("{timestamp} {message}"),
+        Format::Json => {
+            let mut line = format!(r#"{{"ts":"{timestamp}","level":"info","msg":"{}""#, escape(&message.to_string()));
+            for (name, value) in fields {
+                let _ = write!(line, r#","{}":{value}"#, escape(name));
+            }
+            line.push('}');
+            line
+        }
+    }
+}
+
+/// Writes one already formatted record, with one `write` call and no lock of ours.
+///
+/// Why not `std::io::stderr().lock()`: under load every HTTP handler writes an access record,
+/// and that lock is not fair; the pacer, logging a release, waited tens of milliseconds for
+/// it. The kernel keeps one `write` of a line whole (pipes up to `PIPE_BUF`, files under their
+/// position lock), so a duplicate of the descriptor, written without a lock, is enough.
 pub fn write_line(line: &str) {
-    let mut stderr = std::io::stderr().lock();
+    let mut record = Vec::with_capacity(line.len() + 1);
+    record.extend_from_slice(line.as_bytes());
+    record.push(b'\n');
     // A closed stderr must not take the service down; the record is lost, nothing else.
-    let _ = stderr.write_all(line.as_bytes()).and_then(|()| stderr.write_all(b"\n"));
+    let _ = match stderr() {
+        Some(mut file) => file.write_all(&record),
+        None => std::io::stderr().write_all(&record),
+    };
+}
+
+/// Our own handle on file descriptor 2 (`None` if it cannot be duplicated).
+fn stderr() -> Option<&'static File> {
+    static STDERR: OnceLock<Option<File>> = OnceLock::new();
+    STDERR.get_or_init(|| std::io::stderr().as_fd().try_clone_to_owned().ok().map(File::from)).as_ref()
 }
 
 /// Escapes text for a JSON string, so the core can write JSON lines without a JSON library.
@@ -72,12 +105,22 @@ fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::{escape, record, Format};
 
     #[test]
     fn escapes_what_json_requires() {
         assert_eq!(escape(r#"batch "a" \ b"#), r#"batch \"a\" \\ b"#);
         assert_eq!(escape("a\nb\tc\u{1}"), "a\\nb\\u0009c\\u0001");
         assert_eq!(escape("late by 1.2µs"), "late by 1.2µs");
+    }
+
+    #[test]
+    fn fields_go_only_into_json() {
+        let fields = [("late_ns", 1500), ("due_us", 7)];
+        assert_eq!(record(Format::Human, "T", format_args!("released a"), &fields), "T released a");
+        let json = record(Format::Json, "T", format_args!("released \"a\""), &fields);
+        assert_eq!(json, r#"{"ts":"T","level":"info","msg":"released \"a\"","late_ns":1500,"due_us":7}"#);
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed["late_ns"], 1500);
     }
 }

@@ -87,6 +87,9 @@ impl HttpServer {
         let socket = SockRef::from(&listener);
         socket.set_read_timeout(Some(options.idle_timeout))?;
         socket.set_write_timeout(Some(options.idle_timeout))?;
+        // Also copied: no Nagle delay. tiny_http writes a response's head and body separately,
+        // and without this a body over one segment waits for the client's delayed ACK (~40 ms).
+        socket.set_tcp_nodelay(true)?;
         let shared = Arc::new(Shared {
             handler,
             limits: options.limits,
