@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run test check fmt lint doc unit e2e build release bench
+.PHONY: run test check fmt lint doc unit e2e build release bench mixed soak
 
 ## Start the service on 127.0.0.1:8000 (5 s interval, batches of 3). Extra flags: make run ARGS="--interval 1s"
 run:
@@ -45,3 +45,12 @@ release:
 ## Takes a few minutes; BENCH_SECONDS=3 for a quick look. Not part of `make test`.
 bench:
 	bash bench/run.sh
+	bash bench/soak.sh 60 256 1
+
+## 60 s of 256 connections mixing POST and GET while the pacer runs (also the end of `make bench`).
+mixed:
+	bash bench/soak.sh 60 256 1
+
+## 10 minutes of mixed load (64 connections, 9 GETs per POST): memory over time.
+soak:
+	bash bench/soak.sh 600 64 9
