@@ -19,6 +19,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::{Condvar, Mutex};
 
 pub use record::{crc32, Record, HEADER};
 pub use replay::{replay, Corrupt, Recovered};
@@ -101,9 +102,55 @@ pub fn open(dir: &Path) -> Result<Opened, OpenError> {
 
 enum Op {
     /// An ingestion and its record, encoded by the caller so that encoding runs in parallel.
-    Ingest(Arc<Ingestion>, Vec<u8>, Sender<Result<(), WriteError>>),
-    Transition(Record, Batch, Sender<Result<(), WriteError>>),
+    Ingest(Arc<Ingestion>, Vec<u8>, Answer),
+    Transition(Record, Batch, Answer),
     Stop,
+}
+
+/// One caller's answer. The caller parks on a condvar until it is set: no spinning while an
+/// fsync is under way (a channel's receive spins and yields first, which costs the CPU the
+/// other requests need). Dropped unanswered (the journal stopped), it answers with an error.
+struct Answer {
+    slot: Arc<Slot>,
+    answered: bool,
+}
+
+#[derive(Default)]
+struct Slot {
+    result: Mutex<Option<Result<(), WriteError>>>,
+    ready: Condvar,
+}
+
+impl Answer {
+    fn send(mut self, result: Result<(), WriteError>) {
+        self.answered = true;
+        self.slot.set(result);
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.slot.set(Err(WriteError("the journal has stopped".into())));
+        }
+    }
+}
+
+impl Slot {
+    fn set(&self, result: Result<(), WriteError>) {
+        *self.result.lock() = Some(result);
+        self.ready.notify_one();
+    }
+
+    fn wait(&self) -> Result<(), WriteError> {
+        let mut result = self.result.lock();
+        loop {
+            if let Some(result) = result.take() {
+                return result;
+            }
+            self.ready.wait(&mut result);
+        }
+    }
 }
 
 /// The handle other threads use to save records.
@@ -185,11 +232,11 @@ impl JournalHandle {
         self.call(|reply| Op::Transition(record, batch.clone(), reply))
     }
 
-    fn call(&self, op: impl FnOnce(Sender<Result<(), WriteError>>) -> Op) -> Result<(), WriteError> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let stopped = || WriteError("the journal has stopped".into());
-        self.ops.send(op(tx)).map_err(|_| stopped())?;
-        rx.recv().map_err(|_| stopped())?
+    fn call(&self, op: impl FnOnce(Answer) -> Op) -> Result<(), WriteError> {
+        let slot = Arc::new(Slot::default());
+        // A send to a stopped journal drops the op, and with it the answer: an error.
+        let _ = self.ops.send(op(Answer { slot: Arc::clone(&slot), answered: false }));
+        slot.wait()
     }
 }
 
@@ -272,8 +319,8 @@ impl Writer {
             self.queue.submit_all(accepted);
         }
         for op in group {
-            if let Op::Ingest(_, _, reply) | Op::Transition(_, _, reply) = op {
-                let _ = reply.send(written.clone());
+            if let Op::Ingest(_, _, answer) | Op::Transition(_, _, answer) = op {
+                answer.send(written.clone());
             }
         }
         if written.is_ok() && self.should_compact() {
