@@ -30,7 +30,7 @@ fn main() {
 /// Nanoseconds per status lookup of the last ingestion, with `batches` queued.
 fn measure(batches: u32) -> f64 {
     let pacing = Pacing { interval: Duration::from_secs(5), batch_size: 1 };
-    let app = App::start(pacing, Arc::new(ManualClock::new()), SimulatedApi { delay: Duration::ZERO });
+    let app = Arc::new(App::start(pacing, Arc::new(ManualClock::new()), SimulatedApi { delay: Duration::ZERO }));
     let mut last = None;
     for i in 0..batches / PER_INGESTION {
         let ids: Vec<u32> = (1..=PER_INGESTION).map(|k| i * PER_INGESTION + k).collect();
@@ -42,7 +42,7 @@ fn measure(batches: u32) -> f64 {
     let path = format!("/status/{}", last.expect("at least one ingestion"));
     let limits = ingestd::http::Limits::default();
     let head = api::Head { method: "GET", url: &path, idempotency_key: None };
-    let lookup = || api::handle(&app, &limits, head, || unreachable!("GET has no body"));
+    let lookup = || api::handle(&app, &limits, head, || unreachable!("GET has no body")).wait();
     let reply = lookup();
     assert_eq!(reply.status, 200);
     let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();

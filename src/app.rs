@@ -58,6 +58,9 @@ pub enum IngestError {
     QueueFull { retry_after: Duration },
 }
 
+/// Gets the outcome of [`App::ingest_then`].
+pub type Done = Box<dyn FnOnce(Result<Uuid, IngestError>) + Send>;
+
 pub struct App {
     store: Arc<Store>,
     queue: Queue,
@@ -66,7 +69,7 @@ pub struct App {
     accepting: AtomicBool,
     last_sweep_ms: AtomicU64,
     /// Ids ever accepted (and recovered); minus the ids the worker has fetched, the ids queued.
-    accepted_ids: AtomicU64,
+    accepted_ids: Arc<AtomicU64>,
     fetched: Arc<FetchStats>,
     max_queued_ids: AtomicU64,
     interval: Duration,
@@ -118,7 +121,7 @@ impl App {
             journal: journal_handle,
             accepting: AtomicBool::new(true),
             last_sweep_ms: AtomicU64::new(0),
-            accepted_ids: AtomicU64::new(recovered_ids),
+            accepted_ids: Arc::new(AtomicU64::new(recovered_ids)),
             fetched: worker.stats(),
             max_queued_ids: AtomicU64::new(u64::MAX),
             interval: pacing.interval,
@@ -136,24 +139,54 @@ impl App {
     /// it returns once they are on disk. A `key` seen before answers the first ingestion's id
     /// and enqueues nothing.
     pub fn ingest(&self, priority: Priority, ids: Vec<Id>, key: Option<&str>) -> Result<Uuid, IngestError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.ingest_then(priority, ids, key, Box::new(move |result| drop(tx.send(result))));
+        rx.recv().unwrap_or(Err(IngestError::ShuttingDown))
+    }
+
+    /// Like [`App::ingest`] without waiting for the disk: `done` gets the outcome, at once in
+    /// memory mode, and on the journal thread (so it must be quick and never block) in durable
+    /// mode. The caller's thread is free in the meantime.
+    pub fn ingest_then(&self, priority: Priority, ids: Vec<Id>, key: Option<&str>, done: Done) {
         if !self.is_accepting() {
-            return Err(IngestError::ShuttingDown);
+            return done(Err(IngestError::ShuttingDown));
         }
         if let Some(key) = key {
             if let KeyClaim::Existing(id) = self.store.claim_key(key) {
-                return Ok(id);
+                return done(Ok(id));
             }
         }
         let wanted = ids.len() as u64;
-        let result = self.reserve(wanted).and_then(|()| {
-            self.enqueue(priority, ids, key).inspect_err(|_| {
-                self.accepted_ids.fetch_sub(wanted, Ordering::Relaxed);
-            })
-        });
-        if let (Err(_), Some(key)) = (&result, key) {
-            self.store.release_key(key);
+        if let Err(error) = self.reserve(wanted) {
+            if let Some(key) = key {
+                self.store.release_key(key);
+            }
+            return done(Err(error));
         }
-        result
+        let now_ms = self.queue.wall_ms();
+        let ingestion = Arc::new(Ingestion::new(priority, ids, self.batch_size, now_ms, key));
+        let id = ingestion.id;
+        let Some(journal) = &self.journal else {
+            self.store.insert(Arc::clone(&ingestion));
+            self.queue.submit(ingestion);
+            self.sweep_now_and_then(now_ms);
+            return done(Ok(id));
+        };
+        let (store, accepted) = (Arc::clone(&self.store), Arc::clone(&self.accepted_ids));
+        let key = key.map(str::to_owned);
+        journal.ingest_then(
+            ingestion,
+            Box::new(move |saved| match saved {
+                Ok(()) => done(Ok(id)),
+                Err(error) => {
+                    accepted.fetch_sub(wanted, Ordering::Relaxed);
+                    if let Some(key) = key {
+                        store.release_key(&key);
+                    }
+                    done(Err(IngestError::Unsaved(error)));
+                }
+            }),
+        );
     }
 
     /// Counts `wanted` ids as queued, unless that would pass the limit. Reserving first means
@@ -168,21 +201,6 @@ impl App {
             let excess = (accepted.saturating_sub(self.fetched_ids()) + wanted).saturating_sub(max);
             IngestError::QueueFull { retry_after: self.drain_time(excess) }
         })
-    }
-
-    fn enqueue(&self, priority: Priority, ids: Vec<Id>, key: Option<&str>) -> Result<Uuid, IngestError> {
-        let now_ms = self.queue.wall_ms();
-        let ingestion = Arc::new(Ingestion::new(priority, ids, self.batch_size, now_ms, key));
-        let id = ingestion.id;
-        match &self.journal {
-            None => {
-                self.store.insert(Arc::clone(&ingestion));
-                self.queue.submit(ingestion);
-                self.sweep_now_and_then(now_ms);
-            }
-            Some(journal) => journal.ingest(ingestion).map_err(IngestError::Unsaved)?,
-        }
-        Ok(id)
     }
 
     /// Ids accepted and not yet fetched from the external API.

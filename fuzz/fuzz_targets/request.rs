@@ -13,14 +13,14 @@ use libfuzzer_sys::fuzz_target;
 
 const STATUSES: [u16; 12] = [200, 400, 401, 404, 405, 408, 413, 414, 431, 500, 503, 429];
 
-fn app() -> &'static App {
-    static APP: OnceLock<App> = OnceLock::new();
+fn app() -> &'static Arc<App> {
+    static APP: OnceLock<Arc<App>> = OnceLock::new();
     APP.get_or_init(|| {
         let pacing = Pacing { interval: Duration::from_secs(3600), batch_size: 3 };
         let app = App::start(pacing, Arc::new(SystemClock), SimulatedApi { delay: Duration::ZERO });
         // Bounded memory however long the fuzzer runs: past this, ingests answer 503.
         app.set_max_queued_ids(200_000);
-        app
+        Arc::new(app)
     })
 }
 
@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let Some((method, url, key, body)) = parts(data) else { return };
     let head = Head { method, url, idempotency_key: key };
-    let reply = api::handle(app(), &Limits::default(), head, || Ok(body.to_vec()));
+    let reply = api::handle(app(), &Limits::default(), head, || Ok(body.to_vec())).wait();
     assert!(STATUSES.contains(&reply.status), "unexpected status {}", reply.status);
     if reply.content_type == "application/json" {
         let json: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON answers parse");

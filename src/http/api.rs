@@ -3,6 +3,7 @@
 //! Runs on the HTTP handler threads. Knows JSON and status codes; knows nothing of sockets
 //! (that is `server.rs`) nor of queues and clocks (that is the core, behind [`App`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -186,23 +187,47 @@ pub const UNMATCHED: &str = "unmatched";
 
 /// Answers one request. `read_body` is called only by routes that take a body.
 pub fn handle(
-    app: &App,
+    app: &Arc<App>,
     limits: &Limits,
     head: Head<'_>,
     read_body: impl FnOnce() -> Result<Vec<u8>, ApiError>,
-) -> Reply {
+) -> Outcome {
     match dispatch(app, limits, head, read_body) {
-        Ok(reply) => reply,
-        Err(error) => Reply::error(&error),
+        Ok(outcome) => outcome,
+        Err(error) => Outcome::Now(Reply::error(&error)),
+    }
+}
+
+/// Sends a reply to the client that asked; called exactly once.
+pub type Responder = Box<dyn FnOnce(Reply) + Send>;
+
+/// What a handler gives back: a reply now, or (a POST in durable mode) work to start that
+/// replies once the ingestion is on disk, so the handler thread need not wait for the fsync.
+pub enum Outcome {
+    Now(Reply),
+    Later(Box<dyn FnOnce(Responder) + Send>),
+}
+
+impl Outcome {
+    /// The reply, waiting for it if it comes later (for tools and tests).
+    pub fn wait(self) -> Reply {
+        match self {
+            Outcome::Now(reply) => reply,
+            Outcome::Later(start) => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                start(Box::new(move |reply| drop(tx.send(reply))));
+                rx.recv().unwrap_or_else(|_| Reply::error(&ApiError::Internal))
+            }
+        }
     }
 }
 
 fn dispatch(
-    app: &App,
+    app: &Arc<App>,
     limits: &Limits,
     head: Head<'_>,
     read_body: impl FnOnce() -> Result<Vec<u8>, ApiError>,
-) -> Result<Reply, ApiError> {
+) -> Result<Outcome, ApiError> {
     let Head { method, url, idempotency_key } = head;
     if !app.is_accepting() {
         return Err(ApiError::ShuttingDown);
@@ -226,26 +251,35 @@ fn dispatch(
             if request.ids.len() > max_ids {
                 return Err(ApiError::TooManyIds { count: request.ids.len(), limit: max_ids });
             }
-            let ingestion_id = app.ingest(request.priority, request.ids, key).map_err(|e| match e {
-                IngestError::ShuttingDown => ApiError::ShuttingDown,
-                IngestError::Unsaved(why) => ApiError::Unsaved(why.to_string()),
-                IngestError::QueueFull { retry_after } => {
-                    ApiError::QueueFull { retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64 }
-                }
-            })?;
-            Ok(Reply::json(200, &Accepted { ingestion_id }))
+            let (key, app) = (key.map(str::to_owned), Arc::clone(app));
+            Ok(Outcome::Later(Box::new(move |respond: Responder| {
+                let done = Box::new(move |result| respond(ingest_reply(result)));
+                app.ingest_then(request.priority, request.ids, key.as_deref(), done);
+            })))
         }
         Route::Status(id) => {
             let ingestion = Uuid::try_parse(id)
                 .ok()
                 .and_then(|id| app.ingestion(&id))
                 .ok_or_else(|| ApiError::NotFound(format!("unknown or expired ingestion {}", shorten(id))))?;
-            Ok(Reply::json(200, &status_body(app.queue(), &ingestion)))
+            Ok(Outcome::Now(Reply::json(200, &status_body(app.queue(), &ingestion))))
         }
-        Route::Queue => Ok(Reply::json(200, &queue_body(app.queue(), &app.queue().report()))),
-        Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
-        Route::Page(page) => Ok(pages::render(app, page)),
+        Route::Queue => Ok(Outcome::Now(Reply::json(200, &queue_body(app.queue(), &app.queue().report())))),
+        Route::Health => Ok(Outcome::Now(Reply::json(200, &serde_json::json!({"status": "ok"})))),
+        Route::Page(page) => Ok(Outcome::Now(pages::render(app, page))),
     }
+}
+
+fn ingest_reply(result: Result<Uuid, IngestError>) -> Reply {
+    let error = match result {
+        Ok(ingestion_id) => return Reply::json(200, &Accepted { ingestion_id }),
+        Err(IngestError::ShuttingDown) => ApiError::ShuttingDown,
+        Err(IngestError::Unsaved(why)) => ApiError::Unsaved(why.to_string()),
+        Err(IngestError::QueueFull { retry_after }) => {
+            ApiError::QueueFull { retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64 }
+        }
+    };
+    Reply::error(&error)
 }
 
 fn check_idempotency_key(key: &str) -> Result<&str, ApiError> {

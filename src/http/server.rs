@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use socket2::SockRef;
 use tiny_http::{Header, Request, Response};
 
-use super::api::{self, Head, Reply};
+use super::api::{self, Head, Outcome, Reply};
 use super::error::ApiError;
 use super::limits::Limits;
 use super::quarantine::Quarantine;
@@ -46,7 +46,7 @@ pub struct HttpOptions {
 
 /// Answers a request that passed the checks: its head and a way to read the body.
 pub type Handler =
-    dyn Fn(Head<'_>, Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>) -> Reply + Send + Sync + 'static;
+    dyn Fn(Head<'_>, Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>) -> Outcome + Send + Sync + 'static;
 
 /// Quarantined connections are remembered this long after their last request.
 const QUARANTINE_TTL: Duration = Duration::from_secs(600);
@@ -54,8 +54,13 @@ const QUARANTINE_CAPACITY: usize = 65_536;
 /// tiny_http 0.12.0 reads a body of up to this many bytes before handing over the request.
 const BUFFERED_BODY: usize = 1024;
 
+/// A request and the verdict of [`frame_check`] on it.
+type Checked = (Request, Result<(), ApiError>);
+
 struct Shared {
     handler: Box<Handler>,
+    /// Replies that became known on another thread (the journal's), for `http-reply` to write.
+    replies: Sender<Box<dyn FnOnce() + Send>>,
     limits: Limits,
     idle_timeout: Duration,
     token: Option<String>,
@@ -67,6 +72,7 @@ struct Shared {
 pub struct HttpServer {
     supervisor: Supervisor,
     handlers: Vec<JoinHandle<()>>,
+    reply_thread: JoinHandle<()>,
     unstrander: Unstrander,
     addr: SocketAddr,
 }
@@ -90,8 +96,15 @@ impl HttpServer {
         // Also copied: no Nagle delay. tiny_http writes a response's head and body separately,
         // and without this a body over one segment waits for the client's delayed ACK (~40 ms).
         socket.set_tcp_nodelay(true)?;
+        let (replies, deferred) = crossbeam_channel::unbounded::<Box<dyn FnOnce() + Send>>();
+        let reply_thread = thread::Builder::new().name("http-reply".into()).spawn(move || {
+            for write in deferred {
+                write();
+            }
+        })?;
         let shared = Arc::new(Shared {
             handler,
+            replies,
             limits: options.limits,
             idle_timeout: options.idle_timeout,
             token: options.token,
@@ -102,13 +115,17 @@ impl HttpServer {
         let (body_tx, body_rx) = crossbeam_channel::unbounded();
         let mut handlers = spawn_handlers("http", threads, &quick_rx, &shared)?;
         handlers.extend(spawn_handlers("http-body", threads, &body_rx, &shared)?);
+        let gate = Arc::clone(&shared);
         let dispatch: Dispatch = Arc::new(move |request: Request| {
+            // Run by the pumps in the order tiny_http read the requests (see `supervise.rs`),
+            // so a request after ambiguous framing on its connection is always refused.
+            let framing = frame_check(&gate.quarantine, &request);
             let to = if streams_body(&request) { &body_tx } else { &quick_tx };
-            to.send(request).is_ok()
+            to.send((request, framing)).is_ok()
         });
         let supervisor = Supervisor::start(listener, options.idle_timeout, dispatch)?;
         let unstrander = Unstrander::start(addr)?;
-        Ok(HttpServer { supervisor, handlers, unstrander, addr })
+        Ok(HttpServer { supervisor, handlers, reply_thread, unstrander, addr })
     }
 
     /// The address the listener is bound to, with the real port.
@@ -126,21 +143,23 @@ impl HttpServer {
         for handler in self.handlers {
             let _ = handler.join();
         }
+        // Its channel closes when the last handler and the last pending reply are gone.
+        let _ = self.reply_thread.join();
     }
 }
 
 fn spawn_handlers(
     name: &str,
     count: usize,
-    requests: &Receiver<Request>,
+    requests: &Receiver<Checked>,
     shared: &Arc<Shared>,
 ) -> io::Result<Vec<JoinHandle<()>>> {
     (0..count)
         .map(|n| {
             let (requests, shared) = (requests.clone(), Arc::clone(shared));
             thread::Builder::new().name(format!("{name}-{n}")).spawn(move || {
-                for request in requests {
-                    serve(&shared, request);
+                for (request, framing) in requests {
+                    serve(&shared, request, framing);
                 }
             })
         })
@@ -153,11 +172,11 @@ fn streams_body(request: &Request) -> bool {
     request.body_length().is_some_and(|len| len > BUFFERED_BODY) || has("Transfer-Encoding") || has("Expect")
 }
 
-fn serve(shared: &Shared, mut request: Request) {
+fn serve(shared: &Shared, mut request: Request, framing: Result<(), ApiError>) {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let url = request.url().to_owned();
-    let reply = match admit(shared, &request) {
+    let outcome = match framing.and_then(|()| admit(shared, &request)) {
         Ok(()) => {
             let key = header_value(&request, "Idempotency-Key");
             let (max_body, deadline) = (shared.limits.max_body, shared.idle_timeout);
@@ -166,31 +185,55 @@ fn serve(shared: &Shared, mut request: Request) {
                 (shared.handler)(head, Box::new(|| read_body(&mut request, max_body, deadline)))
             })
         }
-        Err(error) => Reply::error(&error),
+        Err(error) => Outcome::Now(Reply::error(&error)),
     };
-    // Handler time: writing the response depends on the client, so it is left out.
-    telemetry::record(&method, &url, api::route_label(&url), reply.status, started.elapsed());
-    respond(request, reply);
+    let replies = shared.replies.clone();
+    let finish = move |reply: Reply| {
+        // Handler time (until the reply is known); writing it depends on the client.
+        telemetry::record(&method, &url, api::route_label(&url), reply.status, started.elapsed());
+        respond(request, reply);
+    };
+    match outcome {
+        Outcome::Now(reply) => finish(reply),
+        Outcome::Later(start) => {
+            // Called here (memory mode), it answers at once; called later on the journal thread,
+            // it hands the write to the `http-reply` thread, so a slow client never stalls
+            // the journal.
+            let thread = thread::current().id();
+            start(Box::new(move |reply| {
+                if thread::current().id() == thread {
+                    finish(reply);
+                } else {
+                    let _ = replies.send(Box::new(move || finish(reply)));
+                }
+            }));
+        }
+    }
 }
 
 fn header_value(request: &Request, name: &'static str) -> Option<String> {
     request.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str().to_owned())
 }
 
-/// The checks made before anything acts on a request, in this order.
-fn admit(shared: &Shared, request: &Request) -> Result<(), ApiError> {
+/// The first checks, made by the pumps in arrival order: the quarantine, then the framing.
+fn frame_check(quarantine: &Quarantine, request: &Request) -> Result<(), ApiError> {
     let now = Instant::now();
     let from = request.remote_addr().copied();
-    if from.is_some_and(|from| shared.quarantine.holds(from, now)) {
+    if from.is_some_and(|from| quarantine.holds(from, now)) {
         return Err(ApiError::ConnectionRejected);
     }
     if let Err(error) = framing::check(request.http_version(), request.headers()) {
         // What follows on this connection may be a request smuggled inside this one's body.
         if let Some(from) = from {
-            shared.quarantine.add(from, now);
+            quarantine.add(from, now);
         }
         return Err(error);
     }
+    Ok(())
+}
+
+/// The checks made after [`frame_check`], before anything acts on a request, in this order.
+fn admit(shared: &Shared, request: &Request) -> Result<(), ApiError> {
     shared.limits.check_head(request.url(), request.headers())?;
     match &shared.token {
         Some(token) if !auth::is_open(request.url()) => auth::check(token, request.headers()),
@@ -199,8 +242,8 @@ fn admit(shared: &Shared, request: &Request) -> Result<(), ApiError> {
 }
 
 /// Runs a handler; a panic becomes a 500 for this request, and the thread lives on.
-fn answer(handler: impl FnOnce() -> Reply) -> Reply {
-    panic::catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|_| Reply::error(&ApiError::Internal))
+fn answer(handler: impl FnOnce() -> Outcome) -> Outcome {
+    panic::catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|_| Outcome::Now(Reply::error(&ApiError::Internal)))
 }
 
 fn read_body(request: &mut Request, max_body: usize, deadline: Duration) -> Result<Vec<u8>, ApiError> {
@@ -260,11 +303,11 @@ mod tests {
 
     #[test]
     fn a_panic_is_a_500_for_that_request_only() {
-        let reply = answer(|| panic!("a handler bug"));
+        let reply = answer(|| panic!("a handler bug")).wait();
         assert_eq!(reply.status, 500);
         let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
         assert_eq!(body["error"], "internal_error");
-        assert_eq!(answer(|| Reply::error(&ApiError::NotFound("x".into()))).status, 404);
+        assert_eq!(answer(|| Outcome::Now(Reply::error(&ApiError::NotFound("x".into())))).wait().status, 404);
     }
 
     #[test]
@@ -274,7 +317,7 @@ mod tests {
             HttpOptions { threads: 2, limits: Limits::default(), idle_timeout: Duration::from_secs(5), token: None };
         let handler = |head: Head<'_>, _: Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>| {
             assert!(head.url != "/panic", "a handler bug");
-            Reply::error(&ApiError::NotFound(head.url.into()))
+            Outcome::Now(Reply::error(&ApiError::NotFound(head.url.into())))
         };
         let server = HttpServer::start_with(listener, options, Box::new(handler)).unwrap();
         let base = format!("http://{}", server.addr());

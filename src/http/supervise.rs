@@ -24,6 +24,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
 use tiny_http::{Request, Server};
 
 use super::unstrand::loopback_for;
@@ -174,12 +175,17 @@ fn start_generation(listener: &TcpListener, number: u64, setup: &Setup) -> io::R
         .map_err(io::Error::other)?;
     let server = Arc::new(server);
     let accepting = Arc::new(AtomicBool::new(true));
+    // Taken around taking a request and dispatching it, so that a generation's requests leave
+    // its pumps in the order tiny_http read them: the checks made at dispatch (a connection
+    // that sent ambiguous framing is refused from then on) see a connection's requests in order.
+    let turn = Arc::new(Mutex::new(()));
     let pumps = (0..PUMPS)
         .map(|n| {
             let (server, accepting, setup) = (Arc::clone(&server), Arc::clone(&accepting), setup.clone());
+            let turn = Arc::clone(&turn);
             thread::Builder::new()
                 .name(format!("http-pump-{number}-{n}"))
-                .spawn(move || pump(number, &server, &accepting, &setup))
+                .spawn(move || pump(number, &server, &accepting, &setup, &turn))
         })
         .collect::<io::Result<Vec<_>>>()
         .inspect_err(|_| {
@@ -192,13 +198,16 @@ fn start_generation(listener: &TcpListener, number: u64, setup: &Setup) -> io::R
 
 /// Forwards one generation's requests until stopped, or until its accept loop is gone and its
 /// connections have been quiet for `retire_after`.
-fn pump(number: u64, server: &Server, accepting: &AtomicBool, setup: &Setup) {
+fn pump(number: u64, server: &Server, accepting: &AtomicBool, setup: &Setup, turn: &Mutex<()>) {
     let mut quiet = Duration::ZERO;
     loop {
+        let my_turn = turn.lock();
         match server.recv_timeout(PUMP_POLL) {
             Ok(Some(request)) => {
                 quiet = Duration::ZERO;
-                if !(setup.dispatch)(request) {
+                let sent = (setup.dispatch)(request);
+                drop(my_turn);
+                if !sent {
                     return;
                 }
             }

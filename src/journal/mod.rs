@@ -107,33 +107,36 @@ enum Op {
     Stop,
 }
 
-/// One caller's answer. The caller parks on a condvar until it is set: no spinning while an
-/// fsync is under way (a channel's receive spins and yields first, which costs the CPU the
-/// other requests need). Dropped unanswered (the journal stopped), it answers with an error.
-struct Answer {
-    slot: Arc<Slot>,
-    answered: bool,
-}
+/// What to do with one record's outcome, called on the journal thread once it is known.
+/// Dropped unanswered (the journal stopped), it is called with an error.
+struct Answer(Option<Saved>);
 
-#[derive(Default)]
-struct Slot {
-    result: Mutex<Option<Result<(), WriteError>>>,
-    ready: Condvar,
-}
+/// Gets the outcome of a record: `Ok` once it is on disk (and applied).
+pub type Saved = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
 
 impl Answer {
     fn send(mut self, result: Result<(), WriteError>) {
-        self.answered = true;
-        self.slot.set(result);
+        if let Some(done) = self.0.take() {
+            done(result);
+        }
     }
 }
 
 impl Drop for Answer {
     fn drop(&mut self) {
-        if !self.answered {
-            self.slot.set(Err(WriteError("the journal has stopped".into())));
+        if let Some(done) = self.0.take() {
+            done(Err(WriteError("the journal has stopped".into())));
         }
     }
+}
+
+/// Where a waiting caller's answer lands. The caller parks on a condvar until it is set: no
+/// spinning while an fsync is under way (a channel's receive spins and yields first, which
+/// costs the CPU the other requests need).
+#[derive(Default)]
+struct Slot {
+    result: Mutex<Option<Result<(), WriteError>>>,
+    ready: Condvar,
 }
 
 impl Slot {
@@ -221,21 +224,31 @@ impl Journal {
 impl JournalHandle {
     /// Saves a new ingestion; once this returns `Ok`, it is on disk, in the store and queued.
     pub fn ingest(&self, ingestion: Arc<Ingestion>) -> Result<(), WriteError> {
+        self.wait(|answer| self.ingest_then(ingestion, answer))
+    }
+
+    /// Saves a new ingestion without waiting: `done` runs on the journal thread once it is on
+    /// disk, in the store and queued (`Ok`), or could not be saved (`Err`). It must be quick
+    /// and must not block.
+    pub fn ingest_then(&self, ingestion: Arc<Ingestion>, done: Saved) {
         let mut encoded = Vec::new();
         Record::ingest(&ingestion.record(), false).encode(&mut encoded);
-        self.call(|reply| Op::Ingest(ingestion, encoded, reply))
+        // A send to a stopped journal drops the op, and with it the answer: an error.
+        let _ = self.ops.send(Op::Ingest(ingestion, encoded, Answer(Some(done))));
     }
 
     /// Saves a transition of `batch` and applies it to the batch; once this returns `Ok`, it is
     /// on disk and visible. On `Err` nothing was applied.
     pub fn transition(&self, record: Record, batch: &Batch) -> Result<(), WriteError> {
-        self.call(|reply| Op::Transition(record, batch.clone(), reply))
+        self.wait(|answer| {
+            let _ = self.ops.send(Op::Transition(record, batch.clone(), Answer(Some(answer))));
+        })
     }
 
-    fn call(&self, op: impl FnOnce(Answer) -> Op) -> Result<(), WriteError> {
+    fn wait(&self, send: impl FnOnce(Saved)) -> Result<(), WriteError> {
         let slot = Arc::new(Slot::default());
-        // A send to a stopped journal drops the op, and with it the answer: an error.
-        let _ = self.ops.send(op(Answer { slot: Arc::clone(&slot), answered: false }));
+        let landing = Arc::clone(&slot);
+        send(Box::new(move |result| landing.set(result)));
         slot.wait()
     }
 }
