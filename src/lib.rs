@@ -3,7 +3,8 @@
 //! Threads, and what they touch:
 //! - `http-N` and `http-body-N` handler threads ([`http`]) check and parse requests. In memory
 //!   mode they insert into the [`store::Store`] and submit to the queue; in durable mode they
-//!   hand the ingestion to the journal and wait for it.
+//!   hand the ingestion and a responder to the journal and move on; `http-reply` writes those
+//!   answers once the journal has saved them.
 //! - `journal` ([`journal`], only with `--data-dir`) writes records in groups with one fsync each,
 //!   then inserts and submits what it saved, in journal order; it also compacts and sweeps.
 //! - `pacer` ([`pacer`]) waits on the queue's `Condvar` and releases at most one batch per
