@@ -256,17 +256,8 @@ fn an_unusable_data_dir_stops_the_start_with_a_clear_message() {
 #[test]
 fn a_full_disk_answers_503_and_keeps_what_was_acknowledged() {
     let dir = TempDir::new("full");
-    // bash's `ulimit -f` counts KiB: the journal may not grow past 16 KiB.
-    let mut command = Command::new("bash");
-    command.args(["-c", "ulimit -f 16 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_ingestd")]).args([
-        "--addr",
-        "127.0.0.1:0",
-        "--interval",
-        "1h",
-        "--data-dir",
-        dir.path(),
-    ]);
-    let server = Server::start_with(&mut command);
+    // The journal may not grow past 16 KiB.
+    let server = Server::start_with_file_limit(16, &["--interval", "1h", "--data-dir", dir.path()]);
     let mut acked = Vec::new();
     let refused = loop {
         let ids: Vec<u32> = (1..=30).collect();

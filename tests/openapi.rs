@@ -186,20 +186,9 @@ fn the_document_is_openapi_3_1_and_names_every_error_code() {
     }
 }
 
-/// A journal that may not grow past 16 KiB: bash's `ulimit -f` counts KiB.
+/// A journal that may not grow past 16 KiB.
 fn full_disk(dir: &TempDir) -> Server {
-    let mut command = Command::new("bash");
-    command.args(["-c", "ulimit -f 16 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_ingestd")]).args([
-        "--addr",
-        "127.0.0.1:0",
-        "--interval",
-        "1h",
-        "--batch-size",
-        "1",
-        "--data-dir",
-        dir.path(),
-    ]);
-    Server::start_with(&mut command)
+    Server::start_with_file_limit(16, &["--interval", "1h", "--batch-size", "1", "--data-dir", dir.path()])
 }
 
 /// A server stopping on SIGTERM: it waits (up to `--shutdown-timeout`, 30 s) for its batch in

@@ -39,6 +39,15 @@ impl Server {
         Server { base: base.to_owned(), child, stderr }
     }
 
+    /// Starts `ingestd --addr 127.0.0.1:0 ARGS` under a file-size limit of `kib` KiB, the way a
+    /// full disk looks to the journal (bash's `ulimit -f` counts KiB).
+    pub fn start_with_file_limit(kib: u32, args: &[&str]) -> Server {
+        let mut command = Command::new("bash");
+        let script = format!("ulimit -f {kib} && exec \"$0\" \"$@\"");
+        command.args(["-c", &script, env!("CARGO_BIN_EXE_ingestd"), "--addr", "127.0.0.1:0"]).args(args);
+        Server::start_with(&mut command)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
