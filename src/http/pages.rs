@@ -5,6 +5,7 @@
 //! is fetched from anywhere else. Reads the core's metrics and one queue-lock read for the next
 //! release; never writes.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -18,6 +19,13 @@ use crate::model::{BatchStatus, Id};
 
 const DASHBOARD: &str = include_str!("../../static/index.html");
 const DOCS: &str = include_str!("../../static/docs.html");
+/// The token prompt both pages share, put where a page says `/*@token.js*/`.
+const TOKEN_JS: &str = include_str!("../../static/token.js");
+
+/// A page with its shared script in place, built once.
+fn with_shared_script(cell: &'static OnceLock<String>, html: &str) -> Vec<u8> {
+    cell.get_or_init(|| html.replace("/*@token.js*/", TOKEN_JS)).as_bytes().to_vec()
+}
 const OPENAPI: &str = include_str!("openapi.json");
 const HTML: &str = "text/html; charset=utf-8";
 
@@ -52,8 +60,14 @@ impl Page {
 
 pub fn render(app: &App, page: Page) -> Reply {
     match page {
-        Page::Dashboard => text(HTML, DASHBOARD.as_bytes().to_vec()),
-        Page::Docs => text(HTML, DOCS.as_bytes().to_vec()),
+        Page::Dashboard => {
+            static BUILT: OnceLock<String> = OnceLock::new();
+            text(HTML, with_shared_script(&BUILT, DASHBOARD))
+        }
+        Page::Docs => {
+            static BUILT: OnceLock<String> = OnceLock::new();
+            text(HTML, with_shared_script(&BUILT, DOCS))
+        }
         Page::OpenApi => text("application/json", OPENAPI.as_bytes().to_vec()),
         Page::Metrics => text(prometheus::CONTENT_TYPE, prometheus::render(app).into_bytes()),
         Page::DashboardJson => Reply::json(200, &dashboard(app)),
