@@ -232,7 +232,7 @@ impl JournalHandle {
     /// and must not block.
     pub fn ingest_then(&self, ingestion: Arc<Ingestion>, done: Saved) {
         let mut encoded = Vec::new();
-        Record::ingest(&ingestion.record(), false).encode(&mut encoded);
+        Record::ingest(ingestion.record(), false).encode(&mut encoded);
         // A send to a stopped journal drops the op, and with it the answer: an error.
         let _ = self.ops.send(Op::Ingest(ingestion, encoded, Answer(Some(done))));
     }
@@ -381,7 +381,7 @@ impl Writer {
             Record::LastRelease { at_ms }.encode(&mut bytes);
         }
         for ingestion in &live {
-            Record::ingest(&ingestion.record(), true).encode(&mut bytes);
+            Record::ingest(ingestion.record(), true).encode(&mut bytes);
         }
         let path = self.dir.join(FILE_NAME);
         let temp = self.dir.join(format!("{FILE_NAME}.tmp"));

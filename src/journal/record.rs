@@ -51,14 +51,14 @@ pub struct BatchState {
 }
 
 impl Record {
-    pub fn ingest(ingestion: &IngestionRecord, with_state: bool) -> Record {
+    pub fn ingest(ingestion: IngestionRecord, with_state: bool) -> Record {
         Record::Ingest {
             ingestion_id: ingestion.id,
             priority: ingestion.priority.as_str().to_owned(),
             accepted_at_ms: ingestion.accepted_at_ms,
-            idempotency_key: ingestion.idempotency_key.as_deref().map(str::to_owned),
+            idempotency_key: ingestion.idempotency_key.map(String::from),
             batch_size: ingestion.batch_size,
-            ids: ingestion.ids.clone(),
+            ids: ingestion.ids,
             batch_ids: ingestion.batches.iter().map(|b| b.id).collect(),
             batches: with_state.then(|| {
                 ingestion
@@ -195,7 +195,7 @@ mod tests {
         ingestion.trigger(0, 3);
         for with_state in [false, true] {
             let mut line = Vec::new();
-            Record::ingest(&ingestion.record(), with_state).encode(&mut line);
+            Record::ingest(ingestion.record(), with_state).encode(&mut line);
             let back = ingestion_of(Record::decode(&line[..line.len() - 1]).unwrap()).unwrap();
             let mut expected = ingestion.record();
             if !with_state {

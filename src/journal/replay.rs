@@ -115,7 +115,7 @@ mod tests {
         let ingestion = Ingestion::new(Priority::High, vec![1, 2, 3, 4, 5, 6, 7], 3, 1, None);
         let id = ingestion.id;
         let records = vec![
-            Record::ingest(&ingestion.record(), false),
+            Record::ingest(ingestion.record(), false),
             Record::Triggered { ingestion_id: id, batch: 0, attempt: 1, at_ms: 100 },
             Record::Completed { ingestion_id: id, batch: 0, at_ms: 150 },
             Record::Triggered { ingestion_id: id, batch: 1, attempt: 1, at_ms: 200 },
