@@ -20,15 +20,19 @@
 //! was accepted; no thread holds a queue lock and a store lock at once. [`metrics`] has a leaf
 //! lock for its rings, never taken under the queue lock. See ARCHITECTURE.md for the invariants.
 
+#![deny(unsafe_code)]
+
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod handoff;
 pub mod http;
 pub mod journal;
 pub mod log;
 pub mod metrics;
 pub mod model;
 pub mod pacer;
+pub mod realtime;
 pub mod rfc3339;
 pub mod scheduler;
 pub mod store;

@@ -14,6 +14,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::clock::{Clock, ManualClock};
 use crate::log;
+use crate::realtime;
 use crate::metrics::Metrics;
 use crate::model::{Batch, BatchStatus, BatchView, Enqueued, Ingestion, Priority};
 use crate::scheduler::{Outlook, Poll, Scheduler};
@@ -41,6 +42,15 @@ pub enum Parked {
     Busy,
     /// The head batch may go at this instant.
     Until(Instant),
+}
+
+/// What [`Queue::complete`] led to.
+#[derive(Debug)]
+pub struct Completed {
+    /// The queue after the completion (and after `next`, if any, left it).
+    pub depth: Depth,
+    /// The next batch, released to the caller because it was due at once.
+    pub next: Option<Release>,
 }
 
 /// Queue depth, as seen at one instant.
@@ -202,22 +212,25 @@ impl Drop for Pacer {
 }
 
 fn run(shared: &Shared, releases: &Sender<Release>) {
+    if shared.clock.runs_by_itself() {
+        match realtime::raise_current_thread() {
+            Ok(()) => log::info(format_args!("pacer thread: real-time scheduling (SCHED_FIFO)")),
+            Err(error) => log::info(format_args!(
+                "pacer thread: ordinary scheduling ({error}); under full CPU load a release may be late by a scheduler slice"
+            )),
+        }
+    }
     let mut state = shared.state.lock();
     while !state.stopping {
         let now = shared.clock.now();
-        match state.scheduler.poll(now) {
-            Poll::Release { run, index, due } => {
-                let batch = Batch { ingestion: run, index };
-                // The worker marks it triggered, once (in durable mode) that is on disk.
-                let attempt = batch.view().attempts.saturating_add(1);
-                state.queued_ids[level_slot(batch.ingestion.priority)] -= batch.view().ids.len() as u64;
+        match take_release(shared, &mut state, now) {
+            Ok(release) => {
                 let depth = state.depth();
-                let release = Release { batch, due, at: now, at_wall_ms: shared.clock.wall_ms(), attempt };
                 let delivered = MutexGuard::unlocked(&mut state, || {
-                    shared.metrics.released(&release);
                     // Logged after the send: stderr's lock is shared with every access record,
                     // and the worker should not wait for it.
-                    let logged = LoggedRelease { batch: release.batch.to_string(), at: release.at, due: release.due };
+                    let logged = LoggedRelease::of(&release);
+                    shared.metrics.released(&release);
                     let sent = releases.send(release).is_ok();
                     log_release(shared, &logged, depth);
                     sent
@@ -226,10 +239,24 @@ fn run(shared: &Shared, releases: &Sender<Release>) {
                     return;
                 }
             }
-            Poll::WaitUntil(deadline) => park(shared, &mut state, Parked::Until(deadline)),
-            Poll::Busy => park(shared, &mut state, Parked::Busy),
-            Poll::Idle => park(shared, &mut state, Parked::Idle),
+            Err(Poll::WaitUntil(deadline)) => park(shared, &mut state, Parked::Until(deadline)),
+            Err(Poll::Busy) => park(shared, &mut state, Parked::Busy),
+            Err(_) => park(shared, &mut state, Parked::Idle),
         }
+    }
+}
+
+/// Releases the head batch if the pacing rule allows it at `now`; otherwise says why not.
+fn take_release(shared: &Shared, state: &mut State, now: Instant) -> Result<Release, Poll<Arc<Ingestion>>> {
+    match state.scheduler.poll(now) {
+        Poll::Release { run, index, due } => {
+            let batch = Batch { ingestion: run, index };
+            // The worker marks it triggered, once (in durable mode) that is on disk.
+            let attempt = batch.view().attempts.saturating_add(1);
+            state.queued_ids[level_slot(batch.ingestion.priority)] -= batch.view().ids.len() as u64;
+            Ok(Release { batch, due, at: now, at_wall_ms: shared.clock.wall_ms(), attempt })
+        }
+        other => Err(other),
     }
 }
 
@@ -238,6 +265,12 @@ struct LoggedRelease {
     batch: String,
     at: Instant,
     due: Instant,
+}
+
+impl LoggedRelease {
+    fn of(release: &Release) -> LoggedRelease {
+        LoggedRelease { batch: release.batch.to_string(), at: release.at, due: release.due }
+    }
 }
 
 /// Logs a release; in JSON, with exact microseconds since the pacer started, so a benchmark
@@ -313,15 +346,28 @@ impl Queue {
     }
 
     /// Marks the batch in flight completed, which lets the next one go once the interval allows.
-    pub fn complete(&self, batch: &Batch) -> Depth {
+    /// If the next one may go at once, the caller (the worker) takes it here, in the same turn
+    /// of the lock: waking the pacer to release it would make it late by a wake-up.
+    pub fn complete(&self, batch: &Batch) -> Completed {
         let wall_ms = self.shared.clock.wall_ms();
         // Counted first, so whoever sees the queue move on also sees the count.
         self.shared.metrics.completed(batch);
-        self.change(|state, now| {
-            batch.complete(wall_ms);
-            state.scheduler.complete(now);
-            state.depth()
-        })
+        let mut state = self.shared.state.lock();
+        let now = self.shared.clock.now();
+        batch.complete(wall_ms);
+        state.scheduler.complete(now);
+        let next = if state.stopping { None } else { take_release(&self.shared, &mut state, now).ok() };
+        let depth = state.depth();
+        if next.is_none() {
+            wake(&self.shared, &mut state);
+        }
+        drop(state);
+        log::info(format_args!("completed {batch}; {depth}"));
+        if let Some(release) = &next {
+            self.shared.metrics.released(release);
+            log_release(&self.shared, &LoggedRelease::of(release), depth);
+        }
+        Completed { depth, next }
     }
 
     /// Queues what a restart recovered, before any new work: `reruns` (interrupted in flight)

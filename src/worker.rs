@@ -2,7 +2,8 @@
 //!
 //! Receives released batches from the pacer over a channel, journals the release (in durable
 //! mode), calls the [`ExternalApi`] once per id, checks each answer, journals the completion,
-//! then reports the batch completed to the [`Queue`]. Takes the queue lock only inside
+//! then reports the batch completed to the [`Queue`], which hands it the next batch at once if
+//! that one is already due (no wake-up of the pacer in between). Takes the queue lock only inside
 //! `Queue::complete`; the API calls and journal waits run with no lock held.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,32 +124,42 @@ fn run(
     journal: Option<&JournalHandle>,
     stats: &FetchStats,
 ) {
-    for release in releases {
-        let (ingestion_id, batch) = (release.batch.ingestion.id, release.batch.index);
-        let triggered = Record::Triggered { ingestion_id, batch, attempt: release.attempt, at_ms: release.at_wall_ms };
-        save(journal, triggered, &release.batch, |b| {
-            b.trigger(release.at_wall_ms);
-        });
-        for &id in release.batch.view().ids {
-            match api.fetch(id) {
-                Ok(answer) if answer.id == u64::from(id) => {
-                    stats.ok.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(answer) => {
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
-                    log::info(format_args!("external API answered id {} when asked for id {id}", answer.id));
-                }
-                Err(ApiError(why)) => {
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
-                    log::info(format_args!("external API failed for id {id}: {why}"));
-                }
+    let mut next = releases.recv().ok();
+    while let Some(release) = next {
+        fetch_batch(&mut api, &release, queue, journal, stats);
+        next = queue.complete(&release.batch).next.or_else(|| releases.recv().ok());
+    }
+}
+
+fn fetch_batch(
+    api: &mut impl ExternalApi,
+    release: &Release,
+    queue: &Queue,
+    journal: Option<&JournalHandle>,
+    stats: &FetchStats,
+) {
+    let (ingestion_id, batch) = (release.batch.ingestion.id, release.batch.index);
+    let triggered = Record::Triggered { ingestion_id, batch, attempt: release.attempt, at_ms: release.at_wall_ms };
+    save(journal, triggered, &release.batch, |b| {
+        b.trigger(release.at_wall_ms);
+    });
+    for &id in release.batch.view().ids {
+        match api.fetch(id) {
+            Ok(answer) if answer.id == u64::from(id) => {
+                stats.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(answer) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                log::info(format_args!("external API answered id {} when asked for id {id}", answer.id));
+            }
+            Err(ApiError(why)) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                log::info(format_args!("external API failed for id {id}: {why}"));
             }
         }
-        let at_ms = queue.wall_ms();
-        save(journal, Record::Completed { ingestion_id, batch, at_ms }, &release.batch, |b| {
-            b.complete(at_ms);
-        });
-        let depth = queue.complete(&release.batch);
-        log::info(format_args!("completed {}; {depth}", release.batch));
     }
+    let at_ms = queue.wall_ms();
+    save(journal, Record::Completed { ingestion_id, batch, at_ms }, &release.batch, |b| {
+        b.complete(at_ms);
+    });
 }

@@ -297,3 +297,38 @@ fn the_queue_report_counts_what_waits_and_what_is_in_flight() {
     }
     rig.app.shutdown(PATIENCE);
 }
+
+/// The queue's contract with the worker: a completion that finds the next batch already due
+/// hands it over in the same turn of the lock (no wake-up of the pacer, so no lateness from
+/// one); a completion before the due instant leaves the release to the pacer.
+#[test]
+fn a_completion_hands_over_the_next_batch_only_when_it_is_due() {
+    let clock = Arc::new(ManualClock::new());
+    let (releases_tx, releases) = crossbeam_channel::unbounded();
+    let pacer = ingestd::Pacer::start(5 * SEC, clock.clone(), releases_tx);
+    let queue = pacer.queue().clone();
+    let at = |secs: u32| clock.origin() + secs * SEC;
+    queue.submit(Arc::new(ingestd::Ingestion::new(Priority::Low, vec![1, 2, 3, 4, 5, 6, 7], 3, 0, None)));
+    let first = releases.recv_timeout(PATIENCE).expect("the pacer releases the first batch");
+    assert_eq!((first.batch.index, first.at), (0, at(0)));
+    assert_eq!(queue.wait_parked(PATIENCE, |p| p == Parked::Busy), Some(Parked::Busy));
+
+    // Completed at 7 s, past the 5 s slot: the worker gets batch 1 at once, due and released at 7 s.
+    queue.advance(&clock, 7 * SEC);
+    let completed = queue.complete(&first.batch);
+    let second = completed.next.expect("the next batch, due at once, goes to the caller");
+    assert_eq!((second.batch.index, second.due, second.at, second.attempt), (1, at(7), at(7), 1));
+    assert_eq!(completed.depth.queued_batches, 1);
+    assert!(completed.depth.in_flight);
+    assert_eq!(queue.wait_parked(PATIENCE, |p| p == Parked::Busy), Some(Parked::Busy));
+    assert!(releases.try_recv().is_err(), "the pacer released nothing itself");
+
+    // Completed at 9 s, before the 12 s slot: nothing handed over; the pacer releases at 12 s.
+    queue.advance(&clock, 2 * SEC);
+    assert!(queue.complete(&second.batch).next.is_none());
+    assert_eq!(queue.wait_parked(PATIENCE, |_| true), Some(Parked::Until(at(12))));
+    queue.advance(&clock, 3 * SEC);
+    let third = releases.recv_timeout(PATIENCE).expect("the pacer releases the third batch");
+    assert_eq!((third.batch.index, third.due, third.at), (2, at(12), at(12)));
+    pacer.stop();
+}

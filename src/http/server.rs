@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crate::handoff::{self, Receiver, Sender};
 use socket2::SockRef;
 use tiny_http::{Header, Request, Response};
 
@@ -96,9 +96,9 @@ impl HttpServer {
         // Also copied: no Nagle delay. tiny_http writes a response's head and body separately,
         // and without this a body over one segment waits for the client's delayed ACK (~40 ms).
         socket.set_tcp_nodelay(true)?;
-        let (replies, deferred) = crossbeam_channel::unbounded::<Box<dyn FnOnce() + Send>>();
+        let (replies, deferred) = handoff::channel::<Box<dyn FnOnce() + Send>>();
         let reply_thread = thread::Builder::new().name("http-reply".into()).spawn(move || {
-            for write in deferred {
+            for write in &deferred {
                 write();
             }
         })?;
@@ -111,8 +111,8 @@ impl HttpServer {
             quarantine: Quarantine::new(QUARANTINE_TTL, QUARANTINE_CAPACITY),
         });
         let threads = options.threads.max(1);
-        let (quick_tx, quick_rx) = crossbeam_channel::unbounded();
-        let (body_tx, body_rx) = crossbeam_channel::unbounded();
+        let (quick_tx, quick_rx) = handoff::channel();
+        let (body_tx, body_rx) = handoff::channel();
         let mut handlers = spawn_handlers("http", threads, &quick_rx, &shared)?;
         handlers.extend(spawn_handlers("http-body", threads, &body_rx, &shared)?);
         let gate = Arc::clone(&shared);
@@ -121,7 +121,8 @@ impl HttpServer {
             // so a request after ambiguous framing on its connection is always refused.
             let framing = frame_check(&gate.quarantine, &request);
             let to = if streams_body(&request) { &body_tx } else { &quick_tx };
-            to.send((request, framing)).is_ok()
+            to.send((request, framing));
+            true
         });
         let supervisor = Supervisor::start(listener, options.idle_timeout, dispatch)?;
         let unstrander = Unstrander::start(addr)?;
@@ -158,7 +159,7 @@ fn spawn_handlers(
         .map(|n| {
             let (requests, shared) = (requests.clone(), Arc::clone(shared));
             thread::Builder::new().name(format!("{name}-{n}")).spawn(move || {
-                for (request, framing) in requests {
+                for (request, framing) in &requests {
                     serve(&shared, request, framing);
                 }
             })
@@ -204,7 +205,7 @@ fn serve(shared: &Shared, mut request: Request, framing: Result<(), ApiError>) {
                 if thread::current().id() == thread {
                     finish(reply);
                 } else {
-                    let _ = replies.send(Box::new(move || finish(reply)));
+                    replies.send(Box::new(move || finish(reply)));
                 }
             }));
         }

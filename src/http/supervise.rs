@@ -19,12 +19,11 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use parking_lot::Mutex;
 use tiny_http::{Request, Server};
 
 use super::unstrand::loopback_for;
@@ -178,6 +177,7 @@ fn start_generation(listener: &TcpListener, number: u64, setup: &Setup) -> io::R
     // Taken around taking a request and dispatching it, so that a generation's requests leave
     // its pumps in the order tiny_http read them: the checks made at dispatch (a connection
     // that sent ambiguous framing is refused from then on) see a connection's requests in order.
+    // `std`'s lock: waiting pumps sleep at once, where parking_lot's would call `sched_yield`.
     let turn = Arc::new(Mutex::new(()));
     let pumps = (0..PUMPS)
         .map(|n| {
@@ -201,7 +201,7 @@ fn start_generation(listener: &TcpListener, number: u64, setup: &Setup) -> io::R
 fn pump(number: u64, server: &Server, accepting: &AtomicBool, setup: &Setup, turn: &Mutex<()>) {
     let mut quiet = Duration::ZERO;
     loop {
-        let my_turn = turn.lock();
+        let my_turn = turn.lock().unwrap_or_else(PoisonError::into_inner);
         match server.recv_timeout(PUMP_POLL) {
             Ok(Some(request)) => {
                 quiet = Duration::ZERO;

@@ -16,14 +16,14 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 
 pub use record::{crc32, Record, HEADER};
 pub use replay::{replay, Corrupt, Recovered};
 
+use crate::handoff::{self, Receiver, Sender};
 use crate::log;
 use crate::model::{Batch, Ingestion};
 use crate::pacer::Queue;
@@ -194,7 +194,7 @@ struct Writer {
 
 impl Journal {
     pub fn start(opened: Opened, store: Arc<Store>, queue: Queue, compaction: Compaction) -> io::Result<Journal> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = handoff::channel();
         let len = opened.file.metadata()?.len();
         let mut writer = Writer {
             file: opened.file,
@@ -216,7 +216,7 @@ impl Journal {
 
     /// Saves what was sent before, then joins the thread; later records fail with an error.
     pub fn stop(self) {
-        let _ = self.handle.ops.send(Op::Stop);
+        self.handle.ops.send(Op::Stop);
         let _ = self.thread.join();
     }
 }
@@ -233,15 +233,15 @@ impl JournalHandle {
     pub fn ingest_then(&self, ingestion: Arc<Ingestion>, done: Saved) {
         let mut encoded = Vec::new();
         Record::ingest(ingestion.record(), false).encode(&mut encoded);
-        // A send to a stopped journal drops the op, and with it the answer: an error.
-        let _ = self.ops.send(Op::Ingest(ingestion, encoded, Answer(Some(done))));
+        // Sent to a stopped journal, the op is dropped with the channel, and its answer is an error.
+        self.ops.send(Op::Ingest(ingestion, encoded, Answer(Some(done))));
     }
 
     /// Saves a transition of `batch` and applies it to the batch; once this returns `Ok`, it is
     /// on disk and visible. On `Err` nothing was applied.
     pub fn transition(&self, record: Record, batch: &Batch) -> Result<(), WriteError> {
         self.wait(|answer| {
-            let _ = self.ops.send(Op::Transition(record, batch.clone(), Answer(Some(answer))));
+            self.ops.send(Op::Transition(record, batch.clone(), Answer(Some(answer))));
         })
     }
 
@@ -255,20 +255,17 @@ impl JournalHandle {
 
 /// How long the journal waits for more records to share an fsync with the first one.
 const GATHER: Duration = Duration::from_micros(150);
-const GROUP_MAX: usize = 4096;
 
-/// Collects a group: `first`, everything already waiting, and what arrives within [`GATHER`]
-/// while others are still coming. Waiting a little makes groups larger when many requests are
-/// in flight, which saves fsyncs (their CPU, and the disk's time) for everyone.
+/// Collects a group: `first`, everything already waiting, and, if others are still coming,
+/// what arrives within [`GATHER`]. Waiting a little makes groups larger when many requests are
+/// in flight, which saves fsyncs (their CPU, and the disk's time) for everyone. It sleeps
+/// rather than waits for each record, so senders do not wake it one by one.
 fn gather(first: Op, ops: &Receiver<Op>) -> Vec<Op> {
     let mut group = vec![first];
-    group.extend(ops.try_iter().take(GROUP_MAX));
-    let deadline = std::time::Instant::now() + GATHER;
-    while group.len() > 1 && group.len() < GROUP_MAX {
-        match ops.recv_deadline(deadline) {
-            Ok(op) => group.push(op),
-            Err(_) => break,
-        }
+    group.extend(ops.drain());
+    if group.len() > 1 {
+        thread::sleep(GATHER);
+        group.extend(ops.drain());
     }
     group
 }
@@ -276,8 +273,8 @@ fn gather(first: Op, ops: &Receiver<Op>) -> Vec<Op> {
 impl Writer {
     fn run(&mut self, ops: &Receiver<Op>) {
         loop {
-            match ops.recv_timeout(HOUSEKEEPING) {
-                Ok(first) => {
+            match ops.recv_deadline(Instant::now() + HOUSEKEEPING) {
+                Some(first) => {
                     let mut group = gather(first, ops);
                     let stop = group.iter().position(|op| matches!(op, Op::Stop));
                     if let Some(at) = stop {
@@ -288,8 +285,8 @@ impl Writer {
                         return;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => self.housekeeping(),
-                Err(RecvTimeoutError::Disconnected) => return,
+                None if ops.is_closed() => return,
+                None => self.housekeeping(),
             }
         }
     }
