@@ -124,6 +124,9 @@ fn run(
     journal: Option<&JournalHandle>,
     stats: &FetchStats,
 ) {
+    if queue.on_real_time() {
+        crate::realtime::raise_and_say("worker");
+    }
     let mut next = releases.recv().ok();
     while let Some(release) = next {
         fetch_batch(&mut api, &release, queue, journal, stats);
