@@ -1,22 +1,25 @@
 //! ingestd: an HTTP service that feeds ingestion requests to a rate-limited external API.
 //!
 //! Threads, and what they touch:
-//! - `http-N` and `http-body-N` handler threads ([`http`]) check and parse requests. In memory
-//!   mode they insert into the [`store::Store`] and submit to the queue; in durable mode they
-//!   hand the ingestion and a responder to the journal and move on; `http-reply` writes those
-//!   answers once the journal has saved them.
+//! - `http-G-N` pump threads ([`http`]) take tiny_http's requests in turn, check their framing
+//!   in arrival order, then answer them; `http-body-N` threads answer those whose body is still
+//!   on the socket. In memory mode they insert into the [`store::Store`] and submit to the
+//!   queue; in durable mode they hand the ingestion and a responder to the journal and move on;
+//!   `http-reply` writes those answers once the journal has saved them.
 //! - `journal` ([`journal`], only with `--data-dir`) writes records in groups with one fsync each,
 //!   then inserts and submits what it saved, in journal order; it also compacts and sweeps.
-//! - `pacer` ([`pacer`]) waits on the queue's `Condvar` and releases at most one batch per
-//!   interval, deciding with the pure [`scheduler::Scheduler`]; it sends releases over a
-//!   channel and never does I/O under the lock.
-//! - `worker` ([`worker`]) journals the release, calls the external API for each id of the
-//!   batch, journals the completion, then reports it to the queue (the queue lock, briefly).
+//! - `pacer` ([`pacer`], real-time where allowed: [`realtime`]) sleeps until the next batch may
+//!   go and releases at most one batch per interval, deciding with the pure
+//!   [`scheduler::Scheduler`]; it sends releases over a channel and never does I/O under the lock.
+//! - `worker` ([`worker`], real-time where allowed) journals the release, calls the external API
+//!   for each id of the batch, journals the completion, then reports it to the queue (the queue
+//!   lock, briefly), taking the next batch at once if that one is already due.
 //! - `unstrand` works around a tiny_http connection-pool defect; `http-accept` keeps tiny_http's
-//!   accept loop running under the idle timeout and `http-pump-G-N` threads forward its requests;
-//!   tiny_http runs its own accept and connection threads.
+//!   accept loop running under the idle timeout; tiny_http runs its own accept and connection
+//!   threads.
 //!
-//! Locks: the queue lock in `pacer.rs` orders work; the store's locks in `store.rs` hold what
+//! Locks: the queue lock in `pacer.rs` orders work (it inherits priority, so a preempted
+//! holder never keeps the real-time threads waiting); the store's locks in `store.rs` hold what
 //! was accepted; no thread holds a queue lock and a store lock at once. [`metrics`] has a leaf
 //! lock for its rings, never taken under the queue lock. See ARCHITECTURE.md for the invariants.
 

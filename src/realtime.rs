@@ -29,7 +29,7 @@ pub fn raise_and_say(who: &str) {
     }
 }
 
-/// Moves the calling thread to `SCHED_FIFO` at [`PRIORITY`].
+/// Moves the calling thread to `SCHED_FIFO` at the lowest real-time priority.
 #[cfg(target_os = "linux")]
 pub fn raise_current_thread() -> io::Result<()> {
     let param = libc::sched_param { sched_priority: PRIORITY };

@@ -226,12 +226,12 @@ fn a_token_guards_every_api_route_but_not_health_or_the_pages() {
     assert_eq!(Conn::open(&open).send(&post("/ingest", "", INGEST)).answer().unwrap().status, 200);
 }
 
-/// The highest accept-loop generation running in `pid` (its `http-pump-G-N` threads).
+/// The highest accept-loop generation running in `pid` (its `http-G-N` threads).
 fn pump_generation(pid: u32) -> u64 {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
     tasks
         .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter_map(|name| name.trim().strip_prefix("http-pump-")?.split('-').next()?.parse().ok())
+        .filter_map(|name| name.trim().strip_prefix("http-")?.split('-').next()?.parse().ok())
         .max()
         .unwrap_or(0)
 }

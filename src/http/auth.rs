@@ -1,5 +1,5 @@
-//! The optional bearer token (`--token` / `INGESTD_TOKEN`). Pure; runs on the `http-N` threads
-//! before a route is served. Never logs or echoes a token, and compares it in constant time.
+//! The optional bearer token (`--token` / `INGESTD_TOKEN`). Pure; runs on the `http-G-N` and
+//! `http-body-N` threads before a route is served. Never logs or echoes a token, and compares it in constant time.
 
 use tiny_http::Header;
 

@@ -1,6 +1,6 @@
 //! Refuses request heads whose body framing tiny_http 0.12.0 would read differently from a proxy
-//! in front of us (CVE-2026-66752, CVE-2026-66753). Pure: headers in, a verdict out; runs on the
-//! `http-N` threads before anything acts on a request, and never reads the body.
+//! in front of us (CVE-2026-66752, CVE-2026-66753). Pure: headers in, a verdict out; run by the
+//! pumps (`http-G-N`) as they take each request, before anything acts on it; never reads the body.
 //!
 //! What tiny_http does with a head (`src/request.rs` of 0.12.0): any Transfer-Encoding, whatever
 //! its value, means chunked and Content-Length is then ignored; the first Content-Length wins and

@@ -1,5 +1,5 @@
-//! The size limits of one request, and the checks on its head. Pure; runs on the `http-N`
-//! threads after tiny_http has read the head, and never reads the body.
+//! The size limits of one request, and the checks on its head. Pure; runs on the `http-G-N` and
+//! `http-body-N` threads after tiny_http has read the head, and never reads the body.
 //!
 //! tiny_http 0.12.0 reads the whole request line and every header line into memory before we
 //! see the request (1 KiB buffered reads, no limit of its own), and also the whole body when

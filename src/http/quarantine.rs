@@ -1,6 +1,6 @@
 //! The connections that sent an ambiguous request head, by remote address: nothing more from
-//! them is acted on. Called from the `http-N` threads; takes `now` as an argument, never blocks
-//! beyond its own short lock.
+//! them is acted on. Called by the pumps (`http-G-N`) as they take each request, in arrival
+//! order; takes `now` as an argument, never blocks beyond its own short lock.
 //!
 //! tiny_http gives us no way to close a connection, and after a head it misreads, whatever
 //! follows on that connection may be a request smuggled inside the previous body. A TCP

@@ -1,10 +1,11 @@
 //! The listener, and the handler threads that check and answer each request.
 //!
-//! Requests come from tiny_http through the pumps of `supervise.rs`. A request whose body
-//! tiny_http has already read (none, or `Content-Length` up to 1024 bytes) goes to an `http-N`
-//! thread; one whose body still has to come off the socket goes to an `http-body-N` thread, so
-//! that clients stalling their bodies never delay anyone else. Either thread checks the head
-//! (quarantine, framing, sizes, token), reads the body, calls [`api::handle`] under
+//! Requests come from tiny_http through the pumps of `supervise.rs` (`http-G-N`), which check
+//! quarantine and framing in arrival order. A request whose body tiny_http has already read
+//! (none, or `Content-Length` up to 1024 bytes) is answered by the pump that took it, with no
+//! hand-off; one whose body still has to come off the socket goes to an `http-body-N` thread, so
+//! that clients stalling their bodies never delay anyone else. Either thread checks the rest of
+//! the head (sizes, token), reads the body, calls [`api::handle`] under
 //! `catch_unwind` (a panic costs one 500, not a thread) and writes the reply. This is the only
 //! module that touches tiny_http's request and response types; it never writes request data
 //! into a response header.
@@ -111,20 +112,21 @@ impl HttpServer {
             quarantine: Quarantine::new(QUARANTINE_TTL, QUARANTINE_CAPACITY),
         });
         let threads = options.threads.max(1);
-        let (quick_tx, quick_rx) = handoff::channel();
         let (body_tx, body_rx) = handoff::channel();
-        let mut handlers = spawn_handlers("http", threads, &quick_rx, &shared)?;
-        handlers.extend(spawn_handlers("http-body", threads, &body_rx, &shared)?);
+        let handlers = spawn_handlers("http-body", threads, &body_rx, &shared)?;
         let gate = Arc::clone(&shared);
         let dispatch: Dispatch = Arc::new(move |request: Request| {
             // Run by the pumps in the order tiny_http read the requests (see `supervise.rs`),
             // so a request after ambiguous framing on its connection is always refused.
             let framing = frame_check(&gate.quarantine, &request);
-            let to = if streams_body(&request) { &body_tx } else { &quick_tx };
-            to.send((request, framing));
-            true
+            if streams_body(&request) {
+                body_tx.send((request, framing));
+                return None;
+            }
+            let shared = Arc::clone(&gate);
+            Some(Box::new(move || serve(&shared, request, framing)))
         });
-        let supervisor = Supervisor::start(listener, options.idle_timeout, dispatch)?;
+        let supervisor = Supervisor::start(listener, options.idle_timeout, threads, dispatch)?;
         let unstrander = Unstrander::start(addr)?;
         Ok(HttpServer { supervisor, handlers, reply_thread, unstrander, addr })
     }

@@ -1,6 +1,8 @@
-//! Keeps tiny_http accepting on our listener: the `http-accept` supervisor thread and a
-//! few `http-pump` threads per tiny_http `Server`. Never parses or answers a request; pumps only
-//! forward them to the handler threads.
+//! Keeps tiny_http accepting on our listener: the `http-accept` supervisor thread, and the
+//! `http-G-N` pump threads of each tiny_http `Server` G, which take its requests in turn (one
+//! lock per generation, so the checks made as a request is taken see a connection's requests in
+//! the order tiny_http read them) and then answer them with the handler `server.rs` gives
+//! ([`Dispatch`]). Never parses or answers a request itself.
 //!
 //! Why: the idle timeout is `SO_RCVTIMEO` (and `SO_SNDTIMEO`) on the listener, which Linux
 //! copies to every accepted socket; but it also makes a blocking `accept()` fail once nobody
@@ -8,8 +10,8 @@
 //! (as it does when it runs out of file descriptors). Its accept thread also dies without a
 //! word when it cannot start a thread. So the supervisor holds the listener (the port never
 //! closes) and, whenever a `Server`'s accept loop ends, starts a new `Server` on a duplicate of
-//! it (a "generation"). The old generation's pump goes on forwarding requests from the
-//! connections it already has, and retires once it has been quiet for long enough that the idle
+//! it (a "generation"). A few of the old generation's pumps go on answering requests from the
+//! connections it already has, and retire once it has been quiet for long enough that the idle
 //! timeout has closed them. A silent death is caught by a probe: every [`PROBE_EVERY`] the
 //! supervisor asks `GET /health` over loopback, and after [`PROBE_FAILURES`] unanswered probes
 //! in a row it starts a new generation. If no new `Server` can be started, it exits the process
@@ -37,15 +39,17 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const PROBE_FAILURES: u32 = 3;
 /// How often a pump wakes to see whether to stop or retire.
 const PUMP_POLL: Duration = Duration::from_millis(250);
-/// Pump threads per generation. One pump is a relay that gets only its fair share of a busy
-/// CPU among hundreds of connection threads; at 256 connections it held throughput to ~0.6 of
-/// tiny_http's own.
-const PUMPS: usize = 4;
+/// Pumps a generation keeps once its accept loop is gone.
+const RETIRED_PUMPS: usize = 4;
 /// Failed attempts in a row to start a `Server` before giving up on the process.
 const START_ATTEMPTS: u32 = 10;
 
-/// Where a pump sends requests: the handler threads.
-pub type Dispatch = Arc<dyn Fn(Request) -> bool + Send + Sync>;
+/// What a pump does with each request, in the order tiny_http read them: checks it, then either
+/// hands it on (`None`) or returns the work of answering it, which the pump runs once the next
+/// pump may take a request.
+pub type Dispatch = Arc<dyn Fn(Request) -> Option<Serve> + Send + Sync>;
+/// Answering one request.
+pub type Serve = Box<dyn FnOnce() + Send>;
 
 enum Event {
     /// A generation's accept loop ended with this error.
@@ -74,6 +78,8 @@ pub struct Supervisor {
 #[derive(Clone)]
 struct Setup {
     dispatch: Dispatch,
+    /// Pump threads per generation: the handler threads for requests without a streamed body.
+    pumps: usize,
     events: Sender<Event>,
     stopping: Arc<AtomicBool>,
     /// A dead generation's pump retires after this long without a request.
@@ -82,12 +88,18 @@ struct Setup {
 
 impl Supervisor {
     /// Starts the first generation on `listener` (errors come back here), then supervises.
-    pub fn start(listener: TcpListener, idle_timeout: Duration, dispatch: Dispatch) -> io::Result<Supervisor> {
+    pub fn start(
+        listener: TcpListener,
+        idle_timeout: Duration,
+        pumps: usize,
+        dispatch: Dispatch,
+    ) -> io::Result<Supervisor> {
         let addr = listener.local_addr()?;
         let addr = SocketAddr::new(loopback_for(addr.ip()), addr.port());
         let (tx, events) = crossbeam_channel::unbounded();
         let setup = Setup {
             dispatch,
+            pumps: pumps.max(1),
             events: tx.clone(),
             stopping: Arc::new(AtomicBool::new(false)),
             retire_after: (idle_timeout * 4).max(Duration::from_secs(2)),
@@ -179,13 +191,13 @@ fn start_generation(listener: &TcpListener, number: u64, setup: &Setup) -> io::R
     // that sent ambiguous framing is refused from then on) see a connection's requests in order.
     // `std`'s lock: waiting pumps sleep at once, where parking_lot's would call `sched_yield`.
     let turn = Arc::new(Mutex::new(()));
-    let pumps = (0..PUMPS)
+    let pumps = (0..setup.pumps)
         .map(|n| {
             let (server, accepting, setup) = (Arc::clone(&server), Arc::clone(&accepting), setup.clone());
             let turn = Arc::clone(&turn);
             thread::Builder::new()
-                .name(format!("http-pump-{number}-{n}"))
-                .spawn(move || pump(number, &server, &accepting, &setup, &turn))
+                .name(format!("http-{number}-{n}"))
+                .spawn(move || pump(number, n, &server, &accepting, &setup, &turn))
         })
         .collect::<io::Result<Vec<_>>>()
         .inspect_err(|_| {
@@ -196,19 +208,27 @@ fn start_generation(listener: &TcpListener, number: u64, setup: &Setup) -> io::R
     Ok(Generation { number, server, accepting, pumps })
 }
 
-/// Forwards one generation's requests until stopped, or until its accept loop is gone and its
-/// connections have been quiet for `retire_after`.
-fn pump(number: u64, server: &Server, accepting: &AtomicBool, setup: &Setup, turn: &Mutex<()>) {
+/// Takes one generation's requests in turn and answers them, until stopped, or until its accept
+/// loop is gone and its connections have been quiet for `retire_after`.
+fn pump(number: u64, n: usize, server: &Server, accepting: &AtomicBool, setup: &Setup, turn: &Mutex<()>) {
     let mut quiet = Duration::ZERO;
     loop {
+        // A retired generation only has the connections it already had; a few pumps will do.
+        if n >= RETIRED_PUMPS && !accepting.load(Ordering::Relaxed) {
+            return;
+        }
         let my_turn = turn.lock().unwrap_or_else(PoisonError::into_inner);
-        match server.recv_timeout(PUMP_POLL) {
+        // Stopping, a pump takes only what is already queued: waiting would make every pump
+        // in turn wait a whole poll.
+        let next =
+            if setup.stopping.load(Ordering::Relaxed) { server.try_recv() } else { server.recv_timeout(PUMP_POLL) };
+        match next {
             Ok(Some(request)) => {
                 quiet = Duration::ZERO;
-                let sent = (setup.dispatch)(request);
+                let serve = (setup.dispatch)(request);
                 drop(my_turn);
-                if !sent {
-                    return;
+                if let Some(serve) = serve {
+                    serve();
                 }
             }
             Ok(None) => {
