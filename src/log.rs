@@ -1,5 +1,7 @@
 //! One-line, timestamped log records on stderr, as text or as JSON lines. Never called under
-//! the queue lock.
+//! the queue lock. The real-time threads (pacer, worker) use [`info_later`]: a `log-writer`
+//! thread writes their records, since a `write` to a busy file or pipe can block them for as
+//! long as the kernel lets ordinary threads go first (measured: up to 276 ms under `make bench`).
 
 use std::fmt::{Arguments, Write as _};
 use std::fs::File;
@@ -41,6 +43,56 @@ pub fn timestamp() -> String {
 
 pub fn info(message: Arguments<'_>) {
     info_with(message, &[]);
+}
+
+/// Like [`info`], but written by the `log-writer` thread: the caller formats the record and
+/// never blocks. Records from different threads may then appear slightly out of order; each
+/// carries its own timestamp.
+pub fn info_later(message: Arguments<'_>) {
+    info_later_with(message, &[]);
+}
+
+/// [`info_later`] with fields, as in [`info_with`].
+pub fn info_later_with(message: Arguments<'_>, fields: &[(&str, u64)]) {
+    let line = record(format(), &timestamp(), message, fields);
+    if let Err(unsent) = writer().send(Later::Line(line)) {
+        if let Later::Line(line) = unsent.0 {
+            write_line(&line);
+        }
+    }
+}
+
+/// Returns once every record queued by [`info_later`] before the call is written (at exit).
+pub fn flush() {
+    let (done, written) = crossbeam_channel::bounded(1);
+    if writer().send(Later::Flush(done)).is_ok() {
+        let _ = written.recv();
+    }
+}
+
+enum Later {
+    Line(String),
+    Flush(crossbeam_channel::Sender<()>),
+}
+
+/// The `log-writer` thread's queue, started on first use; records are written in the order
+/// they were queued.
+fn writer() -> &'static crossbeam_channel::Sender<Later> {
+    static WRITER: OnceLock<crossbeam_channel::Sender<Later>> = OnceLock::new();
+    WRITER.get_or_init(|| {
+        let (tx, rx) = crossbeam_channel::unbounded::<Later>();
+        let started = std::thread::Builder::new().name("log-writer".into()).spawn(move || {
+            for entry in rx {
+                match entry {
+                    Later::Line(line) => write_line(&line),
+                    Later::Flush(done) => drop(done.send(())),
+                }
+            }
+        });
+        // Without the thread the receiver is gone, and every record is written in place.
+        drop(started);
+        tx
+    })
 }
 
 /// Like [`info`], plus numeric fields that only the JSON format writes (as `"name": value`),

@@ -76,6 +76,7 @@ fn run(config: &Config) -> Result<(), String> {
     // The HTTP side keeps answering (with 503) while the core winds down.
     app.shutdown(config.shutdown_timeout);
     server.stop();
+    log::flush();
     log::info(format_args!("stopped"));
     Ok(())
 }

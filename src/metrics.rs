@@ -2,8 +2,10 @@
 //! lateness histogram, and short rings of recent releases and ingestions.
 //!
 //! Written by the handler threads (on submit), the pacer (on release, outside the queue lock) and
-//! the worker (on completion). Counters are atomics; the rings sit behind their own small lock,
-//! never taken while the queue lock is held. No I/O, no clock reads: times come from the caller.
+//! the worker (on completion). Counters are atomics; each ring sits behind its own small lock,
+//! never taken while the queue lock is held. The releases ring is written by the real-time
+//! threads and read by handlers, so its lock inherits priority ([`PiMutex`]); the ingestions
+//! ring, written by every POST, has an ordinary one. No I/O, no clock reads: times come from the caller.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+use crate::realtime::PiMutex;
 
 use crate::model::{Batch, Ingestion, Priority};
 use crate::pacer::Release;
@@ -131,24 +135,24 @@ pub struct ReleaseRecord {
     pub at: Instant,
 }
 
-#[derive(Debug, Default)]
-struct Recent {
-    releases: VecDeque<ReleaseRecord>,
-    ingestions: VecDeque<Arc<Ingestion>>,
-}
-
 /// Everything the core counts. One per [`crate::pacer::Queue`].
 #[derive(Debug)]
 pub struct Metrics {
     /// Indexed by [`slot`].
     counters: [Counters; 3],
     lateness: Histogram<{ LATENESS_BUCKETS.len() }>,
-    recent: Mutex<Recent>,
+    releases: PiMutex<VecDeque<ReleaseRecord>>,
+    ingestions: Mutex<VecDeque<Arc<Ingestion>>>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics { counters: Default::default(), lateness: Histogram::new(LATENESS_BUCKETS), recent: Mutex::default() }
+        Metrics {
+            counters: Default::default(),
+            lateness: Histogram::new(LATENESS_BUCKETS),
+            releases: PiMutex::default(),
+            ingestions: Mutex::default(),
+        }
     }
 }
 
@@ -171,8 +175,7 @@ impl Metrics {
         add(&counters.ingestions, 1);
         add(&counters.ids, ingestion.batches().map(|b| b.ids.len()).sum());
         add(&counters.batches_submitted, ingestion.batch_count());
-        let mut recent = self.recent.lock();
-        push_bounded(&mut recent.ingestions, Arc::clone(ingestion), RECENT_INGESTIONS);
+        push_bounded(&mut self.ingestions.lock(), Arc::clone(ingestion), RECENT_INGESTIONS);
     }
 
     /// Called by the pacer with the queue lock released, before the worker is sent the batch.
@@ -180,7 +183,7 @@ impl Metrics {
         add(&self.counters[slot(release.batch.ingestion.priority)].batches_released, 1);
         self.lateness.observe(release.at.saturating_duration_since(release.due));
         let record = ReleaseRecord { batch: release.batch.clone(), due: release.due, at: release.at };
-        push_bounded(&mut self.recent.lock().releases, record, RECENT_RELEASES);
+        push_bounded(&mut self.releases.lock(), record, RECENT_RELEASES);
     }
 
     /// Batches recovered from the journal and queued again: they count as waiting, not as
@@ -219,12 +222,12 @@ impl Metrics {
 
     /// The most recent releases, oldest first.
     pub fn recent_releases(&self) -> Vec<ReleaseRecord> {
-        self.recent.lock().releases.iter().cloned().collect()
+        self.releases.lock().iter().cloned().collect()
     }
 
     /// The most recent ingestions, newest first.
     pub fn recent_ingestions(&self) -> Vec<Arc<Ingestion>> {
-        self.recent.lock().ingestions.iter().rev().cloned().collect()
+        self.ingestions.lock().iter().rev().cloned().collect()
     }
 }
 

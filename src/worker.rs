@@ -112,7 +112,7 @@ impl Worker {
 fn save(journal: Option<&JournalHandle>, record: Record, batch: &Batch, apply: impl FnOnce(&Batch)) {
     let Some(journal) = journal else { return apply(batch) };
     if let Err(error) = journal.transition(record, batch) {
-        log::info(format_args!("warning: could not journal a transition of {batch}: {error}"));
+        log::info_later(format_args!("warning: could not journal a transition of {batch}: {error}"));
         apply(batch);
     }
 }
@@ -153,11 +153,11 @@ fn fetch_batch(
             }
             Ok(answer) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
-                log::info(format_args!("external API answered id {} when asked for id {id}", answer.id));
+                log::info_later(format_args!("external API answered id {} when asked for id {id}", answer.id));
             }
             Err(ApiError(why)) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
-                log::info(format_args!("external API failed for id {id}: {why}"));
+                log::info_later(format_args!("external API failed for id {id}: {why}"));
             }
         }
     }
