@@ -14,6 +14,8 @@
 //! - `worker` ([`worker`], real-time where allowed) journals the release, calls the external API
 //!   for each id of the batch, journals the completion, then reports it to the queue (the queue
 //!   lock, briefly), taking the next batch at once if that one is already due.
+//! - `log-writer` ([`log`]) writes the pacer's and worker's log records, so they never block on
+//!   a file or pipe.
 //! - `unstrand` works around a tiny_http connection-pool defect; `http-accept` keeps tiny_http's
 //!   accept loop running under the idle timeout; tiny_http runs its own accept and connection
 //!   threads.

@@ -112,10 +112,17 @@ impl Store {
 
     /// Forgets ingestions (and their keys) that finished more than the retention period ago.
     pub fn sweep(&self, now_ms: u64) -> usize {
+        // Found under the read lock, so status reads go on during the scan; the write lock is
+        // taken only to remove what expired, usually nothing.
+        let ids: Vec<Uuid> = {
+            let ingestions = self.ingestions.read();
+            ingestions.by_id.values().filter(|(_, i)| self.expired(i, now_ms)).map(|(_, i)| i.id).collect()
+        };
+        if ids.is_empty() {
+            return 0;
+        }
         let expired: Vec<Arc<Ingestion>> = {
             let mut ingestions = self.ingestions.write();
-            let ids: Vec<Uuid> =
-                ingestions.by_id.values().filter(|(_, i)| self.expired(i, now_ms)).map(|(_, i)| i.id).collect();
             ids.iter().filter_map(|id| ingestions.by_id.remove(id)).map(|(_, i)| i).collect()
         };
         let mut keys = self.keys.lock();
