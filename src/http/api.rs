@@ -202,21 +202,22 @@ pub fn handle(
 pub type Responder = Box<dyn FnOnce(Reply) + Send>;
 
 /// What a handler gives back: a reply now, or (a POST in durable mode) work to start that
-/// replies once the ingestion is on disk, so the handler thread need not wait for the fsync.
+/// replies once the ingestion is on disk, from the journal thread.
 pub enum Outcome {
     Now(Reply),
     Later(Box<dyn FnOnce(Responder) + Send>),
 }
 
 impl Outcome {
-    /// The reply, waiting for it if it comes later (for tools and tests).
+    /// The reply, waiting for it if it comes later. The wait sleeps at once (no spinning
+    /// while a group commit is under way: [`crate::handoff`]).
     pub fn wait(self) -> Reply {
         match self {
             Outcome::Now(reply) => reply,
             Outcome::Later(start) => {
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                start(Box::new(move |reply| drop(tx.send(reply))));
-                rx.recv().unwrap_or_else(|_| Reply::error(&ApiError::Internal))
+                let (tx, rx) = crate::handoff::channel();
+                start(Box::new(move |reply| tx.send(reply)));
+                rx.recv().unwrap_or_else(|| Reply::error(&ApiError::Internal))
             }
         }
     }

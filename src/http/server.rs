@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::handoff::{self, Receiver, Sender};
+use crate::handoff::{self, Receiver};
 use socket2::SockRef;
 use tiny_http::{Header, Request, Response};
 
@@ -60,8 +60,6 @@ type Checked = (Request, Result<(), ApiError>);
 
 struct Shared {
     handler: Box<Handler>,
-    /// Replies that became known on another thread (the journal's), for `http-reply` to write.
-    replies: Sender<Box<dyn FnOnce() + Send>>,
     limits: Limits,
     idle_timeout: Duration,
     token: Option<String>,
@@ -73,7 +71,6 @@ struct Shared {
 pub struct HttpServer {
     supervisor: Supervisor,
     handlers: Vec<JoinHandle<()>>,
-    reply_thread: JoinHandle<()>,
     unstrander: Unstrander,
     addr: SocketAddr,
 }
@@ -97,15 +94,8 @@ impl HttpServer {
         // Also copied: no Nagle delay. tiny_http writes a response's head and body separately,
         // and without this a body over one segment waits for the client's delayed ACK (~40 ms).
         socket.set_tcp_nodelay(true)?;
-        let (replies, deferred) = handoff::channel::<Box<dyn FnOnce() + Send>>();
-        let reply_thread = thread::Builder::new().name("http-reply".into()).spawn(move || {
-            for write in &deferred {
-                write();
-            }
-        })?;
         let shared = Arc::new(Shared {
             handler,
-            replies,
             limits: options.limits,
             idle_timeout: options.idle_timeout,
             token: options.token,
@@ -128,7 +118,7 @@ impl HttpServer {
         });
         let supervisor = Supervisor::start(listener, options.idle_timeout, threads, dispatch)?;
         let unstrander = Unstrander::start(addr)?;
-        Ok(HttpServer { supervisor, handlers, reply_thread, unstrander, addr })
+        Ok(HttpServer { supervisor, handlers, unstrander, addr })
     }
 
     /// The address the listener is bound to, with the real port.
@@ -146,8 +136,6 @@ impl HttpServer {
         for handler in self.handlers {
             let _ = handler.join();
         }
-        // Its channel closes when the last handler and the last pending reply are gone.
-        let _ = self.reply_thread.join();
     }
 }
 
@@ -190,28 +178,14 @@ fn serve(shared: &Shared, mut request: Request, framing: Result<(), ApiError>) {
         }
         Err(error) => Outcome::Now(Reply::error(&error)),
     };
-    let replies = shared.replies.clone();
-    let finish = move |reply: Reply| {
-        // Handler time (until the reply is known); writing it depends on the client.
-        telemetry::record(&method, &url, api::route_label(&url), reply.status, started.elapsed());
-        respond(request, reply);
-    };
-    match outcome {
-        Outcome::Now(reply) => finish(reply),
-        Outcome::Later(start) => {
-            // Called here (memory mode), it answers at once; called later on the journal thread,
-            // it hands the write to the `http-reply` thread, so a slow client never stalls
-            // the journal.
-            let thread = thread::current().id();
-            start(Box::new(move |reply| {
-                if thread::current().id() == thread {
-                    finish(reply);
-                } else {
-                    replies.send(Box::new(move || finish(reply)));
-                }
-            }));
-        }
-    }
+    // A durable POST's reply comes from the journal thread; it is written here all the same,
+    // by the thread that took the request. tiny_http writes a connection's replies in request
+    // order and blocks a writer until the reply before is out, so one thread writing everyone's
+    // replies stalled for good behind a pipelined request whose reply it had not yet got.
+    let reply = outcome.wait();
+    // Handler time (until the reply is known); writing it depends on the client.
+    telemetry::record(&method, &url, api::route_label(&url), reply.status, started.elapsed());
+    respond(request, reply);
 }
 
 fn header_value(request: &Request, name: &'static str) -> Option<String> {
