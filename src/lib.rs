@@ -4,8 +4,8 @@
 //! - `http-G-N` pump threads ([`http`]) take tiny_http's requests in turn, check their framing
 //!   in arrival order, then answer them; `http-body-N` threads answer those whose body is still
 //!   on the socket. In memory mode they insert into the [`store::Store`] and submit to the
-//!   queue; in durable mode they hand the ingestion and a responder to the journal and move on;
-//!   `http-reply` writes those answers once the journal has saved them.
+//!   queue; in durable mode they hand the ingestion and a responder to the journal and wait for
+//!   it (one fsync per group), then answer.
 //! - `journal` ([`journal`], only with `--data-dir`) writes records in groups with one fsync each,
 //!   then inserts and submits what it saved, in journal order; it also compacts and sweeps.
 //! - `pacer` ([`pacer`], real-time where allowed: [`realtime`]) sleeps until the next batch may
