@@ -338,3 +338,36 @@ fn a_stuck_batch_does_not_hold_shutdown_past_the_timeout() {
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     assert!(log.contains("did not finish within 200ms"), "{log}");
 }
+
+/// A client that pipelines durable POSTs on one connection gets every answer, and so does
+/// everyone after it. (Their records can reach the journal out of order; replies written by
+/// one shared thread then waited forever for the reply before theirs, and every later durable
+/// POST hung behind them.)
+#[test]
+fn pipelined_durable_posts_are_all_answered() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("pipelined");
+    let server = durable(&dir, &[]);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let body = r#"{"ids": [1, 2, 3], "priority": "LOW"}"#;
+    let one = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    const PIPELINED: usize = 40;
+    for round in 0..10 {
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(one.repeat(PIPELINED).as_bytes()).unwrap();
+        let (mut seen, mut buf) = (Vec::new(), [0u8; 65536]);
+        while count(&seen, "HTTP/1.1 200") < PIPELINED {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert_eq!(count(&seen, "HTTP/1.1 200"), PIPELINED, "round {round}: every pipelined POST answered 200");
+    }
+    assert_eq!(server.post("/ingest", body).status, 200, "a later client is answered too");
+}
+
+fn count(haystack: &[u8], needle: &str) -> usize {
+    haystack.windows(needle.len()).filter(|w| *w == needle.as_bytes()).count()
+}
