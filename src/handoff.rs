@@ -1,11 +1,12 @@
 //! [`channel`]: a FIFO that hands work from some threads to others, where a receiver with
 //! nothing to do sleeps at once.
 //!
-//! Used between the HTTP pumps and the handler threads, from the journal thread to `http-reply`,
-//! and from handlers to the journal thread. crossbeam's channels (and `std::sync::mpsc`, built
+//! Used from the pumps to the `http-body-N` threads, from handlers to the journal thread, and
+//! for a durable POST's reply, from the journal back to the thread that waits for it.
+//! crossbeam's channels (and `std::sync::mpsc`, built
 //! on them) spin and call `sched_yield` several times before a receiver sleeps; with dozens of
-//! mostly idle receivers on two busy cores that cost five yields per durable POST and half its
-//! throughput. Here a receiver waits on a condvar, and a sender wakes one only if one sleeps.
+//! mostly idle receivers on two busy cores that was five yields per durable POST (counted with
+//! `perf`), CPU that the threads with work needed. Here a receiver waits on a condvar, and a sender wakes one only if one sleeps.
 //! The lock is `std`'s, which spins briefly and never yields.
 
 use std::collections::VecDeque;

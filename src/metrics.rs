@@ -19,8 +19,8 @@ use crate::realtime::PiMutex;
 use crate::model::{Batch, Ingestion, Priority};
 use crate::pacer::Release;
 
-/// Upper bounds of the release lateness buckets. The pacer wakes on a `Condvar` deadline, so a
-/// healthy release is late by well under a millisecond; the wide end shows a stalled pacer.
+/// Upper bounds of the release lateness buckets. The pacer wakes early and spins to its
+/// deadline, so a healthy release is late by well under a millisecond; the wide end shows a stalled pacer.
 pub const LATENESS_BUCKETS: [Duration; 12] = [
     Duration::from_micros(100),
     Duration::from_micros(250),
