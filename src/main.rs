@@ -36,6 +36,7 @@ fn main() -> ExitCode {
 
 fn run(config: &Config) -> Result<(), String> {
     log::set_format(config.log_format);
+    ingestd::realtime::check_priority_inheritance()?;
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
     // Past a file-size limit a journal write must fail (and answer 503), not kill the process.
     signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))

@@ -33,6 +33,33 @@ pub type PiMutex<T> = parking_lot::Mutex<T>;
 #[cfg(not(target_os = "linux"))]
 pub type PiGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
 
+/// Checks, once at start, that the kernel has the priority-inheriting futexes [`PiMutex`] uses
+/// (`CONFIG_FUTEX_PI`, in every mainstream kernel): without them a contended lock would panic
+/// in the middle of serving, so the service refuses to start instead, saying why.
+#[cfg(target_os = "linux")]
+pub fn check_priority_inheritance() -> Result<(), String> {
+    use std::sync::Arc;
+    use std::time::Duration;
+    let lock = Arc::new(PiMutex::new(()));
+    let held = lock.lock();
+    let contender = {
+        let lock = Arc::clone(&lock);
+        // Blocks in the kernel (FUTEX_LOCK_PI) until the lock is let go: the path to check.
+        std::thread::Builder::new().name("pi-check".into()).spawn(move || drop(lock.lock()))
+    }
+    .map_err(|e| format!("cannot start a thread: {e}"))?;
+    std::thread::sleep(Duration::from_millis(2));
+    drop(held);
+    contender.join().map_err(|_| {
+        "this kernel has no priority-inheriting futexes (CONFIG_FUTEX_PI), which ingestd's queue lock needs".to_owned()
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn check_priority_inheritance() -> Result<(), String> {
+    Ok(())
+}
+
 /// Raises the calling thread, and logs whether that worked, naming it `who`.
 pub fn raise_and_say(who: &str) {
     match raise_current_thread() {
