@@ -29,6 +29,8 @@ pub struct Corrupt {
 }
 
 pub fn replay(bytes: &[u8]) -> Result<Recovered, Corrupt> {
+    // Zeros at the end are room the writer reserved for records to come, not records.
+    let bytes = &bytes[..bytes.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1)];
     let mut state = Recovered::default();
     if bytes.is_empty() {
         return Ok(state);
@@ -146,6 +148,24 @@ mod tests {
             assert_eq!(state.records, 3);
             assert_eq!(state.torn_tail.as_ref().map(|t| t.0), Some(before_last as u64));
         }
+    }
+
+    #[test]
+    fn zeros_reserved_after_the_records_are_not_a_tail() {
+        let (_, records) = sample();
+        let whole = journal(&records);
+        let mut reserved = whole.clone();
+        reserved.resize(whole.len() + 4096, 0);
+        let state = replay(&reserved).unwrap();
+        assert_eq!((state.valid_len, state.records, state.torn_tail), (whole.len() as u64, 4, None));
+        // A record cut short in the reserved space is a torn tail all the same.
+        let before_last = journal(&records[..3]).len();
+        let mut torn = whole[..whole.len() - 10].to_vec();
+        torn.resize(whole.len() + 4096, 0);
+        let state = replay(&torn).unwrap();
+        assert_eq!((state.valid_len, state.records), (before_last as u64, 3));
+        assert_eq!(state.torn_tail.map(|t| t.0), Some(before_last as u64));
+        assert_eq!(replay(&[0; 64]), Ok(Recovered::default()), "only zeros: a journal not yet begun");
     }
 
     #[test]
