@@ -42,7 +42,7 @@ fn measure(batches: u32) -> f64 {
     let path = format!("/status/{}", last.expect("at least one ingestion"));
     let limits = ingestd::http::Limits::default();
     let head = api::Head { method: "GET", url: &path, idempotency_key: None };
-    let lookup = || api::handle(&app, &limits, head, || unreachable!("GET has no body")).wait();
+    let lookup = || api::handle(&app, &limits, head, || unreachable!("GET has no body"));
     let reply = lookup();
     assert_eq!(reply.status, 200);
     let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();

@@ -191,36 +191,8 @@ pub fn handle(
     limits: &Limits,
     head: Head<'_>,
     read_body: impl FnOnce() -> Result<Vec<u8>, ApiError>,
-) -> Outcome {
-    match dispatch(app, limits, head, read_body) {
-        Ok(outcome) => outcome,
-        Err(error) => Outcome::Now(Reply::error(&error)),
-    }
-}
-
-/// Sends a reply to the client that asked; called exactly once.
-pub type Responder = Box<dyn FnOnce(Reply) + Send>;
-
-/// What a handler gives back: a reply now, or (a POST in durable mode) work to start that
-/// replies once the ingestion is on disk, from the journal thread.
-pub enum Outcome {
-    Now(Reply),
-    Later(Box<dyn FnOnce(Responder) + Send>),
-}
-
-impl Outcome {
-    /// The reply, waiting for it if it comes later. The wait sleeps at once (no spinning
-    /// while a group commit is under way: [`crate::handoff`]).
-    pub fn wait(self) -> Reply {
-        match self {
-            Outcome::Now(reply) => reply,
-            Outcome::Later(start) => {
-                let (tx, rx) = crate::handoff::channel();
-                start(Box::new(move |reply| tx.send(reply)));
-                rx.recv().unwrap_or_else(|| Reply::error(&ApiError::Internal))
-            }
-        }
-    }
+) -> Reply {
+    dispatch(app, limits, head, read_body).unwrap_or_else(|error| Reply::error(&error))
 }
 
 fn dispatch(
@@ -228,7 +200,7 @@ fn dispatch(
     limits: &Limits,
     head: Head<'_>,
     read_body: impl FnOnce() -> Result<Vec<u8>, ApiError>,
-) -> Result<Outcome, ApiError> {
+) -> Result<Reply, ApiError> {
     let Head { method, url, idempotency_key } = head;
     if !app.is_accepting() {
         return Err(ApiError::ShuttingDown);
@@ -252,22 +224,20 @@ fn dispatch(
             if request.ids.len() > max_ids {
                 return Err(ApiError::TooManyIds { count: request.ids.len(), limit: max_ids });
             }
-            let (key, app) = (key.map(str::to_owned), Arc::clone(app));
-            Ok(Outcome::Later(Box::new(move |respond: Responder| {
-                let done = Box::new(move |result| respond(ingest_reply(result)));
-                app.ingest_then(request.priority, request.ids, key.as_deref(), done);
-            })))
+            // In durable mode this waits for the group commit; the thread that took the request
+            // must write its reply (see `server.rs`), so waiting here costs nothing more.
+            Ok(ingest_reply(app.ingest(request.priority, request.ids, key)))
         }
         Route::Status(id) => {
             let ingestion = Uuid::try_parse(id)
                 .ok()
                 .and_then(|id| app.ingestion(&id))
                 .ok_or_else(|| ApiError::NotFound(format!("unknown or expired ingestion {}", shorten(id))))?;
-            Ok(Outcome::Now(Reply::json(200, &status_body(app.queue(), &ingestion))))
+            Ok(Reply::json(200, &status_body(app.queue(), &ingestion)))
         }
-        Route::Queue => Ok(Outcome::Now(Reply::json(200, &queue_body(app.queue(), &app.queue().report())))),
-        Route::Health => Ok(Outcome::Now(Reply::json(200, &serde_json::json!({"status": "ok"})))),
-        Route::Page(page) => Ok(Outcome::Now(pages::render(app, page))),
+        Route::Queue => Ok(Reply::json(200, &queue_body(app.queue(), &app.queue().report()))),
+        Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
+        Route::Page(page) => Ok(pages::render(app, page)),
     }
 }
 

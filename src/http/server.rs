@@ -21,7 +21,7 @@ use crate::handoff::{self, Receiver};
 use socket2::SockRef;
 use tiny_http::{Header, Request, Response};
 
-use super::api::{self, Head, Outcome, Reply};
+use super::api::{self, Head, Reply};
 use super::error::ApiError;
 use super::limits::Limits;
 use super::quarantine::Quarantine;
@@ -47,7 +47,7 @@ pub struct HttpOptions {
 
 /// Answers a request that passed the checks: its head and a way to read the body.
 pub type Handler =
-    dyn Fn(Head<'_>, Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>) -> Outcome + Send + Sync + 'static;
+    dyn Fn(Head<'_>, Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>) -> Reply + Send + Sync + 'static;
 
 /// Quarantined connections are remembered this long after their last request.
 const QUARANTINE_TTL: Duration = Duration::from_secs(600);
@@ -167,7 +167,11 @@ fn serve(shared: &Shared, mut request: Request, framing: Result<(), ApiError>) {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let url = request.url().to_owned();
-    let outcome = match framing.and_then(|()| admit(shared, &request)) {
+    // A durable POST's reply comes once its group is on disk; it is written here all the same,
+    // by the thread that took the request. tiny_http writes a connection's replies in request
+    // order and blocks a writer until the reply before is out, so one thread writing everyone's
+    // replies stalled for good behind a pipelined request whose reply it had not yet got.
+    let reply = match framing.and_then(|()| admit(shared, &request)) {
         Ok(()) => {
             let key = header_value(&request, "Idempotency-Key");
             let (max_body, deadline) = (shared.limits.max_body, shared.idle_timeout);
@@ -176,13 +180,8 @@ fn serve(shared: &Shared, mut request: Request, framing: Result<(), ApiError>) {
                 (shared.handler)(head, Box::new(|| read_body(&mut request, max_body, deadline)))
             })
         }
-        Err(error) => Outcome::Now(Reply::error(&error)),
+        Err(error) => Reply::error(&error),
     };
-    // A durable POST's reply comes from the journal thread; it is written here all the same,
-    // by the thread that took the request. tiny_http writes a connection's replies in request
-    // order and blocks a writer until the reply before is out, so one thread writing everyone's
-    // replies stalled for good behind a pipelined request whose reply it had not yet got.
-    let reply = outcome.wait();
     // Handler time (until the reply is known); writing it depends on the client.
     telemetry::record(&method, &url, api::route_label(&url), reply.status, started.elapsed());
     respond(request, reply);
@@ -219,8 +218,8 @@ fn admit(shared: &Shared, request: &Request) -> Result<(), ApiError> {
 }
 
 /// Runs a handler; a panic becomes a 500 for this request, and the thread lives on.
-fn answer(handler: impl FnOnce() -> Outcome) -> Outcome {
-    panic::catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|_| Outcome::Now(Reply::error(&ApiError::Internal)))
+fn answer(handler: impl FnOnce() -> Reply) -> Reply {
+    panic::catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|_| Reply::error(&ApiError::Internal))
 }
 
 fn read_body(request: &mut Request, max_body: usize, deadline: Duration) -> Result<Vec<u8>, ApiError> {
@@ -280,11 +279,11 @@ mod tests {
 
     #[test]
     fn a_panic_is_a_500_for_that_request_only() {
-        let reply = answer(|| panic!("a handler bug")).wait();
+        let reply = answer(|| panic!("a handler bug"));
         assert_eq!(reply.status, 500);
         let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
         assert_eq!(body["error"], "internal_error");
-        assert_eq!(answer(|| Outcome::Now(Reply::error(&ApiError::NotFound("x".into())))).wait().status, 404);
+        assert_eq!(answer(|| Reply::error(&ApiError::NotFound("x".into()))).status, 404);
     }
 
     #[test]
@@ -294,7 +293,7 @@ mod tests {
             HttpOptions { threads: 2, limits: Limits::default(), idle_timeout: Duration::from_secs(5), token: None };
         let handler = |head: Head<'_>, _: Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>| {
             assert!(head.url != "/panic", "a handler bug");
-            Outcome::Now(Reply::error(&ApiError::NotFound(head.url.into())))
+            Reply::error(&ApiError::NotFound(head.url.into()))
         };
         let server = HttpServer::start_with(listener, options, Box::new(handler)).unwrap();
         let base = format!("http://{}", server.addr());
