@@ -14,13 +14,11 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 
-use crate::realtime::{PiGuard as StateGuard, PiMutex as StateLock};
-
 use crate::clock::{Clock, ManualClock};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::model::{Batch, BatchStatus, BatchView, Enqueued, Ingestion, Priority};
-use crate::realtime;
+use crate::realtime::{self, PiGuard as StateGuard, PiMutex as StateLock};
 use crate::scheduler::{Outlook, Poll, Scheduler};
 
 /// A batch the pacer let go, sent to the worker.
