@@ -138,8 +138,8 @@ pub struct ReleaseRecord {
 /// Everything the core counts. One per [`crate::pacer::Queue`].
 #[derive(Debug)]
 pub struct Metrics {
-    /// Indexed by [`slot`].
-    counters: [Counters; 3],
+    /// Indexed by [`Priority::index`].
+    counters: [Counters; Priority::ALL.len()],
     lateness: Histogram<{ LATENESS_BUCKETS.len() }>,
     releases: PiMutex<VecDeque<ReleaseRecord>>,
     ingestions: Mutex<VecDeque<Arc<Ingestion>>>,
@@ -156,14 +156,6 @@ impl Default for Metrics {
     }
 }
 
-fn slot(priority: Priority) -> usize {
-    match priority {
-        Priority::High => 0,
-        Priority::Medium => 1,
-        Priority::Low => 2,
-    }
-}
-
 fn add(counter: &AtomicU64, n: usize) {
     counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
@@ -171,7 +163,7 @@ fn add(counter: &AtomicU64, n: usize) {
 impl Metrics {
     /// Called before the ingestion reaches the queue, so a release is never counted first.
     pub fn submitted(&self, ingestion: &Arc<Ingestion>) {
-        let counters = &self.counters[slot(ingestion.priority)];
+        let counters = &self.counters[ingestion.priority.index()];
         add(&counters.ingestions, 1);
         add(&counters.ids, ingestion.batches().map(|b| b.ids.len()).sum());
         add(&counters.batches_submitted, ingestion.batch_count());
@@ -180,7 +172,7 @@ impl Metrics {
 
     /// Called by the pacer with the queue lock released, before the worker is sent the batch.
     pub fn released(&self, release: &Release) {
-        add(&self.counters[slot(release.batch.ingestion.priority)].batches_released, 1);
+        add(&self.counters[release.batch.ingestion.priority.index()].batches_released, 1);
         self.lateness.observe(release.at.saturating_duration_since(release.due));
         let record = ReleaseRecord { batch: release.batch.clone(), due: release.due, at: release.at };
         push_bounded(&mut self.releases.lock(), record, RECENT_RELEASES);
@@ -189,17 +181,17 @@ impl Metrics {
     /// Batches recovered from the journal and queued again: they count as waiting, not as
     /// newly accepted work.
     pub fn restored(&self, priority: Priority, batches: usize) {
-        add(&self.counters[slot(priority)].batches_submitted, batches);
+        add(&self.counters[priority.index()].batches_submitted, batches);
     }
 
     pub fn completed(&self, batch: &Batch) {
-        add(&self.counters[slot(batch.ingestion.priority)].batches_completed, 1);
+        add(&self.counters[batch.ingestion.priority.index()].batches_completed, 1);
     }
 
     /// Totals per priority, in [`Priority::ALL`] order (HIGH first).
     pub fn totals(&self) -> [(Priority, PriorityTotals); 3] {
         Priority::ALL.map(|priority| {
-            let c = &self.counters[slot(priority)];
+            let c = &self.counters[priority.index()];
             let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
             // Completed is read before released, and released before submitted, so each total
             // is at most the one it is compared with.

@@ -23,7 +23,17 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// Every priority, HIGH first: the order `/queue` and `/metrics` list them in.
     pub const ALL: [Priority; 3] = [Priority::High, Priority::Medium, Priority::Low];
+
+    /// This priority's place in [`Priority::ALL`]: the one index of every per-priority array.
+    pub const fn index(self) -> usize {
+        match self {
+            Priority::High => 0,
+            Priority::Medium => 1,
+            Priority::Low => 2,
+        }
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -444,5 +454,8 @@ mod tests {
         assert!(Priority::High > Priority::Medium && Priority::Medium > Priority::Low);
         assert_eq!(Priority::parse("HIGH"), Some(Priority::High));
         assert_eq!(Priority::parse("high"), None);
+        for (index, priority) in Priority::ALL.into_iter().enumerate() {
+            assert_eq!(priority.index(), index, "{priority}");
+        }
     }
 }
