@@ -392,3 +392,67 @@ fn queue_shows_waiting_work_per_priority_the_batch_in_flight_and_the_drain_time(
     );
     assert_eq!(server.request("POST", "/queue").allow.as_deref(), Some("GET, HEAD"));
 }
+
+/// Sends `bytes` on a new connection and reads until the server closes it or goes quiet; the
+/// answers as text.
+fn raw(server: &Server, bytes: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8(answer).unwrap()
+}
+
+#[test]
+fn an_ingestion_is_found_only_by_the_id_as_the_api_wrote_it() {
+    let server = Server::start(&["--interval", "1h", "--fetch-delay", "1ms"]);
+    let id = server.ingest(&[1], "LOW");
+    let uuid = uuid::Uuid::parse_str(&id).unwrap();
+    assert_eq!(server.status(&id.to_ascii_uppercase())["ingestion_id"], id.as_str());
+    let other_forms = [format!("%7B{id}%7D"), format!("{{{id}}}"), format!("urn:uuid:{id}"), uuid.simple().to_string()];
+    for other in other_forms {
+        let answer = server.get(&format!("/status/{other}"));
+        assert_eq!((answer.status, answer.json["error"].as_str()), (404, Some("not_found")), "{other}: {answer:?}");
+        assert!(answer.json["detail"].as_str().unwrap().contains("unknown or expired ingestion"), "{answer:?}");
+    }
+}
+
+#[test]
+fn two_idempotency_keys_are_refused_and_queue_nothing() {
+    let server = Server::start(&["--interval", "1h"]);
+    let body = r#"{"ids": [1], "priority": "LOW"}"#;
+    let head = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n", body.len());
+    let twice = format!("{head}Idempotency-Key: a\r\nidempotency-key: b\r\nConnection: close\r\n\r\n{body}");
+    let answer = raw(&server, twice.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.contains(r#"{"error":"duplicate_header","detail":"the Idempotency-Key header was sent more than once"#)
+    );
+    assert_eq!(server.get("/queue").json["queued_ids"], 0);
+    // Once is fine, and so is the same key again: it answers the first ingestion.
+    let once = |key: &str| server.post_with("/ingest", body, &[("Idempotency-Key", key)]).json["ingestion_id"].clone();
+    assert_eq!(once("a"), once("a"));
+}
+
+/// Two things the HTTP library (tiny_http 0.12) decides before our code runs, as the docs state.
+#[test]
+fn expect_other_than_continue_is_417_and_trailers_are_invalid_json() {
+    let server = Server::start(&["--interval", "1h"]);
+    let answer = raw(&server, b"GET /health HTTP/1.1\r\nHost: t\r\nExpect: 200-ok\r\n\r\nGET /health HTTP/1.1\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 417 ") && answer.ends_with("Content-Length: 0\r\n\r\n"), "{answer}");
+    let continued =
+        "POST /ingest HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 31\r\nConnection: close\r\n\r\n";
+    let answer = raw(&server, format!(r#"{continued}{{"ids": [1], "priority": "LOW"}}"#).as_bytes());
+    assert!(answer.contains("HTTP/1.1 200 "), "{answer}");
+
+    let body = r#"{"ids": [2], "priority": "LOW"}"#;
+    let chunked = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n", body.len());
+    let answer = raw(&server, format!("{chunked}\r\n").as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let answer = raw(&server, format!("{chunked}X-Checksum: 1\r\n\r\n").as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 400 ") && answer.contains(r#""error":"invalid_json""#), "{answer}");
+    // The first ingestion went at once; the second waits; the one with a trailer was refused.
+    assert_eq!(server.get("/queue").json["queued_ids"], 1);
+}

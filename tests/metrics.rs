@@ -78,6 +78,34 @@ fn metrics_parse_and_move_with_the_work() {
     assert_eq!(last["ingestd_http_requests_total{route=\"unmatched\",status=\"404\"}"], 1.0);
 }
 
+/// Every route `/openapi.json` documents is counted under its own path template, none as
+/// `unmatched`.
+#[test]
+fn every_documented_route_is_counted_under_its_own_label() {
+    let server = Server::start(&["--interval", "1h", "--fetch-delay", "0s"]);
+    let id = server.ingest(&[1], "LOW");
+    let doc: serde_json::Value = serde_json::from_str(&get(&server, "/openapi.json")).unwrap();
+    let templates: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    assert!(templates.len() >= 9, "{templates:?}");
+    for &template in &templates {
+        let path = template.replace("{ingestion_id}", &id);
+        for method in doc["paths"][template].as_object().unwrap().keys() {
+            match method.as_str() {
+                "get" => drop(get(&server, &path)),
+                "post" => assert_eq!(server.post(&path, r#"{"ids": [2], "priority": "LOW"}"#).status, 200),
+                other => panic!("{template} documents {other}, which this test does not send"),
+            }
+        }
+    }
+    let counted = parse(&scrape(&server));
+    for template in templates {
+        let series = format!("ingestd_http_requests_total{{route=\"{template}\",status=\"200\"}}");
+        assert!(counted.get(&series).is_some_and(|&n| n >= 1.0), "{series} is missing");
+    }
+    let unmatched: Vec<&String> = counted.keys().filter(|k| k.contains("route=\"unmatched\"")).collect();
+    assert!(unmatched.is_empty(), "{unmatched:?}");
+}
+
 #[test]
 fn the_parser_rejects_what_prometheus_would() {
     let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 2\n";
@@ -93,6 +121,11 @@ fn the_parser_rejects_what_prometheus_would() {
     ] {
         assert!(std::panic::catch_unwind(|| parse(bad)).is_err(), "accepted {bad:?}");
     }
+}
+
+/// The body of a `GET` that must answer 200.
+fn get(server: &Server, path: &str) -> String {
+    ureq::get(&format!("{}{path}", server.base)).call().expect(path).into_string().unwrap()
 }
 
 fn scrape(server: &Server) -> String {

@@ -124,31 +124,61 @@ struct InFlightBody {
     triggered_at: String,
 }
 
-/// The routes, so that a path can be told apart from a method it does not take.
-enum Route<'a> {
+/// What answers a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
     Ingest,
-    Status(&'a str),
+    Status,
     Queue,
     Health,
     Page(pages::Page),
 }
 
+/// Every route, by its OpenAPI path template: the one list of routes. [`route`] matches paths
+/// against it, and `/metrics` labels requests with its templates ([`LABELS`]), so a route added
+/// here is served and counted under its own name. A `{name}` in a template stands for one
+/// non-empty path segment, at the end.
+const ROUTES: [(&str, Target); 9] = [
+    ("/ingest", Target::Ingest),
+    ("/status/{ingestion_id}", Target::Status),
+    ("/queue", Target::Queue),
+    ("/health", Target::Health),
+    ("/", Target::Page(pages::Page::Dashboard)),
+    ("/dashboard.json", Target::Page(pages::Page::DashboardJson)),
+    ("/docs", Target::Page(pages::Page::Docs)),
+    ("/openapi.json", Target::Page(pages::Page::OpenApi)),
+    ("/metrics", Target::Page(pages::Page::Metrics)),
+];
+
+/// The `route` label of a request to a path with no route.
+pub(super) const UNMATCHED: &str = "unmatched";
+
+/// Every `route` label `/metrics` may show, in the order it lists them: each template of
+/// [`ROUTES`], then [`UNMATCHED`].
+pub(super) const LABELS: [&str; ROUTES.len() + 1] = {
+    let mut labels = [UNMATCHED; ROUTES.len() + 1];
+    let mut i = 0;
+    while i < ROUTES.len() {
+        labels[i] = ROUTES[i].0;
+        i += 1;
+    }
+    labels
+};
+
+/// A path matched to its row of [`ROUTES`], so that a path can be told apart from a method it
+/// does not take.
+struct Route<'a> {
+    template: &'static str,
+    target: Target,
+    /// The segment a `{name}` in the template matched; empty when it has none.
+    param: &'a str,
+}
+
 impl Route<'_> {
     fn allow(&self) -> &'static str {
-        match self {
-            Route::Ingest => "POST",
-            Route::Status(_) | Route::Queue | Route::Health | Route::Page(_) => "GET, HEAD",
-        }
-    }
-
-    /// The route as `/metrics` labels it: its OpenAPI path template, so labels stay few.
-    fn label(&self) -> &'static str {
-        match self {
-            Route::Ingest => "/ingest",
-            Route::Status(_) => "/status/{ingestion_id}",
-            Route::Queue => "/queue",
-            Route::Health => "/health",
-            Route::Page(page) => page.path(),
+        match self.target {
+            Target::Ingest => "POST",
+            Target::Status | Target::Queue | Target::Health | Target::Page(_) => "GET, HEAD",
         }
     }
 
@@ -157,17 +187,22 @@ impl Route<'_> {
     }
 }
 
-fn route(path: &str) -> Option<Route<'_>> {
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
-    match path {
-        "/ingest" => Some(Route::Ingest),
-        "/health" => Some(Route::Health),
-        "/queue" => Some(Route::Queue),
-        _ => pages::Page::at(path)
-            .map(Route::Page)
-            .or_else(|| path.strip_prefix("/status/").filter(|id| !id.contains('/')).map(Route::Status)),
-    }
+/// The path of a request target as the routes see it: without query or fragment, and without
+/// one trailing slash (`/` stays `/`). The token's open paths (`auth.rs`) are matched on it too.
+pub(super) fn path_of(url: &str) -> &str {
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path)
+}
+
+fn route(url: &str) -> Option<Route<'_>> {
+    let path = path_of(url);
+    ROUTES.iter().find_map(|&(template, target)| {
+        let param = match template.split_once('{') {
+            None => (path == template).then_some("")?,
+            Some((prefix, _)) => path.strip_prefix(prefix).filter(|p| !p.is_empty() && !p.contains('/'))?,
+        };
+        Some(Route { template, target, param })
+    })
 }
 
 /// What the handlers need of a request besides its body.
@@ -178,12 +213,10 @@ pub struct Head<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
-/// The `route` label of a request in `/metrics`; `unmatched` for a path with no route.
+/// The `route` label of a request in `/metrics`: one of [`LABELS`].
 pub fn route_label(url: &str) -> &'static str {
-    route(url).map_or(UNMATCHED, |route| route.label())
+    route(url).map_or(UNMATCHED, |route| route.template)
 }
-
-pub const UNMATCHED: &str = "unmatched";
 
 /// Answers one request. `read_body` is called only by routes that take a body.
 pub fn handle(
@@ -215,8 +248,8 @@ fn dispatch(
     if !route.takes(method) {
         return Err(ApiError::MethodNotAllowed { method: shorten(method), allow: route.allow() });
     }
-    match route {
-        Route::Ingest => {
+    match route.target {
+        Target::Ingest => {
             let key = idempotency_key.map(check_idempotency_key).transpose()?;
             let request = ingest_body::parse(&read_body()?)?;
             // A request larger than the whole queue could never fit: that is a 413, not a 503.
@@ -228,16 +261,16 @@ fn dispatch(
             // must write its reply (see `server.rs`), so waiting here costs nothing more.
             Ok(ingest_reply(app.ingest(request.priority, request.ids, key)))
         }
-        Route::Status(id) => {
-            let ingestion = Uuid::try_parse(id)
-                .ok()
+        Target::Status => {
+            let id = route.param;
+            let ingestion = ingestion_id(id)
                 .and_then(|id| app.ingestion(&id))
                 .ok_or_else(|| ApiError::NotFound(format!("unknown or expired ingestion {}", shorten(id))))?;
             Ok(Reply::json(200, &status_body(app.queue(), &ingestion)))
         }
-        Route::Queue => Ok(Reply::json(200, &queue_body(app.queue(), &app.queue().report()))),
-        Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
-        Route::Page(page) => Ok(pages::render(app, page)),
+        Target::Queue => Ok(Reply::json(200, &queue_body(app.queue(), &app.queue().report()))),
+        Target::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
+        Target::Page(page) => Ok(pages::render(app, page)),
     }
 }
 
@@ -251,6 +284,15 @@ fn ingest_reply(result: Result<Uuid, IngestError>) -> Reply {
         }
     };
     Reply::error(&error)
+}
+
+/// An ingestion id in the form the API writes it: hyphenated, 36 characters, hex digits of
+/// either case (RFC 9562 makes case insignificant). `Uuid::try_parse` alone also takes the
+/// braced, `urn:uuid:` and 32-digit forms, which would give one ingestion four URLs.
+fn ingestion_id(text: &str) -> Option<Uuid> {
+    let id = Uuid::try_parse(text).ok()?;
+    let mut canonical = Uuid::encode_buffer();
+    id.hyphenated().encode_lower(&mut canonical).eq_ignore_ascii_case(text).then_some(id)
 }
 
 fn check_idempotency_key(key: &str) -> Result<&str, ApiError> {
@@ -342,5 +384,48 @@ fn shorten(text: &str) -> String {
         format!("'{quoted}…'")
     } else {
         format!("'{quoted}'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_reached_by_its_template_and_labelled_with_it() {
+        for (template, target) in ROUTES {
+            let path = template.split_once('{').map_or(template.to_owned(), |(prefix, _)| format!("{prefix}x"));
+            for url in [path.clone(), format!("{path}/"), format!("{path}?q=1")] {
+                let route = route(&url).unwrap_or_else(|| panic!("{url} has no route"));
+                assert_eq!((route.template, route.target), (template, target), "{url}");
+                assert_eq!(route_label(&url), template, "{url}");
+            }
+        }
+        assert_eq!(LABELS[..ROUTES.len()], ROUTES.map(|(template, _)| template));
+        assert_eq!(LABELS.last(), Some(&UNMATCHED));
+        for unrouted in ["/nope", "/status", "/status/", "/status//", "/status/a/b", "/ingest/x", "/queues", ""] {
+            assert_eq!(route_label(unrouted), UNMATCHED, "{unrouted:?}");
+        }
+    }
+
+    #[test]
+    fn paths_lose_query_fragment_and_one_trailing_slash() {
+        for (url, path) in [("/", "/"), ("/a/", "/a"), ("/a//", "/a/"), ("/a?b=/", "/a"), ("/a#b", "/a"), ("/?x", "/")]
+        {
+            assert_eq!(path_of(url), path, "{url}");
+        }
+    }
+
+    #[test]
+    fn an_ingestion_id_is_taken_only_as_the_api_writes_it() {
+        let id = Uuid::new_v4();
+        let text = id.to_string();
+        assert_eq!(ingestion_id(&text), Some(id));
+        assert_eq!(ingestion_id(&text.to_ascii_uppercase()), Some(id));
+        let simple = id.simple().to_string();
+        for other in [format!("{{{text}}}"), format!("urn:uuid:{text}"), simple, format!(" {text}"), format!("{text}0")]
+        {
+            assert_eq!(ingestion_id(&other), None, "{other}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use tiny_http::Header;
 
+use super::api::path_of;
 use super::error::ApiError;
 
 /// Paths served without a token: `/health`, so that load balancers can probe the service, and
@@ -12,9 +13,7 @@ const OPEN_PATHS: &[&str] = &["/health", "/", "/docs", "/openapi.json"];
 
 /// Whether `url` may be served without a token.
 pub fn is_open(url: &str) -> bool {
-    let path = url.split(['?', '#']).next().unwrap_or_default();
-    let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
-    OPEN_PATHS.contains(&path)
+    OPEN_PATHS.contains(&path_of(url))
 }
 
 /// Requires exactly one `Authorization: Bearer <token>` header carrying `token`.
@@ -46,6 +45,7 @@ fn same(sent: &[u8], expected: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::api::{route_label, UNMATCHED};
 
     #[track_caller]
     fn verdict(lines: &[&str]) -> bool {
@@ -75,6 +75,9 @@ mod tests {
         let closed = ["/ingest", "/status/x", "/healthz", "/health/x", "/dashboard.json", "/metrics", "/docs/x"];
         for closed in closed {
             assert!(!is_open(closed), "{closed}");
+        }
+        for open in OPEN_PATHS {
+            assert_ne!(route_label(open), UNMATCHED, "{open} is not a route");
         }
     }
 }

@@ -21,6 +21,8 @@ pub enum ApiError {
     MethodNotAllowed { method: String, allow: &'static str },
     /// The `Idempotency-Key` header is empty, too long or not printable ASCII.
     InvalidIdempotencyKey,
+    /// A header that means one thing was sent more than once: which one counts would be a guess.
+    DuplicateHeader { name: &'static str },
     /// The service is stopping and takes no new requests.
     ShuttingDown,
     /// The journal could not save the request; nothing was accepted.
@@ -55,6 +57,7 @@ impl ApiError {
             | ApiError::InvalidIds(_)
             | ApiError::InvalidPriority(_)
             | ApiError::InvalidIdempotencyKey
+            | ApiError::DuplicateHeader { .. }
             | ApiError::BadFraming(_)
             | ApiError::ConnectionRejected => 400,
             ApiError::Unauthorized => 401,
@@ -79,6 +82,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::InvalidIdempotencyKey => "invalid_idempotency_key",
+            ApiError::DuplicateHeader { .. } => "duplicate_header",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Unsaved(_) => "storage_unavailable",
             ApiError::BadFraming(_) => "bad_framing",
@@ -105,6 +109,9 @@ impl fmt::Display for ApiError {
             | ApiError::BadFraming(detail) => f.write_str(detail),
             ApiError::InvalidIdempotencyKey => {
                 f.write_str("the Idempotency-Key header must be 1 to 255 printable ASCII characters, e.g. a UUID")
+            }
+            ApiError::DuplicateHeader { name } => {
+                write!(f, "the {name} header was sent more than once; send it once")
             }
             ApiError::ShuttingDown => f.write_str("the service is shutting down; retry in a moment"),
             ApiError::Unsaved(why) => write!(f, "{why}; nothing was accepted, retry later"),

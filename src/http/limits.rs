@@ -10,6 +10,12 @@ use tiny_http::Header;
 
 use super::error::ApiError;
 
+/// Headers that mean one thing, so that sent twice, which one counts would be a guess (tiny_http
+/// hands us both and a lookup takes the first; a proxy in front may take the last).
+/// `Content-Length` and `Transfer-Encoding` are `framing.rs`'s to refuse, and `Authorization` is
+/// `auth.rs`'s (anything but exactly one is a 401).
+const SENT_ONCE: [&str; 1] = ["Idempotency-Key"];
+
 /// What one request may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -38,7 +44,8 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Refuses a URL or a set of headers larger than allowed.
+    /// Refuses a URL or a set of headers larger than allowed, then a header of [`SENT_ONCE`]
+    /// sent twice.
     pub fn check_head(&self, url: &str, headers: &[Header]) -> Result<(), ApiError> {
         if url.len() > self.max_url {
             return Err(ApiError::UrlTooLong { limit: self.max_url });
@@ -48,7 +55,10 @@ impl Limits {
         if header_bytes > self.max_header_bytes {
             return Err(ApiError::HeadersTooLarge { limit: self.max_header_bytes });
         }
-        Ok(())
+        match SENT_ONCE.into_iter().find(|&name| headers.iter().filter(|h| h.field.equiv(name)).count() > 1) {
+            Some(name) => Err(ApiError::DuplicateHeader { name }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -64,5 +74,21 @@ mod tests {
         assert!(limits.check_head("/012345678", &[header("0123456789012")]).is_ok());
         assert_eq!(limits.check_head("/", &[header("01234567890123")]).unwrap_err().status(), 431);
         assert_eq!(limits.check_head("/", &[header("0123456"), header("0123456")]).unwrap_err().status(), 431);
+    }
+
+    #[test]
+    fn a_header_that_means_one_thing_is_sent_once() {
+        let head = |lines: &[(&str, &str)]| -> Vec<Header> {
+            lines.iter().map(|(n, v)| Header::from_bytes(n.as_bytes(), v.as_bytes()).unwrap()).collect()
+        };
+        let check = |lines: &[(&str, &str)]| Limits::default().check_head("/ingest", &head(lines));
+        assert!(check(&[("Idempotency-Key", "a"), ("X-Other", "b"), ("X-Other", "c")]).is_ok());
+        for twice in
+            [[("Idempotency-Key", "a"), ("Idempotency-Key", "b")], [("idempotency-key", "a"), ("IDEMPOTENCY-KEY", "a")]]
+        {
+            let error = check(&twice).unwrap_err();
+            assert_eq!((error.status(), error.code()), (400, "duplicate_header"), "{twice:?}");
+            assert_eq!(error.to_string(), "the Idempotency-Key header was sent more than once; send it once");
+        }
     }
 }

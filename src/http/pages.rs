@@ -29,7 +29,7 @@ fn with_shared_script(cell: &'static OnceLock<String>, html: &str) -> Vec<u8> {
 const OPENAPI: &str = include_str!("openapi.json");
 const HTML: &str = "text/html; charset=utf-8";
 
-/// A page route. Each takes GET and HEAD.
+/// A page route (its path is in `api.rs`'s table). Each takes GET and HEAD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
     Dashboard,
@@ -37,25 +37,6 @@ pub enum Page {
     Docs,
     OpenApi,
     Metrics,
-}
-
-impl Page {
-    const ALL: [Page; 5] = [Page::Dashboard, Page::DashboardJson, Page::Docs, Page::OpenApi, Page::Metrics];
-
-    /// The page at `path` (already stripped of query and trailing slash).
-    pub fn at(path: &str) -> Option<Page> {
-        Page::ALL.into_iter().find(|page| page.path() == path)
-    }
-
-    pub fn path(self) -> &'static str {
-        match self {
-            Page::Dashboard => "/",
-            Page::DashboardJson => "/dashboard.json",
-            Page::Docs => "/docs",
-            Page::OpenApi => "/openapi.json",
-            Page::Metrics => "/metrics",
-        }
-    }
 }
 
 pub fn render(app: &App, page: Page) -> Reply {

@@ -7,22 +7,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::api::UNMATCHED;
+use super::api::LABELS as ROUTES;
 use crate::log;
 use crate::metrics::{Histogram, HistogramSnapshot};
-
-/// Every `route` label, in the order `/metrics` lists them. `api::route_label` returns one.
-pub const ROUTES: [&str; 9] = [
-    "/ingest",
-    "/status/{ingestion_id}",
-    "/health",
-    "/",
-    "/dashboard.json",
-    "/docs",
-    "/openapi.json",
-    "/metrics",
-    UNMATCHED,
-];
 
 /// Request latency bounds: handlers answer in microseconds; the top end catches a stall.
 pub const LATENCY_BUCKETS: [Duration; 10] = [
@@ -48,6 +35,7 @@ static REQUESTS: [[AtomicU64; STATUSES]; ROUTES.len()] =
 static LATENCY: [Histogram<{ LATENCY_BUCKETS.len() }>; ROUTES.len()] =
     [const { Histogram::new(LATENCY_BUCKETS) }; ROUTES.len()];
 
+/// `route`'s row in the tables; an unknown label counts as the last one, `unmatched`.
 fn route_index(route: &str) -> usize {
     ROUTES.iter().position(|&r| r == route).unwrap_or(ROUTES.len() - 1)
 }
