@@ -42,7 +42,7 @@ pub struct Storage {
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage { data_dir: None, retain: Duration::from_secs(7 * 86_400), compaction: Compaction::default() }
+        Storage { data_dir: None, retain: crate::config::defaults::RETAIN, compaction: Compaction::default() }
     }
 }
 

@@ -8,6 +8,33 @@ use std::time::Duration;
 use crate::app::Pacing;
 use crate::log;
 
+/// Every default, once: the flags start from these, and so do `Limits::default()` (`http/limits.rs`)
+/// and `Storage::default()` (`app.rs`). [`USAGE`] states them too; a test keeps it in step.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Without `--addr` and without `PORT`.
+    pub const ADDR: &str = "127.0.0.1:8000";
+    pub const INTERVAL: Duration = Duration::from_secs(5);
+    pub const BATCH_SIZE: usize = 3;
+    pub const FETCH_DELAY: Duration = Duration::from_millis(100);
+    pub const MAX_BODY: usize = 1 << 20;
+    pub const RETAIN: Duration = Duration::from_secs(7 * 86_400);
+    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const MAX_IDS: usize = 100_000;
+    pub const MAX_QUEUED_IDS: usize = 10_000_000;
+    pub const MAX_URL: usize = 8 << 10;
+    pub const MAX_HEADER_BYTES: usize = 16 << 10;
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// Handler threads mostly wait (on a slow client, or on the journal's fsync in durable
+    /// mode), and a waiting thread costs little, so there are many more than CPUs.
+    pub fn threads() -> usize {
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        (cpus * 8).max(32)
+    }
+}
+
 pub const USAGE: &str = "\
 ingestd: feeds ingestion requests to a rate-limited external API, one batch per interval.
 
@@ -84,13 +111,6 @@ impl From<lexopt::Error> for UsageError {
     }
 }
 
-/// Handler threads mostly wait (on a slow client, or on the journal's fsync in durable mode),
-/// and a waiting thread costs little, so there are many more than CPUs.
-fn default_threads() -> usize {
-    let cpus = std::thread::available_parallelism().map_or(2, usize::from);
-    (cpus * 8).max(32)
-}
-
 /// Parses the arguments (without the program name). `port` is the `PORT` environment variable.
 pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -> Result<Command, UsageError> {
     use lexopt::prelude::*;
@@ -98,18 +118,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
     let mut addr = None;
     let mut config = Config {
         addr: String::new(),
-        pacing: Pacing { interval: Duration::from_secs(5), batch_size: 3 },
-        fetch_delay: Duration::from_millis(100),
-        threads: default_threads(),
-        max_body: 1 << 20,
+        pacing: Pacing { interval: defaults::INTERVAL, batch_size: defaults::BATCH_SIZE },
+        fetch_delay: defaults::FETCH_DELAY,
+        threads: defaults::threads(),
+        max_body: defaults::MAX_BODY,
         data_dir: None,
-        retain: Duration::from_secs(7 * 86_400),
-        shutdown_timeout: Duration::from_secs(30),
-        max_ids: 100_000,
-        max_queued_ids: 10_000_000,
-        max_url: 8 << 10,
-        max_header_bytes: 16 << 10,
-        idle_timeout: Duration::from_secs(30),
+        retain: defaults::RETAIN,
+        shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
+        max_ids: defaults::MAX_IDS,
+        max_queued_ids: defaults::MAX_QUEUED_IDS,
+        max_url: defaults::MAX_URL,
+        max_header_bytes: defaults::MAX_HEADER_BYTES,
+        idle_timeout: defaults::IDLE_TIMEOUT,
         token: None,
         log_format: log::Format::Human,
     };
@@ -165,7 +185,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
             })?;
             format!("0.0.0.0:{port}")
         }
-        (None, None) => "127.0.0.1:8000".to_owned(),
+        (None, None) => defaults::ADDR.to_owned(),
     };
     Ok(Command::Run(Box::new(config)))
 }
@@ -264,6 +284,42 @@ mod tests {
         assert_eq!(c.pacing, Pacing { interval: Duration::from_secs(5), batch_size: 3 });
         assert_eq!(c.fetch_delay, Duration::from_millis(100));
         assert!(c.threads >= 8);
+    }
+
+    /// How `USAGE` writes a duration: the largest unit that divides it.
+    fn written(duration: Duration) -> String {
+        let ms = duration.as_millis();
+        let units = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
+        let (unit, size) = units.into_iter().find(|&(_, size)| ms % size == 0).unwrap();
+        format!("{}{unit}", ms / size)
+    }
+
+    #[test]
+    fn the_help_states_the_defaults_the_code_uses() {
+        let stated = |flag: &str| {
+            let at = USAGE.find(&format!("  {flag} ")).unwrap_or_else(|| panic!("{flag} is not in the help"));
+            let rest = &USAGE[at..];
+            let value = &rest[rest.find("[default: ").expect("a default") + "[default: ".len()..];
+            value[..value.find([']', ',']).unwrap()].to_owned()
+        };
+        use defaults::*;
+        for (flag, value) in [
+            ("--addr", ADDR.to_owned()),
+            ("--interval", written(INTERVAL)),
+            ("--batch-size", BATCH_SIZE.to_string()),
+            ("--fetch-delay", written(FETCH_DELAY)),
+            ("--max-body", MAX_BODY.to_string()),
+            ("--retain", written(RETAIN)),
+            ("--shutdown-timeout", written(SHUTDOWN_TIMEOUT)),
+            ("--max-ids", MAX_IDS.to_string()),
+            ("--max-queued-ids", MAX_QUEUED_IDS.to_string()),
+            ("--max-url", MAX_URL.to_string()),
+            ("--max-headers", MAX_HEADER_BYTES.to_string()),
+            ("--idle-timeout", written(IDLE_TIMEOUT)),
+        ] {
+            assert_eq!(stated(flag), value, "{flag}");
+        }
+        assert_eq!(written(Duration::from_millis(1500)), "1500ms");
     }
 
     #[test]

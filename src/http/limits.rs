@@ -9,6 +9,7 @@
 use tiny_http::Header;
 
 use super::error::ApiError;
+use crate::config::defaults;
 
 /// Headers that mean one thing, so that sent twice, which one counts would be a guess (tiny_http
 /// hands us both and a lookup takes the first; a proxy in front may take the last).
@@ -31,14 +32,15 @@ pub struct Limits {
     pub max_header_bytes: usize,
 }
 
+/// The flags' defaults (`config::defaults`).
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_body: 1 << 20,
-            max_ids: 100_000,
-            max_queued_ids: 10_000_000,
-            max_url: 8 << 10,
-            max_header_bytes: 16 << 10,
+            max_body: defaults::MAX_BODY,
+            max_ids: defaults::MAX_IDS,
+            max_queued_ids: defaults::MAX_QUEUED_IDS as u64,
+            max_url: defaults::MAX_URL,
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
         }
     }
 }
