@@ -229,6 +229,15 @@ fn cases(id: &str) -> Vec<Case> {
         path: path.to_owned(),
         how: How::Http { headers, body: body.map(str::to_owned) },
     };
+    let raw = |on, method, path: &str, bytes: String, answers| Case {
+        on,
+        method,
+        path: path.to_owned(),
+        how: How::Raw { bytes, answers },
+    };
+    let raw_post = |headers: &str, body: &str| {
+        raw(On::Main, "POST", "/ingest", format!("POST /ingest HTTP/1.1\r\nHost: t\r\n{headers}\r\n{body}"), 1)
+    };
     let get = |path: &str| http(On::Main, "GET", path, vec![], None);
     let post = |on, body: &str| http(on, "POST", "/ingest", vec![], Some(body));
     let keyed = |key: &str| http(On::Main, "POST", "/ingest", vec![("Idempotency-Key", key.to_owned())], Some(INGEST));
@@ -266,43 +275,20 @@ fn cases(id: &str) -> Vec<Case> {
         post(On::Limits, r#"{"ids": [1, 2], "priority": "LOW"}"#),
         post(On::Limits, r#"{"ids": [3, 4], "priority": "LOW"}"#),
         // A body that stops arriving.
-        Case {
-            on: On::Slow,
-            method: "POST",
-            path: "/ingest".into(),
-            how: How::Raw {
-                bytes: "POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n{\"ids\": [".into(),
-                answers: 1,
-            },
-        },
+        raw(
+            On::Slow,
+            "POST",
+            "/ingest",
+            "POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n{\"ids\": [".to_owned(),
+            1,
+        ),
         // Two keys: which one counts would be a guess.
-        Case {
-            on: On::Main,
-            method: "POST",
-            path: "/ingest".into(),
-            how: How::Raw {
-                bytes: format!(
-                    "POST /ingest HTTP/1.1\r\nHost: t\r\nIdempotency-Key: a\r\nIdempotency-Key: b\r\n\
-                     Content-Length: {}\r\n\r\n{INGEST}",
-                    INGEST.len()
-                ),
-                answers: 1,
-            },
-        },
+        raw_post(&format!("Idempotency-Key: a\r\nIdempotency-Key: b\r\nContent-Length: {}\r\n", INGEST.len()), INGEST),
         // Trailer fields after a chunked body.
-        Case {
-            on: On::Main,
-            method: "POST",
-            path: "/ingest".into(),
-            how: How::Raw {
-                bytes: format!(
-                    "POST /ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{INGEST}\r\n0\r\n\
-                     X-Checksum: 1\r\n\r\n",
-                    INGEST.len()
-                ),
-                answers: 1,
-            },
-        },
+        raw_post(
+            "Transfer-Encoding: chunked\r\n",
+            &format!("{:x}\r\n{INGEST}\r\n0\r\nX-Checksum: 1\r\n\r\n", INGEST.len()),
+        ),
         // One record of 500 batch ids is larger than the whole journal may be.
         post(On::FullDisk, &json!({"ids": (1..=500).collect::<Vec<u32>>(), "priority": "LOW"}).to_string()),
     ];
@@ -313,41 +299,32 @@ fn cases(id: &str) -> Vec<Case> {
         cases.push(http(On::Main, method, &format!("{path}?pad={}", "x".repeat(64)), vec![], body));
         cases.push(http(On::Main, method, &path, vec![("X-Pad", "x".repeat(300))], body));
         let head = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n");
-        cases.push(Case {
-            on: On::Main,
+        cases.push(raw(
+            On::Main,
             method,
-            path: path.clone(),
-            how: How::Raw {
-                bytes: format!("{head}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"),
-                answers: 1,
-            },
-        });
+            &path,
+            format!("{head}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"),
+            1,
+        ));
         // A repeated Content-Length is refused, and so is what follows it on that connection.
-        cases.push(Case {
-            on: On::Main,
+        cases.push(raw(
+            On::Main,
             method,
-            path: path.clone(),
-            how: How::Raw {
-                bytes: format!(
-                    "{head}Content-Length: 0\r\nContent-Length: 0\r\n\r\n{head}Content-Length: {length}\r\n\r\n{}",
-                    body.unwrap_or_default()
-                ),
-                answers: 2,
-            },
-        });
+            &path,
+            format!(
+                "{head}Content-Length: 0\r\nContent-Length: 0\r\n\r\n{head}Content-Length: {length}\r\n\r\n{}",
+                body.unwrap_or_default()
+            ),
+            2,
+        ));
         // An expectation the HTTP library does not know: it answers 417 itself.
-        cases.push(Case {
-            on: On::Main,
+        cases.push(raw(
+            On::Main,
             method,
-            path: path.clone(),
-            how: How::Raw {
-                bytes: format!(
-                    "{head}Expect: nothing-else\r\nContent-Length: {length}\r\n\r\n{}",
-                    body.unwrap_or_default()
-                ),
-                answers: 1,
-            },
-        });
+            &path,
+            format!("{head}Expect: nothing-else\r\nContent-Length: {length}\r\n\r\n{}", body.unwrap_or_default()),
+            1,
+        ));
         // Without a token: 401 on the API routes, 200 on the open ones.
         cases.push(http(On::Token, method, &path, vec![], body));
         cases.push(http(On::Stopping, method, &path, vec![], body));
