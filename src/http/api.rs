@@ -213,7 +213,7 @@ pub struct Head<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
-/// The `route` label of a request in `/metrics`: one of [`LABELS`].
+/// The `route` label of a request in `/metrics`: its route's path template, or `unmatched`.
 pub fn route_label(url: &str) -> &'static str {
     route(url).map_or(UNMATCHED, |route| route.template)
 }
