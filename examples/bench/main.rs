@@ -6,7 +6,9 @@
 //! `make test`. Environment: `BENCH_SECONDS` (per wrk run, default 10), `BENCH_ROUNDS`
 //! (alternations per comparison, default 2), `BENCH_THREADS` (handler threads, default 32),
 //! `BENCH_HARDENING=0` skips the burst and stalled-connection figures, `BENCH_ONLY=pacing` (or
-//! `throughput`, `memory`, `durable`, `hardening`) runs one part.
+//! `throughput`, `memory`, `durable`, `hardening`) runs one part, `BENCH_PACING_RELEASES`
+//! (default 500) sets the releases per pacing run. Pacing is measured with real-time
+//! scheduling where the run has it and without (`CAP_SYS_NICE` dropped), alternating.
 
 mod client;
 mod pacing;
