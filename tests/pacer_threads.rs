@@ -383,16 +383,21 @@ fn releases_are_never_closer_than_the_interval_on_the_real_threads() {
         }
     }
     assert!(released >= 30, "only {released} releases: the sequence exercised too little");
-    if let Some(release) = in_flight.take() {
-        queue.complete(&release.batch);
-    }
-    // Drain what is queued, then leave the pacer waiting on a slot and stop it there.
-    while queue.depth().queued_batches > 0 {
+    // Drain what is queued, one slot at a time, then leave the pacer waiting on a slot and stop
+    // it there.
+    loop {
+        if let Some(release) = in_flight.take() {
+            queue.complete(&release.batch);
+        }
         queue.advance(&clock, interval);
-        let release = releases.recv_timeout(PATIENCE).expect("a release once the slot has come");
-        queue.complete(&release.batch);
+        queue.wait_parked(PATIENCE, |_| true).expect("the pacer to wait again");
+        in_flight = releases.try_iter().next();
+        if in_flight.is_none() {
+            break;
+        }
     }
-    queue.advance(&clock, interval);
+    assert_eq!(queue.depth().queued_batches, 0);
+    assert_eq!(queue.wait_parked(PATIENCE, |_| true), Some(Parked::Idle));
     queue.submit(Arc::new(ingestd::Ingestion::new(Priority::High, vec![1, 2], 1, 0, None)));
     let release = releases.recv_timeout(PATIENCE).expect("the first batch goes at once");
     queue.complete(&release.batch);
