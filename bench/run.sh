@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # `make bench`: builds release binaries and runs every issue 7 figure (examples/bench/), printing
 # one table and writing target/bench.json. BENCH_SECONDS (per wrk run, default 10),
-# BENCH_ROUNDS (alternations per comparison, default 2), BENCH_HARDENING=0 to skip bursts.
+# BENCH_ROUNDS (alternations per comparison, default 2), BENCH_HARDENING=0 to skip bursts,
+# BENCH_ONLY=pacing (or throughput, memory, durable, hardening) for one part. Pacing runs the
+# server as started (real-time where this shell may grant it) and under setpriv without
+# CAP_SYS_NICE, alternating; run as root to get both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench/ensure-wrk.sh

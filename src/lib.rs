@@ -8,21 +8,23 @@
 //!   it (one fsync per group), then answer.
 //! - `journal` ([`journal`], only with `--data-dir`) writes records in groups with one fsync each,
 //!   then inserts and submits what it saved, in journal order; it also compacts and sweeps.
-//! - `pacer` ([`pacer`], real-time where allowed: [`realtime`]) sleeps until the next batch may
-//!   go and releases at most one batch per interval, deciding with the pure
-//!   [`scheduler::Scheduler`]; it sends releases over a channel and never does I/O under the lock.
+//! - `pacer` ([`pacer`], real-time where allowed: [`realtime`]) waits on the queue's Condvar
+//!   until the next batch may go, and is the only thread that releases one: at most one per
+//!   interval, deciding with the pure [`scheduler::Scheduler`]; it sends releases over a channel
+//!   and never does I/O under the lock.
 //! - `worker` ([`worker`], real-time where allowed) journals the release, calls the external API
 //!   for each id of the batch, journals the completion, then reports it to the queue (the queue
-//!   lock, briefly), taking the next batch at once if that one is already due.
+//!   lock, briefly), which notifies the pacer.
 //! - `log-writer` ([`log`]) writes the pacer's and worker's log records, so they never block on
 //!   a file or pipe.
 //! - `unstrand` works around a tiny_http connection-pool defect; `http-accept` keeps tiny_http's
 //!   accept loop running under the idle timeout; tiny_http runs its own accept and connection
-//!   threads.
+//!   threads. Every HTTP thread, ours and tiny_http's, descends from one thread that lowered its
+//!   own priority ([`realtime::start_lowered`]), so all of them run below the core threads.
 //!
-//! Locks: the queue lock in `pacer.rs` orders work (it inherits priority, so a preempted
-//! holder never keeps the real-time threads waiting); the store's locks in `store.rs` hold what
-//! was accepted; no thread holds a queue lock and a store lock at once. [`metrics`] has a leaf
+//! Locks: the queue lock in `pacer.rs` (a parking_lot `Mutex` over the scheduler's heap, with
+//! the `Condvar` the pacer waits on) orders work; the store's locks in `store.rs` hold what was
+//! accepted; no thread holds a queue lock and a store lock at once. [`metrics`] has a leaf
 //! lock for its rings, never taken under the queue lock. See ARCHITECTURE.md for the invariants.
 
 #![deny(unsafe_code)]

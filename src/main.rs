@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use ingestd::config::{self, Command, Config};
 use ingestd::http::{HttpOptions, HttpServer, Limits};
-use ingestd::{log, App, SimulatedApi, Storage, SystemClock};
+use ingestd::{log, realtime, App, SimulatedApi, Storage, SystemClock};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook::iterator::Signals;
 
@@ -36,7 +36,6 @@ fn main() -> ExitCode {
 
 fn run(config: &Config) -> Result<(), String> {
     log::set_format(config.log_format);
-    ingestd::realtime::check_priority_inheritance()?;
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
     // Past a file-size limit a journal write must fail (and answer 503), not kill the process.
     signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))
@@ -56,7 +55,9 @@ fn run(config: &Config) -> Result<(), String> {
     // The environment keeps the token out of `ps`; the flag wins when both are set.
     let token = config.token.clone().or_else(|| std::env::var("INGESTD_TOKEN").ok().filter(|t| !t.is_empty()));
     let options = HttpOptions { threads: config.threads, limits, idle_timeout: config.idle_timeout, token };
-    let server = HttpServer::start(listener, Arc::clone(&app), options)
+    // Every HTTP thread, ours and tiny_http's, descends from this lowered one.
+    let server = realtime::start_lowered("http-start", || HttpServer::start(listener, Arc::clone(&app), options))
+        .and_then(|started| started)
         .map_err(|e| format!("cannot start the HTTP server: {e}"))?;
 
     if config.data_dir.is_none() {

@@ -2,10 +2,9 @@
 //! lateness histogram, and short rings of recent releases and ingestions.
 //!
 //! Written by the handler threads (on submit), the pacer (on release, outside the queue lock) and
-//! the worker (on completion). Counters are atomics; each ring sits behind its own small lock,
-//! never taken while the queue lock is held. The releases ring is written by the real-time
-//! threads and read by handlers, so its lock inherits priority ([`PiMutex`]); the ingestions
-//! ring, written by every POST, has an ordinary one. No I/O, no clock reads: times come from the caller.
+//! the worker (on completion). Counters are atomics; each ring sits behind its own small
+//! parking_lot lock, a leaf: never taken while the queue lock is held, nothing taken under it.
+//! No I/O, no clock reads: times come from the caller.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-
-use crate::realtime::PiMutex;
 
 use crate::model::{Batch, Ingestion, Priority};
 use crate::pacer::Release;
@@ -141,7 +138,7 @@ pub struct Metrics {
     /// Indexed by [`Priority::index`].
     counters: [Counters; Priority::ALL.len()],
     lateness: Histogram<{ LATENESS_BUCKETS.len() }>,
-    releases: PiMutex<VecDeque<ReleaseRecord>>,
+    releases: Mutex<VecDeque<ReleaseRecord>>,
     ingestions: Mutex<VecDeque<Arc<Ingestion>>>,
 }
 
@@ -150,7 +147,7 @@ impl Default for Metrics {
         Metrics {
             counters: Default::default(),
             lateness: Histogram::new(LATENESS_BUCKETS),
-            releases: PiMutex::default(),
+            releases: Mutex::default(),
             ingestions: Mutex::default(),
         }
     }

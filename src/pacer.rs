@@ -1,24 +1,26 @@
 //! The pacer thread and the queue lock.
 //!
-//! Owns the one queue lock (`StateLock<State>`: the [`Scheduler`] plus the pacer's bookkeeping)
-//! and is the only module that reads the [`Clock`]. HTTP handler threads take the lock to submit,
-//! the worker takes it to report a completion (and to take the next batch, if that one is due
-//! at once), the pacer thread takes it to decide. The pacer sleeps in `thread::park` with the
-//! lock released; whoever changes what it would decide unparks it, under the lock. Nobody does
-//! I/O, sleeps or sends on a channel while holding it.
+//! Owns the queue: one `parking_lot::Mutex<State>` (the [`Scheduler`] with its heap, plus the
+//! pacer's bookkeeping) and one `parking_lot::Condvar`, and is the only module that reads the
+//! [`Clock`]. HTTP handler threads and the journal take the lock to submit, the worker to report a
+//! completion, the pacer thread to decide. The pacer thread is the only one that releases a batch:
+//! it waits on the Condvar with the lock released (until the head batch's slot, or until notified
+//! when idle or busy), and whoever changes what it would decide notifies it under the lock.
+//! Tests wait for its state on the same lock and Condvar. Nobody does I/O, sleeps or sends on a
+//! channel while holding the lock.
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::clock::{Clock, ManualClock};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::model::{Batch, BatchStatus, BatchView, Enqueued, Ingestion, Priority};
-use crate::realtime::{self, PiGuard as StateGuard, PiMutex as StateLock};
+use crate::realtime;
 use crate::scheduler::{Outlook, Poll, Scheduler};
 
 /// A batch the pacer let go, sent to the worker.
@@ -46,15 +48,6 @@ pub enum Parked {
     Until(Instant),
 }
 
-/// What [`Queue::complete`] led to.
-#[derive(Debug)]
-pub struct Completed {
-    /// The queue after the completion (and after `next`, if any, left it).
-    pub depth: Depth,
-    /// The next batch, released to the caller because it was due at once.
-    pub next: Option<Release>,
-}
-
 /// Queue depth, as seen at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Depth {
@@ -77,14 +70,12 @@ impl State {
 }
 
 struct Shared {
-    state: StateLock<State>,
-    /// Taken before `state` by every thread but the pacer and the worker (see [`Queue::lock`]).
-    gate: Mutex<()>,
-    /// The pacer thread, to wake it: something was submitted, completed, the clock moved, or stop.
-    pacer: std::sync::OnceLock<thread::Thread>,
-    /// Counts the pacer's parks, to wake whoever waits in [`Queue::wait_parked`].
-    parks: Mutex<u64>,
-    parked: Condvar,
+    state: Mutex<State>,
+    /// Notified under `state` whenever what the pacer would decide may have changed (a submit
+    /// to an idle queue, a completion, a restore, a stop, a manual clock's step), and by the
+    /// pacer each time it starts to wait (for [`Queue::wait_parked`]). Always `notify_all`: the
+    /// pacer and test waiters share it.
+    changed: Condvar,
     clock: Arc<dyn Clock>,
     /// Counters and recent history; its own lock, never taken under the queue lock.
     metrics: Metrics,
@@ -172,11 +163,8 @@ impl Pacer {
         let wall = Wall { instant: clock.now(), system: clock.wall() };
         let state = State { scheduler: Scheduler::new(interval), queued_ids: [0; 3], parked: None, stopping: false };
         let shared = Arc::new(Shared {
-            state: StateLock::new(state),
-            gate: Mutex::new(()),
-            pacer: std::sync::OnceLock::new(),
-            parks: Mutex::new(0),
-            parked: Condvar::new(),
+            state: Mutex::new(state),
+            changed: Condvar::new(),
             clock,
             metrics: Metrics::default(),
             wall,
@@ -201,11 +189,7 @@ impl Pacer {
     }
 
     fn stop_and_join(&mut self) {
-        {
-            let mut state = self.queue.shared.state.lock();
-            state.stopping = true;
-            wake(&self.queue.shared, &mut state);
-        }
+        self.queue.change(|state, _| state.stopping = true);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -219,7 +203,6 @@ impl Drop for Pacer {
 }
 
 fn run(shared: &Shared, releases: &Sender<Release>) {
-    let _ = shared.pacer.set(thread::current());
     if shared.clock.runs_by_itself() {
         realtime::raise_and_say("pacer");
     }
@@ -229,7 +212,7 @@ fn run(shared: &Shared, releases: &Sender<Release>) {
         match take_release(shared, &mut state, now) {
             Ok(release) => {
                 let depth = state.depth();
-                let delivered = StateGuard::unlocked(&mut state, || {
+                let delivered = MutexGuard::unlocked(&mut state, || {
                     // Logged after the send, so the worker never waits for a record to be
                     // formatted; the `log-writer` thread writes it.
                     let logged = LoggedRelease::of(&release);
@@ -242,9 +225,9 @@ fn run(shared: &Shared, releases: &Sender<Release>) {
                     return;
                 }
             }
-            Err(Poll::WaitUntil(deadline)) => park(shared, &mut state, Parked::Until(deadline)),
-            Err(Poll::Busy) => park(shared, &mut state, Parked::Busy),
-            Err(_) => park(shared, &mut state, Parked::Idle),
+            Err(Poll::WaitUntil(deadline)) => wait(shared, &mut state, Parked::Until(deadline)),
+            Err(Poll::Busy) => wait(shared, &mut state, Parked::Busy),
+            Err(_) => wait(shared, &mut state, Parked::Idle),
         }
     }
 }
@@ -292,24 +275,24 @@ fn log_release(shared: &Shared, release: &LoggedRelease, depth: Depth) {
     );
 }
 
-fn park(shared: &Shared, state: &mut StateGuard<'_, State>, parked: Parked) {
+/// Waits on the Condvar, with the lock released, until notified or (on a clock that runs by
+/// itself) until the head batch's slot.
+fn wait(shared: &Shared, state: &mut MutexGuard<'_, State>, parked: Parked) {
     state.parked = Some(parked);
-    *shared.parks.lock() += 1;
-    shared.parked.notify_all();
+    shared.changed.notify_all();
     match parked {
         Parked::Until(deadline) if shared.clock.runs_by_itself() => {
             let early = deadline.checked_sub(SPIN).unwrap_or(deadline);
-            // Woken before `early`, something changed: look again. Timed out, the deadline is
-            // close: spin the rest without the lock, since a wake-up alone is often late by
-            // more than a slice of a busy CPU.
-            StateGuard::unlocked(state, || {
-                thread::park_timeout(early.saturating_duration_since(shared.clock.now()));
-                if shared.clock.now() >= early {
-                    spin_until(shared.clock.as_ref(), deadline);
-                }
-            });
+            // Notified before `early`, something changed: look again. Timed out with nothing
+            // changed, the deadline is close: spin the rest without the lock, since a wake-up
+            // alone is often late by more than a slice of a busy CPU.
+            let timed_out = shared.changed.wait_until(state, early).timed_out();
+            if timed_out && state.parked == Some(parked) {
+                MutexGuard::unlocked(state, || spin_until(shared.clock.as_ref(), deadline));
+            }
         }
-        _ => StateGuard::unlocked(state, thread::park),
+        // On a manual clock only `Queue::advance` moves time, and it notifies.
+        _ => shared.changed.wait(state),
     }
     state.parked = None;
 }
@@ -352,29 +335,19 @@ impl Queue {
         }
     }
 
-    /// Marks the batch in flight completed, which lets the next one go once the interval allows.
-    /// If the next one may go at once, the caller (the worker) takes it here, in the same turn
-    /// of the lock: waking the pacer to release it would make it late by a wake-up.
-    pub fn complete(&self, batch: &Batch) -> Completed {
+    /// Marks the batch in flight completed and notifies the pacer, which releases the next one
+    /// once the interval allows (at once, if its slot has passed).
+    pub fn complete(&self, batch: &Batch) -> Depth {
         let wall_ms = self.shared.clock.wall_ms();
         // Counted first, so whoever sees the queue move on also sees the count.
         self.shared.metrics.completed(batch);
-        let mut state = self.shared.state.lock();
-        let now = self.shared.clock.now();
-        batch.complete(wall_ms);
-        state.scheduler.complete(now);
-        let next = if state.stopping { None } else { take_release(&self.shared, &mut state, now).ok() };
-        let depth = state.depth();
-        if next.is_none() {
-            wake(&self.shared, &mut state);
-        }
-        drop(state);
+        let depth = self.change(|state, now| {
+            batch.complete(wall_ms);
+            state.scheduler.complete(now);
+            state.depth()
+        });
         log::info_later(format_args!("completed {batch}; {depth}"));
-        if let Some(release) = &next {
-            self.shared.metrics.released(release);
-            log_release(&self.shared, &LoggedRelease::of(release), depth);
-        }
-        Completed { depth, next }
+        depth
     }
 
     /// Queues what a restart recovered, before any new work: `reruns` (interrupted in flight)
@@ -509,36 +482,25 @@ impl Queue {
         self.change(|_, _| clock.advance(by));
     }
 
-    /// Blocks until the pacer thread is parked in a state that `accept`s and returns it, or
-    /// returns `None` after `timeout` (a real duration, whatever the clock).
+    /// Blocks until the pacer thread waits in a state that `accept`s and returns it, or returns
+    /// `None` after `timeout` (a real duration, whatever the clock). Waits on the pacer's own
+    /// lock and Condvar: the pacer notifies each time it starts to wait.
     pub fn wait_parked(&self, timeout: Duration, accept: impl Fn(Parked) -> bool) -> Option<Parked> {
         let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
         loop {
-            // The count first, then the state: a park after this read changes the count.
-            let parks = *self.shared.parks.lock();
-            match self.lock().parked {
-                Some(parked) if accept(parked) => return Some(parked),
-                _ => {}
-            }
-            let mut now = self.shared.parks.lock();
-            while *now == parks {
-                if self.shared.parked.wait_until(&mut now, deadline).timed_out() {
-                    return None;
-                }
+            let parked = state.parked.filter(|&p| accept(p));
+            if parked.is_some() || self.shared.changed.wait_until(&mut state, deadline).timed_out() {
+                return parked.or(state.parked.filter(|&p| accept(p)));
             }
         }
     }
 
-    /// The queue lock, for threads other than the pacer and the worker. They first queue up on a
-    /// parking_lot mutex, which spins briefly and parks cheaply, so the priority-inheriting lock
-    /// sees at most one of them at a time and its slow path (a system call each) stays rare:
-    /// with the handler threads contending on it directly, `POST /ingest` at 256 connections
-    /// ran at about 0.8 of the throughput it has this way (alternating, in one run).
-    fn lock(&self) -> Locked<'_> {
-        let gate = self.shared.gate.lock();
-        Locked { state: self.shared.state.lock(), _gate: gate }
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock()
     }
 
+    /// Changes the state and notifies the pacer, under the lock, so no wake-up is lost.
     fn change<T>(&self, f: impl FnOnce(&mut State, Instant) -> T) -> T {
         let mut state = self.lock();
         let out = f(&mut state, self.shared.clock.now());
@@ -547,33 +509,10 @@ impl Queue {
     }
 }
 
-/// The queue lock, taken through the gate. Fields drop in order: the queue lock first.
-struct Locked<'a> {
-    state: StateGuard<'a, State>,
-    _gate: parking_lot::MutexGuard<'a, ()>,
-}
-
-impl std::ops::Deref for Locked<'_> {
-    type Target = State;
-
-    fn deref(&self) -> &State {
-        &self.state
-    }
-}
-
-impl std::ops::DerefMut for Locked<'_> {
-    fn deref_mut(&mut self) -> &mut State {
-        &mut self.state
-    }
-}
-
 fn wake(shared: &Shared, state: &mut State) {
-    // The pacer must look again before it counts as parked.
+    // The pacer must look again before it counts as waiting.
     state.parked = None;
-    // Before the thread has started it has not parked yet, and will look first anyway.
-    if let Some(pacer) = shared.pacer.get() {
-        pacer.unpark();
-    }
+    shared.changed.notify_all();
 }
 
 fn batch_count(ingestion: &Ingestion) -> u32 {

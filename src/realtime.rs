@@ -1,17 +1,18 @@
-//! Asks the OS to run the calling thread ahead of ordinary threads (`SCHED_FIFO`), for the
-//! pacer and worker threads.
+//! How the OS schedules our threads: the pacer and the worker ask to run ahead of ordinary
+//! threads (`SCHED_FIFO`), and the HTTP threads run at a lower priority than ordinary ones.
 //!
 //! Why: under load hundreds of connection and handler threads share two cores, and an ordinary
-//! thread woken at its deadline waits its turn for a slice of a CPU (measured under `make bench`:
-//! the pacer 1 to 5 ms late for one release in ten, 40 ms at worst; the worker's 5 ms calls took
-//! 9 ms, so the batches fell a third behind the rate limit). A real-time thread runs as soon as
-//! it wakes. Both sleep almost all the time (the pacer spins at most 500 µs per release), so
-//! they cannot starve the rest. The queue lock inherits priority (`pacer.rs`), so a handler
-//! preempted while holding it runs at once when one of them waits for it. Linux allows this to
-//! root or with `CAP_SYS_NICE`; elsewhere the threads stay ordinary and say so once.
+//! thread woken at its deadline waits its turn for a slice of a CPU, so the pacer releases late
+//! and the worker's calls stretch. A real-time thread runs as soon as it wakes; both sleep
+//! almost all the time (the pacer spins at most 500 µs per release), so they cannot starve the
+//! rest. Linux allows this to root or with `CAP_SYS_NICE`; without it they stay ordinary and
+//! say so once. Lowering a thread's own priority needs no privilege, so the HTTP threads start
+//! [`HTTP_NICENESS`] lower (a higher nice value): then the pacer and the worker win a busy CPU
+//! even where they cannot be real-time. The crate's only `unsafe`: the libc calls below.
 #![allow(unsafe_code)]
 
 use std::io;
+use std::thread;
 
 use crate::log;
 
@@ -19,46 +20,8 @@ use crate::log;
 /// administrator marked real-time.
 const PRIORITY: i32 = 1;
 
-/// A mutex for data the real-time threads share with ordinary ones. On Linux it inherits
-/// priority: while a real-time thread waits for it, whoever holds it runs at that priority, so
-/// a holder preempted by busy ordinary threads cannot keep a real-time one waiting (measured:
-/// up to 40 ms with a plain mutex under `make bench`). Its slow path is a system call, so keep
-/// it out of places where many ordinary threads contend (see `Queue::lock`).
-#[cfg(target_os = "linux")]
-pub type PiMutex<T> = priority_inheriting_lock::PriorityInheritingLock<T>;
-#[cfg(target_os = "linux")]
-pub type PiGuard<'a, T> = priority_inheriting_lock::PriorityInheritingLockGuard<'a, T>;
-#[cfg(not(target_os = "linux"))]
-pub type PiMutex<T> = parking_lot::Mutex<T>;
-#[cfg(not(target_os = "linux"))]
-pub type PiGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
-
-/// Checks, once at start, that the kernel has the priority-inheriting futexes [`PiMutex`] uses
-/// (`CONFIG_FUTEX_PI`, in every mainstream kernel): without them a contended lock would panic
-/// in the middle of serving, so the service refuses to start instead, saying why.
-#[cfg(target_os = "linux")]
-pub fn check_priority_inheritance() -> Result<(), String> {
-    use std::sync::Arc;
-    use std::time::Duration;
-    let lock = Arc::new(PiMutex::new(()));
-    let held = lock.lock();
-    let contender = {
-        let lock = Arc::clone(&lock);
-        // Blocks in the kernel (FUTEX_LOCK_PI) until the lock is let go: the path to check.
-        std::thread::Builder::new().name("pi-check".into()).spawn(move || drop(lock.lock()))
-    }
-    .map_err(|e| format!("cannot start a thread: {e}"))?;
-    std::thread::sleep(Duration::from_millis(2));
-    drop(held);
-    contender.join().map_err(|_| {
-        "this kernel has no priority-inheriting futexes (CONFIG_FUTEX_PI), which ingestd's queue lock needs".to_owned()
-    })
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn check_priority_inheritance() -> Result<(), String> {
-    Ok(())
-}
+/// How much higher the HTTP threads' nice value is than the process's (the highest is 19).
+pub const HTTP_NICENESS: i32 = 10;
 
 /// Raises the calling thread, and logs whether that worked, naming it `who`.
 pub fn raise_and_say(who: &str) {
@@ -87,4 +50,95 @@ pub fn raise_current_thread() -> io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 pub fn raise_current_thread() -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "real-time threads are only requested on Linux"))
+}
+
+/// Runs `f` on a new thread named `name` that first lowers itself by [`HTTP_NICENESS`], and
+/// returns what `f` returns; logs once how the lowering went. Linux gives a new thread its
+/// creator's nice value, so every thread `f` starts, and every thread those start later, runs
+/// lowered too: the HTTP side starts this way, and so tiny_http's accept and connection
+/// threads (which are not ours to hook) start lowered, however many it adds under load. The
+/// calling thread keeps its priority. Fails only if no thread can be started.
+pub fn start_lowered<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    thread::scope(|scope| {
+        let starter = thread::Builder::new().name(name.to_owned()).spawn_scoped(scope, move || {
+            match lower_this_thread() {
+                Ok(nice) => log::info(format_args!(
+                    "{name} and the threads it starts: nice {nice}, below the pacer and the worker"
+                )),
+                Err(error) => {
+                    log::info(format_args!("{name} and the threads it starts: priority not lowered ({error})"))
+                }
+            }
+            f()
+        })?;
+        Ok(starter.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })
+}
+
+/// Raises the calling thread's nice value by [`HTTP_NICENESS`] (up to 19, the lowest priority)
+/// and returns the new value. Affects this thread only (Linux keeps a nice value per thread).
+#[cfg(target_os = "linux")]
+pub fn lower_this_thread() -> io::Result<i32> {
+    let nice = (this_thread_nice()? + HTTP_NICENESS).min(19);
+    // SAFETY: `gettid` has no preconditions; `setpriority` with `PRIO_PROCESS` and a thread id
+    // changes only that thread's nice value and touches no memory of ours.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    if rc == 0 {
+        Ok(nice)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn lower_this_thread() -> io::Result<i32> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "thread priorities are only changed on Linux"))
+}
+
+/// The calling thread's nice value.
+#[cfg(target_os = "linux")]
+pub fn this_thread_nice() -> io::Result<i32> {
+    // SAFETY: `__errno_location` points at this thread's `errno`, which we clear because
+    // `getpriority` may return -1 on success; `gettid` and `getpriority` touch no memory of ours.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let nice = libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t);
+        match io::Error::last_os_error() {
+            error if nice == -1 && error.raw_os_error() != Some(0) => Err(error),
+            _ => Ok(nice),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn this_thread_nice() -> io::Result<i32> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "thread priorities are only read on Linux"))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lowered_start_lowers_every_thread_it_starts_and_not_the_caller() {
+        let caller = this_thread_nice().unwrap();
+        let (starter, child, grandchild) = start_lowered("lowered-test", || {
+            let nested = || {
+                let grandchild = thread::spawn(|| this_thread_nice().unwrap()).join().unwrap();
+                (this_thread_nice().unwrap(), grandchild)
+            };
+            let (child, grandchild) = thread::spawn(nested).join().unwrap();
+            (this_thread_nice().unwrap(), child, grandchild)
+        })
+        .unwrap();
+        let lowered = (caller + HTTP_NICENESS).min(19);
+        assert_eq!((starter, child, grandchild), (lowered, lowered, lowered));
+        assert_eq!(this_thread_nice().unwrap(), caller, "the caller keeps its priority");
+    }
+
+    #[test]
+    fn a_panic_in_a_lowered_start_reaches_the_caller() {
+        let caught = std::panic::catch_unwind(|| start_lowered("lowered-panic", || panic!("on purpose")));
+        assert!(caught.is_err());
+    }
 }

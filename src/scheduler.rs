@@ -4,7 +4,9 @@
 //! here: every method that depends on time takes `now`, so the rules are tested as data.
 
 use std::cell::Cell;
-use std::collections::VecDeque;
+use std::cmp::{Ordering, Reverse};
+use std::collections::binary_heap::PeekMut;
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::model::Priority;
@@ -23,10 +25,10 @@ pub enum Poll<B> {
     Idle,
 }
 
-/// One FIFO per priority.
+/// One set of counters per priority.
 const LEVELS: usize = 3;
 
-/// The index of a priority's FIFO and counters.
+/// The index of a priority's counters.
 fn level(priority: Priority) -> usize {
     match priority {
         Priority::Low => 0,
@@ -35,16 +37,13 @@ fn level(priority: Priority) -> usize {
     }
 }
 
-/// The priority of each level, the inverse of [`level`].
-const PRIORITY_OF: [Priority; LEVELS] = [Priority::Low, Priority::Medium, Priority::High];
-
 /// A priority queue of batches plus the rule that paces their release.
 ///
 /// Batches arrive in runs (an ingestion's batches, which share a priority and are consecutive in
-/// arrival order), and the queue holds one entry per run: memory and lock time per request do
-/// not grow with its size. Order: higher [`Priority`] first, then earlier arrival, then position
-/// within the run. Arrival order within a level is the order of `submit` calls, so each level is
-/// a plain FIFO and the next batch is the head of the highest non-empty one: O(1), no heap.
+/// arrival order), and the queue holds one entry per run in a [`BinaryHeap`]: memory and lock
+/// time per request do not grow with its size. Order: higher [`Priority`] first, then earlier
+/// arrival (a sequence number given at submit), then position within the run. A batch to run
+/// again after a restart goes before all of them.
 ///
 /// Pacing: the head may be released at `max(previous release + interval, previous completion)`,
 /// with at most one batch in flight. So releases are never closer than `interval`, a batch
@@ -53,18 +52,23 @@ const PRIORITY_OF: [Priority; LEVELS] = [Priority::Low, Priority::Medium, Priori
 /// Positions: every batch gets a *level index*, its number among all batches ever submitted at
 /// its priority (a run's batches get consecutive ones). Because a level releases in exactly that
 /// order, the released batches of a level are its level indexes `0..released`; see
-/// [`Outlook::position`] for why that makes a position O(1).
+/// [`Outlook::position`] for why that makes a position O(1), whatever the container.
 #[derive(Debug)]
 pub struct Scheduler<B> {
     interval: Duration,
-    /// Runs per level, indexed by [`level`], oldest first.
-    levels: [VecDeque<Queued<B>>; LEVELS],
-    /// Batches interrupted in flight by a crash; they go again before anything queued.
-    reruns: VecDeque<(B, u32, Priority)>,
+    /// One entry per queued run (and per batch to run again); the greatest goes first.
+    heap: BinaryHeap<Entry<B>>,
+    /// The arrival sequence number of the next run.
+    arrivals: u64,
+    /// Per level, when runs arrived: `(level index after them, instant)`, oldest first, one
+    /// element per instant. Only for [`Scheduler::oldest_waiting`]; the heap decides the order.
+    arrived: [VecDeque<(u64, Instant)>; LEVELS],
     /// Batches ever submitted, per level.
     submitted: [u64; LEVELS],
-    /// Batches ever released, per level.
+    /// Batches ever released, per level (reruns not counted).
     released: [u64; LEVELS],
+    /// Batches interrupted in flight by a restart, waiting in the heap to run again.
+    reruns: u64,
     in_flight: Option<InFlight<B>>,
     last_release: Option<Instant>,
     last_completion: Option<Instant>,
@@ -74,13 +78,44 @@ pub struct Scheduler<B> {
     touches: Cell<u64>,
 }
 
+/// Where a heap entry goes: compared field by field, the greatest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank {
+    /// A batch interrupted by a restart, ahead of everything else.
+    rerun: bool,
+    priority: Priority,
+    /// Earlier arrivals first.
+    arrival: Reverse<u64>,
+}
+
+/// A run in the heap: batches `next..len` of `run` are still to go.
 #[derive(Debug)]
-struct Queued<B> {
+struct Entry<B> {
+    rank: Rank,
     run: B,
     next: u32,
     len: u32,
-    /// When the run was submitted: the age of the oldest waiting batch of its level.
-    at: Instant,
+}
+
+impl<B> PartialEq for Entry<B> {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank == other.rank
+    }
+}
+
+impl<B> Eq for Entry<B> {}
+
+impl<B> PartialOrd for Entry<B> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<B> Ord for Entry<B> {
+    /// By rank alone: arrival numbers are unique, so no two entries are equal.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.rank.cmp(&other.rank)
+    }
 }
 
 /// The batch released last, until it completes.
@@ -163,10 +198,12 @@ impl<B: Clone> Scheduler<B> {
     pub fn new(interval: Duration) -> Scheduler<B> {
         Scheduler {
             interval,
-            levels: Default::default(),
-            reruns: VecDeque::new(),
+            heap: BinaryHeap::new(),
+            arrivals: 0,
+            arrived: Default::default(),
             submitted: [0; LEVELS],
             released: [0; LEVELS],
+            reruns: 0,
             in_flight: None,
             last_release: None,
             last_completion: None,
@@ -195,9 +232,13 @@ impl<B: Clone> Scheduler<B> {
             return start.wrapping_sub(u64::from(first));
         }
         self.note_arrival(now);
-        self.touch();
-        self.levels[l].push_back(Queued { run, next: first, len, at: now });
+        self.push(false, priority, run, first, len);
         self.submitted[l] += u64::from(len - first);
+        let end = self.submitted[l];
+        match self.arrived[l].back_mut() {
+            Some((last_end, at)) if *at == now => *last_end = end,
+            _ => self.arrived[l].push_back((end, now)),
+        }
         start.wrapping_sub(u64::from(first))
     }
 
@@ -205,7 +246,15 @@ impl<B: Clone> Scheduler<B> {
     /// service stopped, and runs again first.
     pub fn rerun(&mut self, priority: Priority, run: B, index: u32, now: Instant) {
         self.note_arrival(now);
-        self.reruns.push_back((run, index, priority));
+        self.push(true, priority, run, index, index + 1);
+        self.reruns += 1;
+    }
+
+    fn push(&mut self, rerun: bool, priority: Priority, run: B, next: u32, len: u32) {
+        let arrival = Reverse(self.arrivals);
+        self.arrivals += 1;
+        self.touch();
+        self.heap.push(Entry { rank: Rank { rerun, priority, arrival }, run, next, len });
     }
 
     /// Restores the time of the last release before a restart, so that the interval holds
@@ -225,43 +274,44 @@ impl<B: Clone> Scheduler<B> {
         if self.in_flight.is_some() {
             return Poll::Busy;
         }
-        let head = self.head_level();
-        if head.is_none() && self.reruns.is_empty() {
+        if self.heap.is_empty() {
             return Poll::Idle;
         }
         let due = self.earliest_release();
         if now < due {
             return Poll::WaitUntil(due);
         }
-        let (run, index, priority) = match (self.reruns.pop_front(), head) {
-            (Some(rerun), _) => rerun,
-            (None, Some(l)) => {
-                let (run, index) = self.take_head(l);
-                self.released[l] += 1;
-                (run, index, PRIORITY_OF[l])
-            }
-            (None, None) => unreachable!("checked that something is queued"),
-        };
-        self.in_flight = Some(InFlight { run: run.clone(), index, priority, at: now });
+        let (run, index, rank) = self.take_head();
+        if rank.rerun {
+            self.reruns -= 1;
+        } else {
+            self.note_release(level(rank.priority));
+        }
+        self.in_flight = Some(InFlight { run: run.clone(), index, priority: rank.priority, at: now });
         self.last_release = Some(now);
         self.waiting_since = if self.queued() == 0 { None } else { Some(now) };
         Poll::Release { run, index, due }
     }
 
-    /// The highest level with a batch waiting.
-    fn head_level(&self) -> Option<usize> {
-        (0..LEVELS).rev().find(|&l| self.queued_at(l) > 0)
-    }
-
-    fn take_head(&mut self, l: usize) -> (B, u32) {
+    /// Takes the next batch of the head run; the run leaves the heap with its last batch. Its
+    /// rank does not change, so the heap stays in order without moving anything.
+    fn take_head(&mut self) -> (B, u32, Rank) {
         self.touch();
-        let head = self.levels[l].front_mut().expect("the level has a batch queued");
-        let index = head.next;
+        let mut head = self.heap.peek_mut().expect("checked that something is queued");
+        let (index, rank) = (head.next, head.rank);
         head.next += 1;
         if head.next < head.len {
-            (head.run.clone(), index)
+            (head.run.clone(), index, rank)
         } else {
-            (self.levels[l].pop_front().expect("the head is there").run, index)
+            (PeekMut::pop(head).run, index, rank)
+        }
+    }
+
+    fn note_release(&mut self, l: usize) {
+        self.released[l] += 1;
+        let released = self.released[l];
+        while self.arrived[l].front().is_some_and(|&(end, _)| end <= released) {
+            self.arrived[l].pop_front();
         }
     }
 
@@ -273,7 +323,7 @@ impl<B: Clone> Scheduler<B> {
 
     /// Batches waiting to be released (the one in flight is not counted).
     pub fn queued(&self) -> usize {
-        self.reruns.len() + (0..LEVELS).map(|l| self.queued_at(l)).sum::<u64>() as usize
+        (self.reruns + (0..LEVELS).map(|l| self.queued_at(l)).sum::<u64>()) as usize
     }
 
     fn queued_at(&self, l: usize) -> u64 {
@@ -298,14 +348,13 @@ impl<B: Clone> Scheduler<B> {
             next_release,
             submitted: self.submitted,
             released: self.released,
-            reruns: self.reruns.len() as u64,
+            reruns: self.reruns,
         }
     }
 
-    /// When the oldest batch of `priority` still waiting was submitted. O(1): one queued run.
+    /// When the oldest batch of `priority` still waiting was submitted (reruns aside). O(1).
     pub fn oldest_waiting(&self, priority: Priority) -> Option<Instant> {
-        self.touch();
-        self.levels[level(priority)].front().map(|q| q.at)
+        self.arrived[level(priority)].front().map(|&(_, at)| at)
     }
 
     /// How many times a queued run has been read or written so far. Lets tests show that a
@@ -722,50 +771,81 @@ mod tests {
                 prop_assert!(sim.queued.is_empty());
             }
 
-            /// Over random arrivals and processing times, simulated event by event: releases
-            /// are never closer than the interval, never overlap, never wait longer than the
-            /// rule says, and always take the best (priority, arrival, index) batch queued.
+            /// Over random arrivals, processing times, late polls (a pacer that wakes late),
+            /// batches to run again and a last release restored from before a restart, simulated
+            /// event by event: releases are never closer than the interval (the hard rule), never
+            /// overlap, are due exactly when the rule says, always take the best (rerun, priority,
+            /// arrival, index) batch queued, and each level's oldest waiting arrival is the
+            /// model's.
             #[test]
             fn pacing_and_order_hold(
-                steps in proptest::collection::vec((0u8..3, 1u32..4, 0u64..12_000, 0u64..9_000), 1..60)
+                restored_ago_ms in proptest::option::of(0u64..10_000),
+                reruns in proptest::collection::vec(0u8..3, 0..3),
+                steps in proptest::collection::vec(
+                    (0u8..3, 1u32..4, 0u64..12_000, 0u64..9_000, 0u64..3_000),
+                    1..60,
+                )
             ) {
                 let interval = Duration::from_secs(5);
-                let mut now = Instant::now();
+                let origin = Instant::now() + Duration::from_secs(60);
+                let mut now = origin;
                 let mut sched = Scheduler::new(interval);
-                // Every queued batch as (priority, arrival order of its run, index in its run).
-                let mut model: Vec<(Priority, usize, u32)> = Vec::new();
+                // Every queued batch as (rerun, priority, arrival, index, submitted at).
+                let mut model: Vec<(bool, Priority, usize, u32, Instant)> = Vec::new();
                 let mut last_release: Option<Instant> = None;
+                let mut last_completion: Option<Instant> = None;
+                let mut waiting_since = origin;
                 let mut busy_until: Option<Instant> = None;
-                for (i, (p, len, gap_ms, work_ms)) in steps.into_iter().enumerate() {
+                if let Some(ago) = restored_ago_ms {
+                    let at = origin - Duration::from_millis(ago);
+                    sched.restore_last_release(at);
+                    last_release = Some(at);
+                }
+                for (arrival, &p) in reruns.iter().enumerate() {
+                    sched.rerun(prio(p), arrival, 0, now);
+                    model.push((true, prio(p), arrival, 0, now));
+                }
+                for (i, (p, len, gap_ms, work_ms, late_ms)) in steps.into_iter().enumerate() {
+                    let arrival = reruns.len() + i;
                     let next_arrival = now + Duration::from_millis(gap_ms);
                     loop {
                         match sched.poll(now) {
                             Poll::Release { run, index, due } => {
-                                prop_assert_eq!(due, now, "released late in a simulation");
+                                let rule = [last_release.map(|t| t + interval), last_completion, Some(waiting_since)];
+                                prop_assert_eq!(Some(due), rule.into_iter().flatten().max(), "due by the rule");
+                                prop_assert!(due <= now);
                                 prop_assert!(busy_until.is_none());
                                 if let Some(last) = last_release {
-                                    prop_assert!(now - last >= interval);
+                                    prop_assert!(now - last >= interval, "two releases closer than the interval");
                                 }
                                 let best = model
                                     .iter()
                                     .copied()
-                                    .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)))
+                                    .max_by(|a, b| {
+                                        a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(b.2.cmp(&a.2)).then(b.3.cmp(&a.3))
+                                    })
                                     .unwrap();
-                                prop_assert_eq!((run, index), (best.1, best.2));
-                                model.retain(|m| (m.1, m.2) != (run, index));
+                                prop_assert_eq!((run, index), (best.2, best.3));
+                                model.retain(|m| (m.2, m.3) != (run, index));
                                 prop_assert_eq!(sched.queued(), model.len());
+                                for level in Priority::ALL {
+                                    let oldest = model.iter().filter(|m| !m.0 && m.1 == level).map(|m| m.4).min();
+                                    prop_assert_eq!(sched.oldest_waiting(level), oldest);
+                                }
                                 last_release = Some(now);
                                 busy_until = Some(now + Duration::from_millis(work_ms));
                             }
                             Poll::WaitUntil(t) if t <= next_arrival => {
                                 prop_assert!(t > now);
-                                now = t;
+                                // The pacer may wake late, but never past the next arrival.
+                                now = (t + Duration::from_millis(late_ms)).min(next_arrival);
                             }
                             Poll::Busy | Poll::Idle | Poll::WaitUntil(_) => {
                                 match busy_until {
                                     Some(t) if t <= next_arrival => {
                                         now = now.max(t);
                                         sched.complete(now);
+                                        last_completion = Some(now);
                                         busy_until = None;
                                     }
                                     _ => break,
@@ -774,8 +854,11 @@ mod tests {
                         }
                     }
                     now = next_arrival;
-                    sched.submit(prio(p), i, len, now);
-                    model.extend((0..len).map(|j| (prio(p), i, j)));
+                    if model.is_empty() {
+                        waiting_since = now;
+                    }
+                    sched.submit(prio(p), arrival, len, now);
+                    model.extend((0..len).map(|j| (false, prio(p), arrival, j, now)));
                 }
             }
         }

@@ -2,9 +2,9 @@
 //!
 //! Receives released batches from the pacer over a channel, journals the release (in durable
 //! mode), calls the [`ExternalApi`] once per id, checks each answer, journals the completion,
-//! then reports the batch completed to the [`Queue`], which hands it the next batch at once if
-//! that one is already due (no wake-up of the pacer in between). Takes the queue lock only inside
-//! `Queue::complete`; the API calls and journal waits run with no lock held.
+//! then reports the batch completed to the [`Queue`] (which notifies the pacer, the only thread
+//! that releases). Takes the queue lock only inside `Queue::complete`; the API calls and journal
+//! waits run with no lock held.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -130,7 +130,8 @@ fn run(
     let mut next = releases.recv().ok();
     while let Some(release) = next {
         fetch_batch(&mut api, &release, queue, journal, stats);
-        next = queue.complete(&release.batch).next.or_else(|| releases.recv().ok());
+        queue.complete(&release.batch);
+        next = releases.recv().ok();
     }
 }
 

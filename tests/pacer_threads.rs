@@ -298,11 +298,11 @@ fn the_queue_report_counts_what_waits_and_what_is_in_flight() {
     rig.app.shutdown(PATIENCE);
 }
 
-/// The queue's contract with the worker: a completion that finds the next batch already due
-/// hands it over in the same turn of the lock (no wake-up of the pacer, so no lateness from
-/// one); a completion before the due instant leaves the release to the pacer.
+/// The pacer is the only thread that releases. A completion after the next batch's slot has
+/// passed notifies it, and it releases that batch at once (due at the completion); a completion
+/// before the slot leaves it waiting for the slot.
 #[test]
-fn a_completion_hands_over_the_next_batch_only_when_it_is_due() {
+fn after_a_completion_the_pacer_releases_at_once_if_the_slot_has_passed() {
     let clock = Arc::new(ManualClock::new());
     let (releases_tx, releases) = crossbeam_channel::unbounded();
     let pacer = ingestd::Pacer::start(5 * SEC, clock.clone(), releases_tx);
@@ -313,22 +313,94 @@ fn a_completion_hands_over_the_next_batch_only_when_it_is_due() {
     assert_eq!((first.batch.index, first.at), (0, at(0)));
     assert_eq!(queue.wait_parked(PATIENCE, |p| p == Parked::Busy), Some(Parked::Busy));
 
-    // Completed at 7 s, past the 5 s slot: the worker gets batch 1 at once, due and released at 7 s.
+    // Completed at 7 s, past the 5 s slot: the pacer releases batch 1, due and released at 7 s.
     queue.advance(&clock, 7 * SEC);
-    let completed = queue.complete(&first.batch);
-    let second = completed.next.expect("the next batch, due at once, goes to the caller");
+    queue.complete(&first.batch);
+    let second = releases.recv_timeout(PATIENCE).expect("the pacer releases the second batch");
     assert_eq!((second.batch.index, second.due, second.at, second.attempt), (1, at(7), at(7), 1));
-    assert_eq!(completed.depth.queued_batches, 1);
-    assert!(completed.depth.in_flight);
     assert_eq!(queue.wait_parked(PATIENCE, |p| p == Parked::Busy), Some(Parked::Busy));
-    assert!(releases.try_recv().is_err(), "the pacer released nothing itself");
+    let depth = queue.depth();
+    assert_eq!((depth.queued_batches, depth.in_flight), (1, true));
 
-    // Completed at 9 s, before the 12 s slot: nothing handed over; the pacer releases at 12 s.
+    // Completed at 9 s, before the 12 s slot: the pacer waits for the slot, then releases.
     queue.advance(&clock, 2 * SEC);
-    assert!(queue.complete(&second.batch).next.is_none());
+    queue.complete(&second.batch);
     assert_eq!(queue.wait_parked(PATIENCE, |_| true), Some(Parked::Until(at(12))));
+    assert!(releases.try_recv().is_err(), "nothing released before the slot");
     queue.advance(&clock, 3 * SEC);
     let third = releases.recv_timeout(PATIENCE).expect("the pacer releases the third batch");
     assert_eq!((third.batch.index, third.due, third.at), (2, at(12), at(12)));
+    pacer.stop();
+}
+
+/// The hard rule on the real threads: over arrivals, completions and clock steps in a mixed
+/// order, no two releases are closer than the interval, none goes before its due instant or
+/// while another is in flight, and each goes at the first instant the clock shows past its due.
+/// Ends with a stop while the pacer waits on a slot, which must wake it.
+#[test]
+fn releases_are_never_closer_than_the_interval_on_the_real_threads() {
+    let clock = Arc::new(ManualClock::new());
+    let (releases_tx, releases) = crossbeam_channel::unbounded();
+    let interval = 5 * SEC;
+    let pacer = ingestd::Pacer::start(interval, clock.clone(), releases_tx);
+    let queue = pacer.queue().clone();
+    // A fixed pseudo-random sequence (xorshift), so a failure repeats.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+    let mut in_flight: Option<ingestd::Release> = None;
+    let mut last: Option<Instant> = None;
+    let mut released = 0;
+    for step in 0..400u32 {
+        match next(3) {
+            0 => {
+                let ids: Vec<Id> = (0..1 + next(7) as u32).map(|i| step * 10 + i).collect();
+                let priority = Priority::ALL[next(3) as usize];
+                queue.submit(Arc::new(ingestd::Ingestion::new(priority, ids, 3, 0, None)));
+            }
+            1 => queue.advance(&clock, Duration::from_millis(next(8_000))),
+            _ => {
+                if let Some(release) = in_flight.take() {
+                    queue.complete(&release.batch);
+                }
+            }
+        }
+        queue.wait_parked(PATIENCE, |_| true).expect("the pacer to wait again");
+        for release in releases.try_iter() {
+            assert!(in_flight.is_none(), "a release while another is in flight");
+            assert!(release.due <= release.at, "released before its due instant");
+            assert_eq!(release.at, clock.now(), "released at the first look past its due instant");
+            if let Some(last) = last {
+                assert!(release.at - last >= interval, "two releases {:?} apart", release.at - last);
+            }
+            last = Some(release.at);
+            released += 1;
+            in_flight = Some(release);
+        }
+    }
+    assert!(released >= 30, "only {released} releases: the sequence exercised too little");
+    // Drain what is queued, one slot at a time, then leave the pacer waiting on a slot and stop
+    // it there.
+    loop {
+        if let Some(release) = in_flight.take() {
+            queue.complete(&release.batch);
+        }
+        queue.advance(&clock, interval);
+        queue.wait_parked(PATIENCE, |_| true).expect("the pacer to wait again");
+        in_flight = releases.try_iter().next();
+        if in_flight.is_none() {
+            break;
+        }
+    }
+    assert_eq!(queue.depth().queued_batches, 0);
+    assert_eq!(queue.wait_parked(PATIENCE, |_| true), Some(Parked::Idle));
+    queue.submit(Arc::new(ingestd::Ingestion::new(Priority::High, vec![1, 2], 1, 0, None)));
+    let release = releases.recv_timeout(PATIENCE).expect("the first batch goes at once");
+    queue.complete(&release.batch);
+    assert_eq!(queue.wait_parked(PATIENCE, |p| p != Parked::Busy), Some(Parked::Until(release.at + interval)));
     pacer.stop();
 }

@@ -6,7 +6,11 @@
 //! `make test`. Environment: `BENCH_SECONDS` (per wrk run, default 10), `BENCH_ROUNDS`
 //! (alternations per comparison, default 2), `BENCH_THREADS` (handler threads, default 32),
 //! `BENCH_HARDENING=0` skips the burst and stalled-connection figures, `BENCH_ONLY=pacing` (or
-//! `throughput`, `memory`, `durable`, `hardening`) runs one part.
+//! `throughput`, `memory`, `durable`, `hardening`) runs one part, `BENCH_PACING_RELEASES`
+//! (default 500) sets the releases per pacing run. Pacing is measured with real-time
+//! scheduling where the run has it and without (`CAP_SYS_NICE` dropped), alternating.
+//! `BENCH_AGAINST=PATH` adds `against`: this build's ingestd against the one at PATH,
+//! alternating (`BENCH_ONLY=against` for that alone).
 
 mod client;
 mod pacing;
@@ -60,6 +64,12 @@ fn main() {
     }
     if runs("hardening") && env_or("BENCH_HARDENING", 1u8) == 1 {
         scenarios::hardening(&setup, &mut report);
+    }
+    // Only on request: it needs a second build.
+    if let Some(other) = std::env::var_os("BENCH_AGAINST") {
+        if runs("against") {
+            scenarios::against(&setup, &PathBuf::from(other), &mut report);
+        }
     }
     report.finish(&target.join("bench.json"));
 }

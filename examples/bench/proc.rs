@@ -15,11 +15,25 @@ impl Server {
     /// Starts `bin` with `args` and waits for its `listening on http://…` line. Its stderr goes
     /// to `stderr` (a file, for the pacer's release records) or nowhere.
     pub fn start(bin: &Path, args: &[&str], stderr: Option<&Path>) -> Server {
+        Server::start_under(&[], bin, args, stderr)
+    }
+
+    /// Like [`Server::start`], with `bin` run by a wrapper command (`wrapper` then `bin`), such
+    /// as `setpriv` dropping a capability; an empty `wrapper` runs `bin` itself.
+    pub fn start_under(wrapper: &[&str], bin: &Path, args: &[&str], stderr: Option<&Path>) -> Server {
         let stderr = match stderr {
             Some(path) => Stdio::from(File::create(path).expect("create the stderr file")),
             None => Stdio::null(),
         };
-        let mut child = Command::new(bin)
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(bin);
+                command
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .args(args)
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -37,6 +51,10 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Resident memory in bytes, from `/proc/PID/status`.

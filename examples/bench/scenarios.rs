@@ -1,5 +1,6 @@
 //! Throughput against the ceiling, memory and scale, durable mode, and the hardening figures.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,12 @@ fn ingestd_args(setup: &Setup, extra: &[&str]) -> Vec<String> {
 }
 
 fn start_ingestd(setup: &Setup, extra: &[&str]) -> Server {
+    start_binary(&setup.ingestd, setup, extra)
+}
+
+fn start_binary(bin: &Path, setup: &Setup, extra: &[&str]) -> Server {
     let args = ingestd_args(setup, extra);
-    Server::ingestd(&setup.ingestd, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    Server::ingestd(bin, &args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// An ingestion of 10 batches (30 ids); returns its status path and the status answer's size.
@@ -161,4 +166,45 @@ pub fn hardening(setup: &Setup, report: &mut Report) {
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         report.note(format!("hardening: {line}"));
     }
+}
+
+/// A/B: this build's ingestd ("a") against another build (`BENCH_AGAINST`, "b"), alternating
+/// on the same machine, on the headline figures a change in the request path moves: POST
+/// /ingest at 32 and 256 connections and GET /status at 256 in memory, and POST at 32 durable.
+/// E.g. a build with `handoff::channel` replaced by crossbeam's `unbounded`.
+pub fn against(setup: &Setup, other: &Path, report: &mut Report) {
+    let memory = ["--interval", "1h", "--max-queued-ids", "1000000000"];
+    let (a, b) = (start_binary(&setup.ingestd, setup, &memory), start_binary(other, setup, &memory));
+    let (status_a, _) = ten_batches(&a);
+    let (status_b, _) = ten_batches(&b);
+    let post = Request::Script(POST_SCRIPT, &[]);
+    for connections in [32, 256] {
+        let run = |server: &Server| wrk::run(&server.url(""), &post, connections, setup.seconds);
+        let (la, lb) = alternate(setup.rounds, || run(&a), || run(&b));
+        compare(report, &format!("POST /ingest c{connections}"), la, lb);
+    }
+    let get = |server: &Server, path: &str| wrk::run(&server.url(""), &Request::Get(path), 256, setup.seconds);
+    let (la, lb) = alternate(setup.rounds, || get(&a, &status_a), || get(&b, &status_b));
+    compare(report, "GET /status c256", la, lb);
+    drop((a, b));
+    let data = setup.target.join("bench-against");
+    let _ = std::fs::remove_dir_all(&data);
+    let journal = |name: &str| data.join(name).to_str().expect("a UTF-8 path").to_owned();
+    let (journal_a, journal_b) = (journal("a"), journal("b"));
+    let a = start_binary(&setup.ingestd, setup, &["--interval", "1h", "--data-dir", &journal_a]);
+    let b = start_binary(other, setup, &["--interval", "1h", "--data-dir", &journal_b]);
+    let run = |server: &Server| wrk::run(&server.url(""), &post, 32, setup.seconds);
+    let (la, lb) = alternate(setup.rounds.max(2), || run(&a), || run(&b));
+    compare(report, "durable POST /ingest c32", la, lb);
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+fn compare(report: &mut Report, item: &str, a: Load, b: Load) {
+    report.row(format!("against: {item} a (this build)"), a.rps, "req/s", Goal::None);
+    report.row(format!("against: {item} b"), b.rps, "req/s", Goal::None);
+    report.row(format!("against: {item} b/a"), b.rps / a.rps, "ratio", Goal::None);
+    report.row(format!("against: {item} p99 a"), a.p99_ms, "ms", Goal::None);
+    report.row(format!("against: {item} p99 b"), b.p99_ms, "ms", Goal::None);
+    report.row(format!("against: {item} errors a+b"), (a.errors + b.errors) as f64, "count", Goal::AtMost(0.0));
 }
