@@ -26,6 +26,9 @@ static JSON: AtomicBool = AtomicBool::new(false);
 
 pub fn set_format(format: Format) {
     JSON.store(format == Format::Json, Ordering::Relaxed);
+    // Started here, from `main`, so that it inherits ordinary scheduling: started lazily by the
+    // pacer's first record, it ran SCHED_FIFO beside the pacer and the worker.
+    writer();
 }
 
 pub fn format() -> Format {

@@ -30,6 +30,23 @@ fn threads(pid: u32) -> Vec<(u32, String, i64)> {
         .collect()
 }
 
+/// The scheduling policy of each thread of `pid` by name (0 is `SCHED_OTHER`, 1 `SCHED_FIFO`).
+fn policies(pid: u32) -> BTreeMap<String, Vec<i64>> {
+    let mut by_name: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("read the process's threads").flatten() {
+        let path = task.path();
+        let (Ok(name), Ok(stat)) =
+            (std::fs::read_to_string(path.join("comm")), std::fs::read_to_string(path.join("stat")))
+        else {
+            continue;
+        };
+        // Field 41 of stat, counted from field 3 after the name in parentheses.
+        let policy = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(38)?.parse::<i64>().ok());
+        by_name.entry(name.trim().to_owned()).or_default().extend(policy);
+    }
+    by_name
+}
+
 /// Opens `n` connections at once and gets one answer on each, so that tiny_http's pool has a
 /// thread per connection; returns them open.
 fn busy_connections(server: &Server, n: usize) -> Vec<TcpStream> {
@@ -81,4 +98,15 @@ fn http_threads_run_lowered_and_the_core_threads_do_not() {
     assert!(http >= expected_http, "only {http} HTTP threads: {nice_by_name:?}");
     let (_, stderr) = server.terminate();
     assert!(stderr.contains(&format!("http-start and the threads it starts: nice {lowered}")), "{stderr}");
+}
+
+#[test]
+fn the_log_writer_never_runs_real_time() {
+    let server = Server::start(&[]);
+    let by_name = wait_for("the log-writer thread", Duration::from_secs(10), || {
+        let by_name = policies(server.pid());
+        by_name.contains_key("log-writer").then_some(by_name)
+    });
+    // Real-time, it would compete with the pacer for the CPU whenever a record is written.
+    assert_eq!(by_name.get("log-writer"), Some(&vec![0]), "{by_name:?}");
 }
