@@ -162,8 +162,7 @@ fn save_until_done(
         return true;
     };
     let (mut delay, mut attempt) = (RETRY_FIRST, 0u32);
-    loop {
-        let Err(error) = journal.transition(record(attempt), batch) else { break };
+    while let Err(error) = journal.transition(record(attempt), batch) {
         if attempt == 0 {
             log::info_later(format_args!(
                 "warning: could not journal the {what} of {batch}: {error}; holding it until the disk takes it"
