@@ -282,6 +282,10 @@ const RESERVE: u64 = 4 << 20;
 /// The least room worth reserving ahead of a group: less saves too few syncs to pay for its own.
 const MIN_AHEAD: u64 = 64 << 10;
 
+/// The most a probe of a failing journal writes: enough for a group of ordinary requests, so
+/// that one huge request that cannot fit does not keep the service unavailable for the rest.
+const PROBE_MOST: u64 = 64 << 10;
+
 /// How long the journal waits for more records to share an fsync with the first one.
 const GATHER: Duration = Duration::from_micros(150);
 
@@ -409,11 +413,12 @@ impl Writer {
         }
     }
 
-    /// While writes fail, checks whether the write that failed would fit now, by writing zeros
-    /// where it would go (as `reserve` does): so health recovers even when nobody writes.
+    /// While writes fail, checks whether the write that failed would fit now (up to
+    /// [`PROBE_MOST`]), by writing zeros where it would go, as `reserve` does: so health
+    /// recovers even when nobody writes.
     fn probe(&mut self) {
         let Some(needed) = self.health.probe_size() else { return };
-        let needed = needed.min(RESERVE);
+        let needed = needed.min(PROBE_MOST);
         let zeros = vec![0u8; usize::try_from(needed).unwrap_or(0)];
         match self.file.write_all_at(&zeros, self.len).and_then(|()| self.file.sync_data()) {
             Ok(()) => {
