@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::journal::{self, Compaction, Journal, JournalHandle, Recovered, WriteError};
+use crate::journal::{self, Compaction, Journal, JournalHandle, Outage, Recovered, StorageHealth, WriteError};
 use crate::log;
 use crate::model::{Batch, BatchStatus, Id, Ingestion, Priority};
 use crate::pacer::{Pacer, Queue};
@@ -66,6 +66,8 @@ pub struct App {
     queue: Queue,
     batch_size: usize,
     journal: Option<JournalHandle>,
+    /// Whether the journal can write; `None` in memory mode.
+    storage: Option<Arc<StorageHealth>>,
     accepting: AtomicBool,
     last_sweep_ms: AtomicU64,
     /// Ids ever accepted (and recovered); minus the ids the worker has fetched, the ids queued.
@@ -118,6 +120,7 @@ impl App {
             store,
             queue,
             batch_size: pacing.batch_size,
+            storage: journal_handle.as_ref().map(|j| Arc::clone(j.health())),
             journal: journal_handle,
             accepting: AtomicBool::new(true),
             last_sweep_ms: AtomicU64::new(0),
@@ -226,6 +229,17 @@ impl App {
 
     pub fn queue(&self) -> &Queue {
         &self.queue
+    }
+
+    /// Whether state is kept on disk (`--data-dir`).
+    pub fn is_durable(&self) -> bool {
+        self.storage.is_some()
+    }
+
+    /// In durable mode, the journal's outage while it cannot write: then new work is refused
+    /// and nothing is released until it can. Always `None` in memory mode.
+    pub fn storage_outage(&self) -> Option<Outage> {
+        self.storage.as_ref().and_then(|health| health.outage())
     }
 
     pub fn is_accepting(&self) -> bool {

@@ -350,6 +350,15 @@ impl Queue {
         depth
     }
 
+    /// Issue 11 (storage helper), the worker's one hook here: the batch in flight starts only
+    /// now, later than the pacer released it (its `triggered` record waited for the disk), so
+    /// the interval to the next release counts from now, as the journal's last release does.
+    pub fn started_late(&self) {
+        let mut state = self.shared.state.lock();
+        let now = self.shared.clock.now();
+        state.scheduler.restore_last_release(now);
+    }
+
     /// Queues what a restart recovered, before any new work: `reruns` (interrupted in flight)
     /// first, then `queued` in their original order, each from its first unreleased batch.
     /// `last_release_ms` (wall clock) keeps the interval across the restart.

@@ -3,15 +3,19 @@
 //! Receives released batches from the pacer over a channel, journals the release (in durable
 //! mode), calls the [`ExternalApi`] once per id, checks each answer, journals the completion,
 //! then reports the batch completed to the [`Queue`] (which notifies the pacer, the only thread
-//! that releases). Takes the queue lock only inside `Queue::complete`; the API calls and journal
-//! waits run with no lock held.
+//! that releases). Takes the queue lock only inside `Queue::complete` and `Queue::started_late`;
+//! the API calls and journal waits run with no lock held.
+//!
+//! In durable mode a release that is not on disk did not happen: while the journal cannot
+//! write, the worker holds the batch, calls nothing and retries with a backoff; since the batch
+//! counts as in flight, the pacer releases nothing else meanwhile.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::Deserialize;
 
 use crate::journal::{JournalHandle, Record};
@@ -107,14 +111,73 @@ impl Worker {
     }
 }
 
-/// Journals a transition, which also applies it; without a journal, or if it cannot be
-/// saved (the work goes on: at worst it runs again after a restart), applies it here.
-fn save(journal: Option<&JournalHandle>, record: Record, batch: &Batch, apply: impl FnOnce(&Batch)) {
-    let Some(journal) = journal else { return apply(batch) };
-    if let Err(error) = journal.transition(record, batch) {
-        log::info_later(format_args!("warning: could not journal a transition of {batch}: {error}"));
-        apply(batch);
+/// How long the worker first waits before journaling a transition again, and at most.
+const RETRY_FIRST: Duration = Duration::from_millis(10);
+const RETRY_MOST: Duration = Duration::from_millis(500);
+
+/// Waits between attempts to journal a transition, with a doubling backoff. The wait is a
+/// receive on the releases channel, so it ends at once when the pacer stops (the service is
+/// stopping): then the worker gives the batch up, and it runs again after a restart.
+struct Retry<'a> {
+    releases: &'a Receiver<Release>,
+    /// A release that arrived while waiting. The pacer releases nothing while a batch is in
+    /// flight, so there is none; kept rather than lost if that ever changes.
+    early: Option<Release>,
+}
+
+impl Retry<'_> {
+    /// Sleeps `delay`; false once the service is stopping.
+    fn pause(&mut self, delay: Duration) -> bool {
+        match self.releases.recv_timeout(delay) {
+            Err(RecvTimeoutError::Timeout) => true,
+            Err(RecvTimeoutError::Disconnected) => false,
+            Ok(release) => {
+                self.early = Some(release);
+                true
+            }
+        }
     }
+
+    /// The next release: one that came early, or the next from the pacer; `None` once the pacer
+    /// has stopped.
+    fn next(&mut self) -> Option<Release> {
+        self.early.take().or_else(|| self.releases.recv().ok())
+    }
+}
+
+/// Journals a transition (which applies it) until it is on disk, making a new record for each
+/// attempt with `record(attempt)`. Without a journal it applies it here. Returns whether it was
+/// saved; `false` only when the service stops first.
+fn save_until_done(
+    journal: Option<&JournalHandle>,
+    batch: &Batch,
+    retry: &mut Retry<'_>,
+    what: &str,
+    mut record: impl FnMut(u32) -> Record,
+    apply: impl FnOnce(&Batch, &Record),
+) -> bool {
+    let Some(journal) = journal else {
+        apply(batch, &record(0));
+        return true;
+    };
+    let (mut delay, mut attempt) = (RETRY_FIRST, 0u32);
+    while let Err(error) = journal.transition(record(attempt), batch) {
+        if attempt == 0 {
+            log::info_later(format_args!(
+                "warning: could not journal the {what} of {batch}: {error}; holding it until the disk takes it"
+            ));
+        }
+        if !retry.pause(delay) {
+            log::info_later(format_args!("stopping with the {what} of {batch} unjournaled"));
+            return false;
+        }
+        delay = (delay * 2).min(RETRY_MOST);
+        attempt += 1;
+    }
+    if attempt > 0 {
+        log::info_later(format_args!("journaled the {what} of {batch} after {attempt} retries"));
+    }
+    true
 }
 
 fn run(
@@ -127,26 +190,59 @@ fn run(
     if queue.on_real_time() {
         crate::realtime::raise_and_say("worker");
     }
-    let mut next = releases.recv().ok();
+    let mut retry = Retry { releases, early: None };
+    let mut next = retry.next();
     while let Some(release) = next {
-        fetch_batch(&mut api, &release, queue, journal, stats);
+        if !fetch_batch(&mut api, &release, queue, journal, stats, &mut retry) {
+            // The service is stopping with this batch unjournaled; a restart runs it.
+            return;
+        }
         queue.complete(&release.batch);
-        next = releases.recv().ok();
+        next = retry.next();
     }
 }
 
+/// Journals `triggered`, calls the API for each id, journals `completed`. In durable mode the
+/// API is called only once `triggered` is on disk: a release that is not on disk did not
+/// happen. Returns false if the service stopped before the batch could be journaled.
 fn fetch_batch(
     api: &mut impl ExternalApi,
     release: &Release,
     queue: &Queue,
     journal: Option<&JournalHandle>,
     stats: &FetchStats,
-) {
+    retry: &mut Retry<'_>,
+) -> bool {
     let (ingestion_id, batch) = (release.batch.ingestion.id, release.batch.index);
-    let triggered = Record::Triggered { ingestion_id, batch, attempt: release.attempt, at_ms: release.at_wall_ms };
-    save(journal, triggered, &release.batch, |b| {
-        b.trigger(release.at_wall_ms);
-    });
+    // A retry journals the moment it is made, when the batch will really start, so the
+    // journaled last release is never earlier than the real one.
+    let triggered = |attempt: u32| {
+        let at_ms = if attempt == 0 { release.at_wall_ms } else { queue.wall_ms() };
+        Record::Triggered { ingestion_id, batch, attempt: release.attempt, at_ms }
+    };
+    let mut late = false;
+    let saved = save_until_done(
+        journal,
+        &release.batch,
+        retry,
+        "release",
+        |attempt| {
+            late = attempt > 0;
+            triggered(attempt)
+        },
+        |b, record| {
+            if let Record::Triggered { at_ms, .. } = record {
+                b.trigger(*at_ms);
+            }
+        },
+    );
+    if !saved {
+        return false;
+    }
+    if late {
+        // It starts only now: the interval to the next release counts from here.
+        queue.started_late();
+    }
     for &id in release.batch.view().ids {
         match api.fetch(id) {
             Ok(answer) if answer.id == u64::from(id) => {
@@ -163,7 +259,14 @@ fn fetch_batch(
         }
     }
     let at_ms = queue.wall_ms();
-    save(journal, Record::Completed { ingestion_id, batch, at_ms }, &release.batch, |b| {
-        b.complete(at_ms);
-    });
+    save_until_done(
+        journal,
+        &release.batch,
+        retry,
+        "completion",
+        |_| Record::Completed { ingestion_id, batch, at_ms },
+        |b, _| {
+            b.complete(at_ms);
+        },
+    )
 }

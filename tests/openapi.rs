@@ -30,7 +30,8 @@ enum On {
     Token,
     /// `--idle-timeout 200ms`: 408 for a stalled body.
     Slow,
-    /// A journal that may not grow past 16 KiB (`ulimit -f`): 503 storage_unavailable.
+    /// A journal that may not grow past 16 KiB (`ulimit -f`): 503 storage_unavailable on
+    /// `POST /ingest` and `GET /health`.
     FullDisk,
     /// SIGTERMed while a batch is in flight: 503 shutting_down on every route.
     Stopping,
@@ -291,6 +292,9 @@ fn cases(id: &str) -> Vec<Case> {
         ),
         // One record of 500 batch ids is larger than the whole journal may be.
         post(On::FullDisk, &json!({"ids": (1..=500).collect::<Vec<u32>>(), "priority": "LOW"}).to_string()),
+        // Until a write succeeds: 503 storage_unavailable, and the queue says why.
+        http(On::FullDisk, "GET", "/health", vec![], None),
+        http(On::FullDisk, "GET", "/queue", vec![], None),
     ];
     for (method, path) in routes(id) {
         let body = (method == "POST").then_some(INGEST);

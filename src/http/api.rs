@@ -14,6 +14,7 @@ use super::ingest_body;
 use super::limits::Limits;
 use super::pages;
 use crate::app::{App, IngestError};
+use crate::journal::Outage;
 use crate::model::{BatchStatus, Id, Ingestion};
 use crate::pacer::{Queue, QueueReport};
 use crate::rfc3339;
@@ -103,6 +104,35 @@ struct QueueBody {
     drain_seconds: f64,
     /// When the last queued batch is expected to be released; `null` when nothing is queued.
     drained_at: Option<String>,
+    storage: StorageBody,
+}
+
+/// Whether the journal can write (always, in memory mode). While it cannot, nothing is
+/// accepted or released.
+#[derive(Serialize)]
+struct StorageBody {
+    durable: bool,
+    available: bool,
+    /// What the last failed write got from the OS; `null` while writes succeed.
+    error: Option<String>,
+    /// When writes started failing; `null` while they succeed.
+    unavailable_since: Option<String>,
+}
+
+impl StorageBody {
+    fn of(app: &App) -> StorageBody {
+        let outage = app.storage_outage();
+        StorageBody {
+            durable: app.is_durable(),
+            available: outage.is_none(),
+            unavailable_since: outage.as_ref().map(|o| rfc3339::format(since(o))),
+            error: outage.map(|o| o.error),
+        }
+    }
+}
+
+fn since(outage: &Outage) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(outage.since_ms)
 }
 
 #[derive(Serialize)]
@@ -268,8 +298,14 @@ fn dispatch(
                 .ok_or_else(|| ApiError::NotFound(format!("unknown or expired ingestion {}", shorten(id))))?;
             Ok(Reply::json(200, &status_body(app.queue(), &ingestion)))
         }
-        Target::Queue => Ok(Reply::json(200, &queue_body(app.queue(), &app.queue().report()))),
-        Target::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
+        Target::Queue => Ok(Reply::json(200, &queue_body(app.queue(), &app.queue().report(), StorageBody::of(app)))),
+        Target::Health => match app.storage_outage() {
+            Some(outage) => Err(ApiError::StorageUnavailable {
+                error: outage.error.clone(),
+                since: rfc3339::format(since(&outage)),
+            }),
+            None => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
+        },
         Target::Page(page) => Ok(pages::render(app, page)),
     }
 }
@@ -330,7 +366,7 @@ pub(super) fn status_body<'a>(queue: &Queue, ingestion: &'a Ingestion) -> Status
     }
 }
 
-fn queue_body(queue: &Queue, report: &QueueReport) -> QueueBody {
+fn queue_body(queue: &Queue, report: &QueueReport, storage: StorageBody) -> QueueBody {
     let outlook = &report.outlook;
     let time = |t: Instant| rfc3339::format(queue.wall_time(t));
     let priorities = report
@@ -365,6 +401,7 @@ fn queue_body(queue: &Queue, report: &QueueReport) -> QueueBody {
         next_release_at: outlook.next_release.map(time),
         drain_seconds: drained_at.map_or(0.0, |t| seconds(t.saturating_duration_since(outlook.now))),
         drained_at: drained_at.map(time),
+        storage,
     }
 }
 

@@ -27,6 +27,9 @@ pub enum ApiError {
     ShuttingDown,
     /// The journal could not save the request; nothing was accepted.
     Unsaved(String),
+    /// `GET /health` in durable mode while the journal cannot write (`error`, since `since`):
+    /// nothing is accepted or released until it can. Same code as [`ApiError::Unsaved`].
+    StorageUnavailable { error: String, since: String },
     /// The request's framing is ambiguous (CVE-2026-66752/66753 shapes): a Transfer-Encoding
     /// other than `chunked`, Transfer-Encoding with Content-Length, a repeated or malformed
     /// Content-Length, or a control character in a header.
@@ -68,7 +71,10 @@ impl ApiError {
             ApiError::UrlTooLong { .. } => 414,
             ApiError::HeadersTooLarge { .. } => 431,
             ApiError::Internal => 500,
-            ApiError::ShuttingDown | ApiError::Unsaved(_) | ApiError::QueueFull { .. } => 503,
+            ApiError::ShuttingDown
+            | ApiError::Unsaved(_)
+            | ApiError::StorageUnavailable { .. }
+            | ApiError::QueueFull { .. } => 503,
         }
     }
 
@@ -84,7 +90,7 @@ impl ApiError {
             ApiError::InvalidIdempotencyKey => "invalid_idempotency_key",
             ApiError::DuplicateHeader { .. } => "duplicate_header",
             ApiError::ShuttingDown => "shutting_down",
-            ApiError::Unsaved(_) => "storage_unavailable",
+            ApiError::Unsaved(_) | ApiError::StorageUnavailable { .. } => "storage_unavailable",
             ApiError::BadFraming(_) => "bad_framing",
             ApiError::ConnectionRejected => "connection_rejected",
             ApiError::TooManyIds { .. } => "too_many_ids",
@@ -115,6 +121,11 @@ impl fmt::Display for ApiError {
             }
             ApiError::ShuttingDown => f.write_str("the service is shutting down; retry in a moment"),
             ApiError::Unsaved(why) => write!(f, "{why}; nothing was accepted, retry later"),
+            ApiError::StorageUnavailable { error, since } => write!(
+                f,
+                "the service cannot save to disk since {since} ({error}): new work is refused and no batch is \
+                 released until it can; this clears by itself once a write succeeds"
+            ),
             ApiError::BodyTooLarge { limit } => {
                 write!(f, "the body is larger than {limit} bytes; send fewer ids per request")
             }
