@@ -140,10 +140,6 @@ pub struct LevelReport {
     pub oldest_since: Option<Instant>,
 }
 
-fn level_slot(priority: Priority) -> usize {
-    Priority::ALL.iter().position(|&p| p == priority).expect("ALL lists every priority")
-}
-
 /// The handle every other thread uses: submit work, report completions, read the depth.
 #[derive(Clone)]
 pub struct Queue {
@@ -239,7 +235,7 @@ fn take_release(shared: &Shared, state: &mut State, now: Instant) -> Result<Rele
             let batch = Batch { ingestion: run, index };
             // The worker marks it triggered, once (in durable mode) that is on disk.
             let attempt = batch.view().attempts.saturating_add(1);
-            state.queued_ids[level_slot(batch.ingestion.priority)] -= batch.view().ids.len() as u64;
+            state.queued_ids[batch.ingestion.priority.index()] -= batch.view().ids.len() as u64;
             Ok(Release { batch, due, at: now, at_wall_ms: shared.clock.wall_ms(), attempt })
         }
         other => Err(other),
@@ -325,7 +321,7 @@ impl Queue {
             let (priority, len, ids) = (ingestion.priority, batch_count(&ingestion), ingestion.id_count() as u64);
             let first = state.scheduler.submit(priority, Arc::clone(&ingestion), len, now);
             ingestion.set_enqueued(Enqueued { first, at: now });
-            state.queued_ids[level_slot(priority)] += ids;
+            state.queued_ids[priority.index()] += ids;
         }
         // More work never makes a release earlier, so a pacer parked on a deadline or on the
         // batch in flight would decide the same again: only an idle one is woken. A wake-up
@@ -379,14 +375,14 @@ impl Queue {
             }
             for batch in reruns {
                 let priority = batch.ingestion.priority;
-                state.queued_ids[level_slot(priority)] += batch.view().ids.len() as u64;
+                state.queued_ids[priority.index()] += batch.view().ids.len() as u64;
                 state.scheduler.rerun(priority, batch.ingestion, batch.index, now);
             }
             for ingestion in queued {
                 let (priority, len) = (ingestion.priority, batch_count(&ingestion));
                 let first = ingestion.batches().take_while(|b| b.status != BatchStatus::YetToStart).count();
                 let waiting: usize = ingestion.batches().skip(first).map(|b| b.ids.len()).sum();
-                state.queued_ids[level_slot(priority)] += waiting as u64;
+                state.queued_ids[priority.index()] += waiting as u64;
                 let level_first = state.scheduler.submit_from(priority, Arc::clone(&ingestion), first as u32, len, now);
                 ingestion.set_enqueued(Enqueued { first: level_first, at: now });
             }
@@ -472,7 +468,7 @@ impl Queue {
             .map(|priority| LevelReport {
                 priority,
                 batches: outlook.queued(priority),
-                ids: state.queued_ids[level_slot(priority)],
+                ids: state.queued_ids[priority.index()],
                 oldest_since: state.scheduler.oldest_waiting(priority),
             })
             .collect();

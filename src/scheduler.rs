@@ -25,16 +25,11 @@ pub enum Poll<B> {
     Idle,
 }
 
-/// One set of counters per priority.
-const LEVELS: usize = 3;
+/// One set of counters per priority, indexed by [`Priority::index`] (HIGH first).
+const LEVELS: usize = Priority::ALL.len();
 
-/// The index of a priority's counters.
 fn level(priority: Priority) -> usize {
-    match priority {
-        Priority::Low => 0,
-        Priority::Medium => 1,
-        Priority::High => 2,
-    }
+    priority.index()
 }
 
 /// A priority queue of batches plus the rule that paces their release.
@@ -176,7 +171,7 @@ impl Outlook {
         if n < self.released[l] || n >= self.submitted[l] {
             return None;
         }
-        let higher: u64 = self.reruns + (l + 1..LEVELS).map(|h| self.queued_at(h)).sum::<u64>();
+        let higher: u64 = self.reruns + (0..l).map(|h| self.queued_at(h)).sum::<u64>();
         Some(higher + n - self.released[l])
     }
 
