@@ -45,6 +45,9 @@ pub enum ApiError {
     Unauthorized,
     /// A bug on our side; the request may be retried.
     Internal,
+    /// The request line names an HTTP version other than 1.0 and 1.1 (HTTP/2 prior knowledge,
+    /// for one); answered by the relay, which then closes the connection.
+    VersionNotSupported,
 }
 
 impl ApiError {
@@ -66,6 +69,7 @@ impl ApiError {
             ApiError::HeadersTooLarge { .. } => 431,
             ApiError::Internal => 500,
             ApiError::ShuttingDown | ApiError::Unsaved(_) | ApiError::QueueFull { .. } => 503,
+            ApiError::VersionNotSupported => 505,
         }
     }
 
@@ -90,6 +94,7 @@ impl ApiError {
             ApiError::RequestTimeout => "request_timeout",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Internal => "internal_error",
+            ApiError::VersionNotSupported => "http_version_not_supported",
         }
     }
 }
@@ -136,6 +141,9 @@ impl fmt::Display for ApiError {
                 f.write_str("this server requires a token: send the header 'Authorization: Bearer <token>'")
             }
             ApiError::Internal => f.write_str("the server hit an internal error; the request may be retried"),
+            ApiError::VersionNotSupported => f.write_str(
+                "this server speaks HTTP/1.0 and HTTP/1.1 only; send the request as HTTP/1.1 on a new connection",
+            ),
         }
     }
 }

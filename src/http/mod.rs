@@ -10,13 +10,13 @@
 
 pub mod api;
 mod auth;
+mod compat;
 pub mod error;
 mod framing;
 pub mod ingest_body;
 pub mod limits;
 mod pages;
 mod prometheus;
-mod quarantine;
 pub mod server;
 mod supervise;
 mod telemetry;
