@@ -1,0 +1,123 @@
+//! Clients that try to take the service down, against the real binary: request lines tiny_http
+//! cannot answer (HTTP/2.0, HTTP/3.0, the HTTP/2 preface), stalled bodies, a reused source port
+//! after a quarantine, SIGTERM under stalled clients, and the open-files limit.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{wait_for, Server};
+
+fn addr(server: &Server) -> SocketAddr {
+    server.base.trim_start_matches("http://").parse().unwrap()
+}
+
+fn connect(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(addr(server)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+}
+
+/// Everything the server sends until it closes, or until `within` has passed (then `None`).
+fn read_to_close(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    let mut buffer = [0; 4096];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+        match stream.read(&mut buffer) {
+            Ok(0) => return Some(String::from_utf8_lossy(&seen).into_owned()),
+            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return Some(String::from_utf8_lossy(&seen).into()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// The status codes of the answers in `text`, in order.
+fn statuses(text: &str) -> Vec<u16> {
+    text.split("HTTP/1.").skip(1).filter_map(|answer| answer.get(2..5)?.parse().ok()).collect()
+}
+
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
+}
+
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+const GET: &str = "GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
+
+/// What each hostile connection sends: a bad version line first, after valid requests, or
+/// pipelined behind them.
+fn hostile(n: usize) -> String {
+    match n % 5 {
+        0 => "GET /health HTTP/2.0\r\nHost: t\r\n\r\n".into(),
+        1 => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".into(),
+        2 => format!("{GET}GET /health HTTP/3.0\r\nHost: t\r\n\r\n"),
+        3 => format!("POST /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nabcd{GET}GET / HTTP/2.0\r\n\r\n"),
+        _ => format!("{GET}{GET}PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+    }
+}
+
+#[test]
+fn request_lines_tiny_http_cannot_answer_get_505_and_keep_no_thread_or_fd() {
+    let idle = Duration::from_secs(1);
+    let server = Server::start(&["--idle-timeout", "1s", "--interval", "1h"]);
+    let id = server.ingest(&[1, 2, 3], "LOW");
+    let pid = server.pid();
+    let (threads_before, fds_before) = (threads(pid), fds(pid));
+
+    // A valid keep-alive request, its answer, then a bad line on the same connection.
+    let mut conn = connect(&server);
+    conn.write_all(GET.as_bytes()).unwrap();
+    let mut first = [0; 12];
+    conn.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    conn.write_all(b"GET /health HTTP/2.0\r\nHost: t\r\n\r\n").unwrap();
+    let rest = read_to_close(&mut conn, idle * 5).expect("no 505 and no close after a keep-alive request");
+    assert!(rest.contains("HTTP/1.1 505 ") && rest.contains("http_version_not_supported"), "{rest:?}");
+
+    // 200 hostile connections: half close at once, half stay open and wait.
+    let mut open = Vec::new();
+    for n in 0..200 {
+        let mut conn = connect(&server);
+        conn.write_all(hostile(n).as_bytes()).unwrap();
+        if n % 2 == 0 {
+            let _ = conn.shutdown(Shutdown::Both);
+        } else {
+            open.push((n, conn));
+        }
+    }
+    // Meanwhile a new client is served at once (the median of five, on a busy machine).
+    let mut took: Vec<Duration> = (0..5)
+        .map(|_| {
+            let began = Instant::now();
+            assert_eq!(server.get(&format!("/status/{id}")).status, 200);
+            began.elapsed()
+        })
+        .collect();
+    took.sort();
+    assert!(took[2] < Duration::from_millis(100), "a new client waited {took:?}");
+    for (n, conn) in &mut open {
+        let text = read_to_close(conn, idle + Duration::from_secs(3))
+            .unwrap_or_else(|| panic!("connection {n} ({:?}): neither 505 nor closed", hostile(*n)));
+        let codes = statuses(&text);
+        let valid = hostile(*n).matches("HTTP/1.1\r\n").count();
+        assert_eq!(codes.len(), valid + 1, "connection {n}: {text:?}");
+        assert_eq!(codes.last(), Some(&505), "connection {n}: {text:?}");
+    }
+    drop(open);
+    // Everything they held is given back (tiny_http's spare pool threads leave after 5 s idle).
+    wait_for("threads and fds back near the baseline", Duration::from_secs(20), || {
+        let (t, f) = (threads(pid), fds(pid));
+        (t <= threads_before + 10 && f <= fds_before + 10).then_some(())
+    });
+    assert_eq!(server.get("/health").status, 200);
+}
