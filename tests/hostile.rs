@@ -121,3 +121,19 @@ fn request_lines_tiny_http_cannot_answer_get_505_and_keep_no_thread_or_fd() {
     });
     assert_eq!(server.get("/health").status, 200);
 }
+
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit_at_start() {
+    let mut command = Command::new("sh");
+    let script = "ulimit -Sn 256 && exec \"$0\" \"$@\"";
+    command.args(["-c", script, env!("CARGO_BIN_EXE_ingestd"), "--addr", "127.0.0.1:0"]);
+    let server = Server::start_with(&mut command);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a Max open files line");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (words[3], words[4]);
+    assert_eq!(soft, hard, "{line}");
+    assert_ne!(soft, "256", "{line}");
+    let (_, log) = server.terminate();
+    assert!(log.contains(&format!("open files: soft limit {soft} (was 256), hard limit {hard}")), "{log}");
+}
