@@ -48,6 +48,17 @@ fn threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
 }
 
+/// The process's thread names, with how many of each (`http-0-12` counts as `http-0-*`).
+fn thread_names(pid: u32) -> String {
+    let mut names = std::collections::BTreeMap::<String, usize>::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let name = name.trim().trim_end_matches(|c: char| c.is_ascii_digit()).to_owned();
+        *names.entry(name).or_default() += 1;
+    }
+    format!("{names:?}")
+}
+
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
@@ -115,10 +126,21 @@ fn request_lines_tiny_http_cannot_answer_get_505_and_keep_no_thread_or_fd() {
     }
     drop(open);
     // Everything they held is given back (tiny_http's spare pool threads leave after 5 s idle).
-    wait_for("threads and fds back near the baseline", Duration::from_secs(20), || {
-        let (t, f) = (threads(pid), fds(pid));
-        (t <= threads_before + 10 && f <= fds_before + 10).then_some(())
-    });
+    let mut last = (0, 0);
+    let back = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < back {
+        last = (threads(pid), fds(pid));
+        if last.0 <= threads_before + 10 && last.1 <= fds_before + 10 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        last.0 <= threads_before + 10 && last.1 <= fds_before + 10,
+        "threads and fds {last:?}, not back near {:?} after 20 s: {}",
+        (threads_before, fds_before),
+        thread_names(pid)
+    );
     assert_eq!(server.get("/health").status, 200);
 }
 
@@ -136,4 +158,76 @@ fn the_open_files_limit_is_raised_to_the_hard_limit_at_start() {
     assert_ne!(soft, "256", "{line}");
     let (_, log) = server.terminate();
     assert!(log.contains(&format!("open files: soft limit {soft} (was 256), hard limit {hard}")), "{log}");
+}
+
+#[test]
+fn a_quarantine_ends_with_its_connection_not_with_the_source_port() {
+    let server = Server::start(&[]);
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let from_port = || {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_reuse_address(true).unwrap();
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into()).unwrap();
+        socket.connect(&addr(&server).into()).unwrap();
+        TcpStream::from(socket)
+    };
+    // Ambiguous framing, then `Connection: close`: the server closes first, so the port is free
+    // again at once on this side.
+    let mut bad = from_port();
+    bad.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nX-A: a\rb\r\nConnection: close\r\n\r\n").unwrap();
+    let text = read_to_close(&mut bad, Duration::from_secs(10)).expect("an answer and a close");
+    assert!(text.contains("bad_framing"), "{text:?}");
+    drop(bad);
+    let mut again = from_port();
+    again.write_all(GET.as_bytes()).unwrap();
+    let mut answer = [0; 12];
+    again.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200", "a new connection from the same port was refused");
+}
+
+#[test]
+fn a_stalled_body_gets_408_within_the_idle_timeout_whatever_its_length() {
+    let idle = Duration::from_secs(1);
+    let server = Server::start(&["--idle-timeout", "1s"]);
+    // 100 bytes: tiny_http reads the body itself; 5000: our handler does.
+    for length in [100, 5000] {
+        let mut conn = connect(&server);
+        let began = Instant::now();
+        let head = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n\r\n{{\"ids\": [1");
+        conn.write_all(head.as_bytes()).unwrap();
+        let text = read_to_close(&mut conn, idle * 4).unwrap_or_else(|| panic!("length {length}: no answer"));
+        let took = began.elapsed();
+        assert_eq!(statuses(&text), [408], "length {length}: {text:?}");
+        assert!(text.contains("request_timeout"), "length {length}: {text:?}");
+        assert!(took < idle + Duration::from_secs(1), "length {length}: the 408 took {took:?}");
+    }
+}
+
+#[test]
+fn sigterm_exits_within_the_shutdown_timeout_whatever_clients_do() {
+    let server = Server::start(&["--shutdown-timeout", "1s", "--threads", "2"]);
+    let pid = server.pid();
+    let threads_before = threads(pid);
+    // 20 stalled bodies, short (read by tiny_http) and long (read by our body threads, more of
+    // them than there are threads), and a silent connection.
+    let mut stalled = Vec::new();
+    for n in 0..20 {
+        let mut conn = connect(&server);
+        let length = if n % 2 == 0 { 100 } else { 5000 };
+        let head = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n\r\n0123456789");
+        conn.write_all(head.as_bytes()).unwrap();
+        stalled.push(conn);
+    }
+    stalled.push(connect(&server));
+    wait_for("the stalled connections to reach the server", Duration::from_secs(10), || {
+        (threads(pid) >= threads_before + 40).then_some(())
+    });
+    let began = Instant::now();
+    let (status, log) = server.terminate();
+    let took = began.elapsed();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(took < Duration::from_secs(2), "exit took {took:?} with stalled clients: {log}");
 }

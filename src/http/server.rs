@@ -92,10 +92,11 @@ impl HttpServer {
     /// Like [`HttpServer::start`] with any handler in place of the API.
     pub fn start_with(listener: TcpListener, options: HttpOptions, handler: Box<Handler>) -> io::Result<HttpServer> {
         let addr = listener.local_addr()?;
-        // Our listener, for the clients (their reads and writes time out: the relay's idle
-        // timeout), and tiny_http's, for the relays (the same timeouts, as a backstop).
+        // Our listener, for the clients: their reads and writes time out (the relay's idle
+        // timeout). tiny_http's, for the relays, has none: the relay ends every connection, so
+        // tiny_http's accept never times out and a connection is never ended by two clocks.
         set_idle_timeout(&listener, options.idle_timeout)?;
-        let internal = internal_listener(options.idle_timeout)?;
+        let internal = internal_listener()?;
         let internal_addr = internal.local_addr()?;
         let connections = Arc::new(Connections::default());
         let shared = Arc::new(Shared {
@@ -182,14 +183,13 @@ fn set_idle_timeout(listener: &TcpListener, idle_timeout: Duration) -> io::Resul
     socket.set_tcp_nodelay(true)
 }
 
-/// tiny_http's listener: loopback only, on a port of the system's choosing.
-fn internal_listener(idle_timeout: Duration) -> io::Result<TcpListener> {
+/// tiny_http's listener: loopback only, on a port of the system's choosing, no Nagle delay.
+fn internal_listener() -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
     socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
     socket.listen(INTERNAL_BACKLOG)?;
-    let listener = TcpListener::from(socket);
-    set_idle_timeout(&listener, idle_timeout)?;
-    Ok(listener)
+    socket.set_tcp_nodelay(true)?;
+    Ok(TcpListener::from(socket))
 }
 
 fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Result<(), ApiError>) {
