@@ -135,7 +135,7 @@ impl HttpServer {
 
     /// Answers the requests already received, then joins the handler threads and closes the
     /// listener. Bounded whatever clients do: connections forward nothing more, get
-    /// [`STOP_GRACE`] to receive the answers under way, and are then cut, so a body still being
+    /// half a second to receive the answers under way, and are then cut, so a body still being
     /// read ends at once (as `shutting_down`).
     pub fn stop(self) {
         self.front.stop(STOP_GRACE);
