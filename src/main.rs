@@ -36,6 +36,7 @@ fn main() -> ExitCode {
 
 fn run(config: &Config) -> Result<(), String> {
     log::set_format(config.log_format);
+    raise_open_files_limit();
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
     // Past a file-size limit a journal write must fail (and answer 503), not kill the process.
     signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))
@@ -82,3 +83,39 @@ fn run(config: &Config) -> Result<(), String> {
     log::info(format_args!("stopped"));
     Ok(())
 }
+
+/// Every client connection takes a few file descriptors (its socket, the relay's loopback
+/// connection and tiny_http's end of it), so the soft limit (often 1,024) is raised to the hard
+/// one: running out takes far more connections. Logs both.
+#[cfg(target_os = "linux")]
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let show = |n: Option<u64>| n.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    // Linux refuses an unlimited soft limit; its real ceiling is `fs.nr_open`.
+    let ceiling = limit
+        .maximum
+        .or_else(|| std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|n| n.trim().parse().ok()));
+    let raised = match (limit.current, ceiling) {
+        (Some(current), Some(ceiling)) if current < ceiling => {
+            setrlimit(Resource::Nofile, Rlimit { current: Some(ceiling), maximum: limit.maximum }).map(|()| ceiling)
+        }
+        _ => Ok(limit.current.unwrap_or(0)),
+    };
+    match raised {
+        Ok(now) => log::info(format_args!(
+            "open files: soft limit {} (was {}), hard limit {}",
+            now,
+            show(limit.current),
+            show(limit.maximum)
+        )),
+        Err(error) => log::info(format_args!(
+            "open files: soft limit {}, hard limit {}; could not raise it ({error})",
+            show(limit.current),
+            show(limit.maximum)
+        )),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn raise_open_files_limit() {}

@@ -50,6 +50,9 @@ pub enum ApiError {
     Unauthorized,
     /// A bug on our side; the request may be retried.
     Internal,
+    /// The request line names an HTTP version other than 1.0 and 1.1 (HTTP/2 prior knowledge,
+    /// for one); answered by the relay, which then closes the connection.
+    VersionNotSupported,
 }
 
 impl ApiError {
@@ -75,6 +78,7 @@ impl ApiError {
             | ApiError::Unsaved(_)
             | ApiError::StorageUnavailable { .. }
             | ApiError::QueueFull { .. } => 503,
+            ApiError::VersionNotSupported => 505,
         }
     }
 
@@ -100,6 +104,7 @@ impl ApiError {
             ApiError::RequestTimeout => "request_timeout",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Internal => "internal_error",
+            ApiError::VersionNotSupported => "http_version_not_supported",
         }
     }
 }
@@ -154,6 +159,9 @@ impl fmt::Display for ApiError {
                 f.write_str("this server requires a token: send the header 'Authorization: Bearer <token>'")
             }
             ApiError::Internal => f.write_str("the server hit an internal error; the request may be retried"),
+            ApiError::VersionNotSupported => f.write_str(
+                "this server speaks HTTP/1.0 and HTTP/1.1 only; send the request as HTTP/1.1 on a new connection",
+            ),
         }
     }
 }

@@ -1,22 +1,23 @@
 //! The HTTP shell: translates requests into calls on [`crate::app::App`] and results into JSON.
 //!
-//! `server.rs` owns the sockets and threads, `api.rs` the routes, `ingest_body.rs` the request
+//! `server.rs` owns the listeners and threads, `api.rs` the routes, `ingest_body.rs` the request
 //! body, `error.rs` the error codes. Checks made before a route runs: `framing.rs` (ambiguous
-//! framing), `quarantine.rs` (connections that sent it), `limits.rs` (sizes), `auth.rs` (the
-//! token). tiny_http workarounds: `unstrand.rs` (stranded connections), `supervise.rs` (the
-//! accept loop, the idle timeout). `pages.rs` serves the dashboard, the docs and the OpenAPI
-//! document, `prometheus.rs` renders `/metrics` and `telemetry.rs` counts requests and writes
-//! the JSON access log.
+//! framing; the connection that sent it is quarantined until it closes), `limits.rs` (sizes),
+//! `auth.rs` (the token). tiny_http workarounds: `compat/` (the relay in front of tiny_http:
+//! unanswerable request lines, the idle timeout, each request's client connection),
+//! `unstrand.rs` (stranded connections), `supervise.rs` (the accept loop). `pages.rs` serves the
+//! dashboard, the docs and the OpenAPI document, `prometheus.rs` renders `/metrics` and
+//! `telemetry.rs` counts requests and writes the JSON access log.
 
 pub mod api;
 mod auth;
+mod compat;
 pub mod error;
 mod framing;
 pub mod ingest_body;
 pub mod limits;
 mod pages;
 mod prometheus;
-mod quarantine;
 pub mod server;
 mod supervise;
 mod telemetry;

@@ -1,7 +1,8 @@
-//! The listener, and the handler threads that check and answer each request.
+//! The listeners, and the handler threads that check and answer each request.
 //!
-//! Requests come from tiny_http through the pumps of `supervise.rs` (`http-G-N`), which check
-//! quarantine and framing in arrival order. A request whose body tiny_http has already read
+//! Clients connect to our listener, and `compat/` relays each connection to tiny_http on an
+//! internal loopback listener. Requests come from tiny_http through the pumps of `supervise.rs`
+//! (`http-G-N`), which check quarantine and framing in arrival order. A request whose body tiny_http has already read
 //! (none, or `Content-Length` up to 1024 bytes) is answered by the pump that took it, with no
 //! hand-off; one whose body still has to come off the socket goes to an `http-body-N` thread, so
 //! that clients stalling their bodies never delay anyone else. Either thread checks the rest of
@@ -18,18 +19,19 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::handoff::{self, Receiver};
-use socket2::SockRef;
+use socket2::{Domain, SockRef, Socket, Type};
 use tiny_http::{Header, Request, Response};
 
 use super::api::{self, Head, Reply};
+use super::compat::{Conn, Connections, Cut, Front};
 use super::error::ApiError;
 use super::limits::Limits;
-use super::quarantine::Quarantine;
 use super::supervise::{Dispatch, Supervisor};
 use super::telemetry;
 use super::unstrand::Unstrander;
 use super::{auth, framing};
 use crate::app::App;
+use crate::log;
 
 /// How the HTTP layer runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,26 +51,29 @@ pub struct HttpOptions {
 pub type Handler =
     dyn Fn(Head<'_>, Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>) -> Reply + Send + Sync + 'static;
 
-/// Quarantined connections are remembered this long after their last request.
-const QUARANTINE_TTL: Duration = Duration::from_secs(600);
-const QUARANTINE_CAPACITY: usize = 65_536;
 /// tiny_http 0.12.0 reads a body of up to this many bytes before handing over the request.
 const BUFFERED_BODY: usize = 1024;
+/// Pending connections on the internal listener: a burst of relays must not wait for a SYN retry.
+const INTERNAL_BACKLOG: i32 = 4096;
+/// At shutdown, how long connections get to receive the answers under way before they are cut.
+const STOP_GRACE: Duration = Duration::from_millis(500);
 
-/// A request and the verdict of [`frame_check`] on it.
-type Checked = (Request, Result<(), ApiError>);
+/// A request, the client connection it came on (none for our own loopback probes), and the
+/// verdict of [`frame_check`] on it.
+type Checked = (Request, Option<Arc<Conn>>, Result<(), ApiError>);
 
 struct Shared {
     handler: Box<Handler>,
     limits: Limits,
     idle_timeout: Duration,
     token: Option<String>,
-    quarantine: Quarantine,
+    connections: Arc<Connections>,
 }
 
-/// The running HTTP side: the supervised tiny_http accept loops, our handler threads, and the
-/// unstrander. [`HttpServer::stop`] joins what is ours.
+/// The running HTTP side: the relays, the supervised tiny_http accept loops, our handler
+/// threads, and the unstrander. [`HttpServer::stop`] joins what is ours.
 pub struct HttpServer {
+    front: Front,
     supervisor: Supervisor,
     handlers: Vec<JoinHandle<()>>,
     unstrander: Unstrander,
@@ -87,19 +92,19 @@ impl HttpServer {
     /// Like [`HttpServer::start`] with any handler in place of the API.
     pub fn start_with(listener: TcpListener, options: HttpOptions, handler: Box<Handler>) -> io::Result<HttpServer> {
         let addr = listener.local_addr()?;
-        // Linux copies these to every accepted socket: the idle timeout for reads and writes.
-        let socket = SockRef::from(&listener);
-        socket.set_read_timeout(Some(options.idle_timeout))?;
-        socket.set_write_timeout(Some(options.idle_timeout))?;
-        // Also copied: no Nagle delay. tiny_http writes a response's head and body separately,
-        // and without this a body over one segment waits for the client's delayed ACK (~40 ms).
-        socket.set_tcp_nodelay(true)?;
+        // Our listener, for the clients: their reads and writes time out (the relay's idle
+        // timeout). tiny_http's, for the relays, has none: the relay ends every connection, so
+        // tiny_http's accept never times out and a connection is never ended by two clocks.
+        set_idle_timeout(&listener, options.idle_timeout)?;
+        let internal = internal_listener()?;
+        let internal_addr = internal.local_addr()?;
+        let connections = Arc::new(Connections::default());
         let shared = Arc::new(Shared {
             handler,
             limits: options.limits,
             idle_timeout: options.idle_timeout,
             token: options.token,
-            quarantine: Quarantine::new(QUARANTINE_TTL, QUARANTINE_CAPACITY),
+            connections: Arc::clone(&connections),
         });
         let threads = options.threads.max(1);
         let (body_tx, body_rx) = handoff::channel();
@@ -108,17 +113,19 @@ impl HttpServer {
         let dispatch: Dispatch = Arc::new(move |request: Request| {
             // Run by the pumps in the order tiny_http read the requests (see `supervise.rs`),
             // so a request after ambiguous framing on its connection is always refused.
-            let framing = frame_check(&gate.quarantine, &request);
+            let conn = request.remote_addr().and_then(|from| gate.connections.get(*from));
+            let framing = frame_check(conn.as_deref(), &request);
             if streams_body(&request) {
-                body_tx.send((request, framing));
+                body_tx.send((request, conn, framing));
                 return None;
             }
             let shared = Arc::clone(&gate);
-            Some(Box::new(move || serve(&shared, request, framing)))
+            Some(Box::new(move || serve(&shared, request, conn.as_deref(), framing)))
         });
-        let supervisor = Supervisor::start(listener, options.idle_timeout, threads, dispatch)?;
-        let unstrander = Unstrander::start(addr)?;
-        Ok(HttpServer { supervisor, handlers, unstrander, addr })
+        let supervisor = Supervisor::start(internal, options.idle_timeout, threads, dispatch)?;
+        let unstrander = Unstrander::start(internal_addr)?;
+        let front = Front::start(listener, internal_addr, options.idle_timeout, connections)?;
+        Ok(HttpServer { front, supervisor, handlers, unstrander, addr })
     }
 
     /// The address the listener is bound to, with the real port.
@@ -127,8 +134,11 @@ impl HttpServer {
     }
 
     /// Answers the requests already received, then joins the handler threads and closes the
-    /// listener.
+    /// listener. Bounded whatever clients do: connections forward nothing more, get
+    /// half a second to receive the answers under way, and are then cut, so a body still being
+    /// read ends at once (as `shutting_down`).
     pub fn stop(self) {
+        self.front.stop(STOP_GRACE);
         self.unstrander.stop();
         // The pumps stop after the requests already received; then the channels close, and
         // each handler finishes what is queued and returns.
@@ -149,8 +159,8 @@ fn spawn_handlers(
         .map(|n| {
             let (requests, shared) = (requests.clone(), Arc::clone(shared));
             thread::Builder::new().name(format!("{name}-{n}")).spawn(move || {
-                for (request, framing) in &requests {
-                    serve(&shared, request, framing);
+                for (request, conn, framing) in &requests {
+                    serve(&shared, request, conn.as_deref(), framing);
                 }
             })
         })
@@ -163,7 +173,26 @@ fn streams_body(request: &Request) -> bool {
     request.body_length().is_some_and(|len| len > BUFFERED_BODY) || has("Transfer-Encoding") || has("Expect")
 }
 
-fn serve(shared: &Shared, mut request: Request, framing: Result<(), ApiError>) {
+/// Sets the idle timeout on a listener; Linux copies it to every accepted socket, and also no
+/// Nagle delay: tiny_http writes a response's head and body separately, and without it a body
+/// over one segment waits for the client's delayed ACK (~40 ms).
+fn set_idle_timeout(listener: &TcpListener, idle_timeout: Duration) -> io::Result<()> {
+    let socket = SockRef::from(listener);
+    socket.set_read_timeout(Some(idle_timeout))?;
+    socket.set_write_timeout(Some(idle_timeout))?;
+    socket.set_tcp_nodelay(true)
+}
+
+/// tiny_http's listener: loopback only, on a port of the system's choosing, no Nagle delay.
+fn internal_listener() -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    socket.listen(INTERNAL_BACKLOG)?;
+    socket.set_tcp_nodelay(true)?;
+    Ok(TcpListener::from(socket))
+}
+
+fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Result<(), ApiError>) {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let url = request.url().to_owned();
@@ -177,7 +206,7 @@ fn serve(shared: &Shared, mut request: Request, framing: Result<(), ApiError>) {
             let (max_body, deadline) = (shared.limits.max_body, shared.idle_timeout);
             answer(|| {
                 let head = Head { method: &method, url: &url, idempotency_key: key.as_deref() };
-                (shared.handler)(head, Box::new(|| read_body(&mut request, max_body, deadline)))
+                (shared.handler)(head, Box::new(|| read_body(&mut request, conn, max_body, deadline)))
             })
         }
         Err(error) => Reply::error(&error),
@@ -192,16 +221,20 @@ fn header_value(request: &Request, name: &'static str) -> Option<String> {
 }
 
 /// The first checks, made by the pumps in arrival order: the quarantine, then the framing.
-fn frame_check(quarantine: &Quarantine, request: &Request) -> Result<(), ApiError> {
-    let now = Instant::now();
-    let from = request.remote_addr().copied();
-    if from.is_some_and(|from| quarantine.holds(from, now)) {
+/// The quarantine is the connection's: tiny_http will not let us close it, and after a head
+/// it misreads, whatever follows on it may be a request smuggled inside the previous body; it
+/// ends when the connection does.
+fn frame_check(conn: Option<&Conn>, request: &Request) -> Result<(), ApiError> {
+    if conn.is_some_and(Conn::is_quarantined) {
         return Err(ApiError::ConnectionRejected);
     }
     if let Err(error) = framing::check(request.http_version(), request.headers()) {
-        // What follows on this connection may be a request smuggled inside this one's body.
-        if let Some(from) = from {
-            quarantine.add(from, now);
+        if let Some(conn) = conn {
+            conn.quarantine();
+            log::info(format_args!(
+                "ambiguous framing from {}: nothing more from that connection is acted on",
+                conn.peer()
+            ));
         }
         return Err(error);
     }
@@ -222,24 +255,39 @@ fn answer(handler: impl FnOnce() -> Reply) -> Reply {
     panic::catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|_| Reply::error(&ApiError::Internal))
 }
 
-fn read_body(request: &mut Request, max_body: usize, deadline: Duration) -> Result<Vec<u8>, ApiError> {
-    if request.body_length().is_some_and(|len| len > max_body) {
+fn read_body(
+    request: &mut Request,
+    conn: Option<&Conn>,
+    max_body: usize,
+    deadline: Duration,
+) -> Result<Vec<u8>, ApiError> {
+    let length = request.body_length();
+    if length.is_some_and(|len| len > max_body) {
         return Err(ApiError::BodyTooLarge { limit: max_body });
     }
     let began = Instant::now();
-    let mut body = Vec::with_capacity(request.body_length().unwrap_or(0));
+    let mut body = Vec::with_capacity(length.unwrap_or(0));
     let reader = request.as_reader();
     let mut chunk = [0; 16 << 10];
+    // The relay ends the stream when the client is silent for the idle timeout or the server
+    // stops; the body then ends early, and why is the answer.
+    let cut = || match conn.and_then(Conn::cut) {
+        Some(Cut::IdleTimeout) => Some(ApiError::RequestTimeout),
+        Some(Cut::ShuttingDown) => Some(ApiError::ShuttingDown),
+        None => None,
+    };
     loop {
         // Each read waits at most the idle timeout (the socket's); the whole body gets as long.
         let read = match reader.read(&mut chunk) {
-            Ok(0) => return Ok(body),
+            Ok(0) => return cut().map_or(Ok(body), Err),
             Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 return Err(ApiError::RequestTimeout)
             }
-            Err(e) => return Err(ApiError::InvalidJson(format!("the body could not be read ({e})"))),
+            Err(e) => {
+                return Err(cut().unwrap_or_else(|| ApiError::InvalidJson(format!("the body could not be read ({e})"))))
+            }
         };
         if body.len() + read > max_body {
             return Err(ApiError::BodyTooLarge { limit: max_body });

@@ -4,10 +4,11 @@
 //! count lags: in a burst, connections queue behind workers that are already busy with
 //! keep-alive clients, and wait there until some connection closes. Every task that ends lets
 //! a worker take the next queued connection, and a new task when none is idle starts a thread
-//! that does the same. So this thread "ticks": it connects to our own listener and closes at
-//! once, which is such a task. It watches the process's thread count every 5 ms and ticks as
-//! soon as the pool grows (new connections arrived, some may be queued), else every 100 ms
-//! (about 10 loopback connects per second when idle).
+//! that does the same. So this thread "ticks": it connects to tiny_http's listener and closes
+//! at once, which is such a task. It watches the process's thread count every 5 ms and ticks as
+//! soon as it grows (new connections arrived, some may be queued), then every 100 ms until it
+//! has not grown for [`SETTLE`]. Then it stays quiet: each tick wakes an idle pool thread, which
+//! would keep tiny_http's spare threads (they leave after 5 s without a task) alive for good.
 //! Remove this module when tiny_http is replaced or fixed.
 
 use std::io;
@@ -20,6 +21,8 @@ use parking_lot::{Condvar, Mutex};
 
 const WATCH: Duration = Duration::from_millis(5);
 const IDLE_TICK: Duration = Duration::from_millis(100);
+/// How long after the last growth the ticks go on.
+const SETTLE: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Unstrander {
@@ -55,12 +58,16 @@ fn run(target: SocketAddr, stop: &(Mutex<bool>, Condvar)) {
     };
     let mut threads = thread_count();
     let mut since_tick = IDLE_TICK;
+    let mut since_growth = Duration::ZERO;
     loop {
         let now = thread_count();
         // A pool that grew has just met new connections, and may have queued some of them.
         let grew = matches!((threads, now), (Some(before), Some(after)) if after > before);
         threads = now;
-        if grew || since_tick >= IDLE_TICK {
+        if grew {
+            since_growth = Duration::ZERO;
+        }
+        if grew || (since_tick >= IDLE_TICK && since_growth < SETTLE) {
             // The connection closes as it drops: an empty task for the pool.
             let _ = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT);
             since_tick = Duration::ZERO;
@@ -69,6 +76,7 @@ fn run(target: SocketAddr, stop: &(Mutex<bool>, Condvar)) {
             return;
         }
         since_tick += WATCH;
+        since_growth = since_growth.saturating_add(WATCH);
     }
 }
 

@@ -1,0 +1,234 @@
+//! Clients that try to take the service down, against the real binary: request lines tiny_http
+//! cannot answer (HTTP/2.0, HTTP/3.0, the HTTP/2 preface), stalled bodies, a reused source port
+//! after a quarantine, SIGTERM under stalled clients, and the open-files limit.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{wait_for, Server};
+
+fn addr(server: &Server) -> SocketAddr {
+    server.base.trim_start_matches("http://").parse().unwrap()
+}
+
+fn connect(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(addr(server)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+}
+
+/// Everything the server sends until it closes, or until `within` has passed (then `None`).
+fn read_to_close(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    let mut buffer = [0; 4096];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+        match stream.read(&mut buffer) {
+            Ok(0) => return Some(String::from_utf8_lossy(&seen).into_owned()),
+            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return Some(String::from_utf8_lossy(&seen).into()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// The status codes of the answers in `text`, in order.
+fn statuses(text: &str) -> Vec<u16> {
+    text.split("HTTP/1.").skip(1).filter_map(|answer| answer.get(2..5)?.parse().ok()).collect()
+}
+
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
+}
+
+/// The process's thread names, with how many of each (`http-0-12` counts as `http-0-*`).
+fn thread_names(pid: u32) -> String {
+    let mut names = std::collections::BTreeMap::<String, usize>::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let name = name.trim().trim_end_matches(|c: char| c.is_ascii_digit()).to_owned();
+        *names.entry(name).or_default() += 1;
+    }
+    format!("{names:?}")
+}
+
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+const GET: &str = "GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
+
+/// What each hostile connection sends: a bad version line first, after valid requests, or
+/// pipelined behind them.
+fn hostile(n: usize) -> String {
+    match n % 5 {
+        0 => "GET /health HTTP/2.0\r\nHost: t\r\n\r\n".into(),
+        1 => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".into(),
+        2 => format!("{GET}GET /health HTTP/3.0\r\nHost: t\r\n\r\n"),
+        3 => format!("POST /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nabcd{GET}GET / HTTP/2.0\r\n\r\n"),
+        _ => format!("{GET}{GET}PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+    }
+}
+
+#[test]
+fn request_lines_tiny_http_cannot_answer_get_505_and_keep_no_thread_or_fd() {
+    let idle = Duration::from_secs(1);
+    let server = Server::start(&["--idle-timeout", "1s", "--interval", "1h"]);
+    let id = server.ingest(&[1, 2, 3], "LOW");
+    let pid = server.pid();
+    let (threads_before, fds_before) = (threads(pid), fds(pid));
+
+    // A valid keep-alive request, its answer, then a bad line on the same connection.
+    let mut conn = connect(&server);
+    conn.write_all(GET.as_bytes()).unwrap();
+    let mut first = [0; 12];
+    conn.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    conn.write_all(b"GET /health HTTP/2.0\r\nHost: t\r\n\r\n").unwrap();
+    let rest = read_to_close(&mut conn, idle * 5).expect("no 505 and no close after a keep-alive request");
+    assert!(rest.contains("HTTP/1.1 505 ") && rest.contains("http_version_not_supported"), "{rest:?}");
+
+    // 200 hostile connections: half close at once, half stay open and wait.
+    let mut open = Vec::new();
+    for n in 0..200 {
+        let mut conn = connect(&server);
+        conn.write_all(hostile(n).as_bytes()).unwrap();
+        if n % 2 == 0 {
+            let _ = conn.shutdown(Shutdown::Both);
+        } else {
+            open.push((n, conn));
+        }
+    }
+    // Meanwhile a new client is served at once (the median of five, on a busy machine).
+    let mut took: Vec<Duration> = (0..5)
+        .map(|_| {
+            let began = Instant::now();
+            assert_eq!(server.get(&format!("/status/{id}")).status, 200);
+            began.elapsed()
+        })
+        .collect();
+    took.sort();
+    assert!(took[2] < Duration::from_millis(100), "a new client waited {took:?}");
+    for (n, conn) in &mut open {
+        let text = read_to_close(conn, idle + Duration::from_secs(3))
+            .unwrap_or_else(|| panic!("connection {n} ({:?}): neither 505 nor closed", hostile(*n)));
+        let codes = statuses(&text);
+        let valid = hostile(*n).matches("HTTP/1.1\r\n").count();
+        assert_eq!(codes.len(), valid + 1, "connection {n}: {text:?}");
+        assert_eq!(codes.last(), Some(&505), "connection {n}: {text:?}");
+    }
+    drop(open);
+    // Everything they held is given back (tiny_http's spare pool threads leave after 5 s idle).
+    let mut last = (0, 0);
+    let back = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < back {
+        last = (threads(pid), fds(pid));
+        if last.0 <= threads_before + 10 && last.1 <= fds_before + 10 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        last.0 <= threads_before + 10 && last.1 <= fds_before + 10,
+        "threads and fds {last:?}, not back near {:?} after 20 s: {}",
+        (threads_before, fds_before),
+        thread_names(pid)
+    );
+    assert_eq!(server.get("/health").status, 200);
+}
+
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit_at_start() {
+    let mut command = Command::new("sh");
+    let script = "ulimit -Sn 256 && exec \"$0\" \"$@\"";
+    command.args(["-c", script, env!("CARGO_BIN_EXE_ingestd"), "--addr", "127.0.0.1:0"]);
+    let server = Server::start_with(&mut command);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a Max open files line");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (words[3], words[4]);
+    assert_eq!(soft, hard, "{line}");
+    assert_ne!(soft, "256", "{line}");
+    let (_, log) = server.terminate();
+    assert!(log.contains(&format!("open files: soft limit {soft} (was 256), hard limit {hard}")), "{log}");
+}
+
+#[test]
+fn a_quarantine_ends_with_its_connection_not_with_the_source_port() {
+    let server = Server::start(&[]);
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let from_port = || {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_reuse_address(true).unwrap();
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into()).unwrap();
+        socket.connect(&addr(&server).into()).unwrap();
+        TcpStream::from(socket)
+    };
+    // Ambiguous framing, then `Connection: close`: the server closes first, so the port is free
+    // again at once on this side.
+    let mut bad = from_port();
+    bad.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nX-A: a\rb\r\nConnection: close\r\n\r\n").unwrap();
+    let text = read_to_close(&mut bad, Duration::from_secs(10)).expect("an answer and a close");
+    assert!(text.contains("bad_framing"), "{text:?}");
+    drop(bad);
+    let mut again = from_port();
+    again.write_all(GET.as_bytes()).unwrap();
+    let mut answer = [0; 12];
+    again.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200", "a new connection from the same port was refused");
+}
+
+#[test]
+fn a_stalled_body_gets_408_within_the_idle_timeout_whatever_its_length() {
+    let idle = Duration::from_secs(1);
+    let server = Server::start(&["--idle-timeout", "1s"]);
+    // 100 bytes: tiny_http reads the body itself; 5000: our handler does.
+    for length in [100, 5000] {
+        let mut conn = connect(&server);
+        let began = Instant::now();
+        let head = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n\r\n{{\"ids\": [1");
+        conn.write_all(head.as_bytes()).unwrap();
+        let text = read_to_close(&mut conn, idle * 4).unwrap_or_else(|| panic!("length {length}: no answer"));
+        let took = began.elapsed();
+        assert_eq!(statuses(&text), [408], "length {length}: {text:?}");
+        assert!(text.contains("request_timeout"), "length {length}: {text:?}");
+        assert!(took < idle + Duration::from_secs(1), "length {length}: the 408 took {took:?}");
+    }
+}
+
+#[test]
+fn sigterm_exits_within_the_shutdown_timeout_whatever_clients_do() {
+    let server = Server::start(&["--shutdown-timeout", "1s", "--threads", "2"]);
+    let pid = server.pid();
+    let fds_before = fds(pid);
+    // 20 stalled bodies, short (read by tiny_http) and long (read by our body threads, more of
+    // them than there are threads), and a silent connection.
+    let mut stalled = Vec::new();
+    for n in 0..20 {
+        let mut conn = connect(&server);
+        let length = if n % 2 == 0 { 100 } else { 5000 };
+        let head = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n\r\n0123456789");
+        conn.write_all(head.as_bytes()).unwrap();
+        stalled.push(conn);
+    }
+    stalled.push(connect(&server));
+    wait_for("the stalled connections to reach the server", Duration::from_secs(10), || {
+        // At least two descriptors per connection (before the relay, exactly two).
+        (fds(pid) >= fds_before + 42).then_some(())
+    });
+    let began = Instant::now();
+    let (status, log) = server.terminate();
+    let took = began.elapsed();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(took < Duration::from_secs(2), "exit took {took:?} with stalled clients: {log}");
+}
