@@ -456,3 +456,43 @@ fn expect_other_than_continue_is_417_and_trailers_are_invalid_json() {
     // The first ingestion went at once; the second waits; the one with a trailer was refused.
     assert_eq!(server.get("/queue").json["queued_ids"], 1);
 }
+
+#[test]
+fn a_request_smuggled_after_a_body_that_cannot_be_read_is_never_acted_on() {
+    let server = Server::start(&["--interval", "1h"]);
+    let body = r#"{"ids": [2], "priority": "LOW"}"#;
+    // tiny_http's chunk decoder stops inside the trailer; what follows is read as a request.
+    let smuggled = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let chunked = format!(
+        "POST /ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\nX{smuggled}",
+        body.len()
+    );
+    let answer = raw(&server, chunked.as_bytes());
+    assert!(!answer.contains("HTTP/1.1 200 "), "the smuggled request was acted on: {answer}");
+    assert_eq!(server.get("/queue").json["queued_ids"], 0, "{answer}");
+}
+
+#[test]
+fn after_an_oversized_chunked_body_nothing_more_on_that_connection_is_acted_on() {
+    use std::io::{Read, Write};
+    let server = Server::start(&["--interval", "1h", "--max-body", "64"]);
+    let mut stream = std::net::TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A chunk of 256 bytes, of which the first 70 overflow the limit.
+    let head = "POST /ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n";
+    stream.write_all(format!("{head}{}", "x".repeat(70)).as_bytes()).unwrap();
+    let mut answer = [0; 512];
+    let read = stream.read(&mut answer).unwrap();
+    let first = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(first.starts_with("HTTP/1.1 413 "), "{first}");
+    // The rest of that chunk is a request; it must not run.
+    let body = r#"{"ids": [2], "priority": "LOW"}"#;
+    let inside = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    stream.write_all(inside.as_bytes()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(!rest.contains("HTTP/1.1 200 "), "the request inside the chunk was acted on: {rest}");
+    assert_eq!(server.get("/queue").json["queued_ids"], 0, "{rest}");
+}

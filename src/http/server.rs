@@ -286,16 +286,32 @@ fn read_body(
                 return Err(ApiError::RequestTimeout)
             }
             Err(e) => {
-                return Err(cut().unwrap_or_else(|| ApiError::InvalidJson(format!("the body could not be read ({e})"))))
+                return Err(cut().unwrap_or_else(|| {
+                    lost_place(conn);
+                    ApiError::InvalidJson(format!("the body could not be read ({e})"))
+                }))
             }
         };
         if body.len() + read > max_body {
+            if length.is_none() {
+                lost_place(conn);
+            }
             return Err(ApiError::BodyTooLarge { limit: max_body });
         }
         body.extend_from_slice(&chunk[..read]);
         if began.elapsed() > deadline {
             return Err(ApiError::RequestTimeout);
         }
+    }
+}
+
+/// A chunked body that failed to decode, or was left unread, leaves the connection at a place
+/// nobody knows: what tiny_http reads next may be a request smuggled inside that body (a trailer
+/// it misreads), so nothing more from the connection is acted on.
+fn lost_place(conn: Option<&Conn>) {
+    if let Some(conn) = conn {
+        conn.quarantine();
+        log::info(format_args!("unreadable body from {}: nothing more from that connection is acted on", conn.peer()));
     }
 }
 
