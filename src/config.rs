@@ -367,9 +367,8 @@ fn env_header_lines(value: Option<OsString>) -> Result<Vec<Header>, UsageError> 
         .map_err(|_| UsageError(format!("{UPSTREAM_HEADERS_VAR} (headers for --upstream-header) is not UTF-8")))?;
     let mut headers: Vec<Header> = Vec::new();
     for (n, line) in value.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let header = header(line).map_err(|why| {
-            UsageError(format!("{UPSTREAM_HEADERS_VAR} line {} (as --upstream-header) {why}", n + 1))
-        })?;
+        let header = header(line)
+            .map_err(|why| UsageError(format!("{UPSTREAM_HEADERS_VAR} line {} (as --upstream-header) {why}", n + 1)))?;
         headers.retain(|h| !h.name.eq_ignore_ascii_case(&header.name));
         headers.push(header);
     }
@@ -378,7 +377,8 @@ fn env_header_lines(value: Option<OsString>) -> Result<Vec<Header>, UsageError> 
 
 /// Checks `--upstream`: http or https, a host, `{id}` after the host, no fragment.
 fn upstream_url(text: String) -> Result<String, UsageError> {
-    let bad = |why: &str| UsageError(format!("--upstream takes an http or https URL with {{id}} in it; '{text}' {why}"));
+    let bad =
+        |why: &str| UsageError(format!("--upstream takes an http or https URL with {{id}} in it; '{text}' {why}"));
     let Some((scheme, rest)) = text.split_once("://") else { return Err(bad("has no scheme")) };
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
         return Err(bad("is neither http nor https"));
@@ -700,7 +700,8 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_most() {
-        let retry = Retry { min_backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(10), max_attempts: 5 };
+        let retry =
+            Retry { min_backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(10), max_attempts: 5 };
         let waits: Vec<u64> = (1..=6).map(|n| retry.backoff(n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 10, 10]);
         assert_eq!(retry.backoff(0), Duration::from_secs(1));
@@ -733,7 +734,10 @@ mod tests {
             ("X Key: v", "--upstream-header takes 'Name: value'; 'X Key' is not a header name"),
             (": v", "--upstream-header takes 'Name: value'; '' is not a header name"),
             ("Content-Length: 5", "--upstream-header cannot set Content-Length: ingestd sets it for each call"),
-            ("X-Key: s3cret\u{7f}", "--upstream-header takes printable ASCII in a value; the value of X-Key has other characters"),
+            (
+                "X-Key: s3cret\u{7f}",
+                "--upstream-header takes printable ASCII in a value; the value of X-Key has other characters",
+            ),
         ] {
             let error = with_url(&["--upstream-header", line]);
             assert_eq!(error, says, "{line:?}");

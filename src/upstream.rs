@@ -93,7 +93,9 @@ pub enum SetupError {
 impl fmt::Display for SetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SetupError::CaUnreadable { path, error } => write!(f, "--upstream-ca {}: cannot read: {error}", path.display()),
+            SetupError::CaUnreadable { path, error } => {
+                write!(f, "--upstream-ca {}: cannot read: {error}", path.display())
+            }
             SetupError::CaInvalid { path, why } => write!(f, "--upstream-ca {}: {why}", path.display()),
             SetupError::Tls(error) => write!(f, "cannot set up TLS for the upstream: {error}"),
         }
@@ -339,7 +341,7 @@ pub fn human(duration: Duration) -> String {
 }
 
 /// The io errors in a transport error's chain.
-fn io_errors<'a>(error: &'a ureq::Transport) -> impl Iterator<Item = &'a std::io::Error> {
+fn io_errors(error: &ureq::Transport) -> impl Iterator<Item = &std::io::Error> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
     std::iter::from_fn(move || {
         while let Some(current) = next {

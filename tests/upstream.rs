@@ -123,7 +123,13 @@ fn post_sends_the_id_as_json() {
 
 #[test]
 fn calls_reuse_one_connection() {
-    let upstream = Upstream::start(vec![Reply::Status(200), Reply::Status(500), Reply::Body(404, "gone")]);
+    // Bodies too large to arrive with the head: the connection is reused only if they are read.
+    let upstream = Upstream::start(vec![
+        Reply::Large(200, 20_000),
+        Reply::Large(500, 20_000),
+        Reply::Body(404, "gone"),
+        Reply::Large(404, 20_000),
+    ]);
     let mut api = client(target(upstream.url("/{id}")));
     for id in 1..=5 {
         api.deliver(id);
@@ -214,7 +220,11 @@ fn bad_upstream_flags_exit_2_naming_the_flag() {
         (&["--upstream", "file:///{id}"][..], None, "--upstream takes an http or https URL with {id}"),
         (&["--upstream", url, "--upstream-method", "PUT"][..], None, "--upstream-method takes GET or POST, not 'PUT'"),
         (&["--upstream", url, "--upstream-header", "Bearer x"][..], None, "--upstream-header takes 'Name: value'"),
-        (&["--upstream", url][..], Some("X-Key: a\nno colon here"), "INGESTD_UPSTREAM_HEADERS line 2 (as --upstream-header)"),
+        (
+            &["--upstream", url][..],
+            Some("X-Key: a\nno colon here"),
+            "INGESTD_UPSTREAM_HEADERS line 2 (as --upstream-header)",
+        ),
         (&["--upstream", url, "--upstream-timeout", "soon"][..], None, "--upstream-timeout takes a duration"),
         (&["--upstream-method", "POST"][..], None, "--upstream-method needs --upstream URL"),
         (&["--max-attempts", "0"][..], None, "--max-attempts takes a whole number of at least 1"),

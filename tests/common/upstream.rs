@@ -18,6 +18,8 @@ pub enum Reply {
     Status(u16),
     /// This status and a text body.
     Body(u16, &'static str),
+    /// This status and a body of this many bytes (more than a client reads with the head).
+    Large(u16, usize),
     /// This status with `Retry-After: value`.
     RetryAfter(u16, String),
     /// Waits this long, then answers 200 (a stalled upstream, from the client's side).
@@ -100,7 +102,11 @@ impl Upstream {
             if arrivals.len() >= n {
                 return arrivals;
             }
-            assert!(Instant::now() < deadline, "{} of {n} requests arrived in {timeout:?}: {arrivals:#?}", arrivals.len());
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} requests arrived in {timeout:?}: {arrivals:#?}",
+                arrivals.len()
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -123,7 +129,11 @@ fn record(mut request: tiny_http::Request, arrivals: &Mutex<Vec<Arrival>>) -> ti
         at,
         method: request.method().as_str().to_owned(),
         path: request.url().to_owned(),
-        headers: request.headers().iter().map(|h| (h.field.as_str().to_string(), h.value.as_str().to_owned())).collect(),
+        headers: request
+            .headers()
+            .iter()
+            .map(|h| (h.field.as_str().to_string(), h.value.as_str().to_owned()))
+            .collect(),
         body,
         peer: request.remote_addr().copied(),
     };
@@ -136,6 +146,9 @@ fn answer(request: tiny_http::Request, reply: Reply) {
     let _ = match reply {
         Reply::Status(status) => request.respond(empty(status)),
         Reply::Body(status, body) => request.respond(tiny_http::Response::from_string(body).with_status_code(status)),
+        Reply::Large(status, size) => {
+            request.respond(tiny_http::Response::from_data(vec![b'x'; size]).with_status_code(status))
+        }
         Reply::RetryAfter(status, value) => {
             let header = tiny_http::Header::from_bytes("Retry-After", value.as_bytes()).expect("a header");
             request.respond(empty(status).with_header(header))
