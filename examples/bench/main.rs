@@ -6,13 +6,14 @@
 //! `make test`. Environment: `BENCH_SECONDS` (per wrk run, default 10), `BENCH_ROUNDS`
 //! (alternations per comparison, default 2), `BENCH_THREADS` (handler threads, default 32),
 //! `BENCH_HARDENING=0` skips the burst and stalled-connection figures, `BENCH_ONLY=pacing` (or
-//! `throughput`, `memory`, `durable`, `hardening`) runs one part.
+//! `throughput`, `memory`, `durable`, `upstream`, `hardening`) runs one part.
 
 mod client;
 mod pacing;
 mod proc;
 mod report;
 mod scenarios;
+mod upstream;
 mod wrk;
 
 use std::path::PathBuf;
@@ -57,6 +58,9 @@ fn main() {
     }
     if runs("durable") {
         scenarios::durable(&setup, &mut report);
+    }
+    if runs("upstream") {
+        upstream::pacing_and_overhead(&setup, &mut report);
     }
     if runs("hardening") && env_or("BENCH_HARDENING", 1u8) == 1 {
         scenarios::hardening(&setup, &mut report);
