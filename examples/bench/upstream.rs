@@ -1,11 +1,12 @@
 //! Issue 13: pacing as the upstream sees it, and the cost of a call. ingestd delivers to a local
-//! upstream (tiny_http in this process) that answers each call after 5 ms, while 256 connections
+//! upstream (a socket loop in this process) that answers each call after 5 ms, while 256 connections
 //! hammer ingestd. From the upstream's own records: every gap between two batches' first calls
 //! (goal: >= the interval), and ingestd's time per call minus the upstream's own (from sending an
 //! answer to the next call of the same batch arriving, over one kept-alive connection).
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,35 +29,34 @@ struct Call {
     peer: Option<SocketAddr>,
 }
 
-/// The upstream: answers every request 200 after [`SERVICE`], on one thread (ingestd makes one
-/// call at a time), and records it.
+/// The upstream: answers every request 200 after [`SERVICE`] and records it. A plain socket
+/// loop on one real-time thread (where allowed), not tiny_http: an arrival is stamped when its
+/// bytes are read, with no thread hand-off in between to add jitter to the gaps it measures.
+/// ingestd makes one call at a time over one kept-alive connection; connections are served in
+/// turn. Only GETs without a body (the default method) are understood.
 struct Upstream {
-    server: Arc<tiny_http::Server>,
+    addr: SocketAddr,
     calls: Arc<Mutex<Vec<Call>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Upstream {
     fn start() -> Upstream {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind the upstream"));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
+        let addr = listener.local_addr().expect("an address");
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let thread = {
-            let (server, calls) = (Arc::clone(&server), Arc::clone(&calls));
-            std::thread::spawn(move || {
-                while let Ok(request) = server.recv() {
-                    let arrived = Instant::now();
-                    let peer = request.remote_addr().copied();
-                    std::thread::sleep(SERVICE.saturating_sub(arrived.elapsed()));
-                    let _ = request.respond(tiny_http::Response::from_string("ok"));
-                    calls.lock().unwrap().push(Call { arrived, answered: Instant::now(), peer });
-                }
-            })
-        };
-        Upstream { server, calls, thread: Some(thread) }
+        let recorded = Arc::clone(&calls);
+        // Detached: it ends with the bench process.
+        std::thread::spawn(move || {
+            let _ = ingestd::realtime::raise_current_thread();
+            for stream in listener.incoming().map_while(Result::ok) {
+                serve(stream, &recorded);
+            }
+        });
+        Upstream { addr, calls }
     }
 
     fn url(&self) -> String {
-        format!("http://{}/items/{{id}}", self.server.server_addr())
+        format!("http://{}/items/{{id}}", self.addr)
     }
 
     fn calls(&self) -> Vec<Call> {
@@ -64,11 +64,26 @@ impl Upstream {
     }
 }
 
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+/// Answers the requests of one connection until it closes.
+fn serve(mut stream: TcpStream, calls: &Mutex<Vec<Call>>) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let Ok(n) = stream.read(&mut buf) else { return };
+        if n == 0 {
+            return;
+        }
+        let arrived = Instant::now();
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            pending.drain(..end + 4);
+            std::thread::sleep(SERVICE.saturating_sub(arrived.elapsed()));
+            if stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                return;
+            }
+            calls.lock().unwrap().push(Call { arrived, answered: Instant::now(), peer });
         }
     }
 }
