@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::app::Pacing;
 use crate::log;
+use crate::upstream::{Header, Method, Target};
 
 /// Every default, once: the flags start from these, and so do `Limits::default()` (`http/limits.rs`)
 /// and `Storage::default()` (`app.rs`). [`USAGE`] states them too; a test keeps it in step.
@@ -26,6 +27,10 @@ pub mod defaults {
     pub const MAX_URL: usize = 8 << 10;
     pub const MAX_HEADER_BYTES: usize = 16 << 10;
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `--retry-min-backoff` defaults to the interval.
+    pub const RETRY_MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
+    pub const MAX_ATTEMPTS: u32 = 5;
 
     /// Handler threads mostly wait (on a slow client, or on the journal's fsync in durable
     /// mode), and a waiting thread costs little, so there are many more than CPUs.
@@ -60,6 +65,22 @@ Options:
   --token TOKEN            require 'Authorization: Bearer TOKEN' on all routes but /health
                            [default: $INGESTD_TOKEN if set, else no token]
   --log-format FORMAT      human, or json (JSON lines plus an access record per request) [default: human]
+  --upstream URL           deliver each id with an HTTP call to URL (http or https), where {id}
+                           (in the path or query) is replaced by the id
+                           [default: none: a simulated API, see --fetch-delay]
+  --upstream-method METHOD GET, or POST with the body {\"id\": <id>} as JSON [default: GET]
+  --upstream-header 'NAME: VALUE'
+                           send this header with every call; repeatable. Also read from
+                           $INGESTD_UPSTREAM_HEADERS, one per line, to keep secrets out of ps
+  --upstream-timeout DURATION
+                           longest one call may take, as a whole [default: 10s]
+  --upstream-ca FILE       trust the PEM certificates in FILE too (a private CA)
+                           [default: the bundled Mozilla roots only]
+  --retry-min-backoff DURATION
+                           wait before a failed batch's first retry [default: the interval]
+  --retry-max-backoff DURATION
+                           the wait doubles with each retry, up to this [default: 5m]
+  --max-attempts N         releases of a batch before its undelivered ids fail [default: 5]
   -h, --help               print this help
 
 DURATION is a number and a unit: 200ms, 5s, 1.5s, 10m, 2h, 7d.
@@ -85,7 +106,50 @@ pub struct Config {
     /// From `--token`; `main` falls back to `INGESTD_TOKEN`.
     pub token: Option<String>,
     pub log_format: log::Format,
+    /// `--upstream` and its flags; `None`: the simulated API.
+    pub upstream: Option<Target>,
+    pub retry: Retry,
 }
+
+/// When a batch with undelivered ids is released again, and when it gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// The wait before the first retry.
+    pub min_backoff: Duration,
+    /// The wait doubles with each retry, up to this.
+    pub max_backoff: Duration,
+    /// Releases of a batch (the first one included) before its undelivered ids fail for good.
+    pub max_attempts: u32,
+}
+
+impl Retry {
+    /// The wait after a batch's `attempts`-th release failed (from 1): `min_backoff` doubled
+    /// `attempts - 1` times, at most `max_backoff`, but never less than `min_backoff` (which
+    /// defaults to the interval and may exceed it).
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(31);
+        self.min_backoff.saturating_mul(1 << doublings).min(self.max_backoff).max(self.min_backoff)
+    }
+}
+
+/// The environment variables the command line reads.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    /// `PORT`: listen on `0.0.0.0:PORT` unless `--addr` is given.
+    pub port: Option<OsString>,
+    /// `INGESTD_UPSTREAM_HEADERS`: `--upstream-header` lines, before the flags' (a flag's header
+    /// replaces one of the same name from here).
+    pub upstream_headers: Option<OsString>,
+}
+
+impl Env {
+    /// Reads the process's environment.
+    pub fn from_process() -> Env {
+        Env { port: std::env::var_os("PORT"), upstream_headers: std::env::var_os(UPSTREAM_HEADERS_VAR) }
+    }
+}
+
+const UPSTREAM_HEADERS_VAR: &str = "INGESTD_UPSTREAM_HEADERS";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -113,7 +177,26 @@ impl From<lexopt::Error> for UsageError {
 
 /// Parses the arguments (without the program name). `port` is the `PORT` environment variable.
 pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -> Result<Command, UsageError> {
+    parse_with(args, Env { port, upstream_headers: None })
+}
+
+/// The flags of `--upstream` and retries, gathered while parsing and checked at the end.
+#[derive(Default)]
+struct UpstreamFlags {
+    url: Option<String>,
+    method: Option<Method>,
+    headers: Vec<Header>,
+    timeout: Option<Duration>,
+    ca_file: Option<PathBuf>,
+    min_backoff: Option<Duration>,
+    max_backoff: Option<Duration>,
+    max_attempts: Option<u32>,
+}
+
+/// Parses the arguments (without the program name) with the environment's variables.
+pub fn parse_with(args: impl IntoIterator<Item = OsString>, env: Env) -> Result<Command, UsageError> {
     use lexopt::prelude::*;
+    let port = env.port;
 
     let mut addr = None;
     let mut config = Config {
@@ -132,7 +215,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
         idle_timeout: defaults::IDLE_TIMEOUT,
         token: None,
         log_format: log::Format::Human,
+        upstream: None,
+        retry: Retry {
+            min_backoff: defaults::INTERVAL,
+            max_backoff: defaults::RETRY_MAX_BACKOFF,
+            max_attempts: defaults::MAX_ATTEMPTS,
+        },
     };
+    let mut up = UpstreamFlags::default();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -173,6 +263,40 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
                 config.token = Some(token);
             }
             Long("log-format") => config.log_format = log_format(text(parser.value()?, "--log-format")?)?,
+            Long("upstream") => up.url = Some(upstream_url(text(parser.value()?, "--upstream")?)?),
+            Long("upstream-method") => up.method = Some(method(text(parser.value()?, "--upstream-method")?)?),
+            Long("upstream-header") => {
+                let line = text(parser.value()?, "--upstream-header")?;
+                up.headers.push(header(&line).map_err(|why| UsageError(format!("--upstream-header {why}")))?);
+            }
+            Long("upstream-timeout") => {
+                let timeout = duration(&text(parser.value()?, "--upstream-timeout")?, "--upstream-timeout")?;
+                if timeout < Duration::from_millis(1) {
+                    return Err(UsageError("--upstream-timeout must be at least 1ms".into()));
+                }
+                up.timeout = Some(timeout);
+            }
+            Long("upstream-ca") => up.ca_file = Some(PathBuf::from(parser.value()?)),
+            Long("retry-min-backoff") => {
+                let backoff = duration(&text(parser.value()?, "--retry-min-backoff")?, "--retry-min-backoff")?;
+                if backoff.is_zero() {
+                    return Err(UsageError("--retry-min-backoff must be more than 0".into()));
+                }
+                up.min_backoff = Some(backoff);
+            }
+            Long("retry-max-backoff") => {
+                let backoff = duration(&text(parser.value()?, "--retry-max-backoff")?, "--retry-max-backoff")?;
+                if backoff.is_zero() {
+                    return Err(UsageError("--retry-max-backoff must be more than 0".into()));
+                }
+                up.max_backoff = Some(backoff);
+            }
+            Long("max-attempts") => {
+                let attempts = count(parser.value()?, "--max-attempts")?;
+                let attempts = u32::try_from(attempts)
+                    .map_err(|_| UsageError(format!("--max-attempts takes at most {}", u32::MAX)))?;
+                up.max_attempts = Some(attempts);
+            }
             Short('h') | Long("help") => return Ok(Command::Help),
             _ => return Err(arg.unexpected().into()),
         }
@@ -187,7 +311,137 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -
         }
         (None, None) => defaults::ADDR.to_owned(),
     };
+    config.retry = retry(&up, config.pacing.interval)?;
+    config.upstream = upstream(up, env.upstream_headers)?;
     Ok(Command::Run(Box::new(config)))
+}
+
+fn retry(up: &UpstreamFlags, interval: Duration) -> Result<Retry, UsageError> {
+    if let (Some(min), Some(max)) = (up.min_backoff, up.max_backoff) {
+        if min > max {
+            return Err(UsageError(format!(
+                "--retry-min-backoff ({min:?}) must not be longer than --retry-max-backoff ({max:?})"
+            )));
+        }
+    }
+    Ok(Retry {
+        min_backoff: up.min_backoff.unwrap_or(interval),
+        max_backoff: up.max_backoff.unwrap_or(defaults::RETRY_MAX_BACKOFF),
+        max_attempts: up.max_attempts.unwrap_or(defaults::MAX_ATTEMPTS),
+    })
+}
+
+/// The upstream target, or `None` without `--upstream` (then its other flags are mistakes).
+fn upstream(up: UpstreamFlags, env_headers: Option<OsString>) -> Result<Option<Target>, UsageError> {
+    let Some(url) = up.url else {
+        let given = [
+            ("--upstream-method", up.method.is_some()),
+            ("--upstream-header", !up.headers.is_empty()),
+            ("--upstream-timeout", up.timeout.is_some()),
+            ("--upstream-ca", up.ca_file.is_some()),
+        ];
+        return match given.iter().find(|(_, given)| *given) {
+            Some((flag, _)) => Err(UsageError(format!("{flag} needs --upstream URL"))),
+            None => Ok(None),
+        };
+    };
+    let mut headers = env_header_lines(env_headers)?;
+    for header in up.headers {
+        // A flag replaces a header of the same name from the environment (or an earlier flag).
+        headers.retain(|h: &Header| !h.name.eq_ignore_ascii_case(&header.name));
+        headers.push(header);
+    }
+    Ok(Some(Target {
+        url,
+        method: up.method.unwrap_or(Method::Get),
+        headers,
+        timeout: up.timeout.unwrap_or(defaults::UPSTREAM_TIMEOUT),
+        ca_file: up.ca_file,
+    }))
+}
+
+fn env_header_lines(value: Option<OsString>) -> Result<Vec<Header>, UsageError> {
+    let Some(value) = value else { return Ok(Vec::new()) };
+    let value = value
+        .into_string()
+        .map_err(|_| UsageError(format!("{UPSTREAM_HEADERS_VAR} (headers for --upstream-header) is not UTF-8")))?;
+    let mut headers: Vec<Header> = Vec::new();
+    for (n, line) in value.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let header = header(line)
+            .map_err(|why| UsageError(format!("{UPSTREAM_HEADERS_VAR} line {} (as --upstream-header) {why}", n + 1)))?;
+        headers.retain(|h| !h.name.eq_ignore_ascii_case(&header.name));
+        headers.push(header);
+    }
+    Ok(headers)
+}
+
+/// Checks `--upstream`: http or https, a host, `{id}` after the host, no fragment.
+fn upstream_url(text: String) -> Result<String, UsageError> {
+    let bad =
+        |why: &str| UsageError(format!("--upstream takes an http or https URL with {{id}} in it; '{text}' {why}"));
+    let Some((scheme, rest)) = text.split_once("://") else { return Err(bad("has no scheme")) };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(bad("is neither http nor https"));
+    }
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.is_empty() {
+        return Err(bad("has no host"));
+    }
+    if authority.contains("{id}") {
+        return Err(bad("has {id} in its host; it goes in the path or query"));
+    }
+    if !rest.contains("{id}") {
+        return Err(bad("has no {id}"));
+    }
+    if text.contains('#') {
+        return Err(bad("has a #fragment, which is never sent"));
+    }
+    match url::Url::parse(&text.replace("{id}", "0")) {
+        Ok(parsed) if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(text),
+        Ok(_) => Err(bad("has no host")),
+        Err(error) => Err(bad(&format!("is not a URL ({error})"))),
+    }
+}
+
+fn method(value: String) -> Result<Method, UsageError> {
+    match value.to_ascii_uppercase().as_str() {
+        "GET" => Ok(Method::Get),
+        "POST" => Ok(Method::Post),
+        _ => Err(UsageError(format!("--upstream-method takes GET or POST, not '{value}'"))),
+    }
+}
+
+/// Headers ingestd frames or routes each call with; setting them would break the call.
+const RESERVED_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
+
+/// Reads `Name: value`. Errors finish the sentence "--upstream-header …" and never quote the
+/// value, which may be a secret.
+fn header(line: &str) -> Result<Header, String> {
+    let Some((name, value)) = line.split_once(':') else {
+        return Err("takes 'Name: value'; this one has no ':'".into());
+    };
+    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(is_tchar) {
+        return Err(format!("takes 'Name: value'; '{}' is not a header name", name.escape_debug()));
+    }
+    if RESERVED_HEADERS.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+        return Err(format!("cannot set {name}: ingestd sets it for each call"));
+    }
+    let value = value.trim_matches([' ', '\t']);
+    if !value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+        return Err(format!("takes printable ASCII in a value; the value of {name} has other characters"));
+    }
+    Ok(Header { name: name.to_owned(), value: value.to_owned() })
 }
 
 fn text(value: OsString, flag: &str) -> Result<String, UsageError> {
@@ -316,6 +570,10 @@ mod tests {
             ("--max-url", MAX_URL.to_string()),
             ("--max-headers", MAX_HEADER_BYTES.to_string()),
             ("--idle-timeout", written(IDLE_TIMEOUT)),
+            ("--upstream-method", "GET".to_owned()),
+            ("--upstream-timeout", written(UPSTREAM_TIMEOUT)),
+            ("--retry-max-backoff", written(RETRY_MAX_BACKOFF)),
+            ("--max-attempts", MAX_ATTEMPTS.to_string()),
         ] {
             assert_eq!(stated(flag), value, "{flag}");
         }
@@ -366,5 +624,134 @@ mod tests {
         assert!(message(&["--bogus"]).contains("--bogus"));
         assert!(message(&["--interval"]).contains("--interval"));
         assert!(message(&["stray"]).contains("stray"));
+    }
+
+    fn with_env(args: &[&str], headers: &str) -> Result<Command, UsageError> {
+        let env = Env { port: None, upstream_headers: Some(OsString::from(headers)) };
+        parse_with(args.iter().map(OsString::from), env)
+    }
+
+    fn header(name: &str, value: &str) -> Header {
+        Header { name: name.into(), value: value.into() }
+    }
+
+    #[test]
+    fn upstream_flags() {
+        assert_eq!(config(&[]).upstream, None);
+        let c = config(&["--upstream", "https://api.example.com/items/{id}"]);
+        let target = c.upstream.unwrap();
+        assert_eq!(target.url, "https://api.example.com/items/{id}");
+        assert_eq!((target.method, target.timeout, target.ca_file), (Method::Get, Duration::from_secs(10), None));
+        assert!(target.headers.is_empty());
+        let c = config(&[
+            "--upstream",
+            "http://127.0.0.1:9/x?item={id}",
+            "--upstream-method",
+            "post",
+            "--upstream-header",
+            "Authorization: Bearer abc",
+            "--upstream-header=X-Trace:  on ",
+            "--upstream-timeout",
+            "250ms",
+            "--upstream-ca",
+            "/etc/ca.pem",
+        ]);
+        let target = c.upstream.unwrap();
+        assert_eq!(target.method, Method::Post);
+        assert_eq!(target.headers, [header("Authorization", "Bearer abc"), header("X-Trace", "on")]);
+        assert_eq!(target.timeout, Duration::from_millis(250));
+        assert_eq!(target.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+    }
+
+    #[test]
+    fn upstream_headers_from_the_environment_come_first_and_a_flag_replaces_one() {
+        let Command::Run(c) = with_env(
+            &["--upstream", "http://h/{id}", "--upstream-header", "x-key: from-flag"],
+            "Authorization: Bearer env\r\n\nX-Key: from-env\n",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        let headers = c.upstream.unwrap().headers;
+        assert_eq!(headers, [header("Authorization", "Bearer env"), header("x-key", "from-flag")]);
+        // Without --upstream the variable is not used (nor checked).
+        let Command::Run(c) = with_env(&[], "not a header").unwrap() else { panic!() };
+        assert_eq!(c.upstream, None);
+        let error = with_env(&["--upstream", "http://h/{id}"], "A: b\nBearer s3cret").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "INGESTD_UPSTREAM_HEADERS line 2 (as --upstream-header) takes 'Name: value'; this one has no ':'"
+        );
+    }
+
+    #[test]
+    fn retry_flags() {
+        let c = config(&["--interval", "2s"]);
+        assert_eq!(
+            c.retry,
+            Retry { min_backoff: Duration::from_secs(2), max_backoff: Duration::from_secs(300), max_attempts: 5 }
+        );
+        let c = config(&["--retry-min-backoff", "1s", "--retry-max-backoff", "1m", "--max-attempts", "3"]);
+        assert_eq!(
+            c.retry,
+            Retry { min_backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(60), max_attempts: 3 }
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_most() {
+        let retry =
+            Retry { min_backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(10), max_attempts: 5 };
+        let waits: Vec<u64> = (1..=6).map(|n| retry.backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 10, 10]);
+        assert_eq!(retry.backoff(0), Duration::from_secs(1));
+        assert_eq!(retry.backoff(u32::MAX), Duration::from_secs(10));
+        // A long interval (the default least backoff) beyond the most: the interval wins.
+        let long = Retry { min_backoff: Duration::from_secs(600), ..retry };
+        assert_eq!(long.backoff(3), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn bad_upstream_flags_name_the_flag() {
+        let message = |args: &[&str]| run(args, None).unwrap_err().to_string();
+        let with_url = |more: &[&str]| message(&[&["--upstream", "http://h/{id}"], more].concat());
+        for (url, says) in [
+            ("http://h/items", "has no {id}"),
+            ("ftp://h/{id}", "is neither http nor https"),
+            ("h/{id}", "has no scheme"),
+            ("http://{id}.h/x", "has {id} in its host"),
+            ("http://h/x#{id}", "has a #fragment"),
+            ("http:///{id}", "has no host"),
+            ("http://h:99999/{id}", "is not a URL"),
+        ] {
+            let error = message(&["--upstream", url]);
+            assert!(error.starts_with("--upstream takes an http or https URL with {id} in it;"), "{url}: {error}");
+            assert!(error.contains(says), "{url}: {error}");
+        }
+        assert_eq!(with_url(&["--upstream-method", "PUT"]), "--upstream-method takes GET or POST, not 'PUT'");
+        for (line, says) in [
+            ("Bearer s3cret", "--upstream-header takes 'Name: value'; this one has no ':'"),
+            ("X Key: v", "--upstream-header takes 'Name: value'; 'X Key' is not a header name"),
+            (": v", "--upstream-header takes 'Name: value'; '' is not a header name"),
+            ("Content-Length: 5", "--upstream-header cannot set Content-Length: ingestd sets it for each call"),
+            (
+                "X-Key: s3cret\u{7f}",
+                "--upstream-header takes printable ASCII in a value; the value of X-Key has other characters",
+            ),
+        ] {
+            let error = with_url(&["--upstream-header", line]);
+            assert_eq!(error, says, "{line:?}");
+            assert!(!error.contains("s3cret"), "a header error quotes a value: {error}");
+        }
+        assert_eq!(with_url(&["--upstream-timeout", "0s"]), "--upstream-timeout must be at least 1ms");
+        assert!(with_url(&["--upstream-timeout", "10"]).starts_with("--upstream-timeout takes a duration"));
+        assert_eq!(message(&["--upstream-header", "A: b"]), "--upstream-header needs --upstream URL");
+        assert_eq!(message(&["--upstream-ca", "ca.pem"]), "--upstream-ca needs --upstream URL");
+        assert_eq!(message(&["--retry-min-backoff", "0s"]), "--retry-min-backoff must be more than 0");
+        assert_eq!(
+            message(&["--retry-min-backoff", "2m", "--retry-max-backoff", "1m"]),
+            "--retry-min-backoff (120s) must not be longer than --retry-max-backoff (60s)"
+        );
+        assert_eq!(message(&["--max-attempts", "0"]), "--max-attempts takes a whole number of at least 1, not '0'");
     }
 }

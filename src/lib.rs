@@ -43,6 +43,7 @@ pub mod realtime;
 pub mod rfc3339;
 pub mod scheduler;
 pub mod store;
+pub mod upstream;
 pub mod worker;
 
 pub use app::{App, IngestError, Pacing, Storage};

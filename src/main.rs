@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use ingestd::config::{self, Command, Config};
 use ingestd::http::{HttpOptions, HttpServer, Limits};
+use ingestd::upstream::HttpUpstream;
 use ingestd::{log, realtime, App, SimulatedApi, Storage, SystemClock};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook::iterator::Signals;
 
 fn main() -> ExitCode {
-    let config = match config::parse(std::env::args_os().skip(1), std::env::var_os("PORT")) {
+    let config = match config::parse_with(std::env::args_os().skip(1), config::Env::from_process()) {
         Ok(Command::Run(config)) => *config,
         Ok(Command::Help) => {
             println!("{}", config::USAGE);
@@ -42,9 +43,21 @@ fn run(config: &Config) -> Result<(), String> {
     signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))
         .map_err(|e| format!("cannot handle signals: {e}"))?;
     let listener = TcpListener::bind(&config.addr).map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
-    let api = SimulatedApi { delay: config.fetch_delay };
     let storage = Storage { data_dir: config.data_dir.clone(), retain: config.retain, ..Storage::default() };
-    let app = Arc::new(App::open(config.pacing, Arc::new(SystemClock), api, storage)?);
+    let app = Arc::new(match &config.upstream {
+        Some(target) => {
+            let upstream = HttpUpstream::new(target.clone()).map_err(|e| e.to_string())?;
+            let names: Vec<&str> = target.headers.iter().map(|h| h.name.as_str()).collect();
+            log::info(format_args!(
+                "upstream: {} {}, timeout {:?}, headers {names:?}",
+                target.method.as_str(),
+                target.shown(),
+                target.timeout
+            ));
+            App::open(config.pacing, Arc::new(SystemClock), upstream, storage)?
+        }
+        None => App::open(config.pacing, Arc::new(SystemClock), SimulatedApi { delay: config.fetch_delay }, storage)?,
+    });
     app.set_max_queued_ids(config.max_queued_ids as u64);
     let limits = Limits {
         max_body: config.max_body,

@@ -61,4 +61,6 @@ start api --interval 1ms --fetch-delay 0s
 # tiny_http closes the connection before ingestd sees the request (see README, Errors).
 PYTHONPATH=tests SCHEMATHESIS_HOOKS=schemathesis_hooks "$VENV/bin/schemathesis" run "$URL/openapi.json" --checks all --exclude-checks positive_data_acceptance \
   --max-examples 100 --seed 6 --no-color 2>&1 | tee "$OUT/schemathesis.log" | tail -n 25
+# --- --upstream over https: delivery with --upstream-ca, a refusal without it ----------------
+bash tests/upstream_tls.sh "$BIN" "$OUT"
 echo "e2e: screenshots in target/dashboard.png, target/dashboard-phone.png, target/docs.png"

@@ -6,7 +6,7 @@
 //! `make test`. Environment: `BENCH_SECONDS` (per wrk run, default 10), `BENCH_ROUNDS`
 //! (alternations per comparison, default 2), `BENCH_THREADS` (handler threads, default 32),
 //! `BENCH_HARDENING=0` skips the burst and stalled-connection figures, `BENCH_ONLY=pacing` (or
-//! `throughput`, `memory`, `durable`, `hardening`) runs one part, `BENCH_PACING_RELEASES`
+//! `throughput`, `memory`, `durable`, `upstream`, `hardening`) runs one part, `BENCH_PACING_RELEASES`
 //! (default 500) sets the releases per pacing run. Pacing is measured with real-time
 //! scheduling where the run has it and without (`CAP_SYS_NICE` dropped), alternating.
 //! `BENCH_AGAINST=PATH` adds `against`: this build's ingestd against the one at PATH,
@@ -17,6 +17,7 @@ mod pacing;
 mod proc;
 mod report;
 mod scenarios;
+mod upstream;
 mod wrk;
 
 use std::path::PathBuf;
@@ -61,6 +62,9 @@ fn main() {
     }
     if runs("durable") {
         scenarios::durable(&setup, &mut report);
+    }
+    if runs("upstream") {
+        upstream::pacing_and_overhead(&setup, &mut report);
     }
     if runs("hardening") && env_or("BENCH_HARDENING", 1u8) == 1 {
         scenarios::hardening(&setup, &mut report);

@@ -1,0 +1,267 @@
+//! `--upstream` over real HTTP: `HttpUpstream` against a scripted local upstream (what each
+//! answer is classified as, the whole-call timeout, headers, the POST body, keep-alive), and the
+//! real binary delivering every id once, in pacing order, never two batches closer than the
+//! interval at the upstream.
+
+mod common;
+#[path = "common/upstream.rs"]
+mod scripted;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{batch_statuses, wait_for, Server};
+use ingestd::upstream::{Call, Header, HttpUpstream, Method, Outcome, RetryAfter, Target};
+use scripted::{Reply, Upstream};
+
+fn target(url: String) -> Target {
+    Target { url, method: Method::Get, headers: Vec::new(), timeout: Duration::from_secs(5), ca_file: None }
+}
+
+fn client(target: Target) -> HttpUpstream {
+    HttpUpstream::new(target).expect("set up the client")
+}
+
+#[track_caller]
+fn reason_of(outcome: &Outcome, kind: &str) -> String {
+    let reason = outcome.reason().unwrap_or_else(|| panic!("{kind} expected, got {outcome:?}")).to_owned();
+    let matches = match outcome {
+        Outcome::Retry { .. } => kind == "retry",
+        Outcome::Stop { .. } => kind == "stop",
+        Outcome::Permanent { .. } => kind == "permanent",
+        Outcome::Delivered => false,
+    };
+    assert!(matches, "{kind} expected, got {outcome:?}");
+    reason
+}
+
+#[test]
+fn each_answer_is_classified() {
+    let upstream = Upstream::start(vec![
+        Reply::Status(200),
+        Reply::Status(500),
+        Reply::Body(404, "no such item\n"),
+        Reply::RetryAfter(429, "7".into()),
+        Reply::Status(503),
+        Reply::Status(408),
+        Reply::Status(301),
+    ]);
+    let mut api = client(target(upstream.url("/items/{id}")));
+    let deliveries: Vec<_> = (1..=7).map(|id| api.deliver(id)).collect();
+    let calls: Vec<Call> = deliveries.iter().map(|d| d.call).collect();
+    let statuses = [200, 500, 404, 429, 503, 408, 301].map(Call::Answered);
+    assert_eq!(calls, statuses);
+    assert_eq!(deliveries[0].outcome, Outcome::Delivered);
+    let reasons: Vec<String> = deliveries[1..]
+        .iter()
+        .zip(["retry", "permanent", "stop", "stop", "retry", "permanent"])
+        .map(|(d, kind)| reason_of(&d.outcome, kind))
+        .collect();
+    assert!(reasons[0].starts_with("HTTP 500 after ") && reasons[0].ends_with(" ms"), "{reasons:?}");
+    assert!(reasons[1].starts_with("HTTP 404 after ") && reasons[1].ends_with(" ms: no such item"), "{reasons:?}");
+    assert!(reasons[2].starts_with("HTTP 429 after ") && reasons[2].ends_with(" (Retry-After: 7)"), "{reasons:?}");
+    let Outcome::Stop { retry_after, .. } = &deliveries[3].outcome else { unreachable!() };
+    assert_eq!(*retry_after, Some(RetryAfter::Delay(Duration::from_secs(7))));
+    let Outcome::Stop { retry_after, .. } = &deliveries[4].outcome else { unreachable!() };
+    assert_eq!(*retry_after, None);
+    assert!(reasons[5].contains("redirects are not followed"), "{reasons:?}");
+    let paths: Vec<String> = upstream.arrivals().into_iter().map(|a| a.path).collect();
+    assert_eq!(paths, (1..=7).map(|id| format!("/items/{id}")).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_timeout_bounds_the_call_as_a_whole() {
+    // A stalled upstream: no answer at all.
+    let upstream = Upstream::start(vec![Reply::Stall(Duration::from_secs(3))]);
+    let mut api = client(Target { timeout: Duration::from_millis(200), ..target(upstream.url("/{id}")) });
+    let began = Instant::now();
+    let delivery = api.deliver(1);
+    assert!(began.elapsed() < Duration::from_millis(1500), "took {:?}", began.elapsed());
+    assert_eq!(delivery.call, Call::TimedOut);
+    assert_eq!(delivery.outcome, Outcome::Stop { reason: "timed out after 200 ms".into(), retry_after: None });
+
+    // A body that keeps coming: every read gets bytes within 100 ms, the whole takes 2 s. A
+    // timeout per read would never fire; the whole-call one ends it at 300 ms. The 2xx head had
+    // arrived, so the id is delivered (sending it again would deliver it twice).
+    let upstream = Upstream::start(vec![Reply::Drip { chunks: 20, every: Duration::from_millis(100) }]);
+    let mut api = client(Target { timeout: Duration::from_millis(300), ..target(upstream.url("/{id}")) });
+    let began = Instant::now();
+    let delivery = api.deliver(2);
+    let took = began.elapsed();
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_millis(1500), "took {took:?}");
+    assert_eq!((delivery.call, delivery.outcome), (Call::Answered(200), Outcome::Delivered));
+}
+
+#[test]
+fn get_sends_the_headers_and_the_id_in_path_or_query() {
+    let upstream = Upstream::start(Vec::new());
+    let headers = vec![
+        Header { name: "Authorization".into(), value: "Bearer s3cret".into() },
+        Header { name: "X-Tenant".into(), value: "blue".into() },
+    ];
+    let mut api = client(Target { headers, ..target(upstream.url("/v1/items/{id}?check={id}")) });
+    assert_eq!(api.deliver(41).outcome, Outcome::Delivered);
+    let arrival = upstream.wait_for(1, Duration::from_secs(5)).remove(0);
+    assert_eq!((arrival.method.as_str(), arrival.path.as_str()), ("GET", "/v1/items/41?check=41"));
+    assert_eq!(arrival.header("Authorization"), Some("Bearer s3cret"));
+    assert_eq!(arrival.header("X-Tenant"), Some("blue"));
+    assert!(arrival.header("User-Agent").unwrap().starts_with("ingestd/"), "{arrival:?}");
+    assert_eq!(arrival.body, "");
+}
+
+#[test]
+fn post_sends_the_id_as_json() {
+    let upstream = Upstream::start(Vec::new());
+    let mut api = client(Target { method: Method::Post, ..target(upstream.url("/ingest/{id}")) });
+    assert_eq!(api.deliver(7).outcome, Outcome::Delivered);
+    let arrival = upstream.wait_for(1, Duration::from_secs(5)).remove(0);
+    assert_eq!((arrival.method.as_str(), arrival.path.as_str()), ("POST", "/ingest/7"));
+    assert_eq!(arrival.header("Content-Type"), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_str(&arrival.body).expect("a JSON body");
+    assert_eq!(body, serde_json::json!({"id": 7}));
+}
+
+#[test]
+fn calls_reuse_one_connection() {
+    // Bodies too large to arrive with the head: the connection is reused only if they are read.
+    let upstream = Upstream::start(vec![
+        Reply::Large(200, 20_000),
+        Reply::Large(500, 20_000),
+        Reply::Body(404, "gone"),
+        Reply::Large(404, 20_000),
+    ]);
+    let mut api = client(target(upstream.url("/{id}")));
+    for id in 1..=5 {
+        api.deliver(id);
+    }
+    let peers: Vec<_> = upstream.wait_for(5, Duration::from_secs(5)).into_iter().map(|a| a.peer).collect();
+    assert!(peers[0].is_some());
+    assert!(peers.iter().all(|p| *p == peers[0]), "more than one connection: {peers:?}");
+}
+
+#[test]
+fn a_refused_connection_stops_the_release() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut api = client(target(format!("http://127.0.0.1:{port}/{{id}}")));
+    let delivery = api.deliver(1);
+    assert_eq!(delivery.call, Call::Failed);
+    assert_eq!(delivery.outcome, Outcome::Stop { reason: "connection refused".into(), retry_after: None });
+}
+
+/// How much closer two batches may arrive at the upstream than they were released. The pacer
+/// releases exactly (the log's `release_us`, checked strictly below), but each first call then
+/// passes the worker, loopback and the test upstream's threads; on a busy machine that varies by
+/// up to a few ms (measured: 297.2 to 302.6 ms at the upstream for releases 300.00 ms apart). To
+/// make the upstream's gaps exact, the pacer must anchor the next slot on the previous batch's
+/// first answer (issue 13, second half; see the report); then this is zero.
+const UPSTREAM_JITTER: Duration = Duration::from_millis(10);
+
+#[test]
+fn the_binary_delivers_every_id_once_in_pacing_order_never_closer_than_the_interval() {
+    let upstream = Upstream::start(Vec::new());
+    let interval = Duration::from_millis(300);
+    let url = upstream.url("/items/{id}");
+    let args = ["--interval", "300ms", "--batch-size", "2", "--upstream", &url, "--log-format", "json"];
+    let server = Server::start(&args);
+    // The first LOW batch goes at once; the HIGH one arrives within the interval and goes next.
+    let low = server.ingest(&[1, 2, 3, 4, 5, 6], "LOW");
+    let high = server.ingest(&[7, 8], "HIGH");
+    for id in [&low, &high] {
+        wait_for("the ingestion to complete", Duration::from_secs(10), || {
+            (server.status(id)["status"] == "completed").then_some(())
+        });
+    }
+    assert_eq!(batch_statuses(&server.status(&low)), ["completed"; 3]);
+    let (_, log) = server.terminate();
+    assert!(log.contains("upstream: GET http://127.0.0.1:"), "{log}");
+
+    let arrivals = upstream.arrivals();
+    let paths: Vec<&str> = arrivals.iter().map(|a| a.path.as_str()).collect();
+    assert_eq!(paths, ["/items/1", "/items/2", "/items/7", "/items/8", "/items/3", "/items/4", "/items/5", "/items/6"]);
+    let released: Vec<u64> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["release_us"].as_u64())
+        .collect();
+    assert_eq!(released.len(), 4, "{log}");
+    for pair in released.windows(2) {
+        assert!(pair[1] - pair[0] >= 300_000, "releases {pair:?} µs closer than the interval");
+    }
+    let firsts: Vec<Instant> = arrivals.iter().step_by(2).map(|a| a.at).collect();
+    for pair in firsts.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap + UPSTREAM_JITTER >= interval, "two batches {gap:?} apart at the upstream: {arrivals:#?}");
+    }
+}
+
+#[test]
+fn a_failed_call_is_logged_with_its_reason() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/items/{{id}}");
+    let server = Server::start(&["--interval", "10ms", "--upstream", &url, "--upstream-timeout", "1s"]);
+    let id = server.ingest(&[9], "HIGH");
+    wait_for("the batch to end", Duration::from_secs(10), || {
+        (server.status(&id)["batches"][0]["status"] == "completed").then_some(())
+    });
+    let (_, log) = server.terminate();
+    assert!(log.contains("external API failed for id 9: connection refused"), "{log}");
+}
+
+fn ingestd(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ingestd"));
+    command.args(args).env_remove("INGESTD_UPSTREAM_HEADERS").envs(env.iter().copied());
+    command.output().expect("run ingestd")
+}
+
+#[test]
+fn bad_upstream_flags_exit_2_naming_the_flag() {
+    let url = "http://127.0.0.1:9/items/{id}";
+    for (args, env, says) in [
+        (&["--upstream", "http://127.0.0.1:9/items"][..], None, "--upstream takes an http or https URL with {id}"),
+        (&["--upstream", "file:///{id}"][..], None, "--upstream takes an http or https URL with {id}"),
+        (&["--upstream", url, "--upstream-method", "PUT"][..], None, "--upstream-method takes GET or POST, not 'PUT'"),
+        (&["--upstream", url, "--upstream-header", "Bearer x"][..], None, "--upstream-header takes 'Name: value'"),
+        (
+            &["--upstream", url][..],
+            Some("X-Key: a\nno colon here"),
+            "INGESTD_UPSTREAM_HEADERS line 2 (as --upstream-header)",
+        ),
+        (&["--upstream", url, "--upstream-timeout", "soon"][..], None, "--upstream-timeout takes a duration"),
+        (&["--upstream-method", "POST"][..], None, "--upstream-method needs --upstream URL"),
+        (&["--max-attempts", "0"][..], None, "--max-attempts takes a whole number of at least 1"),
+        (&["--retry-max-backoff", "0s"][..], None, "--retry-max-backoff must be more than 0"),
+    ] {
+        let env: Vec<(&str, &str)> = env.map(|v| ("INGESTD_UPSTREAM_HEADERS", v)).into_iter().collect();
+        let out = ingestd(args, &env);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn an_unreadable_ca_file_is_reported_at_start() {
+    let out = ingestd(&["--upstream", "https://127.0.0.1:9/{id}", "--upstream-ca", "/nonexistent/ca.pem"], &[]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--upstream-ca /nonexistent/ca.pem: cannot read"), "{stderr}");
+}
+
+#[test]
+fn help_lists_the_upstream_flags() {
+    let out = ingestd(&["--help"], &[]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--upstream URL",
+        "--upstream-method",
+        "--upstream-header",
+        "INGESTD_UPSTREAM_HEADERS",
+        "--upstream-timeout",
+        "--upstream-ca",
+        "--retry-min-backoff",
+        "--retry-max-backoff",
+        "--max-attempts",
+    ] {
+        assert!(text.contains(flag), "usage lacks {flag}:\n{text}");
+    }
+}
