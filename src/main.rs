@@ -117,7 +117,9 @@ fn ask_health(probe: &Probe) -> Result<(), String> {
     let io = |e: std::io::Error| format!("no answer: {e}");
     stream.set_read_timeout(Some(probe.timeout)).map_err(io)?;
     stream.set_write_timeout(Some(probe.timeout)).map_err(io)?;
-    write!(stream, "GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", probe.addr).map_err(io)?;
+    // One write: `write!` would send the pieces as separate segments.
+    let request = format!("GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", probe.addr);
+    stream.write_all(request.as_bytes()).map_err(io)?;
     // Only the status line matters: `HTTP/1.1 200 OK`.
     let mut line = String::new();
     BufReader::new(stream.take(512)).read_line(&mut line).map_err(io)?;

@@ -146,12 +146,19 @@ fn one_answer(reply: Option<&'static str>) -> (String, std::thread::JoinHandle<(
     let addr = listener.local_addr().unwrap().to_string();
     let thread = std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
-        let mut head = [0; 256];
-        let _ = stream.read(&mut head);
+        let mut head = Vec::new();
+        let mut chunk = [0; 256];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut chunk) {
+                Ok(n) if n > 0 => head.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        }
+        assert!(head.starts_with(b"GET /health HTTP/1.1\r\n"), "{:?}", String::from_utf8_lossy(&head));
         match reply {
             Some(reply) => stream.write_all(reply.as_bytes()).unwrap(),
             // Keep the connection open and silent until the probe gives up and closes it.
-            None => while stream.read(&mut head).is_ok_and(|n| n > 0) {},
+            None => while stream.read(&mut chunk).is_ok_and(|n| n > 0) {},
         }
     });
     (addr, thread)
