@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run test check fmt lint doc unit dist dist-test e2e build release bench mixed soak
+.PHONY: run test check fmt lint doc unit dist dist-test container e2e build release bench mixed soak
 
 ## Start the service on 127.0.0.1:8000 (5 s interval, batches of 3). Extra flags: make run ARGS="--interval 1s"
 run:
@@ -46,9 +46,18 @@ dist:
 	@echo "target/dist/ingestd: $$(stat -c %s target/dist/ingestd) bytes"
 	$(MAKE) --no-print-directory dist-test
 
-## The empty-root test of target/dist/ingestd alone (tests/dist.sh; root, or user namespaces).
+## target/dist/ingestd alone in an empty root (tests/dist.sh: root, or user namespaces), and
+## contrib/ingestd.service: systemd-analyze verify, and its command as a non-root user with the
+## unit's capability (tests/systemd.sh; parts skip, saying so, without root or systemd-analyze).
 dist-test:
 	bash tests/dist.sh target/dist/ingestd
+	bash tests/systemd.sh target/dist/ingestd
+
+## Builds the FROM scratch image (Dockerfile) from target/dist/ingestd and runs it: health,
+## HEALTHCHECK, an ingestion kept in the /data volume across containers. Needs docker or podman
+## that can run containers; not part of `make test`. See tests/container.sh for ENGINE flags.
+container: dist
+	bash tests/container.sh
 
 check: test
 
