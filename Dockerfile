@@ -2,9 +2,10 @@
 # needs no libc, loader or shell. Build the binary first, then the image:
 #   make dist
 #   docker build -t ingestd .        (or: podman build -t ingestd .)
-#   docker run -p 8000:8000 -v ingestd-data:/data --cap-add SYS_NICE ingestd
-# --cap-add SYS_NICE lets the pacer and worker threads run real-time (on time under load); it
-# is optional. One container per upstream API: two pace on their own and together exceed its limit.
+#   docker run -p 8000:8000 -v ingestd-data:/data ingestd
+# One container per upstream API: two pace on their own and together exceed its limit.
+# Real-time pacing needs CAP_SYS_NICE, which `--cap-add SYS_NICE` gives to a root process only
+# (`--user 0`), and on kernels with real-time group scheduling also `--cpu-rt-runtime`.
 FROM scratch
 
 COPY target/dist/ingestd /ingestd
@@ -16,13 +17,17 @@ VOLUME ["/data"]
 
 # No /etc/passwd in the image: a numeric user, not root.
 USER 65532:65532
+
+# With PORT set and no --addr, ingestd listens on 0.0.0.0:$PORT and `ingestd health` asks
+# 127.0.0.1:$PORT, so `-e PORT=...` moves both.
+ENV PORT=8000
 EXPOSE 8000
 
 ENTRYPOINT ["/ingestd"]
-CMD ["--addr", "0.0.0.0:8000", "--data-dir", "/data", "--log-format", "json"]
+CMD ["--data-dir", "/data", "--log-format", "json"]
 
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-    CMD ["/ingestd", "health", "--addr", "127.0.0.1:8000", "--timeout", "2s"]
+    CMD ["/ingestd", "health", "--timeout", "2s"]
 
 # SIGTERM (docker stop): new requests get 503, the batch in flight finishes, then exit 0.
 # Give it longer than --shutdown-timeout (30 s): docker stop -t 45.
