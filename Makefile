@@ -2,14 +2,15 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run test check fmt lint doc unit e2e build release bench mixed soak
+.PHONY: run test check fmt lint doc unit dist dist-test container e2e build release bench mixed soak
 
 ## Start the service on 127.0.0.1:8000 (5 s interval, batches of 3). Extra flags: make run ARGS="--interval 1s"
 run:
 	$(CARGO) run --release --quiet -- $(ARGS)
 
-## Every check CI runs: formatting, lints, docs, unit, thread and HTTP tests.
-test: fmt lint doc unit e2e
+## Every check CI runs: formatting, lints, docs, unit, thread and HTTP tests, the shipped binary
+## alone in an empty root, and the browser and API-schema tests.
+test: fmt lint doc unit dist e2e
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -32,6 +33,31 @@ unit:
 ## openapi-spec-validator and schemathesis. Installs chromium, playwright-core and the Python tools.
 e2e:
 	bash tests/e2e.sh
+
+## The shipped binary: target/dist/ingestd, release build, statically linked (glibc's crt-static,
+## so it runs with no shared library: a FROM scratch image, a chroot), no debug info; then its
+## empty-root test. An explicit --target keeps RUSTFLAGS off build scripts and proc-macros.
+## For perf, `cargo build --profile profiling` has the same code with line tables.
+TARGET ?= $(shell rustc -vV | sed -n 's/^host: //p')
+dist:
+	RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' $(CARGO) build --release --locked --target $(TARGET) --bin ingestd
+	mkdir -p target/dist
+	cp target/$(TARGET)/release/ingestd target/dist/ingestd
+	@echo "target/dist/ingestd: $$(stat -c %s target/dist/ingestd) bytes"
+	$(MAKE) --no-print-directory dist-test
+
+## target/dist/ingestd alone in an empty root (tests/dist.sh: root, or user namespaces), and
+## contrib/ingestd.service: systemd-analyze verify, and its command as a non-root user with the
+## unit's capability (tests/systemd.sh; parts skip, saying so, without root or systemd-analyze).
+dist-test:
+	bash tests/dist.sh target/dist/ingestd
+	bash tests/systemd.sh target/dist/ingestd
+
+## Builds the FROM scratch image (Dockerfile) from target/dist/ingestd and runs it: health,
+## HEALTHCHECK, an ingestion kept in the /data volume across containers. Needs docker or podman
+## that can run containers; not part of `make test`. See tests/container.sh for ENGINE flags.
+container: dist
+	bash tests/container.sh
 
 check: test
 

@@ -20,7 +20,7 @@ pub trait Clock: Send + Sync + 'static {
     }
 
     /// Whether time passes on its own. The pacer sleeps until a deadline only on such a clock;
-    /// on a manual one it waits for `Pacer::advance` to wake it.
+    /// on a manual one it waits for `Queue::advance` to wake it.
     fn runs_by_itself(&self) -> bool {
         true
     }

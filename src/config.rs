@@ -44,6 +44,7 @@ pub const USAGE: &str = "\
 ingestd: feeds ingestion requests to a rate-limited external API, one batch per interval.
 
 Usage: ingestd [OPTIONS]
+       ingestd health [--addr HOST:PORT] [--timeout DURATION]
 
 Options:
   --addr HOST:PORT         where to listen [default: 127.0.0.1:8000, or 0.0.0.0:$PORT if PORT is set]
@@ -82,6 +83,11 @@ Options:
                            the wait doubles with each retry, up to this [default: 5m]
   --max-attempts N         releases of a batch before its undelivered ids fail [default: 5]
   -h, --help               print this help
+  -V, --version            print the name, version and git commit
+
+`ingestd health` asks a running ingestd for GET /health and exits 0 if it answers 200, else 1
+(for a container's health check). --addr: where it listens [default: 127.0.0.1:8000, or
+127.0.0.1:$PORT if PORT is set]; --timeout: how long to wait [default: 5s].
 
 DURATION is a number and a unit: 200ms, 5s, 1.5s, 10m, 2h, 7d.
 Prints `listening on http://HOST:PORT` when ready; logs releases and completions to stderr.
@@ -155,6 +161,26 @@ const UPSTREAM_HEADERS_VAR: &str = "INGESTD_UPSTREAM_HEADERS";
 pub enum Command {
     Run(Box<Config>),
     Help,
+    Version,
+    /// `ingestd health`: probe a running instance.
+    Health(Probe),
+}
+
+/// Where `ingestd health` asks, and how long it waits for each step (connect, send, answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub addr: String,
+    pub timeout: Duration,
+}
+
+/// What `--version` prints: the name, the version and, when the build knew it, the git commit.
+pub fn version() -> String {
+    let name = env!("CARGO_PKG_NAME");
+    let version = env!("CARGO_PKG_VERSION");
+    match option_env!("INGESTD_GIT_COMMIT") {
+        Some(commit) => format!("{name} {version} (commit {commit})"),
+        None => format!("{name} {version}"),
+    }
 }
 
 /// A command line we cannot run with. The message names the flag and what it takes.
@@ -198,6 +224,11 @@ pub fn parse_with(args: impl IntoIterator<Item = OsString>, env: Env) -> Result<
     use lexopt::prelude::*;
     let port = env.port;
 
+    let mut args = args.into_iter().peekable();
+    if args.peek().is_some_and(|first| first == "health") {
+        args.next();
+        return health(args, port);
+    }
     let mut addr = None;
     let mut config = Config {
         addr: String::new(),
@@ -298,10 +329,20 @@ pub fn parse_with(args: impl IntoIterator<Item = OsString>, env: Env) -> Result<
                 up.max_attempts = Some(attempts);
             }
             Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
             _ => return Err(arg.unexpected().into()),
         }
     }
-    config.addr = match (addr, port) {
+    config.addr = listen_addr(addr, port)?;
+    config.retry = retry(&up, config.pacing.interval)?;
+    config.upstream = upstream(up, env.upstream_headers)?;
+    Ok(Command::Run(Box::new(config)))
+}
+
+/// Where to listen: `--addr`, else all interfaces on `PORT` (how platforms that set it expect
+/// it), else loopback only.
+fn listen_addr(addr: Option<String>, port: Option<OsString>) -> Result<String, UsageError> {
+    Ok(match (addr, port) {
         (Some(addr), _) => addr,
         (None, Some(port)) => {
             let port = port.into_string().ok().and_then(|p| p.parse::<u16>().ok()).ok_or_else(|| {
@@ -310,10 +351,36 @@ pub fn parse_with(args: impl IntoIterator<Item = OsString>, env: Env) -> Result<
             format!("0.0.0.0:{port}")
         }
         (None, None) => defaults::ADDR.to_owned(),
+    })
+}
+
+/// The flags of `ingestd health`.
+fn health(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -> Result<Command, UsageError> {
+    use lexopt::prelude::*;
+
+    let mut probe = Probe { addr: String::new(), timeout: Duration::from_secs(5) };
+    let mut addr = None;
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("addr") => addr = Some(text(parser.value()?, "--addr")?),
+            Long("timeout") => {
+                probe.timeout = duration(&text(parser.value()?, "--timeout")?, "--timeout")?;
+                if probe.timeout.is_zero() {
+                    return Err(UsageError("--timeout must be more than 0".into()));
+                }
+            }
+            Short('h') | Long("help") => return Ok(Command::Help),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    // Where `ingestd` with the same environment listens; all interfaces are reached on loopback.
+    let listen = listen_addr(addr, port)?;
+    probe.addr = match listen.strip_prefix("0.0.0.0:") {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => listen,
     };
-    config.retry = retry(&up, config.pacing.interval)?;
-    config.upstream = upstream(up, env.upstream_headers)?;
-    Ok(Command::Run(Box::new(config)))
+    Ok(Command::Health(probe))
 }
 
 fn retry(up: &UpstreamFlags, interval: Duration) -> Result<Retry, UsageError> {
@@ -506,7 +573,7 @@ mod tests {
     fn config(args: &[&str]) -> Config {
         match run(args, None).unwrap() {
             Command::Run(config) => *config,
-            Command::Help => panic!("expected a config"),
+            other => panic!("expected a config, got {other:?}"),
         }
     }
 
@@ -604,6 +671,25 @@ mod tests {
         assert_eq!(config(&[]).log_format, log::Format::Human);
         assert_eq!(run(&["--help"], None), Ok(Command::Help));
         assert_eq!(run(&["-h"], None), Ok(Command::Help));
+    }
+
+    #[test]
+    fn version_and_health() {
+        assert_eq!(run(&["--version"], None), Ok(Command::Version));
+        assert_eq!(run(&["--interval", "1s", "-V"], None), Ok(Command::Version));
+        assert!(version().starts_with(&format!("ingestd {}", env!("CARGO_PKG_VERSION"))));
+        let probe = |args: &[&str], port: Option<&str>| match run(args, port) {
+            Ok(Command::Health(probe)) => probe,
+            other => panic!("expected a probe, got {other:?}"),
+        };
+        let default = probe(&["health"], None);
+        assert_eq!((default.addr.as_str(), default.timeout), ("127.0.0.1:8000", Duration::from_secs(5)));
+        assert_eq!(probe(&["health"], Some("9000")).addr, "127.0.0.1:9000");
+        let given = probe(&["health", "--addr", "[::1]:1", "--timeout", "1s"], Some("9000"));
+        assert_eq!((given.addr.as_str(), given.timeout), ("[::1]:1", Duration::from_secs(1)));
+        assert!(run(&["health", "--interval", "1s"], None).is_err());
+        // `health` is a subcommand only in first place.
+        assert!(run(&["--addr", "127.0.0.1:1", "health"], None).is_err());
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! The `ingestd` binary: parse flags, start the core and the HTTP server, wait for a signal,
-//! stop in order.
+//! stop in order. Also `ingestd health`, a probe of a running instance.
 
-use std::io::Write;
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use ingestd::config::{self, Command, Config};
+use ingestd::config::{self, Command, Config, Probe};
 use ingestd::http::{HttpOptions, HttpServer, Limits};
 use ingestd::upstream::HttpUpstream;
 use ingestd::{log, realtime, App, SimulatedApi, Storage, SystemClock};
@@ -21,6 +21,11 @@ fn main() -> ExitCode {
             println!("{}", config::USAGE);
             return ExitCode::SUCCESS;
         }
+        Ok(Command::Version) => {
+            println!("{}", config::version());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Health(probe)) => return health(&probe),
         Err(error) => {
             eprintln!("ingestd: {error}\nTry 'ingestd --help' for the options.");
             return ExitCode::from(2);
@@ -132,3 +137,46 @@ fn raise_open_files_limit() {
 
 #[cfg(not(target_os = "linux"))]
 fn raise_open_files_limit() {}
+
+/// `ingestd health`: exit 0 if `GET /health` answers 200, else 1 with the reason on stderr. It
+/// needs no shell, curl or name service, so it works as the health check of a `FROM scratch`
+/// image.
+fn health(probe: &Probe) -> ExitCode {
+    match ask_health(probe) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("ingestd health: {}: {why}", probe.addr);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ask_health(probe: &Probe) -> Result<(), String> {
+    let addrs: Vec<_> = probe.addr.to_socket_addrs().map_err(|e| format!("bad address: {e}"))?.collect();
+    let mut failure = String::from("no address to connect to");
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, probe.timeout) {
+            Ok(connected) => {
+                stream = Some(connected);
+                break;
+            }
+            Err(e) => failure = format!("cannot connect: {e}"),
+        }
+    }
+    let mut stream = stream.ok_or(failure)?;
+    let io = |e: std::io::Error| format!("no answer: {e}");
+    stream.set_read_timeout(Some(probe.timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(probe.timeout)).map_err(io)?;
+    // One write: `write!` would send the pieces as separate segments.
+    let request = format!("GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", probe.addr);
+    stream.write_all(request.as_bytes()).map_err(io)?;
+    // Only the status line matters: `HTTP/1.1 200 OK`.
+    let mut line = String::new();
+    BufReader::new(stream.take(512)).read_line(&mut line).map_err(io)?;
+    match line.split(' ').nth(1) {
+        Some("200") => Ok(()),
+        _ if line.is_empty() => Err("the connection closed without an answer".into()),
+        _ => Err(format!("answered {:?}", line.trim_end())),
+    }
+}

@@ -1,9 +1,12 @@
-//! The command-line contract: help, bad flags, the listening line, PORT, and signals.
+//! The command-line contract: help, version, bad flags, the listening line, PORT, signals, and
+//! `ingestd health`.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{wait_for, Server};
 
@@ -89,4 +92,110 @@ fn logs_each_release_and_completion_with_a_timestamp_and_depth() {
         let stamp = line.split(' ').next().unwrap();
         assert!(stamp.len() == 24 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T', "{line}");
     }
+}
+
+#[test]
+fn version_names_the_package_and_the_commit() {
+    for flag in ["--version", "-V"] {
+        let out = ingestd(&[flag]);
+        assert!(out.status.success(), "{flag}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let expected = format!("ingestd {}", env!("CARGO_PKG_VERSION"));
+        assert!(text.starts_with(&expected), "{flag}: {text}");
+        // Built from a git checkout (as here), the commit is the one checked out.
+        let head = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output();
+        if let Some(head) = head.ok().filter(|h| h.status.success()) {
+            let head = String::from_utf8(head.stdout).unwrap();
+            assert_eq!(text.trim(), format!("{expected} (commit {})", head.trim()), "{flag}");
+        }
+    }
+}
+
+fn health(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ingestd")).arg("health").args(args).env_remove("PORT").output().unwrap();
+    assert!(out.stdout.is_empty());
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn health_exits_0_while_the_service_answers() {
+    let server = Server::start(&[]);
+    let addr = server.base.trim_start_matches("http://");
+    assert_eq!(health(&["--addr", addr]), (Some(0), String::new()));
+    // Without --addr it asks where `ingestd` with the same PORT listens, on loopback.
+    let port = addr.rsplit(':').next().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ingestd")).arg("health").env("PORT", port).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // /health needs no token, so the probe works with one set.
+    let guarded = Server::start(&["--token", "secret"]);
+    assert_eq!(health(&["--addr", guarded.base.trim_start_matches("http://")]).0, Some(0));
+}
+
+#[test]
+fn health_exits_1_when_nothing_listens() {
+    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let (code, stderr) = health(&["--addr", &addr]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains(&format!("ingestd health: {addr}: cannot connect")), "{stderr}");
+}
+
+/// A listener that answers one connection with `reply` (or holds it silent if `None`). Join
+/// its thread only once the probe has connected (exit 1 for the right reason), or it waits.
+fn one_answer(reply: Option<&'static str>) -> (String, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let thread = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut chunk = [0; 256];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut chunk) {
+                Ok(n) if n > 0 => head.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        }
+        assert!(head.starts_with(b"GET /health HTTP/1.1\r\n"), "{:?}", String::from_utf8_lossy(&head));
+        match reply {
+            Some(reply) => stream.write_all(reply.as_bytes()).unwrap(),
+            // Keep the connection open and silent until the probe gives up and closes it.
+            None => while stream.read(&mut chunk).is_ok_and(|n| n > 0) {},
+        }
+    });
+    (addr, thread)
+}
+
+#[test]
+fn health_exits_1_on_any_status_but_200() {
+    let (addr, thread) =
+        one_answer(Some("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"));
+    let (code, stderr) = health(&["--addr", &addr]);
+    assert_eq!(code, Some(1), "{stderr}");
+    thread.join().unwrap();
+    assert!(stderr.contains("answered \"HTTP/1.1 503 Service Unavailable\""), "{stderr}");
+
+    let (addr, thread) = one_answer(Some(""));
+    let (code, stderr) = health(&["--addr", &addr]);
+    assert_eq!(code, Some(1), "{stderr}");
+    thread.join().unwrap();
+    assert!(stderr.contains("closed without an answer"), "{stderr}");
+}
+
+#[test]
+fn health_gives_up_after_its_timeout() {
+    let (addr, thread) = one_answer(None);
+    let started = Instant::now();
+    let (code, stderr) = health(&["--addr", &addr, "--timeout", "200ms"]);
+    let took = started.elapsed();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("no answer"), "{stderr}");
+    thread.join().unwrap();
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+}
+
+#[test]
+fn health_bad_flags_exit_2() {
+    let (code, stderr) = health(&["--timeout", "0s"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--timeout must be more than 0"), "{stderr}");
+    assert_eq!(health(&["--addr"]).0, Some(2));
 }
