@@ -80,8 +80,40 @@ if "${enter[@]}" /ingestd health --addr "localhost:$port" 2>/dev/null; then
     fail "localhost resolved in an empty root"
 fi
 mkdir "$root/etc"
-echo "127.0.0.1 localhost" >"$root/etc/hosts"
+echo "127.0.0.1 localhost upstream.test" >"$root/etc/hosts"
 "${enter[@]}" /ingestd health --addr "localhost:$port" || fail "localhost did not resolve from the root's /etc/hosts"
+
+# One delivery to an upstream named by host name, resolved from that /etc/hosts.
+python3 -c '
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        print(self.path, flush=True)
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"{}")
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+' >"$root/upstream.log" &
+upstream=$!
+trap 'kill $upstream 2>/dev/null; cleanup' EXIT
+for _ in $(seq 50); do [ -s "$root/upstream.log" ] && break; sleep 0.1; done
+uport=$(head -n 1 "$root/upstream.log")
+[ -n "$uport" ] || fail "the test upstream did not start"
+"${enter[@]}" /ingestd --addr 127.0.0.1:0 --interval 100ms --upstream "http://upstream.test:$uport/items/{id}" \
+    >"$out.up" 2>"$err" &
+uppid=$!
+for _ in $(seq 100); do
+    upbase=$(sed -n 's/^listening on //p' "$out.up")
+    [ -n "$upbase" ] && break
+    sleep 0.1
+done
+[ -n "$upbase" ] || fail "ingestd with --upstream did not start"
+curl -sS -d '{"ids": [7], "priority": "HIGH"}' "$upbase/ingest" >/dev/null
+for _ in $(seq 100); do grep -qx /items/7 "$root/upstream.log" && break; sleep 0.1; done
+grep -qx /items/7 "$root/upstream.log" || fail "id 7 never reached the upstream named upstream.test"
+kill -TERM "$uppid"; wait "$uppid" || true
+rm -f "$out.up"
 
 kill -TERM "$pid"
 code=0
@@ -90,4 +122,4 @@ pid=
 [ "$code" = 0 ] || fail "exit status $code after SIGTERM"
 tail -n 1 "$err" | grep -q 'stopped$' || fail "no 'stopped' line at the end of the log"
 
-echo "dist test: $bin ($(stat -c %s "$bin") bytes) runs alone in an empty root: health, ingest, status, journal, probe, /etc/hosts, SIGTERM"
+echo "dist test: $bin ($(stat -c %s "$bin") bytes) runs alone in an empty root: health, ingest, status, journal, probe, /etc/hosts, an upstream by host name, SIGTERM"

@@ -26,6 +26,10 @@ fail() {
 exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
 [ -n "$exec_start" ] || fail "no ExecStart in $unit"
 
+# A fresh machine (CI) has no systemd-analyze; Debian's systemd package brings it.
+if ! command -v systemd-analyze >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+fi
 if command -v systemd-analyze >/dev/null; then
     sed "s|^ExecStart=/usr/local/bin/ingestd|ExecStart=$bin|" "$unit" >"$work/ingestd.service"
     verify=$(systemd-analyze verify "$work/ingestd.service" 2>&1) || fail "systemd-analyze verify: $verify"
