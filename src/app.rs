@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::clock::Clock;
+use crate::config::Retry;
 use crate::journal::{self, Compaction, Journal, JournalHandle, Outage, Recovered, StorageHealth, WriteError};
 use crate::log;
 use crate::model::{Batch, BatchStatus, Id, Ingestion, Priority};
@@ -95,8 +96,26 @@ impl App {
         }
     }
 
-    /// Starts the service; with a data directory, replays its journal first.
+    /// Starts the service; with a data directory, replays its journal first. Failed releases are
+    /// retried by the default policy (see [`App::open_with`]).
     pub fn open(pacing: Pacing, clock: Arc<dyn Clock>, api: impl ExternalApi, storage: Storage) -> Result<App, String> {
+        let retry = Retry {
+            min_backoff: pacing.interval,
+            max_backoff: crate::config::defaults::RETRY_MAX_BACKOFF,
+            max_attempts: crate::config::defaults::MAX_ATTEMPTS,
+        };
+        App::open_with(pacing, retry, clock, api, storage)
+    }
+
+    /// Like [`App::open`], with `retry` saying how long a batch with ids to retry waits, and
+    /// after how many releases they fail.
+    pub fn open_with(
+        pacing: Pacing,
+        retry: Retry,
+        clock: Arc<dyn Clock>,
+        api: impl ExternalApi,
+        storage: Storage,
+    ) -> Result<App, String> {
         assert!(pacing.batch_size >= 1, "batch size must be at least 1");
         let store = Arc::new(Store::new(storage.retain));
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -115,7 +134,7 @@ impl App {
             }
         };
         let journal_handle = journal.as_ref().map(|j| j.handle().clone());
-        let worker = Worker::start(api, rx, queue.clone(), journal_handle.clone());
+        let worker = Worker::start(api, rx, queue.clone(), journal_handle.clone(), retry);
         Ok(App {
             store,
             queue,
@@ -207,7 +226,7 @@ impl App {
         })
     }
 
-    /// Ids accepted and not yet fetched from the external API.
+    /// Ids accepted and not yet delivered or failed for good.
     pub fn queued_ids(&self) -> u64 {
         self.accepted_ids.load(Ordering::Relaxed).saturating_sub(self.fetched_ids())
     }
