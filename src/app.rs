@@ -315,7 +315,7 @@ fn restore(
 ) -> u64 {
     let now_ms = queue.wall_ms();
     let mut unfinished_ids = 0;
-    let (mut reruns, mut queued, mut kept) = (Vec::new(), Vec::new(), 0);
+    let (mut reruns, mut retries, mut queued, mut kept) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for record in ingestions {
         let ingestion = Arc::new(Ingestion::restore(record));
         store.insert(Arc::clone(&ingestion));
@@ -324,11 +324,16 @@ fn restore(
         }
         kept += 1;
         for (index, batch) in ingestion.batches().enumerate() {
-            if batch.status != BatchStatus::Completed {
-                unfinished_ids += batch.ids.len() as u64;
+            if !batch.status.is_finished() {
+                unfinished_ids += ingestion.pending_count(index) as u64;
             }
             if batch.status == BatchStatus::Triggered {
-                reruns.push(Batch { ingestion: Arc::clone(&ingestion), index: index as u32 });
+                // Waiting out a retry's backoff, or interrupted in flight (at least once).
+                let handle = Batch { ingestion: Arc::clone(&ingestion), index: index as u32 };
+                match batch.retry_at {
+                    Some(_) => retries.push(handle),
+                    None => reruns.push(handle),
+                }
             }
         }
         if ingestion.batches().any(|b| b.status == BatchStatus::YetToStart) {
@@ -337,11 +342,14 @@ fn restore(
     }
     store.sweep(now_ms);
     log::info(format_args!(
-        "durable mode: journal in {}; recovered {kept} ingestions, {} batches to run again, {} ingestions with queued batches",
+        "durable mode: journal in {}; recovered {kept} ingestions, {} batches to run again, {} waiting for a retry, {} \
+         ingestions with queued batches",
         dir.display(),
         reruns.len(),
+        retries.len(),
         queued.len()
     ));
     queue.restore(reruns, queued, recovered.last_release_ms);
+    queue.restore_retries(retries, recovered.paused_until_ms);
     unfinished_ids
 }

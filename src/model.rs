@@ -203,6 +203,10 @@ pub struct IngestionRecord {
     pub ids: Vec<Id>,
     pub batch_size: usize,
     pub batches: Vec<BatchRecord>,
+    /// Per id, what came of delivering it ([`Delivery`] as a byte); empty: all pending.
+    pub delivery: Vec<u8>,
+    /// Per batch, its last error; empty: none.
+    pub last_errors: Vec<Option<Box<str>>>,
 }
 
 /// One batch as recorded in the journal.
@@ -213,8 +217,10 @@ pub struct BatchRecord {
     pub attempts: u8,
     /// Unix milliseconds of the last release, 0 if never released.
     pub triggered_at_ms: u64,
-    /// Unix milliseconds of completion, 0 if not completed.
+    /// Unix milliseconds of completion (or failure), 0 if not finished.
     pub completed_at_ms: u64,
+    /// Unix milliseconds when its next release may go, while it waits for a retry; 0 otherwise.
+    pub retry_at_ms: u64,
 }
 
 /// A read-only view of one batch of an ingestion.
@@ -253,6 +259,7 @@ impl Ingestion {
                 attempts: 0,
                 triggered_at_ms: 0,
                 completed_at_ms: 0,
+                retry_at_ms: 0,
             })
             .collect();
         Ingestion::restore(IngestionRecord {
@@ -263,6 +270,8 @@ impl Ingestion {
             ids,
             batch_size,
             batches,
+            delivery: Vec::new(),
+            last_errors: Vec::new(),
         })
     }
 
@@ -274,17 +283,19 @@ impl Ingestion {
         let batches = record
             .batches
             .iter()
-            .map(|b| BatchState {
+            .zip(0..)
+            .map(|(b, index)| BatchState {
                 id: b.id,
                 status: AtomicU8::new(b.status as u8),
                 attempts: AtomicU8::new(b.attempts),
                 triggered_ms: AtomicU64::new(b.triggered_at_ms),
                 completed_ms: AtomicU64::new(b.completed_at_ms),
-                retry_at_ms: AtomicU64::new(0),
-                last_error: Mutex::new(None),
+                retry_at_ms: AtomicU64::new(b.retry_at_ms),
+                last_error: Mutex::new(record.last_errors.get(index).cloned().flatten().map(Arc::from)),
             })
             .collect();
-        let delivery = record.ids.iter().map(|_| AtomicU8::new(Delivery::Pending as u8)).collect();
+        let delivery =
+            (0..record.ids.len()).map(|at| AtomicU8::new(record.delivery.get(at).copied().unwrap_or(0))).collect();
         Ingestion {
             id: record.id,
             priority: record.priority,
@@ -318,8 +329,11 @@ impl Ingestion {
                     attempts: b.attempts.load(Ordering::Acquire),
                     triggered_at_ms: b.triggered_ms.load(Ordering::Acquire),
                     completed_at_ms: b.completed_ms.load(Ordering::Acquire),
+                    retry_at_ms: b.retry_at_ms.load(Ordering::Acquire),
                 })
                 .collect(),
+            delivery: self.delivery.iter().map(|d| d.load(Ordering::Acquire)).collect(),
+            last_errors: self.batches.iter().map(|b| b.last_error.lock().as_deref().map(Box::from)).collect(),
         }
     }
 
@@ -404,6 +418,19 @@ impl Ingestion {
     pub(crate) fn set_delivery(&self, index: usize, at: usize, delivery: Delivery) {
         let span = self.span(index);
         self.delivery[span][at].store(delivery as u8, Ordering::Release);
+    }
+
+    /// Positions (in batch `index`) of its ids that are delivered, and of those failed for good.
+    pub fn progress(&self, index: usize) -> (Vec<u32>, Vec<u32>) {
+        let (mut delivered, mut failed) = (Vec::new(), Vec::new());
+        for ((_, d), at) in self.deliveries(index).zip(0u32..) {
+            match d {
+                Delivery::Delivered => delivered.push(at),
+                Delivery::Failed => failed.push(at),
+                Delivery::Pending => {}
+            }
+        }
+        (delivered, failed)
     }
 
     pub(crate) fn set_last_error(&self, index: usize, error: Option<Arc<str>>) {
@@ -509,6 +536,11 @@ impl Batch {
 
     pub(crate) fn set_retry_at(&self, at_ms: u64) {
         self.ingestion.set_retry_at(self.index as usize, at_ms);
+    }
+
+    /// When its next release may go, in Unix milliseconds, while it waits for a retry; else 0.
+    pub fn retry_at_ms(&self) -> u64 {
+        self.ingestion.batches[self.index as usize].retry_at_ms.load(Ordering::Acquire)
     }
 }
 

@@ -395,7 +395,7 @@ impl Queue {
                     None
                 }
                 Ended::Retry { backoff } => {
-                    batch.set_retry_at(ms_after(backoff).max(1));
+                    // Its `retry_at` is the worker's, as journaled.
                     state.queued_ids[batch.ingestion.priority.index()] += batch.pending_count() as u64;
                     Some(now + backoff)
                 }
@@ -415,7 +415,8 @@ impl Queue {
         depth
     }
 
-    /// When the upstream's last pause ends, in Unix milliseconds (0: never paused).
+    /// When the upstream's last pause ends, in Unix milliseconds (0: never paused); for a
+    /// compacted journal to keep it.
     pub fn paused_until_ms(&self) -> u64 {
         self.lock().paused_until_ms
     }
@@ -459,6 +460,32 @@ impl Queue {
                 state.queued_ids[priority.index()] += waiting as u64;
                 let level_first = state.scheduler.submit_from(priority, Arc::clone(&ingestion), first as u32, len, now);
                 ingestion.set_enqueued(Enqueued { first: level_first, at: now });
+            }
+        });
+    }
+
+    /// Queues, after a restart, the batches that were waiting out a retry's backoff (each until
+    /// its `retry_at`), keeping their order among retries, and the upstream's pause if it has
+    /// not ended. Called before any new work is submitted.
+    pub fn restore_retries(&self, retries: Vec<Batch>, paused_until_ms: Option<u64>) {
+        let now_ms = self.shared.clock.wall_ms();
+        for batch in &retries {
+            self.shared.metrics.restored(batch.ingestion.priority, 1);
+        }
+        // A wall-clock instant as one of the queue's, from how far it is from now.
+        let at = |now: Instant, ms: u64| match ms.checked_sub(now_ms) {
+            Some(ahead) => now + Duration::from_millis(ahead),
+            None => now.checked_sub(Duration::from_millis(now_ms - ms)).unwrap_or(now),
+        };
+        self.change(|state, now| {
+            for batch in retries {
+                let (priority, retry_at_ms) = (batch.ingestion.priority, batch.retry_at_ms());
+                state.queued_ids[priority.index()] += batch.pending_count() as u64;
+                state.scheduler.restore_retry(priority, batch.ingestion, batch.index, at(now, retry_at_ms));
+            }
+            if let Some(until) = paused_until_ms.filter(|&ms| ms > now_ms) {
+                state.scheduler.pause(at(now, until));
+                state.paused_until_ms = state.paused_until_ms.max(until);
             }
         });
     }

@@ -374,11 +374,33 @@ fn fetch_batch(
                 b.complete(at_ms);
             },
         ),
-        Ended::Failed => {
-            release.batch.finish(BatchStatus::Failed, at_ms);
-            true
+        Ended::Failed | Ended::Retry { .. } => {
+            let (delivered, failed) = release.batch.ingestion.progress(batch as usize);
+            let after = |d: Duration| at_ms.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let retry_at_ms = match ended {
+                Ended::Retry { backoff } => after(backoff).max(1),
+                _ => 0,
+            };
+            let last_error = release.batch.ingestion.last_error(batch as usize).map(|e| e.to_string());
+            let paused_until_ms = progress.pause.map_or(0, after);
+            let record = Record::Progress {
+                ingestion_id,
+                batch,
+                at_ms,
+                delivered,
+                failed,
+                last_error,
+                retry_at_ms,
+                paused_until_ms,
+            };
+            let saved = save_until_done(journal, &release.batch, retry, "progress", |_| record.clone(), |_, _| {});
+            // Applied here (the journal applies only its own transitions), once on disk.
+            if saved && retry_at_ms == 0 {
+                release.batch.finish(BatchStatus::Failed, at_ms);
+            }
+            release.batch.set_retry_at(retry_at_ms);
+            saved
         }
-        Ended::Retry { .. } => true,
     };
     saved.then_some(Finished { ended, first_answer: progress.first_answer, pause: progress.pause })
 }

@@ -432,3 +432,35 @@ fn help_lists_the_upstream_flags() {
         assert!(text.contains(flag), "usage lacks {flag}:\n{text}");
     }
 }
+
+#[test]
+fn a_restart_between_a_failure_and_its_retry_keeps_the_retry_its_backoff_and_the_pause() {
+    let dir = common::TempDir::new("upstream-restart");
+    // Id 1 is delivered; id 2 gets a 429 asking for a 3 s pause; the backoff is 2 s.
+    let upstream = Upstream::start(vec![Reply::Status(200), Reply::RetryAfter(429, "3".into())]);
+    let args = ["--retry-min-backoff", "2s", "--data-dir", dir.path()];
+    let server = against(&upstream, "3", &args);
+    let id = server.ingest(&[1, 2, 3], "HIGH");
+    let before = wait_for("the retry to wait", Duration::from_secs(5), || {
+        let status = server.status(&id);
+        status["batches"][0]["retry_at"].is_string().then_some(status)
+    });
+    let paused = server.get("/queue").json["paused_until"].clone();
+    assert!(paused.is_string(), "{paused}");
+    server.crash();
+
+    let server = against(&upstream, "3", &args);
+    let after = server.status(&id);
+    let (was, is) = (&before["batches"][0], &after["batches"][0]);
+    for field in ["status", "attempts", "retry_at", "last_error", "failed_ids"] {
+        assert_eq!(was[field], is[field], "{field} after the restart: {after}");
+    }
+    assert!(server.get("/queue").json["paused_until"].is_string(), "the pause is kept");
+    wait_status(&server, &id, "completed");
+    let arrivals = upstream.arrivals();
+    // Id 1 is never sent again; ids 2 and 3 go once the pause is over, not at the restart.
+    assert_eq!(paths(&upstream), ["/items/1", "/items/2", "/items/2", "/items/3"]);
+    let waited = arrivals[2].at - arrivals[1].at;
+    assert!(waited >= Duration::from_secs(3), "retried {waited:?} after a 429 asking for 3 s");
+    assert_eq!(server.status(&id)["batches"][0]["attempts"], 2);
+}
