@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::clock::Clock;
+use crate::config::Retry;
 use crate::journal::{self, Compaction, Journal, JournalHandle, Outage, Recovered, StorageHealth, WriteError};
 use crate::log;
 use crate::model::{Batch, BatchStatus, Id, Ingestion, Priority};
@@ -95,8 +96,26 @@ impl App {
         }
     }
 
-    /// Starts the service; with a data directory, replays its journal first.
+    /// Starts the service; with a data directory, replays its journal first. Failed releases are
+    /// retried by the default policy (see [`App::open_with`]).
     pub fn open(pacing: Pacing, clock: Arc<dyn Clock>, api: impl ExternalApi, storage: Storage) -> Result<App, String> {
+        let retry = Retry {
+            min_backoff: pacing.interval,
+            max_backoff: crate::config::defaults::RETRY_MAX_BACKOFF,
+            max_attempts: crate::config::defaults::MAX_ATTEMPTS,
+        };
+        App::open_with(pacing, retry, clock, api, storage)
+    }
+
+    /// Like [`App::open`], with `retry` saying how long a batch with ids to retry waits, and
+    /// after how many releases they fail.
+    pub fn open_with(
+        pacing: Pacing,
+        retry: Retry,
+        clock: Arc<dyn Clock>,
+        api: impl ExternalApi,
+        storage: Storage,
+    ) -> Result<App, String> {
         assert!(pacing.batch_size >= 1, "batch size must be at least 1");
         let store = Arc::new(Store::new(storage.retain));
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -115,7 +134,7 @@ impl App {
             }
         };
         let journal_handle = journal.as_ref().map(|j| j.handle().clone());
-        let worker = Worker::start(api, rx, queue.clone(), journal_handle.clone());
+        let worker = Worker::start(api, rx, queue.clone(), journal_handle.clone(), retry);
         Ok(App {
             store,
             queue,
@@ -207,7 +226,7 @@ impl App {
         })
     }
 
-    /// Ids accepted and not yet fetched from the external API.
+    /// Ids accepted and not yet delivered or failed for good.
     pub fn queued_ids(&self) -> u64 {
         self.accepted_ids.load(Ordering::Relaxed).saturating_sub(self.fetched_ids())
     }
@@ -296,7 +315,7 @@ fn restore(
 ) -> u64 {
     let now_ms = queue.wall_ms();
     let mut unfinished_ids = 0;
-    let (mut reruns, mut queued, mut kept) = (Vec::new(), Vec::new(), 0);
+    let (mut reruns, mut retries, mut queued, mut kept) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for record in ingestions {
         let ingestion = Arc::new(Ingestion::restore(record));
         store.insert(Arc::clone(&ingestion));
@@ -305,11 +324,16 @@ fn restore(
         }
         kept += 1;
         for (index, batch) in ingestion.batches().enumerate() {
-            if batch.status != BatchStatus::Completed {
-                unfinished_ids += batch.ids.len() as u64;
+            if !batch.status.is_finished() {
+                unfinished_ids += ingestion.pending_count(index) as u64;
             }
             if batch.status == BatchStatus::Triggered {
-                reruns.push(Batch { ingestion: Arc::clone(&ingestion), index: index as u32 });
+                // Waiting out a retry's backoff, or interrupted in flight (at least once).
+                let handle = Batch { ingestion: Arc::clone(&ingestion), index: index as u32 };
+                match batch.retry_at {
+                    Some(_) => retries.push(handle),
+                    None => reruns.push(handle),
+                }
             }
         }
         if ingestion.batches().any(|b| b.status == BatchStatus::YetToStart) {
@@ -318,11 +342,14 @@ fn restore(
     }
     store.sweep(now_ms);
     log::info(format_args!(
-        "durable mode: journal in {}; recovered {kept} ingestions, {} batches to run again, {} ingestions with queued batches",
+        "durable mode: journal in {}; recovered {kept} ingestions, {} batches to run again, {} waiting for a retry, {} \
+         ingestions with queued batches",
         dir.display(),
         reruns.len(),
+        retries.len(),
         queued.len()
     ));
     queue.restore(reruns, queued, recovered.last_release_ms);
+    queue.restore_retries(retries, recovered.paused_until_ms);
     unfinished_ids
 }

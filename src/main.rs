@@ -59,9 +59,12 @@ fn run(config: &Config) -> Result<(), String> {
                 target.shown(),
                 target.timeout
             ));
-            App::open(config.pacing, Arc::new(SystemClock), upstream, storage)?
+            App::open_with(config.pacing, config.retry, Arc::new(SystemClock), upstream, storage)?
         }
-        None => App::open(config.pacing, Arc::new(SystemClock), SimulatedApi { delay: config.fetch_delay }, storage)?,
+        None => {
+            let api = SimulatedApi { delay: config.fetch_delay };
+            App::open_with(config.pacing, config.retry, Arc::new(SystemClock), api, storage)?
+        }
     });
     app.set_max_queued_ids(config.max_queued_ids as u64);
     let limits = Limits {

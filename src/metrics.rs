@@ -1,8 +1,9 @@
 //! What the core has done, for `/metrics` and the dashboard: counters per priority, the release
-//! lateness histogram, and short rings of recent releases and ingestions.
+//! lateness histogram, calls to the external API by outcome with their latency, and short rings
+//! of recent releases and ingestions.
 //!
 //! Written by the handler threads (on submit), the pacer (on release, outside the queue lock) and
-//! the worker (on completion). Counters are atomics; each ring sits behind its own small
+//! the worker (per call, and on the end of a release). Counters are atomics; each ring sits behind its own small
 //! parking_lot lock, a leaf: never taken while the queue lock is held, nothing taken under it.
 //! No I/O, no clock reads: times come from the caller.
 
@@ -14,7 +15,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::model::{Batch, Ingestion, Priority};
-use crate::pacer::Release;
+use crate::pacer::{Ended, Release};
+use crate::upstream::Call;
 
 /// Upper bounds of the release lateness buckets. The pacer wakes early and spins to its
 /// deadline, so a healthy release is late by well under a millisecond; the wide end shows a stalled pacer.
@@ -32,6 +34,27 @@ pub const LATENESS_BUCKETS: [Duration; 12] = [
     Duration::from_millis(500),
     Duration::from_secs(1),
 ];
+
+/// Upper bounds of the external API call latency buckets: from a loopback answer to a timeout.
+pub const CALL_BUCKETS: [Duration; 14] = [
+    Duration::from_micros(500),
+    Duration::from_millis(1),
+    Duration::from_micros(2500),
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_micros(2_500_000),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+];
+
+/// The `outcome` label of external API calls, in the order `/metrics` lists them.
+pub const CALL_OUTCOMES: [&str; 6] = ["2xx", "3xx", "4xx", "5xx", "timeout", "error"];
 
 /// How many releases and ingestions the dashboard can show.
 pub const RECENT_RELEASES: usize = 64;
@@ -103,6 +126,8 @@ struct Counters {
     batches_submitted: AtomicU64,
     batches_released: AtomicU64,
     batches_completed: AtomicU64,
+    batches_failed: AtomicU64,
+    batch_retries: AtomicU64,
 }
 
 /// The counters of one priority, read at one moment.
@@ -111,16 +136,26 @@ pub struct PriorityTotals {
     pub ingestions: u64,
     pub ids: u64,
     pub batches_submitted: u64,
+    /// Releases, retries included.
     pub batches_released: u64,
     pub batches_completed: u64,
+    pub batches_failed: u64,
+    /// Releases that ended with ids to retry: each is one more release to come.
+    pub batch_retries: u64,
 }
 
 impl PriorityTotals {
-    /// Batches waiting to be released. Submissions are counted before they reach the queue and
-    /// releases before the worker hears of them, so this never goes below zero in practice;
-    /// saturating keeps a scrape racing a submit from showing nonsense.
+    /// Batches waiting to be released, retries (in their backoff or not) included. Submissions
+    /// and retries are counted before they reach the queue and releases before the worker hears
+    /// of them, so this never goes below zero in practice; saturating keeps a scrape racing a
+    /// submit from showing nonsense.
     pub fn queued(&self) -> u64 {
-        self.batches_submitted.saturating_sub(self.batches_released)
+        (self.batches_submitted + self.batch_retries).saturating_sub(self.batches_released)
+    }
+
+    /// Releases that have not ended yet (0 or 1 over all priorities).
+    pub fn in_flight(&self) -> u64 {
+        self.batches_released.saturating_sub(self.batches_completed + self.batches_failed + self.batch_retries)
     }
 }
 
@@ -138,6 +173,9 @@ pub struct Metrics {
     /// Indexed by [`Priority::index`].
     counters: [Counters; Priority::ALL.len()],
     lateness: Histogram<{ LATENESS_BUCKETS.len() }>,
+    /// External API calls, indexed like [`CALL_OUTCOMES`].
+    calls: [AtomicU64; CALL_OUTCOMES.len()],
+    call_latency: Histogram<{ CALL_BUCKETS.len() }>,
     releases: Mutex<VecDeque<ReleaseRecord>>,
     ingestions: Mutex<VecDeque<Arc<Ingestion>>>,
 }
@@ -147,6 +185,8 @@ impl Default for Metrics {
         Metrics {
             counters: Default::default(),
             lateness: Histogram::new(LATENESS_BUCKETS),
+            calls: Default::default(),
+            call_latency: Histogram::new(CALL_BUCKETS),
             releases: Mutex::default(),
             ingestions: Mutex::default(),
         }
@@ -182,7 +222,39 @@ impl Metrics {
     }
 
     pub fn completed(&self, batch: &Batch) {
-        add(&self.counters[batch.ingestion.priority.index()].batches_completed, 1);
+        self.ended(batch, Ended::Completed);
+    }
+
+    /// Called by the worker before the queue hears how the release ended.
+    pub fn ended(&self, batch: &Batch, ended: Ended) {
+        let counters = &self.counters[batch.ingestion.priority.index()];
+        let counter = match ended {
+            Ended::Completed => &counters.batches_completed,
+            Ended::Failed => &counters.batches_failed,
+            Ended::Retry { .. } => &counters.batch_retries,
+        };
+        add(counter, 1);
+    }
+
+    /// One call to the external API: what happened on the wire, and how long it took.
+    pub fn call(&self, call: Call, took: Duration) {
+        let label = call.label();
+        let slot = CALL_OUTCOMES.iter().position(|&l| l == label).unwrap_or(CALL_OUTCOMES.len() - 1);
+        add(&self.calls[slot], 1);
+        self.call_latency.observe(took);
+    }
+
+    /// External API calls per outcome, in [`CALL_OUTCOMES`] order.
+    pub fn calls(&self) -> [(&'static str, u64); CALL_OUTCOMES.len()] {
+        let mut out = CALL_OUTCOMES.map(|label| (label, 0));
+        for (slot, counter) in out.iter_mut().zip(&self.calls) {
+            slot.1 = counter.load(Ordering::Relaxed);
+        }
+        out
+    }
+
+    pub fn call_latency(&self) -> HistogramSnapshot {
+        self.call_latency.snapshot()
     }
 
     /// Totals per priority, in [`Priority::ALL`] order (HIGH first).
@@ -190,9 +262,11 @@ impl Metrics {
         Priority::ALL.map(|priority| {
             let c = &self.counters[priority.index()];
             let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-            // Completed is read before released, and released before submitted, so each total
-            // is at most the one it is compared with.
+            // Endings are read before releases, and releases before submissions and retries, so
+            // each total is at most the one it is compared with.
             let batches_completed = load(&c.batches_completed);
+            let batches_failed = load(&c.batches_failed);
+            let ended_retries = load(&c.batch_retries);
             let batches_released = load(&c.batches_released);
             let totals = PriorityTotals {
                 ingestions: load(&c.ingestions),
@@ -200,6 +274,8 @@ impl Metrics {
                 batches_submitted: load(&c.batches_submitted),
                 batches_released,
                 batches_completed,
+                batches_failed,
+                batch_retries: ended_retries,
             };
             (priority, totals)
         })
@@ -272,12 +348,43 @@ mod tests {
         metrics.completed(&batch);
         let [(_, high), (_, medium), (_, low)] = metrics.totals();
         assert_eq!((high, low), (PriorityTotals::default(), PriorityTotals::default()));
-        let expected =
-            PriorityTotals { ingestions: 1, ids: 5, batches_submitted: 2, batches_released: 1, batches_completed: 1 };
-        assert_eq!((medium, medium.queued()), (expected, 1));
+        let expected = PriorityTotals {
+            ingestions: 1,
+            ids: 5,
+            batches_submitted: 2,
+            batches_released: 1,
+            batches_completed: 1,
+            ..PriorityTotals::default()
+        };
+        assert_eq!((medium, medium.queued(), medium.in_flight()), (expected, 1, 0));
         assert_eq!((metrics.lateness().count, metrics.lateness().sum), (1, Duration::from_millis(3)));
         assert_eq!(metrics.recent_releases().len(), 1);
         assert_eq!(metrics.recent_ingestions()[0].id, ingestion.id);
+    }
+
+    #[test]
+    fn a_retry_queues_the_batch_again_and_calls_count_by_outcome() {
+        let metrics = Metrics::default();
+        let ingestion = Arc::new(Ingestion::new(Priority::High, vec![1, 2], 2, 0, None));
+        metrics.submitted(&ingestion);
+        let batch = Batch { ingestion, index: 0 };
+        let now = Instant::now();
+        let release = Release { batch: batch.clone(), due: now, at: now, at_wall_ms: 0, attempt: 1 };
+        let totals = |m: &Metrics| m.totals()[0].1;
+        metrics.released(&release);
+        assert_eq!((totals(&metrics).queued(), totals(&metrics).in_flight()), (0, 1));
+        metrics.ended(&batch, Ended::Retry { backoff: Duration::from_secs(1) });
+        assert_eq!((totals(&metrics).queued(), totals(&metrics).in_flight()), (1, 0));
+        metrics.released(&release);
+        metrics.ended(&batch, Ended::Failed);
+        let t = totals(&metrics);
+        assert_eq!((t.queued(), t.in_flight(), t.batches_failed, t.batch_retries), (0, 0, 1, 1));
+        metrics.call(Call::Answered(503), Duration::from_millis(3));
+        metrics.call(Call::TimedOut, Duration::from_secs(10));
+        metrics.call(Call::Answered(204), Duration::from_millis(1));
+        let calls = metrics.calls();
+        assert_eq!(calls, [("2xx", 1), ("3xx", 0), ("4xx", 0), ("5xx", 1), ("timeout", 1), ("error", 0)]);
+        assert_eq!(metrics.call_latency().count, 3);
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! The domain vocabulary: priorities, statuses and the shape of an ingestion.
-//! Plain data shared by every thread; no locks, no I/O, no knowledge of HTTP.
+//! Plain data shared by every thread; no I/O, no knowledge of HTTP. Statuses and delivery
+//! progress are atomics; a batch's last error sits behind its own leaf lock (held only to
+//! copy or replace it, never with another lock).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
@@ -54,13 +58,16 @@ impl fmt::Display for Priority {
     }
 }
 
-/// Where a batch is in its life: `YetToStart` -> `Triggered` -> `Completed`.
+/// Where a batch is in its life: `YetToStart` -> `Triggered` -> `Completed` or `Failed`. A
+/// batch waiting out a backoff before its next release stays `Triggered`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum BatchStatus {
     YetToStart = 0,
     Triggered = 1,
     Completed = 2,
+    /// Nothing of it is left to retry and some of its ids failed for good.
+    Failed = 3,
 }
 
 impl BatchStatus {
@@ -69,29 +76,40 @@ impl BatchStatus {
             BatchStatus::YetToStart => "yet_to_start",
             BatchStatus::Triggered => "triggered",
             BatchStatus::Completed => "completed",
+            BatchStatus::Failed => "failed",
         }
     }
 
-    fn from_u8(v: u8) -> BatchStatus {
+    /// The status stored as `v` (the enum's discriminant); unknown values read as completed.
+    pub fn from_u8(v: u8) -> BatchStatus {
         match v {
             0 => BatchStatus::YetToStart,
             1 => BatchStatus::Triggered,
+            3 => BatchStatus::Failed,
             _ => BatchStatus::Completed,
         }
     }
 
+    /// Whether nothing more will happen to the batch.
+    pub fn is_finished(self) -> bool {
+        matches!(self, BatchStatus::Completed | BatchStatus::Failed)
+    }
+
     /// The status of an ingestion whose batches have these statuses: `yet_to_start` while
-    /// all are, `completed` when all are, `triggered` otherwise.
+    /// all are; once all are completed or failed, `failed` if any failed, else `completed`;
+    /// `triggered` otherwise.
     pub fn of_ingestion(batches: impl IntoIterator<Item = BatchStatus>) -> BatchStatus {
-        let (mut all_waiting, mut all_done) = (true, true);
+        let (mut all_waiting, mut all_done, mut any_failed) = (true, true, false);
         for status in batches {
             all_waiting &= status == BatchStatus::YetToStart;
-            all_done &= status == BatchStatus::Completed;
+            all_done &= status.is_finished();
+            any_failed |= status == BatchStatus::Failed;
         }
-        match (all_waiting, all_done) {
-            (true, _) => BatchStatus::YetToStart,
-            (false, true) => BatchStatus::Completed,
-            (false, false) => BatchStatus::Triggered,
+        match (all_waiting, all_done, any_failed) {
+            (true, _, _) => BatchStatus::YetToStart,
+            (false, true, true) => BatchStatus::Failed,
+            (false, true, false) => BatchStatus::Completed,
+            (false, false, _) => BatchStatus::Triggered,
         }
     }
 }
@@ -115,11 +133,13 @@ pub struct Ingestion {
     /// The `Idempotency-Key` it was posted with, if any.
     pub idempotency_key: Option<Box<str>>,
     ids: Box<[Id]>,
+    /// Per id (same order as `ids`), what came of delivering it: see [`Delivery`].
+    delivery: Box<[AtomicU8]>,
     batch_size: usize,
     batches: Box<[BatchState]>,
-    /// Batches not yet completed; when it reaches 0, `completed_at_ms` is set.
+    /// Batches not yet completed or failed; when it reaches 0, `completed_at_ms` is set.
     remaining: AtomicU32,
-    /// When the last batch completed, in Unix milliseconds; 0 while unfinished.
+    /// When the last batch completed or failed, in Unix milliseconds; 0 while unfinished.
     completed_at_ms: AtomicU64,
     /// Set once, by the queue, when the ingestion is submitted.
     enqueued: OnceLock<Enqueued>,
@@ -136,15 +156,41 @@ pub struct Enqueued {
     pub at: Instant,
 }
 
+/// What came of delivering one id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Delivery {
+    /// Not delivered yet: the next release of its batch sends it.
+    Pending = 0,
+    /// The API took it; it is never sent again.
+    Delivered = 1,
+    /// Failed for good (a permanent error, or still pending after the last attempt).
+    Failed = 2,
+}
+
+impl Delivery {
+    pub fn from_u8(v: u8) -> Delivery {
+        match v {
+            1 => Delivery::Delivered,
+            2 => Delivery::Failed,
+            _ => Delivery::Pending,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct BatchState {
     id: Uuid,
     status: AtomicU8,
     attempts: AtomicU8,
-    /// When it was last triggered and when completed, in Unix milliseconds; 0 until then.
-    /// Written before `status`, so a reader that sees the status sees the time.
+    /// When it was last triggered and when completed (or failed), in Unix milliseconds; 0 until
+    /// then. Written before `status`, so a reader that sees the status sees the time.
     triggered_ms: AtomicU64,
     completed_ms: AtomicU64,
+    /// When its next release may go, while it waits out a backoff; 0 otherwise.
+    retry_at_ms: AtomicU64,
+    /// The last failure of one of its ids, for a person: `id 7: HTTP 503 after 2.1 s`.
+    last_error: Mutex<Option<Arc<str>>>,
 }
 
 /// An ingestion as recorded in the journal, to be rebuilt after a restart.
@@ -157,6 +203,10 @@ pub struct IngestionRecord {
     pub ids: Vec<Id>,
     pub batch_size: usize,
     pub batches: Vec<BatchRecord>,
+    /// Per id, what came of delivering it ([`Delivery`] as a byte); empty: all pending.
+    pub delivery: Vec<u8>,
+    /// Per batch, its last error; empty: none.
+    pub last_errors: Vec<Option<Box<str>>>,
 }
 
 /// One batch as recorded in the journal.
@@ -167,8 +217,10 @@ pub struct BatchRecord {
     pub attempts: u8,
     /// Unix milliseconds of the last release, 0 if never released.
     pub triggered_at_ms: u64,
-    /// Unix milliseconds of completion, 0 if not completed.
+    /// Unix milliseconds of completion (or failure), 0 if not finished.
     pub completed_at_ms: u64,
+    /// Unix milliseconds when its next release may go, while it waits for a retry; 0 otherwise.
+    pub retry_at_ms: u64,
 }
 
 /// A read-only view of one batch of an ingestion.
@@ -181,7 +233,10 @@ pub struct BatchView<'a> {
     /// batch in flight was interrupted by a crash and run again.
     pub attempts: u8,
     pub triggered_at: Option<SystemTime>,
+    /// When it completed, or failed.
     pub completed_at: Option<SystemTime>,
+    /// When its next release may go, while it waits out a backoff after a failed release.
+    pub retry_at: Option<SystemTime>,
 }
 
 impl Ingestion {
@@ -204,6 +259,7 @@ impl Ingestion {
                 attempts: 0,
                 triggered_at_ms: 0,
                 completed_at_ms: 0,
+                retry_at_ms: 0,
             })
             .collect();
         Ingestion::restore(IngestionRecord {
@@ -214,31 +270,39 @@ impl Ingestion {
             ids,
             batch_size,
             batches,
+            delivery: Vec::new(),
+            last_errors: Vec::new(),
         })
     }
 
     /// Rebuilds an ingestion exactly as recorded.
     pub fn restore(record: IngestionRecord) -> Ingestion {
-        let remaining = record.batches.iter().filter(|b| b.status != BatchStatus::Completed).count();
+        let remaining = record.batches.iter().filter(|b| !b.status.is_finished()).count();
         let completed_at_ms =
             if remaining == 0 { record.batches.iter().map(|b| b.completed_at_ms).max().unwrap_or(0) } else { 0 };
         let batches = record
             .batches
             .iter()
-            .map(|b| BatchState {
+            .zip(0..)
+            .map(|(b, index)| BatchState {
                 id: b.id,
                 status: AtomicU8::new(b.status as u8),
                 attempts: AtomicU8::new(b.attempts),
                 triggered_ms: AtomicU64::new(b.triggered_at_ms),
                 completed_ms: AtomicU64::new(b.completed_at_ms),
+                retry_at_ms: AtomicU64::new(b.retry_at_ms),
+                last_error: Mutex::new(record.last_errors.get(index).cloned().flatten().map(Arc::from)),
             })
             .collect();
+        let delivery =
+            (0..record.ids.len()).map(|at| AtomicU8::new(record.delivery.get(at).copied().unwrap_or(0))).collect();
         Ingestion {
             id: record.id,
             priority: record.priority,
             accepted_at_ms: record.accepted_at_ms,
             idempotency_key: record.idempotency_key,
             ids: record.ids.into_boxed_slice(),
+            delivery,
             batch_size: record.batch_size,
             batches,
             remaining: AtomicU32::new(u32::try_from(remaining).unwrap_or(u32::MAX)),
@@ -265,8 +329,11 @@ impl Ingestion {
                     attempts: b.attempts.load(Ordering::Acquire),
                     triggered_at_ms: b.triggered_ms.load(Ordering::Acquire),
                     completed_at_ms: b.completed_ms.load(Ordering::Acquire),
+                    retry_at_ms: b.retry_at_ms.load(Ordering::Acquire),
                 })
                 .collect(),
+            delivery: self.delivery.iter().map(|d| d.load(Ordering::Acquire)).collect(),
+            last_errors: self.batches.iter().map(|b| b.last_error.lock().as_deref().map(Box::from)).collect(),
         }
     }
 
@@ -304,18 +371,75 @@ impl Ingestion {
 
     pub fn batch(&self, index: usize) -> BatchView<'_> {
         let state = &self.batches[index];
-        let start = index * self.batch_size;
-        let end = (start + self.batch_size).min(self.ids.len());
         // Status first: the times were written before it.
         let status = BatchStatus::from_u8(state.status.load(Ordering::Acquire));
         BatchView {
             batch_id: state.id,
-            ids: &self.ids[start..end],
+            ids: &self.ids[self.span(index)],
             status,
             attempts: state.attempts.load(Ordering::Acquire),
             triggered_at: wall(state.triggered_ms.load(Ordering::Acquire)),
             completed_at: wall(state.completed_ms.load(Ordering::Acquire)),
+            retry_at: wall(state.retry_at_ms.load(Ordering::Acquire)),
         }
+    }
+
+    /// Where batch `index`'s ids are in `ids`.
+    fn span(&self, index: usize) -> std::ops::Range<usize> {
+        let start = index * self.batch_size;
+        start..(start + self.batch_size).min(self.ids.len())
+    }
+
+    /// What came of each id of batch `index`, in order.
+    pub fn deliveries(&self, index: usize) -> impl Iterator<Item = (Id, Delivery)> + '_ {
+        let span = self.span(index);
+        self.ids[span.clone()]
+            .iter()
+            .zip(&self.delivery[span])
+            .map(|(&id, state)| (id, Delivery::from_u8(state.load(Ordering::Acquire))))
+    }
+
+    /// The ids of batch `index` that failed for good, in order.
+    pub fn failed_ids(&self, index: usize) -> Vec<Id> {
+        self.deliveries(index).filter(|&(_, d)| d == Delivery::Failed).map(|(id, _)| id).collect()
+    }
+
+    /// How many ids of batch `index` are still to be delivered.
+    pub fn pending_count(&self, index: usize) -> usize {
+        self.deliveries(index).filter(|&(_, d)| d == Delivery::Pending).count()
+    }
+
+    /// The last failure of batch `index`, if any.
+    pub fn last_error(&self, index: usize) -> Option<Arc<str>> {
+        self.batches[index].last_error.lock().clone()
+    }
+
+    /// Records what came of the id at position `at` (from 0) of batch `index`.
+    pub(crate) fn set_delivery(&self, index: usize, at: usize, delivery: Delivery) {
+        let span = self.span(index);
+        self.delivery[span][at].store(delivery as u8, Ordering::Release);
+    }
+
+    /// Positions (in batch `index`) of its ids that are delivered, and of those failed for good.
+    pub fn progress(&self, index: usize) -> (Vec<u32>, Vec<u32>) {
+        let (mut delivered, mut failed) = (Vec::new(), Vec::new());
+        for ((_, d), at) in self.deliveries(index).zip(0u32..) {
+            match d {
+                Delivery::Delivered => delivered.push(at),
+                Delivery::Failed => failed.push(at),
+                Delivery::Pending => {}
+            }
+        }
+        (delivered, failed)
+    }
+
+    pub(crate) fn set_last_error(&self, index: usize, error: Option<Arc<str>>) {
+        *self.batches[index].last_error.lock() = error;
+    }
+
+    /// Records when batch `index` may be released again (0: it does not wait).
+    pub(crate) fn set_retry_at(&self, index: usize, at_ms: u64) {
+        self.batches[index].retry_at_ms.store(at_ms, Ordering::Release);
     }
 
     pub fn batches(&self) -> impl ExactSizeIterator<Item = BatchView<'_>> + '_ {
@@ -332,19 +456,29 @@ impl Ingestion {
         let attempt = state.attempts.load(Ordering::Acquire).saturating_add(1);
         state.attempts.store(attempt, Ordering::Release);
         state.triggered_ms.store(at_ms.max(1), Ordering::Release);
+        state.retry_at_ms.store(0, Ordering::Release);
         state.status.store(BatchStatus::Triggered as u8, Ordering::Release);
         attempt
     }
 
-    /// Marks batch `index` completed at `now_ms`; returns whether the whole ingestion now is.
+    /// Marks batch `index` completed at `now_ms`; returns whether the whole ingestion is now
+    /// finished.
     pub(crate) fn complete(&self, index: usize, now_ms: u64) -> bool {
+        self.finish(index, BatchStatus::Completed, now_ms)
+    }
+
+    /// Marks batch `index` finished (`Completed` or `Failed`) at `now_ms`; returns whether the
+    /// whole ingestion is now finished. A batch finishes once: later calls change nothing.
+    pub(crate) fn finish(&self, index: usize, status: BatchStatus, now_ms: u64) -> bool {
+        debug_assert!(status.is_finished());
         let state = &self.batches[index];
-        if state.status.load(Ordering::Acquire) == BatchStatus::Completed as u8 {
+        if BatchStatus::from_u8(state.status.load(Ordering::Acquire)).is_finished() {
             return false;
         }
         state.completed_ms.store(now_ms.max(1), Ordering::Release);
-        let previous = state.status.swap(BatchStatus::Completed as u8, Ordering::AcqRel);
-        if previous == BatchStatus::Completed as u8 {
+        state.retry_at_ms.store(0, Ordering::Release);
+        let previous = BatchStatus::from_u8(state.status.swap(status as u8, Ordering::AcqRel));
+        if previous.is_finished() {
             return false;
         }
         let finished = self.remaining.fetch_sub(1, Ordering::AcqRel) == 1;
@@ -377,6 +511,36 @@ impl Batch {
 
     pub(crate) fn complete(&self, now_ms: u64) -> bool {
         self.ingestion.complete(self.index as usize, now_ms)
+    }
+
+    pub(crate) fn finish(&self, status: BatchStatus, now_ms: u64) -> bool {
+        self.ingestion.finish(self.index as usize, status, now_ms)
+    }
+
+    /// What came of each id of this batch, in order.
+    pub fn deliveries(&self) -> impl Iterator<Item = (Id, Delivery)> + '_ {
+        self.ingestion.deliveries(self.index as usize)
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.ingestion.pending_count(self.index as usize)
+    }
+
+    pub(crate) fn set_delivery(&self, at: usize, delivery: Delivery) {
+        self.ingestion.set_delivery(self.index as usize, at, delivery);
+    }
+
+    pub(crate) fn set_last_error(&self, error: Option<Arc<str>>) {
+        self.ingestion.set_last_error(self.index as usize, error);
+    }
+
+    pub(crate) fn set_retry_at(&self, at_ms: u64) {
+        self.ingestion.set_retry_at(self.index as usize, at_ms);
+    }
+
+    /// When its next release may go, in Unix milliseconds, while it waits for a retry; else 0.
+    pub fn retry_at_ms(&self) -> u64 {
+        self.ingestion.batches[self.index as usize].retry_at_ms.load(Ordering::Acquire)
     }
 }
 
@@ -416,6 +580,24 @@ mod tests {
         check(&[Completed, Completed, YetToStart], Triggered);
         check(&[Completed], Completed);
         check(&[Completed, Completed], Completed);
+        check(&[Failed], Failed);
+        check(&[Completed, Failed], Failed);
+        check(&[Failed, Triggered], Triggered);
+        check(&[Failed, YetToStart], Triggered);
+    }
+
+    #[test]
+    fn a_failed_batch_finishes_the_ingestion_once() {
+        let ingestion = Ingestion::new(Priority::Low, vec![1, 2, 3, 4], 2, 0, None);
+        ingestion.set_delivery(1, 1, Delivery::Failed);
+        ingestion.set_delivery(1, 0, Delivery::Delivered);
+        assert_eq!(ingestion.failed_ids(1), [4]);
+        assert_eq!((ingestion.pending_count(0), ingestion.pending_count(1)), (2, 0));
+        assert!(!ingestion.finish(1, Failed, 7));
+        assert!(!ingestion.finish(1, Completed, 8), "a batch finishes once");
+        assert_eq!(ingestion.batch(1).status, Failed);
+        assert!(ingestion.complete(0, 9));
+        assert_eq!((ingestion.status(), ingestion.completed_at_ms()), (Failed, Some(9)));
     }
 
     #[test]

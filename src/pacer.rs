@@ -2,8 +2,9 @@
 //!
 //! Owns the queue: one `parking_lot::Mutex<State>` (the [`Scheduler`] with its heap, plus the
 //! pacer's bookkeeping) and one `parking_lot::Condvar`, and is the only module that reads the
-//! [`Clock`]. HTTP handler threads and the journal take the lock to submit, the worker to report a
-//! completion, the pacer thread to decide. The pacer thread is the only one that releases a batch:
+//! [`Clock`]. HTTP handler threads and the journal take the lock to submit, the worker to report
+//! how a release ended (completed, failed, or to retry after a backoff, perhaps with an upstream
+//! pause), the pacer thread to decide. The pacer thread is the only one that releases a batch:
 //! it waits on the Condvar with the lock released (until the head batch's slot, or until notified
 //! when idle or busy), and whoever changes what it would decide notifies it under the lock.
 //! Tests wait for its state on the same lock and Condvar. Nobody does I/O, sleeps or sends on a
@@ -21,7 +22,7 @@ use crate::log;
 use crate::metrics::Metrics;
 use crate::model::{Batch, BatchStatus, BatchView, Enqueued, Ingestion, Priority};
 use crate::realtime;
-use crate::scheduler::{Outlook, Poll, Scheduler};
+use crate::scheduler::{Finish, Outlook, Poll, Scheduler};
 
 /// A batch the pacer let go, sent to the worker.
 #[derive(Debug)]
@@ -33,8 +34,31 @@ pub struct Release {
     pub at: Instant,
     /// The same instant on the wall clock, in Unix milliseconds.
     pub at_wall_ms: u64,
-    /// Which attempt this is: 1 normally, more for a batch interrupted by a restart.
+    /// Which attempt this is: 1 normally, more for a retry or a batch interrupted by a restart.
     pub attempt: u8,
+}
+
+/// How a release ended, as the worker reports it to [`Queue::finish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    pub ended: Ended,
+    /// When the release's first call ended (answered, failed or timed out), on the queue's clock
+    /// ([`Queue::now`]); `None` for an API without a wire. The next release waits an interval
+    /// after it, so the upstream never sees two batches closer than the interval.
+    pub first_answer: Option<Instant>,
+    /// The upstream asked for a pause (`Retry-After`): release nothing for this long from now.
+    pub pause: Option<Duration>,
+}
+
+/// What became of the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Every id delivered.
+    Completed,
+    /// Nothing left to retry, some ids failed for good.
+    Failed,
+    /// Some ids are to be retried: release the batch again after this backoff.
+    Retry { backoff: Duration },
 }
 
 /// What the pacer thread is waiting for, while it waits. Lets tests wait for a state, not a time.
@@ -57,8 +81,12 @@ pub struct Depth {
 
 struct State {
     scheduler: Scheduler<Arc<Ingestion>>,
-    /// Ids waiting to be released, per priority, indexed like [`Priority::ALL`].
+    /// Ids waiting to be released, per priority, indexed like [`Priority::ALL`]; a batch waiting
+    /// for a retry counts its undelivered ids.
     queued_ids: [u64; 3],
+    /// The end of the last pause an upstream asked for, on the wall clock (0: none), for the
+    /// journal.
+    paused_until_ms: u64,
     parked: Option<Parked>,
     stopping: bool,
 }
@@ -128,6 +156,10 @@ pub struct QueueReport {
     pub levels: Vec<LevelReport>,
     /// The batch in flight and when it was released.
     pub in_flight: Option<(Batch, Instant)>,
+    /// Batches waiting out a backoff before a retry (not in `outlook`'s counts).
+    pub retrying: usize,
+    /// While the upstream's pause (`Retry-After`) lasts, when it ends.
+    pub paused_until: Option<Instant>,
 }
 
 /// The waiting work of one priority.
@@ -157,7 +189,13 @@ impl Pacer {
     /// to or when the receiver is gone.
     pub fn start(interval: Duration, clock: Arc<dyn Clock>, releases: Sender<Release>) -> Pacer {
         let wall = Wall { instant: clock.now(), system: clock.wall() };
-        let state = State { scheduler: Scheduler::new(interval), queued_ids: [0; 3], parked: None, stopping: false };
+        let state = State {
+            scheduler: Scheduler::new(interval),
+            queued_ids: [0; 3],
+            paused_until_ms: 0,
+            parked: None,
+            stopping: false,
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             changed: Condvar::new(),
@@ -235,7 +273,8 @@ fn take_release(shared: &Shared, state: &mut State, now: Instant) -> Result<Rele
             let batch = Batch { ingestion: run, index };
             // The worker marks it triggered, once (in durable mode) that is on disk.
             let attempt = batch.view().attempts.saturating_add(1);
-            state.queued_ids[batch.ingestion.priority.index()] -= batch.view().ids.len() as u64;
+            let ids = &mut state.queued_ids[batch.ingestion.priority.index()];
+            *ids = ids.saturating_sub(batch.pending_count() as u64);
             Ok(Release { batch, due, at: now, at_wall_ms: shared.clock.wall_ms(), attempt })
         }
         other => Err(other),
@@ -334,16 +373,52 @@ impl Queue {
     /// Marks the batch in flight completed and notifies the pacer, which releases the next one
     /// once the interval allows (at once, if its slot has passed).
     pub fn complete(&self, batch: &Batch) -> Depth {
+        self.finish(batch, Finished { ended: Ended::Completed, first_answer: None, pause: None })
+    }
+
+    /// Records how the release in flight ended and notifies the pacer. A batch to retry waits
+    /// out its backoff from now, then goes before every batch of its priority that arrived
+    /// after it (see [`Scheduler`]); its `retry_at` shows when. A pause holds every release.
+    pub fn finish(&self, batch: &Batch, finished: Finished) -> Depth {
         let wall_ms = self.shared.clock.wall_ms();
         // Counted first, so whoever sees the queue move on also sees the count.
-        self.shared.metrics.completed(batch);
+        self.shared.metrics.ended(batch, finished.ended);
         let depth = self.change(|state, now| {
-            batch.complete(wall_ms);
-            state.scheduler.complete(now);
+            let ms_after = |d: Duration| wall_ms.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let retry_at = match finished.ended {
+                Ended::Completed => {
+                    batch.complete(wall_ms);
+                    None
+                }
+                Ended::Failed => {
+                    batch.finish(BatchStatus::Failed, wall_ms);
+                    None
+                }
+                Ended::Retry { backoff } => {
+                    // Its `retry_at` is the worker's, as journaled.
+                    state.queued_ids[batch.ingestion.priority.index()] += batch.pending_count() as u64;
+                    Some(now + backoff)
+                }
+            };
+            if let Some(pause) = finished.pause {
+                state.scheduler.pause(now + pause);
+                state.paused_until_ms = state.paused_until_ms.max(ms_after(pause));
+            }
+            state.scheduler.finish(now, Finish { first_answer: finished.first_answer, retry_at });
             state.depth()
         });
-        log::info_later(format_args!("completed {batch}; {depth}"));
+        match finished.ended {
+            Ended::Completed => log::info_later(format_args!("completed {batch}; {depth}")),
+            Ended::Failed => log::info_later(format_args!("failed {batch}; {depth}")),
+            Ended::Retry { backoff } => log::info_later(format_args!("retrying {batch} in {backoff:?}; {depth}")),
+        }
         depth
+    }
+
+    /// When the upstream's last pause ends, in Unix milliseconds (0: never paused); for a
+    /// compacted journal to keep it.
+    pub fn paused_until_ms(&self) -> u64 {
+        self.lock().paused_until_ms
     }
 
     /// Issue 11 (storage helper), the worker's one hook here: the batch in flight starts only
@@ -375,7 +450,7 @@ impl Queue {
             }
             for batch in reruns {
                 let priority = batch.ingestion.priority;
-                state.queued_ids[priority.index()] += batch.view().ids.len() as u64;
+                state.queued_ids[priority.index()] += batch.pending_count() as u64;
                 state.scheduler.rerun(priority, batch.ingestion, batch.index, now);
             }
             for ingestion in queued {
@@ -385,6 +460,32 @@ impl Queue {
                 state.queued_ids[priority.index()] += waiting as u64;
                 let level_first = state.scheduler.submit_from(priority, Arc::clone(&ingestion), first as u32, len, now);
                 ingestion.set_enqueued(Enqueued { first: level_first, at: now });
+            }
+        });
+    }
+
+    /// Queues, after a restart, the batches that were waiting out a retry's backoff (each until
+    /// its `retry_at`), keeping their order among retries, and the upstream's pause if it has
+    /// not ended. Called before any new work is submitted.
+    pub fn restore_retries(&self, retries: Vec<Batch>, paused_until_ms: Option<u64>) {
+        let now_ms = self.shared.clock.wall_ms();
+        for batch in &retries {
+            self.shared.metrics.restored(batch.ingestion.priority, 1);
+        }
+        // A wall-clock instant as one of the queue's, from how far it is from now.
+        let at = |now: Instant, ms: u64| match ms.checked_sub(now_ms) {
+            Some(ahead) => now + Duration::from_millis(ahead),
+            None => now.checked_sub(Duration::from_millis(now_ms - ms)).unwrap_or(now),
+        };
+        self.change(|state, now| {
+            for batch in retries {
+                let (priority, retry_at_ms) = (batch.ingestion.priority, batch.retry_at_ms());
+                state.queued_ids[priority.index()] += batch.pending_count() as u64;
+                state.scheduler.restore_retry(priority, batch.ingestion, batch.index, at(now, retry_at_ms));
+            }
+            if let Some(until) = paused_until_ms.filter(|&ms| ms > now_ms) {
+                state.scheduler.pause(at(now, until));
+                state.paused_until_ms = state.paused_until_ms.max(until);
             }
         });
     }
@@ -452,9 +553,11 @@ impl Queue {
             })
             .collect();
         let status = BatchStatus::of_ingestion(batches.iter().map(|b| b.view.status));
-        let eta_completed = match (status, batches.last()) {
-            (BatchStatus::Completed, _) | (_, None) => None,
-            (_, Some(last)) => last.eta.map(|t| self.shared.wall.at(t)).or(last.view.triggered_at),
+        let eta_completed = match (status.is_finished(), batches.last()) {
+            (true, _) | (_, None) => None,
+            (false, Some(last)) => {
+                last.eta.map(|t| self.shared.wall.at(t)).or(last.view.retry_at).or(last.view.triggered_at)
+            }
         };
         Timeline { batches, status, eta_completed }
     }
@@ -474,7 +577,8 @@ impl Queue {
             .collect();
         let in_flight =
             state.scheduler.in_flight_batch().map(|f| (Batch { ingestion: Arc::clone(&f.run), index: f.index }, f.at));
-        QueueReport { outlook, levels, in_flight }
+        let paused_until = state.scheduler.paused_until().filter(|&t| t > outlook.now);
+        QueueReport { outlook, levels, in_flight, retrying: state.scheduler.backing_off(), paused_until }
     }
 
     /// The wall-clock time of one of the queue's instants.

@@ -17,7 +17,7 @@ pub enum Poll<B> {
     /// Release batch `index` of `run` now. `due` is the earliest instant the rule allowed it;
     /// the release is late by `now - due`.
     Release { run: B, index: u32, due: Instant },
-    /// The head batch may go at this instant, not before.
+    /// Look again at this instant: the head batch may go then, or a retry's backoff ends.
     WaitUntil(Instant),
     /// A batch is in flight; nothing may go until it completes.
     Busy,
@@ -40,9 +40,20 @@ fn level(priority: Priority) -> usize {
 /// arrival (a sequence number given at submit), then position within the run. A batch to run
 /// again after a restart goes before all of them.
 ///
-/// Pacing: the head may be released at `max(previous release + interval, previous completion)`,
-/// with at most one batch in flight. So releases are never closer than `interval`, a batch
-/// that completes within the interval does not stretch the period, and idle time earns no burst.
+/// Retries: a release that leaves ids to retry hands its batch back ([`Finish::retry_at`]); it
+/// waits out its backoff outside the queue, then (when a poll sees the backoff over) enters the
+/// heap before every batch of its priority that arrived after it, which is every batch of its
+/// priority still queued (they have larger level indexes), and behind higher priorities. Among
+/// retries of one priority, earlier arrivals go first.
+///
+/// Pacing: the head may be released at `max(previous release + interval, previous completion,
+/// previous first answer + interval, pause end)`, with at most one batch in flight. So releases
+/// are never closer than `interval`, a batch that completes within the interval does not stretch
+/// the period, and idle time earns no burst. The first-answer term makes the gap exact at a
+/// remote API: the previous batch's first request arrived there before its answer came back, and
+/// the next one arrives after its release, so two first requests are at least `interval` apart
+/// (the API reports no first answer when it has no wire, [`Finish::first_answer`]). The pause is
+/// the upstream's `Retry-After` ([`Scheduler::pause`]).
 ///
 /// Positions: every batch gets a *level index*, its number among all batches ever submitted at
 /// its priority (a run's batches get consecutive ones). Because a level releases in exactly that
@@ -64,9 +75,18 @@ pub struct Scheduler<B> {
     released: [u64; LEVELS],
     /// Batches interrupted in flight by a restart, waiting in the heap to run again.
     reruns: u64,
+    /// Retries whose backoff has ended, waiting in the heap, per level.
+    ready_retries: [u64; LEVELS],
+    /// Retries still waiting out their backoff, the soonest first. Not in the heap, not counted
+    /// in positions until their backoff ends.
+    backing_off: BinaryHeap<Reverse<Backoff<B>>>,
     in_flight: Option<InFlight<B>>,
     last_release: Option<Instant>,
     last_completion: Option<Instant>,
+    /// When the batch released last had its first answer (see [`Finish::first_answer`]).
+    last_answer: Option<Instant>,
+    /// Nothing is released before this instant (an upstream's `Retry-After`).
+    paused_until: Option<Instant>,
     /// When the queue last went from empty to non-empty; a release is never due before it.
     waiting_since: Option<Instant>,
     /// Reads and writes of queued runs, so tests can show what a lookup costs.
@@ -79,8 +99,59 @@ struct Rank {
     /// A batch interrupted by a restart, ahead of everything else.
     rerun: bool,
     priority: Priority,
+    /// A retry, ahead of every first release of its priority (all of which arrived after it).
+    retry: bool,
     /// Earlier arrivals first.
     arrival: Reverse<u64>,
+    /// Within one arrival (retries of one run), earlier batches first; 0 for a run's entry.
+    index: Reverse<u32>,
+}
+
+/// A retry waiting out its backoff; the soonest first, then as in the heap.
+#[derive(Debug)]
+struct Backoff<B> {
+    ready_at: Instant,
+    arrival: u64,
+    index: u32,
+    priority: Priority,
+    run: B,
+}
+
+impl<B> Backoff<B> {
+    fn key(&self) -> (Instant, u64, u32) {
+        (self.ready_at, self.arrival, self.index)
+    }
+}
+
+impl<B> PartialEq for Backoff<B> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl<B> Eq for Backoff<B> {}
+
+impl<B> PartialOrd for Backoff<B> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<B> Ord for Backoff<B> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// How a release ended, as the worker reports it to [`Scheduler::finish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Finish {
+    /// When the release's first call was answered (or gave up): the API had the batch's first
+    /// request before this. `None` for an API without a wire (the simulated one), or a release
+    /// that called nothing.
+    pub first_answer: Option<Instant>,
+    /// Release the batch again, not before this instant: some of its ids are to be retried.
+    pub retry_at: Option<Instant>,
 }
 
 /// A run in the heap: batches `next..len` of `run` are still to go.
@@ -121,6 +192,8 @@ pub struct InFlight<B> {
     pub priority: Priority,
     /// When it was released.
     pub at: Instant,
+    /// Its run's arrival number: a retry keeps its place among retries by it.
+    pub arrival: u64,
 }
 
 /// The counters a position and an ETA are computed from, copied at one instant. A fixed-size
@@ -138,6 +211,8 @@ pub struct Outlook {
     released: [u64; LEVELS],
     /// Interrupted batches waiting to run again, ahead of every level.
     reruns: u64,
+    /// Retries whose backoff has ended, per level: ahead of every first release of theirs.
+    ready_retries: [u64; LEVELS],
 }
 
 impl Outlook {
@@ -146,13 +221,18 @@ impl Outlook {
         self.queued_at(level(priority))
     }
 
-    /// Batches waiting to be released, all priorities.
+    /// Batches waiting to be released, all priorities (retries still in their backoff aside).
     pub fn queued_total(&self) -> u64 {
-        self.reruns + (0..LEVELS).map(|l| self.queued_at(l)).sum::<u64>()
+        self.reruns + (0..LEVELS).map(|l| self.waiting_at(l)).sum::<u64>()
     }
 
     fn queued_at(&self, level: usize) -> u64 {
         self.submitted[level] - self.released[level]
+    }
+
+    /// Batches of a level that go before its first queued one: first releases and retries.
+    fn waiting_at(&self, level: usize) -> u64 {
+        self.queued_at(level) + self.ready_retries[level]
     }
 
     /// How many batches are released before batch `index` of the run of `priority` whose first
@@ -165,19 +245,27 @@ impl Outlook {
     /// index order, so its released batches are exactly indexes `0..released`, and its queued
     /// ones below `n = first + index` are `released..n`: `n - released` of them. The batch in
     /// flight was released already and is not counted; it shows in `next_release`.
+    ///
+    /// Retries: one whose backoff has ended goes before every first release of its priority
+    /// (they all arrived after it) and behind higher priorities, so it counts in (a) for lower
+    /// levels and ahead of (b) for its own: one more counter per level. A retry still in its
+    /// backoff is not counted: when its backoff ends it pushes every queued batch of its
+    /// priority and below back by one, which only moves positions (and ETAs) later.
     pub fn position(&self, priority: Priority, first: u64, index: u32) -> Option<u64> {
         let l = level(priority);
         let n = first.wrapping_add(u64::from(index));
         if n < self.released[l] || n >= self.submitted[l] {
             return None;
         }
-        let higher: u64 = self.reruns + (0..l).map(|h| self.queued_at(h)).sum::<u64>();
-        Some(higher + n - self.released[l])
+        let higher: u64 = self.reruns + (0..l).map(|h| self.waiting_at(h)).sum::<u64>();
+        Some(higher + self.ready_retries[l] + n - self.released[l])
     }
 
     /// When the batch at `position` is expected to be released: one interval per batch ahead of
-    /// it after the next free slot. Exact if nothing new arrives and every batch completes within
-    /// the interval; otherwise the earliest possible, and later outlooks only move it later.
+    /// it after the next free slot. Exact if nothing new arrives, no release fails and every
+    /// batch completes within the interval, its first call answered at once; otherwise the
+    /// earliest possible, and later outlooks only move it later (a pause moves the next free
+    /// slot, and every ETA with it, to the pause's end).
     pub fn eta(&self, position: u64) -> Option<Instant> {
         let wait = self.interval.checked_mul(u32::try_from(position).ok()?)?;
         self.next_release?.checked_add(wait)
@@ -199,9 +287,13 @@ impl<B: Clone> Scheduler<B> {
             submitted: [0; LEVELS],
             released: [0; LEVELS],
             reruns: 0,
+            ready_retries: [0; LEVELS],
+            backing_off: BinaryHeap::new(),
             in_flight: None,
             last_release: None,
             last_completion: None,
+            last_answer: None,
+            paused_until: None,
             waiting_since: None,
             touches: Cell::new(0),
         }
@@ -245,11 +337,64 @@ impl<B: Clone> Scheduler<B> {
         self.reruns += 1;
     }
 
-    fn push(&mut self, rerun: bool, priority: Priority, run: B, next: u32, len: u32) {
-        let arrival = Reverse(self.arrivals);
+    /// Puts batch `index` of `run` back to wait out a backoff until `ready_at`: it was waiting
+    /// for a retry when the service stopped. It keeps its place among retries by the order of
+    /// these calls, all before any new work.
+    pub fn restore_retry(&mut self, priority: Priority, run: B, index: u32, ready_at: Instant) {
+        let arrival = self.next_arrival();
+        self.backing_off.push(Reverse(Backoff { ready_at, arrival, index, priority, run }));
+    }
+
+    fn next_arrival(&mut self) -> u64 {
         self.arrivals += 1;
+        self.arrivals - 1
+    }
+
+    fn push(&mut self, rerun: bool, priority: Priority, run: B, next: u32, len: u32) {
+        let arrival = Reverse(self.next_arrival());
         self.touch();
-        self.heap.push(Entry { rank: Rank { rerun, priority, arrival }, run, next, len });
+        let rank = Rank { rerun, priority, retry: false, arrival, index: Reverse(0) };
+        self.heap.push(Entry { rank, run, next, len });
+    }
+
+    /// Releases nothing before `until` (kept if a pause already runs longer).
+    pub fn pause(&mut self, until: Instant) {
+        self.paused_until = Some(self.paused_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// The end of the pause, if one was ever set (it may be over).
+    pub fn paused_until(&self) -> Option<Instant> {
+        self.paused_until
+    }
+
+    /// Retries waiting out their backoff (not in [`Scheduler::queued`]).
+    pub fn backing_off(&self) -> usize {
+        self.backing_off.len()
+    }
+
+    /// Moves every retry whose backoff is over by `now` into the heap, the soonest first. One
+    /// that makes the queue non-empty counts as arriving when its backoff ended.
+    fn promote(&mut self, now: Instant) {
+        while self.backing_off.peek().is_some_and(|Reverse(b)| b.ready_at <= now) {
+            let Reverse(b) = self.backing_off.pop().expect("peeked");
+            if self.queued() == 0 {
+                self.waiting_since = Some(b.ready_at);
+            }
+            self.touch();
+            let rank = Rank {
+                rerun: false,
+                priority: b.priority,
+                retry: true,
+                arrival: Reverse(b.arrival),
+                index: Reverse(b.index),
+            };
+            self.heap.push(Entry { rank, run: b.run, next: b.index, len: b.index + 1 });
+            self.ready_retries[level(b.priority)] += 1;
+        }
+    }
+
+    fn next_ready(&self) -> Option<Instant> {
+        self.backing_off.peek().map(|Reverse(b)| b.ready_at)
     }
 
     /// Restores the time of the last release before a restart, so that the interval holds
@@ -265,24 +410,30 @@ impl<B: Clone> Scheduler<B> {
     }
 
     /// Decides what to do at `now`; on `Release` the batch leaves the queue and is in flight.
+    /// Retries whose backoff is over enter the queue first.
     pub fn poll(&mut self, now: Instant) -> Poll<B> {
+        self.promote(now);
         if self.in_flight.is_some() {
             return Poll::Busy;
         }
         if self.heap.is_empty() {
-            return Poll::Idle;
+            return self.next_ready().map_or(Poll::Idle, Poll::WaitUntil);
         }
         let due = self.earliest_release();
         if now < due {
-            return Poll::WaitUntil(due);
+            // Woken when a backoff ends too, so the retry counts in positions from then on.
+            return Poll::WaitUntil(self.next_ready().map_or(due, |ready| ready.min(due)));
         }
         let (run, index, rank) = self.take_head();
         if rank.rerun {
             self.reruns -= 1;
+        } else if rank.retry {
+            self.ready_retries[level(rank.priority)] -= 1;
         } else {
             self.note_release(level(rank.priority));
         }
-        self.in_flight = Some(InFlight { run: run.clone(), index, priority: rank.priority, at: now });
+        let arrival = rank.arrival.0;
+        self.in_flight = Some(InFlight { run: run.clone(), index, priority: rank.priority, at: now, arrival });
         self.last_release = Some(now);
         self.waiting_since = if self.queued() == 0 { None } else { Some(now) };
         Poll::Release { run, index, due }
@@ -310,15 +461,27 @@ impl<B: Clone> Scheduler<B> {
         }
     }
 
-    /// Records that the batch in flight finished at `now`.
+    /// Records that the batch in flight finished at `now`, with nothing to retry.
     pub fn complete(&mut self, now: Instant) {
-        self.in_flight = None;
-        self.last_completion = Some(now);
+        self.finish(now, Finish::default());
     }
 
-    /// Batches waiting to be released (the one in flight is not counted).
+    /// Records that the release in flight ended at `now`, as `finish` says: when its first call
+    /// was answered, and whether the batch waits for another release.
+    pub fn finish(&mut self, now: Instant, finish: Finish) {
+        let in_flight = self.in_flight.take();
+        self.last_completion = Some(now);
+        self.last_answer = finish.first_answer;
+        if let (Some(f), Some(ready_at)) = (in_flight, finish.retry_at) {
+            let backoff = Backoff { ready_at, arrival: f.arrival, index: f.index, priority: f.priority, run: f.run };
+            self.backing_off.push(Reverse(backoff));
+        }
+    }
+
+    /// Batches waiting to be released, retries whose backoff has ended included (the one in
+    /// flight and those still backing off are not counted).
     pub fn queued(&self) -> usize {
-        (self.reruns + (0..LEVELS).map(|l| self.queued_at(l)).sum::<u64>()) as usize
+        (self.reruns + (0..LEVELS).map(|l| self.queued_at(l) + self.ready_retries[l]).sum::<u64>()) as usize
     }
 
     fn queued_at(&self, l: usize) -> u64 {
@@ -344,6 +507,7 @@ impl<B: Clone> Scheduler<B> {
             submitted: self.submitted,
             released: self.released,
             reruns: self.reruns,
+            ready_retries: self.ready_retries,
         }
     }
 
@@ -364,7 +528,8 @@ impl<B: Clone> Scheduler<B> {
 
     fn earliest_release(&self) -> Instant {
         let after_interval = self.last_release.map(|t| t + self.interval);
-        [after_interval, self.last_completion, self.waiting_since]
+        let after_answer = self.last_answer.map(|t| t + self.interval);
+        [after_interval, self.last_completion, self.waiting_since, after_answer, self.paused_until]
             .into_iter()
             .flatten()
             .max()
@@ -380,6 +545,8 @@ mod tests {
     /// Runs a script of `;`-separated steps against a scheduler with a 5 s interval.
     ///
     /// Steps (times in seconds from an origin): `submit NAME PRIO [BATCHES] @T`, `complete @T`,
+    /// `complete @T first T1` (its first call answered at T1), `retry @T until T2` (the release
+    /// ended at T with ids to retry from T2; may also say `first T1`), `pause T`,
     /// `poll @T -> NAME[.INDEX]`, `poll @T -> wait T2`, `poll @T -> busy`, `poll @T -> idle`,
     /// `eta NAME[.INDEX] @T -> POSITION T2` (its position and ETA as seen at T),
     /// `eta NAME[.INDEX] @T -> none` (released already).
@@ -421,7 +588,19 @@ mod tests {
                     };
                     assert_eq!(got, want, "at step {step:?}");
                 }
-                ["complete", t] => sched.complete(at(&t[1..])),
+                ["complete" | "retry", t, rest @ ..] => {
+                    let mut finish = Finish::default();
+                    for pair in rest.chunks(2) {
+                        match pair {
+                            ["first", t1] => finish.first_answer = Some(at(t1)),
+                            ["until", t2] => finish.retry_at = Some(at(t2)),
+                            _ => panic!("bad step {step:?}"),
+                        }
+                    }
+                    assert_eq!(words[0] == "retry", finish.retry_at.is_some(), "bad step {step:?}");
+                    sched.finish(at(&t[1..]), finish);
+                }
+                ["pause", t] => sched.pause(at(t)),
                 ["poll", t, "->", expected @ ..] => {
                     let now = at(&t[1..]);
                     let got = sched.poll(now);
@@ -590,6 +769,77 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_waits_out_its_backoff_then_goes_before_its_priority_behind_higher_ones() {
+        check(
+            "submit a MEDIUM @0; poll @0 -> a; retry @1 until 7;
+             submit b MEDIUM @2; submit l LOW @2; submit h HIGH @2;
+             eta h @2 -> 0 5; eta b @2 -> 1 10; eta l @2 -> 2 15;
+             poll @2 -> wait 5; poll @5 -> h; complete @5.1;
+             poll @5.1 -> wait 7; eta b @6 -> 0 10; poll @7 -> wait 10;
+             eta b @7 -> 1 15; eta l @7 -> 2 20;
+             poll @10 -> a; complete @10.1; poll @15 -> b; complete @15.1; poll @20 -> l",
+        );
+    }
+
+    #[test]
+    fn a_retry_alone_goes_when_its_backoff_ends_and_the_interval_allows() {
+        check(
+            "submit a LOW @0; poll @0 -> a; retry @1 until 3; poll @1 -> wait 3; poll @3 -> wait 5;
+             poll @5 -> a; retry @6 until 20; poll @6 -> wait 20; poll @20 -> a; complete @20.1; poll @21 -> idle",
+        );
+    }
+
+    #[test]
+    fn retries_of_one_priority_go_in_arrival_order_then_batch_order() {
+        check(
+            "submit a LOW @0; submit b LOW @0; submit c LOW @0;
+             poll @0 -> a; retry @0 until 14; poll @5 -> b; retry @5 until 12; poll @10 -> c; complete @10;
+             poll @10 -> wait 12; poll @12 -> wait 14; poll @14 -> wait 15; poll @15 -> a; complete @15;
+             poll @20 -> b; complete @20; poll @20 -> idle",
+        );
+        check(
+            "submit r LOW 2 @0; poll @0 -> r.0; retry @0 until 30; poll @5 -> r.1; retry @5 until 30;
+             poll @30 -> r.0; complete @30; poll @35 -> r.1",
+        );
+    }
+
+    #[test]
+    fn the_next_slot_is_an_interval_after_the_first_answer() {
+        check(
+            "submit a LOW @0; submit b LOW @0; submit c LOW @0; poll @0 -> a; complete @1 first 0.5;
+             eta b @1 -> 0 5.5; poll @1 -> wait 5.5; poll @5.5 -> b; complete @7 first 7; poll @7 -> wait 12;
+             poll @12 -> c",
+        );
+    }
+
+    #[test]
+    fn a_pause_holds_every_release_and_moves_every_eta() {
+        check(
+            "submit a LOW @0; submit b LOW @0; submit c LOW @0; poll @0 -> a; complete @1;
+             eta b @1 -> 0 5; eta c @1 -> 1 10; pause 30; pause 20;
+             eta b @1 -> 0 30; eta c @1 -> 1 35; poll @1 -> wait 30; poll @29.9 -> wait 30; poll @30 -> b;
+             complete @30; poll @35 -> c",
+        );
+    }
+
+    #[test]
+    fn a_restored_retry_waits_for_its_instant_and_keeps_its_place() {
+        let origin = Instant::now();
+        let secs = |s: u64| origin + Duration::from_secs(s);
+        let mut sched = Scheduler::new(Duration::from_secs(5));
+        sched.restore_retry(Priority::Low, 'x', 1, secs(8));
+        sched.restore_retry(Priority::Low, 'y', 0, secs(8));
+        sched.submit(Priority::Low, 'n', 1, secs(0));
+        assert_eq!((sched.backing_off(), sched.queued()), (2, 1));
+        assert!(matches!(sched.poll(secs(0)), Poll::Release { run: 'n', .. }));
+        sched.complete(secs(1));
+        assert_eq!(sched.poll(secs(1)), Poll::WaitUntil(secs(8)));
+        assert_eq!(sched.poll(secs(8)), Poll::Release { run: 'x', index: 1, due: secs(8) });
+        sched.complete(secs(8));
+        assert_eq!(sched.poll(secs(13)), Poll::Release { run: 'y', index: 0, due: secs(13) });
+    }
+
+    #[test]
     fn a_late_poll_reports_the_due_instant() {
         let origin = Instant::now();
         let mut sched = Scheduler::new(Duration::from_secs(5));
@@ -651,18 +901,50 @@ mod tests {
 
         type Key = (usize, u32);
 
+        /// What the releases of one stretch of a simulation come to: the first call answered
+        /// `answer` after the release (at most the batch's work), and maybe a retry after
+        /// `backoff` and a pause of `pause` from the completion.
+        #[derive(Debug, Clone, Copy, Default)]
+        struct Outcome {
+            answer: Duration,
+            retry: Option<Duration>,
+            pause: Option<Duration>,
+        }
+
+        fn outcome(kind: u8, backoff_ms: u64, answer_ms: u64) -> Outcome {
+            let answer = Duration::from_millis(answer_ms);
+            let wait = Some(Duration::from_millis(backoff_ms));
+            match kind {
+                0 => Outcome { answer, retry: wait, pause: None },
+                1 => Outcome { answer, retry: wait, pause: wait },
+                2 => Outcome { answer, retry: None, pause: wait },
+                _ => Outcome { answer, retry: None, pause: None },
+            }
+        }
+
+        /// The brute-force order of waiting batches: (priority, retry, arrival, index).
+        fn brute_order(a: &(Priority, bool, usize, u32), b: &(Priority, bool, usize, u32)) -> Ordering {
+            b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)).then(a.3.cmp(&b.3))
+        }
+
         /// An event-by-event simulation that checks every queued batch's position and ETA after
-        /// every event against a brute-force model of the queue.
+        /// every event against a brute-force model of the queue, retries and pauses included.
         struct Sim {
             interval: Duration,
             now: Instant,
             sched: Scheduler<usize>,
             /// Per run, in arrival order: its priority and the level index of its first batch.
             runs: Vec<(Priority, u64)>,
-            /// Every queued batch as (priority, run, index).
+            /// Every batch waiting for its first release as (priority, run, index).
             queued: Vec<(Priority, usize, u32)>,
-            /// The latest ETA seen for each batch.
+            /// Retries whose backoff has ended (as the scheduler last looked), and those still
+            /// in it with the instant it ends.
+            retries: Vec<(Priority, usize, u32)>,
+            backoffs: Vec<(Instant, Priority, usize, u32)>,
+            /// The latest ETA seen for each batch waiting for its first release.
             etas: HashMap<Key, Instant>,
+            /// The batch in flight, when it was released and when it completes.
+            in_flight: Option<(Priority, usize, u32, Instant)>,
             busy_until: Option<Instant>,
         }
 
@@ -670,15 +952,32 @@ mod tests {
             fn new() -> Sim {
                 let interval = Duration::from_secs(5);
                 let (now, sched) = (Instant::now(), Scheduler::new(interval));
-                Sim { interval, now, sched, runs: vec![], queued: vec![], etas: HashMap::new(), busy_until: None }
+                Sim {
+                    interval,
+                    now,
+                    sched,
+                    runs: vec![],
+                    queued: vec![],
+                    retries: vec![],
+                    backoffs: vec![],
+                    etas: HashMap::new(),
+                    in_flight: None,
+                    busy_until: None,
+                }
             }
 
             /// Positions are the brute-force release order, and no ETA moved earlier.
             fn check(&mut self) -> Result<(), TestCaseError> {
                 let outlook = self.sched.outlook(self.now);
-                let mut order = self.queued.clone();
-                order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-                for (rank, &(priority, run, index)) in order.iter().enumerate() {
+                let mut order: Vec<(Priority, bool, usize, u32)> =
+                    self.queued.iter().map(|&(p, r, j)| (p, false, r, j)).collect();
+                order.extend(self.retries.iter().map(|&(p, r, j)| (p, true, r, j)));
+                order.sort_by(brute_order);
+                prop_assert_eq!(outlook.queued_total(), order.len() as u64);
+                for (rank, &(priority, retry, run, index)) in order.iter().enumerate() {
+                    if retry {
+                        continue;
+                    }
                     let position = outlook.position(priority, self.runs[run].1, index);
                     prop_assert_eq!(position, Some(rank as u64));
                     let eta = outlook.eta(rank as u64).unwrap();
@@ -706,16 +1005,36 @@ mod tests {
                 Ok(())
             }
 
-            /// Runs the pacer until `until`; each release takes `work`. Returns the releases.
-            fn run_until(&mut self, until: Instant, work: Duration) -> Result<Vec<(Key, Instant)>, TestCaseError> {
+            /// What the scheduler does at the top of a poll: backoffs over by now become retries.
+            fn promote(&mut self) {
+                self.backoffs.sort();
+                let over = self.backoffs.iter().take_while(|b| b.0 <= self.now).count();
+                self.retries.extend(self.backoffs.drain(..over).map(|(_, p, r, j)| (p, r, j)));
+            }
+
+            /// Runs the pacer until `until`; each release takes `work` and ends as `outcome` says.
+            /// Returns the releases.
+            fn run_until(
+                &mut self,
+                until: Instant,
+                work: Duration,
+                outcome: Outcome,
+            ) -> Result<Vec<(Key, Instant)>, TestCaseError> {
                 let mut releases = vec![];
                 loop {
+                    self.promote();
                     match self.sched.poll(self.now) {
                         Poll::Release { run, index, due } => {
                             prop_assert_eq!(due, self.now, "released late in a simulation");
-                            let eta = self.etas[&(run, index)];
-                            prop_assert!(self.now >= eta, "{:?} went before its ETA", (run, index));
-                            self.queued.retain(|q| (q.1, q.2) != (run, index));
+                            let priority = self.runs[run].0;
+                            if let Some(at) = self.retries.iter().position(|q| (q.1, q.2) == (run, index)) {
+                                self.retries.remove(at);
+                            } else {
+                                let eta = self.etas.remove(&(run, index)).unwrap();
+                                prop_assert!(self.now >= eta, "{:?} went before its ETA", (run, index));
+                                self.queued.retain(|q| (q.1, q.2) != (run, index));
+                            }
+                            self.in_flight = Some((priority, run, index, self.now));
                             self.busy_until = Some(self.now + work);
                             releases.push(((run, index), self.now));
                         }
@@ -723,8 +1042,7 @@ mod tests {
                         Poll::Busy | Poll::Idle | Poll::WaitUntil(_) => match self.busy_until {
                             Some(t) if t <= until => {
                                 self.now = self.now.max(t);
-                                self.sched.complete(self.now);
-                                self.busy_until = None;
+                                self.finish(work, outcome);
                             }
                             _ => break,
                         },
@@ -735,49 +1053,78 @@ mod tests {
                 self.check()?;
                 Ok(releases)
             }
+
+            fn finish(&mut self, work: Duration, outcome: Outcome) {
+                let (priority, run, index, released) = self.in_flight.take().unwrap();
+                let retry_at = outcome.retry.map(|b| self.now + b);
+                let first_answer = Some(released + outcome.answer.min(work));
+                self.sched.finish(self.now, Finish { first_answer, retry_at });
+                if let Some(at) = retry_at {
+                    self.backoffs.push((at, priority, run, index));
+                }
+                if let Some(pause) = outcome.pause {
+                    self.sched.pause(self.now + pause);
+                }
+                self.busy_until = None;
+            }
         }
 
         proptest! {
-            /// Over random arrivals and processing times (some longer than the interval): every
-            /// position is the batch's place in the real release order, no ETA ever moves
-            /// earlier, no batch goes before its ETA, a HIGH run pushes lower batches back one
-            /// interval per batch, and once arrivals stop and the API keeps up, every batch goes
-            /// exactly at its ETA.
+            /// Over random arrivals, processing times (some longer than the interval), first
+            /// answers, failed releases retried after random backoffs and pauses: every position
+            /// is the batch's place in the brute-force release order (retries whose backoff has
+            /// ended first in their priority), no ETA ever moves earlier, no batch goes before its
+            /// ETA, a HIGH run pushes lower batches back one interval per batch, and once
+            /// arrivals and failures stop, every backoff has ended and the API keeps up, every
+            /// batch goes exactly at its ETA.
             #[test]
             fn etas_only_move_later_and_are_exact_once_arrivals_stop(
-                steps in proptest::collection::vec((0u8..3, 1u32..4, 0u64..12_000, 0u64..9_000), 1..40)
+                steps in proptest::collection::vec(
+                    (0u8..3, 1u32..4, 0u64..12_000, 0u64..9_000, 0u8..8, 0u64..15_000, 0u64..3_000),
+                    1..40,
+                )
             ) {
                 let mut sim = Sim::new();
-                for (p, len, gap_ms, work_ms) in steps {
+                for (p, len, gap_ms, work_ms, kind, backoff_ms, answer_ms) in steps {
                     let next_arrival = sim.now + Duration::from_millis(gap_ms);
-                    sim.run_until(next_arrival, Duration::from_millis(work_ms))?;
+                    let outcome = outcome(kind, backoff_ms, answer_ms);
+                    sim.run_until(next_arrival, Duration::from_millis(work_ms), outcome)?;
                     sim.submit(prio(p), len)?;
                 }
-                // Let a slow batch in flight finish; from then on the API keeps up.
-                let quick = Duration::from_secs(1);
+                // Let a slow batch in flight finish and every backoff end; from then on the API
+                // keeps up, answers at once and nothing fails.
+                let (quick, fine) = (Duration::from_secs(1), Outcome::default());
                 if let Some(t) = sim.busy_until {
-                    sim.run_until(t, quick)?;
+                    sim.run_until(t, quick, fine)?;
                 }
-                let promised = sim.etas.clone();
-                let far = sim.now + Duration::from_secs(10_000);
-                for (key, at) in sim.run_until(far, quick)? {
-                    prop_assert_eq!(at, promised[&key], "{:?} did not go at its ETA", key);
+                while let Some(last) = sim.backoffs.iter().map(|b| b.0).max() {
+                    sim.run_until(last, quick, fine)?;
                 }
-                prop_assert!(sim.queued.is_empty());
+                let promised: HashMap<Key, Instant> =
+                    sim.queued.iter().map(|&(_, r, j)| ((r, j), sim.etas[&(r, j)])).collect();
+                let far = sim.now + Duration::from_secs(100_000);
+                for (key, at) in sim.run_until(far, quick, fine)? {
+                    if let Some(&eta) = promised.get(&key) {
+                        prop_assert_eq!(at, eta, "{:?} did not go at its ETA", key);
+                    }
+                }
+                prop_assert!(sim.queued.is_empty() && sim.retries.is_empty());
             }
 
             /// Over random arrivals, processing times, late polls (a pacer that wakes late),
-            /// batches to run again and a last release restored from before a restart, simulated
-            /// event by event: releases are never closer than the interval (the hard rule), never
-            /// overlap, are due exactly when the rule says, always take the best (rerun, priority,
-            /// arrival, index) batch queued, and each level's oldest waiting arrival is the
-            /// model's.
+            /// batches to run again, a last release restored from before a restart, first answers,
+            /// failed releases retried after random backoffs and pauses, simulated event by event:
+            /// releases are never closer than the interval (the hard rule), never overlap, are due
+            /// exactly when the rule says, never go before an answer plus the interval or inside
+            /// a pause, always take the best (rerun, priority, retry, arrival, index) batch
+            /// waiting, no retry goes before its backoff ends, and each level's oldest waiting
+            /// arrival is the model's.
             #[test]
             fn pacing_and_order_hold(
                 restored_ago_ms in proptest::option::of(0u64..10_000),
                 reruns in proptest::collection::vec(0u8..3, 0..3),
                 steps in proptest::collection::vec(
-                    (0u8..3, 1u32..4, 0u64..12_000, 0u64..9_000, 0u64..3_000),
+                    (0u8..3, 1u32..4, 0u64..12_000, 0u64..9_000, 0u64..3_000, 0u8..8, 0u64..15_000, 0u64..3_000),
                     1..60,
                 )
             ) {
@@ -785,12 +1132,18 @@ mod tests {
                 let origin = Instant::now() + Duration::from_secs(60);
                 let mut now = origin;
                 let mut sched = Scheduler::new(interval);
-                // Every queued batch as (rerun, priority, arrival, index, submitted at).
-                let mut model: Vec<(bool, Priority, usize, u32, Instant)> = Vec::new();
+                // Every waiting batch as (rerun, priority, retry, arrival, index, submitted at).
+                type Waiting = (bool, Priority, bool, usize, u32, Instant);
+                let mut model: Vec<Waiting> = Vec::new();
+                // Retries in their backoff as (ready at, priority, arrival, index).
+                let mut backoffs: Vec<(Instant, Priority, usize, u32)> = Vec::new();
                 let mut last_release: Option<Instant> = None;
                 let mut last_completion: Option<Instant> = None;
+                let mut last_answer: Option<Instant> = None;
+                let mut paused_until: Option<Instant> = None;
                 let mut waiting_since = origin;
-                let mut busy_until: Option<Instant> = None;
+                // The batch in flight: (priority, arrival, index, released at, completes at).
+                let mut busy: Option<(Priority, usize, u32, Instant, Instant)> = None;
                 if let Some(ago) = restored_ago_ms {
                     let at = origin - Duration::from_millis(ago);
                     sched.restore_last_release(at);
@@ -798,18 +1151,35 @@ mod tests {
                 }
                 for (arrival, &p) in reruns.iter().enumerate() {
                     sched.rerun(prio(p), arrival, 0, now);
-                    model.push((true, prio(p), arrival, 0, now));
+                    model.push((true, prio(p), false, arrival, 0, now));
                 }
-                for (i, (p, len, gap_ms, work_ms, late_ms)) in steps.into_iter().enumerate() {
+                for (i, (p, len, gap_ms, work_ms, late_ms, kind, backoff_ms, answer_ms)) in steps.into_iter().enumerate() {
                     let arrival = reruns.len() + i;
                     let next_arrival = now + Duration::from_millis(gap_ms);
+                    let outcome = outcome(kind, backoff_ms, answer_ms);
+                    let work = Duration::from_millis(work_ms);
                     loop {
+                        // What the scheduler does first in a poll.
+                        backoffs.sort();
+                        let over = backoffs.iter().take_while(|b| b.0 <= now).count();
+                        for (ready_at, p, a, j) in backoffs.drain(..over) {
+                            if model.is_empty() {
+                                waiting_since = ready_at;
+                            }
+                            model.push((false, p, true, a, j, ready_at));
+                        }
                         match sched.poll(now) {
                             Poll::Release { run, index, due } => {
-                                let rule = [last_release.map(|t| t + interval), last_completion, Some(waiting_since)];
+                                let rule = [
+                                    last_release.map(|t| t + interval),
+                                    last_completion,
+                                    Some(waiting_since),
+                                    last_answer.map(|t| t + interval),
+                                    paused_until,
+                                ];
                                 prop_assert_eq!(Some(due), rule.into_iter().flatten().max(), "due by the rule");
                                 prop_assert!(due <= now);
-                                prop_assert!(busy_until.is_none());
+                                prop_assert!(busy.is_none());
                                 if let Some(last) = last_release {
                                     prop_assert!(now - last >= interval, "two releases closer than the interval");
                                 }
@@ -817,35 +1187,49 @@ mod tests {
                                     .iter()
                                     .copied()
                                     .max_by(|a, b| {
-                                        a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(b.2.cmp(&a.2)).then(b.3.cmp(&a.3))
+                                        a.0.cmp(&b.0)
+                                            .then(a.1.cmp(&b.1))
+                                            .then(a.2.cmp(&b.2))
+                                            .then(b.3.cmp(&a.3))
+                                            .then(b.4.cmp(&a.4))
                                     })
                                     .unwrap();
-                                prop_assert_eq!((run, index), (best.2, best.3));
-                                model.retain(|m| (m.2, m.3) != (run, index));
+                                prop_assert_eq!((run, index), (best.3, best.4));
+                                model.retain(|m| (m.3, m.4) != (run, index));
                                 prop_assert_eq!(sched.queued(), model.len());
+                                prop_assert_eq!(sched.backing_off(), backoffs.len());
                                 for level in Priority::ALL {
-                                    let oldest = model.iter().filter(|m| !m.0 && m.1 == level).map(|m| m.4).min();
+                                    let oldest =
+                                        model.iter().filter(|m| !m.0 && !m.2 && m.1 == level).map(|m| m.5).min();
                                     prop_assert_eq!(sched.oldest_waiting(level), oldest);
                                 }
                                 last_release = Some(now);
-                                busy_until = Some(now + Duration::from_millis(work_ms));
+                                busy = Some((best.1, run, index, now, now + work));
                             }
                             Poll::WaitUntil(t) if t <= next_arrival => {
                                 prop_assert!(t > now);
                                 // The pacer may wake late, but never past the next arrival.
                                 now = (t + Duration::from_millis(late_ms)).min(next_arrival);
                             }
-                            Poll::Busy | Poll::Idle | Poll::WaitUntil(_) => {
-                                match busy_until {
-                                    Some(t) if t <= next_arrival => {
-                                        now = now.max(t);
-                                        sched.complete(now);
-                                        last_completion = Some(now);
-                                        busy_until = None;
+                            Poll::Busy | Poll::Idle | Poll::WaitUntil(_) => match busy {
+                                Some((p, a, j, released, done)) if done <= next_arrival => {
+                                    now = now.max(done);
+                                    let first_answer = Some(released + outcome.answer.min(work));
+                                    let retry_at = outcome.retry.map(|b| now + b);
+                                    sched.finish(now, Finish { first_answer, retry_at });
+                                    if let Some(ready_at) = retry_at {
+                                        backoffs.push((ready_at, p, a, j));
                                     }
-                                    _ => break,
+                                    if let Some(pause) = outcome.pause {
+                                        sched.pause(now + pause);
+                                        paused_until = paused_until.max(Some(now + pause));
+                                    }
+                                    last_completion = Some(now);
+                                    last_answer = first_answer;
+                                    busy = None;
                                 }
-                            }
+                                _ => break,
+                            },
                         }
                     }
                     now = next_arrival;
@@ -853,7 +1237,7 @@ mod tests {
                         waiting_since = now;
                     }
                     sched.submit(prio(p), arrival, len, now);
-                    model.extend((0..len).map(|j| (false, prio(p), arrival, j, now)));
+                    model.extend((0..len).map(|j| (false, prio(p), false, arrival, j, now)));
                 }
             }
         }

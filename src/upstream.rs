@@ -227,6 +227,10 @@ impl HttpUpstream {
 
     /// Makes one call for `id` and classifies it. Blocks at most about `--upstream-timeout`.
     pub fn deliver(&mut self, id: Id) -> Delivery {
+        self.call(id)
+    }
+
+    fn call(&mut self, id: Id) -> Delivery {
         let started = Instant::now();
         let mut request = self.agent.request(self.target.method.as_str(), &self.target.url_for(id));
         for header in &self.target.headers {
@@ -263,14 +267,23 @@ impl HttpUpstream {
 }
 
 impl ExternalApi for HttpUpstream {
-    /// For today's worker, which only counts and logs: a delivery is an answer, anything else
-    /// an error with its reason.
+    /// A delivery is an answer, anything else an error with its reason (the worker uses
+    /// [`ExternalApi::deliver`], which keeps the difference between a retry and a stop).
     fn fetch(&mut self, id: Id) -> Result<ApiResponse, ApiError> {
-        let delivery = self.deliver(id);
+        let delivery = self.call(id);
         match delivery.outcome.reason() {
             None => Ok(ApiResponse { id: u64::from(id), data: format!("HTTP {}", delivery.call.label()) }),
             Some(reason) => Err(ApiError(reason.to_owned())),
         }
+    }
+
+    fn deliver(&mut self, id: Id) -> Delivery {
+        self.call(id)
+    }
+
+    /// Over a network a request reaches the upstream some time before its answer is back.
+    fn has_wire(&self) -> bool {
+        true
     }
 }
 

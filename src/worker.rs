@@ -1,10 +1,14 @@
 //! The fetch worker thread and the external API it calls.
 //!
 //! Receives released batches from the pacer over a channel, journals the release (in durable
-//! mode), calls the [`ExternalApi`] once per id, checks each answer, journals the completion,
-//! then reports the batch completed to the [`Queue`] (which notifies the pacer, the only thread
-//! that releases). Takes the queue lock only inside `Queue::complete` and `Queue::started_late`;
-//! the API calls and journal waits run with no lock held.
+//! mode), delivers each id still pending through the [`ExternalApi`] and acts on what came of
+//! it (delivered: never sent again; retry: kept for the next release; permanent: failed for good;
+//! stop: the rest of this release waits), journals how the release ended, then reports it to the
+//! [`Queue`]: completed, failed, or to retry after a backoff, with the instant of the first
+//! answer (the pacer's anchor for the next slot) and any pause the upstream asked for. The queue
+//! notifies the pacer, the only thread that releases. Takes the queue lock only inside
+//! `Queue::finish`, `Queue::now` and `Queue::started_late`; the API calls and journal waits run
+//! with no lock held.
 //!
 //! In durable mode a release that is not on disk did not happen: while the journal cannot
 //! write, the worker holds the batch, calls nothing and retries with a backoff; since the batch
@@ -13,15 +17,17 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::Deserialize;
 
+use crate::config::Retry as RetryPolicy;
 use crate::journal::{JournalHandle, Record};
 use crate::log;
-use crate::model::{Batch, Id};
-use crate::pacer::{Queue, Release};
+use crate::model::{Batch, BatchStatus, Delivery as Progress, Id};
+use crate::pacer::{Ended, Finished, Queue, Release};
+use crate::upstream::{Call, Delivery, Outcome};
 
 /// What the external API answers for one id: `{"id": <id>, "data": "processed"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -37,6 +43,32 @@ pub struct ApiError(pub String);
 /// The rate-limited external API: one call per id.
 pub trait ExternalApi: Send + 'static {
     fn fetch(&mut self, id: Id) -> Result<ApiResponse, ApiError>;
+
+    /// Delivers one id and says what came of it, which the worker acts on. The default maps
+    /// [`ExternalApi::fetch`]: an answer for this id is a delivery (counted as a `2xx` call),
+    /// anything else a retry of this id (an error answers `error`, a wrong id `2xx`).
+    fn deliver(&mut self, id: Id) -> Delivery {
+        let started = Instant::now();
+        let result = self.fetch(id);
+        let took = started.elapsed();
+        let (outcome, call) = match result {
+            Ok(answer) if answer.id == u64::from(id) => (Outcome::Delivered, Call::Answered(200)),
+            Ok(answer) => (
+                Outcome::Retry { reason: format!("the API answered for id {} instead", answer.id) },
+                Call::Answered(200),
+            ),
+            Err(ApiError(reason)) => (Outcome::Retry { reason }, Call::Failed),
+        };
+        Delivery { outcome, call, took }
+    }
+
+    /// Whether a request may reach the API any time before its answer comes back, as over a
+    /// network. Then the next release waits an interval after the first answer of the last one
+    /// (not just after its release), so the API never sees two batches closer than the interval
+    /// whatever the wire's delays. The simulated API has no wire: `false`.
+    fn has_wire(&self) -> bool {
+        false
+    }
 }
 
 /// The built-in stand-in for the external API: waits `delay`, then answers as the real one would.
@@ -52,10 +84,12 @@ impl ExternalApi for SimulatedApi {
     }
 }
 
-/// Counts of external API answers, for logs and checks.
+/// Counts of ids done with, for the queued-ids limit: accepted minus these is what waits.
 #[derive(Debug, Default)]
 pub struct FetchStats {
+    /// Ids delivered.
     pub ok: AtomicU64,
+    /// Ids failed for good.
     pub failed: AtomicU64,
 }
 
@@ -69,12 +103,14 @@ pub struct Worker {
 
 impl Worker {
     /// Starts the worker. With a `journal`, each batch is journaled `triggered` before the
-    /// first call and `completed` after the last.
+    /// first call and `completed` after the last. `policy` says how long a batch with ids to
+    /// retry waits, and after how many releases they fail.
     pub fn start(
         api: impl ExternalApi,
         releases: Receiver<Release>,
         queue: Queue,
         journal: Option<JournalHandle>,
+        policy: RetryPolicy,
     ) -> Worker {
         let stats = Arc::new(FetchStats::default());
         let (done_tx, done) = crossbeam_channel::bounded(1);
@@ -83,7 +119,7 @@ impl Worker {
             thread::Builder::new()
                 .name("worker".into())
                 .spawn(move || {
-                    run(api, &releases, &queue, journal.as_ref(), &stats);
+                    run(api, &releases, &queue, journal.as_ref(), &stats, policy);
                     let _ = done_tx.send(());
                 })
                 .expect("cannot start the worker thread")
@@ -186,6 +222,7 @@ fn run(
     queue: &Queue,
     journal: Option<&JournalHandle>,
     stats: &FetchStats,
+    policy: RetryPolicy,
 ) {
     if queue.on_real_time() {
         crate::realtime::raise_and_say("worker");
@@ -193,18 +230,97 @@ fn run(
     let mut retry = Retry { releases, early: None };
     let mut next = retry.next();
     while let Some(release) = next {
-        if !fetch_batch(&mut api, &release, queue, journal, stats, &mut retry) {
+        let Some(finished) = fetch_batch(&mut api, &release, queue, journal, stats, &mut retry, policy) else {
             // The service is stopping with this batch unjournaled; a restart runs it.
             return;
-        }
-        queue.complete(&release.batch);
+        };
+        queue.finish(&release.batch, finished);
         next = retry.next();
     }
 }
 
-/// Journals `triggered`, calls the API for each id, journals `completed`. In durable mode the
+/// What one release came to, id by id.
+#[derive(Debug, Default)]
+struct Attempt {
+    /// When the first call ended, on the queue's clock (for an API with a wire).
+    first_answer: Option<Instant>,
+    /// How long the upstream asked us to wait (`Retry-After`), from its answer.
+    pause: Option<Duration>,
+}
+
+/// Delivers each id of the batch still pending, in order, and records what came of each on the
+/// batch: delivered and failed ids, the last error. Stops early on an [`Outcome::Stop`].
+fn deliver_pending(api: &mut impl ExternalApi, batch: &Batch, queue: &Queue, stats: &FetchStats) -> Attempt {
+    let pending: Vec<(usize, Id)> = batch
+        .deliveries()
+        .enumerate()
+        .filter(|(_, (_, d))| *d == Progress::Pending)
+        .map(|(at, (id, _))| (at, id))
+        .collect();
+    let mut progress = Attempt::default();
+    for (n, (at, id)) in pending.into_iter().enumerate() {
+        let Delivery { outcome, call, took } = api.deliver(id);
+        if n == 0 && api.has_wire() {
+            progress.first_answer = Some(queue.now());
+        }
+        queue.metrics().call(call, took);
+        let reason = match outcome {
+            Outcome::Delivered => {
+                batch.set_delivery(at, Progress::Delivered);
+                stats.ok.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Outcome::Retry { reason } => reason,
+            Outcome::Permanent { reason } => {
+                batch.set_delivery(at, Progress::Failed);
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                reason
+            }
+            Outcome::Stop { reason, retry_after } => {
+                let received = UNIX_EPOCH + Duration::from_millis(queue.wall_ms());
+                progress.pause =
+                    retry_after.and_then(|r| r.until(received).duration_since(received).ok()).filter(|d| !d.is_zero());
+                note_failure(batch, id, &reason, "stopping this release");
+                break;
+            }
+        };
+        note_failure(batch, id, &reason, "going on");
+    }
+    progress
+}
+
+fn note_failure(batch: &Batch, id: Id, reason: &str, then: &str) {
+    let error = format!("id {id}: {reason}");
+    log::info_later(format_args!("external API failed for {error}; {then} ({batch})"));
+    batch.set_last_error(Some(Arc::from(error)));
+}
+
+/// How the release ends, from what is left of the batch: completed or failed once nothing is
+/// pending; failed when ids are still pending after the last attempt (they fail for good);
+/// otherwise a retry after the policy's backoff for this attempt.
+fn ending(batch: &Batch, policy: RetryPolicy, stats: &FetchStats) -> Ended {
+    let pending: Vec<usize> =
+        batch.deliveries().enumerate().filter(|(_, (_, d))| *d == Progress::Pending).map(|(at, _)| at).collect();
+    let attempts = u32::from(batch.view().attempts);
+    // Attempts are counted in a byte: past 255, the 255th release is the last.
+    if !pending.is_empty() && attempts < policy.max_attempts.min(u32::from(u8::MAX)) {
+        return Ended::Retry { backoff: policy.backoff(attempts) };
+    }
+    for &at in &pending {
+        batch.set_delivery(at, Progress::Failed);
+    }
+    stats.failed.fetch_add(pending.len() as u64, Ordering::Relaxed);
+    if batch.deliveries().any(|(_, d)| d == Progress::Failed) {
+        Ended::Failed
+    } else {
+        Ended::Completed
+    }
+}
+
+/// Journals `triggered`, delivers the pending ids, journals the completion. In durable mode the
 /// API is called only once `triggered` is on disk: a release that is not on disk did not
-/// happen. Returns false if the service stopped before the batch could be journaled.
+/// happen. Returns how the release ended, or `None` if the service stopped before the batch
+/// could be journaled.
 fn fetch_batch(
     api: &mut impl ExternalApi,
     release: &Release,
@@ -212,7 +328,8 @@ fn fetch_batch(
     journal: Option<&JournalHandle>,
     stats: &FetchStats,
     retry: &mut Retry<'_>,
-) -> bool {
+    policy: RetryPolicy,
+) -> Option<Finished> {
     let (ingestion_id, batch) = (release.batch.ingestion.id, release.batch.index);
     // A retry journals the moment it is made, when the batch will really start, so the
     // journaled last release is never earlier than the real one.
@@ -237,36 +354,53 @@ fn fetch_batch(
         },
     );
     if !saved {
-        return false;
+        return None;
     }
     if late {
         // It starts only now: the interval to the next release counts from here.
         queue.started_late();
     }
-    for &id in release.batch.view().ids {
-        match api.fetch(id) {
-            Ok(answer) if answer.id == u64::from(id) => {
-                stats.ok.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(answer) => {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
-                log::info_later(format_args!("external API answered id {} when asked for id {id}", answer.id));
-            }
-            Err(ApiError(why)) => {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
-                log::info_later(format_args!("external API failed for id {id}: {why}"));
-            }
-        }
-    }
+    let progress = deliver_pending(api, &release.batch, queue, stats);
+    let ended = ending(&release.batch, policy, stats);
     let at_ms = queue.wall_ms();
-    save_until_done(
-        journal,
-        &release.batch,
-        retry,
-        "completion",
-        |_| Record::Completed { ingestion_id, batch, at_ms },
-        |b, _| {
-            b.complete(at_ms);
-        },
-    )
+    let saved = match ended {
+        Ended::Completed => save_until_done(
+            journal,
+            &release.batch,
+            retry,
+            "completion",
+            |_| Record::Completed { ingestion_id, batch, at_ms },
+            |b, _| {
+                b.complete(at_ms);
+            },
+        ),
+        Ended::Failed | Ended::Retry { .. } => {
+            let (delivered, failed) = release.batch.ingestion.progress(batch as usize);
+            let after = |d: Duration| at_ms.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let retry_at_ms = match ended {
+                Ended::Retry { backoff } => after(backoff).max(1),
+                _ => 0,
+            };
+            let last_error = release.batch.ingestion.last_error(batch as usize).map(|e| e.to_string());
+            let paused_until_ms = progress.pause.map_or(0, after);
+            let record = Record::Progress {
+                ingestion_id,
+                batch,
+                at_ms,
+                delivered,
+                failed,
+                last_error,
+                retry_at_ms,
+                paused_until_ms,
+            };
+            let saved = save_until_done(journal, &release.batch, retry, "progress", |_| record.clone(), |_, _| {});
+            // Applied here (the journal applies only its own transitions), once on disk.
+            if saved && retry_at_ms == 0 {
+                release.batch.finish(BatchStatus::Failed, at_ms);
+            }
+            release.batch.set_retry_at(retry_at_ms);
+            saved
+        }
+    };
+    saved.then_some(Finished { ended, first_answer: progress.first_answer, pause: progress.pause })
 }

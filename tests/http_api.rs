@@ -265,8 +265,19 @@ fn rfc3339_millis(value: &Value) -> i64 {
     ((days * 24 + num(11..13)) * 60 + num(14..16)) * 60_000 + num(17..19) * 1000 + num(20..23)
 }
 
-const BATCH_FIELDS: [&str; 8] =
-    ["batch_id", "ids", "status", "attempts", "position", "eta", "triggered_at", "completed_at"];
+const BATCH_FIELDS: [&str; 11] = [
+    "batch_id",
+    "ids",
+    "status",
+    "attempts",
+    "position",
+    "eta",
+    "triggered_at",
+    "completed_at",
+    "retry_at",
+    "last_error",
+    "failed_ids",
+];
 
 #[test]
 fn rfc3339_millis_reads_what_the_api_writes() {

@@ -24,8 +24,14 @@ fn counters_and_lateness_on_a_manual_clock() {
     assert_eq!(parked, Some(Parked::Until(clock.origin() + interval)));
     assert_eq!(queue.next_release(), Some(clock.origin() + interval));
     let medium = |app: &App| app.queue().metrics().totals()[1].1;
-    let expected =
-        PriorityTotals { ingestions: 1, ids: 5, batches_submitted: 2, batches_released: 1, batches_completed: 1 };
+    let expected = PriorityTotals {
+        ingestions: 1,
+        ids: 5,
+        batches_submitted: 2,
+        batches_released: 1,
+        batches_completed: 1,
+        ..Default::default()
+    };
     assert_eq!((medium(&app), medium(&app).queued()), (expected, 1));
 
     queue.advance(&clock, interval);

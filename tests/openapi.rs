@@ -4,6 +4,8 @@
 //! schema names, must be produced by some request here.
 
 mod common;
+#[path = "common/upstream.rs"]
+mod scripted;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -35,6 +37,9 @@ enum On {
     FullDisk,
     /// SIGTERMed while a batch is in flight: 503 shutting_down on every route.
     Stopping,
+    /// `--upstream` answering 404, then stalling: a `failed` ingestion, a `triggered` one and a
+    /// `yet_to_start` one behind it (see [`failing`]).
+    Failing,
 }
 
 /// How a request is sent.
@@ -78,6 +83,10 @@ struct Servers {
     slow: Server,
     full_disk: Server,
     stopping: Server,
+    failing: Server,
+    /// The ingestions on `failing`: failed, triggered, yet to start.
+    failing_ids: [String; 3],
+    _upstream: scripted::Upstream,
     _journal: TempDir,
 }
 
@@ -90,6 +99,7 @@ impl Servers {
             On::Slow => &self.slow,
             On::FullDisk => &self.full_disk,
             On::Stopping => &self.stopping,
+            On::Failing => &self.failing,
         }
     }
 }
@@ -113,6 +123,7 @@ fn every_answer_matches_the_document_and_every_documented_status_is_seen() {
     // Let a release happen, so the dashboard has a batch to describe.
     wait_for("a release", Duration::from_secs(5), || (main.status(&id)["status"] != "yet_to_start").then_some(()));
     let journal = TempDir::new("openapi-full");
+    let (failing, failing_ids, upstream) = failing();
     let servers = Servers {
         main,
         limits: Server::start(&["--interval", "1h", "--fetch-delay", "1h", "--max-ids", "2", "--max-queued-ids", "3"]),
@@ -120,10 +131,24 @@ fn every_answer_matches_the_document_and_every_documented_status_is_seen() {
         slow: Server::start(&["--idle-timeout", "200ms"]),
         full_disk: full_disk(&journal),
         stopping: stopping(),
+        failing,
+        failing_ids,
+        _upstream: upstream,
         _journal: journal,
     };
-    let (mut seen, mut codes) = (BTreeSet::new(), BTreeSet::new());
-    for case in cases(&id) {
+    let (mut seen, mut codes, mut statuses) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let mut all = cases(&id);
+    all.extend(servers.failing_ids.iter().map(|id| Case {
+        on: On::Failing,
+        method: "GET",
+        path: format!("/status/{id}"),
+        how: How::Http { headers: vec![], body: None },
+    }));
+    for (method, path) in routes(&servers.failing_ids[0]) {
+        let body = (method == "POST").then(|| INGEST.to_owned());
+        all.push(Case { on: On::Failing, method, path, how: How::Http { headers: vec![], body } });
+    }
+    for case in all {
         for answer in send(servers.get(case.on), &case) {
             let context =
                 format!("{:?} {} {} -> {} {:.200}", case.on, case.method, case.path, answer.status, answer.text);
@@ -131,6 +156,7 @@ fn every_answer_matches_the_document_and_every_documented_status_is_seen() {
             check_headers(&response.1, &answer, &context);
             check_body(&doc, &response.1, &answer.content_type, &answer.text, &context);
             seen.insert(response.0);
+            statuses.extend(ingestion_statuses(&answer.text));
             if let Some(code) =
                 serde_json::from_str::<Value>(&answer.text).ok().and_then(|b| b["error"].as_str().map(str::to_owned))
             {
@@ -146,6 +172,49 @@ fn every_answer_matches_the_document_and_every_documented_status_is_seen() {
         let code = code.as_str().unwrap();
         assert!(UNREACHABLE_CODES.contains(&code) || codes.contains(code), "no request here produced the error {code}");
     }
+    for schema in ["Status", "Batch"] {
+        for status in doc["components"]["schemas"][schema]["properties"]["status"]["enum"].as_array().unwrap() {
+            let status = (schema, status.as_str().unwrap().to_owned());
+            assert!(statuses.contains(&status), "no answer here showed the documented {status:?}");
+        }
+    }
+}
+
+/// The statuses an answer shows: `("Status", s)` for an ingestion's, `("Batch", s)` for each
+/// of its batches' (a `GET /status` body, or each recent ingestion of `/dashboard.json`).
+fn ingestion_statuses(text: &str) -> Vec<(&'static str, String)> {
+    let Ok(body) = serde_json::from_str::<Value>(text) else { return Vec::new() };
+    let ingestions = match body.get("ingestions").and_then(Value::as_array) {
+        Some(list) => list.clone(),
+        None => vec![body],
+    };
+    let mut out = Vec::new();
+    for ingestion in ingestions.iter().filter(|i| i.get("batches").is_some()) {
+        out.extend(ingestion["status"].as_str().map(|s| ("Status", s.to_owned())));
+        for batch in ingestion["batches"].as_array().into_iter().flatten() {
+            out.extend(batch["status"].as_str().map(|s| ("Batch", s.to_owned())));
+        }
+    }
+    out
+}
+
+/// A server whose upstream answers its first call 404 and stalls on the second: ingestion 1 is
+/// `failed` (a permanent error), ingestion 2 `triggered` (its call hangs), ingestion 3
+/// `yet_to_start` (behind it).
+fn failing() -> (Server, [String; 3], scripted::Upstream) {
+    use scripted::{Reply, Upstream};
+    let upstream = Upstream::start(vec![Reply::Body(404, "no such item"), Reply::Stall(Duration::from_secs(30))]);
+    let url = upstream.url("/items/{id}");
+    let server =
+        Server::start(&["--interval", "50ms", "--upstream", &url, "--upstream-timeout", "30s", "--batch-size", "1"]);
+    let failed = server.ingest(&[1], "HIGH");
+    wait_for("a failed ingestion", Duration::from_secs(5), || {
+        (server.status(&failed)["status"] == "failed").then_some(())
+    });
+    let triggered = server.ingest(&[2], "HIGH");
+    wait_for("the stalled call", Duration::from_secs(5), || (upstream.arrivals().len() == 2).then_some(()));
+    let waiting = server.ingest(&[3], "HIGH");
+    (server, [failed, triggered, waiting], upstream)
 }
 
 #[test]

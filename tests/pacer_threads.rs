@@ -6,7 +6,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use ingestd::clock::unix_ms;
-use ingestd::{ApiError, ApiResponse, App, BatchStatus, Clock, ExternalApi, Id, ManualClock, Pacing, Parked, Priority};
+use ingestd::config::Retry as RetryPolicy;
+use ingestd::upstream::{Call, Delivery, Outcome, RetryAfter};
+use ingestd::{
+    ApiError, ApiResponse, App, BatchStatus, Clock, ExternalApi, Id, ManualClock, Pacing, Parked, Priority, Storage,
+};
 
 /// An external API that reports each call, with the manual clock's time, and optionally
 /// blocks until the test lets each call finish.
@@ -403,4 +407,161 @@ fn releases_are_never_closer_than_the_interval_on_the_real_threads() {
     queue.complete(&release.batch);
     assert_eq!(queue.wait_parked(PATIENCE, |p| p != Parked::Busy), Some(Parked::Until(release.at + interval)));
     pacer.stop();
+}
+
+/// An API that answers each call for an id with the next outcome its script has for that id (then
+/// deliveries), reports
+/// each call with the manual clock's time, and optionally blocks each call until let through.
+struct Scripted {
+    clock: Arc<ManualClock>,
+    calls: Sender<(Id, Instant)>,
+    script: Vec<(Id, Outcome)>,
+    gate: Option<Receiver<()>>,
+    wire: bool,
+}
+
+impl ExternalApi for Scripted {
+    fn fetch(&mut self, id: Id) -> Result<ApiResponse, ApiError> {
+        Ok(ApiResponse { id: u64::from(id), data: "processed".into() })
+    }
+
+    fn deliver(&mut self, id: Id) -> Delivery {
+        self.calls.send((id, self.clock.now())).unwrap();
+        if let Some(gate) = &self.gate {
+            gate.recv().unwrap();
+        }
+        let next = self.script.iter().position(|(of, _)| *of == id);
+        let outcome = next.map_or(Outcome::Delivered, |at| self.script.remove(at).1);
+        Delivery { outcome, call: Call::Answered(200), took: Duration::ZERO }
+    }
+
+    fn has_wire(&self) -> bool {
+        self.wire
+    }
+}
+
+impl Rig {
+    /// A rig whose API follows `script`, retrying as `policy` says.
+    fn scripted(script: Vec<(Id, Outcome)>, policy: RetryPolicy, gated: bool, wire: bool) -> Rig {
+        let clock = Arc::new(ManualClock::new());
+        let (calls_tx, calls) = crossbeam_channel::unbounded();
+        let (gate_tx, gate_rx) = crossbeam_channel::unbounded();
+        let api = Scripted { clock: Arc::clone(&clock), calls: calls_tx, script, gate: gated.then_some(gate_rx), wire };
+        let pacing = Pacing { interval: 5 * SEC, batch_size: 3 };
+        let app = App::open_with(pacing, policy, clock.clone(), api, Storage::default()).unwrap();
+        Rig { app, clock, calls, gate: gated.then_some(gate_tx) }
+    }
+
+    fn batch(&self, id: uuid::Uuid, index: usize) -> (BatchStatus, u8, Option<u64>, Vec<Id>, Option<String>) {
+        let ingestion = self.app.ingestion(&id).unwrap();
+        let view = ingestion.batch(index);
+        let error = ingestion.last_error(index).map(|e| e.to_string());
+        (view.status, view.attempts, view.retry_at.map(unix_ms), ingestion.failed_ids(index), error)
+    }
+}
+
+fn retry(reason: &str) -> Outcome {
+    Outcome::Retry { reason: reason.into() }
+}
+
+#[test]
+fn a_retry_backs_off_doubling_goes_first_in_its_priority_and_fails_after_max_attempts() {
+    let policy = RetryPolicy { min_backoff: 10 * SEC, max_backoff: 25 * SEC, max_attempts: 4 };
+    let rig = Rig::scripted(vec![(1, retry("boom")); 4], policy, false, false);
+    let failing = rig.ingest(Priority::High, vec![1]);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(10.0)), "waits for the backoff's end");
+    rig.expect_calls(&[1], 0.0);
+    assert_eq!(
+        rig.batch(failing, 0),
+        (BatchStatus::Triggered, 1, Some(rig.ms(10.0)), vec![], Some("id 1: boom".into()))
+    );
+    rig.advance_to(1.0);
+    let later = rig.ingest(Priority::High, vec![2, 3, 4, 5, 6, 7]);
+    // A retry still in its backoff is not counted: the later HIGH batches are next.
+    assert_eq!(rig.etas(later).0, [Some((0, rig.at(5.0))), Some((1, rig.at(10.0)))]);
+    rig.advance_to(5.0);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(10.0)));
+    rig.expect_calls(&[2, 3, 4], 5.0);
+    // Its backoff over, the retry goes before the HIGH batch that arrived after it.
+    rig.advance_to(10.0);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(15.0)));
+    rig.expect_calls(&[1], 10.0);
+    assert_eq!(rig.batch(failing, 0).1, 2);
+    assert_eq!(rig.batch(failing, 0).2, Some(rig.ms(30.0)), "the second backoff is 20 s");
+    rig.advance_to(15.0);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(30.0)));
+    rig.expect_calls(&[5, 6, 7], 15.0);
+    rig.advance_to(30.0);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(55.0)), "the third is 25 s, the most");
+    rig.expect_calls(&[1], 30.0);
+    rig.advance_to(54.9);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(55.0)));
+    rig.expect_no_calls();
+    rig.advance_to(55.0);
+    assert_eq!(rig.settle(), Parked::Idle);
+    rig.expect_calls(&[1], 55.0);
+    // The fourth release was the last: the id failed for good.
+    assert_eq!(rig.batch(failing, 0), (BatchStatus::Failed, 4, None, vec![1], Some("id 1: boom".into())));
+    let ingestion = rig.app.ingestion(&failing).unwrap();
+    assert_eq!((ingestion.status(), ingestion.completed_at_ms()), (BatchStatus::Failed, Some(rig.ms(55.0))));
+    assert_eq!(rig.app.ingestion(&later).unwrap().status(), BatchStatus::Completed);
+    rig.app.shutdown(PATIENCE);
+}
+
+#[test]
+fn retry_after_pauses_every_release_and_moves_the_etas() {
+    let policy = RetryPolicy { min_backoff: 10 * SEC, max_backoff: 60 * SEC, max_attempts: 5 };
+    let stop = Outcome::Stop { reason: "HTTP 429 after 1 ms".into(), retry_after: Some(RetryAfter::Delay(60 * SEC)) };
+    let rig = Rig::scripted(vec![(1, stop)], policy, false, false);
+    let high = rig.ingest(Priority::High, vec![1, 2, 3, 4]);
+    let low = rig.ingest(Priority::Low, vec![9]);
+    // The release stopped at its first id; nothing more goes before 60 s.
+    assert_eq!(rig.settle(), Parked::Until(rig.at(10.0)));
+    rig.expect_calls(&[1], 0.0);
+    let report = rig.app.queue().report();
+    assert_eq!((report.paused_until, report.retrying), (Some(rig.at(60.0)), 1));
+    assert_eq!(rig.etas(low).0, [Some((1, rig.at(65.0)))]);
+    rig.advance_to(10.0);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(60.0)));
+    // The retry's backoff is over: it goes first, at the pause's end; everything behind moves.
+    assert_eq!(rig.etas(high).0, [None, Some((1, rig.at(65.0)))]);
+    assert_eq!(rig.etas(low).0, [Some((2, rig.at(70.0)))]);
+    rig.advance_to(59.9);
+    rig.settle();
+    rig.expect_no_calls();
+    rig.advance_to(60.0);
+    rig.settle();
+    rig.expect_calls(&[1, 2, 3], 60.0);
+    assert_eq!(rig.app.queue().report().paused_until, None);
+    rig.advance_to(65.0);
+    rig.settle();
+    rig.expect_calls(&[4], 65.0);
+    rig.advance_to(70.0);
+    assert_eq!(rig.settle(), Parked::Idle);
+    rig.expect_calls(&[9], 70.0);
+    assert_eq!(rig.batch(high, 0).0, BatchStatus::Completed);
+    rig.app.shutdown(PATIENCE);
+}
+
+#[test]
+fn over_a_wire_the_next_release_waits_an_interval_after_the_first_answer() {
+    let policy = RetryPolicy { min_backoff: 5 * SEC, max_backoff: 60 * SEC, max_attempts: 5 };
+    for (wire, next) in [(true, 7.0), (false, 5.0)] {
+        let rig = Rig::scripted(Vec::new(), policy, true, wire);
+        let gate = rig.gate.clone().unwrap();
+        rig.ingest(Priority::Low, vec![1, 2, 3, 4]);
+        assert_eq!(rig.next_call(), (1, rig.at(0.0)));
+        // The first call is answered at 2 s: the upstream had the request by then, at the latest.
+        rig.advance_to(2.0);
+        for _ in 0..3 {
+            gate.send(()).unwrap();
+        }
+        assert_eq!([rig.next_call(), rig.next_call()], [(2, rig.at(2.0)), (3, rig.at(2.0))]);
+        assert_eq!(rig.parked(|p| p != Parked::Busy), Parked::Until(rig.at(next)), "wire: {wire}");
+        rig.advance_to(next);
+        assert_eq!(rig.next_call(), (4, rig.at(next)));
+        gate.send(()).unwrap();
+        rig.settle();
+        rig.app.shutdown(PATIENCE);
+    }
 }

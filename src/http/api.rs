@@ -85,7 +85,16 @@ struct BatchBody<'a> {
     /// Expected release; only while yet to start.
     eta: Option<String>,
     triggered_at: Option<String>,
+    /// When it completed, or failed.
     completed_at: Option<String>,
+    /// When its next release may go, while it waits out a backoff after a failed release.
+    retry_at: Option<String>,
+    /// The last failure of one of its ids, for a person (`id 7: HTTP 503 after 2.1 s`); kept
+    /// after a later release delivers the id.
+    #[serde(serialize_with = "optional_text")]
+    last_error: Option<Arc<str>>,
+    /// Ids that failed for good: a permanent error, or undelivered after the last attempt.
+    failed_ids: Vec<Id>,
 }
 
 /// `GET /queue`. Durations are in seconds.
@@ -104,6 +113,10 @@ struct QueueBody {
     drain_seconds: f64,
     /// When the last queued batch is expected to be released; `null` when nothing is queued.
     drained_at: Option<String>,
+    /// Batches waiting out a backoff before a retry (not in `queued_batches`).
+    retrying_batches: usize,
+    /// While the upstream's pause (`Retry-After`) lasts, when it ends; `null` otherwise.
+    paused_until: Option<String>,
     storage: StorageBody,
 }
 
@@ -347,7 +360,8 @@ pub(super) fn status_body<'a>(queue: &Queue, ingestion: &'a Ingestion) -> Status
     let batches = timeline
         .batches
         .into_iter()
-        .map(|b| BatchBody {
+        .zip(0..)
+        .map(|(b, index)| BatchBody {
             batch_id: b.view.batch_id,
             ids: b.view.ids,
             status: b.view.status,
@@ -356,6 +370,9 @@ pub(super) fn status_body<'a>(queue: &Queue, ingestion: &'a Ingestion) -> Status
             eta: time(b.eta),
             triggered_at: wall(b.view.triggered_at),
             completed_at: wall(b.view.completed_at),
+            retry_at: wall(b.view.retry_at),
+            last_error: ingestion.last_error(index),
+            failed_ids: ingestion.failed_ids(index),
         })
         .collect();
     StatusBody {
@@ -401,12 +418,21 @@ fn queue_body(queue: &Queue, report: &QueueReport, storage: StorageBody) -> Queu
         next_release_at: outlook.next_release.map(time),
         drain_seconds: drained_at.map_or(0.0, |t| seconds(t.saturating_duration_since(outlook.now))),
         drained_at: drained_at.map(time),
+        retrying_batches: report.retrying,
+        paused_until: report.paused_until.map(time),
         storage,
     }
 }
 
 fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
+}
+
+fn optional_text<S: serde::Serializer>(text: &Option<Arc<str>>, serializer: S) -> Result<S::Ok, S::Error> {
+    match text {
+        Some(text) => serializer.serialize_str(text),
+        None => serializer.serialize_none(),
+    }
 }
 
 fn status_name<S: serde::Serializer>(status: &BatchStatus, serializer: S) -> Result<S::Ok, S::Error> {

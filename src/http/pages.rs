@@ -90,6 +90,7 @@ struct Totals {
     ids: u64,
     batches_released: u64,
     batches_completed: u64,
+    batches_failed: u64,
 }
 
 #[derive(Serialize, Clone)]
@@ -99,6 +100,8 @@ struct ReleaseBody<'a> {
     priority: &'static str,
     ids: &'a [Id],
     status: &'static str,
+    /// Whether the batch waits out a backoff before its next release.
+    retrying: bool,
     ago_ms: f64,
     late_ms: f64,
 }
@@ -122,6 +125,7 @@ fn release_body(record: &ReleaseRecord, now: Instant) -> ReleaseBody<'_> {
         priority: record.batch.ingestion.priority.as_str(),
         ids: view.ids,
         status: view.status.as_str(),
+        retrying: view.retry_at.is_some(),
         ago_ms: millis(now.saturating_duration_since(record.at)),
         late_ms: millis(record.at.saturating_duration_since(record.due)),
     }
@@ -136,7 +140,7 @@ fn dashboard(app: &App) -> serde_json::Value {
     let [(_, high), (_, medium), (_, low)] = metrics.totals();
     let all = [high, medium, low];
     let releases: Vec<ReleaseBody<'_>> = releases.iter().map(|r| release_body(r, now)).collect();
-    let in_flight = releases.iter().rev().find(|r| r.status == BatchStatus::Triggered.as_str());
+    let in_flight = releases.iter().rev().find(|r| r.status == BatchStatus::Triggered.as_str() && !r.retrying);
     let body = Dashboard {
         interval_ms: millis(queue.interval()),
         queued: Queued { HIGH: high.queued(), MEDIUM: medium.queued(), LOW: low.queued() },
@@ -151,6 +155,7 @@ fn dashboard(app: &App) -> serde_json::Value {
             ids: all.iter().map(|t| t.ids).sum(),
             batches_released: all.iter().map(|t| t.batches_released).sum(),
             batches_completed: all.iter().map(|t| t.batches_completed).sum(),
+            batches_failed: all.iter().map(|t| t.batches_failed).sum(),
         },
         releases,
     };

@@ -57,13 +57,29 @@ pub fn render(app: &App) -> String {
     let mut out = String::new();
     let metrics = app.queue().metrics();
     let totals = metrics.totals();
-    let per_priority: [PerPriority; 6] = [
+    let per_priority: [PerPriority; 8] = [
         ("ingestd_ingestions_total", "counter", "Ingestions accepted.", |t| t.ingestions),
         ("ingestd_ids_total", "counter", "Ids accepted.", |t| t.ids),
         ("ingestd_batches_submitted_total", "counter", "Batches queued.", |t| t.batches_submitted),
-        ("ingestd_batches_released_total", "counter", "Batches released by the pacer.", |t| t.batches_released),
-        ("ingestd_batches_completed_total", "counter", "Batches the external API finished.", |t| t.batches_completed),
-        ("ingestd_queue_depth_batches", "gauge", "Batches waiting to be released.", PriorityTotals::queued),
+        ("ingestd_batches_released_total", "counter", "Releases of batches by the pacer, retries included.", |t| {
+            t.batches_released
+        }),
+        ("ingestd_batches_completed_total", "counter", "Batches with every id delivered.", |t| t.batches_completed),
+        ("ingestd_batches_failed_total", "counter", "Batches finished with ids that failed for good.", |t| {
+            t.batches_failed
+        }),
+        (
+            "ingestd_batch_retries_total",
+            "counter",
+            "Releases that ended with ids to retry (each one more release to come).",
+            |t| t.batch_retries,
+        ),
+        (
+            "ingestd_queue_depth_batches",
+            "gauge",
+            "Batches waiting to be released, retries included.",
+            PriorityTotals::queued,
+        ),
     ];
     for (name, kind, help, value) in per_priority {
         let mut family = Family::new(&mut out, name, kind, help);
@@ -71,10 +87,9 @@ pub fn render(app: &App) -> String {
             family.sample("", &format!("priority=\"{priority}\""), value(totals));
         }
     }
-    let released: u64 = totals.iter().map(|(_, t)| t.batches_released).sum();
-    let completed: u64 = totals.iter().map(|(_, t)| t.batches_completed).sum();
+    let in_flight: u64 = totals.iter().map(|(_, t)| t.in_flight()).sum();
     Family::new(&mut out, "ingestd_batch_in_flight", "gauge", "Batches released and not yet completed (0 or 1).")
-        .sample("", "", released.saturating_sub(completed));
+        .sample("", "", in_flight);
     Family::new(
         &mut out,
         "ingestd_release_lateness_seconds",
@@ -82,6 +97,22 @@ pub fn render(app: &App) -> String {
         "Actual minus scheduled release time of each batch.",
     )
     .histogram("", &metrics.lateness());
+    let mut calls = Family::new(
+        &mut out,
+        "ingestd_upstream_calls_total",
+        "counter",
+        "Calls to the external API, by outcome: 2xx, 3xx, 4xx, 5xx, timeout, error (no answer).",
+    );
+    for (outcome, count) in metrics.calls() {
+        calls.sample("", &format!("outcome=\"{outcome}\""), count);
+    }
+    Family::new(
+        &mut out,
+        "ingestd_upstream_call_duration_seconds",
+        "histogram",
+        "Time of each call to the external API, the answer's body included.",
+    )
+    .histogram("", &metrics.call_latency());
     render_http(&mut out);
     out
 }

@@ -30,6 +30,13 @@ pub enum Record {
         batch_ids: Vec<Uuid>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         batches: Option<Vec<BatchState>>,
+        /// Per id, what came of delivering it (0 pending, 1 delivered, 2 failed); only in a
+        /// compacted file, and only when some id is not pending.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delivery: Option<Vec<u8>>,
+        /// Per batch, its last error; only in a compacted file, and only when some batch has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_errors: Option<Vec<Option<String>>>,
     },
     /// A batch was released (attempt `attempt`), before the external API was called.
     Triggered { ingestion_id: Uuid, batch: u32, attempt: u8, at_ms: u64 },
@@ -37,6 +44,27 @@ pub enum Record {
     Completed { ingestion_id: Uuid, batch: u32, at_ms: u64 },
     /// The last release before a compaction, so the interval survives it.
     LastRelease { at_ms: u64 },
+    /// A release ended with ids not delivered: the positions (in the batch) of every id
+    /// delivered and failed for good so far, the last error, and what next: another release
+    /// from `retry_at_ms`, or (0) the batch failed at `at_ms`. `paused_until_ms` (0: none) is the
+    /// upstream's pause. Written after the last call of the release, like `completed`.
+    Progress {
+        ingestion_id: Uuid,
+        batch: u32,
+        at_ms: u64,
+        delivered: Vec<u32>,
+        failed: Vec<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_error: Option<String>,
+        #[serde(default)]
+        retry_at_ms: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        paused_until_ms: u64,
+    },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A batch's state inside a compacted `ingest` record.
@@ -48,6 +76,9 @@ pub struct BatchState {
     pub triggered_at_ms: u64,
     #[serde(default)]
     pub completed_at_ms: u64,
+    /// When its next release may go, while it waits for a retry.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retry_at_ms: u64,
 }
 
 impl Record {
@@ -69,9 +100,13 @@ impl Record {
                         attempts: b.attempts,
                         triggered_at_ms: b.triggered_at_ms,
                         completed_at_ms: b.completed_at_ms,
+                        retry_at_ms: b.retry_at_ms,
                     })
                     .collect()
             }),
+            delivery: (with_state && ingestion.delivery.iter().any(|&d| d != 0)).then_some(ingestion.delivery),
+            last_errors: (with_state && ingestion.last_errors.iter().any(Option::is_some))
+                .then(|| ingestion.last_errors.into_iter().map(|e| e.map(String::from)).collect()),
         }
     }
 
@@ -99,8 +134,18 @@ impl Record {
 
 /// Turns a decoded `ingest` record back into an ingestion, checking that it is consistent.
 pub fn ingestion_of(record: Record) -> Result<IngestionRecord, String> {
-    let Record::Ingest { ingestion_id, priority, accepted_at_ms, idempotency_key, batch_size, ids, batch_ids, batches } =
-        record
+    let Record::Ingest {
+        ingestion_id,
+        priority,
+        accepted_at_ms,
+        idempotency_key,
+        batch_size,
+        ids,
+        batch_ids,
+        batches,
+        delivery,
+        last_errors,
+    } = record
     else {
         return Err("not an ingest record".into());
     };
@@ -111,21 +156,27 @@ pub fn ingestion_of(record: Record) -> Result<IngestionRecord, String> {
     let states = match batches {
         Some(states) if states.len() != batch_ids.len() => return Err("it has the wrong number of batch states".into()),
         Some(states) => states,
-        None => vec![BatchState { status: 0, attempts: 0, triggered_at_ms: 0, completed_at_ms: 0 }; batch_ids.len()],
+        None => vec![
+            BatchState { status: 0, attempts: 0, triggered_at_ms: 0, completed_at_ms: 0, retry_at_ms: 0 };
+            batch_ids.len()
+        ],
     };
+    let delivery = delivery.unwrap_or_default();
+    let last_errors: Vec<Option<Box<str>>> =
+        last_errors.unwrap_or_default().into_iter().map(|e| e.map(Box::from)).collect();
+    if !delivery.is_empty() && delivery.len() != ids.len() || last_errors.len() > batch_ids.len() {
+        return Err("its delivery progress does not fit its ids and batches".into());
+    }
     let batches = batch_ids
         .into_iter()
         .zip(states)
         .map(|(id, s)| BatchRecord {
             id,
-            status: match s.status {
-                0 => BatchStatus::YetToStart,
-                1 => BatchStatus::Triggered,
-                _ => BatchStatus::Completed,
-            },
+            status: BatchStatus::from_u8(s.status),
             attempts: s.attempts,
             triggered_at_ms: s.triggered_at_ms,
             completed_at_ms: s.completed_at_ms,
+            retry_at_ms: s.retry_at_ms,
         })
         .collect();
     Ok(IngestionRecord {
@@ -136,6 +187,8 @@ pub fn ingestion_of(record: Record) -> Result<IngestionRecord, String> {
         ids,
         batch_size,
         batches,
+        delivery,
+        last_errors,
     })
 }
 
@@ -175,6 +228,16 @@ mod tests {
             Record::Triggered { ingestion_id: Uuid::new_v4(), batch: 2, attempt: 1, at_ms: 17 },
             Record::Completed { ingestion_id: Uuid::new_v4(), batch: 0, at_ms: 18 },
             Record::LastRelease { at_ms: 19 },
+            Record::Progress {
+                ingestion_id: Uuid::new_v4(),
+                batch: 1,
+                at_ms: 20,
+                delivered: vec![0, 2],
+                failed: vec![1],
+                last_error: Some("id 7: HTTP 503 after 2.1 s".into()),
+                retry_at_ms: 25,
+                paused_until_ms: 30,
+            },
         ];
         for record in records {
             let mut line = Vec::new();
@@ -193,6 +256,10 @@ mod tests {
     fn ingest_records_keep_everything() {
         let ingestion = crate::model::Ingestion::new(Priority::Low, vec![1, 2, 3, 4], 3, 42, Some("key-1"));
         ingestion.trigger(0, 3);
+        ingestion.set_delivery(0, 1, crate::model::Delivery::Delivered);
+        ingestion.set_delivery(0, 2, crate::model::Delivery::Failed);
+        ingestion.set_last_error(0, Some("id 3: HTTP 404 after 1 ms".into()));
+        ingestion.set_retry_at(0, 9);
         for with_state in [false, true] {
             let mut line = Vec::new();
             Record::ingest(ingestion.record(), with_state).encode(&mut line);
@@ -200,8 +267,9 @@ mod tests {
             let mut expected = ingestion.record();
             if !with_state {
                 expected.batches.iter_mut().for_each(|b| {
-                    (b.status, b.attempts, b.triggered_at_ms) = (BatchStatus::YetToStart, 0, 0);
+                    (b.status, b.attempts, b.triggered_at_ms, b.retry_at_ms) = (BatchStatus::YetToStart, 0, 0, 0);
                 });
+                (expected.delivery, expected.last_errors) = (Vec::new(), Vec::new());
             }
             assert_eq!(back, expected);
         }

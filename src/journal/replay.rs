@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::record::{self, Record, HEADER};
-use crate::model::{BatchRecord, BatchStatus, IngestionRecord};
+use crate::model::{BatchRecord, BatchStatus, Delivery, IngestionRecord};
 
 /// What a journal holds, in the order it was accepted.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -13,6 +13,8 @@ pub struct Recovered {
     pub ingestions: Vec<IngestionRecord>,
     /// The wall-clock time of the last release, in Unix milliseconds.
     pub last_release_ms: Option<u64>,
+    /// The end of the last pause an upstream asked for (`Retry-After`), in Unix milliseconds.
+    pub paused_until_ms: Option<u64>,
     /// How many bytes are whole records; anything after is a torn tail to cut off.
     pub valid_len: u64,
     /// A torn final record (a crash mid-write): its offset and what is wrong with it.
@@ -80,7 +82,45 @@ fn apply(state: &mut Recovered, index: &mut HashMap<Uuid, usize>, record: Record
             batch.status = BatchStatus::Triggered;
             batch.attempts = attempt;
             batch.triggered_at_ms = at_ms;
+            batch.retry_at_ms = 0;
             state.last_release_ms = state.last_release_ms.max(Some(at_ms));
+        }
+        Record::Progress {
+            ingestion_id,
+            batch: b,
+            at_ms,
+            delivered,
+            failed,
+            last_error,
+            retry_at_ms,
+            paused_until_ms,
+        } => {
+            let batch = batch_of(state, index, &ingestion_id, b)?;
+            if retry_at_ms == 0 {
+                (batch.status, batch.completed_at_ms) = (BatchStatus::Failed, at_ms);
+            }
+            batch.retry_at_ms = retry_at_ms;
+            let ingestion = &mut state.ingestions[index[&ingestion_id]];
+            let start = b as usize * ingestion.batch_size;
+            let len = ingestion.ids.len().saturating_sub(start).min(ingestion.batch_size);
+            if delivered.iter().chain(&failed).any(|&at| at as usize >= len) {
+                return Err(format!("it names an id beyond batch {b}"));
+            }
+            if ingestion.delivery.len() != ingestion.ids.len() {
+                ingestion.delivery = vec![Delivery::Pending as u8; ingestion.ids.len()];
+            }
+            for (positions, value) in [(delivered, Delivery::Delivered), (failed, Delivery::Failed)] {
+                for at in positions {
+                    ingestion.delivery[start + at as usize] = value as u8;
+                }
+            }
+            if ingestion.last_errors.len() != ingestion.batches.len() {
+                ingestion.last_errors.resize(ingestion.batches.len(), None);
+            }
+            ingestion.last_errors[b as usize] = last_error.map(Box::from);
+            if paused_until_ms != 0 {
+                state.paused_until_ms = state.paused_until_ms.max(Some(paused_until_ms));
+            }
         }
         Record::Completed { ingestion_id, batch: b, at_ms } => {
             let batch = batch_of(state, index, &ingestion_id, b)?;
@@ -135,6 +175,60 @@ mod tests {
         assert_eq!(state.ingestions[0].id, ingestion.id);
         assert_eq!((state.last_release_ms, state.records, state.torn_tail.clone()), (Some(200), 4, None));
         assert_eq!(replay(b""), Ok(Recovered::default()));
+    }
+
+    #[test]
+    fn progress_keeps_delivered_and_failed_ids_the_next_retry_and_the_pause() {
+        let (ingestion, mut records) = sample();
+        let id = ingestion.id;
+        records.push(Record::Progress {
+            ingestion_id: id,
+            batch: 1,
+            at_ms: 210,
+            delivered: vec![0],
+            failed: vec![2],
+            last_error: Some("id 5: HTTP 503 after 2 ms".into()),
+            retry_at_ms: 400,
+            paused_until_ms: 300,
+        });
+        let state = replay(&journal(&records)).unwrap();
+        let recovered = &state.ingestions[0];
+        assert_eq!((recovered.batches[1].status, recovered.batches[1].retry_at_ms), (BatchStatus::Triggered, 400));
+        assert_eq!(recovered.delivery, [0, 0, 0, 1, 0, 2, 0]);
+        assert_eq!(recovered.last_errors[1].as_deref(), Some("id 5: HTTP 503 after 2 ms"));
+        assert_eq!(state.paused_until_ms, Some(300));
+        // The retry's release clears its wait; a last attempt that fails finishes the batch.
+        records.push(Record::Triggered { ingestion_id: id, batch: 1, attempt: 2, at_ms: 400 });
+        records.push(Record::Progress {
+            ingestion_id: id,
+            batch: 1,
+            at_ms: 450,
+            delivered: vec![0],
+            failed: vec![1, 2],
+            last_error: None,
+            retry_at_ms: 0,
+            paused_until_ms: 0,
+        });
+        let state = replay(&journal(&records)).unwrap();
+        let batch = state.ingestions[0].batches[1];
+        assert_eq!(
+            (batch.status, batch.attempts, batch.retry_at_ms, batch.completed_at_ms),
+            (BatchStatus::Failed, 2, 0, 450)
+        );
+        assert_eq!(state.ingestions[0].delivery, [0, 0, 0, 1, 2, 2, 0]);
+        // A position beyond the batch is damage.
+        records.push(Record::Progress {
+            ingestion_id: id,
+            batch: 2,
+            at_ms: 500,
+            delivered: vec![1],
+            failed: vec![],
+            last_error: None,
+            retry_at_ms: 0,
+            paused_until_ms: 0,
+        });
+        records.push(Record::LastRelease { at_ms: 1 });
+        assert!(replay(&journal(&records)).unwrap_err().reason.contains("beyond batch 2"));
     }
 
     #[test]

@@ -80,6 +80,38 @@ test("the dashboard shows a submitted ingestion move to completed", async () => 
   await page.close();
 });
 
+test("failed batches and ingestions are drawn in their own colour, with the reason", async () => {
+  // The server's own /dashboard.json, with one failed ingestion put in: this server's simulated
+  // API never fails (tests/upstream.rs makes real ones fail over HTTP).
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  const real = await (await page.request.get(BASE + "/dashboard.json")).json();
+  const failed = {
+    priority: "LOW", ingestion_id: "0b7e1c5e-5f1a-4c56-9c1e-8e0f4c3f2a11", status: "failed", eta_completed: null,
+    batches: [
+      { batch_id: "6a1d2f4e-0c1b-4a2e-9f3d-1e2c3b4a5d6e", ids: [7, 8], status: "failed", attempts: 2, position: null, eta: null,
+        triggered_at: null, completed_at: null, retry_at: null, last_error: "id 8: HTTP 404 after 3 ms", failed_ids: [8] },
+      { batch_id: "7b2e3f5a-1d2c-4b3f-8a4e-2f3d4c5b6e7f", ids: [9], status: "completed", attempts: 1, position: null, eta: null,
+        triggered_at: null, completed_at: null, retry_at: null, last_error: null, failed_ids: [] },
+    ],
+  };
+  const body = JSON.stringify({ ...real, ingestions: [failed, ...real.ingestions], totals: { ...real.totals, batches_failed: 1 } });
+  await page.route("**/dashboard.json", (route) => route.fulfill({ status: 200, contentType: "application/json", body }));
+  await page.goto(BASE + "/");
+  const row = `#ingestions tr[data-id="${failed.ingestion_id}"]`;
+  await page.waitForSelector(`${row}[data-status="failed"]`);
+  const colour = (selector) => page.$eval(selector, (e) => getComputedStyle(e).backgroundColor);
+  assert.equal(await colour(`${row} td.status .pill`), "rgb(224, 49, 49)");
+  assert.equal(await colour(`${row} .batches .pill.st-failed`), "rgb(224, 49, 49)");
+  assert.notEqual(await colour(`${row} .batches .pill.st-completed`), "rgb(224, 49, 49)");
+  const title = await page.$eval(`${row} .batches .pill.st-failed`, (p) => p.title);
+  assert.equal(title, "failed: id 8: HTTP 404 after 3 ms · failed ids 8");
+  assert.match(await page.$eval("#summary", (s) => s.textContent), /1 failed/);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test("the docs render every route and try-it works on /health", async () => {
   const page = await context.newPage();
   await page.goto(BASE + "/docs");
