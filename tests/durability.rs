@@ -18,7 +18,24 @@ fn durable(dir: &TempDir, args: &[&str]) -> Server {
 }
 
 fn journal(dir: &TempDir) -> std::path::PathBuf {
-    dir.0.join("journal.v1")
+    dir.0.join("journal.v2")
+}
+
+/// Where each group of a journal begins.
+fn group_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut at = ingestd::journal::HEADER.len();
+    while let Ok(header) = ingestd::journal::group_header(&bytes[at..]) {
+        starts.push(at);
+        at += ingestd::journal::GROUP_HEADER_LEN + header.len as usize;
+    }
+    starts
+}
+
+/// Starts `ingestd` expecting it to refuse; returns its exit code and stderr.
+fn refused_start(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ingestd")).args(["--addr", "127.0.0.1:0"]).args(args).output().unwrap();
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
 }
 
 /// An acknowledged ingestion as its client saw it.
@@ -208,7 +225,7 @@ fn a_torn_tail_is_ignored_with_a_warning() {
     }
     let more = server.ingest(&[9], "HIGH");
     let (_, log) = server.terminate();
-    assert!(log.contains("warning: ignoring a torn final record"), "{log}");
+    assert!(log.contains("warning: ignoring a torn final group"), "{log}");
     let server = durable(&dir, &["--interval", "1h"]);
     assert_eq!(server.status(&more)["batches"][0]["ids"], json!([9]), "appends after a cut tail are readable");
 }
@@ -222,18 +239,13 @@ fn damage_before_the_tail_stops_the_start_naming_file_and_offset() {
     }
     server.crash();
     let mut bytes = std::fs::read(journal(&dir)).unwrap();
-    let second_line = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
-    let third_line = second_line + bytes[second_line..].iter().position(|&b| b == b'\n').unwrap() + 1;
-    bytes[third_line + 30] ^= 0x01;
+    let second_group = group_starts(&bytes)[1];
+    bytes[second_group + 90] ^= 0x01;
     std::fs::write(journal(&dir), &bytes).unwrap();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_ingestd"))
-        .args(["--addr", "127.0.0.1:0", "--data-dir", dir.path()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    let expected = format!("the journal {} is corrupt at byte {third_line}", journal(&dir).display());
+    let (code, stderr) = refused_start(&["--data-dir", dir.path()]);
+    assert_eq!(code, Some(1));
+    let expected = format!("the journal {} is corrupt at byte {second_group}", journal(&dir).display());
     assert!(stderr.contains(&expected), "{stderr}");
     assert_eq!(std::fs::read(journal(&dir)).unwrap(), bytes, "the damaged journal is left as it was");
 }
