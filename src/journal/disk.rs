@@ -33,7 +33,9 @@ pub trait DiskFile: Send + Debug {
 #[derive(Debug)]
 pub enum LockError {
     /// Another process holds it; its PID, if it wrote one.
-    Held { pid: Option<u32> },
+    Held {
+        pid: Option<u32>,
+    },
     Io(io::Error),
 }
 
@@ -91,8 +93,13 @@ impl Disk for RealDisk {
 
     fn lock(&self, dir: &Path) -> Result<DirLock, LockError> {
         let path = dir.join(LOCK_FILE);
-        let mut file =
-            OpenOptions::new().create(true).read(true).write(true).truncate(false).open(&path).map_err(LockError::Io)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(LockError::Io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(LockError::Held { pid: holder(&mut file) }),
@@ -137,4 +144,3 @@ fn holder(file: &mut File) -> Option<u32> {
     file.read_to_string(&mut text).ok()?;
     text.trim().parse().ok()
 }
-

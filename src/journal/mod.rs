@@ -108,8 +108,7 @@ pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
     })?;
     let (recovered, file) = match read(&*disk, &path).map_err(io(&path))? {
         Some(bytes) => {
-            let recovered =
-                replay(&bytes).map_err(|corrupt| OpenError::Corrupt { path: path.clone(), corrupt })?;
+            let recovered = replay(&bytes).map_err(|corrupt| OpenError::Corrupt { path: path.clone(), corrupt })?;
             let file = disk.open(&path).map_err(io(&path))?;
             // Left by an upgrade that stopped after its rename: the version 2 file has it all.
             remove_v1(&*disk, dir).map_err(io(&dir.join(FILE_NAME_V1)))?;

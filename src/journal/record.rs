@@ -172,9 +172,8 @@ pub struct GroupHeader {
 /// Reads the group header line at the start of `bytes`.
 pub fn group_header(bytes: &[u8]) -> Result<GroupHeader, String> {
     let line = bytes.get(..GROUP_HEADER_LEN).ok_or("the group header is cut short")?;
-    let shape = line.starts_with(b"g ")
-        && [18, 27, 44].iter().all(|&i| line[i] == b' ')
-        && line[GROUP_HEADER_LEN - 1] == b'\n';
+    let shape =
+        line.starts_with(b"g ") && [18, 27, 44].iter().all(|&i| line[i] == b' ') && line[GROUP_HEADER_LEN - 1] == b'\n';
     if !shape {
         return Err("there is no group header here".into());
     }
