@@ -32,10 +32,31 @@ fn group_starts(bytes: &[u8]) -> Vec<usize> {
     starts
 }
 
-/// Starts `ingestd` expecting it to refuse; returns its exit code and stderr.
+/// Starts `ingestd` expecting it to refuse at once; returns its exit code and stderr. One that
+/// starts instead is killed and fails the test.
 fn refused_start(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ingestd")).args(["--addr", "127.0.0.1:0"]).args(args).output().unwrap();
-    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ingestd"))
+        .args(["--addr", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ingestd started instead of refusing: {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (exited.code(), stderr)
 }
 
 /// An acknowledged ingestion as its client saw it.
@@ -433,15 +454,21 @@ fn a_torn_final_group_with_its_end_whole_is_cut_off() {
 #[test]
 fn after_a_clean_stop_a_flipped_byte_in_the_last_record_stops_the_start() {
     let dir = TempDir::new("clean-stop");
-    let server = durable(&dir, &["--interval", "1h"]);
-    server.ingest(&[1, 2], "LOW");
+    let server = durable(&dir, &["--interval", "1h", "--fetch-delay", "1ms"]);
+    let first = server.ingest(&[1, 2], "LOW");
+    wait_for("the first release to complete", Duration::from_secs(5), || {
+        (server.status(&first)["status"] == "completed").then_some(())
+    });
+    // Queued behind the interval: its group is the last before the clean stop.
     let last = server.ingest(&[3, 4], "LOW");
     let (status, _) = server.terminate();
     assert!(status.success());
     let mut bytes = std::fs::read(journal(&dir)).unwrap();
+    let starts = group_starts(&bytes);
+    let group = starts[starts.len() - 2];
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    let record = text.find(&last).expect("the last ingestion is in the journal");
-    let group = *group_starts(&bytes).iter().filter(|&&g| g < record).last().unwrap();
+    let record = text.rfind(&last).expect("the last ingestion is in the journal");
+    assert!(record > group, "the last group before the clean stop holds the last ingestion");
     bytes[record + 3] ^= 0x01;
     std::fs::write(journal(&dir), &bytes).unwrap();
 
