@@ -26,7 +26,7 @@ pub trait DiskFile: Send + Debug {
     /// Cuts or extends (with zeros) the file; not durable until a sync.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The file's size now.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
 }
 
 /// Why the data directory could not be locked.
@@ -81,7 +81,7 @@ impl DiskFile for File {
         File::set_len(self, len)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
 }

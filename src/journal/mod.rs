@@ -332,7 +332,7 @@ struct Writer {
 impl Journal {
     pub fn start(opened: Opened, store: Arc<Store>, queue: Queue, compaction: Compaction) -> io::Result<Journal> {
         let (tx, rx) = handoff::channel();
-        let allocated = opened.file.len()?;
+        let allocated = opened.file.size()?;
         let mut writer = Writer {
             disk: opened.disk,
             _lock: opened.lock,

@@ -319,7 +319,7 @@ mod tests {
     fn after_a_clean_stop_nothing_is_torn() {
         let (_, records) = sample();
         let stop = Record::CleanStop { at_ms: 300 };
-        let (bytes, starts) = journal(&[&records[..1], &records[1..], &[stop.clone()]]);
+        let (bytes, starts) = journal(&[&records[..1], &records[1..], std::slice::from_ref(&stop)]);
         let state = replay(&bytes).unwrap();
         assert!(state.clean_stop);
         assert_eq!((state.valid_len, state.seq, state.torn_tail), (starts[2] as u64, 2, None));
