@@ -102,7 +102,7 @@ impl Record {
         Record::parse(verify(line)?)
     }
 
-    /// Parses a record's JSON text, already checked by [`verify`].
+    /// Parses a record's JSON text, its line already checked by `verify`.
     pub fn parse(json: &[u8]) -> Result<Record, String> {
         serde_json::from_slice(json).map_err(|e| format!("the record is not valid ({e})"))
     }
