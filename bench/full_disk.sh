@@ -71,7 +71,7 @@ for n in $(seq 0 199); do
 done
 touch "$WORK/a.stop"; wait "$NEIGHBOUR"
 cat "$WORK/a.neighbour"
-echo "journal file: $(stat -c %s "$WORK/a/data/journal.v1") B"
+echo "journal file: $(stat -c %s "$WORK/a/data/journal.v2") B"
 
 echo "== B: full disk, --interval 1s, kill -9 after a release, free the space, restart"
 mkdir -p "$WORK/b" && mount -t tmpfs -o size=2m tmpfs "$WORK/b"
@@ -88,11 +88,11 @@ echo "held batch $HELD: $(curl -s "$BASE/status/$ID" | jq -c --arg b "$HELD" '.b
 # The pacer logged the held batch as released; nothing else goes while the disk is full.
 kill -9 "$(cat "$WORK/b1.log.pid")"
 rm -f "$WORK/b/filler"
-last_triggered() { grep -a '"triggered"' "$WORK/b/data/journal.v1" | tr -d '\0' | sed 's/^[0-9a-f]* //' | jq -s 'map(.at_ms) | max'; }
+last_triggered() { grep -a '"triggered"' "$WORK/b/data/journal.v2" | tr -d '\0' | sed 's/^[0-9a-f]* //' | jq -s 'map(.at_ms) | max'; }
 BEFORE=$(last_triggered)
 BASE=$(start "$WORK/b2.log" "${ARGS[@]}")
 until [ "$(last_triggered)" != "$BEFORE" ]; do sleep 0.01; done
-AFTER=$(grep -a '"triggered"' "$WORK/b/data/journal.v1" | tr -d '\0' | sed 's/^[0-9a-f]* //' | jq -s "map(.at_ms) | map(select(. > $BEFORE)) | min")
+AFTER=$(grep -a '"triggered"' "$WORK/b/data/journal.v2" | tr -d '\0' | sed 's/^[0-9a-f]* //' | jq -s "map(.at_ms) | map(select(. > $BEFORE)) | min")
 echo "last journaled release before the crash: $BEFORE; first after the restart: $AFTER; gap $((AFTER - BEFORE)) ms (>= 1000 expected)"
 echo "attempts after the restart (no batch above 1 expected): $(curl -s "$BASE/status/$ID" | jq -c '[.batches[].attempts] | max')"
 echo "held batch after the restart: $(curl -s "$BASE/status/$ID" | jq -c --arg b "$HELD" '.batches[] | select(.batch_id == $b) | {status, attempts}')"

@@ -15,7 +15,9 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::config::Retry;
-use crate::journal::{self, Compaction, Journal, JournalHandle, Outage, Recovered, StorageHealth, WriteError};
+use crate::journal::{
+    self, Compaction, Disk, Journal, JournalHandle, Outage, RealDisk, Recovered, StorageHealth, WriteError,
+};
 use crate::log;
 use crate::model::{Batch, BatchStatus, Id, Ingestion, Priority};
 use crate::pacer::{Pacer, Queue};
@@ -39,11 +41,18 @@ pub struct Storage {
     /// How long a completed ingestion stays visible.
     pub retain: Duration,
     pub compaction: Compaction,
+    /// Where the journal's file operations go: the real file system, or a test's recording.
+    pub disk: Arc<dyn Disk>,
 }
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage { data_dir: None, retain: crate::config::defaults::RETAIN, compaction: Compaction::default() }
+        Storage {
+            data_dir: None,
+            retain: crate::config::defaults::RETAIN,
+            compaction: Compaction::default(),
+            disk: Arc::new(RealDisk),
+        }
     }
 }
 
@@ -125,7 +134,8 @@ impl App {
         let journal = match &storage.data_dir {
             None => None,
             Some(dir) => {
-                let mut opened = journal::open(dir).map_err(|e| e.to_string())?;
+                // Locks the directory first: a second instance stops here, naming the holder.
+                let mut opened = journal::open(Arc::clone(&storage.disk), dir).map_err(|e| e.to_string())?;
                 let recovered = std::mem::take(&mut opened.recovered.ingestions);
                 recovered_ids = restore(&store, &queue, recovered, &opened.recovered, dir);
                 let journal = Journal::start(opened, Arc::clone(&store), queue.clone(), storage.compaction)

@@ -611,7 +611,7 @@ mod tests {
     fn written(duration: Duration) -> String {
         let ms = duration.as_millis();
         let units = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
-        let (unit, size) = units.into_iter().find(|&(_, size)| ms % size == 0).unwrap();
+        let (unit, size) = units.into_iter().find(|&(_, size)| ms.is_multiple_of(size)).unwrap();
         format!("{}{unit}", ms / size)
     }
 

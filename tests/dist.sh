@@ -68,7 +68,7 @@ case $status in
     *'"status":"completed","batches"'*) ;;
     *) fail "ingestion $id did not complete within 10 s: $status" ;;
 esac
-[ -s "$root/data/journal.v1" ] || fail "no journal written in the root's /data"
+[ -s "$root/data/journal.v2" ] || fail "no journal written in the root's /data"
 
 # The probe a FROM scratch image uses, from inside the root.
 "${enter[@]}" /ingestd health --addr "$addr" || fail "ingestd health exited $? inside the root"

@@ -35,7 +35,7 @@ fn limit_file_size(server: &Server, bytes: Option<u64>) {
 
 /// Where the journal's records end: after them come only zeros reserved for later ones.
 fn records_end(dir: &TempDir) -> u64 {
-    let bytes = std::fs::read(dir.0.join("journal.v1")).unwrap();
+    let bytes = std::fs::read(dir.0.join(ingestd::journal::FILE_NAME)).unwrap();
     bytes.iter().rposition(|&b| b != 0).map_or(0, |last| last as u64 + 1)
 }
 

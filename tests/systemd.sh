@@ -86,8 +86,8 @@ unit_caps=$(sed -n 's/^AmbientCapabilities=//p' "$unit" | tr 'A-Z' 'a-z' | sed '
 with_cap=$(run_as_unit_user "$unit_caps")
 [ "$with_cap" = "pacer thread: real-time scheduling
 worker thread: real-time scheduling" ] || fail "with CAP_SYS_NICE: $with_cap"
-[ -s "$work/state/journal.v1" ] || fail "no journal in the state directory"
-[ "$(stat -c %u "$work/state/journal.v1")" = "$uid" ] || fail "journal not owned by the service user"
+[ -s "$work/state/journal.v2" ] || fail "no journal in the state directory"
+[ "$(stat -c %u "$work/state/journal.v2")" = "$uid" ] || fail "journal not owned by the service user"
 
 without_cap=$(run_as_unit_user "")
 [ "$without_cap" = "pacer thread: ordinary scheduling

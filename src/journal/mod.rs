@@ -6,15 +6,16 @@
 //! concurrent requests share the cost of the disk. After the sync it inserts the new ingestions
 //! into the store and submits them to the queue, in journal order: nothing is queued or
 //! answered before it is on disk. It also sweeps expired ingestions and compacts the file. It
-//! never takes the queue lock except inside `Queue::submit_all`.
+//! never takes the queue lock except inside `Queue::submit_all`. At a stop it writes a clean-stop
+//! group, so that damage found later at the end of the file is known to be corruption, not a
+//! torn write. Every file operation goes through [`Disk`].
 
+mod disk;
 mod health;
 mod record;
 mod replay;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -22,25 +23,32 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+pub use disk::{DirLock, Disk, DiskFile, LockError, RealDisk, LOCK_FILE};
 pub use health::{Outage, StorageHealth};
-pub use record::{crc32, Record, HEADER};
-pub use replay::{replay, Corrupt, Recovered};
+pub use record::{crc32, group_header, Group, GroupHeader, Record, GROUP_HEADER_LEN, HEADER, HEADER_V1};
+pub use replay::{replay, replay_v1, Corrupt, Recovered};
 
 use crate::handoff::{self, Receiver, Sender};
 use crate::log;
-use crate::model::{Batch, Ingestion};
+use crate::model::{Batch, Ingestion, IngestionRecord};
 use crate::pacer::Queue;
 use crate::store::Store;
 
 /// The journal's file name inside the data directory; the version is part of the format.
-pub const FILE_NAME: &str = "journal.v1";
+pub const FILE_NAME: &str = "journal.v2";
+/// The version 1 journal, upgraded (and removed) at the first start that finds it.
+pub const FILE_NAME_V1: &str = "journal.v1";
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 /// Why the journal could not be opened. The service does not start.
 #[derive(Debug)]
 pub enum OpenError {
+    /// A file or the directory could not be read, written or synced.
     Io { path: PathBuf, error: io::Error },
+    /// The journal is damaged where it cannot be a torn write.
     Corrupt { path: PathBuf, corrupt: Corrupt },
+    /// Another process holds the data directory's lock.
+    Locked { dir: PathBuf, pid: Option<u32> },
 }
 
 impl std::fmt::Display for OpenError {
@@ -53,6 +61,12 @@ impl std::fmt::Display for OpenError {
                 path.display(),
                 corrupt.offset,
                 corrupt.reason
+            ),
+            OpenError::Locked { dir, pid } => write!(
+                f,
+                "the data directory {} is in use by another ingestd ({}); stop it first, or pass another --data-dir",
+                dir.display(),
+                pid.map_or_else(|| "its pid is not known yet".to_owned(), |pid| format!("pid {pid}"))
             ),
         }
     }
@@ -73,41 +87,144 @@ impl std::fmt::Display for WriteError {
 /// An opened journal, replayed, ready for its thread.
 pub struct Opened {
     pub recovered: Recovered,
-    file: File,
+    disk: Arc<dyn Disk>,
+    lock: DirLock,
+    file: Box<dyn DiskFile>,
     dir: PathBuf,
-    /// Where the records end; zeros reserved for later ones may follow.
+    /// Where the groups end; zeros reserved for later ones may follow.
     len: u64,
 }
 
-/// Opens (or creates) the journal in `dir`, cuts off a torn tail, and replays it.
-pub fn open(dir: &Path) -> Result<Opened, OpenError> {
+/// Locks `dir`, opens (or creates, or upgrades from version 1) the journal in it, replays it and
+/// cuts off a torn tail or a clean stop, so that the next group goes where they began.
+pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
     let path = dir.join(FILE_NAME);
-    let io = |error| OpenError::Io { path: path.clone(), error };
-    fs::create_dir_all(dir).map_err(io)?;
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(io(e)),
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |error| OpenError::Io { path, error }
     };
-    let recovered = replay(&bytes).map_err(|corrupt| OpenError::Corrupt { path: path.clone(), corrupt })?;
-    let file = OpenOptions::new().create(true).read(true).write(true).truncate(false).open(&path).map_err(io)?;
+    disk.create_dir_all(dir).map_err(io(dir))?;
+    let lock = disk.lock(dir).map_err(|error| match error {
+        LockError::Held { pid } => OpenError::Locked { dir: dir.to_owned(), pid },
+        LockError::Io(error) => OpenError::Io { path: dir.join(LOCK_FILE), error },
+    })?;
+    let (recovered, file) = match read(&*disk, &path).map_err(io(&path))? {
+        Some(bytes) => {
+            let recovered = replay(&bytes).map_err(|corrupt| OpenError::Corrupt { path: path.clone(), corrupt })?;
+            let file = disk.open(&path).map_err(io(&path))?;
+            // Left by an upgrade that stopped after its rename: the version 2 file has it all.
+            remove_v1(&*disk, dir).map_err(io(&dir.join(FILE_NAME_V1)))?;
+            (recovered, file)
+        }
+        None => upgrade_or_create(&*disk, dir)?,
+    };
     if let Some((offset, reason)) = &recovered.torn_tail {
         log::info(format_args!(
-            "warning: ignoring a torn final record in {} at byte {offset} ({reason}); it was never acknowledged",
+            "warning: ignoring a torn final group in {} at byte {offset} ({reason}); it was written after the last sync and never acknowledged",
             path.display()
         ));
-        file.set_len(recovered.valid_len).map_err(io)?;
     }
-    let mut len = recovered.valid_len;
-    if len == 0 {
-        file.set_len(0)
-            .and_then(|()| file.write_all_at(HEADER.as_bytes(), 0))
-            .and_then(|()| file.sync_all())
-            .map_err(io)?;
-        sync_dir(dir).map_err(io)?;
-        len = HEADER.len() as u64;
+    if recovered.torn_tail.is_some() || recovered.clean_stop {
+        // Cut (and synced) before anything is appended: a later crash must not leave a torn
+        // group after a clean stop, nor new groups after damaged bytes.
+        file.set_len(recovered.valid_len).and_then(|()| file.sync_all()).map_err(io(&path))?;
     }
-    Ok(Opened { recovered, file, dir: dir.to_owned(), len })
+    let len = recovered.valid_len;
+    Ok(Opened { recovered, disk, lock, file, dir: dir.to_owned(), len })
+}
+
+/// The file's bytes, or `None` if there is no such file.
+fn read(disk: &dyn Disk, path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match disk.read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn remove_v1(disk: &dyn Disk, dir: &Path) -> io::Result<()> {
+    match disk.remove(&dir.join(FILE_NAME_V1)) {
+        Ok(()) => disk.sync_dir(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// With no version 2 journal: replays a version 1 journal if there is one and writes what it
+/// held as a version 2 snapshot (then removes it), or starts an empty journal.
+fn upgrade_or_create(disk: &dyn Disk, dir: &Path) -> Result<(Recovered, Box<dyn DiskFile>), OpenError> {
+    let old = dir.join(FILE_NAME_V1);
+    let io = |path: PathBuf| move |error| OpenError::Io { path, error };
+    let mut recovered = match read(disk, &old).map_err(io(old.clone()))? {
+        Some(bytes) => replay_v1(&bytes).map_err(|corrupt| OpenError::Corrupt { path: old.clone(), corrupt })?,
+        None => Recovered::default(),
+    };
+    if let Some((offset, reason)) = recovered.torn_tail.take() {
+        log::info(format_args!(
+            "warning: ignoring a torn final record in {} at byte {offset} ({reason}); it was never acknowledged",
+            old.display()
+        ));
+    }
+    let snapshot = Snapshot::of(recovered.last_release_ms, 0, recovered.ingestions.iter().cloned());
+    let file = write_snapshot(disk, dir, &snapshot.bytes).map_err(io(dir.join(FILE_NAME)))?;
+    if recovered.records > 0 {
+        log::info(format_args!("upgraded the journal {} to {}", old.display(), dir.join(FILE_NAME).display()));
+    }
+    remove_v1(disk, dir).map_err(io(old))?;
+    recovered.valid_len = snapshot.bytes.len() as u64;
+    recovered.seq = snapshot.seq;
+    recovered.records = snapshot.records;
+    Ok((recovered, file))
+}
+
+/// A journal holding the given state: the header, then one group of a `last_release` record
+/// (with the upstream's pause, if one is still ahead) and an `ingest` record with batch states
+/// per ingestion (none if there is nothing to hold).
+struct Snapshot {
+    bytes: Vec<u8>,
+    seq: u64,
+    records: u64,
+}
+
+impl Snapshot {
+    fn of(
+        last_release_ms: Option<u64>,
+        paused_until_ms: u64,
+        ingestions: impl Iterator<Item = IngestionRecord>,
+    ) -> Snapshot {
+        let mut group = Group::default();
+        if last_release_ms.is_some() || paused_until_ms > 0 {
+            group.push(&Record::LastRelease { at_ms: last_release_ms.unwrap_or(0), paused_until_ms });
+        }
+        for ingestion in ingestions {
+            group.push(&Record::ingest(ingestion, true));
+        }
+        let mut bytes = HEADER.as_bytes().to_vec();
+        let (records, seq) = (u64::from(group.count()), u64::from(group.count() > 0));
+        if records > 0 {
+            bytes.extend_from_slice(&group.finish(1));
+        }
+        Snapshot { bytes, seq, records }
+    }
+}
+
+/// Replaces the journal with `bytes`: a temp file, synced, renamed over the journal, and the
+/// directory synced. Returns the new journal, opened. On failure the old journal is untouched
+/// and the temp file is removed.
+fn write_snapshot(disk: &dyn Disk, dir: &Path, bytes: &[u8]) -> io::Result<Box<dyn DiskFile>> {
+    let path = dir.join(FILE_NAME);
+    let temp = dir.join(format!("{FILE_NAME}.tmp"));
+    let written = disk
+        .create(&temp)
+        .and_then(|file| file.write_all_at(bytes, 0).and_then(|()| file.sync_all()))
+        .and_then(|()| disk.rename(&temp, &path));
+    if let Err(error) = written {
+        // The space it took is needed more than the file.
+        let _ = disk.remove(&temp);
+        return Err(error);
+    }
+    disk.sync_dir(dir)?;
+    disk.open(&path)
 }
 
 enum Op {
@@ -179,8 +296,10 @@ pub struct Journal {
     thread: JoinHandle<()>,
 }
 
-/// When to compact: once the file holds at least `min_records` and more than twice what a
-/// compacted file would.
+/// When to compact: once the file holds at least `min_records`, and more of its bytes are dead
+/// (transitions, group headers, what compaction would leave out) than live (the last
+/// snapshot's and the `ingest` records since): so the bytes a compaction rewrites are paid
+/// for by at least as many written since the last one.
 #[derive(Debug, Clone, Copy)]
 pub struct Compaction {
     pub min_records: u64,
@@ -192,37 +311,54 @@ impl Default for Compaction {
     }
 }
 
+/// How long a failed compaction waits before the next try, at first and at most.
+const COMPACTION_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
+
 struct Writer {
-    file: File,
+    disk: Arc<dyn Disk>,
+    /// Held until the thread ends: the data directory is this process's.
+    _lock: DirLock,
+    file: Box<dyn DiskFile>,
     dir: PathBuf,
-    /// Where the records end: the next group is written here.
+    /// Where the groups end: the next group is written here.
     len: u64,
     /// The file's size: past `len` it holds zeros, written and synced ahead of the records.
     allocated: u64,
+    /// The number of the last group written.
+    seq: u64,
     records: u64,
+    /// Bytes of the file a snapshot would keep, about: see [`Compaction`].
+    live_bytes: u64,
     last_release_ms: Option<u64>,
     store: Arc<Store>,
     queue: Queue,
     compaction: Compaction,
     health: Arc<StorageHealth>,
+    /// After a failed compaction: no other try before this, and the next wait.
+    retry: Option<(Instant, Duration)>,
 }
 
 impl Journal {
     pub fn start(opened: Opened, store: Arc<Store>, queue: Queue, compaction: Compaction) -> io::Result<Journal> {
         let (tx, rx) = handoff::channel();
-        let allocated = opened.file.metadata()?.len();
+        let allocated = opened.file.size()?;
         let health = Arc::new(StorageHealth::default());
         let mut writer = Writer {
+            disk: opened.disk,
+            _lock: opened.lock,
             file: opened.file,
             dir: opened.dir,
             len: opened.len,
             allocated,
+            seq: opened.recovered.seq,
             records: opened.recovered.records,
+            live_bytes: opened.recovered.ingest_bytes,
             last_release_ms: opened.recovered.last_release_ms,
             store,
             queue,
             compaction,
             health: Arc::clone(&health),
+            retry: None,
         };
         let thread = thread::Builder::new().name("journal".into()).spawn(move || writer.run(&rx))?;
         Ok(Journal { handle: JournalHandle { ops: tx, health }, thread })
@@ -315,7 +451,7 @@ impl Writer {
                     }
                     self.commit(group);
                     if stop.is_some() {
-                        return;
+                        return self.stop_cleanly();
                     }
                 }
                 None if ops.is_closed() => return,
@@ -328,16 +464,22 @@ impl Writer {
         if group.is_empty() {
             return;
         }
-        let mut bytes = Vec::new();
+        let (mut framed, mut ingest_bytes) = (Group::default(), 0);
         for op in &group {
             match op {
-                Op::Ingest(_, encoded, _) => bytes.extend_from_slice(encoded),
-                Op::Transition(record, ..) => record.encode(&mut bytes),
+                Op::Ingest(_, encoded, _) => {
+                    framed.push_encoded(encoded);
+                    ingest_bytes += encoded.len() as u64;
+                }
+                Op::Transition(record, ..) => framed.push(record),
                 Op::Stop => {}
             }
         }
+        let bytes = framed.finish(self.seq + 1);
         let written = self.append(&bytes);
         if written.is_ok() {
+            self.seq += 1;
+            self.live_bytes += ingest_bytes;
             self.records += group.len() as u64;
             let mut accepted = Vec::new();
             for op in &group {
@@ -444,7 +586,7 @@ impl Writer {
             return;
         }
         let wanted = end.max(self.allocated + RESERVE);
-        let target = wanted.min(self.allocated.saturating_add(health::spare_bytes(&self.file)));
+        let target = wanted.min(self.allocated.saturating_add(self.file.spare_bytes()));
         if target < end + MIN_AHEAD {
             return;
         }
@@ -469,50 +611,68 @@ impl Writer {
     }
 
     fn should_compact(&self) -> bool {
-        self.records >= self.compaction.min_records && self.records > 2 * (self.store.len() as u64 + 1)
+        let dead_bytes = self.len.saturating_sub(self.live_bytes);
+        let waited = self.retry.is_none_or(|(at, _)| Instant::now() >= at);
+        self.records >= self.compaction.min_records && dead_bytes > self.live_bytes && waited
     }
 
-    /// Rewrites the journal as one record per live ingestion: temp file, fsync, rename, fsync
-    /// of the directory. A failure leaves the old journal in place.
+    /// Rewrites the journal as one record per live ingestion (see [`write_snapshot`]). A failure
+    /// leaves the old journal in place, and the next try waits, twice as long each time.
     fn compact(&mut self) {
         let now_ms = self.queue.wall_ms();
         let live = self.store.in_order(now_ms);
-        let mut bytes = HEADER.as_bytes().to_vec();
-        if let Some(at_ms) = self.last_release_ms {
-            Record::LastRelease { at_ms }.encode(&mut bytes);
-        }
-        for ingestion in &live {
-            Record::ingest(ingestion.record(), true).encode(&mut bytes);
-        }
-        let path = self.dir.join(FILE_NAME);
-        let temp = self.dir.join(format!("{FILE_NAME}.tmp"));
-        let result = write_synced(&temp, &bytes)
-            .and_then(|()| fs::rename(&temp, &path))
-            .and_then(|()| sync_dir(&self.dir))
-            .and_then(|()| OpenOptions::new().read(true).write(true).open(&path));
-        match result {
+        let paused_until_ms = Some(self.queue.paused_until_ms()).filter(|&until| until > now_ms).unwrap_or(0);
+        let snapshot = Snapshot::of(self.last_release_ms, paused_until_ms, live.iter().map(|i| i.record()));
+        match write_snapshot(&*self.disk, &self.dir, &snapshot.bytes) {
             Ok(file) => {
                 log::info(format_args!(
-                    "compacted the journal from {} to {} records",
+                    "compacted the journal from {} to {} records ({} bytes)",
                     self.records,
-                    live.len() + usize::from(self.last_release_ms.is_some())
+                    snapshot.records,
+                    snapshot.bytes.len()
                 ));
                 self.file = file;
-                self.len = bytes.len() as u64;
+                self.len = snapshot.bytes.len() as u64;
                 self.allocated = self.len;
-                self.records = (live.len() + usize::from(self.last_release_ms.is_some())) as u64;
+                self.live_bytes = self.len;
+                self.seq = snapshot.seq;
+                self.records = snapshot.records;
+                self.retry = None;
             }
-            Err(error) => log::info(format_args!("journal compaction failed, keeping the old file: {error}")),
+            Err(error) => {
+                let wait = self.retry.map_or(COMPACTION_BACKOFF.0, |(_, wait)| (wait * 2).min(COMPACTION_BACKOFF.1));
+                self.retry = Some((Instant::now() + wait, wait));
+                log::info(format_args!(
+                    "journal compaction failed, keeping the old file; next try in {wait:?}: {error}"
+                ));
+            }
+        }
+    }
+
+    /// Marks the end of a clean stop: nothing is written after this group.
+    fn stop_cleanly(&mut self) {
+        let mut group = Group::default();
+        group.push(&Record::CleanStop { at_ms: self.queue.wall_ms() });
+        if self.append(&group.finish(self.seq + 1)).is_ok() {
+            self.seq += 1;
         }
     }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    #[test]
+    fn a_snapshot_keeps_the_last_release_and_a_pause_still_ahead() {
+        let ingestion = Ingestion::new(crate::Priority::Low, vec![1, 2], 3, 100, None);
+        let snapshot = Snapshot::of(Some(500), 9_000, std::iter::once(ingestion.record()));
+        let recovered = replay(&snapshot.bytes).expect("a snapshot replays");
+        assert_eq!((recovered.last_release_ms, recovered.paused_until_ms), (Some(500), Some(9_000)));
+        assert_eq!(recovered.ingestions.len(), 1);
+        // A pause alone (nothing released since the start) is kept too.
+        let snapshot = Snapshot::of(None, 9_000, std::iter::empty());
+        let recovered = replay(&snapshot.bytes).expect("a snapshot replays");
+        assert_eq!((recovered.last_release_ms, recovered.paused_until_ms), (None, Some(9_000)));
+    }
 }

@@ -1,18 +1,29 @@
-//! The journal's on-disk format: one record per line, `CRC32 JSON\n`. Pure; no I/O.
+//! The journal's on-disk format: groups of records, one group per commit, one record per line,
+//! `CRC32 JSON\n`. Pure; no I/O.
 //!
 //! ```text
-//! ingestd journal v1
+//! ingestd journal v2
+//! g 0000000000000001 00000002 00000000000000a4 9c0e61d2
 //! 1a2b3c4d {"type":"ingest","ingestion_id":"…","priority":"HIGH",…}
 //! 5e6f7a8b {"type":"triggered","ingestion_id":"…","batch":0,"attempt":1,"at_ms":…}
 //! ```
-//! The CRC (8 lowercase hex digits, IEEE polynomial) covers the JSON text.
+//! A group's header line gives its number, its count of records and their length in bytes, and
+//! ends with the CRC of the header itself. A record's CRC (8 lowercase hex digits, IEEE
+//! polynomial) covers its JSON text. Version 1 files (`HEADER_V1`) are the same records without
+//! group headers; they are read once, on upgrade.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::{BatchRecord, BatchStatus, Id, IngestionRecord, Priority};
 
-pub const HEADER: &str = "ingestd journal v1\n";
+pub const HEADER: &str = "ingestd journal v2\n";
+/// The first line of a version 1 journal, read only to upgrade it.
+pub const HEADER_V1: &str = "ingestd journal v1\n";
+/// The length of a group's header line: `g SEQ COUNT LEN CRC\n`.
+pub const GROUP_HEADER_LEN: usize = 54;
+/// The header line before its CRC: `g `, 16 hex digits, a space, 8, a space, 16, a space.
+const GROUP_HEADER_BODY: usize = 45;
 
 /// One event in the life of the queue, as written to disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,8 +53,13 @@ pub enum Record {
     Triggered { ingestion_id: Uuid, batch: u32, attempt: u8, at_ms: u64 },
     /// The external API answered for every id of the batch.
     Completed { ingestion_id: Uuid, batch: u32, at_ms: u64 },
-    /// The last release before a compaction, so the interval survives it.
-    LastRelease { at_ms: u64 },
+    /// The last release before a compaction, so the interval survives it, and the upstream's
+    /// pause (`Retry-After`) if one was still ahead (0: none).
+    LastRelease {
+        at_ms: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        paused_until_ms: u64,
+    },
     /// A release ended with ids not delivered: the positions (in the batch) of every id
     /// delivered and failed for good so far, the last error, and what next: another release
     /// from `retry_at_ms`, or (0) the batch failed at `at_ms`. `paused_until_ms` (0: none) is the
@@ -61,6 +77,9 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "is_zero")]
         paused_until_ms: u64,
     },
+    /// The service stopped cleanly: nothing after this group was ever written. Alone in its
+    /// group, always the last one; a start cuts it off before it appends anything.
+    CleanStop { at_ms: u64 },
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -120,15 +139,93 @@ impl Record {
 
     /// Decodes one line (without its `\n`); the error says what is wrong with it.
     pub fn decode(line: &[u8]) -> Result<Record, String> {
-        let (crc, json) = match (line.get(..8), line.get(8), line.get(9..)) {
-            (Some(crc), Some(b' '), Some(json)) => (crc, json),
-            _ => return Err("the line is not `CRC JSON`".into()),
-        };
-        let crc = std::str::from_utf8(crc).ok().and_then(|c| u32::from_str_radix(c, 16).ok());
-        if crc != Some(crc32(json)) {
-            return Err("the checksum does not match".into());
-        }
+        Record::parse(verify(line)?)
+    }
+
+    /// Parses a record's JSON text, its line already checked by `verify`.
+    pub fn parse(json: &[u8]) -> Result<Record, String> {
         serde_json::from_slice(json).map_err(|e| format!("the record is not valid ({e})"))
+    }
+}
+
+/// Checks one line's CRC (without its `\n`) and returns its JSON text.
+pub fn verify(line: &[u8]) -> Result<&[u8], String> {
+    let (crc, json) = match (line.get(..8), line.get(8), line.get(9..)) {
+        (Some(crc), Some(b' '), Some(json)) => (crc, json),
+        _ => return Err("the line is not `CRC JSON`".into()),
+    };
+    let crc = std::str::from_utf8(crc).ok().and_then(|c| u32::from_str_radix(c, 16).ok());
+    if crc != Some(crc32(json)) {
+        return Err("the checksum does not match".into());
+    }
+    Ok(json)
+}
+
+/// A group being built: the records of one commit, framed by [`Group::finish`].
+#[derive(Debug)]
+pub struct Group {
+    bytes: Vec<u8>,
+    count: u32,
+}
+
+impl Default for Group {
+    fn default() -> Self {
+        Group { bytes: vec![0; GROUP_HEADER_LEN], count: 0 }
+    }
+}
+
+impl Group {
+    /// Adds a record already encoded by [`Record::encode`].
+    pub fn push_encoded(&mut self, line: &[u8]) {
+        self.bytes.extend_from_slice(line);
+        self.count += 1;
+    }
+
+    pub fn push(&mut self, record: &Record) {
+        record.encode(&mut self.bytes);
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The group's bytes, numbered `seq`: its header line, then its records.
+    pub fn finish(mut self, seq: u64) -> Vec<u8> {
+        let len = (self.bytes.len() - GROUP_HEADER_LEN) as u64;
+        let body = format!("g {seq:016x} {:08x} {len:016x} ", self.count);
+        let header = format!("{body}{:08x}\n", crc32(body.as_bytes()));
+        self.bytes[..GROUP_HEADER_LEN].copy_from_slice(header.as_bytes());
+        self.bytes
+    }
+}
+
+/// What a group's header line says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupHeader {
+    pub seq: u64,
+    pub count: u32,
+    /// The length of the records after the header line.
+    pub len: u64,
+}
+
+/// Reads the group header line at the start of `bytes`.
+pub fn group_header(bytes: &[u8]) -> Result<GroupHeader, String> {
+    let line = bytes.get(..GROUP_HEADER_LEN).ok_or("the group header is cut short")?;
+    let shape =
+        line.starts_with(b"g ") && [18, 27, 44].iter().all(|&i| line[i] == b' ') && line[GROUP_HEADER_LEN - 1] == b'\n';
+    if !shape {
+        return Err("there is no group header here".into());
+    }
+    let hex = |range: std::ops::Range<usize>| {
+        std::str::from_utf8(&line[range]).ok().and_then(|text| u64::from_str_radix(text, 16).ok())
+    };
+    if hex(GROUP_HEADER_BODY..GROUP_HEADER_LEN - 1) != Some(u64::from(crc32(&line[..GROUP_HEADER_BODY]))) {
+        return Err("the group header's checksum does not match".into());
+    }
+    match (hex(2..18), hex(19..27), hex(28..44)) {
+        (Some(seq), Some(count), Some(len)) => Ok(GroupHeader { seq, count: count as u32, len }),
+        _ => Err("the group header is not hex".into()),
     }
 }
 
@@ -227,7 +324,7 @@ mod tests {
         let records = [
             Record::Triggered { ingestion_id: Uuid::new_v4(), batch: 2, attempt: 1, at_ms: 17 },
             Record::Completed { ingestion_id: Uuid::new_v4(), batch: 0, at_ms: 18 },
-            Record::LastRelease { at_ms: 19 },
+            Record::LastRelease { at_ms: 19, paused_until_ms: 0 },
             Record::Progress {
                 ingestion_id: Uuid::new_v4(),
                 batch: 1,

@@ -1,10 +1,18 @@
 //! Rebuilding the state from a journal's bytes. Pure: bytes in, recovered state or an error out.
+//!
+//! A version 2 journal is a header line, then groups (see `record.rs`), each written with one
+//! write and made durable with one sync before the next one is written. So only the last group
+//! can be torn by a crash (its pages reach the disk in any order, or not at all), and it was
+//! never acknowledged: a group that does not verify, with no verified group after it, is cut
+//! off with a warning. Any other damage stops the start, naming the offset: a group that does
+//! not verify with a verified one after it (that one was written after this one's sync), damage
+//! after a clean stop (nothing is written after one), and a verified record that cannot apply.
 
 use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::record::{self, Record, HEADER};
+use super::record::{self, Record, GROUP_HEADER_LEN, HEADER, HEADER_V1};
 use crate::model::{BatchRecord, BatchStatus, Delivery, IngestionRecord};
 
 /// What a journal holds, in the order it was accepted.
@@ -15,24 +23,31 @@ pub struct Recovered {
     pub last_release_ms: Option<u64>,
     /// The end of the last pause an upstream asked for (`Retry-After`), in Unix milliseconds.
     pub paused_until_ms: Option<u64>,
-    /// How many bytes are whole records; anything after is a torn tail to cut off.
+    /// Where the verified groups end (before a clean stop's group, if the file ends in one);
+    /// the next group is written here.
     pub valid_len: u64,
-    /// A torn final record (a crash mid-write): its offset and what is wrong with it.
+    /// A torn final group (a crash mid-write, never acknowledged): its offset and what is wrong.
     pub torn_tail: Option<(u64, String)>,
+    /// Whether the file ends in a clean stop (then `valid_len` is where that group begins).
+    pub clean_stop: bool,
     /// Records in the journal, for deciding when to compact.
     pub records: u64,
+    /// The number of the last verified group; the next one is `seq + 1`.
+    pub seq: u64,
+    /// The bytes of its `ingest` records: about what a compaction would keep.
+    pub ingest_bytes: u64,
 }
 
-/// Damage before the tail: the journal cannot be trusted, and nothing is dropped silently.
+/// Damage that is not a torn tail: the journal cannot be trusted, and nothing is dropped silently.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Corrupt {
     pub offset: u64,
     pub reason: String,
 }
 
+/// Replays a version 2 journal.
 pub fn replay(bytes: &[u8]) -> Result<Recovered, Corrupt> {
-    // Zeros at the end are room the writer reserved for records to come, not records.
-    let bytes = &bytes[..bytes.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1)];
+    let bytes = without_reserved_zeros(bytes);
     let mut state = Recovered::default();
     if bytes.is_empty() {
         return Ok(state);
@@ -42,6 +57,112 @@ pub fn replay(bytes: &[u8]) -> Result<Recovered, Corrupt> {
     }
     let mut index: HashMap<Uuid, usize> = HashMap::new();
     let mut offset = HEADER.len();
+    state.valid_len = offset as u64;
+    while offset < bytes.len() {
+        let group = match verified_group(bytes, offset, state.seq + 1) {
+            Ok(group) => group,
+            Err(reason) => return torn_or_corrupt(state, bytes, offset, reason),
+        };
+        if state.clean_stop {
+            return Err(Corrupt { offset: offset as u64, reason: "a group follows a clean stop".into() });
+        }
+        for (at, json) in &group.records {
+            let applied = Record::parse(json).and_then(|r| {
+                state.clean_stop |= matches!(r, Record::CleanStop { .. });
+                if matches!(r, Record::Ingest { .. }) {
+                    state.ingest_bytes += json.len() as u64 + 10;
+                }
+                apply(&mut state, &mut index, r)
+            });
+            applied.map_err(|reason| Corrupt { offset: *at as u64, reason })?;
+            state.records += 1;
+        }
+        if state.clean_stop && group.records.len() != 1 {
+            return Err(Corrupt { offset: offset as u64, reason: "a clean stop is not alone in its group".into() });
+        }
+        // A clean stop is cut off at the next start: the group after it takes its number.
+        if !state.clean_stop {
+            state.seq += 1;
+            state.valid_len = group.end as u64;
+        }
+        offset = group.end;
+    }
+    Ok(state)
+}
+
+/// A group that does not verify at `offset`: the torn tail, unless something says it was synced.
+fn torn_or_corrupt(mut state: Recovered, bytes: &[u8], offset: usize, reason: String) -> Result<Recovered, Corrupt> {
+    if state.clean_stop {
+        return Err(Corrupt { offset: offset as u64, reason: format!("{reason}, after a clean stop") });
+    }
+    if let Some(later) = later_group(bytes, offset, state.seq + 1) {
+        let reason = format!("{reason}; a whole group follows at byte {later}, so this one had been saved");
+        return Err(Corrupt { offset: offset as u64, reason });
+    }
+    state.torn_tail = Some((offset as u64, reason));
+    Ok(state)
+}
+
+/// Zeros at the end are room the writer reserved for groups to come, not groups.
+fn without_reserved_zeros(bytes: &[u8]) -> &[u8] {
+    // Megabytes of them: compared a page at a time (`memcmp`), then a byte at a time.
+    const ZEROS: [u8; 4096] = [0; 4096];
+    let mut end = bytes.len();
+    while end >= ZEROS.len() && bytes[end - ZEROS.len()..end] == ZEROS {
+        end -= ZEROS.len();
+    }
+    &bytes[..bytes[..end].iter().rposition(|&b| b != 0).map_or(0, |last| last + 1)]
+}
+
+/// A group whose header and records all verify: its records (offset, JSON) and its end.
+struct Verified<'a> {
+    records: Vec<(usize, &'a [u8])>,
+    end: usize,
+}
+
+fn verified_group(bytes: &[u8], offset: usize, seq: u64) -> Result<Verified<'_>, String> {
+    let header = record::group_header(&bytes[offset..])?;
+    if header.seq != seq {
+        return Err(format!("group {} where group {seq} was expected", header.seq));
+    }
+    let start = offset + GROUP_HEADER_LEN;
+    let end = usize::try_from(header.len).ok().and_then(|len| start.checked_add(len)).filter(|&end| end <= bytes.len());
+    let end = end.ok_or("the group is cut short")?;
+    let mut records = Vec::with_capacity(header.count as usize);
+    let mut at = start;
+    while at < end {
+        let line_end =
+            bytes[at..end].iter().position(|&b| b == b'\n').ok_or("a record in the group has no line end")?;
+        let json = record::verify(&bytes[at..at + line_end]).map_err(|e| format!("record at byte {at}: {e}"))?;
+        records.push((at, json));
+        at += line_end + 1;
+    }
+    if records.len() != header.count as usize {
+        return Err(format!("the group holds {} records, its header says {}", records.len(), header.count));
+    }
+    Ok(Verified { records, end })
+}
+
+/// The offset of a whole group numbered `seq` or later somewhere after `offset`, if any.
+fn later_group(bytes: &[u8], offset: usize, seq: u64) -> Option<usize> {
+    (offset + 1..bytes.len().saturating_sub(GROUP_HEADER_LEN - 1)).filter(|&at| bytes[at] == b'g').find(|&at| {
+        record::group_header(&bytes[at..]).is_ok_and(|h| h.seq >= seq && verified_group(bytes, at, h.seq).is_ok())
+    })
+}
+
+/// Replays a version 1 journal (no groups: a damaged or cut last line is a torn write), to
+/// upgrade it.
+pub fn replay_v1(bytes: &[u8]) -> Result<Recovered, Corrupt> {
+    let bytes = without_reserved_zeros(bytes);
+    let mut state = Recovered::default();
+    if bytes.is_empty() {
+        return Ok(state);
+    }
+    if !bytes.starts_with(HEADER_V1.as_bytes()) {
+        return Err(Corrupt { offset: 0, reason: format!("it does not start with {:?}", HEADER_V1.trim_end()) });
+    }
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
+    let mut offset = HEADER_V1.len();
     state.valid_len = offset as u64;
     while offset < bytes.len() {
         let rest = &bytes[offset..];
@@ -127,7 +248,13 @@ fn apply(state: &mut Recovered, index: &mut HashMap<Uuid, usize>, record: Record
             batch.status = BatchStatus::Completed;
             batch.completed_at_ms = at_ms;
         }
-        Record::LastRelease { at_ms } => state.last_release_ms = state.last_release_ms.max(Some(at_ms)),
+        Record::LastRelease { at_ms, paused_until_ms } => {
+            state.last_release_ms = state.last_release_ms.max(Some(at_ms).filter(|&at| at > 0));
+            if paused_until_ms > 0 {
+                state.paused_until_ms = state.paused_until_ms.max(Some(paused_until_ms));
+            }
+        }
+        Record::CleanStop { .. } => {}
     }
     Ok(())
 }
@@ -145,12 +272,20 @@ fn batch_of<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::record::Group;
     use crate::model::{Ingestion, Priority};
 
-    fn journal(records: &[Record]) -> Vec<u8> {
+    /// A journal of `groups`, numbered from 1, and where each group begins.
+    fn journal(groups: &[&[Record]]) -> (Vec<u8>, Vec<usize>) {
         let mut bytes = HEADER.as_bytes().to_vec();
-        records.iter().for_each(|r| r.encode(&mut bytes));
-        bytes
+        let mut starts = Vec::new();
+        for (i, records) in groups.iter().enumerate() {
+            starts.push(bytes.len());
+            let mut group = Group::default();
+            records.iter().for_each(|r| group.push(r));
+            bytes.extend_from_slice(&group.finish(i as u64 + 1));
+        }
+        (bytes, starts)
     }
 
     fn sample() -> (Ingestion, Vec<Record>) {
@@ -165,15 +300,22 @@ mod tests {
         (ingestion, records)
     }
 
+    /// The sample as three groups: the ingestion, two transitions, the last transition.
+    fn sample_groups(records: &[Record]) -> (Vec<u8>, Vec<usize>) {
+        journal(&[&records[..1], &records[1..3], &records[3..]])
+    }
+
     #[test]
     fn replays_transitions() {
         let (ingestion, records) = sample();
-        let state = replay(&journal(&records)).unwrap();
+        let (bytes, _) = sample_groups(&records);
+        let state = replay(&bytes).unwrap();
         let statuses: Vec<(BatchStatus, u8)> =
             state.ingestions[0].batches.iter().map(|b| (b.status, b.attempts)).collect();
         assert_eq!(statuses, [(BatchStatus::Completed, 1), (BatchStatus::Triggered, 1), (BatchStatus::YetToStart, 0)]);
         assert_eq!(state.ingestions[0].id, ingestion.id);
-        assert_eq!((state.last_release_ms, state.records, state.torn_tail.clone()), (Some(200), 4, None));
+        assert_eq!((state.last_release_ms, state.records, state.seq, state.torn_tail.clone()), (Some(200), 4, 3, None));
+        assert_eq!(state.valid_len, bytes.len() as u64);
         assert_eq!(replay(b""), Ok(Recovered::default()));
     }
 
@@ -191,7 +333,7 @@ mod tests {
             retry_at_ms: 400,
             paused_until_ms: 300,
         });
-        let state = replay(&journal(&records)).unwrap();
+        let state = replay(&journal(&[&records]).0).unwrap();
         let recovered = &state.ingestions[0];
         assert_eq!((recovered.batches[1].status, recovered.batches[1].retry_at_ms), (BatchStatus::Triggered, 400));
         assert_eq!(recovered.delivery, [0, 0, 0, 1, 0, 2, 0]);
@@ -209,7 +351,7 @@ mod tests {
             retry_at_ms: 0,
             paused_until_ms: 0,
         });
-        let state = replay(&journal(&records)).unwrap();
+        let state = replay(&journal(&[&records]).0).unwrap();
         let batch = state.ingestions[0].batches[1];
         assert_eq!(
             (batch.status, batch.attempts, batch.retry_at_ms, batch.completed_at_ms),
@@ -227,51 +369,115 @@ mod tests {
             retry_at_ms: 0,
             paused_until_ms: 0,
         });
-        records.push(Record::LastRelease { at_ms: 1 });
-        assert!(replay(&journal(&records)).unwrap_err().reason.contains("beyond batch 2"));
+        records.push(Record::LastRelease { at_ms: 1, paused_until_ms: 0 });
+        assert!(replay(&journal(&[&records]).0).unwrap_err().reason.contains("beyond batch 2"));
     }
 
     #[test]
-    fn a_torn_tail_is_cut_off() {
+    fn a_torn_last_group_is_cut_off_however_it_was_torn() {
         let (_, records) = sample();
-        let whole = journal(&records);
-        let before_last = journal(&records[..3]).len();
-        for cut in [whole.len() - 1, whole.len() - 10, before_last + 3] {
-            let state = replay(&whole[..cut]).unwrap();
-            assert_eq!(state.valid_len, before_last as u64, "cut at {cut}");
-            assert_eq!(state.records, 3);
-            assert_eq!(state.torn_tail.as_ref().map(|t| t.0), Some(before_last as u64));
+        let (whole, starts) = journal(&[&records[..1], &records[1..]]);
+        let last = starts[1];
+        let mut torn: Vec<(&str, Vec<u8>)> = vec![
+            ("cut in its header", whole[..last + 20].to_vec()),
+            ("cut in its records", whole[..whole.len() - 10].to_vec()),
+            ("cut after its last line end but one", whole[..whole.len() - 1].to_vec()),
+        ];
+        let mut zeroed_header = whole.clone();
+        zeroed_header[last..last + 30].fill(0);
+        torn.push(("its header zeroed, its records whole", zeroed_header));
+        let mut zeroed_middle = whole.clone();
+        zeroed_middle[last + 70..last + 90].fill(0);
+        torn.push(("a zeroed page inside, the end whole", zeroed_middle));
+        for (how, bytes) in torn {
+            let state = replay(&bytes).unwrap_or_else(|e| panic!("{how}: {e:?}"));
+            assert_eq!((state.valid_len, state.records, state.seq), (last as u64, 1, 1), "{how}");
+            assert_eq!(state.torn_tail.as_ref().map(|t| t.0), Some(last as u64), "{how}");
+            assert_eq!(state.ingestions[0].batches[0].status, BatchStatus::YetToStart, "{how}");
         }
     }
 
     #[test]
-    fn zeros_reserved_after_the_records_are_not_a_tail() {
+    fn damage_with_a_whole_group_after_it_names_the_offset() {
         let (_, records) = sample();
-        let whole = journal(&records);
+        let (bytes, starts) = sample_groups(&records);
+        let mut damaged = bytes.clone();
+        damaged[starts[1] + GROUP_HEADER_LEN + 20] ^= 0x20;
+        let corrupt = replay(&damaged).unwrap_err();
+        assert_eq!(corrupt.offset, starts[1] as u64);
+        assert!(corrupt.reason.contains("checksum does not match"), "{corrupt:?}");
+        assert!(corrupt.reason.contains(&format!("a whole group follows at byte {}", starts[2])), "{corrupt:?}");
+        // A whole page of zeros over the middle group: the same.
+        let mut zeroed = bytes.clone();
+        zeroed[starts[1]..starts[2]].fill(0);
+        assert_eq!(replay(&zeroed).unwrap_err().offset, starts[1] as u64);
+        assert_eq!(replay(b"not a journal\n").unwrap_err().offset, 0);
+    }
+
+    #[test]
+    fn after_a_clean_stop_nothing_is_torn() {
+        let (_, records) = sample();
+        let stop = Record::CleanStop { at_ms: 300 };
+        let (bytes, starts) = journal(&[&records[..1], &records[1..], std::slice::from_ref(&stop)]);
+        let state = replay(&bytes).unwrap();
+        assert!(state.clean_stop);
+        assert_eq!((state.valid_len, state.seq, state.torn_tail), (starts[2] as u64, 2, None));
+        // A flipped byte in the last record before the stop: corruption, not a torn write.
+        let mut flipped = bytes.clone();
+        flipped[starts[2] - 5] ^= 0x01;
+        assert_eq!(replay(&flipped).unwrap_err().offset, starts[1] as u64);
+        // Bytes after a clean stop: nothing is written after one.
+        let mut after = bytes.clone();
+        after.extend_from_slice(b"0badf00d {");
+        let corrupt = replay(&after).unwrap_err();
+        assert_eq!(corrupt.offset, bytes.len() as u64);
+        assert!(corrupt.reason.contains("after a clean stop"), "{corrupt:?}");
+        // A clean stop shares its group with nothing.
+        let (shared, starts) = journal(&[&records[..1], &[records[1].clone(), stop]]);
+        assert_eq!(replay(&shared).unwrap_err().offset, starts[1] as u64);
+    }
+
+    #[test]
+    fn zeros_reserved_after_the_groups_are_not_a_tail() {
+        let (_, records) = sample();
+        let (whole, starts) = sample_groups(&records);
         let mut reserved = whole.clone();
         reserved.resize(whole.len() + 4096, 0);
         let state = replay(&reserved).unwrap();
         assert_eq!((state.valid_len, state.records, state.torn_tail), (whole.len() as u64, 4, None));
-        // A record cut short in the reserved space is a torn tail all the same.
-        let before_last = journal(&records[..3]).len();
+        // A group cut short in the reserved space is a torn tail all the same.
         let mut torn = whole[..whole.len() - 10].to_vec();
         torn.resize(whole.len() + 4096, 0);
         let state = replay(&torn).unwrap();
-        assert_eq!((state.valid_len, state.records), (before_last as u64, 3));
-        assert_eq!(state.torn_tail.map(|t| t.0), Some(before_last as u64));
+        assert_eq!((state.valid_len, state.records), (starts[2] as u64, 3));
+        assert_eq!(state.torn_tail.map(|t| t.0), Some(starts[2] as u64));
         assert_eq!(replay(&[0; 64]), Ok(Recovered::default()), "only zeros: a journal not yet begun");
     }
 
     #[test]
-    fn damage_before_the_tail_names_the_offset() {
+    fn groups_out_of_sequence_are_not_replayed() {
         let (_, records) = sample();
-        let mut bytes = journal(&records);
-        let second = journal(&records[..1]).len();
-        bytes[second + 20] ^= 0x20;
-        assert_eq!(
-            replay(&bytes),
-            Err(Corrupt { offset: second as u64, reason: "the checksum does not match".into() })
-        );
-        assert_eq!(replay(b"not a journal\n").unwrap_err().offset, 0);
+        let mut bytes = HEADER.as_bytes().to_vec();
+        let mut group = Group::default();
+        group.push(&records[0]);
+        bytes.extend_from_slice(&group.finish(2));
+        let state = replay(&bytes).unwrap();
+        assert_eq!((state.records, state.torn_tail.map(|t| t.0)), (0, Some(HEADER.len() as u64)));
+    }
+
+    #[test]
+    fn version_1_journals_replay_by_their_own_rules() {
+        let (_, records) = sample();
+        let mut bytes = HEADER_V1.as_bytes().to_vec();
+        records.iter().for_each(|r| r.encode(&mut bytes));
+        let state = replay_v1(&bytes).unwrap();
+        assert_eq!((state.records, state.last_release_ms), (4, Some(200)));
+        let cut = replay_v1(&bytes[..bytes.len() - 3]).unwrap();
+        assert_eq!(cut.records, 3);
+        assert!(cut.torn_tail.is_some());
+        let mut damaged = bytes.clone();
+        damaged[HEADER_V1.len() + 20] ^= 0x20;
+        assert_eq!(replay_v1(&damaged).unwrap_err().offset, HEADER_V1.len() as u64);
+        assert_eq!(replay(&bytes).unwrap_err().offset, 0, "a version 1 file is not read as version 2");
     }
 }

@@ -1,0 +1,153 @@
+//! The journal's file I/O, behind a seam: [`Disk`] and [`DiskFile`] name the few operations
+//! the journal uses, [`RealDisk`] does them on `std::fs`. Tests record them instead
+//! (`tests/crash_states.rs`) and build the states a power loss can leave. Called from whichever
+//! thread opens the journal, then only from the `journal` thread.
+//!
+//! Also the data directory's lock: an exclusive `flock` on `DIR/ingestd.lock`, which holds the
+//! holder's PID. The kernel lets go when the process dies, so `kill -9` never leaves it stale.
+
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// The data directory's lock file, next to the journal.
+pub const LOCK_FILE: &str = "ingestd.lock";
+
+/// A file opened for reading and writing. The methods are `std::fs::File`'s.
+pub trait DiskFile: Send + Debug {
+    /// Writes all of `bytes` at `offset`; not durable until a sync.
+    fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes every write so far durable, and the size if it is needed to read them (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Makes every write and the size durable (`fsync`).
+    fn sync_all(&self) -> io::Result<()>;
+    /// Cuts or extends (with zeros) the file; not durable until a sync.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The file's size now.
+    fn size(&self) -> io::Result<u64>;
+    /// Bytes its file system can spare for zeros reserved ahead of the records, keeping a margin
+    /// free for everyone else.
+    fn spare_bytes(&self) -> u64;
+}
+
+/// Why the data directory could not be locked.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another process holds it; its PID, if it wrote one.
+    Held {
+        pid: Option<u32>,
+    },
+    Io(io::Error),
+}
+
+/// Held while the data directory is ours; dropping it lets go.
+pub type DirLock = Box<dyn Send + Sync>;
+
+/// The file system operations of the journal. Renames and new names in a directory are durable
+/// only after [`Disk::sync_dir`].
+pub trait Disk: Send + Sync + Debug {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Locks `dir` for this process (see the module header).
+    fn lock(&self, dir: &Path) -> Result<DirLock, LockError>;
+    /// The whole file; `NotFound` if there is none.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Opens an existing file for reading and writing.
+    fn open(&self, path: &Path) -> io::Result<Box<dyn DiskFile>>;
+    /// Creates a file, or empties an existing one, for reading and writing.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn DiskFile>>;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (new files, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// [`Disk`] on the real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealDisk;
+
+impl DiskFile for File {
+    fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(self, bytes, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        File::sync_all(self)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn spare_bytes(&self) -> u64 {
+        super::health::spare_bytes(self)
+    }
+}
+
+impl Disk for RealDisk {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn lock(&self, dir: &Path) -> Result<DirLock, LockError> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(LockError::Io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(LockError::Held { pid: holder(&mut file) }),
+            Err(TryLockError::Error(error)) => return Err(LockError::Io(error)),
+        }
+        // Only for the message a second instance prints: no sync needed.
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(LockError::Io)?;
+        Ok(Box::new(file))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Box<dyn DiskFile>> {
+        Ok(Box::new(OpenOptions::new().read(true).write(true).open(path)?))
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn DiskFile>> {
+        Ok(Box::new(OpenOptions::new().create(true).read(true).write(true).truncate(true).open(path)?))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+/// The PID the lock's holder wrote, if it has yet.
+fn holder(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
