@@ -92,10 +92,12 @@ impl HttpServer {
     /// Like [`HttpServer::start`] with any handler in place of the API.
     pub fn start_with(listener: TcpListener, options: HttpOptions, handler: Box<Handler>) -> io::Result<HttpServer> {
         let addr = listener.local_addr()?;
-        // Our listener, for the clients: their reads and writes time out (the relay's idle
-        // timeout). tiny_http's, for the relays, has none: the relay ends every connection, so
-        // tiny_http's accept never times out and a connection is never ended by two clocks.
-        set_idle_timeout(&listener, options.idle_timeout)?;
+        // Our listener, for the clients; the relay enforces the idle timeout on them. tiny_http's,
+        // for the relay, has no timeouts: the relay ends every connection, so tiny_http's accept
+        // never times out and a connection is never ended by two clocks.
+        // No Nagle delay (accepted sockets inherit it): an answer may reach the relay as head and
+        // body apart, and a body over one segment would wait for the client's delayed ACK.
+        SockRef::from(&listener).set_tcp_nodelay(true)?;
         let internal = internal_listener()?;
         let internal_addr = internal.local_addr()?;
         let connections = Arc::new(Connections::default());
@@ -171,16 +173,6 @@ fn spawn_handlers(
 fn streams_body(request: &Request) -> bool {
     let has = |name: &'static str| request.headers().iter().any(|h| h.field.equiv(name));
     request.body_length().is_some_and(|len| len > BUFFERED_BODY) || has("Transfer-Encoding") || has("Expect")
-}
-
-/// Sets the idle timeout on a listener; Linux copies it to every accepted socket, and also no
-/// Nagle delay: tiny_http writes a response's head and body separately, and without it a body
-/// over one segment waits for the client's delayed ACK (~40 ms).
-fn set_idle_timeout(listener: &TcpListener, idle_timeout: Duration) -> io::Result<()> {
-    let socket = SockRef::from(listener);
-    socket.set_read_timeout(Some(idle_timeout))?;
-    socket.set_write_timeout(Some(idle_timeout))?;
-    socket.set_tcp_nodelay(true)
 }
 
 /// tiny_http's listener: loopback only, on a port of the system's choosing, no Nagle delay.
