@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use super::relay::Cut;
-use super::tracker::{Position, Tracker, Verdict};
+use super::tracker::{Position, Refusal, Tracker, Verdict, HEAD_CAP, LINE_CAP};
 use crate::http::api::Reply;
 use crate::http::error::ApiError;
 
@@ -31,8 +31,8 @@ pub(crate) enum End {
     ServerClosed,
     /// The client was silent for the idle timeout.
     Idle,
-    /// A request line tiny_http cannot answer.
-    Refused,
+    /// A request tiny_http must not see.
+    Refused(Refusal),
     Stopping,
 }
 
@@ -115,9 +115,10 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub(crate) fn new(idle: Duration, now: Instant) -> Link {
+    /// A link whose requests reach tiny_http with `stamp` after their request line.
+    pub(crate) fn new(idle: Duration, now: Instant, stamp: Vec<u8>) -> Link {
         Link {
-            tracker: Tracker::default(),
+            tracker: Tracker::new(stamp),
             idle,
             up: Pending::default(),
             down: Pending::default(),
@@ -158,18 +159,15 @@ impl Link {
         Interest { read: self.server_room() > 0, write: !self.to_server().is_empty() }
     }
 
-    /// Bytes read from the client: forwarded, up to a request line tiny_http cannot answer.
+    /// Bytes read from the client: forwarded as the tracker says, up to a request tiny_http
+    /// must not see.
     pub(crate) fn client_sent(&mut self, bytes: &[u8], now: Instant) {
         self.client_seen = now;
         if self.up.is_empty() {
             self.server_seen = now;
         }
-        match self.tracker.feed(bytes) {
-            Verdict::Forward => self.up.push(bytes),
-            Verdict::Refuse { forward } => {
-                self.up.push(&bytes[..forward]);
-                self.end(End::Refused, now);
-            }
+        if let Verdict::Refuse(refusal) = self.tracker.feed(bytes, &mut self.up.bytes) {
+            self.end(End::Refused(refusal), now);
         }
     }
 
@@ -334,7 +332,9 @@ impl Link {
 /// tiny_http's answers are out.
 fn last_word(end: End, position: Position) -> (Option<Cut>, Option<ApiError>) {
     match (end, position) {
-        (End::Refused, _) => (None, Some(ApiError::VersionNotSupported)),
+        (End::Refused(Refusal::Version), _) => (None, Some(ApiError::VersionNotSupported)),
+        (End::Refused(Refusal::LineTooLong), _) => (None, Some(ApiError::UrlTooLong { limit: LINE_CAP })),
+        (End::Refused(Refusal::HeadTooLarge), _) => (None, Some(ApiError::HeadersTooLarge { limit: HEAD_CAP })),
         // tiny_http reads a short body itself and drops the connection without a word when it
         // stalls; a longer one is read by our handler, which answers 408 on learning the cut.
         (End::Idle, Position::InBody { buffered }) => {
@@ -352,6 +352,8 @@ fn raw_reply(error: &ApiError) -> Vec<u8> {
     let reply = Reply::error(error);
     let reason = match reply.status {
         408 => "Request Timeout",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
         505 => "HTTP Version Not Supported",
         _ => "Error",
     };
@@ -374,6 +376,7 @@ mod tests {
     const GET: &str = "GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
     const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
     const BAD: &str = "GET /health HTTP/2.0\r\nHost: t\r\n\r\n";
+    const STAMP: &str = "X-R: 1\r\n";
 
     /// A link between a client and a tiny_http that take every byte at once unless blocked,
     /// driven as the relay loop drives it.
@@ -390,7 +393,7 @@ mod tests {
     impl Sim {
         fn new() -> Sim {
             let start = Instant::now();
-            let link = Link::new(IDLE, start);
+            let link = Link::new(IDLE, start, STAMP.into());
             Sim {
                 link,
                 start,
@@ -494,27 +497,27 @@ mod tests {
         let get = format!("c:{GET}");
         let ok = format!("s:{OK}");
         check(&[], "tiny_http got 0 bytes; client got []; open until 10");
-        check(&[&get, &ok], "tiny_http got 33 bytes; client got [\"200\"]; open until 10");
-        check(&["at 4", &get, "at 9", &ok], "tiny_http got 33 bytes; client got [\"200\"]; open until 14");
+        check(&[&get, &ok], "tiny_http got 41 bytes; client got [\"200\"]; open until 10");
+        check(&["at 4", &get, "at 9", &ok], "tiny_http got 41 bytes; client got [\"200\"]; open until 14");
         // tiny_http closes first (`Connection: close`): its answer goes out, then the link ends.
-        check(&[&get, &ok, "s-eof"], "tiny_http got 33 bytes; client got [\"200\"]; done");
+        check(&[&get, &ok, "s-eof"], "tiny_http got 41 bytes; client got [\"200\"]; done");
         // The client half-closes: tiny_http gets the end of stream and still answers.
-        let half = "tiny_http got 33 bytes; client got []; open until 10; half-closed";
+        let half = "tiny_http got 41 bytes; client got []; open until 10; half-closed";
         check(&[&get, "c-eof"], half);
-        check(&[&get, "c-eof", &ok, "s-eof"], "tiny_http got 33 bytes; client got [\"200\"]; done; half-closed");
+        check(&[&get, "c-eof", &ok, "s-eof"], "tiny_http got 41 bytes; client got [\"200\"]; done; half-closed");
     }
 
     #[test]
     fn a_version_tiny_http_cannot_answer_gets_505_after_the_answers_before_it() {
         let bad = format!("c:{BAD}");
-        check(&[&bad], "tiny_http got 21 bytes; client got []; open until 10; half-closed");
-        check(&[&bad, "s-eof"], "tiny_http got 21 bytes; client got [\"505\"]; done; half-closed");
+        check(&[&bad], "tiny_http got 0 bytes; client got []; open until 10; half-closed");
+        check(&[&bad, "s-eof"], "tiny_http got 0 bytes; client got [\"505\"]; done; half-closed");
         let pipelined = format!("c:{GET}{GET}{BAD}");
         let answers = [pipelined.as_str(), &format!("s:{OK}"), &format!("s:{OK}"), "s-eof"];
-        check(&answers, "tiny_http got 87 bytes; client got [\"200\", \"200\", \"505\"]; done; half-closed");
+        check(&answers, "tiny_http got 82 bytes; client got [\"200\", \"200\", \"505\"]; done; half-closed");
         // The 505 waits for the answers even when the client is slow to take them.
         let slow = [pipelined.as_str(), "block c", &format!("s:{OK}"), "s-eof", "unblock c", "at 1"];
-        check(&slow, "tiny_http got 87 bytes; client got [\"200\", \"505\"]; done; half-closed");
+        check(&slow, "tiny_http got 82 bytes; client got [\"200\", \"505\"]; done; half-closed");
     }
 
     #[test]
@@ -525,33 +528,33 @@ mod tests {
         let short = post(100, "{\"ids\"");
         check(
             &[&short, "at 10", "s-eof"],
-            "tiny_http got 52 bytes; client got [\"408\"]; done; half-closed; cut IdleTimeout",
+            "tiny_http got 60 bytes; client got [\"408\"]; done; half-closed; cut IdleTimeout",
         );
         // Our handler reads a longer one, and answers 408 itself on learning the cut.
         let long = post(5000, "{\"ids\"");
         let answer = "s:HTTP/1.1 408 Request Timeout\r\n\r\n";
         check(
             &[&long, "at 10", answer, "s-eof"],
-            "tiny_http got 53 bytes; client got [\"408\"]; done; half-closed; cut IdleTimeout",
+            "tiny_http got 61 bytes; client got [\"408\"]; done; half-closed; cut IdleTimeout",
         );
         // tiny_http's own timeout came first, inside a short body.
-        check(&[&short, "s-eof"], "tiny_http got 52 bytes; client got [\"408\"]; done");
+        check(&[&short, "s-eof"], "tiny_http got 60 bytes; client got [\"408\"]; done");
         // Nothing of a request under way: no word.
-        check(&[&format!("c:{GET}"), "s-eof"], "tiny_http got 33 bytes; client got []; done");
+        check(&[&format!("c:{GET}"), "s-eof"], "tiny_http got 41 bytes; client got []; done");
     }
 
     #[test]
     fn stopping_forwards_nothing_more_and_the_body_being_read_learns_why() {
         let long = post(5000, "{\"ids\"");
-        check(&[&long, "stop"], "tiny_http got 53 bytes; client got []; open until 10; half-closed; cut ShuttingDown");
+        check(&[&long, "stop"], "tiny_http got 61 bytes; client got []; open until 10; half-closed; cut ShuttingDown");
         check(
             &[&long, "stop", "c:more"],
-            "tiny_http got 53 bytes; client got []; open until 10; half-closed; cut ShuttingDown",
+            "tiny_http got 61 bytes; client got []; open until 10; half-closed; cut ShuttingDown",
         );
         // A connection already cut for silence keeps that reason.
         check(
             &[&long, "at 10", "stop"],
-            "tiny_http got 53 bytes; client got []; open until 20; half-closed; cut IdleTimeout",
+            "tiny_http got 61 bytes; client got []; open until 20; half-closed; cut IdleTimeout",
         );
     }
 
@@ -591,10 +594,10 @@ mod tests {
     #[test]
     fn a_tiny_http_that_never_answers_after_the_end_is_cut_and_a_failed_client_at_once() {
         let get = format!("c:{GET}");
-        check(&[&get, "c-eof", "at 9"], "tiny_http got 33 bytes; client got []; open until 10; half-closed");
-        check(&[&get, "c-eof", "at 10"], "tiny_http got 33 bytes; client got []; done; half-closed");
-        check(&[&get, "c-fails"], "tiny_http got 33 bytes; client got []; done");
+        check(&[&get, "c-eof", "at 9"], "tiny_http got 41 bytes; client got []; open until 10; half-closed");
+        check(&[&get, "c-eof", "at 10"], "tiny_http got 41 bytes; client got []; done; half-closed");
+        check(&[&get, "c-fails"], "tiny_http got 41 bytes; client got []; done");
         // A refused line's 505 is not sent to a client that failed.
-        check(&[&format!("c:{BAD}"), "c-fails", "s-eof"], "tiny_http got 21 bytes; client got []; done; half-closed");
+        check(&[&format!("c:{BAD}"), "c-fails", "s-eof"], "tiny_http got 0 bytes; client got []; done; half-closed");
     }
 }

@@ -1,9 +1,11 @@
 //! The public listener and the relay to tiny_http: one `http-relay` thread runs an epoll loop
 //! over non-blocking sockets. It accepts each client connection, opens its twin to tiny_http's
-//! internal listener, and moves bytes both ways as each connection's [`Link`] asks (the link
-//! holds the state; this module does the I/O, the timers and the bookkeeping).
-//! [`Connections`] maps the address tiny_http sees a connection from to the client's
-//! connection ([`Conn`]: its peer address, its quarantine, why it was cut).
+//! internal endpoint (a Unix socket, `endpoint.rs`), and moves bytes both ways as each
+//! connection's [`Link`] asks (the link holds the state; this module does the I/O, the timers
+//! and the bookkeeping). Every request reaches tiny_http stamped with its connection's
+//! identity (a header right after the request line, see `tracker.rs`), and [`Connections`]
+//! maps a stamp to the client's connection ([`Conn`]: its peer address, its quarantine, why it
+//! was cut).
 //!
 //! Upstream defect: tiny_http 0.12.0 deadlocks a connection thread, and keeps its two file
 //! descriptors, on a request line with version `HTTP/2.0` or `HTTP/3.0` (`client.rs`: it asks
@@ -24,6 +26,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -33,7 +36,7 @@ use parking_lot::Mutex;
 use rustix::buffer::spare_capacity;
 use rustix::event::{epoll, eventfd, EventfdFlags, Timespec};
 use rustix::io::Errno;
-use rustix::net::{self as net, AddressFamily, SendFlags, SocketFlags, SocketType};
+use rustix::net::{self as net, AddressFamily, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 
 use super::link::{Interest, Link, CAP};
 use crate::log;
@@ -101,25 +104,67 @@ impl Conn {
     }
 }
 
-/// The live connections by the address tiny_http sees them from (the relay's loopback end).
-#[derive(Default)]
+/// The header the relay puts first in every request it forwards: `<secret>.<connection>`.
+pub(crate) const STAMP: &str = "X-Ingestd-Relay";
+
+/// The live connections by the number in their stamp.
 pub(crate) struct Connections {
-    live: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
+    /// Random per process: a stamp is ours only with it (a client cannot make one up).
+    secret: String,
+    live: Mutex<HashMap<u64, Arc<Conn>>>,
 }
 
+impl Default for Connections {
+    fn default() -> Connections {
+        Connections { secret: uuid::Uuid::new_v4().simple().to_string(), live: Mutex::default() }
+    }
+}
+
+/// Where a request reaching tiny_http came from, by its stamp.
+pub(crate) enum Origin {
+    /// A client connection the relay carries.
+    Client(Arc<Conn>),
+    /// Our own health probe.
+    Probe,
+    /// No stamp of ours: a request after a body whose end nobody knows, one on a connection
+    /// already gone, or one from a local process that reached tiny_http's socket itself.
+    /// Never acted on.
+    Unknown,
+}
+
+/// The number in the probe's stamp; connections count from 1.
+const PROBE: u64 = 0;
+
 impl Connections {
-    /// The client connection that tiny_http sees as `seen_from`; `None` for our own loopback
-    /// connections (the unstrander's, the health probe's).
-    pub(crate) fn get(&self, seen_from: SocketAddr) -> Option<Arc<Conn>> {
-        self.live.lock().get(&seen_from).cloned()
+    /// Where a request with this stamp (its first header's value, if that is ours) came from.
+    pub(crate) fn origin(&self, stamp: Option<&str>) -> Origin {
+        let Some((secret, id)) = stamp.and_then(|stamp| stamp.split_once('.')) else {
+            return Origin::Unknown;
+        };
+        match id.parse() {
+            _ if secret != self.secret => Origin::Unknown,
+            Ok(PROBE) => Origin::Probe,
+            Ok(id) => self.live.lock().get(&id).cloned().map_or(Origin::Unknown, Origin::Client),
+            Err(_) => Origin::Unknown,
+        }
     }
 
-    fn insert(&self, key: SocketAddr, conn: Arc<Conn>) {
-        self.live.lock().insert(key, conn);
+    /// The header line (CRLF included) that the health probe's requests carry.
+    pub(crate) fn probe_stamp(&self) -> String {
+        String::from_utf8_lossy(&self.stamp(PROBE)).into_owned()
     }
 
-    fn remove(&self, key: SocketAddr) {
-        self.live.lock().remove(&key);
+    /// The header line (CRLF included) that connection `id`'s requests carry.
+    fn stamp(&self, id: u64) -> Vec<u8> {
+        format!("{STAMP}: {}.{id}\r\n", self.secret).into_bytes()
+    }
+
+    fn insert(&self, id: u64, conn: Arc<Conn>) {
+        self.live.lock().insert(id, conn);
+    }
+
+    fn remove(&self, id: u64) {
+        self.live.lock().remove(&id);
     }
 }
 
@@ -131,10 +176,10 @@ pub(crate) struct Front {
 }
 
 impl Front {
-    /// Accepts on `public` and relays each connection to tiny_http at `server`.
+    /// Accepts on `public` and relays each connection to tiny_http's socket at `server`.
     pub(crate) fn start(
         public: TcpListener,
-        server: SocketAddr,
+        server: &Path,
         idle_timeout: Duration,
         connections: Arc<Connections>,
     ) -> io::Result<Front> {
@@ -148,7 +193,7 @@ impl Front {
             epoll,
             listener: Some(public),
             waker: Arc::clone(&waker),
-            server,
+            server: server.to_owned(),
             idle: idle_timeout,
             connections,
             links: HashMap::new(),
@@ -186,7 +231,6 @@ struct Entry {
     /// The last write to each socket would have blocked; cleared when it is writable again.
     blocked: [bool; 2],
     conn: Arc<Conn>,
-    key: SocketAddr,
     /// The earliest timer queued for this link.
     scheduled: Option<Instant>,
 }
@@ -199,8 +243,8 @@ struct Relay {
     epoll: OwnedFd,
     listener: Option<TcpListener>,
     waker: Arc<OwnedFd>,
-    /// tiny_http's internal listener.
-    server: SocketAddr,
+    /// tiny_http's internal socket.
+    server: PathBuf,
     idle: Duration,
     connections: Arc<Connections>,
     links: HashMap<u64, Entry>,
@@ -328,27 +372,24 @@ impl Relay {
 
     /// Starts relaying a new client connection.
     fn open(&mut self, client: OwnedFd, peer: SocketAddr, now: Instant) {
-        let server = match connect(self.server) {
+        let server = match connect(&self.server) {
             Ok(server) => server,
             Err(error) => {
                 log::info(format_args!("cannot reach the HTTP workers ({error}); a connection was closed"));
                 return;
             }
         };
-        let Some(key) = net::getsockname(&server).ok().and_then(|at| SocketAddr::try_from(at).ok()) else {
-            return;
-        };
-        let conn = Arc::new(Conn::new(peer));
-        self.connections.insert(key, Arc::clone(&conn));
-        let id = self.next_id;
+        // 0 is never a connection's: a stamp with it is nobody's.
         self.next_id += 1;
+        let id = self.next_id;
+        let conn = Arc::new(Conn::new(peer));
+        self.connections.insert(id, Arc::clone(&conn));
         let entry = Entry {
-            link: Link::new(self.idle, now),
+            link: Link::new(self.idle, now, self.connections.stamp(id)),
             sockets: [client, server],
             watching: [Interest::default(); 2],
             blocked: [false; 2],
             conn,
-            key,
             scheduled: None,
         };
         self.links.insert(id, entry);
@@ -386,10 +427,9 @@ impl Relay {
         flush(entry, CLIENT, now);
         if entry.link.is_done() {
             let _ = net::shutdown(&entry.sockets[CLIENT], net::Shutdown::Both);
-            if let Some(entry) = self.links.remove(&id) {
-                // Closing the sockets deregisters them.
-                self.connections.remove(entry.key);
-            }
+            // Closing the sockets deregisters them.
+            self.links.remove(&id);
+            self.connections.remove(id);
             return;
         }
         let wanted = [entry.link.client_interest(), entry.link.server_interest()];
@@ -471,16 +511,13 @@ fn watch(epoll: &OwnedFd, socket: &OwnedFd, data: epoll::EventData, watching: &m
     }
 }
 
-/// A non-blocking connection to tiny_http; it completes (or fails) as epoll reports.
-fn connect(server: SocketAddr) -> io::Result<OwnedFd> {
-    let family = if server.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
-    let socket = net::socket_with(family, SocketType::STREAM, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC, None)?;
-    // Answers are written head and body apart: no Nagle delay between them.
-    net::sockopt::set_tcp_nodelay(&socket, true)?;
-    match net::connect(&socket, &server) {
-        Ok(()) | Err(Errno::INPROGRESS) => Ok(socket),
-        Err(error) => Err(error.into()),
-    }
+/// A non-blocking connection to tiny_http's socket. A Unix socket connects at once, or fails
+/// at once when its backlog is full.
+fn connect(server: &Path) -> io::Result<OwnedFd> {
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let socket = net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
+    net::connect(&socket, &SocketAddrUnix::new(server)?)?;
+    Ok(socket)
 }
 
 /// epoll's timeout for `wait`, rounded up to the millisecond, so the loop wakes after a
