@@ -53,6 +53,8 @@ pub type Handler =
 
 /// tiny_http 0.12.0 reads a body of up to this many bytes before handing over the request.
 const BUFFERED_BODY: usize = 1024;
+/// Relay threads (`compat/`): one epoll loop each.
+const RELAYS: usize = 2;
 /// At shutdown, how long connections get to receive the answers under way before they are cut.
 const STOP_GRACE: Duration = Duration::from_millis(500);
 
@@ -132,7 +134,7 @@ impl HttpServer {
         let probe = (endpoint.path(), connections.probe_stamp());
         let supervisor = Supervisor::start(internal, probe, options.idle_timeout, threads, dispatch)?;
         let unstrander = Unstrander::start(endpoint.path())?;
-        let front = Front::start(listener, endpoint.path(), options.idle_timeout, connections)?;
+        let front = Front::start(listener, endpoint.path(), options.idle_timeout, connections, RELAYS)?;
         Ok(HttpServer { front, supervisor, handlers, unstrander, endpoint, addr })
     }
 

@@ -1,7 +1,7 @@
-//! The public listener and the relay to tiny_http: one `http-relay` thread runs an epoll loop
-//! over non-blocking sockets. It accepts each client connection, opens its twin to tiny_http's
-//! internal endpoint (a Unix socket, `endpoint.rs`), and moves bytes both ways as each
-//! connection's [`Link`] asks (the link holds the state; this module does the I/O, the timers
+//! The public listener and the relay to tiny_http: a few `http-relay-N` threads (one per core)
+//! each run an epoll loop over non-blocking sockets. Each accepts client connections in turn,
+//! opens their twins to tiny_http's internal endpoint (a Unix socket, `endpoint.rs`), and moves
+//! bytes both ways as each connection's [`Link`] asks (the link holds the state; this module does the I/O, the timers
 //! and the bookkeeping). Every request reaches tiny_http stamped with its connection's
 //! identity (a header right after the request line, see `tracker.rs`), and [`Connections`]
 //! maps a stamp to the client's connection ([`Conn`]: its peer address, its quarantine, why it
@@ -16,10 +16,12 @@
 //! timeout on the client side and owns the connection's identity (the quarantine's key), so a
 //! connection ends, with everything it held, when the client is silent, and at shutdown.
 //!
-//! Why one thread and epoll rather than threads per connection: a thread pair per connection
-//! cost two thread wake-ups per request; here, under load, one wake-up serves many ready
-//! sockets. Level-triggered: a socket is watched only for what its link wants (reading while
-//! its buffer has room, writing while bytes wait), and one read per readiness suffices.
+//! Why epoll rather than threads per connection: a thread pair per connection cost two thread
+//! wake-ups per request; here, under load, one wake-up serves many ready sockets.
+//! Level-triggered: a socket is watched only for what its link wants (reading while its buffer
+//! has room, writing while bytes wait), one read per readiness suffices (edge-triggered would
+//! read again until `EAGAIN`), and writes are tried at once, so epoll is asked to watch for
+//! writability only when a socket is full.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -168,64 +170,93 @@ impl Connections {
     }
 }
 
-/// The `http-relay` thread; [`Front::stop`] ends it.
+/// The `http-relay-N` threads; [`Front::stop`] ends them.
 pub(crate) struct Front {
-    waker: Arc<OwnedFd>,
+    /// One per relay thread.
+    wakers: Vec<Arc<OwnedFd>>,
     stop_by: Arc<Mutex<Option<Instant>>>,
-    thread: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Front {
-    /// Accepts on `public` and relays each connection to tiny_http's socket at `server`.
+    /// Accepts on `public` and relays each connection to tiny_http's socket at `server`, with
+    /// `relays` threads; each accepts in turn and keeps the connections it accepted.
     pub(crate) fn start(
         public: TcpListener,
         server: &Path,
         idle_timeout: Duration,
         connections: Arc<Connections>,
+        relays: usize,
     ) -> io::Result<Front> {
         public.set_nonblocking(true)?;
-        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        let waker = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
-        epoll::add(&epoll, &public, epoll::EventData::new_u64(LISTENER), epoll::EventFlags::IN)?;
-        epoll::add(&epoll, &*waker, epoll::EventData::new_u64(WAKER), epoll::EventFlags::IN)?;
+        let relays = relays.max(1) as u64;
         let stop_by = Arc::new(Mutex::new(None));
-        let relay = Relay {
-            epoll,
-            listener: Some(public),
-            waker: Arc::clone(&waker),
-            server: server.to_owned(),
-            idle: idle_timeout,
-            connections,
-            links: HashMap::new(),
-            next_id: 0,
-            timers: BinaryHeap::new(),
-            accept_paused_until: None,
-            accept_failures: 0,
-            stop_by: None,
-            scratch: vec![0; CAP],
-        };
-        let thread = {
+        let mut front = Front { wakers: Vec::new(), stop_by: Arc::clone(&stop_by), threads: Vec::new() };
+        for index in 0..relays {
+            let listener = public.try_clone()?;
+            let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+            let waker = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+            watch_listener(&epoll, &listener)?;
+            epoll::add(&epoll, &*waker, epoll::EventData::new_u64(WAKER), epoll::EventFlags::IN)?;
+            let relay = Relay {
+                epoll,
+                listener: Some(listener),
+                waker: Arc::clone(&waker),
+                server: server.to_owned(),
+                idle: idle_timeout,
+                connections: Arc::clone(&connections),
+                links: HashMap::new(),
+                // Numbers 1 + index, 1 + index + relays, ...: no two relays share one.
+                next_id: index + 1,
+                id_step: relays,
+                timers: BinaryHeap::new(),
+                accept_paused_until: None,
+                accept_failures: 0,
+                stop_by: None,
+                scratch: vec![0; CAP],
+            };
             let stop_by = Arc::clone(&stop_by);
-            thread::Builder::new().name("http-relay".into()).spawn(move || relay.run(&stop_by))?
-        };
-        Ok(Front { waker, stop_by, thread })
+            let started = thread::Builder::new().name(format!("http-relay-{index}")).spawn(move || relay.run(&stop_by));
+            match started {
+                Ok(thread) => {
+                    front.wakers.push(waker);
+                    front.threads.push(thread);
+                }
+                Err(error) => {
+                    front.stop(Duration::ZERO);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(front)
     }
 
     /// Stops accepting; every connection forwards nothing more (a body being read ends as
     /// "shutting down"), and gets `grace` to receive the answers under way; then whatever is
-    /// left is cut. Returns once the relay thread is gone.
+    /// left is cut. Returns once the relay threads are gone.
     pub(crate) fn stop(self, grace: Duration) {
         *self.stop_by.lock() = Some(Instant::now() + grace);
-        let _ = rustix::io::write(&*self.waker, &1u64.to_ne_bytes());
-        let _ = self.thread.join();
+        for waker in &self.wakers {
+            let _ = rustix::io::write(&**waker, &1u64.to_ne_bytes());
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
     }
+}
+
+/// Watches the listener; with several relays, one of them wakes per new connection.
+fn watch_listener(epoll: &OwnedFd, listener: &TcpListener) -> io::Result<()> {
+    let flags = epoll::EventFlags::IN | epoll::EventFlags::EXCLUSIVE;
+    epoll::add(epoll, listener, epoll::EventData::new_u64(LISTENER), flags)?;
+    Ok(())
 }
 
 /// A link and its two sockets.
 struct Entry {
     link: Link,
-    /// `[client, server]`.
-    sockets: [OwnedFd; 2],
+    client: OwnedFd,
+    server: OwnedFd,
     /// What epoll watches each socket for.
     watching: [Interest; 2],
     /// The last write to each socket would have blocked; cleared when it is writable again.
@@ -238,7 +269,16 @@ struct Entry {
 const CLIENT: usize = 0;
 const SERVER: usize = 1;
 
-/// The loop's state; owned by the `http-relay` thread.
+/// A link's socket on `side`.
+fn socket<'a>(client: &'a OwnedFd, server: &'a OwnedFd, side: usize) -> &'a OwnedFd {
+    if side == CLIENT {
+        client
+    } else {
+        server
+    }
+}
+
+/// The loop's state; owned by one `http-relay-N` thread.
 struct Relay {
     epoll: OwnedFd,
     listener: Option<TcpListener>,
@@ -248,7 +288,9 @@ struct Relay {
     idle: Duration,
     connections: Arc<Connections>,
     links: HashMap<u64, Entry>,
+    /// The number of the next link, and the step to the one after.
     next_id: u64,
+    id_step: u64,
     /// Each link's deadline, lazily: an entry whose time is no longer its link's `scheduled`
     /// is skipped; a link whose deadline moved later is looked at early and queued again.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -327,8 +369,7 @@ impl Relay {
         if self.accept_paused_until.is_some_and(|until| until <= now) {
             self.accept_paused_until = None;
             if let Some(listener) = &self.listener {
-                let data = epoll::EventData::new_u64(LISTENER);
-                let _ = epoll::add(&self.epoll, listener, data, epoll::EventFlags::IN);
+                let _ = watch_listener(&self.epoll, listener);
             }
         }
     }
@@ -379,14 +420,14 @@ impl Relay {
                 return;
             }
         };
-        // 0 is never a connection's: a stamp with it is nobody's.
-        self.next_id += 1;
         let id = self.next_id;
+        self.next_id += self.id_step;
         let conn = Arc::new(Conn::new(peer));
         self.connections.insert(id, Arc::clone(&conn));
         let entry = Entry {
             link: Link::new(self.idle, now, self.connections.stamp(id)),
-            sockets: [client, server],
+            client,
+            server,
             watching: [Interest::default(); 2],
             blocked: [false; 2],
             conn,
@@ -421,12 +462,12 @@ impl Relay {
         flush(entry, SERVER, now);
         if entry.link.shut_server_due() {
             // tiny_http reads an end of stream: it answers what it has, then closes.
-            let _ = net::shutdown(&entry.sockets[SERVER], net::Shutdown::Write);
+            let _ = net::shutdown(&entry.server, net::Shutdown::Write);
             entry.link.server_shut();
         }
         flush(entry, CLIENT, now);
         if entry.link.is_done() {
-            let _ = net::shutdown(&entry.sockets[CLIENT], net::Shutdown::Both);
+            let _ = net::shutdown(&entry.client, net::Shutdown::Both);
             // Closing the sockets deregisters them.
             self.links.remove(&id);
             self.connections.remove(id);
@@ -435,7 +476,8 @@ impl Relay {
         let wanted = [entry.link.client_interest(), entry.link.server_interest()];
         for side in [CLIENT, SERVER] {
             let data = epoll::EventData::new_u64(id * 2 + side as u64);
-            watch(&self.epoll, &entry.sockets[side], data, &mut entry.watching[side], wanted[side]);
+            let socket = socket(&entry.client, &entry.server, side);
+            watch(&self.epoll, socket, data, &mut entry.watching[side], wanted[side]);
         }
         if let Some(deadline) = entry.link.deadline() {
             if entry.scheduled.map_or(true, |scheduled| deadline < scheduled) {
@@ -454,7 +496,7 @@ fn read(entry: &mut Entry, side: usize, scratch: &mut [u8], now: Instant) {
         return;
     }
     let buffer = &mut scratch[..room.min(CAP)];
-    match rustix::io::read(&entry.sockets[side], &mut *buffer) {
+    match rustix::io::read(socket(&entry.client, &entry.server, side), &mut *buffer) {
         Ok(read) if read > 0 => {
             if side == CLIENT {
                 link.client_sent(&buffer[..read], now);
@@ -477,7 +519,7 @@ fn flush(entry: &mut Entry, side: usize, now: Instant) {
         if bytes.is_empty() {
             return;
         }
-        match net::send(&entry.sockets[side], bytes, SendFlags::NOSIGNAL) {
+        match net::send(socket(&entry.client, &entry.server, side), bytes, SendFlags::NOSIGNAL) {
             Ok(written) if side == CLIENT => link.wrote_client(written, now),
             Ok(written) => link.wrote_server(written, now),
             Err(Errno::AGAIN) => entry.blocked[side] = true,
