@@ -193,6 +193,7 @@ fn bad_versions(bin: &str, count: usize) {
     assert_eq!(status, Some(200), "the server answers");
     let before = (threads(pid), fds(pid));
     let began = Instant::now();
+    // Each open connection with when its line was sent.
     let mut open = Vec::with_capacity(count / 2);
     let mut refused_connects = 0;
     for n in 0..count {
@@ -204,31 +205,38 @@ fn bad_versions(bin: &str, count: usize) {
         if n % 2 == 0 {
             drop(conn);
         } else {
-            open.push(conn);
+            open.push((conn, Instant::now()));
         }
     }
     let sent = began.elapsed();
     let during = (threads(pid), fds(pid));
     let mut times: Vec<Duration> = (0..20).map(|_| timed_get(&server.addr, "/health").1).collect();
     let (mut answered, mut closed, mut late) = (0, 0, 0);
-    for conn in &mut open {
-        let left = (began + idle).saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    for (conn, sent_at) in &mut open {
+        let left = (*sent_at + idle).saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         conn.set_read_timeout(Some(left)).unwrap();
         let mut reader = BufReader::new(&*conn);
         match read_answer(&mut reader) {
             Some(505) => answered += 1,
             Some(_) => late += 1,
-            None if began.elapsed() < idle => closed += 1,
+            None if sent_at.elapsed() < idle => closed += 1,
             None => late += 1,
         }
     }
     drop(open);
     times.extend((0..20).map(|_| timed_get(&server.addr, "/health").1));
     let status_max = times.iter().max().copied().unwrap_or_default();
-    let after_at = began + idle + Duration::from_secs(2);
+    let after_at = began + sent + idle + Duration::from_secs(2);
     thread::sleep(after_at.saturating_duration_since(Instant::now()));
     let after = (threads(pid), fds(pid));
-    let back = after.0 <= before.0 + 10 && after.1 <= before.1 + 10;
+    let back_within = |(threads, fds): (usize, usize)| threads <= before.0 + 10 && fds <= before.1 + 10;
+    let back = back_within(after);
+    // tiny_http's spare pool threads leave after 5 s without a task: when are they all gone?
+    let waited = Instant::now();
+    while !back_within((threads(pid), fds(pid))) && waited.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let settled = (threads(pid), fds(pid));
     println!(
         "HTTP/2.0 x{count} (half closed at once, sent in {sent:?}): of {} left open, {answered} got 505, {closed} closed \
          without one, {late} neither within the idle timeout ({idle:?}){}; {refused_connects} connects failed",
@@ -236,8 +244,10 @@ fn bad_versions(bin: &str, count: usize) {
         if late > 0 { "  ** LATE **" } else { "" }
     );
     println!(
-        "  threads/fds before {before:?}, just after sending {during:?}, 2 s after the idle timeout {after:?}{}",
-        if back { "" } else { "  ** NOT BACK WITHIN 10 **" }
+        "  threads/fds before {before:?}, just after sending {during:?}, 2 s after the last one's idle timeout \
+         {after:?}{}; {settled:?} {:?} later",
+        if back { "" } else { "  ** NOT BACK WITHIN 10 **" },
+        waited.elapsed(),
     );
     println!(
         "  new client /health meanwhile: p50 {:?} max {status_max:?}{}",

@@ -96,7 +96,7 @@ impl Supervisor {
         pumps: usize,
         dispatch: Dispatch,
     ) -> io::Result<Supervisor> {
-        let addr = (probe.0.to_owned(), probe.1);
+        let probe_at = (probe.0.to_owned(), probe.1);
         let (tx, events) = crossbeam_channel::unbounded();
         let setup = Setup {
             dispatch,
@@ -108,7 +108,7 @@ impl Supervisor {
         let first = start_generation(&listener, 0, &setup)?;
         let thread = thread::Builder::new()
             .name("http-accept".into())
-            .spawn(move || supervise(&listener, addr, &setup, &events, first))?;
+            .spawn(move || supervise(&listener, probe_at, &setup, &events, first))?;
         Ok(Supervisor { events: tx, thread })
     }
 
@@ -121,7 +121,7 @@ impl Supervisor {
 
 fn supervise(
     listener: &UnixListener,
-    addr: (PathBuf, String),
+    probe_at: (PathBuf, String),
     setup: &Setup,
     events: &Receiver<Event>,
     first: Generation,
@@ -142,7 +142,7 @@ fn supervise(
                 generation == current.number
             }
             Err(RecvTimeoutError::Timeout) => {
-                unanswered = if probe(&addr.0, &addr.1) { 0 } else { unanswered + 1 };
+                unanswered = if probe(&probe_at.0, &probe_at.1) { 0 } else { unanswered + 1 };
                 let dead = unanswered >= PROBE_FAILURES;
                 if dead {
                     log::info(format_args!("{unanswered} health probes unanswered; starting a new accept loop"));
@@ -258,9 +258,9 @@ fn pump(number: u64, n: usize, server: &Server, accepting: &AtomicBool, setup: &
 }
 
 /// Whether `GET /health` on tiny_http's socket gets an HTTP answer in time.
-fn probe(addr: &Path, stamp: &str) -> bool {
+fn probe(path: &Path, stamp: &str) -> bool {
     let answer = || -> io::Result<bool> {
-        let mut stream = UnixStream::connect(addr)?;
+        let mut stream = UnixStream::connect(path)?;
         stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
         stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
         let request = format!("GET /health HTTP/1.1\r\n{stamp}Host: probe\r\nConnection: close\r\n\r\n");

@@ -515,6 +515,14 @@ mod tests {
         let pipelined = format!("c:{GET}{GET}{BAD}");
         let answers = [pipelined.as_str(), &format!("s:{OK}"), &format!("s:{OK}"), "s-eof"];
         check(&answers, "tiny_http got 82 bytes; client got [\"200\", \"200\", \"505\"]; done; half-closed");
+        // A request line or head too long to hold: 414 or 431, the same way.
+        let half = "a".repeat(40_000);
+        let line = [format!("c:GET /{half}"), format!("c:{half}"), "s-eof".into()];
+        check(&line.each_ref().map(String::as_str), "tiny_http got 0 bytes; client got [\"414\"]; done; half-closed");
+        let header = format!("c:X-Big: {half}\r\n");
+        let head = [format!("c:{GET}GET / HTTP/1.1\r\n"), header.clone(), header, format!("s:{OK}"), "s-eof".into()];
+        let expected = "tiny_http got 41 bytes; client got [\"200\", \"431\"]; done; half-closed";
+        check(&head.each_ref().map(String::as_str), expected);
         // The 505 waits for the answers even when the client is slow to take them.
         let slow = [pipelined.as_str(), "block c", &format!("s:{OK}"), "s-eof", "unblock c", "at 1"];
         check(&slow, "tiny_http got 82 bytes; client got [\"200\", \"505\"]; done; half-closed");
