@@ -1,9 +1,11 @@
-//! Figures for issue 5, against a release `ingestd` binary started afresh for each run:
-//! bursts of new keep-alive connections (stranded count, p99 time to first answer) and the
-//! latency of a new client's `/status` while 1,000 connections stall. Run by `bench/hardening.sh`;
-//! timing bounds live here, never in `make test`.
+//! Figures for issues 5 and 11, against a release `ingestd` binary started afresh for each run:
+//! bursts of new keep-alive connections (stranded count, p99 time to first answer), the
+//! latency of a new client's `/status` while 1,000 connections stall, and 1,000 connections
+//! sending a request line tiny_http cannot answer (`GET /health HTTP/2.0`): each gets `505` or
+//! is closed within the idle timeout, and the threads and file descriptors they took are given
+//! back. Run by `bench/hardening.sh`; timing bounds live here, never in `make test`.
 //!
-//! Usage: hardening_bench PATH_TO_INGESTD
+//! Usage: hardening_bench PATH_TO_INGESTD [versions] (`versions`: that scenario alone)
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -171,8 +173,95 @@ fn stalled(bin: &str, count: usize) {
     drop(held);
 }
 
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
+}
+
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// Issue 11: `count` connections send `GET /health HTTP/2.0`; half close at once, half stay
+/// open and wait for their answer. Every open one must get `505` or be closed within the idle
+/// timeout; threads and fds are counted before, just after, and 2 s after the idle timeout;
+/// a new client's `/status` is timed meanwhile.
+fn bad_versions(bin: &str, count: usize) {
+    let idle = Duration::from_secs(3);
+    let server = Ingestd::start(bin, &["--interval", "1h", "--idle-timeout", "3s"]);
+    let pid = server.child.id();
+    let (status, _) = timed_get(&server.addr, "/health");
+    assert_eq!(status, Some(200), "the server answers");
+    let before = (threads(pid), fds(pid));
+    let began = Instant::now();
+    // Each open connection with when its line was sent.
+    let mut open = Vec::with_capacity(count / 2);
+    let mut refused_connects = 0;
+    for n in 0..count {
+        let Ok(mut conn) = TcpStream::connect(&server.addr) else {
+            refused_connects += 1;
+            continue;
+        };
+        let _ = conn.write_all(b"GET /health HTTP/2.0\r\nHost: bench\r\n\r\n");
+        if n % 2 == 0 {
+            drop(conn);
+        } else {
+            open.push((conn, Instant::now()));
+        }
+    }
+    let sent = began.elapsed();
+    let during = (threads(pid), fds(pid));
+    let mut times: Vec<Duration> = (0..20).map(|_| timed_get(&server.addr, "/health").1).collect();
+    let (mut answered, mut closed, mut late) = (0, 0, 0);
+    for (conn, sent_at) in &mut open {
+        let left = (*sent_at + idle).saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        conn.set_read_timeout(Some(left)).unwrap();
+        let mut reader = BufReader::new(&*conn);
+        match read_answer(&mut reader) {
+            Some(505) => answered += 1,
+            Some(_) => late += 1,
+            None if sent_at.elapsed() < idle => closed += 1,
+            None => late += 1,
+        }
+    }
+    drop(open);
+    times.extend((0..20).map(|_| timed_get(&server.addr, "/health").1));
+    let status_max = times.iter().max().copied().unwrap_or_default();
+    let after_at = began + sent + idle + Duration::from_secs(2);
+    thread::sleep(after_at.saturating_duration_since(Instant::now()));
+    let after = (threads(pid), fds(pid));
+    let back_within = |(threads, fds): (usize, usize)| threads <= before.0 + 10 && fds <= before.1 + 10;
+    let back = back_within(after);
+    // tiny_http's spare pool threads leave after 5 s without a task: when are they all gone?
+    let waited = Instant::now();
+    while !back_within((threads(pid), fds(pid))) && waited.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let settled = (threads(pid), fds(pid));
+    println!(
+        "HTTP/2.0 x{count} (half closed at once, sent in {sent:?}): of {} left open, {answered} got 505, {closed} closed \
+         without one, {late} neither within the idle timeout ({idle:?}){}; {refused_connects} connects failed",
+        count / 2,
+        if late > 0 { "  ** LATE **" } else { "" }
+    );
+    println!(
+        "  threads/fds before {before:?}, just after sending {during:?}, 2 s after the last one's idle timeout \
+         {after:?}{}; {settled:?} {:?} later",
+        if back { "" } else { "  ** NOT BACK WITHIN 10 **" },
+        waited.elapsed(),
+    );
+    println!(
+        "  new client /health meanwhile: p50 {:?} max {status_max:?}{}",
+        percentile(times.clone(), 50),
+        if status_max > Duration::from_millis(100) { "  ** OVER 100 ms **" } else { "" }
+    );
+}
+
 fn main() {
-    let bin = std::env::args().nth(1).expect("usage: hardening_bench PATH_TO_INGESTD");
+    let bin = std::env::args().nth(1).expect("usage: hardening_bench PATH_TO_INGESTD [versions]");
+    bad_versions(&bin, 1000);
+    if std::env::args().nth(2).as_deref() == Some("versions") {
+        return;
+    }
     for connections in [64, 256, 1024] {
         for run in 1..=3 {
             let server = Ingestd::start(&bin, &["--interval", "1h"]);

@@ -1,11 +1,17 @@
 //! Clients that try to take the service down, against the real binary: request lines tiny_http
 //! cannot answer (HTTP/2.0, HTTP/3.0, the HTTP/2 preface), stalled bodies, a reused source port
-//! after a quarantine, SIGTERM under stalled clients, and the open-files limit.
+//! after a quarantine, SIGTERM under stalled clients, the open-files limit, a request smuggled
+//! in a chunked body, and local processes going around the relay to tiny_http.
 
 mod common;
 
+use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -231,4 +237,93 @@ fn sigterm_exits_within_the_shutdown_timeout_whatever_clients_do() {
     let took = began.elapsed();
     assert!(status.success(), "{status:?}: {log}");
     assert!(took < Duration::from_secs(2), "exit took {took:?} with stalled clients: {log}");
+}
+
+/// The inodes of the sockets a process holds.
+fn socket_inodes(pid: u32) -> HashSet<String> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten();
+    let links = fds.filter_map(|fd| std::fs::read_link(fd.path()).ok());
+    links.filter_map(|link| Some(link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())).collect()
+}
+
+/// How many TCP sockets the process listens on.
+fn tcp_listeners(pid: u32) -> usize {
+    let inodes = socket_inodes(pid);
+    let tables = ["/proc/net/tcp", "/proc/net/tcp6"].map(|t| std::fs::read_to_string(t).unwrap_or_default());
+    let rows = tables.iter().flat_map(|table| table.lines().skip(1));
+    // Columns: sl local_address rem_address st ... inode (the tenth).
+    let listening = rows.map(|row| row.split_whitespace().collect::<Vec<_>>()).filter(|c| c.len() > 9 && c[3] == "0A");
+    listening.filter(|c| inodes.contains(c[9])).count()
+}
+
+/// The path a Unix socket the process listens on was bound to.
+fn unix_listener(pid: u32) -> PathBuf {
+    let inodes = socket_inodes(pid);
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    // Columns: Num RefCount Protocol Flags Type St Inode Path; flags 00010000 is listening.
+    let row = table
+        .lines()
+        .skip(1)
+        .map(|row| row.split_whitespace().collect::<Vec<_>>())
+        .find(|c| c.len() > 7 && c[3] == "00010000" && inodes.contains(c[6]));
+    PathBuf::from(row.expect("a listening Unix socket")[7])
+}
+
+#[test]
+fn tiny_http_is_reachable_only_through_the_relay() {
+    let server = Server::start(&[]);
+    let pid = server.pid();
+    // No TCP port but the public one (tiny_http's was on 127.0.0.1, open to every local user).
+    assert_eq!(tcp_listeners(pid), 1, "TCP listeners");
+    let dir = unix_listener(pid).parent().unwrap().to_owned();
+    let socket = dir.join("tiny_http");
+    let meta = std::fs::metadata(&dir).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700, "{dir:?}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().next().unwrap();
+    assert_eq!(meta.uid().to_string(), uid, "{dir:?}");
+    // Even the same user gets nothing acted on without the relay's stamp (or with a made-up one).
+    for stamp in ["", "X-Ingestd-Relay: 0123456789abcdef.1\r\n"] {
+        let mut direct = UnixStream::connect(&socket).expect("the same user connects");
+        let request = format!("POST /ingest HTTP/1.1\r\n{stamp}Host: t\r\nContent-Length: 13\r\nConnection: close\r\n\r\n{{\"ids\": [77]}}");
+        direct.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        direct.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("connection_rejected"), "{stamp:?}: {answer:?}");
+    }
+    // Another user cannot connect at all (checked where we can switch users and have curl).
+    let as_root = std::fs::read_to_string("/proc/self/status").unwrap().lines().any(|l| l.starts_with("Uid:\t0\t"));
+    let curl = |socket: &PathBuf| {
+        let mut command = Command::new("curl");
+        command
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket"])
+            .arg(socket)
+            .arg("http://t/health");
+        command
+    };
+    if as_root && curl(&socket).output().is_ok_and(|out| out.stdout == b"400") {
+        let out = curl(&socket).uid(65534).gid(65534).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "000", "a user other than the server's reached tiny_http");
+    }
+    let (_, log) = server.terminate();
+    assert!(!dir.exists(), "{dir:?} is left behind: {log}");
+}
+
+#[test]
+fn a_request_hidden_in_a_chunked_body_nobody_read_is_not_acted_on() {
+    let server = Server::start(&["--interval", "1h"]);
+    let mut conn = connect(&server);
+    // The route does not exist, so nobody reads the body: tiny_http then reads the chunk-size
+    // line as a request line. The relay saw a chunked body, not a request: no stamp.
+    let body = r#"{"ids": [4242], "priority": "HIGH"}"#;
+    let hidden = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let request =
+        format!("POST /nowhere HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{hidden}\r\n0\r\n\r\n");
+    conn.write_all(request.as_bytes()).unwrap();
+    let _ = conn.shutdown(Shutdown::Write);
+    let text = read_to_close(&mut conn, Duration::from_secs(10)).expect("answers and a close");
+    let codes = statuses(&text);
+    assert_eq!(codes.first(), Some(&404), "{text:?}");
+    assert!(!codes.contains(&200) && !codes.contains(&202), "the hidden request was acted on: {text:?}");
+    assert!(text.contains("connection_rejected") && !text.contains("\"ingestion_id\":"), "{text:?}");
 }

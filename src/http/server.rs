@@ -1,7 +1,7 @@
 //! The listeners, and the handler threads that check and answer each request.
 //!
 //! Clients connect to our listener, and `compat/` relays each connection to tiny_http on an
-//! internal loopback listener. Requests come from tiny_http through the pumps of `supervise.rs`
+//! internal Unix socket, stamping each request with its connection. Requests come from tiny_http through the pumps of `supervise.rs`
 //! (`http-G-N`), which check quarantine and framing in arrival order. A request whose body tiny_http has already read
 //! (none, or `Content-Length` up to 1024 bytes) is answered by the pump that took it, with no
 //! hand-off; one whose body still has to come off the socket goes to an `http-body-N` thread, so
@@ -19,11 +19,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::handoff::{self, Receiver};
-use socket2::{Domain, SockRef, Socket, Type};
+use socket2::SockRef;
 use tiny_http::{Header, Request, Response};
 
 use super::api::{self, Head, Reply};
-use super::compat::{Conn, Connections, Cut, Front};
+use super::compat::{Conn, Connections, Cut, Endpoint, Front, Origin, STAMP};
 use super::error::ApiError;
 use super::limits::Limits;
 use super::supervise::{Dispatch, Supervisor};
@@ -53,12 +53,12 @@ pub type Handler =
 
 /// tiny_http 0.12.0 reads a body of up to this many bytes before handing over the request.
 const BUFFERED_BODY: usize = 1024;
-/// Pending connections on the internal listener: a burst of relays must not wait for a SYN retry.
-const INTERNAL_BACKLOG: i32 = 4096;
+/// Relay threads (`compat/`): one epoll loop each.
+const RELAYS: usize = 2;
 /// At shutdown, how long connections get to receive the answers under way before they are cut.
 const STOP_GRACE: Duration = Duration::from_millis(500);
 
-/// A request, the client connection it came on (none for our own loopback probes), and the
+/// A request, the client connection it came on (none for our own probes), and the
 /// verdict of [`frame_check`] on it.
 type Checked = (Request, Option<Arc<Conn>>, Result<(), ApiError>);
 
@@ -77,6 +77,8 @@ pub struct HttpServer {
     supervisor: Supervisor,
     handlers: Vec<JoinHandle<()>>,
     unstrander: Unstrander,
+    /// Removed (with its directory) once everything that uses it has stopped.
+    endpoint: Endpoint,
     addr: SocketAddr,
 }
 
@@ -92,12 +94,13 @@ impl HttpServer {
     /// Like [`HttpServer::start`] with any handler in place of the API.
     pub fn start_with(listener: TcpListener, options: HttpOptions, handler: Box<Handler>) -> io::Result<HttpServer> {
         let addr = listener.local_addr()?;
-        // Our listener, for the clients: their reads and writes time out (the relay's idle
-        // timeout). tiny_http's, for the relays, has none: the relay ends every connection, so
-        // tiny_http's accept never times out and a connection is never ended by two clocks.
-        set_idle_timeout(&listener, options.idle_timeout)?;
-        let internal = internal_listener()?;
-        let internal_addr = internal.local_addr()?;
+        // Our listener, for the clients; the relay enforces the idle timeout on them. tiny_http's,
+        // for the relay, has no timeouts: the relay ends every connection, so tiny_http's accept
+        // never times out and a connection is never ended by two clocks.
+        // No Nagle delay (accepted sockets inherit it): an answer may reach the relay as head and
+        // body apart, and a body over one segment would wait for the client's delayed ACK.
+        SockRef::from(&listener).set_tcp_nodelay(true)?;
+        let (endpoint, internal) = Endpoint::bind()?;
         let connections = Arc::new(Connections::default());
         let shared = Arc::new(Shared {
             handler,
@@ -113,8 +116,14 @@ impl HttpServer {
         let dispatch: Dispatch = Arc::new(move |request: Request| {
             // Run by the pumps in the order tiny_http read the requests (see `supervise.rs`),
             // so a request after ambiguous framing on its connection is always refused.
-            let conn = request.remote_addr().and_then(|from| gate.connections.get(*from));
-            let framing = frame_check(conn.as_deref(), &request);
+            let (conn, framing) = match gate.connections.origin(stamp(&request)) {
+                Origin::Client(conn) => {
+                    let framing = frame_check(Some(&conn), &request);
+                    (Some(conn), framing)
+                }
+                Origin::Probe => (None, frame_check(None, &request)),
+                Origin::Unknown => (None, Err(ApiError::ConnectionRejected)),
+            };
             if streams_body(&request) {
                 body_tx.send((request, conn, framing));
                 return None;
@@ -122,10 +131,11 @@ impl HttpServer {
             let shared = Arc::clone(&gate);
             Some(Box::new(move || serve(&shared, request, conn.as_deref(), framing)))
         });
-        let supervisor = Supervisor::start(internal, options.idle_timeout, threads, dispatch)?;
-        let unstrander = Unstrander::start(internal_addr)?;
-        let front = Front::start(listener, internal_addr, options.idle_timeout, connections)?;
-        Ok(HttpServer { front, supervisor, handlers, unstrander, addr })
+        let probe = (endpoint.path(), connections.probe_stamp());
+        let supervisor = Supervisor::start(internal, probe, options.idle_timeout, threads, dispatch)?;
+        let unstrander = Unstrander::start(endpoint.path())?;
+        let front = Front::start(listener, endpoint.path(), options.idle_timeout, connections, RELAYS)?;
+        Ok(HttpServer { front, supervisor, handlers, unstrander, endpoint, addr })
     }
 
     /// The address the listener is bound to, with the real port.
@@ -146,6 +156,7 @@ impl HttpServer {
         for handler in self.handlers {
             let _ = handler.join();
         }
+        drop(self.endpoint);
     }
 }
 
@@ -173,25 +184,6 @@ fn streams_body(request: &Request) -> bool {
     request.body_length().is_some_and(|len| len > BUFFERED_BODY) || has("Transfer-Encoding") || has("Expect")
 }
 
-/// Sets the idle timeout on a listener; Linux copies it to every accepted socket, and also no
-/// Nagle delay: tiny_http writes a response's head and body separately, and without it a body
-/// over one segment waits for the client's delayed ACK (~40 ms).
-fn set_idle_timeout(listener: &TcpListener, idle_timeout: Duration) -> io::Result<()> {
-    let socket = SockRef::from(listener);
-    socket.set_read_timeout(Some(idle_timeout))?;
-    socket.set_write_timeout(Some(idle_timeout))?;
-    socket.set_tcp_nodelay(true)
-}
-
-/// tiny_http's listener: loopback only, on a port of the system's choosing, no Nagle delay.
-fn internal_listener() -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
-    socket.listen(INTERNAL_BACKLOG)?;
-    socket.set_tcp_nodelay(true)?;
-    Ok(TcpListener::from(socket))
-}
-
 fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Result<(), ApiError>) {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
@@ -214,6 +206,18 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
     // Handler time (until the reply is known); writing it depends on the client.
     telemetry::record(&method, &url, api::route_label(&url), reply.status, started.elapsed());
     respond(request, reply);
+}
+
+/// The relay's stamp: always the first header of a request it forwards.
+fn stamp(request: &Request) -> Option<&str> {
+    let first = request.headers().first()?;
+    first.field.equiv(STAMP).then(|| first.value.as_str())
+}
+
+/// The headers the client sent: all but the relay's stamp.
+fn client_headers(request: &Request) -> &[Header] {
+    let headers = request.headers();
+    &headers[usize::from(stamp(request).is_some())..]
 }
 
 fn header_value(request: &Request, name: &'static str) -> Option<String> {
@@ -243,7 +247,7 @@ fn frame_check(conn: Option<&Conn>, request: &Request) -> Result<(), ApiError> {
 
 /// The checks made after [`frame_check`], before anything acts on a request, in this order.
 fn admit(shared: &Shared, request: &Request) -> Result<(), ApiError> {
-    shared.limits.check_head(request.url(), request.headers())?;
+    shared.limits.check_head(request.url(), client_headers(request))?;
     match &shared.token {
         Some(token) if !auth::is_open(request.url()) => auth::check(token, request.headers()),
         _ => Ok(()),

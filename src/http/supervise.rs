@@ -13,13 +13,14 @@
 //! it (a "generation"). A few of the old generation's pumps go on answering requests from the
 //! connections it already has, and retire once it has been quiet for long enough that the idle
 //! timeout has closed them. A silent death is caught by a probe: every [`PROBE_EVERY`] the
-//! supervisor asks `GET /health` over loopback, and after [`PROBE_FAILURES`] unanswered probes
+//! supervisor asks `GET /health` on tiny_http's socket, and after [`PROBE_FAILURES`] unanswered probes
 //! in a row it starts a new generation. If no new `Server` can be started, it exits the process
 //! loudly rather than keep a port that answers nobody.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -28,7 +29,6 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tiny_http::{Request, Server};
 
-use super::unstrand::loopback_for;
 use crate::log;
 
 /// How often the supervisor checks that requests are still answered.
@@ -87,15 +87,16 @@ struct Setup {
 }
 
 impl Supervisor {
-    /// Starts the first generation on `listener` (errors come back here), then supervises.
+    /// Starts the first generation on `listener` (errors come back here), then supervises,
+    /// probing at `probe`: the listener's path, and the header line the probe's request carries.
     pub fn start(
-        listener: TcpListener,
+        listener: UnixListener,
+        probe: (&Path, String),
         idle_timeout: Duration,
         pumps: usize,
         dispatch: Dispatch,
     ) -> io::Result<Supervisor> {
-        let addr = listener.local_addr()?;
-        let addr = SocketAddr::new(loopback_for(addr.ip()), addr.port());
+        let probe_at = (probe.0.to_owned(), probe.1);
         let (tx, events) = crossbeam_channel::unbounded();
         let setup = Setup {
             dispatch,
@@ -107,7 +108,7 @@ impl Supervisor {
         let first = start_generation(&listener, 0, &setup)?;
         let thread = thread::Builder::new()
             .name("http-accept".into())
-            .spawn(move || supervise(&listener, addr, &setup, &events, first))?;
+            .spawn(move || supervise(&listener, probe_at, &setup, &events, first))?;
         Ok(Supervisor { events: tx, thread })
     }
 
@@ -118,7 +119,13 @@ impl Supervisor {
     }
 }
 
-fn supervise(listener: &TcpListener, addr: SocketAddr, setup: &Setup, events: &Receiver<Event>, first: Generation) {
+fn supervise(
+    listener: &UnixListener,
+    probe_at: (PathBuf, String),
+    setup: &Setup,
+    events: &Receiver<Event>,
+    first: Generation,
+) {
     let mut current = first;
     let mut retired: Vec<Generation> = Vec::new();
     let mut unanswered = 0;
@@ -135,7 +142,7 @@ fn supervise(listener: &TcpListener, addr: SocketAddr, setup: &Setup, events: &R
                 generation == current.number
             }
             Err(RecvTimeoutError::Timeout) => {
-                unanswered = if probe(addr) { 0 } else { unanswered + 1 };
+                unanswered = if probe(&probe_at.0, &probe_at.1) { 0 } else { unanswered + 1 };
                 let dead = unanswered >= PROBE_FAILURES;
                 if dead {
                     log::info(format_args!("{unanswered} health probes unanswered; starting a new accept loop"));
@@ -162,7 +169,7 @@ fn supervise(listener: &TcpListener, addr: SocketAddr, setup: &Setup, events: &R
 }
 
 /// Starts a new generation, retrying with a growing pause; exits the process when it cannot.
-fn restart_generation(listener: &TcpListener, number: u64, setup: &Setup) -> Generation {
+fn restart_generation(listener: &UnixListener, number: u64, setup: &Setup) -> Generation {
     let mut pause = Duration::from_millis(10);
     for attempt in 1..=START_ATTEMPTS {
         match start_generation(listener, number, setup) {
@@ -178,7 +185,7 @@ fn restart_generation(listener: &TcpListener, number: u64, setup: &Setup) -> Gen
     std::process::exit(70);
 }
 
-fn start_generation(listener: &TcpListener, number: u64, setup: &Setup) -> io::Result<Generation> {
+fn start_generation(listener: &UnixListener, number: u64, setup: &Setup) -> io::Result<Generation> {
     let listener = listener.try_clone()?;
     // tiny_http starts its accept thread with `thread::spawn`, which panics when it cannot.
     let server = panic::catch_unwind(AssertUnwindSafe(|| Server::from_listener(listener, None)))
@@ -250,13 +257,14 @@ fn pump(number: u64, n: usize, server: &Server, accepting: &AtomicBool, setup: &
     }
 }
 
-/// Whether `GET /health` on our own listener gets an HTTP answer in time.
-fn probe(addr: SocketAddr) -> bool {
+/// Whether `GET /health` on tiny_http's socket gets an HTTP answer in time.
+fn probe(path: &Path, stamp: &str) -> bool {
     let answer = || -> io::Result<bool> {
-        let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
+        let mut stream = UnixStream::connect(path)?;
         stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
         stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
-        stream.write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")?;
+        let request = format!("GET /health HTTP/1.1\r\n{stamp}Host: probe\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes())?;
         let mut status = String::new();
         BufReader::new(stream).read_line(&mut status)?;
         Ok(status.starts_with("HTTP/1.1 "))

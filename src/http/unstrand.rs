@@ -4,7 +4,7 @@
 //! count lags: in a burst, connections queue behind workers that are already busy with
 //! keep-alive clients, and wait there until some connection closes. Every task that ends lets
 //! a worker take the next queued connection, and a new task when none is idle starts a thread
-//! that does the same. So this thread "ticks": it connects to tiny_http's listener and closes
+//! that does the same. So this thread "ticks": it connects to tiny_http's socket and closes
 //! at once, which is such a task. It watches the process's thread count every 5 ms and ticks as
 //! soon as it grows (new connections arrived, some may be queued), then every 100 ms until it
 //! has not grown for [`SETTLE`]. Then it stays quiet: each tick wakes an idle pool thread, which
@@ -12,7 +12,8 @@
 //! Remove this module when tiny_http is replaced or fixed.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -23,7 +24,6 @@ const WATCH: Duration = Duration::from_millis(5);
 const IDLE_TICK: Duration = Duration::from_millis(100);
 /// How long after the last growth the ticks go on.
 const SETTLE: Duration = Duration::from_secs(2);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Unstrander {
     stop: Arc<(Mutex<bool>, Condvar)>,
@@ -31,8 +31,9 @@ pub struct Unstrander {
 }
 
 impl Unstrander {
-    pub fn start(listening: SocketAddr) -> io::Result<Unstrander> {
-        let target = SocketAddr::new(loopback_for(listening.ip()), listening.port());
+    /// Ticks tiny_http's pool by connecting to its socket at `listening`.
+    pub fn start(listening: &Path) -> io::Result<Unstrander> {
+        let target = listening.to_owned();
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = {
             let stop = Arc::clone(&stop);
@@ -48,7 +49,7 @@ impl Unstrander {
     }
 }
 
-fn run(target: SocketAddr, stop: &(Mutex<bool>, Condvar)) {
+fn run(target: PathBuf, stop: &(Mutex<bool>, Condvar)) {
     let pause = |d: Duration| {
         let mut stopped = stop.0.lock();
         if !*stopped {
@@ -69,7 +70,7 @@ fn run(target: SocketAddr, stop: &(Mutex<bool>, Condvar)) {
         }
         if grew || (since_tick >= IDLE_TICK && since_growth < SETTLE) {
             // The connection closes as it drops: an empty task for the pool.
-            let _ = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT);
+            let _ = UnixStream::connect(&target);
             since_tick = Duration::ZERO;
         }
         if pause(WATCH) {
@@ -77,15 +78,6 @@ fn run(target: SocketAddr, stop: &(Mutex<bool>, Condvar)) {
         }
         since_tick += WATCH;
         since_growth = since_growth.saturating_add(WATCH);
-    }
-}
-
-/// Where to reach a listener bound to `ip` from this host.
-pub(super) fn loopback_for(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        other => other,
     }
 }
 

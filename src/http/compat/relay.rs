@@ -1,39 +1,57 @@
-//! The public listener and one relay per client connection: `http-front` accepts, and each
-//! connection's `relay-in` thread copies the client's bytes to tiny_http over a loopback
-//! connection (checking each read with [`Tracker`] first), while its `relay-out` thread copies
-//! tiny_http's answers back. `relay-in` owns the connection: it joins `relay-out`, writes our own
-//! last answer if one is due (505, 408), closes both sockets and forgets the connection.
-//! [`Connections`] maps the loopback address tiny_http sees to the client's connection.
+//! The public listener and the relay to tiny_http: a few `http-relay-N` threads (one per core)
+//! each run an epoll loop over non-blocking sockets. Each accepts client connections in turn,
+//! opens their twins to tiny_http's internal endpoint (a Unix socket, `endpoint.rs`), and moves
+//! bytes both ways as each connection's [`Link`] asks (the link holds the state; this module does the I/O, the timers
+//! and the bookkeeping). Every request reaches tiny_http stamped with its connection's
+//! identity (a header right after the request line, see `tracker.rs`), and [`Connections`]
+//! maps a stamp to the client's connection ([`Conn`]: its peer address, its quarantine, why it
+//! was cut).
 //!
 //! Upstream defect: tiny_http 0.12.0 deadlocks a connection thread, and keeps its two file
 //! descriptors, on a request line with version `HTTP/2.0` or `HTTP/3.0` (`client.rs`: it asks
 //! for the next response writer while the request it just parsed still holds the previous one).
-//! Nothing can unblock that thread, so such a line must never reach it: the tracker finds it,
-//! the relay forwards nothing more, lets the answers to earlier requests drain, then answers
-//! `505` itself and closes (`tests/hostile.rs`). The relay also enforces the idle timeout on the
-//! client side and owns the connection's identity (the quarantine's key), so a connection ends,
-//! with everything it held, when the client is silent, and at shutdown.
+//! Nothing can unblock that thread, so such a line must never reach it: the link's tracker
+//! finds it, nothing more is forwarded, the answers to earlier requests drain, then the relay
+//! answers `505` itself and closes (`tests/hostile.rs`). The relay also enforces the idle
+//! timeout on the client side and owns the connection's identity (the quarantine's key), so a
+//! connection ends, with everything it held, when the client is silent, and at shutdown.
+//!
+//! Why epoll rather than threads per connection: a thread pair per connection cost two thread
+//! wake-ups per request; here, under load, one wake-up serves many ready sockets.
+//! Level-triggered: a socket is watched only for what its link wants (reading while its buffer
+//! has room, writing while bytes wait), one read per readiness suffices (edge-triggered would
+//! read again until `EAGAIN`), and writes are tried at once, so epoll is asked to watch for
+//! writability only when a socket is full.
 
-use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
+use rustix::buffer::spare_capacity;
+use rustix::event::{epoll, eventfd, EventfdFlags, Timespec};
+use rustix::io::Errno;
+use rustix::net::{self as net, AddressFamily, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 
-use super::tracker::{Position, Tracker, Verdict};
-use crate::http::api::Reply;
-use crate::http::error::ApiError;
+use super::link::{Interest, Link, CAP};
 use crate::log;
 
-/// Relay threads copy through a buffer on the heap; their stacks stay small.
-const RELAY_STACK: usize = 128 << 10;
-const BUFFER: usize = 16 << 10;
-/// After a failed `accept` (out of file descriptors, most likely), wait this long.
+/// After a failed `accept` (out of file descriptors, most likely), stop accepting this long.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// Connections accepted per wake-up, so that a flood of them does not starve the others.
+const ACCEPTS_PER_WAKE: usize = 64;
+/// Readiness events taken per wake-up.
+const EVENTS: usize = 256;
+/// The epoll data of the listener and of the waker; a link's sockets use `id * 2 + side`.
+const LISTENER: u64 = u64::MAX;
+const WAKER: u64 = u64::MAX - 1;
 
 /// Why a connection was cut short, as the request being read on it should learn it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,21 +62,18 @@ pub(crate) enum Cut {
     ShuttingDown = 2,
 }
 
-/// One client connection and its loopback twin.
+/// One client connection, as `http/` sees it.
 pub(crate) struct Conn {
-    client: TcpStream,
-    server: TcpStream,
     peer: SocketAddr,
     quarantined: AtomicBool,
     cut: AtomicU8,
-    /// Set by `relay-in` once it forwards nothing more; `relay-out` then leaves the client
-    /// socket to it.
-    in_done: AtomicBool,
-    /// Set by `relay-out` when tiny_http closed the connection first.
-    server_closed: AtomicBool,
 }
 
 impl Conn {
+    fn new(peer: SocketAddr) -> Conn {
+        Conn { peer, quarantined: AtomicBool::new(false), cut: AtomicU8::new(0) }
+    }
+
     /// The client's address and port.
     pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
@@ -82,313 +97,475 @@ impl Conn {
         }
     }
 
+    /// Set before the relay half-closes towards tiny_http, so a body reader that meets the end
+    /// of its stream finds the reason.
     fn set_cut(&self, cut: Cut) {
-        let _ = self.cut.compare_exchange(0, cut as u8, Ordering::AcqRel, Ordering::Acquire);
-    }
-
-    /// Wakes both relay threads at once: every read and write on both sockets fails.
-    fn abort(&self) {
-        let _ = self.client.shutdown(Shutdown::Both);
-        let _ = self.server.shutdown(Shutdown::Both);
+        if self.cut.load(Ordering::Relaxed) == 0 {
+            let _ = self.cut.compare_exchange(0, cut as u8, Ordering::AcqRel, Ordering::Acquire);
+        }
     }
 }
 
-/// The live connections by the address tiny_http sees them from (the relay's loopback end).
-#[derive(Default)]
+/// The header the relay puts first in every request it forwards: `<secret>.<connection>`.
+pub(crate) const STAMP: &str = "X-Ingestd-Relay";
+
+/// The live connections by the number in their stamp.
 pub(crate) struct Connections {
-    live: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
-    emptied: Condvar,
+    /// Random per process: a stamp is ours only with it (a client cannot make one up).
+    secret: String,
+    live: Mutex<HashMap<u64, Arc<Conn>>>,
 }
+
+impl Default for Connections {
+    fn default() -> Connections {
+        Connections { secret: uuid::Uuid::new_v4().simple().to_string(), live: Mutex::default() }
+    }
+}
+
+/// Where a request reaching tiny_http came from, by its stamp.
+pub(crate) enum Origin {
+    /// A client connection the relay carries.
+    Client(Arc<Conn>),
+    /// Our own health probe.
+    Probe,
+    /// No stamp of ours: a request after a body whose end nobody knows, one on a connection
+    /// already gone, or one from a local process that reached tiny_http's socket itself.
+    /// Never acted on.
+    Unknown,
+}
+
+/// The number in the probe's stamp; connections count from 1.
+const PROBE: u64 = 0;
 
 impl Connections {
-    /// The client connection that tiny_http sees as `seen_from`; `None` for our own loopback
-    /// connections (the unstrander's, the health probe's).
-    pub(crate) fn get(&self, seen_from: SocketAddr) -> Option<Arc<Conn>> {
-        self.live.lock().get(&seen_from).cloned()
-    }
-
-    fn insert(&self, key: SocketAddr, conn: Arc<Conn>) {
-        self.live.lock().insert(key, conn);
-    }
-
-    fn remove(&self, key: SocketAddr) {
-        let mut live = self.live.lock();
-        live.remove(&key);
-        if live.is_empty() {
-            self.emptied.notify_all();
+    /// Where a request with this stamp (its first header's value, if that is ours) came from.
+    pub(crate) fn origin(&self, stamp: Option<&str>) -> Origin {
+        let Some((secret, id)) = stamp.and_then(|stamp| stamp.split_once('.')) else {
+            return Origin::Unknown;
+        };
+        match id.parse() {
+            _ if secret != self.secret => Origin::Unknown,
+            Ok(PROBE) => Origin::Probe,
+            Ok(id) => self.live.lock().get(&id).cloned().map_or(Origin::Unknown, Origin::Client),
+            Err(_) => Origin::Unknown,
         }
     }
 
-    fn each(&self, f: impl Fn(&Conn)) {
-        let live: Vec<Arc<Conn>> = self.live.lock().values().cloned().collect();
-        live.iter().for_each(|conn| f(conn));
+    /// The header line (CRLF included) that the health probe's requests carry.
+    pub(crate) fn probe_stamp(&self) -> String {
+        String::from_utf8_lossy(&self.stamp(PROBE)).into_owned()
     }
 
-    /// Waits until no connection is left, or `until`; whether none is.
-    fn wait_empty(&self, until: Instant) -> bool {
-        let mut live = self.live.lock();
-        while !live.is_empty() {
-            if self.emptied.wait_until(&mut live, until).timed_out() {
-                break;
-            }
-        }
-        live.is_empty()
+    /// The header line (CRLF included) that connection `id`'s requests carry.
+    fn stamp(&self, id: u64) -> Vec<u8> {
+        format!("{STAMP}: {}.{id}\r\n", self.secret).into_bytes()
+    }
+
+    fn insert(&self, id: u64, conn: Arc<Conn>) {
+        self.live.lock().insert(id, conn);
+    }
+
+    fn remove(&self, id: u64) {
+        self.live.lock().remove(&id);
     }
 }
 
-struct Setup {
-    /// Where tiny_http listens.
-    server: SocketAddr,
-    idle_timeout: Duration,
-    connections: Arc<Connections>,
-    stopping: AtomicBool,
-}
-
-/// The accept thread and every relay; [`Front::stop`] ends them.
+/// The `http-relay-N` threads; [`Front::stop`] ends them.
 pub(crate) struct Front {
-    setup: Arc<Setup>,
-    public: SocketAddr,
-    acceptor: JoinHandle<()>,
+    /// One per relay thread.
+    wakers: Vec<Arc<OwnedFd>>,
+    stop_by: Arc<Mutex<Option<Instant>>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Front {
-    /// Accepts on `public` (whose accepted sockets inherit its timeouts) and relays each
-    /// connection to `server`.
+    /// Accepts on `public` and relays each connection to tiny_http's socket at `server`, with
+    /// `relays` threads; each accepts in turn and keeps the connections it accepted.
     pub(crate) fn start(
         public: TcpListener,
-        server: SocketAddr,
+        server: &Path,
         idle_timeout: Duration,
         connections: Arc<Connections>,
+        relays: usize,
     ) -> io::Result<Front> {
-        let setup = Arc::new(Setup { server, idle_timeout, connections, stopping: AtomicBool::new(false) });
-        let addr = public.local_addr()?;
-        let acceptor = {
-            let setup = Arc::clone(&setup);
-            thread::Builder::new().name("http-front".into()).spawn(move || accept(&public, &setup))?
-        };
-        Ok(Front { setup, public: addr, acceptor })
+        public.set_nonblocking(true)?;
+        let relays = relays.max(1) as u64;
+        let stop_by = Arc::new(Mutex::new(None));
+        let mut front = Front { wakers: Vec::new(), stop_by: Arc::clone(&stop_by), threads: Vec::new() };
+        for index in 0..relays {
+            let listener = public.try_clone()?;
+            let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+            let waker = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+            watch_listener(&epoll, &listener)?;
+            epoll::add(&epoll, &*waker, epoll::EventData::new_u64(WAKER), epoll::EventFlags::IN)?;
+            let relay = Relay {
+                epoll,
+                listener: Some(listener),
+                waker: Arc::clone(&waker),
+                server: server.to_owned(),
+                idle: idle_timeout,
+                connections: Arc::clone(&connections),
+                links: HashMap::new(),
+                // Numbers 1 + index, 1 + index + relays, ...: no two relays share one.
+                next_id: index + 1,
+                id_step: relays,
+                timers: BinaryHeap::new(),
+                accept_paused_until: None,
+                accept_failures: 0,
+                stop_by: None,
+                scratch: vec![0; CAP],
+            };
+            let stop_by = Arc::clone(&stop_by);
+            let started = thread::Builder::new().name(format!("http-relay-{index}")).spawn(move || relay.run(&stop_by));
+            match started {
+                Ok(thread) => {
+                    front.wakers.push(waker);
+                    front.threads.push(thread);
+                }
+                Err(error) => {
+                    front.stop(Duration::ZERO);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(front)
     }
 
     /// Stops accepting; every connection forwards nothing more (a body being read ends as
     /// "shutting down"), and gets `grace` to receive the answers under way; then whatever is
-    /// left is cut. Returns once every relay is gone.
+    /// left is cut. Returns once the relay threads are gone.
     pub(crate) fn stop(self, grace: Duration) {
-        self.setup.stopping.store(true, Ordering::Release);
-        // Wakes the accept thread, which then sees `stopping`.
-        let _ = TcpStream::connect_timeout(&super::loopback(self.public), Duration::from_secs(1));
-        let _ = self.acceptor.join();
-        let connections = &self.setup.connections;
-        connections.each(|conn| {
-            conn.set_cut(Cut::ShuttingDown);
-            // `relay-in` wakes from its read and half-closes towards tiny_http.
-            let _ = conn.client.shutdown(Shutdown::Read);
-        });
-        if !connections.wait_empty(Instant::now() + grace) {
-            connections.each(Conn::abort);
-            connections.wait_empty(Instant::now() + grace);
+        *self.stop_by.lock() = Some(Instant::now() + grace);
+        for waker in &self.wakers {
+            let _ = rustix::io::write(&**waker, &1u64.to_ne_bytes());
+        }
+        for thread in self.threads {
+            let _ = thread.join();
         }
     }
 }
 
-fn accept(listener: &TcpListener, setup: &Arc<Setup>) {
-    let mut failures = 0u32;
-    loop {
-        let accepted = listener.accept();
-        if setup.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        match accepted {
-            Ok((client, peer)) => {
-                failures = 0;
-                let setup = Arc::clone(setup);
-                let started = thread::Builder::new()
-                    .name("relay-in".into())
-                    .stack_size(RELAY_STACK)
-                    .spawn(move || relay(client, peer, &setup));
-                if let Err(error) = started {
-                    log::info(format_args!("cannot start a relay thread ({error}); a connection was closed"));
+/// Watches the listener; with several relays, one of them wakes per new connection.
+fn watch_listener(epoll: &OwnedFd, listener: &TcpListener) -> io::Result<()> {
+    let flags = epoll::EventFlags::IN | epoll::EventFlags::EXCLUSIVE;
+    epoll::add(epoll, listener, epoll::EventData::new_u64(LISTENER), flags)?;
+    Ok(())
+}
+
+/// A link and its two sockets.
+struct Entry {
+    link: Link,
+    client: OwnedFd,
+    server: OwnedFd,
+    /// What epoll watches each socket for.
+    watching: [Interest; 2],
+    /// The last write to each socket would have blocked; cleared when it is writable again.
+    blocked: [bool; 2],
+    conn: Arc<Conn>,
+    /// The earliest timer queued for this link.
+    scheduled: Option<Instant>,
+}
+
+const CLIENT: usize = 0;
+const SERVER: usize = 1;
+
+/// A link's socket on `side`.
+fn socket<'a>(client: &'a OwnedFd, server: &'a OwnedFd, side: usize) -> &'a OwnedFd {
+    if side == CLIENT {
+        client
+    } else {
+        server
+    }
+}
+
+/// The loop's state; owned by one `http-relay-N` thread.
+struct Relay {
+    epoll: OwnedFd,
+    listener: Option<TcpListener>,
+    waker: Arc<OwnedFd>,
+    /// tiny_http's internal socket.
+    server: PathBuf,
+    idle: Duration,
+    connections: Arc<Connections>,
+    links: HashMap<u64, Entry>,
+    /// The number of the next link, and the step to the one after.
+    next_id: u64,
+    id_step: u64,
+    /// Each link's deadline, lazily: an entry whose time is no longer its link's `scheduled`
+    /// is skipped; a link whose deadline moved later is looked at early and queued again.
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    accept_paused_until: Option<Instant>,
+    accept_failures: u32,
+    /// Set once stopping: when every link is cut, done or not.
+    stop_by: Option<Instant>,
+    /// Every read lands here first.
+    scratch: Vec<u8>,
+}
+
+impl Relay {
+    fn run(mut self, stop_by: &Mutex<Option<Instant>>) {
+        let mut events = Vec::with_capacity(EVENTS);
+        loop {
+            let now = Instant::now();
+            self.on_time(now);
+            if let Some(by) = self.stop_by {
+                if self.links.is_empty() {
+                    return;
                 }
-            }
-            // The listener's receive timeout (copied to accepted sockets) also bounds `accept`.
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => {
-                if failures == 0 {
-                    log::info(format_args!("accept failed ({error}); retrying"));
-                }
-                failures = failures.saturating_add(1);
-                thread::sleep(ACCEPT_BACKOFF);
-            }
-        }
-    }
-}
-
-/// How `relay-in` stopped forwarding.
-enum End {
-    /// The client closed its side, or its connection failed.
-    ClientGone,
-    /// tiny_http closed the connection first.
-    ServerClosed,
-    /// The client was silent for the idle timeout.
-    Idle,
-    /// A request line tiny_http cannot answer.
-    Refused,
-    Stopping,
-}
-
-/// `relay-in`: the whole life of one client connection.
-fn relay(client: TcpStream, peer: SocketAddr, setup: &Setup) {
-    let server = match TcpStream::connect(setup.server) {
-        Ok(server) => server,
-        Err(error) => {
-            log::info(format_args!("cannot reach the HTTP workers over loopback ({error}); a connection was closed"));
-            return;
-        }
-    };
-    let Ok(key) = server.local_addr() else { return };
-    let _ = server.set_nodelay(true);
-    // A tiny_http that neither reads nor writes for this long is given up on.
-    let _ = server.set_write_timeout(Some(setup.idle_timeout));
-    let _ = server.set_read_timeout(Some(setup.idle_timeout));
-    let conn = Arc::new(Conn {
-        client,
-        server,
-        peer,
-        quarantined: AtomicBool::new(false),
-        cut: AtomicU8::new(0),
-        in_done: AtomicBool::new(false),
-        server_closed: AtomicBool::new(false),
-    });
-    setup.connections.insert(key, Arc::clone(&conn));
-    if setup.stopping.load(Ordering::Acquire) {
-        conn.set_cut(Cut::ShuttingDown);
-    }
-    let out = {
-        let conn = Arc::clone(&conn);
-        let idle = setup.idle_timeout;
-        thread::Builder::new().name("relay-out".into()).stack_size(RELAY_STACK).spawn(move || relay_out(&conn, idle))
-    };
-    let last_word = match out {
-        Ok(out) => {
-            let mut tracker = Tracker::default();
-            let end = relay_in(&conn, &mut tracker);
-            let last_word = last_word(&conn, &end, tracker.position());
-            conn.in_done.store(true, Ordering::Release);
-            // tiny_http reads an end of stream: it answers what it has, then closes.
-            let _ = conn.server.shutdown(Shutdown::Write);
-            let _ = out.join();
-            last_word
-        }
-        Err(_) => None,
-    };
-    if let Some(error) = last_word {
-        let _ = (&conn.client).write_all(&raw_reply(&error));
-    }
-    let _ = conn.client.shutdown(Shutdown::Both);
-    setup.connections.remove(key);
-}
-
-/// Copies the client's bytes to tiny_http until something ends it.
-fn relay_in(conn: &Conn, tracker: &mut Tracker) -> End {
-    let mut buffer = vec![0; BUFFER];
-    loop {
-        if conn.cut() == Some(Cut::ShuttingDown) {
-            return End::Stopping;
-        }
-        let read = match (&conn.client).read(&mut buffer) {
-            Ok(0) if conn.server_closed.load(Ordering::Acquire) => return End::ServerClosed,
-            Ok(0) if conn.cut() == Some(Cut::ShuttingDown) => return End::Stopping,
-            Ok(0) => return End::ClientGone,
-            Ok(read) => read,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return End::Idle,
-            Err(_) => return End::ClientGone,
-        };
-        let (forward, verdict) = match tracker.feed(&buffer[..read]) {
-            Verdict::Forward => (read, None),
-            Verdict::Refuse { forward } => (forward, Some(End::Refused)),
-        };
-        if (&conn.server).write_all(&buffer[..forward]).is_err() {
-            return End::ServerClosed;
-        }
-        if let Some(end) = verdict {
-            return end;
-        }
-    }
-}
-
-/// What we answer ourselves once tiny_http's answers are out, if anything.
-fn last_word(conn: &Conn, end: &End, position: Position) -> Option<ApiError> {
-    match (end, position) {
-        (End::Refused, _) => Some(ApiError::VersionNotSupported),
-        // tiny_http reads a short body itself and drops the connection without a word when it
-        // stalls; a longer one is read by our handler, which answers 408 on learning the cut.
-        (End::Idle, Position::InBody { buffered }) => {
-            conn.set_cut(Cut::IdleTimeout);
-            buffered.then_some(ApiError::RequestTimeout)
-        }
-        // tiny_http's own read timeout (the same idle timeout) came first.
-        (End::ServerClosed, Position::InBody { buffered: true }) => Some(ApiError::RequestTimeout),
-        (End::Idle, _) => {
-            conn.set_cut(Cut::IdleTimeout);
-            None
-        }
-        _ => None,
-    }
-}
-
-/// `relay-out`: copies tiny_http's answers to the client until tiny_http closes.
-fn relay_out(conn: &Conn, idle: Duration) {
-    let mut buffer = vec![0; BUFFER];
-    let mut draining_since: Option<Instant> = None;
-    loop {
-        match (&conn.server).read(&mut buffer) {
-            Ok(0) => break,
-            Ok(read) => {
-                if (&conn.client).write_all(&buffer[..read]).is_err() {
-                    // The client does not take its answers: nothing more is worth doing.
-                    conn.abort();
+                if now >= by {
+                    let ids: Vec<u64> = self.links.keys().copied().collect();
+                    for id in ids {
+                        self.with_link(id, now, Link::abort);
+                    }
                     return;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                // Quiet while the client may still send: fine. Quiet for longer than the idle
-                // timeout once nothing more is forwarded: tiny_http is given up on.
-                if conn.in_done.load(Ordering::Acquire) {
-                    let since = *draining_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= idle {
-                        conn.abort();
-                        return;
-                    }
+            let timeout = self.next_wake().map(|at| wait_for(at.saturating_duration_since(now)));
+            events.clear();
+            match epoll::wait(&self.epoll, spare_capacity(&mut events), timeout.as_ref()) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(error) => {
+                    log::info(format_args!("the relay cannot wait for its sockets ({error}); retrying"));
+                    thread::sleep(ACCEPT_BACKOFF);
                 }
             }
-            Err(_) => break,
+            let now = Instant::now();
+            for event in &events {
+                match event.data.u64() {
+                    LISTENER => self.accept(now),
+                    WAKER => {
+                        let mut count = [0; 8];
+                        let _ = rustix::io::read(&*self.waker, &mut count);
+                        if let Some(by) = *stop_by.lock() {
+                            self.begin_stop(by, now);
+                        }
+                    }
+                    data => self.on_ready(data >> 1, (data & 1) as usize, event.flags, now),
+                }
+            }
         }
     }
-    if !conn.in_done.load(Ordering::Acquire) {
-        // tiny_http closed first (`Connection: close`, a head it refused, its own timeout):
-        // wake `relay-in`, which then closes the client's connection.
-        conn.server_closed.store(true, Ordering::Release);
-        let _ = conn.client.shutdown(Shutdown::Read);
+
+    /// The next time the loop has something to do without any socket being ready.
+    fn next_wake(&self) -> Option<Instant> {
+        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        [timer, self.accept_paused_until, self.stop_by].into_iter().flatten().min()
+    }
+
+    /// Fires the timers that are due, and resumes accepting after a pause.
+    fn on_time(&mut self, now: Instant) {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(entry) = self.links.get_mut(&id) else { continue };
+            if entry.scheduled != Some(at) {
+                continue;
+            }
+            entry.scheduled = None;
+            self.with_link(id, now, |link| link.expire(now));
+        }
+        if self.accept_paused_until.is_some_and(|until| until <= now) {
+            self.accept_paused_until = None;
+            if let Some(listener) = &self.listener {
+                let _ = watch_listener(&self.epoll, listener);
+            }
+        }
+    }
+
+    fn begin_stop(&mut self, by: Instant, now: Instant) {
+        if self.stop_by.is_some() {
+            return;
+        }
+        self.stop_by = Some(by);
+        // Closing it deregisters it.
+        self.listener = None;
+        let ids: Vec<u64> = self.links.keys().copied().collect();
+        for id in ids {
+            self.with_link(id, now, |link| link.stop(now));
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        for _ in 0..ACCEPTS_PER_WAKE {
+            let Some(listener) = &self.listener else { return };
+            match net::acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC) {
+                Ok((client, from)) => {
+                    self.accept_failures = 0;
+                    let peer = from.and_then(|from| SocketAddr::try_from(from).ok());
+                    self.open(client, peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))), now);
+                }
+                Err(Errno::AGAIN) => return,
+                Err(Errno::INTR | Errno::CONNABORTED) => {}
+                Err(error) => {
+                    if self.accept_failures == 0 {
+                        log::info(format_args!("accept failed ({error}); retrying"));
+                    }
+                    self.accept_failures = self.accept_failures.saturating_add(1);
+                    let _ = epoll::delete(&self.epoll, listener);
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Starts relaying a new client connection.
+    fn open(&mut self, client: OwnedFd, peer: SocketAddr, now: Instant) {
+        let server = match connect(&self.server) {
+            Ok(server) => server,
+            Err(error) => {
+                log::info(format_args!("cannot reach the HTTP workers ({error}); a connection was closed"));
+                return;
+            }
+        };
+        let id = self.next_id;
+        self.next_id += self.id_step;
+        let conn = Arc::new(Conn::new(peer));
+        self.connections.insert(id, Arc::clone(&conn));
+        let entry = Entry {
+            link: Link::new(self.idle, now, self.connections.stamp(id)),
+            client,
+            server,
+            watching: [Interest::default(); 2],
+            blocked: [false; 2],
+            conn,
+            scheduled: None,
+        };
+        self.links.insert(id, entry);
+        self.with_link(id, now, |_| {});
+    }
+
+    fn on_ready(&mut self, id: u64, side: usize, flags: epoll::EventFlags, now: Instant) {
+        let Some(entry) = self.links.get_mut(&id) else { return };
+        let failed = flags.intersects(epoll::EventFlags::ERR | epoll::EventFlags::HUP);
+        if failed || flags.contains(epoll::EventFlags::OUT) {
+            entry.blocked[side] = false;
+        }
+        if failed || flags.contains(epoll::EventFlags::IN) {
+            read(entry, side, &mut self.scratch, now);
+        }
+        self.with_link(id, now, |_| {});
+    }
+
+    /// Applies `change` to a link, then does everything it now asks: publishes its cut,
+    /// writes what it can each way, half-closes towards tiny_http, closes it when done,
+    /// and otherwise watches its sockets and queues its deadline.
+    fn with_link(&mut self, id: u64, now: Instant, change: impl FnOnce(&mut Link)) {
+        let Some(entry) = self.links.get_mut(&id) else { return };
+        change(&mut entry.link);
+        // Before the half-close, so a body reader that meets the end of its stream knows why.
+        if let Some(cut) = entry.link.cut() {
+            entry.conn.set_cut(cut);
+        }
+        flush(entry, SERVER, now);
+        if entry.link.shut_server_due() {
+            // tiny_http reads an end of stream: it answers what it has, then closes.
+            let _ = net::shutdown(&entry.server, net::Shutdown::Write);
+            entry.link.server_shut();
+        }
+        flush(entry, CLIENT, now);
+        if entry.link.is_done() {
+            let _ = net::shutdown(&entry.client, net::Shutdown::Both);
+            // Closing the sockets deregisters them.
+            self.links.remove(&id);
+            self.connections.remove(id);
+            return;
+        }
+        let wanted = [entry.link.client_interest(), entry.link.server_interest()];
+        for side in [CLIENT, SERVER] {
+            let data = epoll::EventData::new_u64(id * 2 + side as u64);
+            let socket = socket(&entry.client, &entry.server, side);
+            watch(&self.epoll, socket, data, &mut entry.watching[side], wanted[side]);
+        }
+        if let Some(deadline) = entry.link.deadline() {
+            if entry.scheduled.map_or(true, |scheduled| deadline < scheduled) {
+                entry.scheduled = Some(deadline);
+                self.timers.push(Reverse((deadline, id)));
+            }
+        }
     }
 }
 
-/// A complete HTTP/1.1 answer for `error`, closing the connection.
-fn raw_reply(error: &ApiError) -> Vec<u8> {
-    let reply = Reply::error(error);
-    let reason = match reply.status {
-        408 => "Request Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "Error",
+/// One read from a ready socket, into the link.
+fn read(entry: &mut Entry, side: usize, scratch: &mut [u8], now: Instant) {
+    let link = &mut entry.link;
+    let room = if side == CLIENT { link.client_room() } else { link.server_room() };
+    if room == 0 {
+        return;
+    }
+    let buffer = &mut scratch[..room.min(CAP)];
+    match rustix::io::read(socket(&entry.client, &entry.server, side), &mut *buffer) {
+        Ok(read) if read > 0 => {
+            if side == CLIENT {
+                link.client_sent(&buffer[..read], now);
+            } else {
+                link.server_sent(&buffer[..read], now);
+            }
+        }
+        Err(Errno::AGAIN | Errno::INTR) => {}
+        // An end of stream, or a failed connection.
+        _ if side == CLIENT => link.client_gone(now),
+        _ => link.server_gone(now),
+    }
+}
+
+/// Writes what the link has for `side` until it is all out or the socket is full.
+fn flush(entry: &mut Entry, side: usize, now: Instant) {
+    while !entry.blocked[side] {
+        let link = &mut entry.link;
+        let bytes = if side == CLIENT { link.to_client() } else { link.to_server() };
+        if bytes.is_empty() {
+            return;
+        }
+        match net::send(socket(&entry.client, &entry.server, side), bytes, SendFlags::NOSIGNAL) {
+            Ok(written) if side == CLIENT => link.wrote_client(written, now),
+            Ok(written) => link.wrote_server(written, now),
+            Err(Errno::AGAIN) => entry.blocked[side] = true,
+            Err(Errno::INTR) => {}
+            Err(_) if side == CLIENT => link.client_failed(),
+            Err(_) => link.server_gone(now),
+        }
+    }
+}
+
+/// Makes epoll watch `socket` for `wanted`; a socket wanted for nothing is not watched at all
+/// (a hang-up is reported whatever the interest, and would wake the loop in vain).
+fn watch(epoll: &OwnedFd, socket: &OwnedFd, data: epoll::EventData, watching: &mut Interest, wanted: Interest) {
+    if *watching == wanted {
+        return;
+    }
+    let mut flags = epoll::EventFlags::empty();
+    if wanted.read {
+        flags |= epoll::EventFlags::IN;
+    }
+    if wanted.write {
+        flags |= epoll::EventFlags::OUT;
+    }
+    let result = match (*watching == Interest::default(), flags.is_empty()) {
+        (true, _) => epoll::add(epoll, socket, data, flags),
+        (false, true) => epoll::delete(epoll, socket),
+        (false, false) => epoll::modify(epoll, socket, data, flags),
     };
-    let mut bytes = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        reply.status,
-        reply.content_type,
-        reply.body.len()
-    )
-    .into_bytes();
-    bytes.extend_from_slice(&reply.body);
-    bytes
+    if result.is_ok() {
+        *watching = wanted;
+    }
+}
+
+/// A non-blocking connection to tiny_http's socket. A Unix socket connects at once, or fails
+/// at once when its backlog is full.
+fn connect(server: &Path) -> io::Result<OwnedFd> {
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let socket = net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
+    net::connect(&socket, &SocketAddrUnix::new(server)?)?;
+    Ok(socket)
+}
+
+/// epoll's timeout for `wait`, rounded up to the millisecond, so the loop wakes after a
+/// deadline, not just before it.
+fn wait_for(wait: Duration) -> Timespec {
+    let millis = wait.as_nanos().div_ceil(1_000_000);
+    let wait = Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX / 2).min(1 << 31));
+    Timespec::try_from(wait).unwrap_or(Timespec { tv_sec: 1 << 31, tv_nsec: 0 })
 }

@@ -1,32 +1,53 @@
 //! Where each request starts in a client's byte stream, as tiny_http 0.12.0 frames it, and
-//! whether a request line would reach its version check. Pure: bytes in, a verdict out; run by
-//! a connection's `relay-in` thread on every read, before the bytes are forwarded.
+//! what of it tiny_http gets. Pure: bytes in, the bytes to forward and a verdict out; run by
+//! the `http-relay` thread on every read from a client, through its [`super::link::Link`].
 //!
 //! How tiny_http frames a connection (`client.rs` and `request.rs` of 0.12.0): a line ends at
 //! CRLF only; the request line is trimmed and split on single spaces, its third word is the
 //! version; header lines follow up to an empty one. Then any `Transfer-Encoding` means a chunked
 //! body; otherwise the first `Content-Length` that `usize::from_str` accepts gives the body's
 //! length, and anything else means no body. A body with a length is read whole, or drained when
-//! the request is dropped, so the next request line starts right after it. A chunked body ends
-//! wherever its reader stops (a handler may stop early), so after one the tracker no longer
-//! knows where lines start, and from then on refuses the connection at any `HTTP/2.0` or
-//! `HTTP/3.0` in the stream ([`State::Uncertain`]). Mistakes may only ever refuse too much.
+//! the request is dropped, so the next request line starts right after it.
+//!
+//! Each head is held back until it ends, then forwarded with the connection's stamp (the
+//! relay's identity header, [`Tracker::new`]) right after the request line: the first header
+//! tiny_http sees is always ours. A chunked body is followed as `chunked_transfer`'s decoder
+//! reads it to its end; but it ends wherever its reader stops (a handler may stop early), so
+//! from one on tiny_http may see lines start elsewhere: any `HTTP/2.0` or `HTTP/3.0` in the
+//! stream is refused from its start (`Tracker::wary`), and a request tiny_http finds where we
+//! saw none has no stamp (`http/` acts on no such request). A chunked body that does not parse
+//! leaves nothing known ([`State::Uncertain`]: the rest goes unstamped). A request line or
+//! head too long to hold is refused. Mistakes may only ever refuse too much.
 
 /// The request lines that tiny_http answers with a 505 that never comes (it deadlocks).
 const REFUSED_VERSIONS: [&[u8]; 2] = [b"HTTP/2.0", b"HTTP/3.0"];
-/// A longer line is not kept: the connection is tracked as [`State::Uncertain`] from there on.
-const LINE_CAP: usize = 64 << 10;
+/// The longest request line held; a longer one is refused (414).
+pub(crate) const LINE_CAP: usize = 64 << 10;
+/// The longest head held, request line and headers; a longer one is refused (431).
+pub(crate) const HEAD_CAP: usize = 64 << 10;
+/// A longer chunk-size line is not followed: the stream is [`State::Uncertain`] from there.
+const CHUNK_LINE_CAP: usize = 1024;
 /// tiny_http reads a body of up to this many bytes itself before handing over the request.
 const BUFFERED_BODY: usize = 1024;
 
-/// What to do with the bytes just fed.
+/// What to do once the bytes fed are forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// Forward them all.
+    /// Go on.
     Forward,
-    /// Forward only the first `forward` bytes (they end no line tiny_http would act on), then
-    /// nothing more: a request line with a version tiny_http cannot answer is in the rest.
-    Refuse { forward: usize },
+    /// Forward nothing more: the rest holds a request tiny_http must not see.
+    Refuse(Refusal),
+}
+
+/// Why the rest of a stream is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A request line with a version tiny_http deadlocks on.
+    Version,
+    /// A request line longer than [`LINE_CAP`].
+    LineTooLong,
+    /// A head longer than [`HEAD_CAP`].
+    HeadTooLarge,
 }
 
 /// Where the client's stream stands, for deciding what a silence means.
@@ -34,12 +55,12 @@ pub(crate) enum Verdict {
 pub(crate) enum Position {
     /// Between requests: nothing of the next one yet.
     Between,
-    /// Inside a request line or its headers.
+    /// Inside a request line or its headers (held back: tiny_http has none of it).
     InHead,
     /// Inside a body with a length; `buffered` when tiny_http reads it itself before handing
     /// over the request (so it answers nothing when the body stalls).
     InBody { buffered: bool },
-    /// After a chunked body: nobody knows.
+    /// Inside a chunked body, or after one that did not parse.
     Unknown,
 }
 
@@ -53,12 +74,32 @@ enum State {
         remaining: usize,
         buffered: bool,
     },
+    Chunked(Chunk),
     Uncertain,
+}
+
+/// Where `chunked_transfer`'s decoder stands in a chunked body.
+#[derive(Debug, Clone, Copy)]
+enum Chunk {
+    /// The size, up to CR; after a `;`, an extension up to CR.
+    Size {
+        extension: bool,
+    },
+    SizeLf {
+        size: usize,
+    },
+    Data {
+        remaining: usize,
+    },
+    DataCr,
+    DataLf,
+    LastCr,
+    LastLf,
 }
 
 /// The framing facts of the head being read.
 #[derive(Debug, Default)]
-struct Head {
+struct Facts {
     chunked: bool,
     /// The first `Content-Length`, and whether it parsed.
     content_length: Option<Option<usize>>,
@@ -69,121 +110,220 @@ struct Head {
 #[derive(Debug)]
 pub(crate) struct Tracker {
     state: State,
-    line: Vec<u8>,
-    head: Head,
-    /// The last bytes seen while uncertain, so a version split across reads is still found.
+    /// The head read so far, with the stamp after its request line.
+    head: Vec<u8>,
+    /// Where the line being read starts in `head`.
+    line_start: usize,
+    facts: Facts,
+    /// The chunk-size line being read.
+    size_line: Vec<u8>,
+    /// Set from the first chunked body on: tiny_http may see lines start elsewhere than we
+    /// do, so a refused version is looked for anywhere in the stream.
+    wary: bool,
+    /// The last bytes scanned while wary, so a version split across reads is still found.
     tail: Vec<u8>,
-}
-
-impl Default for Tracker {
-    fn default() -> Tracker {
-        Tracker { state: State::Line { request_line: true }, line: Vec::new(), head: Head::default(), tail: Vec::new() }
-    }
+    /// The line put after each request line (CRLF included).
+    stamp: Vec<u8>,
 }
 
 impl Tracker {
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Verdict {
+    /// A tracker for a new connection, whose requests get `stamp` (a header line with its
+    /// CRLF) after their request line.
+    pub(crate) fn new(stamp: Vec<u8>) -> Tracker {
+        Tracker {
+            state: State::Line { request_line: true },
+            head: Vec::new(),
+            line_start: 0,
+            facts: Facts::default(),
+            size_line: Vec::new(),
+            wary: false,
+            tail: Vec::new(),
+            stamp,
+        }
+    }
+
+    /// Takes the bytes just read from the client, and appends to `out` what tiny_http gets.
+    pub(crate) fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Verdict {
         let mut at = 0;
-        while at < bytes.len() {
-            match self.state {
-                State::Body { remaining, buffered } => {
-                    let take = remaining.min(bytes.len() - at);
-                    at += take;
-                    self.state = match remaining - take {
-                        0 => State::Line { request_line: true },
-                        remaining => State::Body { remaining, buffered },
-                    };
-                }
-                State::Uncertain => return self.scan(bytes, at),
-                State::Line { request_line } => {
-                    let byte = bytes[at];
-                    let ends = byte == b'\n' && self.line.last() == Some(&b'\r');
-                    self.line.push(byte);
-                    if ends {
-                        self.line.truncate(self.line.len() - 2);
-                        if request_line && refused_request_line(&self.line) {
-                            return Verdict::Refuse { forward: at };
-                        }
-                        self.end_line(request_line);
-                    } else if self.line.len() > LINE_CAP {
-                        // Unknowable from here; the line so far is scanned too.
-                        let line = std::mem::take(&mut self.line);
-                        self.state = State::Uncertain;
-                        if self.scan(&line, 0) != Verdict::Forward {
-                            return Verdict::Refuse { forward: at };
-                        }
-                    }
-                    at += 1;
-                }
+        while at < bytes.len() && !self.wary {
+            match self.step(&bytes[at..], out) {
+                Ok(taken) => at += taken,
+                Err(refusal) => return self.refuse(refusal),
             }
+            // tiny_http may not read a chunked body to its end: from its start, be wary.
+            self.wary = matches!(self.state, State::Chunked(_) | State::Uncertain);
+        }
+        let rest = &bytes[at..];
+        // Only the bytes before a refused version are followed.
+        let (rest, version) = match self.scan(rest) {
+            Some(end) => (&rest[..end], true),
+            None => (rest, false),
+        };
+        let mut at = 0;
+        while at < rest.len() {
+            match self.step(&rest[at..], out) {
+                Ok(taken) => at += taken,
+                Err(refusal) => return self.refuse(refusal),
+            }
+        }
+        if version {
+            return self.refuse(Refusal::Version);
         }
         Verdict::Forward
     }
 
+    fn refuse(&mut self, refusal: Refusal) -> Verdict {
+        self.head.clear();
+        Verdict::Refuse(refusal)
+    }
+
     pub(crate) fn position(&self) -> Position {
         match self.state {
-            State::Line { request_line: true } if self.line.is_empty() => Position::Between,
+            State::Line { request_line: true } if self.head.is_empty() => Position::Between,
             State::Line { .. } => Position::InHead,
             State::Body { buffered, .. } => Position::InBody { buffered },
-            State::Uncertain => Position::Unknown,
+            State::Chunked(_) | State::Uncertain => Position::Unknown,
         }
     }
 
-    fn end_line(&mut self, request_line: bool) {
-        let line = std::mem::take(&mut self.line);
+    /// Takes what the current state takes from the start of `bytes`; how many bytes it took.
+    fn step(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<usize, Refusal> {
+        match self.state {
+            State::Body { remaining, buffered } => {
+                let take = remaining.min(bytes.len());
+                out.extend_from_slice(&bytes[..take]);
+                self.state = match remaining - take {
+                    0 => State::Line { request_line: true },
+                    remaining => State::Body { remaining, buffered },
+                };
+                Ok(take)
+            }
+            State::Uncertain => {
+                out.extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            State::Chunked(Chunk::Data { remaining }) => {
+                let take = remaining.min(bytes.len());
+                out.extend_from_slice(&bytes[..take]);
+                self.state = State::Chunked(match remaining - take {
+                    0 => Chunk::DataCr,
+                    remaining => Chunk::Data { remaining },
+                });
+                Ok(take)
+            }
+            State::Chunked(chunk) => {
+                out.push(bytes[0]);
+                self.state = self.chunk_byte(chunk, bytes[0]);
+                Ok(1)
+            }
+            State::Line { request_line } => {
+                let byte = bytes[0];
+                let ends = byte == b'\n' && self.head.last() == Some(&b'\r');
+                self.head.push(byte);
+                if ends {
+                    self.end_line(request_line, out)?;
+                } else if request_line && self.head.len() > LINE_CAP {
+                    return Err(Refusal::LineTooLong);
+                } else if self.head.len() > HEAD_CAP + self.stamp.len() {
+                    return Err(Refusal::HeadTooLarge);
+                }
+                Ok(1)
+            }
+        }
+    }
+
+    /// One byte of a chunked body's framing, as `chunked_transfer` 1.5's decoder reads it.
+    fn chunk_byte(&mut self, chunk: Chunk, byte: u8) -> State {
+        let next = match (chunk, byte) {
+            (Chunk::Size { .. }, b'\r') => {
+                let line = std::mem::take(&mut self.size_line);
+                let size = std::str::from_utf8(&line).ok().and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
+                size.map(|size| Chunk::SizeLf { size })
+            }
+            (Chunk::Size { extension: false }, b';') => Some(Chunk::Size { extension: true }),
+            (Chunk::Size { extension }, byte) => {
+                if !extension {
+                    self.size_line.push(byte);
+                }
+                (self.size_line.len() <= CHUNK_LINE_CAP).then_some(Chunk::Size { extension })
+            }
+            (Chunk::SizeLf { size: 0 }, b'\n') => Some(Chunk::LastCr),
+            (Chunk::SizeLf { size }, b'\n') => Some(Chunk::Data { remaining: size }),
+            (Chunk::DataCr, b'\r') => Some(Chunk::DataLf),
+            (Chunk::DataLf, b'\n') => Some(Chunk::Size { extension: false }),
+            (Chunk::LastCr, b'\r') => Some(Chunk::LastLf),
+            (Chunk::LastLf, b'\n') => return State::Line { request_line: true },
+            // The decoder fails here: where tiny_http goes on reading is anyone's guess.
+            _ => None,
+        };
+        next.map_or(State::Uncertain, State::Chunked)
+    }
+
+    /// A line of the head just ended (its CRLF is the last of `head`).
+    fn end_line(&mut self, request_line: bool, out: &mut Vec<u8>) -> Result<(), Refusal> {
+        let line = &self.head[self.line_start..self.head.len() - 2];
         if request_line {
+            if refused_request_line(line) {
+                return Err(Refusal::Version);
+            }
+            self.head.extend_from_slice(&self.stamp);
             self.state = State::Line { request_line: false };
         } else if line.is_empty() {
-            self.state = self.end_head();
+            self.end_head(out);
         } else {
-            self.header(&line);
+            header(&mut self.facts, line);
         }
-        self.line = line;
-        self.line.clear();
+        self.line_start = self.head.len();
+        Ok(())
     }
 
-    /// Notes what tiny_http's `new_request` looks at in one header line.
-    fn header(&mut self, line: &[u8]) {
-        let Some((name, value)) = std::str::from_utf8(line).ok().and_then(|l| l.trim().split_once(':')) else {
-            return;
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("Transfer-Encoding") {
-            self.head.chunked = true;
-        } else if name.eq_ignore_ascii_case("Content-Length") && self.head.content_length.is_none() {
-            self.head.content_length = Some(value.parse().ok());
-        } else if name.eq_ignore_ascii_case("Expect") && self.head.expects_continue.is_none() {
-            self.head.expects_continue = Some(value.eq_ignore_ascii_case("100-continue"));
-        }
-    }
-
-    fn end_head(&mut self) -> State {
-        let head = std::mem::take(&mut self.head);
-        if head.chunked {
-            return State::Uncertain;
-        }
-        match head.content_length {
+    /// Forwards the whole head, and goes on as tiny_http will.
+    fn end_head(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.head);
+        self.head.clear();
+        let facts = std::mem::take(&mut self.facts);
+        self.state = match facts.content_length {
+            _ if facts.chunked => State::Chunked(Chunk::Size { extension: false }),
             Some(Some(length)) if length > 0 => State::Body {
                 remaining: length,
-                buffered: length <= BUFFERED_BODY && head.expects_continue != Some(true),
+                buffered: length <= BUFFERED_BODY && facts.expects_continue != Some(true),
             },
             _ => State::Line { request_line: true },
-        }
+        };
     }
 
-    /// Looks for a refused version anywhere in `bytes[from..]`.
-    fn scan(&mut self, bytes: &[u8], from: usize) -> Verdict {
+    /// Where the first refused version in `bytes` starts, if any (0 for one that started in
+    /// an earlier read); always `None` unless wary.
+    fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
+        if !self.wary {
+            return None;
+        }
         let keep = REFUSED_VERSIONS[0].len() - 1;
-        for (at, &byte) in bytes.iter().enumerate().skip(from) {
+        for (at, &byte) in bytes.iter().enumerate() {
             self.tail.push(byte);
             if REFUSED_VERSIONS.iter().any(|version| self.tail.ends_with(version)) {
-                return Verdict::Refuse { forward: at };
+                return Some((at + 1).saturating_sub(REFUSED_VERSIONS[0].len()));
             }
             if self.tail.len() > 2 * keep {
                 self.tail.drain(..self.tail.len() - keep);
             }
         }
-        Verdict::Forward
+        None
+    }
+}
+
+/// Notes what tiny_http's `new_request` looks at in one header line.
+fn header(facts: &mut Facts, line: &[u8]) {
+    let Some((name, value)) = std::str::from_utf8(line).ok().and_then(|l| l.trim().split_once(':')) else {
+        return;
+    };
+    let value = value.trim();
+    if name.eq_ignore_ascii_case("Transfer-Encoding") {
+        facts.chunked = true;
+    } else if name.eq_ignore_ascii_case("Content-Length") && facts.content_length.is_none() {
+        facts.content_length = Some(value.parse().ok());
+    } else if name.eq_ignore_ascii_case("Expect") && facts.expects_continue.is_none() {
+        facts.expects_continue = Some(value.eq_ignore_ascii_case("100-continue"));
     }
 }
 
@@ -199,32 +339,43 @@ fn refused_request_line(line: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    /// Feeds `stream` in pieces of `step` bytes; returns the bytes forwarded and whether refused.
-    fn run(stream: &[u8], step: usize) -> (usize, bool, Position) {
-        let mut tracker = Tracker::default();
-        let mut forwarded = 0;
+    const STAMP: &str = "X-Relay: s\r\n";
+
+    /// Feeds `stream` in pieces of `step` bytes; returns what tiny_http gets, the refusal if
+    /// any, and the position at the end.
+    fn run(stream: &[u8], step: usize) -> (String, Option<Refusal>, Position) {
+        let mut tracker = Tracker::new(STAMP.into());
+        let mut out = Vec::new();
         for piece in stream.chunks(step) {
-            match tracker.feed(piece) {
-                Verdict::Forward => forwarded += piece.len(),
-                Verdict::Refuse { forward } => return (forwarded + forward, true, tracker.position()),
+            if let Verdict::Refuse(refusal) = tracker.feed(piece, &mut out) {
+                return (String::from_utf8(out).unwrap(), Some(refusal), tracker.position());
             }
         }
-        (forwarded, false, tracker.position())
+        (String::from_utf8(out).unwrap(), None, tracker.position())
+    }
+
+    /// What tiny_http gets, without what the relay puts in.
+    fn unstamped(out: &str) -> String {
+        out.replace(STAMP, "")
     }
 
     /// Every way of cutting `stream` into reads gives the same verdict; a refusal never forwards
-    /// the line end (or the whole version) that would let tiny_http act on it.
+    /// the line end (or the whole version) that would let tiny_http act on it; what is
+    /// forwarded is the stream, stamped, but for a head not yet complete.
     #[track_caller]
     fn check(stream: &str, refused: bool, position: Position) {
         for step in 1..=stream.len().max(1) {
-            let (forwarded, was_refused, at) = run(stream.as_bytes(), step);
-            assert_eq!(was_refused, refused, "{stream:?} in pieces of {step}");
+            let (out, refusal, at) = run(stream.as_bytes(), step);
+            assert_eq!(refusal.is_some(), refused, "{stream:?} in pieces of {step}");
             if refused {
-                let sent = &stream[..forwarded];
-                assert!(!sent.contains("HTTP/2.0\r\n") && !sent.contains("HTTP/3.0\r\n"), "{sent:?}");
+                assert!(!out.contains("HTTP/2.0\r\n") && !out.contains("HTTP/3.0\r\n"), "{out:?}");
             } else {
-                assert_eq!(forwarded, stream.len());
                 assert_eq!(at, position, "{stream:?} in pieces of {step}");
+                let sent = unstamped(&out);
+                assert!(stream.starts_with(&sent), "{out:?}");
+                if position != Position::InHead {
+                    assert_eq!(sent, stream);
+                }
             }
         }
     }
@@ -241,6 +392,9 @@ mod tests {
         check(&format!("{GET}{GET}GET / HTTP/2.0\r\n"), true, Position::Between);
         let post = "POST /ingest HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcdeGET / HTTP/2.0\r\n";
         check(post, true, Position::Between);
+        // The requests before it are forwarded whole, however the reads fall.
+        let (out, refusal, _) = run(format!("{GET}{GET}GET / HTTP/2.0\r\n").as_bytes(), 7);
+        assert_eq!((unstamped(&out), refusal), (format!("{GET}{GET}"), Some(Refusal::Version)));
     }
 
     #[test]
@@ -276,16 +430,54 @@ mod tests {
     #[test]
     fn after_a_chunked_body_any_refused_version_is_refused() {
         let chunked = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
-        check(&format!("{chunked}5\r\nhello\r\n0\r\n\r\n{GET}"), false, Position::Unknown);
+        check(&format!("{chunked}5\r\nhello\r\n0\r\n\r\n{GET}"), false, Position::Between);
+        check(&format!("{chunked}5;x=y\r\nhello\r\n0\r\n\r\n{GET}"), false, Position::Between);
+        check(&format!("{chunked}5\r\nhel"), false, Position::Unknown);
+        // Not as the decoder reads it: nothing is known from there.
+        check(&format!("{chunked}zz\r\nhello\r\n0\r\n\r\n{GET}"), false, Position::Unknown);
+        check(&format!("{chunked}5\r\nhelloXX0\r\n\r\n{GET}"), false, Position::Unknown);
         check(&format!("{chunked}10\r\nxxGET / HTTP/2.0\r\n"), true, Position::Unknown);
         check(&format!("{chunked}0\r\n\r\n{GET}GET /HTTP/3.0"), true, Position::Unknown);
     }
 
     #[test]
-    fn a_line_too_long_to_keep_is_scanned() {
-        let long = format!("GET /{} HTTP/2.0\r\n", "a".repeat(LINE_CAP));
-        assert!(run(long.as_bytes(), 4096).1);
-        let long = format!("GET /{} HTTP/1.1\r\n\r\n{GET}", "a".repeat(LINE_CAP));
-        assert_eq!(run(long.as_bytes(), 4096), (long.len(), false, Position::Unknown));
+    fn every_head_gets_the_stamp_first_even_after_a_chunked_body() {
+        let post = "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
+        let (out, _, _) = run(format!("{GET}{post}").as_bytes(), 5);
+        let stamped = format!(
+            "GET /health HTTP/1.1\r\n{STAMP}Host: x\r\n\r\nPOST / HTTP/1.1\r\n{STAMP}Content-Length: 3\r\n\r\nabc"
+        );
+        assert_eq!(out, stamped);
+        // A client's own copy of the stamp comes after ours, where it is not looked at.
+        let forged = format!("GET / HTTP/1.1\r\n{STAMP}\r\n");
+        assert_eq!(run(forged.as_bytes(), 3).0, format!("GET / HTTP/1.1\r\n{STAMP}{STAMP}\r\n"));
+        // Nothing of a head reaches tiny_http before it ends.
+        assert_eq!(run(b"GET / HTTP/1.1\r\nHost: x\r\n", 4), (String::new(), None, Position::InHead));
+        // Keep-alive after a chunked body read to its end: the next request is stamped.
+        let chunked = format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n{GET}");
+        let expected = format!(
+            "POST / HTTP/1.1\r\n{STAMP}Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\nGET /health HTTP/1.1\r\n{STAMP}Host: x\r\n\r\n"
+        );
+        assert_eq!(run(chunked.as_bytes(), 6).0, expected);
+        // A body the decoder cannot read: what follows goes unstamped (and is not acted on).
+        let gzip = format!("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nContent-Length: 4\r\n\r\nabcd{GET}");
+        let expected =
+            format!("POST / HTTP/1.1\r\n{STAMP}Transfer-Encoding: gzip\r\nContent-Length: 4\r\n\r\nabcd{GET}");
+        assert_eq!(run(gzip.as_bytes(), 6), (expected, None, Position::Unknown));
+    }
+
+    #[test]
+    fn a_line_or_head_too_long_to_hold_is_refused() {
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(LINE_CAP));
+        assert_eq!(run(long.as_bytes(), 4096), (String::new(), Some(Refusal::LineTooLong), Position::Between));
+        let header = format!("X-Big: {}\r\n", "b".repeat(1000));
+        let big = format!("{GET}GET / HTTP/1.1\r\n{}\r\n", header.repeat(HEAD_CAP / 1000));
+        assert_eq!(
+            run(big.as_bytes(), 4096),
+            (format!("GET /health HTTP/1.1\r\n{STAMP}Host: x\r\n\r\n"), Some(Refusal::HeadTooLarge), Position::InHead)
+        );
+        // Just under the limits, both pass.
+        let fits = format!("GET /{} HTTP/1.1\r\n{}\r\n", "a".repeat(1000), header.repeat(HEAD_CAP / 1100));
+        assert_eq!(run(fits.as_bytes(), 4096).1, None);
     }
 }

@@ -1,0 +1,611 @@
+//! One relayed connection as data: what it has buffered each way, whether it still forwards the
+//! client's bytes, what we answer ourselves at the end, and when it times out. Pure: the
+//! `http-relay` loop (`relay.rs`) tells a [`Link`] what happened (bytes read, an end of stream,
+//! a failed write, the time) and does what it asks (which sockets to read, what to write, when
+//! to half-close and close). No I/O, no clock, no locks.
+//!
+//! The life of a link: it forwards the client's bytes to tiny_http (checking them with
+//! [`Tracker`] first) and tiny_http's answers back, until forwarding ends ([`End`]). It then
+//! half-closes towards tiny_http, which answers what it has and closes; those answers go out,
+//! then our own last answer if one is due (`505`, `408`), and the link is done. Each direction
+//! buffers at most [`CAP`] bytes: a side whose buffer towards the other is full is not read.
+
+use std::time::{Duration, Instant};
+
+use super::relay::Cut;
+use super::tracker::{Position, Refusal, Tracker, Verdict, HEAD_CAP, LINE_CAP};
+use crate::http::api::Reply;
+use crate::http::error::ApiError;
+
+/// The most bytes buffered in each direction.
+pub(crate) const CAP: usize = 64 << 10;
+/// A drained buffer keeps an allocation of up to this size for the next bytes.
+const KEEP: usize = 16 << 10;
+
+/// Why a link stopped forwarding the client's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The client closed its side, or its connection failed.
+    ClientGone,
+    /// tiny_http closed the connection first, or its connection failed.
+    ServerClosed,
+    /// The client was silent for the idle timeout.
+    Idle,
+    /// A request tiny_http must not see.
+    Refused(Refusal),
+    Stopping,
+}
+
+/// Which ways a socket is to be watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Interest {
+    pub(crate) read: bool,
+    pub(crate) write: bool,
+}
+
+/// Bytes read from one side, not yet written to the other.
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    at: usize,
+}
+
+impl Pending {
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[self.at..]
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    fn consume(&mut self, written: usize) {
+        self.at = (self.at + written).min(self.bytes.len());
+        if self.at == self.bytes.len() {
+            self.clear();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.at = 0;
+        if self.bytes.capacity() > KEEP {
+            // A thousand idle keep-alive connections should not each hold a large buffer.
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.clear();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Link {
+    tracker: Tracker,
+    idle: Duration,
+    /// From the client, for tiny_http.
+    up: Pending,
+    /// From tiny_http (and ours at the end), for the client.
+    down: Pending,
+    /// Why forwarding ended; `None` while the client's bytes are forwarded.
+    end: Option<End>,
+    /// Our own last answer, sent once tiny_http's are out.
+    last_word: Option<ApiError>,
+    /// Nothing more comes from tiny_http or goes to it (it closed, or its connection failed).
+    server_done: bool,
+    /// The half-close towards tiny_http was made.
+    server_shut: bool,
+    /// The last word (if any) is in `down`: once it is out, the link is done.
+    closing: bool,
+    /// Cut at once, with nothing more sent (the client does not take its answers, a stall).
+    aborted: bool,
+    cut: Option<Cut>,
+    /// The last bytes from the client (or when reading it resumed).
+    client_seen: Instant,
+    /// The last progress with tiny_http: bytes read from it or written to it.
+    server_seen: Instant,
+    /// The last bytes written to the client (or when `down` stopped being empty).
+    client_taken: Instant,
+}
+
+impl Link {
+    /// A link whose requests reach tiny_http with `stamp` after their request line.
+    pub(crate) fn new(idle: Duration, now: Instant, stamp: Vec<u8>) -> Link {
+        Link {
+            tracker: Tracker::new(stamp),
+            idle,
+            up: Pending::default(),
+            down: Pending::default(),
+            end: None,
+            last_word: None,
+            server_done: false,
+            server_shut: false,
+            closing: false,
+            aborted: false,
+            cut: None,
+            client_seen: now,
+            server_seen: now,
+            client_taken: now,
+        }
+    }
+
+    /// How many bytes to read from the client now (0: do not read it).
+    pub(crate) fn client_room(&self) -> usize {
+        if self.end.is_some() || self.aborted {
+            return 0;
+        }
+        CAP.saturating_sub(self.up.len())
+    }
+
+    /// How many bytes to read from tiny_http now (0: do not read it).
+    pub(crate) fn server_room(&self) -> usize {
+        if self.server_done || self.aborted {
+            return 0;
+        }
+        CAP.saturating_sub(self.down.len())
+    }
+
+    pub(crate) fn client_interest(&self) -> Interest {
+        Interest { read: self.client_room() > 0, write: !self.to_client().is_empty() }
+    }
+
+    pub(crate) fn server_interest(&self) -> Interest {
+        Interest { read: self.server_room() > 0, write: !self.to_server().is_empty() }
+    }
+
+    /// Bytes read from the client: forwarded as the tracker says, up to a request tiny_http
+    /// must not see.
+    pub(crate) fn client_sent(&mut self, bytes: &[u8], now: Instant) {
+        self.client_seen = now;
+        if self.up.is_empty() {
+            self.server_seen = now;
+        }
+        if let Verdict::Refuse(refusal) = self.tracker.feed(bytes, &mut self.up.bytes) {
+            self.end(End::Refused(refusal), now);
+        }
+    }
+
+    /// The client closed its side, or reading it failed.
+    pub(crate) fn client_gone(&mut self, now: Instant) {
+        self.end(End::ClientGone, now);
+    }
+
+    pub(crate) fn server_sent(&mut self, bytes: &[u8], now: Instant) {
+        self.server_seen = now;
+        if self.down.is_empty() {
+            self.client_taken = now;
+        }
+        self.down.push(bytes);
+    }
+
+    /// tiny_http closed, or reading from or writing to it failed.
+    pub(crate) fn server_gone(&mut self, now: Instant) {
+        self.server_done = true;
+        // Nobody is left to read them.
+        self.up.clear();
+        self.end(End::ServerClosed, now);
+        self.settle();
+    }
+
+    pub(crate) fn to_server(&self) -> &[u8] {
+        if self.server_done || self.aborted {
+            return &[];
+        }
+        self.up.as_slice()
+    }
+
+    pub(crate) fn wrote_server(&mut self, written: usize, now: Instant) {
+        if written == 0 {
+            return;
+        }
+        if self.up.len() >= CAP {
+            // The client was not read while tiny_http was not taking its bytes: not its silence.
+            self.client_seen = now;
+        }
+        self.server_seen = now;
+        self.up.consume(written);
+    }
+
+    /// Whether the half-close towards tiny_http is due now.
+    pub(crate) fn shut_server_due(&self) -> bool {
+        self.end.is_some() && !self.server_shut && !self.server_done && !self.aborted && self.up.is_empty()
+    }
+
+    pub(crate) fn server_shut(&mut self) {
+        self.server_shut = true;
+    }
+
+    pub(crate) fn to_client(&self) -> &[u8] {
+        if self.aborted {
+            return &[];
+        }
+        self.down.as_slice()
+    }
+
+    pub(crate) fn wrote_client(&mut self, written: usize, now: Instant) {
+        if written > 0 {
+            self.client_taken = now;
+            self.down.consume(written);
+        }
+    }
+
+    /// Writing to the client failed: nothing more is worth doing.
+    pub(crate) fn client_failed(&mut self) {
+        self.aborted = true;
+    }
+
+    /// The server is stopping: forward nothing more; a body being read ends as shutting down.
+    pub(crate) fn stop(&mut self, now: Instant) {
+        self.cut.get_or_insert(Cut::ShuttingDown);
+        self.end(End::Stopping, now);
+    }
+
+    /// Cuts the link at once.
+    pub(crate) fn abort(&mut self) {
+        self.aborted = true;
+    }
+
+    /// Why the link stopped forwarding, as the request being read on it should learn it.
+    pub(crate) fn cut(&self) -> Option<Cut> {
+        self.cut
+    }
+
+    /// Whether the link has nothing more to do: its sockets are to be closed.
+    pub(crate) fn is_done(&self) -> bool {
+        self.aborted || (self.closing && self.down.is_empty())
+    }
+
+    /// When the link times out if nothing happens before.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        if self.is_done() {
+            return None;
+        }
+        let mut deadline: Option<Instant> = None;
+        let mut clock = |since: Instant| {
+            let at = since + self.idle;
+            deadline = Some(deadline.map_or(at, |d| d.min(at)));
+        };
+        if self.client_room() > 0 {
+            clock(self.client_seen);
+        }
+        // tiny_http does not take the client's bytes, or does not answer once it has them all.
+        if !self.to_server().is_empty() || (self.end.is_some() && !self.server_done) {
+            clock(self.server_seen);
+        }
+        if !self.to_client().is_empty() {
+            clock(self.client_taken);
+        }
+        deadline
+    }
+
+    /// Acts on the deadline, if it has passed: a silent client ends forwarding (tiny_http still
+    /// answers what it has); any other stall cuts the link.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        if !self.deadline().is_some_and(|deadline| deadline <= now) {
+            return;
+        }
+        if self.client_room() > 0 && self.client_seen + self.idle <= now {
+            self.end(End::Idle, now);
+        }
+        if self.deadline().is_some_and(|deadline| deadline <= now) {
+            self.abort();
+        }
+    }
+
+    fn end(&mut self, end: End, now: Instant) {
+        if self.end.is_some() {
+            return;
+        }
+        self.end = Some(end);
+        // tiny_http now gets the idle timeout to answer what it has.
+        self.server_seen = now;
+        let (cut, last_word) = last_word(end, self.tracker.position());
+        if let Some(cut) = cut {
+            self.cut.get_or_insert(cut);
+        }
+        self.last_word = last_word;
+        self.settle();
+    }
+
+    /// Once forwarding has ended and tiny_http is done, our last word follows its answers.
+    fn settle(&mut self) {
+        if self.closing || self.end.is_none() || !self.server_done {
+            return;
+        }
+        if let Some(error) = self.last_word.take() {
+            if self.down.is_empty() {
+                self.client_taken = self.server_seen;
+            }
+            self.down.push(&raw_reply(&error));
+        }
+        self.closing = true;
+    }
+}
+
+/// What ending with `end` at `position` tells a request being read, and what we answer once
+/// tiny_http's answers are out.
+fn last_word(end: End, position: Position) -> (Option<Cut>, Option<ApiError>) {
+    match (end, position) {
+        (End::Refused(Refusal::Version), _) => (None, Some(ApiError::VersionNotSupported)),
+        (End::Refused(Refusal::LineTooLong), _) => (None, Some(ApiError::UrlTooLong { limit: LINE_CAP })),
+        (End::Refused(Refusal::HeadTooLarge), _) => (None, Some(ApiError::HeadersTooLarge { limit: HEAD_CAP })),
+        // tiny_http reads a short body itself and drops the connection without a word when it
+        // stalls; a longer one is read by our handler, which answers 408 on learning the cut.
+        (End::Idle, Position::InBody { buffered }) => {
+            (Some(Cut::IdleTimeout), buffered.then_some(ApiError::RequestTimeout))
+        }
+        (End::Idle, _) => (Some(Cut::IdleTimeout), None),
+        // tiny_http's own read timeout came first.
+        (End::ServerClosed, Position::InBody { buffered: true }) => (None, Some(ApiError::RequestTimeout)),
+        _ => (None, None),
+    }
+}
+
+/// A complete HTTP/1.1 answer for `error`, closing the connection.
+fn raw_reply(error: &ApiError) -> Vec<u8> {
+    let reply = Reply::error(error);
+    let reason = match reply.status {
+        408 => "Request Timeout",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    };
+    let mut bytes = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        reply.status,
+        reply.content_type,
+        reply.body.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(&reply.body);
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(10);
+    const GET: &str = "GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
+    const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    const BAD: &str = "GET /health HTTP/2.0\r\nHost: t\r\n\r\n";
+    const STAMP: &str = "X-R: 1\r\n";
+
+    /// A link between a client and a tiny_http that take every byte at once unless blocked,
+    /// driven as the relay loop drives it.
+    struct Sim {
+        link: Link,
+        start: Instant,
+        now: Instant,
+        to_server: Vec<u8>,
+        to_client: Vec<u8>,
+        half_closed: bool,
+        blocked: [bool; 2],
+    }
+
+    impl Sim {
+        fn new() -> Sim {
+            let start = Instant::now();
+            let link = Link::new(IDLE, start, STAMP.into());
+            Sim {
+                link,
+                start,
+                now: start,
+                to_server: Vec::new(),
+                to_client: Vec::new(),
+                half_closed: false,
+                blocked: [false; 2],
+            }
+        }
+
+        /// One step: `c:BYTES` / `s:BYTES` (read from the client / tiny_http, as much as there
+        /// is room for), `c-eof`, `s-eof`, `c-fails` (a write to it fails), `stop`, `at SECONDS`,
+        /// `block c|s` and `unblock c|s` (the socket takes nothing / everything).
+        fn step(&mut self, step: &str) {
+            let now = self.now;
+            match step.split_once(':') {
+                Some(("c", bytes)) => {
+                    let room = self.link.client_room().min(bytes.len());
+                    self.link.client_sent(&bytes.as_bytes()[..room], now);
+                }
+                Some(("s", bytes)) => {
+                    let room = self.link.server_room().min(bytes.len());
+                    self.link.server_sent(&bytes.as_bytes()[..room], now);
+                }
+                _ => match step.split_once(' ').unwrap_or((step, "")) {
+                    ("c-eof", _) => self.link.client_gone(now),
+                    ("s-eof", _) => self.link.server_gone(now),
+                    ("c-fails", _) => self.link.client_failed(),
+                    ("stop", _) => self.link.stop(now),
+                    ("at", secs) => {
+                        self.now = self.start + Duration::from_secs_f64(secs.parse().unwrap());
+                        self.link.expire(self.now);
+                    }
+                    ("block", side) => self.blocked[usize::from(side == "s")] = true,
+                    ("unblock", side) => self.blocked[usize::from(side == "s")] = false,
+                    _ => panic!("unknown step {step:?}"),
+                },
+            }
+            self.flush();
+        }
+
+        /// What the loop does after every event.
+        fn flush(&mut self) {
+            if !self.blocked[1] {
+                let bytes = self.link.to_server().to_vec();
+                self.to_server.extend_from_slice(&bytes);
+                self.link.wrote_server(bytes.len(), self.now);
+            }
+            if self.link.shut_server_due() {
+                self.half_closed = true;
+                self.link.server_shut();
+            }
+            if !self.blocked[0] {
+                let bytes = self.link.to_client().to_vec();
+                self.to_client.extend_from_slice(&bytes);
+                self.link.wrote_client(bytes.len(), self.now);
+            }
+        }
+
+        fn summary(&self) -> String {
+            let sent = self.to_server.len();
+            let answers = String::from_utf8_lossy(&self.to_client);
+            let statuses: Vec<&str> = answers
+                .split("HTTP/1.1 ")
+                .skip(1)
+                .filter_map(|a| a.get(..3))
+                .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+                .collect();
+            let state = match (self.link.is_done(), self.link.deadline()) {
+                (true, _) => "done".to_owned(),
+                (false, Some(at)) => format!("open until {}", (at - self.start).as_secs()),
+                (false, None) => "open".to_owned(),
+            };
+            let mut summary = format!("tiny_http got {sent} bytes; client got {statuses:?}; {state}");
+            if self.half_closed {
+                summary += "; half-closed";
+            }
+            if let Some(cut) = self.link.cut() {
+                summary += &format!("; cut {cut:?}");
+            }
+            summary
+        }
+    }
+
+    #[track_caller]
+    fn check(steps: &[&str], expected: &str) {
+        let mut sim = Sim::new();
+        for step in steps {
+            sim.step(step);
+        }
+        assert_eq!(sim.summary(), expected, "after {steps:?}");
+    }
+
+    fn post(length: usize, body: &str) -> String {
+        format!("c:POST /ingest HTTP/1.1\r\nContent-Length: {length}\r\n\r\n{body}")
+    }
+
+    #[test]
+    fn requests_and_answers_pass_and_the_idle_clock_restarts_with_each() {
+        let get = format!("c:{GET}");
+        let ok = format!("s:{OK}");
+        check(&[], "tiny_http got 0 bytes; client got []; open until 10");
+        check(&[&get, &ok], "tiny_http got 41 bytes; client got [\"200\"]; open until 10");
+        check(&["at 4", &get, "at 9", &ok], "tiny_http got 41 bytes; client got [\"200\"]; open until 14");
+        // tiny_http closes first (`Connection: close`): its answer goes out, then the link ends.
+        check(&[&get, &ok, "s-eof"], "tiny_http got 41 bytes; client got [\"200\"]; done");
+        // The client half-closes: tiny_http gets the end of stream and still answers.
+        let half = "tiny_http got 41 bytes; client got []; open until 10; half-closed";
+        check(&[&get, "c-eof"], half);
+        check(&[&get, "c-eof", &ok, "s-eof"], "tiny_http got 41 bytes; client got [\"200\"]; done; half-closed");
+    }
+
+    #[test]
+    fn a_version_tiny_http_cannot_answer_gets_505_after_the_answers_before_it() {
+        let bad = format!("c:{BAD}");
+        check(&[&bad], "tiny_http got 0 bytes; client got []; open until 10; half-closed");
+        check(&[&bad, "s-eof"], "tiny_http got 0 bytes; client got [\"505\"]; done; half-closed");
+        let pipelined = format!("c:{GET}{GET}{BAD}");
+        let answers = [pipelined.as_str(), &format!("s:{OK}"), &format!("s:{OK}"), "s-eof"];
+        check(&answers, "tiny_http got 82 bytes; client got [\"200\", \"200\", \"505\"]; done; half-closed");
+        // A request line or head too long to hold: 414 or 431, the same way.
+        let half = "a".repeat(40_000);
+        let line = [format!("c:GET /{half}"), format!("c:{half}"), "s-eof".into()];
+        check(&line.each_ref().map(String::as_str), "tiny_http got 0 bytes; client got [\"414\"]; done; half-closed");
+        let header = format!("c:X-Big: {half}\r\n");
+        let head = [format!("c:{GET}GET / HTTP/1.1\r\n"), header.clone(), header, format!("s:{OK}"), "s-eof".into()];
+        let expected = "tiny_http got 41 bytes; client got [\"200\", \"431\"]; done; half-closed";
+        check(&head.each_ref().map(String::as_str), expected);
+        // The 505 waits for the answers even when the client is slow to take them.
+        let slow = [pipelined.as_str(), "block c", &format!("s:{OK}"), "s-eof", "unblock c", "at 1"];
+        check(&slow, "tiny_http got 82 bytes; client got [\"200\", \"505\"]; done; half-closed");
+    }
+
+    #[test]
+    fn silence_ends_forwarding_and_a_stalled_short_body_gets_408() {
+        check(&["at 10"], "tiny_http got 0 bytes; client got []; open until 20; half-closed; cut IdleTimeout");
+        check(&["at 10", "s-eof"], "tiny_http got 0 bytes; client got []; done; half-closed; cut IdleTimeout");
+        // tiny_http reads a body of up to 1024 bytes itself, and drops it without a word.
+        let short = post(100, "{\"ids\"");
+        check(
+            &[&short, "at 10", "s-eof"],
+            "tiny_http got 60 bytes; client got [\"408\"]; done; half-closed; cut IdleTimeout",
+        );
+        // Our handler reads a longer one, and answers 408 itself on learning the cut.
+        let long = post(5000, "{\"ids\"");
+        let answer = "s:HTTP/1.1 408 Request Timeout\r\n\r\n";
+        check(
+            &[&long, "at 10", answer, "s-eof"],
+            "tiny_http got 61 bytes; client got [\"408\"]; done; half-closed; cut IdleTimeout",
+        );
+        // tiny_http's own timeout came first, inside a short body.
+        check(&[&short, "s-eof"], "tiny_http got 60 bytes; client got [\"408\"]; done");
+        // Nothing of a request under way: no word.
+        check(&[&format!("c:{GET}"), "s-eof"], "tiny_http got 41 bytes; client got []; done");
+    }
+
+    #[test]
+    fn stopping_forwards_nothing_more_and_the_body_being_read_learns_why() {
+        let long = post(5000, "{\"ids\"");
+        check(&[&long, "stop"], "tiny_http got 61 bytes; client got []; open until 10; half-closed; cut ShuttingDown");
+        check(
+            &[&long, "stop", "c:more"],
+            "tiny_http got 61 bytes; client got []; open until 10; half-closed; cut ShuttingDown",
+        );
+        // A connection already cut for silence keeps that reason.
+        check(
+            &[&long, "at 10", "stop"],
+            "tiny_http got 61 bytes; client got []; open until 20; half-closed; cut IdleTimeout",
+        );
+    }
+
+    #[test]
+    fn a_side_whose_buffer_is_full_is_not_read_and_a_stall_cuts_the_link() {
+        let big = format!("c:{}", "x".repeat(CAP + 10));
+        let mut sim = Sim::new();
+        sim.step("block s");
+        sim.step(&post(CAP * 2, ""));
+        sim.step(&big);
+        assert_eq!(sim.link.client_room(), 0);
+        assert_eq!(sim.link.client_interest(), Interest { read: false, write: false });
+        assert_eq!(sim.link.server_interest(), Interest { read: true, write: true });
+        // The client is not idle while it is not read; tiny_http, not taking bytes, is cut.
+        sim.step("at 9");
+        sim.step("unblock s");
+        assert_eq!(sim.link.client_room(), CAP);
+        assert_eq!(sim.summary(), format!("tiny_http got {CAP} bytes; client got []; open until 19"));
+        sim.step("block s");
+        sim.step(&big);
+        sim.step("at 19");
+        assert_eq!(sim.summary(), format!("tiny_http got {CAP} bytes; client got []; done"));
+
+        // Answers the client does not take: tiny_http is not read, and the link is cut.
+        let mut sim = Sim::new();
+        sim.step(&format!("c:{GET}"));
+        sim.step("block c");
+        sim.step(&format!("s:{}", "y".repeat(CAP + 10)));
+        assert_eq!(sim.link.server_room(), 0);
+        assert_eq!(sim.link.client_interest(), Interest { read: true, write: true });
+        sim.step("at 5");
+        sim.step(&format!("c:{GET}"));
+        sim.step("at 10");
+        assert!(sim.link.is_done() && sim.link.to_client().is_empty(), "{}", sim.summary());
+    }
+
+    #[test]
+    fn a_tiny_http_that_never_answers_after_the_end_is_cut_and_a_failed_client_at_once() {
+        let get = format!("c:{GET}");
+        check(&[&get, "c-eof", "at 9"], "tiny_http got 41 bytes; client got []; open until 10; half-closed");
+        check(&[&get, "c-eof", "at 10"], "tiny_http got 41 bytes; client got []; done; half-closed");
+        check(&[&get, "c-fails"], "tiny_http got 41 bytes; client got []; done");
+        // A refused line's 505 is not sent to a client that failed.
+        check(&[&format!("c:{BAD}"), "c-fails", "s-eof"], "tiny_http got 0 bytes; client got []; done; half-closed");
+    }
+}
