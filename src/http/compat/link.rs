@@ -287,7 +287,7 @@ impl Link {
     /// Acts on the deadline, if it has passed: a silent client ends forwarding (tiny_http still
     /// answers what it has); any other stall cuts the link.
     pub(crate) fn expire(&mut self, now: Instant) {
-        if !self.deadline().is_some_and(|deadline| deadline <= now) {
+        if self.deadline().is_none_or(|deadline| deadline > now) {
             return;
         }
         if self.client_room() > 0 && self.client_seen + self.idle <= now {

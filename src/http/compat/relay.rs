@@ -480,7 +480,7 @@ impl Relay {
             watch(&self.epoll, socket, data, &mut entry.watching[side], wanted[side]);
         }
         if let Some(deadline) = entry.link.deadline() {
-            if entry.scheduled.map_or(true, |scheduled| deadline < scheduled) {
+            if entry.scheduled.is_none_or(|scheduled| deadline < scheduled) {
                 entry.scheduled = Some(deadline);
                 self.timers.push(Reverse((deadline, id)));
             }
