@@ -171,9 +171,8 @@ impl App {
     /// it returns once they are on disk. A `key` seen before answers the first ingestion's id
     /// and enqueues nothing.
     pub fn ingest(&self, priority: Priority, ids: Vec<Id>, key: Option<&str>) -> Result<Uuid, IngestError> {
-        // A handoff channel: its receive sleeps at once, no spinning while a group commit runs.
-        let (tx, rx) = crate::handoff::channel();
-        self.ingest_then(priority, ids, key, Box::new(move |result| tx.send(result)));
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.ingest_then(priority, ids, key, Box::new(move |result| drop(tx.send(result))));
         rx.recv().unwrap_or(Err(IngestError::ShuttingDown))
     }
 

@@ -32,7 +32,6 @@
 pub mod app;
 pub mod clock;
 pub mod config;
-pub mod handoff;
 pub mod http;
 pub mod journal;
 pub mod log;

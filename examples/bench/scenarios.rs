@@ -171,7 +171,7 @@ pub fn hardening(setup: &Setup, report: &mut Report) {
 /// A/B: this build's ingestd ("a") against another build (`BENCH_AGAINST`, "b"), alternating
 /// on the same machine, on the headline figures a change in the request path moves: POST
 /// /ingest at 32 and 256 connections and GET /status at 256 in memory, and POST at 32 durable.
-/// E.g. a build with `handoff::channel` replaced by crossbeam's `unbounded`.
+/// E.g. a build with one channel or lock replaced by another.
 pub fn against(setup: &Setup, other: &Path, report: &mut Report) {
     let memory = ["--interval", "1h", "--max-queued-ids", "1000000000"];
     let (a, b) = (start_binary(&setup.ingestd, setup, &memory), start_binary(other, setup, &memory));

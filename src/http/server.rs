@@ -18,8 +18,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::handoff::{self, Receiver};
-use socket2::SockRef;
+use crossbeam_channel::Receiver;
 use tiny_http::{Header, Request, Response};
 
 use super::api::{self, Head, Reply};
@@ -99,7 +98,7 @@ impl HttpServer {
         // never times out and a connection is never ended by two clocks.
         // No Nagle delay (accepted sockets inherit it): an answer may reach the relay as head and
         // body apart, and a body over one segment would wait for the client's delayed ACK.
-        SockRef::from(&listener).set_tcp_nodelay(true)?;
+        rustix::net::sockopt::set_tcp_nodelay(&listener, true)?;
         let (endpoint, internal) = Endpoint::bind()?;
         let connections = Arc::new(Connections::default());
         let shared = Arc::new(Shared {
@@ -110,7 +109,7 @@ impl HttpServer {
             connections: Arc::clone(&connections),
         });
         let threads = options.threads.max(1);
-        let (body_tx, body_rx) = handoff::channel();
+        let (body_tx, body_rx) = crossbeam_channel::unbounded();
         let handlers = spawn_handlers("http-body", threads, &body_rx, &shared)?;
         let gate = Arc::clone(&shared);
         let dispatch: Dispatch = Arc::new(move |request: Request| {
@@ -125,7 +124,8 @@ impl HttpServer {
                 Origin::Unknown => (None, Err(ApiError::ConnectionRejected)),
             };
             if streams_body(&request) {
-                body_tx.send((request, conn, framing));
+                // The handlers outlive the pumps (see `stop`), so this never fails.
+                let _ = body_tx.send((request, conn, framing));
                 return None;
             }
             let shared = Arc::clone(&gate);

@@ -28,11 +28,11 @@ pub use health::{Outage, StorageHealth};
 pub use record::{crc32, group_header, Group, GroupHeader, Record, GROUP_HEADER_LEN, HEADER, HEADER_V1};
 pub use replay::{replay, replay_v1, Corrupt, Recovered};
 
-use crate::handoff::{self, Receiver, Sender};
 use crate::log;
 use crate::model::{Batch, Ingestion, IngestionRecord};
 use crate::pacer::Queue;
 use crate::store::Store;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 /// The journal's file name inside the data directory; the version is part of the format.
 pub const FILE_NAME: &str = "journal.v2";
@@ -340,7 +340,7 @@ struct Writer {
 
 impl Journal {
     pub fn start(opened: Opened, store: Arc<Store>, queue: Queue, compaction: Compaction) -> io::Result<Journal> {
-        let (tx, rx) = handoff::channel();
+        let (tx, rx) = crossbeam_channel::unbounded();
         let allocated = opened.file.size()?;
         let health = Arc::new(StorageHealth::default());
         let mut writer = Writer {
@@ -370,7 +370,7 @@ impl Journal {
 
     /// Saves what was sent before, then joins the thread; later records fail with an error.
     pub fn stop(self) {
-        self.handle.ops.send(Op::Stop);
+        let _ = self.handle.ops.send(Op::Stop);
         let _ = self.thread.join();
     }
 }
@@ -392,15 +392,15 @@ impl JournalHandle {
     pub fn ingest_then(&self, ingestion: Arc<Ingestion>, done: Saved) {
         let mut encoded = Vec::new();
         Record::ingest(ingestion.record(), false).encode(&mut encoded);
-        // Sent to a stopped journal, the op is dropped with the channel, and its answer is an error.
-        self.ops.send(Op::Ingest(ingestion, encoded, Answer(Some(done))));
+        // Sent to a stopped journal, the op comes back and is dropped, and its answer is an error.
+        let _ = self.ops.send(Op::Ingest(ingestion, encoded, Answer(Some(done))));
     }
 
     /// Saves a transition of `batch` and applies it to the batch; once this returns `Ok`, it is
     /// on disk and visible. On `Err` nothing was applied.
     pub fn transition(&self, record: Record, batch: &Batch) -> Result<(), WriteError> {
         self.wait(|answer| {
-            self.ops.send(Op::Transition(record, batch.clone(), Answer(Some(answer))));
+            let _ = self.ops.send(Op::Transition(record, batch.clone(), Answer(Some(answer))));
         })
     }
 
@@ -431,10 +431,10 @@ const GATHER: Duration = Duration::from_micros(150);
 /// rather than waits for each record, so senders do not wake it one by one.
 fn gather(first: Op, ops: &Receiver<Op>) -> Vec<Op> {
     let mut group = vec![first];
-    group.extend(ops.drain());
+    group.extend(ops.try_iter());
     if group.len() > 1 {
         thread::sleep(GATHER);
-        group.extend(ops.drain());
+        group.extend(ops.try_iter());
     }
     group
 }
@@ -443,7 +443,7 @@ impl Writer {
     fn run(&mut self, ops: &Receiver<Op>) {
         loop {
             match ops.recv_deadline(Instant::now() + HOUSEKEEPING) {
-                Some(first) => {
+                Ok(first) => {
                     let mut group = gather(first, ops);
                     let stop = group.iter().position(|op| matches!(op, Op::Stop));
                     if let Some(at) = stop {
@@ -454,8 +454,8 @@ impl Writer {
                         return self.stop_cleanly();
                     }
                 }
-                None if ops.is_closed() => return,
-                None => self.housekeeping(),
+                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => self.housekeeping(),
             }
         }
     }
