@@ -1,15 +1,13 @@
-//! Keeps tiny_http accepting on our listener: the `http-accept` supervisor thread, and the
+//! Keeps tiny_http accepting on its internal socket: the `http-accept` supervisor thread, and the
 //! `http-G-N` pump threads of each tiny_http `Server` G, which take its requests in turn (one
 //! lock per generation, so the checks made as a request is taken see a connection's requests in
 //! the order tiny_http read them) and then answer them with the handler `server.rs` gives
 //! ([`Dispatch`]). Never parses or answers a request itself.
 //!
-//! Why: the idle timeout is `SO_RCVTIMEO` (and `SO_SNDTIMEO`) on the listener, which Linux
-//! copies to every accepted socket; but it also makes a blocking `accept()` fail once nobody
-//! has connected for that long, and tiny_http 0.12.0 ends its accept loop on any accept error
-//! (as it does when it runs out of file descriptors). Its accept thread also dies without a
-//! word when it cannot start a thread. So the supervisor holds the listener (the port never
-//! closes) and, whenever a `Server`'s accept loop ends, starts a new `Server` on a duplicate of
+//! Why: tiny_http 0.12.0 ends its accept loop on any accept error (as when the process runs out
+//! of file descriptors), and its accept thread dies without a word when it cannot start a
+//! thread. So the supervisor holds the listener and, whenever a `Server`'s accept loop ends,
+//! starts a new `Server` on a duplicate of
 //! it (a "generation"). A few of the old generation's pumps go on answering requests from the
 //! connections it already has, and retire once it has been quiet for long enough that the idle
 //! timeout has closed them. A silent death is caught by a probe: every [`PROBE_EVERY`] the

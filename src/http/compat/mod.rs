@@ -10,8 +10,8 @@
 //!   `505`; the relay also enforces the idle timeout on the client side, answers `408` for a
 //!   stalled short body (which tiny_http drops without a word), cuts every connection at
 //!   shutdown, and stamps each request with its connection ([`STAMP`]). `relay.rs` is the I/O
-//!   (one `http-relay` thread, epoll), `link.rs` one connection's state and `tracker.rs` where
-//!   its requests start; the last two are pure.
+//!   (two `http-relay-N` threads, each an epoll loop), `link.rs` one connection's
+//!   state and `tracker.rs` where its requests start; the last two are pure.
 
 mod endpoint;
 mod link;

@@ -1,4 +1,4 @@
-//! The public listener and the relay to tiny_http: a few `http-relay-N` threads (one per core)
+//! The public listener and the relay to tiny_http: two `http-relay-N` threads
 //! each run an epoll loop over non-blocking sockets. Each accepts client connections in turn,
 //! opens their twins to tiny_http's internal endpoint (a Unix socket, `endpoint.rs`), and moves
 //! bytes both ways as each connection's [`Link`] asks (the link holds the state; this module does the I/O, the timers
