@@ -1,24 +1,28 @@
 //! ingestd: an HTTP service that feeds ingestion requests to a rate-limited external API.
 //!
 //! Threads, and what they touch:
+//! - `http-relay-N` ([`http`]'s `compat/`) own the public listener and relay each connection to
+//!   tiny_http over a private Unix socket, finding where its requests start: a request line
+//!   tiny_http would deadlock on (HTTP/2.0, 3.0) never reaches it; they also own the timeouts.
 //! - `http-G-N` pump threads ([`http`]) take tiny_http's requests in turn, check their framing
 //!   in arrival order, then answer them; `http-body-N` threads answer those whose body is still
 //!   on the socket. In memory mode they insert into the [`store::Store`] and submit to the
-//!   queue; in durable mode they hand the ingestion and a responder to the journal and wait for
-//!   it (one fsync per group), then answer.
+//!   queue; in durable mode they hand the ingestion to the journal and wait for it (one fsync per
+//!   group), then answer.
 //! - `journal` ([`journal`], only with `--data-dir`) writes records in groups with one fsync each,
 //!   then inserts and submits what it saved, in journal order; it also compacts and sweeps.
 //! - `pacer` ([`pacer`], real-time where allowed: [`realtime`]) waits on the queue's Condvar
 //!   until the next batch may go, and is the only thread that releases one: at most one per
 //!   interval, deciding with the pure [`scheduler::Scheduler`]; it sends releases over a channel
 //!   and never does I/O under the lock.
-//! - `worker` ([`worker`], real-time where allowed) journals the release, calls the external API
-//!   for each id of the batch, journals the completion, then reports it to the queue (the queue
-//!   lock, briefly), which notifies the pacer.
+//! - `worker` ([`worker`], real-time where allowed) journals the release (holding it until it is
+//!   on disk), calls the external API for each id of the batch (simulated, or [`upstream`]),
+//!   journals how it ended, then reports it to the queue (the queue lock, briefly), which
+//!   notifies the pacer.
 //! - `log-writer` ([`log`]) writes the pacer's and worker's log records, so they never block on
 //!   a file or pipe.
 //! - `unstrand` works around a tiny_http connection-pool defect; `http-accept` keeps tiny_http's
-//!   accept loop running under the idle timeout; tiny_http runs its own accept and connection
+//!   accept loop running; tiny_http runs its own accept and connection
 //!   threads. Every HTTP thread, ours and tiny_http's, descends from one thread that lowered its
 //!   own priority ([`realtime::start_lowered`]), so all of them run below the core threads.
 //!
