@@ -96,7 +96,8 @@ print(s.server_address[1], flush=True)
 s.serve_forever()
 ' >"$root/upstream.log" &
 upstream=$!
-trap 'kill $upstream 2>/dev/null; cleanup' EXIT
+uppid=
+trap 'kill $upstream $uppid 2>/dev/null; cleanup' EXIT
 for _ in $(seq 50); do [ -s "$root/upstream.log" ] && break; sleep 0.1; done
 uport=$(head -n 1 "$root/upstream.log")
 [ -n "$uport" ] || fail "the test upstream did not start"
