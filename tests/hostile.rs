@@ -327,3 +327,29 @@ fn a_request_hidden_in_a_chunked_body_nobody_read_is_not_acted_on() {
     assert!(!codes.contains(&200) && !codes.contains(&202), "the hidden request was acted on: {text:?}");
     assert!(text.contains("connection_rejected") && !text.contains("\"ingestion_id\":"), "{text:?}");
 }
+
+/// A connection that has not sent a whole head is the relay's alone: tiny_http (a pool thread
+/// and two descriptors per connection, kept until the connection ends) sees it only with its
+/// first request.
+#[test]
+fn a_connection_without_a_whole_head_takes_nothing_of_tiny_http() {
+    let server = Server::start(&[]);
+    let pid = server.pid();
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let before = fds(pid);
+    let mut held: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(&addr).expect("connect")).collect();
+    for (n, conn) in held.iter_mut().enumerate() {
+        if n % 2 == 0 {
+            conn.write_all(b"GET /status/").expect("a head's first bytes");
+        }
+    }
+    wait_for("the relay to accept them", Duration::from_secs(10), || (fds(pid) >= before + 50).then_some(()));
+    // Each accepted connection's events are handled before a later one's answer comes back.
+    let mut probe = TcpStream::connect(&addr).expect("connect");
+    probe.write_all(GET.as_bytes()).expect("send");
+    let mut answer = [0; 12];
+    probe.read_exact(&mut answer).expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let now = fds(pid);
+    assert!(now < before + 50 + 20, "{} descriptors for 50 connections without a head", now - before);
+}

@@ -1,9 +1,10 @@
-//! The public listener and the relay to tiny_http: two `http-relay-N` threads
-//! each run an epoll loop over non-blocking sockets. Each accepts client connections in turn,
-//! opens their twins to tiny_http's internal endpoint (a Unix socket, `endpoint.rs`), and moves
-//! bytes both ways as each connection's [`Link`] asks (the link holds the state; this module does the I/O, the timers
-//! and the bookkeeping). Every request reaches tiny_http stamped with its connection's
-//! identity (a header right after the request line, see `tracker.rs`), and [`Connections`]
+//! The public listener and the relay to tiny_http: two `http-relay-N` threads each run an epoll
+//! loop over non-blocking sockets. Each accepts client connections in turn, opens their twins to
+//! tiny_http's internal endpoint (a Unix socket, `endpoint.rs`) once a whole head is ready to
+//! forward, and moves bytes both ways as each connection's [`Link`] asks (the link holds the
+//! state; this module does the I/O, the timers and the bookkeeping). Every request reaches
+//! tiny_http stamped with its connection's identity (a header right after the request line, see
+//! `tracker.rs`), and [`Connections`]
 //! maps a stamp to the client's connection ([`Conn`]: its peer address, its quarantine, why it
 //! was cut).
 //!
@@ -256,7 +257,9 @@ fn watch_listener(epoll: &OwnedFd, listener: &TcpListener) -> io::Result<()> {
 struct Entry {
     link: Link,
     client: OwnedFd,
-    server: OwnedFd,
+    /// Opened with the first bytes for tiny_http: a connection that never sends a whole head
+    /// (silent, dripping, or refused at once) takes none of tiny_http's threads.
+    server: Option<OwnedFd>,
     /// What epoll watches each socket for.
     watching: [Interest; 2],
     /// The last write to each socket would have blocked; cleared when it is writable again.
@@ -269,12 +272,12 @@ struct Entry {
 const CLIENT: usize = 0;
 const SERVER: usize = 1;
 
-/// A link's socket on `side`.
-fn socket<'a>(client: &'a OwnedFd, server: &'a OwnedFd, side: usize) -> &'a OwnedFd {
+/// A link's socket on `side`, if it has one.
+fn socket<'a>(client: &'a OwnedFd, server: &'a Option<OwnedFd>, side: usize) -> Option<&'a OwnedFd> {
     if side == CLIENT {
-        client
+        Some(client)
     } else {
-        server
+        server.as_ref()
     }
 }
 
@@ -413,13 +416,6 @@ impl Relay {
 
     /// Starts relaying a new client connection.
     fn open(&mut self, client: OwnedFd, peer: SocketAddr, now: Instant) {
-        let server = match connect(&self.server) {
-            Ok(server) => server,
-            Err(error) => {
-                log::info(format_args!("cannot reach the HTTP workers ({error}); a connection was closed"));
-                return;
-            }
-        };
         let id = self.next_id;
         self.next_id += self.id_step;
         let conn = Arc::new(Conn::new(peer));
@@ -427,7 +423,7 @@ impl Relay {
         let entry = Entry {
             link: Link::new(self.idle, now, self.connections.stamp(id)),
             client,
-            server,
+            server: None,
             watching: [Interest::default(); 2],
             blocked: [false; 2],
             conn,
@@ -459,11 +455,26 @@ impl Relay {
         if let Some(cut) = entry.link.cut() {
             entry.conn.set_cut(cut);
         }
+        if entry.server.is_none() && !entry.link.to_server().is_empty() {
+            match connect(&self.server) {
+                Ok(server) => entry.server = Some(server),
+                Err(error) => {
+                    log::info(format_args!("cannot reach the HTTP workers ({error}); a connection was closed"));
+                    entry.link.server_gone(now);
+                }
+            }
+        }
         flush(entry, SERVER, now);
         if entry.link.shut_server_due() {
-            // tiny_http reads an end of stream: it answers what it has, then closes.
-            let _ = net::shutdown(&entry.server, net::Shutdown::Write);
-            entry.link.server_shut();
+            match &entry.server {
+                // tiny_http reads an end of stream: it answers what it has, then closes.
+                Some(server) => {
+                    let _ = net::shutdown(server, net::Shutdown::Write);
+                    entry.link.server_shut();
+                }
+                // tiny_http never saw this connection: nothing to wait for.
+                None => entry.link.server_gone(now),
+            }
         }
         flush(entry, CLIENT, now);
         if entry.link.is_done() {
@@ -476,8 +487,9 @@ impl Relay {
         let wanted = [entry.link.client_interest(), entry.link.server_interest()];
         for side in [CLIENT, SERVER] {
             let data = epoll::EventData::new_u64(id * 2 + side as u64);
-            let socket = socket(&entry.client, &entry.server, side);
-            watch(&self.epoll, socket, data, &mut entry.watching[side], wanted[side]);
+            if let Some(socket) = socket(&entry.client, &entry.server, side) {
+                watch(&self.epoll, socket, data, &mut entry.watching[side], wanted[side]);
+            }
         }
         if let Some(deadline) = entry.link.deadline() {
             if entry.scheduled.is_none_or(|scheduled| deadline < scheduled) {
@@ -496,7 +508,8 @@ fn read(entry: &mut Entry, side: usize, scratch: &mut [u8], now: Instant) {
         return;
     }
     let buffer = &mut scratch[..room.min(CAP)];
-    match rustix::io::read(socket(&entry.client, &entry.server, side), &mut *buffer) {
+    let Some(socket) = socket(&entry.client, &entry.server, side) else { return };
+    match rustix::io::read(socket, &mut *buffer) {
         Ok(read) if read > 0 => {
             if side == CLIENT {
                 link.client_sent(&buffer[..read], now);
@@ -519,7 +532,8 @@ fn flush(entry: &mut Entry, side: usize, now: Instant) {
         if bytes.is_empty() {
             return;
         }
-        match net::send(socket(&entry.client, &entry.server, side), bytes, SendFlags::NOSIGNAL) {
+        let Some(socket) = socket(&entry.client, &entry.server, side) else { return };
+        match net::send(socket, bytes, SendFlags::NOSIGNAL) {
             Ok(written) if side == CLIENT => link.wrote_client(written, now),
             Ok(written) => link.wrote_server(written, now),
             Err(Errno::AGAIN) => entry.blocked[side] = true,
