@@ -88,6 +88,9 @@ struct State {
     /// journal.
     paused_until_ms: u64,
     parked: Option<Parked>,
+    /// How long the pacer last waited to take the lock back after spinning to a deadline: the
+    /// part of a release's lateness that another thread holding the lock caused (logged).
+    lock_wait: Duration,
     stopping: bool,
 }
 
@@ -194,6 +197,7 @@ impl Pacer {
             queued_ids: [0; 3],
             paused_until_ms: 0,
             parked: None,
+            lock_wait: Duration::ZERO,
             stopping: false,
         };
         let shared = Arc::new(Shared {
@@ -245,11 +249,11 @@ fn run(shared: &Shared, releases: &Sender<Release>) {
         let now = shared.clock.now();
         match take_release(shared, &mut state, now) {
             Ok(release) => {
-                let depth = state.depth();
+                let (depth, lock_wait) = (state.depth(), std::mem::take(&mut state.lock_wait));
                 let delivered = MutexGuard::unlocked(&mut state, || {
                     // Logged after the send, so the worker never waits for a record to be
                     // formatted; the `log-writer` thread writes it.
-                    let logged = LoggedRelease::of(&release);
+                    let logged = LoggedRelease::of(&release, lock_wait);
                     shared.metrics.released(&release);
                     let sent = releases.send(release).is_ok();
                     log_release(shared, &logged, depth);
@@ -286,11 +290,12 @@ struct LoggedRelease {
     batch: String,
     at: Instant,
     due: Instant,
+    lock_wait: Duration,
 }
 
 impl LoggedRelease {
-    fn of(release: &Release) -> LoggedRelease {
-        LoggedRelease { batch: release.batch.to_string(), at: release.at, due: release.due }
+    fn of(release: &Release, lock_wait: Duration) -> LoggedRelease {
+        LoggedRelease { batch: release.batch.to_string(), at: release.at, due: release.due, lock_wait }
     }
 }
 
@@ -306,6 +311,7 @@ fn log_release(shared: &Shared, release: &LoggedRelease, depth: Depth) {
             ("release_us", micros(release.at)),
             ("due_us", micros(release.due)),
             ("late_ns", u64::try_from(late.as_nanos()).unwrap_or(u64::MAX)),
+            ("lock_wait_ns", u64::try_from(release.lock_wait.as_nanos()).unwrap_or(u64::MAX)),
         ],
     );
 }
@@ -323,7 +329,9 @@ fn wait(shared: &Shared, state: &mut MutexGuard<'_, State>, parked: Parked) {
             // alone is often late by more than a slice of a busy CPU.
             let timed_out = shared.changed.wait_until(state, early).timed_out();
             if timed_out && state.parked == Some(parked) {
-                MutexGuard::unlocked(state, || spin_until(shared.clock.as_ref(), deadline));
+                let clock = shared.clock.as_ref();
+                let spun = MutexGuard::unlocked(state, || spin_until(clock, deadline));
+                state.lock_wait = clock.now().saturating_duration_since(spun);
             }
         }
         // On a manual clock only `Queue::advance` moves time, and it notifies.
@@ -336,8 +344,13 @@ fn wait(shared: &Shared, state: &mut MutexGuard<'_, State>, parked: Parked) {
 /// per release.
 const SPIN: Duration = Duration::from_micros(500);
 
-fn spin_until(clock: &dyn Clock, deadline: Instant) {
-    while clock.now() < deadline {
+/// Spins until `deadline`; returns the instant it saw it pass.
+fn spin_until(clock: &dyn Clock, deadline: Instant) -> Instant {
+    loop {
+        let now = clock.now();
+        if now >= deadline {
+            return now;
+        }
         std::hint::spin_loop();
     }
 }
