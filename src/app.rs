@@ -69,7 +69,7 @@ pub enum IngestError {
 }
 
 /// Gets the outcome of [`App::ingest_then`].
-pub type Done = Box<dyn FnOnce(Result<Uuid, IngestError>) + Send>;
+pub(crate) type Done = Box<dyn FnOnce(Result<Uuid, IngestError>) + Send>;
 
 pub struct App {
     store: Arc<Store>,
@@ -180,7 +180,7 @@ impl App {
     /// Like [`App::ingest`] without waiting for the disk: `done` gets the outcome, at once in
     /// memory mode, and on the journal thread (so it must be quick and never block) in durable
     /// mode. The caller's thread is free in the meantime.
-    pub fn ingest_then(&self, priority: Priority, ids: Vec<Id>, key: Option<&str>, done: Done) {
+    pub(crate) fn ingest_then(&self, priority: Priority, ids: Vec<Id>, key: Option<&str>, done: Done) {
         if !self.is_accepting() {
             return done(Err(IngestError::ShuttingDown));
         }
@@ -236,11 +236,6 @@ impl App {
         })
     }
 
-    /// Ids accepted and not yet delivered or failed for good.
-    pub fn queued_ids(&self) -> u64 {
-        self.accepted_ids.load(Ordering::Relaxed).saturating_sub(self.fetched_ids())
-    }
-
     fn fetched_ids(&self) -> u64 {
         self.fetched.ok.load(Ordering::Relaxed) + self.fetched.failed.load(Ordering::Relaxed)
     }
@@ -261,7 +256,7 @@ impl App {
     }
 
     /// Whether state is kept on disk (`--data-dir`).
-    pub fn is_durable(&self) -> bool {
+    pub(crate) fn is_durable(&self) -> bool {
         self.storage.is_some()
     }
 
@@ -271,12 +266,8 @@ impl App {
         self.storage.as_ref().and_then(|health| health.outage())
     }
 
-    pub fn is_accepting(&self) -> bool {
+    pub(crate) fn is_accepting(&self) -> bool {
         self.accepting.load(Ordering::Acquire)
-    }
-
-    pub fn fetch_stats(&self) -> &FetchStats {
-        &self.fetched
     }
 
     /// Takes no new work, releases nothing more, waits up to `timeout` for the batch in flight,

@@ -36,17 +36,17 @@ impl<T> Shared<T> {
 }
 
 /// The sending side; the channel closes when the last clone is dropped.
-pub struct Sender<T> {
+pub(crate) struct Sender<T> {
     shared: Arc<Shared<T>>,
 }
 
 /// The receiving side; clones share the items (each item goes to one receiver).
-pub struct Receiver<T> {
+pub(crate) struct Receiver<T> {
     shared: Arc<Shared<T>>,
 }
 
 /// A new, empty, unbounded channel.
-pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
+pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State { items: VecDeque::new(), sleeping: 0 }),
         ready: Condvar::new(),
@@ -59,7 +59,7 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
 impl<T> Sender<T> {
     /// Queues `item`; once every receiver is gone it is dropped instead (which is how an item
     /// carrying a callback learns that nobody will handle it).
-    pub fn send(&self, item: T) {
+    pub(crate) fn send(&self, item: T) {
         let mut state = self.shared.lock();
         if self.shared.receivers.load(Ordering::Acquire) == 0 {
             drop(state);
@@ -94,22 +94,22 @@ impl<T> Drop for Sender<T> {
 
 impl<T> Receiver<T> {
     /// The next item, waiting for one; `None` once the channel is closed and empty.
-    pub fn recv(&self) -> Option<T> {
+    pub(crate) fn recv(&self) -> Option<T> {
         self.recv_until(None)
     }
 
     /// Like [`Receiver::recv`], but gives up at `deadline`; `None` then too.
-    pub fn recv_deadline(&self, deadline: Instant) -> Option<T> {
+    pub(crate) fn recv_deadline(&self, deadline: Instant) -> Option<T> {
         self.recv_until(Some(deadline))
     }
 
     /// Everything queued now, without waiting.
-    pub fn drain(&self) -> Vec<T> {
+    pub(crate) fn drain(&self) -> Vec<T> {
         self.shared.lock().items.drain(..).collect()
     }
 
     /// Whether every sender is gone (items may still be queued).
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.shared.senders.load(Ordering::Acquire) == 0
     }
 

@@ -16,7 +16,7 @@ use tiny_http::{HTTPVersion, Header};
 use super::error::ApiError;
 
 /// Checks the framing headers of one request head.
-pub fn check(version: &HTTPVersion, headers: &[Header]) -> Result<(), ApiError> {
+pub(super) fn check(version: &HTTPVersion, headers: &[Header]) -> Result<(), ApiError> {
     let mut transfer_encodings = 0;
     let mut content_lengths = 0;
     for header in headers {

@@ -48,7 +48,7 @@ pub struct HttpOptions {
 }
 
 /// Answers a request that passed the checks: its head and a way to read the body.
-pub type Handler =
+pub(crate) type Handler =
     dyn Fn(Head<'_>, Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>) -> Reply + Send + Sync + 'static;
 
 /// tiny_http 0.12.0 reads a body of up to this many bytes before handing over the request.
@@ -92,7 +92,11 @@ impl HttpServer {
     }
 
     /// Like [`HttpServer::start`] with any handler in place of the API.
-    pub fn start_with(listener: TcpListener, options: HttpOptions, handler: Box<Handler>) -> io::Result<HttpServer> {
+    pub(crate) fn start_with(
+        listener: TcpListener,
+        options: HttpOptions,
+        handler: Box<Handler>,
+    ) -> io::Result<HttpServer> {
         let addr = listener.local_addr()?;
         // Our listener, for the clients; the relay enforces the idle timeout on them. tiny_http's,
         // for the relay, has no timeouts: the relay ends every connection, so tiny_http's accept

@@ -23,10 +23,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-pub use disk::{DirLock, Disk, DiskFile, LockError, RealDisk, LOCK_FILE};
-pub use health::{Outage, StorageHealth};
-pub use record::{crc32, group_header, Group, GroupHeader, Record, GROUP_HEADER_LEN, HEADER, HEADER_V1};
-pub use replay::{replay, replay_v1, Corrupt, Recovered};
+pub use disk::{DirLock, Disk, DiskFile, LockError};
+pub(crate) use disk::{RealDisk, LOCK_FILE};
+pub(crate) use health::{Outage, StorageHealth};
+pub use record::{group_header, Group, GroupHeader, Record, GROUP_HEADER_LEN, HEADER, HEADER_V1};
+pub use replay::replay;
+pub(crate) use replay::{replay_v1, Corrupt, Recovered};
 
 use crate::handoff::{self, Receiver, Sender};
 use crate::log;
@@ -37,7 +39,7 @@ use crate::store::Store;
 /// The journal's file name inside the data directory; the version is part of the format.
 pub const FILE_NAME: &str = "journal.v2";
 /// The version 1 journal, upgraded (and removed) at the first start that finds it.
-pub const FILE_NAME_V1: &str = "journal.v1";
+pub(crate) const FILE_NAME_V1: &str = "journal.v1";
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 /// Why the journal could not be opened. The service does not start.
@@ -239,7 +241,7 @@ enum Op {
 struct Answer(Option<Saved>);
 
 /// Gets the outcome of a record: `Ok` once it is on disk (and applied).
-pub type Saved = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
+pub(crate) type Saved = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
 
 impl Answer {
     fn send(mut self, result: Result<(), WriteError>) {
@@ -285,13 +287,13 @@ impl Slot {
 
 /// The handle other threads use to save records.
 #[derive(Clone)]
-pub struct JournalHandle {
+pub(crate) struct JournalHandle {
     ops: Sender<Op>,
     health: Arc<StorageHealth>,
 }
 
 /// Owns the journal thread; [`Journal::stop`] flushes and joins it.
-pub struct Journal {
+pub(crate) struct Journal {
     handle: JournalHandle,
     thread: JoinHandle<()>,
 }
@@ -339,7 +341,12 @@ struct Writer {
 }
 
 impl Journal {
-    pub fn start(opened: Opened, store: Arc<Store>, queue: Queue, compaction: Compaction) -> io::Result<Journal> {
+    pub(crate) fn start(
+        opened: Opened,
+        store: Arc<Store>,
+        queue: Queue,
+        compaction: Compaction,
+    ) -> io::Result<Journal> {
         let (tx, rx) = handoff::channel();
         let allocated = opened.file.size()?;
         let health = Arc::new(StorageHealth::default());
@@ -364,12 +371,12 @@ impl Journal {
         Ok(Journal { handle: JournalHandle { ops: tx, health }, thread })
     }
 
-    pub fn handle(&self) -> &JournalHandle {
+    pub(crate) fn handle(&self) -> &JournalHandle {
         &self.handle
     }
 
     /// Saves what was sent before, then joins the thread; later records fail with an error.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         self.handle.ops.send(Op::Stop);
         let _ = self.thread.join();
     }
@@ -377,19 +384,19 @@ impl Journal {
 
 impl JournalHandle {
     /// Whether the journal can write now.
-    pub fn health(&self) -> &Arc<StorageHealth> {
+    pub(crate) fn health(&self) -> &Arc<StorageHealth> {
         &self.health
     }
 
     /// Saves a new ingestion; once this returns `Ok`, it is on disk, in the store and queued.
-    pub fn ingest(&self, ingestion: Arc<Ingestion>) -> Result<(), WriteError> {
+    pub(crate) fn ingest(&self, ingestion: Arc<Ingestion>) -> Result<(), WriteError> {
         self.wait(|answer| self.ingest_then(ingestion, answer))
     }
 
     /// Saves a new ingestion without waiting: `done` runs on the journal thread once it is on
     /// disk, in the store and queued (`Ok`), or could not be saved (`Err`). It must be quick
     /// and must not block.
-    pub fn ingest_then(&self, ingestion: Arc<Ingestion>, done: Saved) {
+    pub(crate) fn ingest_then(&self, ingestion: Arc<Ingestion>, done: Saved) {
         let mut encoded = Vec::new();
         Record::ingest(ingestion.record(), false).encode(&mut encoded);
         // Sent to a stopped journal, the op is dropped with the channel, and its answer is an error.
@@ -398,7 +405,7 @@ impl JournalHandle {
 
     /// Saves a transition of `batch` and applies it to the batch; once this returns `Ok`, it is
     /// on disk and visible. On `Err` nothing was applied.
-    pub fn transition(&self, record: Record, batch: &Batch) -> Result<(), WriteError> {
+    pub(crate) fn transition(&self, record: Record, batch: &Batch) -> Result<(), WriteError> {
         self.wait(|answer| {
             self.ops.send(Op::Transition(record, batch.clone(), Answer(Some(answer))));
         })
