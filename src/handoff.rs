@@ -57,8 +57,8 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
 }
 
 impl<T> Sender<T> {
-    /// Queues `item`; once every receiver is gone it is dropped instead (which is how an item
-    /// carrying a callback learns that nobody will handle it).
+    /// Queues `item`; once every receiver is gone it is dropped instead (so an item carrying a
+    /// reply's sender closes that reply, and whoever waits on it learns that nobody will answer).
     pub(crate) fn send(&self, item: T) {
         let mut state = self.shared.lock();
         if self.shared.receivers.load(Ordering::Acquire) == 0 {

@@ -21,8 +21,6 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
-
 pub use disk::{DirLock, Disk, DiskFile, LockError};
 pub(crate) use disk::{RealDisk, LOCK_FILE};
 pub(crate) use health::{Outage, StorageHealth};
@@ -236,54 +234,9 @@ enum Op {
     Stop,
 }
 
-/// What to do with one record's outcome, called on the journal thread once it is known.
-/// Dropped unanswered (the journal stopped), it is called with an error.
-struct Answer(Option<Saved>);
-
-/// Gets the outcome of a record: `Ok` once it is on disk (and applied).
-pub(crate) type Saved = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
-
-impl Answer {
-    fn send(mut self, result: Result<(), WriteError>) {
-        if let Some(done) = self.0.take() {
-            done(result);
-        }
-    }
-}
-
-impl Drop for Answer {
-    fn drop(&mut self) {
-        if let Some(done) = self.0.take() {
-            done(Err(WriteError("the journal has stopped".into())));
-        }
-    }
-}
-
-/// Where a waiting caller's answer lands. The caller parks on a condvar until it is set: no
-/// spinning while an fsync is under way (a channel's receive spins and yields first, which
-/// costs the CPU the other requests need).
-#[derive(Default)]
-struct Slot {
-    result: Mutex<Option<Result<(), WriteError>>>,
-    ready: Condvar,
-}
-
-impl Slot {
-    fn set(&self, result: Result<(), WriteError>) {
-        *self.result.lock() = Some(result);
-        self.ready.notify_one();
-    }
-
-    fn wait(&self) -> Result<(), WriteError> {
-        let mut result = self.result.lock();
-        loop {
-            if let Some(result) = result.take() {
-                return result;
-            }
-            self.ready.wait(&mut result);
-        }
-    }
-}
+/// Where one record's outcome goes: the thread that sent the record waits on the other end.
+/// Dropped unanswered (the journal stopped), that thread gets an error.
+type Answer = Sender<Result<(), WriteError>>;
 
 /// The handle other threads use to save records.
 #[derive(Clone)]
@@ -390,32 +343,24 @@ impl JournalHandle {
 
     /// Saves a new ingestion; once this returns `Ok`, it is on disk, in the store and queued.
     pub(crate) fn ingest(&self, ingestion: Arc<Ingestion>) -> Result<(), WriteError> {
-        self.wait(|answer| self.ingest_then(ingestion, answer))
-    }
-
-    /// Saves a new ingestion without waiting: `done` runs on the journal thread once it is on
-    /// disk, in the store and queued (`Ok`), or could not be saved (`Err`). It must be quick
-    /// and must not block.
-    pub(crate) fn ingest_then(&self, ingestion: Arc<Ingestion>, done: Saved) {
         let mut encoded = Vec::new();
         Record::ingest(ingestion.record(), false).encode(&mut encoded);
-        // Sent to a stopped journal, the op is dropped with the channel, and its answer is an error.
-        self.ops.send(Op::Ingest(ingestion, encoded, Answer(Some(done))));
+        self.wait(|answer| Op::Ingest(ingestion, encoded, answer))
     }
 
     /// Saves a transition of `batch` and applies it to the batch; once this returns `Ok`, it is
     /// on disk and visible. On `Err` nothing was applied.
     pub(crate) fn transition(&self, record: Record, batch: &Batch) -> Result<(), WriteError> {
-        self.wait(|answer| {
-            self.ops.send(Op::Transition(record, batch.clone(), Answer(Some(answer))));
-        })
+        self.wait(|answer| Op::Transition(record, batch.clone(), answer))
     }
 
-    fn wait(&self, send: impl FnOnce(Saved)) -> Result<(), WriteError> {
-        let slot = Arc::new(Slot::default());
-        let landing = Arc::clone(&slot);
-        send(Box::new(move |result| landing.set(result)));
-        slot.wait()
+    /// Sends an op and waits for its outcome. Sent to a stopped journal, the op is dropped with
+    /// the channel, and its answer with it. The receive sleeps at once: no spinning while an
+    /// fsync is under way (see `handoff.rs`).
+    fn wait(&self, op: impl FnOnce(Answer) -> Op) -> Result<(), WriteError> {
+        let (answer, outcome) = handoff::channel();
+        self.ops.send(op(answer));
+        outcome.recv().unwrap_or_else(|| Err(WriteError("the journal has stopped".into())))
     }
 }
 
