@@ -68,9 +68,6 @@ pub enum IngestError {
     QueueFull { retry_after: Duration },
 }
 
-/// Gets the outcome of [`App::ingest_then`].
-pub type Done = Box<dyn FnOnce(Result<Uuid, IngestError>) + Send>;
-
 pub struct App {
     store: Arc<Store>,
     queue: Queue,
@@ -171,29 +168,23 @@ impl App {
     /// it returns once they are on disk. A `key` seen before answers the first ingestion's id
     /// and enqueues nothing.
     pub fn ingest(&self, priority: Priority, ids: Vec<Id>, key: Option<&str>) -> Result<Uuid, IngestError> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.ingest_then(priority, ids, key, Box::new(move |result| drop(tx.send(result))));
-        rx.recv().unwrap_or(Err(IngestError::ShuttingDown))
-    }
-
-    /// Like [`App::ingest`] without waiting for the disk: `done` gets the outcome, at once in
-    /// memory mode, and on the journal thread (so it must be quick and never block) in durable
-    /// mode. The caller's thread is free in the meantime.
-    pub fn ingest_then(&self, priority: Priority, ids: Vec<Id>, key: Option<&str>, done: Done) {
         if !self.is_accepting() {
-            return done(Err(IngestError::ShuttingDown));
+            return Err(IngestError::ShuttingDown);
         }
         if let Some(key) = key {
             if let KeyClaim::Existing(id) = self.store.claim_key(key) {
-                return done(Ok(id));
+                return Ok(id);
             }
         }
         let wanted = ids.len() as u64;
-        if let Err(error) = self.reserve(wanted) {
+        let release_key = || {
             if let Some(key) = key {
                 self.store.release_key(key);
             }
-            return done(Err(error));
+        };
+        if let Err(error) = self.reserve(wanted) {
+            release_key();
+            return Err(error);
         }
         let now_ms = self.queue.wall_ms();
         let ingestion = Arc::new(Ingestion::new(priority, ids, self.batch_size, now_ms, key));
@@ -202,23 +193,14 @@ impl App {
             self.store.insert(Arc::clone(&ingestion));
             self.queue.submit(ingestion);
             self.sweep_now_and_then(now_ms);
-            return done(Ok(id));
+            return Ok(id);
         };
-        let (store, accepted) = (Arc::clone(&self.store), Arc::clone(&self.accepted_ids));
-        let key = key.map(str::to_owned);
-        journal.ingest_then(
-            ingestion,
-            Box::new(move |saved| match saved {
-                Ok(()) => done(Ok(id)),
-                Err(error) => {
-                    accepted.fetch_sub(wanted, Ordering::Relaxed);
-                    if let Some(key) = key {
-                        store.release_key(&key);
-                    }
-                    done(Err(IngestError::Unsaved(error)));
-                }
-            }),
-        );
+        // Waits for the group commit; the journal thread inserts and submits it first.
+        journal.ingest(ingestion).map(|()| id).map_err(|error| {
+            self.accepted_ids.fetch_sub(wanted, Ordering::Relaxed);
+            release_key();
+            IngestError::Unsaved(error)
+        })
     }
 
     /// Counts `wanted` ids as queued, unless that would pass the limit. Reserving first means
@@ -233,11 +215,6 @@ impl App {
             let excess = (accepted.saturating_sub(self.fetched_ids()) + wanted).saturating_sub(max);
             IngestError::QueueFull { retry_after: self.drain_time(excess) }
         })
-    }
-
-    /// Ids accepted and not yet delivered or failed for good.
-    pub fn queued_ids(&self) -> u64 {
-        self.accepted_ids.load(Ordering::Relaxed).saturating_sub(self.fetched_ids())
     }
 
     fn fetched_ids(&self) -> u64 {
@@ -260,7 +237,7 @@ impl App {
     }
 
     /// Whether state is kept on disk (`--data-dir`).
-    pub fn is_durable(&self) -> bool {
+    pub(crate) fn is_durable(&self) -> bool {
         self.storage.is_some()
     }
 
@@ -270,12 +247,8 @@ impl App {
         self.storage.as_ref().and_then(|health| health.outage())
     }
 
-    pub fn is_accepting(&self) -> bool {
+    pub(crate) fn is_accepting(&self) -> bool {
         self.accepting.load(Ordering::Acquire)
-    }
-
-    pub fn fetch_stats(&self) -> &FetchStats {
-        &self.fetched
     }
 
     /// Takes no new work, releases nothing more, waits up to `timeout` for the batch in flight,

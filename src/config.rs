@@ -11,30 +11,30 @@ use crate::upstream::{Header, Method, Target};
 
 /// Every default, once: the flags start from these, and so do `Limits::default()` (`http/limits.rs`)
 /// and `Storage::default()` (`app.rs`). [`USAGE`] states them too; a test keeps it in step.
-pub mod defaults {
+pub(crate) mod defaults {
     use std::time::Duration;
 
     /// Without `--addr` and without `PORT`.
-    pub const ADDR: &str = "127.0.0.1:8000";
-    pub const INTERVAL: Duration = Duration::from_secs(5);
-    pub const BATCH_SIZE: usize = 3;
-    pub const FETCH_DELAY: Duration = Duration::from_millis(100);
-    pub const MAX_BODY: usize = 1 << 20;
-    pub const RETAIN: Duration = Duration::from_secs(7 * 86_400);
-    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-    pub const MAX_IDS: usize = 100_000;
-    pub const MAX_QUEUED_IDS: usize = 10_000_000;
-    pub const MAX_URL: usize = 8 << 10;
-    pub const MAX_HEADER_BYTES: usize = 16 << 10;
-    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-    pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+    pub(crate) const ADDR: &str = "127.0.0.1:8000";
+    pub(crate) const INTERVAL: Duration = Duration::from_secs(5);
+    pub(crate) const BATCH_SIZE: usize = 3;
+    pub(crate) const FETCH_DELAY: Duration = Duration::from_millis(100);
+    pub(crate) const MAX_BODY: usize = 1 << 20;
+    pub(crate) const RETAIN: Duration = Duration::from_secs(7 * 86_400);
+    pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub(crate) const MAX_IDS: usize = 100_000;
+    pub(crate) const MAX_QUEUED_IDS: usize = 10_000_000;
+    pub(crate) const MAX_URL: usize = 8 << 10;
+    pub(crate) const MAX_HEADER_BYTES: usize = 16 << 10;
+    pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    pub(crate) const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
     /// `--retry-min-backoff` defaults to the interval.
-    pub const RETRY_MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
-    pub const MAX_ATTEMPTS: u32 = 5;
+    pub(crate) const RETRY_MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
+    pub(crate) const MAX_ATTEMPTS: u32 = 5;
 
     /// Handler threads mostly wait (on a slow client, or on the journal's fsync in durable
     /// mode), and a waiting thread costs little, so there are many more than CPUs.
-    pub fn threads() -> usize {
+    pub(crate) fn threads() -> usize {
         let cpus = std::thread::available_parallelism().map_or(2, usize::from);
         (cpus * 8).max(32)
     }
@@ -132,7 +132,7 @@ impl Retry {
     /// The wait after a batch's `attempts`-th release failed (from 1): `min_backoff` doubled
     /// `attempts - 1` times, at most `max_backoff`, but never less than `min_backoff` (which
     /// defaults to the interval and may exceed it).
-    pub fn backoff(&self, attempts: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempts: u32) -> Duration {
         let doublings = attempts.saturating_sub(1).min(31);
         self.min_backoff.saturating_mul(1 << doublings).min(self.max_backoff).max(self.min_backoff)
     }
@@ -199,11 +199,6 @@ impl From<lexopt::Error> for UsageError {
     fn from(e: lexopt::Error) -> Self {
         UsageError(e.to_string())
     }
-}
-
-/// Parses the arguments (without the program name). `port` is the `PORT` environment variable.
-pub fn parse(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -> Result<Command, UsageError> {
-    parse_with(args, Env { port, upstream_headers: None })
 }
 
 /// The flags of `--upstream` and retries, gathered while parsing and checked at the end.
@@ -533,7 +528,7 @@ fn count(value: OsString, flag: &str) -> Result<usize, UsageError> {
 }
 
 /// Parses `200ms`, `5s`, `1.5s`, `10m`, `2h` or `7d`.
-pub fn duration(text: &str, flag: &str) -> Result<Duration, UsageError> {
+pub(crate) fn duration(text: &str, flag: &str) -> Result<Duration, UsageError> {
     let bad =
         |why: &str| UsageError(format!("{flag} takes a duration like 200ms, 5s, 1.5s, 10m, 2h or 7d; '{text}' {why}"));
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
@@ -567,7 +562,7 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str], port: Option<&str>) -> Result<Command, UsageError> {
-        parse(args.iter().map(OsString::from), port.map(OsString::from))
+        parse_with(args.iter().map(OsString::from), Env { port: port.map(OsString::from), upstream_headers: None })
     }
 
     fn config(args: &[&str]) -> Config {

@@ -6,14 +6,14 @@
 //!   tiny_http would deadlock on (HTTP/2.0, 3.0) never reaches it; they also own the timeouts.
 //! - `http-G-N` pump threads ([`http`]) take tiny_http's requests in turn, check their framing
 //!   in arrival order, then answer them; `http-body-N` threads answer those whose body is still
-//!   on the socket. In memory mode they insert into the [`store::Store`] and submit to the
+//!   on the socket. In memory mode they insert into the `store::Store` and submit to the
 //!   queue; in durable mode they hand the ingestion to the journal and wait for it (one fsync per
 //!   group), then answer.
 //! - `journal` ([`journal`], only with `--data-dir`) writes records in groups with one fsync each,
 //!   then inserts and submits what it saved, in journal order; it also compacts and sweeps.
 //! - `pacer` ([`pacer`], real-time where allowed: [`realtime`]) waits on the queue's Condvar
 //!   until the next batch may go, and is the only thread that releases one: at most one per
-//!   interval, deciding with the pure [`scheduler::Scheduler`]; it sends releases over a channel
+//!   interval, deciding with the pure `scheduler::Scheduler`; it sends releases over a channel
 //!   and never does I/O under the lock.
 //! - `worker` ([`worker`], real-time where allowed) journals the release (holding it until it is
 //!   on disk), calls the external API for each id of the batch (simulated, or [`upstream`]),
@@ -45,7 +45,7 @@ pub mod pacer;
 pub mod realtime;
 pub mod rfc3339;
 pub mod scheduler;
-pub mod store;
+mod store;
 pub mod upstream;
 pub mod worker;
 

@@ -1,5 +1,5 @@
 //! One-line, timestamped log records on stderr, as text or as JSON lines. Never called under
-//! the queue lock. The real-time threads (pacer, worker) use [`info_later`]: a `log-writer`
+//! the queue lock. The real-time threads (pacer, worker) use `info_later`: a `log-writer`
 //! thread writes their records, since a `write` to a busy file or pipe can block them for as
 //! long as the kernel lets ordinary threads go first (measured: up to 276 ms under `make bench`).
 
@@ -31,7 +31,7 @@ pub fn set_format(format: Format) {
     writer();
 }
 
-pub fn format() -> Format {
+pub(crate) fn format() -> Format {
     if JSON.load(Ordering::Relaxed) {
         Format::Json
     } else {
@@ -40,7 +40,7 @@ pub fn format() -> Format {
 }
 
 /// The timestamp every record starts with (RFC 3339, UTC).
-pub fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     crate::rfc3339::format(SystemTime::now())
 }
 
@@ -51,12 +51,12 @@ pub fn info(message: Arguments<'_>) {
 /// Like [`info`], but written by the `log-writer` thread: the caller formats the record and
 /// never blocks. Records from different threads may then appear slightly out of order; each
 /// carries its own timestamp.
-pub fn info_later(message: Arguments<'_>) {
+pub(crate) fn info_later(message: Arguments<'_>) {
     info_later_with(message, &[]);
 }
 
 /// [`info_later`] with fields, as in [`info_with`].
-pub fn info_later_with(message: Arguments<'_>, fields: &[(&str, u64)]) {
+pub(crate) fn info_later_with(message: Arguments<'_>, fields: &[(&str, u64)]) {
     let line = record(format(), &timestamp(), message, fields);
     if let Err(unsent) = writer().send(Later::Line(line)) {
         if let Later::Line(line) = unsent.0 {
@@ -65,7 +65,7 @@ pub fn info_later_with(message: Arguments<'_>, fields: &[(&str, u64)]) {
     }
 }
 
-/// Returns once every record queued by [`info_later`] before the call is written (at exit).
+/// Returns once every record queued by `info_later` before the call is written (at exit).
 pub fn flush() {
     let (done, written) = crossbeam_channel::bounded(1);
     if writer().send(Later::Flush(done)).is_ok() {
@@ -100,7 +100,7 @@ fn writer() -> &'static crossbeam_channel::Sender<Later> {
 
 /// Like [`info`], plus numeric fields that only the JSON format writes (as `"name": value`),
 /// for tools that need exact figures rather than the rounded ones in the message.
-pub fn info_with(message: Arguments<'_>, fields: &[(&str, u64)]) {
+pub(crate) fn info_with(message: Arguments<'_>, fields: &[(&str, u64)]) {
     write_line(&record(format(), &timestamp(), message, fields));
 }
 
@@ -124,7 +124,7 @@ fn record(format: Format, timestamp: &str, message: Arguments<'_>, fields: &[(&s
 /// and that lock is not fair; the pacer, logging a release, waited tens of milliseconds for
 /// it. The kernel keeps one `write` of a line whole (pipes up to `PIPE_BUF`, files under their
 /// position lock), so a duplicate of the descriptor, written without a lock, is enough.
-pub fn write_line(line: &str) {
+pub(crate) fn write_line(line: &str) {
     let mut record = Vec::with_capacity(line.len() + 1);
     record.extend_from_slice(line.as_bytes());
     record.push(b'\n');

@@ -20,7 +20,7 @@ use crate::upstream::Call;
 
 /// Upper bounds of the release lateness buckets. The pacer wakes early and spins to its
 /// deadline, so a healthy release is late by well under a millisecond; the wide end shows a stalled pacer.
-pub const LATENESS_BUCKETS: [Duration; 12] = [
+pub(crate) const LATENESS_BUCKETS: [Duration; 12] = [
     Duration::from_micros(100),
     Duration::from_micros(250),
     Duration::from_micros(500),
@@ -36,7 +36,7 @@ pub const LATENESS_BUCKETS: [Duration; 12] = [
 ];
 
 /// Upper bounds of the external API call latency buckets: from a loopback answer to a timeout.
-pub const CALL_BUCKETS: [Duration; 14] = [
+pub(crate) const CALL_BUCKETS: [Duration; 14] = [
     Duration::from_micros(500),
     Duration::from_millis(1),
     Duration::from_micros(2500),
@@ -54,15 +54,15 @@ pub const CALL_BUCKETS: [Duration; 14] = [
 ];
 
 /// The `outcome` label of external API calls, in the order `/metrics` lists them.
-pub const CALL_OUTCOMES: [&str; 6] = ["2xx", "3xx", "4xx", "5xx", "timeout", "error"];
+pub(crate) const CALL_OUTCOMES: [&str; 6] = ["2xx", "3xx", "4xx", "5xx", "timeout", "error"];
 
 /// How many releases and ingestions the dashboard can show.
-pub const RECENT_RELEASES: usize = 64;
-pub const RECENT_INGESTIONS: usize = 20;
+pub(crate) const RECENT_RELEASES: usize = 64;
+pub(crate) const RECENT_INGESTIONS: usize = 20;
 
 /// A histogram with fixed bucket bounds, updated with atomics only (so it can be a `static`).
 #[derive(Debug)]
-pub struct Histogram<const N: usize> {
+pub(crate) struct Histogram<const N: usize> {
     bounds: [Duration; N],
     /// `buckets[i]` counts observations in `(bounds[i-1], bounds[i]]`; `overflow` the rest.
     buckets: [AtomicU64; N],
@@ -81,7 +81,7 @@ pub struct HistogramSnapshot {
 }
 
 impl<const N: usize> Histogram<N> {
-    pub const fn new(bounds: [Duration; N]) -> Self {
+    pub(crate) const fn new(bounds: [Duration; N]) -> Self {
         Histogram {
             bounds,
             buckets: [const { AtomicU64::new(0) }; N],
@@ -90,7 +90,7 @@ impl<const N: usize> Histogram<N> {
         }
     }
 
-    pub fn observe(&self, value: Duration) {
+    pub(crate) fn observe(&self, value: Duration) {
         let slot = self.bounds.iter().position(|&bound| value <= bound);
         match slot {
             Some(i) => self.buckets[i].fetch_add(1, Ordering::Relaxed),
@@ -102,7 +102,7 @@ impl<const N: usize> Histogram<N> {
 
     /// The count is the sum of the buckets read here, so `+Inf` always equals `count` even while
     /// other threads observe.
-    pub fn snapshot(&self) -> HistogramSnapshot {
+    pub(crate) fn snapshot(&self) -> HistogramSnapshot {
         let mut running = 0;
         let cumulative = self
             .bounds
@@ -154,7 +154,7 @@ impl PriorityTotals {
     }
 
     /// Releases that have not ended yet (0 or 1 over all priorities).
-    pub fn in_flight(&self) -> u64 {
+    pub(crate) fn in_flight(&self) -> u64 {
         self.batches_released.saturating_sub(self.batches_completed + self.batches_failed + self.batch_retries)
     }
 }
@@ -199,7 +199,7 @@ fn add(counter: &AtomicU64, n: usize) {
 
 impl Metrics {
     /// Called before the ingestion reaches the queue, so a release is never counted first.
-    pub fn submitted(&self, ingestion: &Arc<Ingestion>) {
+    pub(crate) fn submitted(&self, ingestion: &Arc<Ingestion>) {
         let counters = &self.counters[ingestion.priority.index()];
         add(&counters.ingestions, 1);
         add(&counters.ids, ingestion.batches().map(|b| b.ids.len()).sum());
@@ -208,7 +208,7 @@ impl Metrics {
     }
 
     /// Called by the pacer with the queue lock released, before the worker is sent the batch.
-    pub fn released(&self, release: &Release) {
+    pub(crate) fn released(&self, release: &Release) {
         add(&self.counters[release.batch.ingestion.priority.index()].batches_released, 1);
         self.lateness.observe(release.at.saturating_duration_since(release.due));
         let record = ReleaseRecord { batch: release.batch.clone(), due: release.due, at: release.at };
@@ -217,16 +217,12 @@ impl Metrics {
 
     /// Batches recovered from the journal and queued again: they count as waiting, not as
     /// newly accepted work.
-    pub fn restored(&self, priority: Priority, batches: usize) {
+    pub(crate) fn restored(&self, priority: Priority, batches: usize) {
         add(&self.counters[priority.index()].batches_submitted, batches);
     }
 
-    pub fn completed(&self, batch: &Batch) {
-        self.ended(batch, Ended::Completed);
-    }
-
     /// Called by the worker before the queue hears how the release ended.
-    pub fn ended(&self, batch: &Batch, ended: Ended) {
+    pub(crate) fn ended(&self, batch: &Batch, ended: Ended) {
         let counters = &self.counters[batch.ingestion.priority.index()];
         let counter = match ended {
             Ended::Completed => &counters.batches_completed,
@@ -237,7 +233,7 @@ impl Metrics {
     }
 
     /// One call to the external API: what happened on the wire, and how long it took.
-    pub fn call(&self, call: Call, took: Duration) {
+    pub(crate) fn call(&self, call: Call, took: Duration) {
         let label = call.label();
         let slot = CALL_OUTCOMES.iter().position(|&l| l == label).unwrap_or(CALL_OUTCOMES.len() - 1);
         add(&self.calls[slot], 1);
@@ -245,7 +241,7 @@ impl Metrics {
     }
 
     /// External API calls per outcome, in [`CALL_OUTCOMES`] order.
-    pub fn calls(&self) -> [(&'static str, u64); CALL_OUTCOMES.len()] {
+    pub(crate) fn calls(&self) -> [(&'static str, u64); CALL_OUTCOMES.len()] {
         let mut out = CALL_OUTCOMES.map(|label| (label, 0));
         for (slot, counter) in out.iter_mut().zip(&self.calls) {
             slot.1 = counter.load(Ordering::Relaxed);
@@ -253,7 +249,7 @@ impl Metrics {
         out
     }
 
-    pub fn call_latency(&self) -> HistogramSnapshot {
+    pub(crate) fn call_latency(&self) -> HistogramSnapshot {
         self.call_latency.snapshot()
     }
 
@@ -291,7 +287,7 @@ impl Metrics {
     }
 
     /// The most recent ingestions, newest first.
-    pub fn recent_ingestions(&self) -> Vec<Arc<Ingestion>> {
+    pub(crate) fn recent_ingestions(&self) -> Vec<Arc<Ingestion>> {
         self.ingestions.lock().iter().rev().cloned().collect()
     }
 }
@@ -345,7 +341,7 @@ mod tests {
             at_wall_ms: 0,
             attempt: 1,
         });
-        metrics.completed(&batch);
+        metrics.ended(&batch, Ended::Completed);
         let [(_, high), (_, medium), (_, low)] = metrics.totals();
         assert_eq!((high, low), (PriorityTotals::default(), PriorityTotals::default()));
         let expected = PriorityTotals {

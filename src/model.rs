@@ -31,7 +31,7 @@ impl Priority {
     pub const ALL: [Priority; 3] = [Priority::High, Priority::Medium, Priority::Low];
 
     /// This priority's place in [`Priority::ALL`]: the one index of every per-priority array.
-    pub const fn index(self) -> usize {
+    pub(crate) const fn index(self) -> usize {
         match self {
             Priority::High => 0,
             Priority::Medium => 1,
@@ -39,7 +39,7 @@ impl Priority {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Priority::High => "HIGH",
             Priority::Medium => "MEDIUM",
@@ -47,7 +47,7 @@ impl Priority {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Priority> {
+    pub(crate) fn parse(s: &str) -> Option<Priority> {
         Priority::ALL.into_iter().find(|p| p.as_str() == s)
     }
 }
@@ -71,7 +71,7 @@ pub enum BatchStatus {
 }
 
 impl BatchStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BatchStatus::YetToStart => "yet_to_start",
             BatchStatus::Triggered => "triggered",
@@ -81,7 +81,7 @@ impl BatchStatus {
     }
 
     /// The status stored as `v` (the enum's discriminant); unknown values read as completed.
-    pub fn from_u8(v: u8) -> BatchStatus {
+    pub(crate) fn from_u8(v: u8) -> BatchStatus {
         match v {
             0 => BatchStatus::YetToStart,
             1 => BatchStatus::Triggered,
@@ -91,14 +91,14 @@ impl BatchStatus {
     }
 
     /// Whether nothing more will happen to the batch.
-    pub fn is_finished(self) -> bool {
+    pub(crate) fn is_finished(self) -> bool {
         matches!(self, BatchStatus::Completed | BatchStatus::Failed)
     }
 
     /// The status of an ingestion whose batches have these statuses: `yet_to_start` while
     /// all are; once all are completed or failed, `failed` if any failed, else `completed`;
     /// `triggered` otherwise.
-    pub fn of_ingestion(batches: impl IntoIterator<Item = BatchStatus>) -> BatchStatus {
+    pub(crate) fn of_ingestion(batches: impl IntoIterator<Item = BatchStatus>) -> BatchStatus {
         let (mut all_waiting, mut all_done, mut any_failed) = (true, true, false);
         for status in batches {
             all_waiting &= status == BatchStatus::YetToStart;
@@ -147,7 +147,7 @@ pub struct Ingestion {
 
 /// Where and when an ingestion entered the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Enqueued {
+pub(crate) struct Enqueued {
     /// The level index its first batch has, or would have had: how many batches of its priority
     /// were submitted before it (see `scheduler::Outlook::position`). For an ingestion restored
     /// after a restart with some batches already released, it counts those as if submitted
@@ -159,7 +159,7 @@ pub struct Enqueued {
 /// What came of delivering one id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// Not delivered yet: the next release of its batch sends it.
     Pending = 0,
     /// The API took it; it is never sent again.
@@ -169,7 +169,7 @@ pub enum Delivery {
 }
 
 impl Delivery {
-    pub fn from_u8(v: u8) -> Delivery {
+    pub(crate) fn from_u8(v: u8) -> Delivery {
         match v {
             1 => Delivery::Delivered,
             2 => Delivery::Failed,
@@ -203,7 +203,7 @@ pub struct IngestionRecord {
     pub ids: Vec<Id>,
     pub batch_size: usize,
     pub batches: Vec<BatchRecord>,
-    /// Per id, what came of delivering it ([`Delivery`] as a byte); empty: all pending.
+    /// Per id, what came of delivering it (`Delivery` as a byte); empty: all pending.
     pub delivery: Vec<u8>,
     /// Per batch, its last error; empty: none.
     pub last_errors: Vec<Option<Box<str>>>,
@@ -276,7 +276,7 @@ impl Ingestion {
     }
 
     /// Rebuilds an ingestion exactly as recorded.
-    pub fn restore(record: IngestionRecord) -> Ingestion {
+    pub(crate) fn restore(record: IngestionRecord) -> Ingestion {
         let remaining = record.batches.iter().filter(|b| !b.status.is_finished()).count();
         let completed_at_ms =
             if remaining == 0 { record.batches.iter().map(|b| b.completed_at_ms).max().unwrap_or(0) } else { 0 };
@@ -342,12 +342,12 @@ impl Ingestion {
     }
 
     /// How many ids it holds, over all its batches.
-    pub fn id_count(&self) -> usize {
+    pub(crate) fn id_count(&self) -> usize {
         self.ids.len()
     }
 
     /// Where and when it entered the queue; `None` until it is submitted.
-    pub fn enqueued(&self) -> Option<Enqueued> {
+    pub(crate) fn enqueued(&self) -> Option<Enqueued> {
         self.enqueued.get().copied()
     }
 
@@ -356,16 +356,12 @@ impl Ingestion {
         let _ = self.enqueued.set(enqueued);
     }
 
-    pub fn batch_size(&self) -> usize {
-        self.batch_size
-    }
-
     /// When the last batch completed (Unix milliseconds), or `None` while unfinished.
     pub fn completed_at_ms(&self) -> Option<u64> {
         Some(self.completed_at_ms.load(Ordering::Acquire)).filter(|&t| t != 0)
     }
 
-    pub fn batch_count(&self) -> usize {
+    pub(crate) fn batch_count(&self) -> usize {
         self.batches.len()
     }
 
@@ -391,7 +387,7 @@ impl Ingestion {
     }
 
     /// What came of each id of batch `index`, in order.
-    pub fn deliveries(&self, index: usize) -> impl Iterator<Item = (Id, Delivery)> + '_ {
+    pub(crate) fn deliveries(&self, index: usize) -> impl Iterator<Item = (Id, Delivery)> + '_ {
         let span = self.span(index);
         self.ids[span.clone()]
             .iter()
@@ -405,7 +401,7 @@ impl Ingestion {
     }
 
     /// How many ids of batch `index` are still to be delivered.
-    pub fn pending_count(&self, index: usize) -> usize {
+    pub(crate) fn pending_count(&self, index: usize) -> usize {
         self.deliveries(index).filter(|&(_, d)| d == Delivery::Pending).count()
     }
 
@@ -421,7 +417,7 @@ impl Ingestion {
     }
 
     /// Positions (in batch `index`) of its ids that are delivered, and of those failed for good.
-    pub fn progress(&self, index: usize) -> (Vec<u32>, Vec<u32>) {
+    pub(crate) fn progress(&self, index: usize) -> (Vec<u32>, Vec<u32>) {
         let (mut delivered, mut failed) = (Vec::new(), Vec::new());
         for ((_, d), at) in self.deliveries(index).zip(0u32..) {
             match d {
@@ -501,7 +497,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn view(&self) -> BatchView<'_> {
+    pub(crate) fn view(&self) -> BatchView<'_> {
         self.ingestion.batch(self.index as usize)
     }
 
@@ -518,11 +514,11 @@ impl Batch {
     }
 
     /// What came of each id of this batch, in order.
-    pub fn deliveries(&self) -> impl Iterator<Item = (Id, Delivery)> + '_ {
+    pub(crate) fn deliveries(&self) -> impl Iterator<Item = (Id, Delivery)> + '_ {
         self.ingestion.deliveries(self.index as usize)
     }
 
-    pub fn pending_count(&self) -> usize {
+    pub(crate) fn pending_count(&self) -> usize {
         self.ingestion.pending_count(self.index as usize)
     }
 
@@ -539,7 +535,7 @@ impl Batch {
     }
 
     /// When its next release may go, in Unix milliseconds, while it waits for a retry; else 0.
-    pub fn retry_at_ms(&self) -> u64 {
+    pub(crate) fn retry_at_ms(&self) -> u64 {
         self.ingestion.batches[self.index as usize].retry_at_ms.load(Ordering::Acquire)
     }
 }

@@ -1,6 +1,6 @@
 //! The pacer thread and the queue lock.
 //!
-//! Owns the queue: one `parking_lot::Mutex<State>` (the [`Scheduler`] with its heap, plus the
+//! Owns the queue: one `parking_lot::Mutex<State>` (the `Scheduler` with its heap, plus the
 //! pacer's bookkeeping) and one `parking_lot::Condvar`, and is the only module that reads the
 //! [`Clock`]. HTTP handler threads and the journal take the lock to submit, the worker to report
 //! how a release ended (completed, failed, or to retry after a backoff, perhaps with an upstream
@@ -40,7 +40,7 @@ pub struct Release {
 
 /// How a release ended, as the worker reports it to [`Queue::finish`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Finished {
+pub(crate) struct Finished {
     pub ended: Ended,
     /// When the release's first call ended (answered, failed or timed out), on the queue's clock
     /// ([`Queue::now`]); `None` for an API without a wire. The next release waits an interval
@@ -52,7 +52,7 @@ pub struct Finished {
 
 /// What became of the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     /// Every id delivered.
     Completed,
     /// Nothing left to retry, some ids failed for good.
@@ -147,7 +147,7 @@ pub struct BatchTimeline<'a> {
     pub view: BatchView<'a>,
     /// How many batches go before it if nothing new arrives; `None` unless it is yet to start.
     pub position: Option<u64>,
-    /// Its expected release (see [`Outlook::eta`]); `None` unless it is yet to start.
+    /// Its expected release (see `Outlook::eta`); `None` unless it is yet to start.
     pub eta: Option<Instant>,
 }
 
@@ -362,7 +362,7 @@ impl Queue {
     }
 
     /// Queues several ingestions in this order, under one lock acquisition.
-    pub fn submit_all(&self, ingestions: impl IntoIterator<Item = Arc<Ingestion>>) {
+    pub(crate) fn submit_all(&self, ingestions: impl IntoIterator<Item = Arc<Ingestion>>) {
         let ingestions: Vec<Arc<Ingestion>> = ingestions.into_iter().collect();
         for ingestion in &ingestions {
             self.shared.metrics.submitted(ingestion);
@@ -392,7 +392,7 @@ impl Queue {
     /// Records how the release in flight ended and notifies the pacer. A batch to retry waits
     /// out its backoff from now, then goes before every batch of its priority that arrived
     /// after it (see [`Scheduler`]); its `retry_at` shows when. A pause holds every release.
-    pub fn finish(&self, batch: &Batch, finished: Finished) -> Depth {
+    pub(crate) fn finish(&self, batch: &Batch, finished: Finished) -> Depth {
         let wall_ms = self.shared.clock.wall_ms();
         // Counted first, so whoever sees the queue move on also sees the count.
         self.shared.metrics.ended(batch, finished.ended);
@@ -430,14 +430,14 @@ impl Queue {
 
     /// When the upstream's last pause ends, in Unix milliseconds (0: never paused); for a
     /// compacted journal to keep it.
-    pub fn paused_until_ms(&self) -> u64 {
+    pub(crate) fn paused_until_ms(&self) -> u64 {
         self.lock().paused_until_ms
     }
 
     /// Issue 11 (storage helper), the worker's one hook here: the batch in flight starts only
     /// now, later than the pacer released it (its `triggered` record waited for the disk), so
     /// the interval to the next release counts from now, as the journal's last release does.
-    pub fn started_late(&self) {
+    pub(crate) fn started_late(&self) {
         let mut state = self.shared.state.lock();
         let now = self.shared.clock.now();
         state.scheduler.restore_last_release(now);
@@ -446,7 +446,7 @@ impl Queue {
     /// Queues what a restart recovered, before any new work: `reruns` (interrupted in flight)
     /// first, then `queued` in their original order, each from its first unreleased batch.
     /// `last_release_ms` (wall clock) keeps the interval across the restart.
-    pub fn restore(&self, reruns: Vec<Batch>, queued: Vec<Arc<Ingestion>>, last_release_ms: Option<u64>) {
+    pub(crate) fn restore(&self, reruns: Vec<Batch>, queued: Vec<Arc<Ingestion>>, last_release_ms: Option<u64>) {
         let now_ms = self.shared.clock.wall_ms();
         for batch in &reruns {
             self.shared.metrics.restored(batch.ingestion.priority, 1);
@@ -480,7 +480,7 @@ impl Queue {
     /// Queues, after a restart, the batches that were waiting out a retry's backoff (each until
     /// its `retry_at`), keeping their order among retries, and the upstream's pause if it has
     /// not ended. Called before any new work is submitted.
-    pub fn restore_retries(&self, retries: Vec<Batch>, paused_until_ms: Option<u64>) {
+    pub(crate) fn restore_retries(&self, retries: Vec<Batch>, paused_until_ms: Option<u64>) {
         let now_ms = self.shared.clock.wall_ms();
         for batch in &retries {
             self.shared.metrics.restored(batch.ingestion.priority, 1);
@@ -526,21 +526,21 @@ impl Queue {
     }
 
     /// Whether the queue runs on a clock that moves by itself (not a test's manual clock).
-    pub fn on_real_time(&self) -> bool {
+    pub(crate) fn on_real_time(&self) -> bool {
         self.shared.clock.runs_by_itself()
     }
 
     /// The wall-clock time in Unix milliseconds, from the pacer's clock.
-    pub fn wall_ms(&self) -> u64 {
+    pub(crate) fn wall_ms(&self) -> u64 {
         self.shared.clock.wall_ms()
     }
 
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         self.lock().scheduler.interval()
     }
 
     /// The counters positions and ETAs come from, now. Holds the queue lock for O(1) work.
-    pub fn outlook(&self) -> Outlook {
+    pub(crate) fn outlook(&self) -> Outlook {
         let state = self.lock();
         state.scheduler.outlook(self.shared.clock.now())
     }
@@ -595,7 +595,7 @@ impl Queue {
     }
 
     /// The wall-clock time of one of the queue's instants.
-    pub fn wall_time(&self, t: Instant) -> SystemTime {
+    pub(crate) fn wall_time(&self, t: Instant) -> SystemTime {
         self.shared.wall.at(t)
     }
 

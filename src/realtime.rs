@@ -7,7 +7,7 @@
 //! almost all the time (the pacer spins at most 500 µs per release), so they cannot starve the
 //! rest. Linux allows this to root or with `CAP_SYS_NICE`; without it they stay ordinary and
 //! say so once. Lowering a thread's own priority needs no privilege, so the HTTP threads start
-//! [`HTTP_NICENESS`] lower (a higher nice value): then the pacer and the worker win a busy CPU
+//! `HTTP_NICENESS` lower (a higher nice value): then the pacer and the worker win a busy CPU
 //! even where they cannot be real-time. The crate's only `unsafe`: the libc calls below.
 #![allow(unsafe_code)]
 
@@ -21,10 +21,10 @@ use crate::log;
 const PRIORITY: i32 = 1;
 
 /// How much higher the HTTP threads' nice value is than the process's (the highest is 19).
-pub const HTTP_NICENESS: i32 = 10;
+pub(crate) const HTTP_NICENESS: i32 = 10;
 
 /// Raises the calling thread, and logs whether that worked, naming it `who`.
-pub fn raise_and_say(who: &str) {
+pub(crate) fn raise_and_say(who: &str) {
     match raise_current_thread() {
         Ok(()) => log::info(format_args!("{who} thread: real-time scheduling (SCHED_FIFO)")),
         Err(error) => log::info(format_args!(
@@ -52,7 +52,7 @@ pub fn raise_current_thread() -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "real-time threads are only requested on Linux"))
 }
 
-/// Runs `f` on a new thread named `name` that first lowers itself by [`HTTP_NICENESS`], and
+/// Runs `f` on a new thread named `name` that first lowers itself by `HTTP_NICENESS`, and
 /// returns what `f` returns; logs once how the lowering went. Linux gives a new thread its
 /// creator's nice value, so every thread `f` starts, and every thread those start later, runs
 /// lowered too: the HTTP side starts this way, and so tiny_http's accept and connection
@@ -78,7 +78,7 @@ pub fn start_lowered<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> io::R
 /// Raises the calling thread's nice value by [`HTTP_NICENESS`] (up to 19, the lowest priority)
 /// and returns the new value. Affects this thread only (Linux keeps a nice value per thread).
 #[cfg(target_os = "linux")]
-pub fn lower_this_thread() -> io::Result<i32> {
+pub(crate) fn lower_this_thread() -> io::Result<i32> {
     let nice = (this_thread_nice()? + HTTP_NICENESS).min(19);
     // SAFETY: `gettid` has no preconditions; `setpriority` with `PRIO_PROCESS` and a thread id
     // changes only that thread's nice value and touches no memory of ours.
@@ -91,13 +91,13 @@ pub fn lower_this_thread() -> io::Result<i32> {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn lower_this_thread() -> io::Result<i32> {
+pub(crate) fn lower_this_thread() -> io::Result<i32> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "thread priorities are only changed on Linux"))
 }
 
 /// The calling thread's nice value.
 #[cfg(target_os = "linux")]
-pub fn this_thread_nice() -> io::Result<i32> {
+pub(crate) fn this_thread_nice() -> io::Result<i32> {
     // SAFETY: `__errno_location` points at this thread's `errno`, which we clear because
     // `getpriority` may return -1 on success; `gettid` and `getpriority` touch no memory of ours.
     unsafe {
@@ -111,7 +111,7 @@ pub fn this_thread_nice() -> io::Result<i32> {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn this_thread_nice() -> io::Result<i32> {
+pub(crate) fn this_thread_nice() -> io::Result<i32> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "thread priorities are only read on Linux"))
 }
 

@@ -13,7 +13,7 @@ use crate::model::Priority;
 
 /// What the pacer should do next, decided at `now`.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Poll<B> {
+pub(crate) enum Poll<B> {
     /// Release batch `index` of `run` now. `due` is the earliest instant the rule allowed it;
     /// the release is late by `now - due`.
     Release { run: B, index: u32, due: Instant },
@@ -60,7 +60,7 @@ fn level(priority: Priority) -> usize {
 /// order, the released batches of a level are its level indexes `0..released`; see
 /// [`Outlook::position`] for why that makes a position O(1), whatever the container.
 #[derive(Debug)]
-pub struct Scheduler<B> {
+pub(crate) struct Scheduler<B> {
     interval: Duration,
     /// One entry per queued run (and per batch to run again); the greatest goes first.
     heap: BinaryHeap<Entry<B>>,
@@ -145,7 +145,7 @@ impl<B> Ord for Backoff<B> {
 
 /// How a release ended, as the worker reports it to [`Scheduler::finish`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Finish {
+pub(crate) struct Finish {
     /// When the release's first call was answered (or gave up): the API had the batch's first
     /// request before this. `None` for an API without a wire (the simulated one), or a release
     /// that called nothing.
@@ -186,7 +186,7 @@ impl<B> Ord for Entry<B> {
 
 /// The batch released last, until it completes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InFlight<B> {
+pub(crate) struct InFlight<B> {
     pub run: B,
     pub index: u32,
     pub priority: Priority,
@@ -217,12 +217,12 @@ pub struct Outlook {
 
 impl Outlook {
     /// Batches of `priority` waiting to be released.
-    pub fn queued(&self, priority: Priority) -> u64 {
+    pub(crate) fn queued(&self, priority: Priority) -> u64 {
         self.queued_at(level(priority))
     }
 
     /// Batches waiting to be released, all priorities (retries still in their backoff aside).
-    pub fn queued_total(&self) -> u64 {
+    pub(crate) fn queued_total(&self) -> u64 {
         self.reruns + (0..LEVELS).map(|l| self.waiting_at(l)).sum::<u64>()
     }
 
@@ -251,7 +251,7 @@ impl Outlook {
     /// levels and ahead of (b) for its own: one more counter per level. A retry still in its
     /// backoff is not counted: when its backoff ends it pushes every queued batch of its
     /// priority and below back by one, which only moves positions (and ETAs) later.
-    pub fn position(&self, priority: Priority, first: u64, index: u32) -> Option<u64> {
+    pub(crate) fn position(&self, priority: Priority, first: u64, index: u32) -> Option<u64> {
         let l = level(priority);
         let n = first.wrapping_add(u64::from(index));
         if n < self.released[l] || n >= self.submitted[l] {
@@ -266,7 +266,7 @@ impl Outlook {
     /// batch completes within the interval, its first call answered at once; otherwise the
     /// earliest possible, and later outlooks only move it later (a pause moves the next free
     /// slot, and every ETA with it, to the pause's end).
-    pub fn eta(&self, position: u64) -> Option<Instant> {
+    pub(crate) fn eta(&self, position: u64) -> Option<Instant> {
         let wait = self.interval.checked_mul(u32::try_from(position).ok()?)?;
         self.next_release?.checked_add(wait)
     }
@@ -278,7 +278,7 @@ impl Outlook {
 }
 
 impl<B: Clone> Scheduler<B> {
-    pub fn new(interval: Duration) -> Scheduler<B> {
+    pub(crate) fn new(interval: Duration) -> Scheduler<B> {
         Scheduler {
             interval,
             heap: BinaryHeap::new(),
@@ -299,20 +299,20 @@ impl<B: Clone> Scheduler<B> {
         }
     }
 
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         self.interval
     }
 
     /// Queues a run of `len` batches behind every batch of its priority submitted before it, and
     /// returns the level index of its first batch (see [`Outlook::position`]).
-    pub fn submit(&mut self, priority: Priority, run: B, len: u32, now: Instant) -> u64 {
+    pub(crate) fn submit(&mut self, priority: Priority, run: B, len: u32, now: Instant) -> u64 {
         self.submit_from(priority, run, 0, len, now)
     }
 
     /// Like [`Scheduler::submit`] for a run whose batches before `first` already went (a run
     /// restored after a restart). The level index returned is the one batch 0 would have had
     /// (it may wrap below zero), so that `first + index` stays right for the batches queued.
-    pub fn submit_from(&mut self, priority: Priority, run: B, first: u32, len: u32, now: Instant) -> u64 {
+    pub(crate) fn submit_from(&mut self, priority: Priority, run: B, first: u32, len: u32, now: Instant) -> u64 {
         let l = level(priority);
         let start = self.submitted[l];
         if first >= len {
@@ -331,7 +331,7 @@ impl<B: Clone> Scheduler<B> {
 
     /// Puts batch `index` of `run` ahead of everything queued: it was in flight when the
     /// service stopped, and runs again first.
-    pub fn rerun(&mut self, priority: Priority, run: B, index: u32, now: Instant) {
+    pub(crate) fn rerun(&mut self, priority: Priority, run: B, index: u32, now: Instant) {
         self.note_arrival(now);
         self.push(true, priority, run, index, index + 1);
         self.reruns += 1;
@@ -340,7 +340,7 @@ impl<B: Clone> Scheduler<B> {
     /// Puts batch `index` of `run` back to wait out a backoff until `ready_at`: it was waiting
     /// for a retry when the service stopped. It keeps its place among retries by the order of
     /// these calls, all before any new work.
-    pub fn restore_retry(&mut self, priority: Priority, run: B, index: u32, ready_at: Instant) {
+    pub(crate) fn restore_retry(&mut self, priority: Priority, run: B, index: u32, ready_at: Instant) {
         let arrival = self.next_arrival();
         self.backing_off.push(Reverse(Backoff { ready_at, arrival, index, priority, run }));
     }
@@ -358,17 +358,17 @@ impl<B: Clone> Scheduler<B> {
     }
 
     /// Releases nothing before `until` (kept if a pause already runs longer).
-    pub fn pause(&mut self, until: Instant) {
+    pub(crate) fn pause(&mut self, until: Instant) {
         self.paused_until = Some(self.paused_until.map_or(until, |t| t.max(until)));
     }
 
     /// The end of the pause, if one was ever set (it may be over).
-    pub fn paused_until(&self) -> Option<Instant> {
+    pub(crate) fn paused_until(&self) -> Option<Instant> {
         self.paused_until
     }
 
     /// Retries waiting out their backoff (not in [`Scheduler::queued`]).
-    pub fn backing_off(&self) -> usize {
+    pub(crate) fn backing_off(&self) -> usize {
         self.backing_off.len()
     }
 
@@ -399,7 +399,7 @@ impl<B: Clone> Scheduler<B> {
 
     /// Restores the time of the last release before a restart, so that the interval holds
     /// across it.
-    pub fn restore_last_release(&mut self, at: Instant) {
+    pub(crate) fn restore_last_release(&mut self, at: Instant) {
         self.last_release = Some(self.last_release.map_or(at, |t| t.max(at)));
     }
 
@@ -411,7 +411,7 @@ impl<B: Clone> Scheduler<B> {
 
     /// Decides what to do at `now`; on `Release` the batch leaves the queue and is in flight.
     /// Retries whose backoff is over enter the queue first.
-    pub fn poll(&mut self, now: Instant) -> Poll<B> {
+    pub(crate) fn poll(&mut self, now: Instant) -> Poll<B> {
         self.promote(now);
         if self.in_flight.is_some() {
             return Poll::Busy;
@@ -462,13 +462,14 @@ impl<B: Clone> Scheduler<B> {
     }
 
     /// Records that the batch in flight finished at `now`, with nothing to retry.
-    pub fn complete(&mut self, now: Instant) {
+    #[cfg(test)]
+    pub(crate) fn complete(&mut self, now: Instant) {
         self.finish(now, Finish::default());
     }
 
     /// Records that the release in flight ended at `now`, as `finish` says: when its first call
     /// was answered, and whether the batch waits for another release.
-    pub fn finish(&mut self, now: Instant, finish: Finish) {
+    pub(crate) fn finish(&mut self, now: Instant, finish: Finish) {
         let in_flight = self.in_flight.take();
         self.last_completion = Some(now);
         self.last_answer = finish.first_answer;
@@ -480,7 +481,7 @@ impl<B: Clone> Scheduler<B> {
 
     /// Batches waiting to be released, retries whose backoff has ended included (the one in
     /// flight and those still backing off are not counted).
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         (self.reruns + (0..LEVELS).map(|l| self.queued_at(l) + self.ready_retries[l]).sum::<u64>()) as usize
     }
 
@@ -488,17 +489,17 @@ impl<B: Clone> Scheduler<B> {
         self.submitted[l] - self.released[l]
     }
 
-    pub fn in_flight(&self) -> bool {
+    pub(crate) fn in_flight(&self) -> bool {
         self.in_flight.is_some()
     }
 
     /// The batch in flight, if any.
-    pub fn in_flight_batch(&self) -> Option<&InFlight<B>> {
+    pub(crate) fn in_flight_batch(&self) -> Option<&InFlight<B>> {
         self.in_flight.as_ref()
     }
 
     /// The counters positions and ETAs are computed from, at `now`. O(1): reads no queued run.
-    pub fn outlook(&self, now: Instant) -> Outlook {
+    pub(crate) fn outlook(&self, now: Instant) -> Outlook {
         let next_release = (self.queued() > 0).then(|| self.earliest_release().max(now));
         Outlook {
             now,
@@ -512,13 +513,14 @@ impl<B: Clone> Scheduler<B> {
     }
 
     /// When the oldest batch of `priority` still waiting was submitted (reruns aside). O(1).
-    pub fn oldest_waiting(&self, priority: Priority) -> Option<Instant> {
+    pub(crate) fn oldest_waiting(&self, priority: Priority) -> Option<Instant> {
         self.arrived[level(priority)].front().map(|&(_, at)| at)
     }
 
     /// How many times a queued run has been read or written so far. Lets tests show that a
     /// lookup's cost does not depend on the length of the queue.
-    pub fn touches(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn touches(&self) -> u64 {
         self.touches.get()
     }
 

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::model::Ingestion;
 
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Store {
     ingestions: RwLock<Ingestions>,
     keys: Mutex<HashMap<Box<str>, Key>>,
     /// Wakes requests waiting for a key that another request is still saving.
@@ -38,7 +38,7 @@ enum Key {
 
 /// What a request with an `Idempotency-Key` should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyClaim {
+pub(crate) enum KeyClaim {
     /// The key is new: go ahead, then [`Store::insert`] (which settles it) or
     /// [`Store::release_key`].
     Claimed,
@@ -47,7 +47,7 @@ pub enum KeyClaim {
 }
 
 impl Store {
-    pub fn new(retain: Duration) -> Store {
+    pub(crate) fn new(retain: Duration) -> Store {
         Store {
             ingestions: RwLock::default(),
             keys: Mutex::default(),
@@ -57,7 +57,7 @@ impl Store {
     }
 
     /// Adds an ingestion after every one inserted before it, and settles its key.
-    pub fn insert(&self, ingestion: Arc<Ingestion>) {
+    pub(crate) fn insert(&self, ingestion: Arc<Ingestion>) {
         if let Some(key) = &ingestion.idempotency_key {
             self.keys.lock().insert(key.clone(), Key::Saved(ingestion.id));
             self.key_settled.notify_all();
@@ -69,14 +69,14 @@ impl Store {
     }
 
     /// The ingestion with this id, unless it finished more than the retention period ago.
-    pub fn get(&self, id: &Uuid, now_ms: u64) -> Option<Arc<Ingestion>> {
+    pub(crate) fn get(&self, id: &Uuid, now_ms: u64) -> Option<Arc<Ingestion>> {
         let found = self.ingestions.read().by_id.get(id).map(|(_, i)| Arc::clone(i))?;
         (!self.expired(&found, now_ms)).then_some(found)
     }
 
     /// Claims `key` for a new ingestion, or names the one already saved under it. Waits while
     /// another request with the same key is being saved.
-    pub fn claim_key(&self, key: &str) -> KeyClaim {
+    pub(crate) fn claim_key(&self, key: &str) -> KeyClaim {
         let mut keys = self.keys.lock();
         loop {
             match keys.get(key).copied() {
@@ -91,13 +91,13 @@ impl Store {
     }
 
     /// Gives up a claimed key whose ingestion could not be saved.
-    pub fn release_key(&self, key: &str) {
+    pub(crate) fn release_key(&self, key: &str) {
         self.keys.lock().remove(key);
         self.key_settled.notify_all();
     }
 
     /// Every live ingestion, in acceptance order.
-    pub fn in_order(&self, now_ms: u64) -> Vec<Arc<Ingestion>> {
+    pub(crate) fn in_order(&self, now_ms: u64) -> Vec<Arc<Ingestion>> {
         let mut all: Vec<(u64, Arc<Ingestion>)> = self
             .ingestions
             .read()
@@ -111,7 +111,7 @@ impl Store {
     }
 
     /// Forgets ingestions (and their keys) that finished more than the retention period ago.
-    pub fn sweep(&self, now_ms: u64) -> usize {
+    pub(crate) fn sweep(&self, now_ms: u64) -> usize {
         // Found under the read lock, so status reads go on during the scan; the write lock is
         // taken only to remove what expired, usually nothing.
         let ids: Vec<Uuid> = {
@@ -130,14 +130,6 @@ impl Store {
             keys.remove(key);
         }
         expired.len()
-    }
-
-    pub fn len(&self) -> usize {
-        self.ingestions.read().by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn expired(&self, ingestion: &Ingestion, now_ms: u64) -> bool {
@@ -163,7 +155,7 @@ mod tests {
         assert!(store.get(&done.id, 11_001).is_none());
         assert_eq!(store.claim_key("k"), KeyClaim::Existing(done.id));
         assert_eq!(store.sweep(11_001), 1);
-        assert_eq!(store.len(), 1);
+        assert_eq!(store.in_order(0).len(), 1);
         assert!(store.get(&waiting.id, u64::MAX).is_some(), "unfinished work never expires");
         assert_eq!(store.claim_key("k"), KeyClaim::Claimed, "an expired key is free again");
     }

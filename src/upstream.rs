@@ -66,7 +66,7 @@ pub struct Target {
 
 impl Target {
     /// The URL of one id's call.
-    pub fn url_for(&self, id: Id) -> String {
+    pub(crate) fn url_for(&self, id: Id) -> String {
         self.url.replace("{id}", &id.to_string())
     }
 
@@ -142,7 +142,7 @@ pub enum Call {
 
 impl Call {
     /// The `/metrics` label: `2xx`, `3xx`, `4xx`, `5xx`, `timeout` or `error`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Call::Answered(200..=299) => "2xx",
             Call::Answered(300..=399) => "3xx",
@@ -171,7 +171,7 @@ pub enum RetryAfter {
 
 impl RetryAfter {
     /// Reads delta-seconds (`120`) or an HTTP date in any of its three forms (RFC 9110 §10.2.3).
-    pub fn parse(value: &str) -> Option<RetryAfter> {
+    pub(crate) fn parse(value: &str) -> Option<RetryAfter> {
         let value = value.trim();
         if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
             return value.parse::<u64>().ok().map(|secs| RetryAfter::Delay(Duration::from_secs(secs)));
@@ -181,7 +181,7 @@ impl RetryAfter {
 
     /// The wall-clock instant before which nothing should be sent, for an answer received at
     /// `received`. A date in the past is `received` itself.
-    pub fn until(self, received: SystemTime) -> SystemTime {
+    pub(crate) fn until(self, received: SystemTime) -> SystemTime {
         match self {
             RetryAfter::Delay(delay) => received.checked_add(delay).unwrap_or(received),
             RetryAfter::At(at) => at.max(received),
@@ -219,10 +219,6 @@ impl HttpUpstream {
             .tls_config(tls_config(target.ca_file.as_deref())?)
             .build();
         Ok(HttpUpstream { agent, target })
-    }
-
-    pub fn target(&self) -> &Target {
-        &self.target
     }
 
     /// Makes one call for `id` and classifies it. Blocks at most about `--upstream-timeout`.
@@ -289,7 +285,7 @@ impl ExternalApi for HttpUpstream {
 
 /// The outcome of an answer with `status`, after `took`. Pure: the table in the module's doc of
 /// [`Outcome`], and the reason a person reads.
-pub fn classify(status: u16, took: Duration, retry_after: Option<&str>, body: &[u8]) -> Outcome {
+pub(crate) fn classify(status: u16, took: Duration, retry_after: Option<&str>, body: &[u8]) -> Outcome {
     let mut reason = format!("HTTP {status} after {}", human(took));
     match status {
         200..=299 => Outcome::Delivered,
@@ -340,7 +336,7 @@ fn read_body(response: ureq::Response) -> Vec<u8> {
 }
 
 /// `2.1 s`, `10 s`, `250 ms`, `0.4 ms`: short, and as precise as a person needs.
-pub fn human(duration: Duration) -> String {
+pub(crate) fn human(duration: Duration) -> String {
     let ms = duration.as_secs_f64() * 1e3;
     if ms < 10.0 {
         format!("{:.1} ms", ms).replace(".0 ms", " ms")

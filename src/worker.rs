@@ -86,7 +86,7 @@ impl ExternalApi for SimulatedApi {
 
 /// Counts of ids done with, for the queued-ids limit: accepted minus these is what waits.
 #[derive(Debug, Default)]
-pub struct FetchStats {
+pub(crate) struct FetchStats {
     /// Ids delivered.
     pub ok: AtomicU64,
     /// Ids failed for good.
@@ -95,7 +95,7 @@ pub struct FetchStats {
 
 /// Owns the worker thread; [`Worker::join`] waits for it to finish the batch in flight and exit
 /// (it exits when the pacer, the channel's only sender, has stopped).
-pub struct Worker {
+pub(crate) struct Worker {
     thread: JoinHandle<()>,
     stats: Arc<FetchStats>,
     done: Receiver<()>,
@@ -105,7 +105,7 @@ impl Worker {
     /// Starts the worker. With a `journal`, each batch is journaled `triggered` before the
     /// first call and `completed` after the last. `policy` says how long a batch with ids to
     /// retry waits, and after how many releases they fail.
-    pub fn start(
+    pub(crate) fn start(
         api: impl ExternalApi,
         releases: Receiver<Release>,
         queue: Queue,
@@ -127,16 +127,12 @@ impl Worker {
         Worker { thread, stats, done }
     }
 
-    pub fn stats(&self) -> Arc<FetchStats> {
+    pub(crate) fn stats(&self) -> Arc<FetchStats> {
         Arc::clone(&self.stats)
     }
 
-    pub fn join(self) {
-        let _ = self.thread.join();
-    }
-
-    /// Like [`Worker::join`], but gives up after `timeout`; returns whether the thread ended.
-    pub fn join_timeout(self, timeout: Duration) -> bool {
+    /// Joins the thread, but gives up after `timeout`; returns whether the thread ended.
+    pub(crate) fn join_timeout(self, timeout: Duration) -> bool {
         match self.done.recv_timeout(timeout) {
             Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                 let _ = self.thread.join();

@@ -267,6 +267,56 @@ fn a_body_that_stalls_gets_408() {
     assert!(began.elapsed() < Duration::from_secs(5));
 }
 
+const UPGRADE: &str = "Connection: Upgrade\r\nUpgrade: websocket\r\n";
+
+/// tiny_http 0.12.0 hands over the connection itself as the body of a request with
+/// `Connection: upgrade`: read as is, a small body held the handler thread that took it until the
+/// idle timeout, then got 408. The upgrade is ignored, the body read by its Content-Length on a
+/// body thread, and the connection closes after the answer.
+#[test]
+fn an_upgrade_is_answered_at_once_and_never_holds_a_handler_thread() {
+    let server = Server::start(&["--idle-timeout", "5s", "--threads", "1", "--interval", "1h"]);
+    let upgrade = UPGRADE;
+    let within = Duration::from_secs(1);
+    let began = Instant::now();
+    let mut conn = Conn::open(&server);
+    let answer = conn.send(&post("/ingest", upgrade, INGEST)).answer().expect("an answer");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(began.elapsed() < within, "took {:?}", began.elapsed());
+    assert!(conn.closed_within(within), "the connection closes after an upgrade's answer");
+    let id = answer.json()["ingestion_id"].as_str().unwrap().to_owned();
+    assert_eq!(server.status(&id)["batches"].as_array().unwrap().len(), 1);
+
+    // A body that stalls waits on a body thread; the one pump answers everyone else at once.
+    let request = post("/ingest", upgrade, INGEST);
+    let mut stalled = Conn::open(&server);
+    stalled.send(&request[..request.len() - 5]);
+    for _ in 0..3 {
+        let began = Instant::now();
+        let mut conn = Conn::open(&server);
+        assert_eq!(conn.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").answer().unwrap().status, 200);
+        assert!(began.elapsed() < within, "took {:?}", began.elapsed());
+    }
+
+    // A chunked body cannot be framed on a raw connection: refused at once.
+    let chunked = format!("POST /ingest HTTP/1.1\r\nHost: t\r\n{upgrade}Transfer-Encoding: chunked\r\n\r\n");
+    let began = Instant::now();
+    let refused = Conn::open(&server).send(chunked.as_bytes()).answer().expect("an answer");
+    assert_eq!((refused.status, refused.code()), (400, "bad_framing".into()), "{refused:?}");
+    assert!(began.elapsed() < within, "took {:?}", began.elapsed());
+}
+
+#[test]
+fn a_stalled_upgrade_gets_one_408_and_the_connection_closes() {
+    let server = Server::start(&["--idle-timeout", "200ms"]);
+    let request = post("/ingest", UPGRADE, INGEST);
+    let mut conn = Conn::open(&server);
+    let answer = conn.send(&request[..request.len() - 5]).answer().expect("an answer");
+    assert_eq!((answer.status, answer.code()), (408, "request_timeout".into()), "{answer:?}");
+    // The relay answers a stalled short body itself only where tiny_http reads it.
+    assert!(conn.answer().is_none(), "a second answer came");
+}
+
 #[test]
 fn stalled_connections_do_not_delay_a_new_client() {
     let server = Server::start(&["--interval", "1h"]);

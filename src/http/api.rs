@@ -37,7 +37,7 @@ impl Reply {
         Reply { status, body, allow: None, retry_after: None, content_type: "application/json" }
     }
 
-    pub fn error(error: &ApiError) -> Reply {
+    pub(crate) fn error(error: &ApiError) -> Reply {
         let allow = match error {
             ApiError::MethodNotAllowed { allow, .. } => Some(*allow),
             _ => None,
@@ -257,7 +257,7 @@ pub struct Head<'a> {
 }
 
 /// The `route` label of a request in `/metrics`: its route's path template, or `unmatched`.
-pub fn route_label(url: &str) -> &'static str {
+pub(crate) fn route_label(url: &str) -> &'static str {
     route(url).map_or(UNMATCHED, |route| route.template)
 }
 

@@ -12,12 +12,12 @@ use super::error::ApiError;
 const OPEN_PATHS: &[&str] = &["/health", "/", "/docs", "/openapi.json"];
 
 /// Whether `url` may be served without a token.
-pub fn is_open(url: &str) -> bool {
+pub(super) fn is_open(url: &str) -> bool {
     OPEN_PATHS.contains(&path_of(url))
 }
 
 /// Requires exactly one `Authorization: Bearer <token>` header carrying `token`.
-pub fn check(token: &str, headers: &[Header]) -> Result<(), ApiError> {
+pub(super) fn check(token: &str, headers: &[Header]) -> Result<(), ApiError> {
     let mut values = headers.iter().filter(|h| h.field.equiv("Authorization")).map(|h| h.value.as_str());
     let (Some(value), None) = (values.next(), values.next()) else {
         return Err(ApiError::Unauthorized);

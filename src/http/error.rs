@@ -56,7 +56,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             ApiError::InvalidJson(_)
             | ApiError::InvalidBody(_)
@@ -82,7 +82,7 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::InvalidBody(_) => "invalid_body",

@@ -6,7 +6,9 @@
 //! its value, means chunked and Content-Length is then ignored; the first Content-Length wins and
 //! one that `usize::from_str` rejects means "no body" (so the body would be read as the next
 //! request); header lines end at CRLF only, so a bare CR or LF stays inside a value. Each of those
-//! is refused here. Obsolete line folding: tiny_http trims every header line, so a folded line
+//! is refused here. A head whose first `Connection` header holds "upgrade" (any case) gets the
+//! connection itself as its body, unframed ([`is_upgrade`]): `server.rs` frames a Content-Length
+//! body itself, and a chunked one is refused here. Obsolete line folding: tiny_http trims every header line, so a folded line
 //! without a colon makes it answer 400 and close by itself, and a folded line with a colon
 //! becomes a header of its own that we cannot tell apart; if it names Transfer-Encoding or
 //! Content-Length the rules below still apply to it.
@@ -16,7 +18,7 @@ use tiny_http::{HTTPVersion, Header};
 use super::error::ApiError;
 
 /// Checks the framing headers of one request head.
-pub fn check(version: &HTTPVersion, headers: &[Header]) -> Result<(), ApiError> {
+pub(super) fn check(version: &HTTPVersion, headers: &[Header]) -> Result<(), ApiError> {
     let mut transfer_encodings = 0;
     let mut content_lengths = 0;
     for header in headers {
@@ -42,6 +44,9 @@ pub fn check(version: &HTTPVersion, headers: &[Header]) -> Result<(), ApiError> 
         }
     }
     match (transfer_encodings, content_lengths) {
+        (1, _) if is_upgrade(headers) => {
+            Err(bad("Transfer-Encoding with Connection: upgrade (this server upgrades nothing); send Content-Length"))
+        }
         (t, _) if t > 1 => Err(bad("Transfer-Encoding appears more than once; send it once")),
         (_, c) if c > 1 => Err(bad("Content-Length appears more than once; send it once")),
         (1, 1) => Err(bad("Transfer-Encoding and Content-Length were both sent; send only one of them")),
@@ -50,6 +55,15 @@ pub fn check(version: &HTTPVersion, headers: &[Header]) -> Result<(), ApiError> 
         }
         _ => Ok(()),
     }
+}
+
+/// Whether tiny_http takes the request for a protocol upgrade: then its body reader is the
+/// connection itself, unframed (it reads until the client closes), and it reads no request after
+/// this one on the connection. We upgrade nothing: the request is answered as HTTP/1.1 (RFC 9110
+/// allows ignoring `Upgrade`), and the connection then closes.
+pub(super) fn is_upgrade(headers: &[Header]) -> bool {
+    let connection = headers.iter().find(|h| h.field.equiv("Connection"));
+    connection.is_some_and(|h| h.value.as_str().to_ascii_lowercase().contains("upgrade"))
 }
 
 fn bad(why: &str) -> ApiError {
@@ -111,6 +125,16 @@ mod tests {
         check_head((1, 1), &[("Content-Length", "5"), ("Content-Length", "5")], false);
         check_head((1, 1), &[("Content-Length", "5"), ("content-length", "6")], false);
         check_head((1, 0), &[("Transfer-Encoding", "chunked")], false);
+        // An upgrade's body is the raw connection to tiny_http: a chunked one cannot be framed.
+        check_head((1, 1), &[("Connection", "Upgrade"), ("Transfer-Encoding", "chunked")], false);
+        check_head((1, 1), &[("Connection", "keep-alive, upgrade"), ("Transfer-Encoding", "chunked")], false);
+        check_head((1, 1), &[("Connection", "upgrade"), ("Content-Length", "5")], true);
+        // Only the first Connection header counts, as in tiny_http.
+        check_head(
+            (1, 1),
+            &[("Connection", "close"), ("Connection", "upgrade"), ("Transfer-Encoding", "chunked")],
+            true,
+        );
     }
 
     #[test]

@@ -48,7 +48,7 @@ impl Default for Limits {
 impl Limits {
     /// Refuses a URL or a set of headers larger than allowed, then a header that means one thing
     /// (`Idempotency-Key`) sent more than once.
-    pub fn check_head(&self, url: &str, headers: &[Header]) -> Result<(), ApiError> {
+    pub(crate) fn check_head(&self, url: &str, headers: &[Header]) -> Result<(), ApiError> {
         if url.len() > self.max_url {
             return Err(ApiError::UrlTooLong { limit: self.max_url });
         }

@@ -12,17 +12,16 @@
 pub mod api;
 mod auth;
 mod compat;
-pub mod error;
+pub(crate) mod error;
 mod framing;
 pub mod ingest_body;
-pub mod limits;
+pub(crate) mod limits;
 mod pages;
 mod prometheus;
-pub mod server;
+pub(crate) mod server;
 mod supervise;
 mod telemetry;
 mod unstrand;
 
-pub use error::ApiError;
 pub use limits::Limits;
 pub use server::{HttpOptions, HttpServer};

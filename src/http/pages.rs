@@ -31,7 +31,7 @@ const HTML: &str = "text/html; charset=utf-8";
 
 /// A page route (its path is in `api.rs`'s table). Each takes GET and HEAD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Page {
+pub(super) enum Page {
     Dashboard,
     DashboardJson,
     Docs,
@@ -39,7 +39,7 @@ pub enum Page {
     Metrics,
 }
 
-pub fn render(app: &App, page: Page) -> Reply {
+pub(super) fn render(app: &App, page: Page) -> Reply {
     match page {
         Page::Dashboard => {
             static BUILT: OnceLock<String> = OnceLock::new();

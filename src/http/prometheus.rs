@@ -9,7 +9,7 @@ use super::telemetry;
 use crate::app::App;
 use crate::metrics::{HistogramSnapshot, PriorityTotals};
 
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(super) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// One metric family being written: its `# HELP` and `# TYPE` lines come first.
 struct Family<'a> {
@@ -53,7 +53,7 @@ fn seconds(duration: Duration) -> f64 {
 type PerPriority = (&'static str, &'static str, &'static str, fn(&PriorityTotals) -> u64);
 
 /// The whole exposition.
-pub fn render(app: &App) -> String {
+pub(super) fn render(app: &App) -> String {
     let mut out = String::new();
     let metrics = app.queue().metrics();
     let totals = metrics.totals();

@@ -5,13 +5,15 @@
 //! (`http-G-N`), which check quarantine and framing in arrival order. A request whose body tiny_http has already read
 //! (none, or `Content-Length` up to 1024 bytes) is answered by the pump that took it, with no
 //! hand-off; one whose body still has to come off the socket goes to an `http-body-N` thread, so
-//! that clients stalling their bodies never delay anyone else. Either thread checks the rest of
+//! that clients stalling their bodies never delay anyone else. An upgrade's body is always on
+//! the socket (tiny_http hands over the connection itself: `framing::is_upgrade`), and is read
+//! by its `Content-Length`; the upgrade is ignored. Either thread checks the rest of
 //! the head (sizes, token), reads the body, calls [`api::handle`] under
 //! `catch_unwind` (a panic costs one 500, not a thread) and writes the reply. This is the only
 //! module that touches tiny_http's request and response types; it never writes request data
 //! into a response header.
 
-use std::io;
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -47,7 +49,7 @@ pub struct HttpOptions {
 }
 
 /// Answers a request that passed the checks: its head and a way to read the body.
-pub type Handler =
+pub(crate) type Handler =
     dyn Fn(Head<'_>, Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>) -> Reply + Send + Sync + 'static;
 
 /// tiny_http 0.12.0 reads a body of up to this many bytes before handing over the request.
@@ -91,7 +93,11 @@ impl HttpServer {
     }
 
     /// Like [`HttpServer::start`] with any handler in place of the API.
-    pub fn start_with(listener: TcpListener, options: HttpOptions, handler: Box<Handler>) -> io::Result<HttpServer> {
+    pub(crate) fn start_with(
+        listener: TcpListener,
+        options: HttpOptions,
+        handler: Box<Handler>,
+    ) -> io::Result<HttpServer> {
         let addr = listener.local_addr()?;
         // Our listener, for the clients; the relay enforces the idle timeout on them. tiny_http's,
         // for the relay, has no timeouts: the relay ends every connection, so tiny_http's accept
@@ -123,7 +129,8 @@ impl HttpServer {
                 Origin::Probe => (None, frame_check(None, &request)),
                 Origin::Unknown => (None, Err(ApiError::ConnectionRejected)),
             };
-            if streams_body(&request) {
+            // A refused request's body is never read: its answer needs no body thread.
+            if framing.is_ok() && streams_body(&request) {
                 // The handlers outlive the pumps (see `stop`), so this never fails.
                 let _ = body_tx.send((request, conn, framing));
                 return None;
@@ -178,10 +185,12 @@ fn spawn_handlers(
         .collect()
 }
 
-/// Whether reading the body means waiting on the socket (tiny_http has not buffered it).
+/// Whether reading the body means waiting on the socket (tiny_http has not buffered it; it
+/// never buffers an upgrade's).
 fn streams_body(request: &Request) -> bool {
     let has = |name: &'static str| request.headers().iter().any(|h| h.field.equiv(name));
-    request.body_length().is_some_and(|len| len > BUFFERED_BODY) || has("Transfer-Encoding") || has("Expect")
+    let buffered = if framing::is_upgrade(request.headers()) { 0 } else { BUFFERED_BODY };
+    request.body_length().is_some_and(|len| len > buffered) || has("Transfer-Encoding") || has("Expect")
 }
 
 fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Result<(), ApiError>) {
@@ -269,9 +278,12 @@ fn read_body(
     if length.is_some_and(|len| len > max_body) {
         return Err(ApiError::BodyTooLarge { limit: max_body });
     }
+    // An upgrade's reader is the connection itself, read to its end: the body is the
+    // Content-Length bytes after the head, none without one (a chunked one is refused earlier).
+    let framed = if framing::is_upgrade(request.headers()) { length.unwrap_or(0) as u64 } else { u64::MAX };
     let began = Instant::now();
     let mut body = Vec::with_capacity(length.unwrap_or(0));
-    let reader = request.as_reader();
+    let mut reader = Read::take(request.as_reader(), framed);
     let mut chunk = [0; 16 << 10];
     // The relay ends the stream when the client is silent for the idle timeout or the server
     // stops; the body then ends early, and why is the answer.

@@ -45,9 +45,9 @@ const START_ATTEMPTS: u32 = 10;
 /// What a pump does with each request, in the order tiny_http read them: checks it, then either
 /// hands it on (`None`) or returns the work of answering it, which the pump runs once the next
 /// pump may take a request.
-pub type Dispatch = Arc<dyn Fn(Request) -> Option<Serve> + Send + Sync>;
+pub(super) type Dispatch = Arc<dyn Fn(Request) -> Option<Serve> + Send + Sync>;
 /// Answering one request.
-pub type Serve = Box<dyn FnOnce() + Send>;
+pub(super) type Serve = Box<dyn FnOnce() + Send>;
 
 enum Event {
     /// A generation's accept loop ended with this error.
@@ -67,7 +67,7 @@ struct Generation {
 }
 
 /// Owns the supervisor thread; [`Supervisor::stop`] joins it and every pump.
-pub struct Supervisor {
+pub(super) struct Supervisor {
     events: Sender<Event>,
     thread: JoinHandle<()>,
 }
@@ -87,7 +87,7 @@ struct Setup {
 impl Supervisor {
     /// Starts the first generation on `listener` (errors come back here), then supervises,
     /// probing at `probe`: the listener's path, and the header line the probe's request carries.
-    pub fn start(
+    pub(super) fn start(
         listener: UnixListener,
         probe: (&Path, String),
         idle_timeout: Duration,
@@ -111,7 +111,7 @@ impl Supervisor {
     }
 
     /// Stops every generation after the requests it has already received, and joins them.
-    pub fn stop(self) {
+    pub(super) fn stop(self) {
         let _ = self.events.send(Event::Stop);
         let _ = self.thread.join();
     }

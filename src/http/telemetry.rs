@@ -12,7 +12,7 @@ use crate::log;
 use crate::metrics::{Histogram, HistogramSnapshot};
 
 /// Request latency bounds: handlers answer in microseconds; the top end catches a stall.
-pub const LATENCY_BUCKETS: [Duration; 10] = [
+pub(super) const LATENCY_BUCKETS: [Duration; 10] = [
     Duration::from_micros(100),
     Duration::from_micros(250),
     Duration::from_micros(500),
@@ -41,7 +41,7 @@ fn route_index(route: &str) -> usize {
 }
 
 /// Counts one answered request, and writes its access record when logging JSON.
-pub fn record(method: &str, url: &str, route: &'static str, status: u16, elapsed: Duration) {
+pub(super) fn record(method: &str, url: &str, route: &'static str, status: u16, elapsed: Duration) {
     let index = route_index(route);
     if let Some(counter) = status.checked_sub(FIRST_STATUS).and_then(|s| REQUESTS[index].get(usize::from(s))) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -67,7 +67,7 @@ fn access_log(method: &str, url: &str, route: &str, status: u16, elapsed: Durati
 }
 
 /// `(route, status, count)` for every pair seen at least once.
-pub fn requests() -> Vec<(&'static str, u16, u64)> {
+pub(super) fn requests() -> Vec<(&'static str, u16, u64)> {
     let mut seen = Vec::new();
     for (route, counters) in ROUTES.iter().zip(&REQUESTS) {
         for (offset, counter) in (0u16..).zip(counters) {
@@ -81,6 +81,6 @@ pub fn requests() -> Vec<(&'static str, u16, u64)> {
 }
 
 /// Latency per route, for every route.
-pub fn latency() -> Vec<(&'static str, HistogramSnapshot)> {
+pub(super) fn latency() -> Vec<(&'static str, HistogramSnapshot)> {
     ROUTES.iter().zip(&LATENCY).map(|(route, histogram)| (*route, histogram.snapshot())).collect()
 }

@@ -25,14 +25,14 @@ const IDLE_TICK: Duration = Duration::from_millis(100);
 /// How long after the last growth the ticks go on.
 const SETTLE: Duration = Duration::from_secs(2);
 
-pub struct Unstrander {
+pub(super) struct Unstrander {
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: JoinHandle<()>,
 }
 
 impl Unstrander {
     /// Ticks tiny_http's pool by connecting to its socket at `listening`.
-    pub fn start(listening: &Path) -> io::Result<Unstrander> {
+    pub(super) fn start(listening: &Path) -> io::Result<Unstrander> {
         let target = listening.to_owned();
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = {
@@ -42,7 +42,7 @@ impl Unstrander {
         Ok(Unstrander { stop, thread })
     }
 
-    pub fn stop(self) {
+    pub(super) fn stop(self) {
         *self.stop.0.lock() = true;
         self.stop.1.notify_all();
         let _ = self.thread.join();

@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// The data directory's lock file, next to the journal.
-pub const LOCK_FILE: &str = "ingestd.lock";
+pub(crate) const LOCK_FILE: &str = "ingestd.lock";
 
 /// A file opened for reading and writing. The methods are `std::fs::File`'s.
 pub trait DiskFile: Send + Debug {
@@ -65,7 +65,7 @@ pub trait Disk: Send + Sync + Debug {
 
 /// [`Disk`] on the real file system.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct RealDisk;
+pub(crate) struct RealDisk;
 
 impl DiskFile for File {
     fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 
 /// The journal's last word on the disk: fine, or failing since some moment.
 #[derive(Debug, Default)]
-pub struct StorageHealth {
+pub(crate) struct StorageHealth {
     outage: Mutex<Option<Outage>>,
 }
 
@@ -29,7 +29,7 @@ pub struct Outage {
 
 impl StorageHealth {
     /// The outage under way, if writes are failing.
-    pub fn outage(&self) -> Option<Outage> {
+    pub(crate) fn outage(&self) -> Option<Outage> {
         self.outage.lock().clone()
     }
 

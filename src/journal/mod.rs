@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
-
-pub use disk::{DirLock, Disk, DiskFile, LockError, RealDisk, LOCK_FILE};
-pub use health::{Outage, StorageHealth};
-pub use record::{crc32, group_header, Group, GroupHeader, Record, GROUP_HEADER_LEN, HEADER, HEADER_V1};
-pub use replay::{replay, replay_v1, Corrupt, Recovered};
+pub use disk::{DirLock, Disk, DiskFile, LockError};
+pub(crate) use disk::{RealDisk, LOCK_FILE};
+pub(crate) use health::{Outage, StorageHealth};
+pub use record::{group_header, Group, GroupHeader, Record, GROUP_HEADER_LEN, HEADER, HEADER_V1};
+pub use replay::replay;
+pub(crate) use replay::{replay_v1, Corrupt, Recovered};
 
 use crate::log;
 use crate::model::{Batch, Ingestion, IngestionRecord};
@@ -37,7 +37,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 /// The journal's file name inside the data directory; the version is part of the format.
 pub const FILE_NAME: &str = "journal.v2";
 /// The version 1 journal, upgraded (and removed) at the first start that finds it.
-pub const FILE_NAME_V1: &str = "journal.v1";
+pub(crate) const FILE_NAME_V1: &str = "journal.v1";
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 /// Why the journal could not be opened. The service does not start.
@@ -234,64 +234,19 @@ enum Op {
     Stop,
 }
 
-/// What to do with one record's outcome, called on the journal thread once it is known.
-/// Dropped unanswered (the journal stopped), it is called with an error.
-struct Answer(Option<Saved>);
-
-/// Gets the outcome of a record: `Ok` once it is on disk (and applied).
-pub type Saved = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
-
-impl Answer {
-    fn send(mut self, result: Result<(), WriteError>) {
-        if let Some(done) = self.0.take() {
-            done(result);
-        }
-    }
-}
-
-impl Drop for Answer {
-    fn drop(&mut self) {
-        if let Some(done) = self.0.take() {
-            done(Err(WriteError("the journal has stopped".into())));
-        }
-    }
-}
-
-/// Where a waiting caller's answer lands. The caller parks on a condvar until it is set: no
-/// spinning while an fsync is under way (a channel's receive spins and yields first, which
-/// costs the CPU the other requests need).
-#[derive(Default)]
-struct Slot {
-    result: Mutex<Option<Result<(), WriteError>>>,
-    ready: Condvar,
-}
-
-impl Slot {
-    fn set(&self, result: Result<(), WriteError>) {
-        *self.result.lock() = Some(result);
-        self.ready.notify_one();
-    }
-
-    fn wait(&self) -> Result<(), WriteError> {
-        let mut result = self.result.lock();
-        loop {
-            if let Some(result) = result.take() {
-                return result;
-            }
-            self.ready.wait(&mut result);
-        }
-    }
-}
+/// Where one record's outcome goes: the thread that sent the record waits on the other end.
+/// Dropped unanswered (the journal stopped), that thread gets an error.
+type Answer = Sender<Result<(), WriteError>>;
 
 /// The handle other threads use to save records.
 #[derive(Clone)]
-pub struct JournalHandle {
+pub(crate) struct JournalHandle {
     ops: Sender<Op>,
     health: Arc<StorageHealth>,
 }
 
 /// Owns the journal thread; [`Journal::stop`] flushes and joins it.
-pub struct Journal {
+pub(crate) struct Journal {
     handle: JournalHandle,
     thread: JoinHandle<()>,
 }
@@ -339,7 +294,12 @@ struct Writer {
 }
 
 impl Journal {
-    pub fn start(opened: Opened, store: Arc<Store>, queue: Queue, compaction: Compaction) -> io::Result<Journal> {
+    pub(crate) fn start(
+        opened: Opened,
+        store: Arc<Store>,
+        queue: Queue,
+        compaction: Compaction,
+    ) -> io::Result<Journal> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let allocated = opened.file.size()?;
         let health = Arc::new(StorageHealth::default());
@@ -364,12 +324,12 @@ impl Journal {
         Ok(Journal { handle: JournalHandle { ops: tx, health }, thread })
     }
 
-    pub fn handle(&self) -> &JournalHandle {
+    pub(crate) fn handle(&self) -> &JournalHandle {
         &self.handle
     }
 
     /// Saves what was sent before, then joins the thread; later records fail with an error.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         let _ = self.handle.ops.send(Op::Stop);
         let _ = self.thread.join();
     }
@@ -377,38 +337,29 @@ impl Journal {
 
 impl JournalHandle {
     /// Whether the journal can write now.
-    pub fn health(&self) -> &Arc<StorageHealth> {
+    pub(crate) fn health(&self) -> &Arc<StorageHealth> {
         &self.health
     }
 
     /// Saves a new ingestion; once this returns `Ok`, it is on disk, in the store and queued.
-    pub fn ingest(&self, ingestion: Arc<Ingestion>) -> Result<(), WriteError> {
-        self.wait(|answer| self.ingest_then(ingestion, answer))
-    }
-
-    /// Saves a new ingestion without waiting: `done` runs on the journal thread once it is on
-    /// disk, in the store and queued (`Ok`), or could not be saved (`Err`). It must be quick
-    /// and must not block.
-    pub fn ingest_then(&self, ingestion: Arc<Ingestion>, done: Saved) {
+    pub(crate) fn ingest(&self, ingestion: Arc<Ingestion>) -> Result<(), WriteError> {
         let mut encoded = Vec::new();
         Record::ingest(ingestion.record(), false).encode(&mut encoded);
-        // Sent to a stopped journal, the op comes back and is dropped, and its answer is an error.
-        let _ = self.ops.send(Op::Ingest(ingestion, encoded, Answer(Some(done))));
+        self.wait(|answer| Op::Ingest(ingestion, encoded, answer))
     }
 
     /// Saves a transition of `batch` and applies it to the batch; once this returns `Ok`, it is
     /// on disk and visible. On `Err` nothing was applied.
-    pub fn transition(&self, record: Record, batch: &Batch) -> Result<(), WriteError> {
-        self.wait(|answer| {
-            let _ = self.ops.send(Op::Transition(record, batch.clone(), Answer(Some(answer))));
-        })
+    pub(crate) fn transition(&self, record: Record, batch: &Batch) -> Result<(), WriteError> {
+        self.wait(|answer| Op::Transition(record, batch.clone(), answer))
     }
 
-    fn wait(&self, send: impl FnOnce(Saved)) -> Result<(), WriteError> {
-        let slot = Arc::new(Slot::default());
-        let landing = Arc::clone(&slot);
-        send(Box::new(move |result| landing.set(result)));
-        slot.wait()
+    /// Sends an op and waits for its outcome. Sent to a stopped journal, the op is dropped, and
+    /// its answer with it.
+    fn wait(&self, op: impl FnOnce(Answer) -> Op) -> Result<(), WriteError> {
+        let (answer, outcome) = crossbeam_channel::bounded(1);
+        let _ = self.ops.send(op(answer));
+        outcome.recv().unwrap_or_else(|_| Err(WriteError("the journal has stopped".into())))
     }
 }
 
@@ -505,7 +456,7 @@ impl Writer {
         }
         for op in group {
             if let Op::Ingest(_, _, answer) | Op::Transition(_, _, answer) = op {
-                answer.send(written.clone());
+                let _ = answer.send(written.clone());
             }
         }
         if written.is_ok() && self.should_compact() {

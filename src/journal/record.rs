@@ -138,18 +138,18 @@ impl Record {
     }
 
     /// Decodes one line (without its `\n`); the error says what is wrong with it.
-    pub fn decode(line: &[u8]) -> Result<Record, String> {
+    pub(crate) fn decode(line: &[u8]) -> Result<Record, String> {
         Record::parse(verify(line)?)
     }
 
     /// Parses a record's JSON text, its line already checked by `verify`.
-    pub fn parse(json: &[u8]) -> Result<Record, String> {
+    pub(crate) fn parse(json: &[u8]) -> Result<Record, String> {
         serde_json::from_slice(json).map_err(|e| format!("the record is not valid ({e})"))
     }
 }
 
 /// Checks one line's CRC (without its `\n`) and returns its JSON text.
-pub fn verify(line: &[u8]) -> Result<&[u8], String> {
+pub(super) fn verify(line: &[u8]) -> Result<&[u8], String> {
     let (crc, json) = match (line.get(..8), line.get(8), line.get(9..)) {
         (Some(crc), Some(b' '), Some(json)) => (crc, json),
         _ => return Err("the line is not `CRC JSON`".into()),
@@ -176,7 +176,7 @@ impl Default for Group {
 
 impl Group {
     /// Adds a record already encoded by [`Record::encode`].
-    pub fn push_encoded(&mut self, line: &[u8]) {
+    pub(crate) fn push_encoded(&mut self, line: &[u8]) {
         self.bytes.extend_from_slice(line);
         self.count += 1;
     }
@@ -186,7 +186,7 @@ impl Group {
         self.count += 1;
     }
 
-    pub fn count(&self) -> u32 {
+    pub(crate) fn count(&self) -> u32 {
         self.count
     }
 
@@ -230,7 +230,7 @@ pub fn group_header(bytes: &[u8]) -> Result<GroupHeader, String> {
 }
 
 /// Turns a decoded `ingest` record back into an ingestion, checking that it is consistent.
-pub fn ingestion_of(record: Record) -> Result<IngestionRecord, String> {
+pub(super) fn ingestion_of(record: Record) -> Result<IngestionRecord, String> {
     let Record::Ingest {
         ingestion_id,
         priority,
@@ -290,7 +290,7 @@ pub fn ingestion_of(record: Record) -> Result<IngestionRecord, String> {
 }
 
 /// CRC-32 (IEEE 802.3, reflected, as in zip and PNG).
-pub fn crc32(bytes: &[u8]) -> u32 {
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut table = [0u32; 256];
         let mut i = 0;

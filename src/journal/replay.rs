@@ -152,7 +152,7 @@ fn later_group(bytes: &[u8], offset: usize, seq: u64) -> Option<usize> {
 
 /// Replays a version 1 journal (no groups: a damaged or cut last line is a torn write), to
 /// upgrade it.
-pub fn replay_v1(bytes: &[u8]) -> Result<Recovered, Corrupt> {
+pub(crate) fn replay_v1(bytes: &[u8]) -> Result<Recovered, Corrupt> {
     let bytes = without_reserved_zeros(bytes);
     let mut state = Recovered::default();
     if bytes.is_empty() {

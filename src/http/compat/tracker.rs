@@ -105,6 +105,9 @@ struct Facts {
     content_length: Option<Option<usize>>,
     /// The first `Expect`: whether it is `100-continue`.
     expects_continue: Option<bool>,
+    /// The first `Connection`: whether it holds "upgrade" (then tiny_http hands the connection
+    /// itself over as the body, and buffers nothing).
+    upgrade: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -286,7 +289,9 @@ impl Tracker {
             _ if facts.chunked => State::Chunked(Chunk::Size { extension: false }),
             Some(Some(length)) if length > 0 => State::Body {
                 remaining: length,
-                buffered: length <= BUFFERED_BODY && facts.expects_continue != Some(true),
+                buffered: length <= BUFFERED_BODY
+                    && facts.expects_continue != Some(true)
+                    && facts.upgrade != Some(true),
             },
             _ => State::Line { request_line: true },
         };
@@ -324,6 +329,8 @@ fn header(facts: &mut Facts, line: &[u8]) {
         facts.content_length = Some(value.parse().ok());
     } else if name.eq_ignore_ascii_case("Expect") && facts.expects_continue.is_none() {
         facts.expects_continue = Some(value.eq_ignore_ascii_case("100-continue"));
+    } else if name.eq_ignore_ascii_case("Connection") && facts.upgrade.is_none() {
+        facts.upgrade = Some(value.to_ascii_lowercase().contains("upgrade"));
     }
 }
 
@@ -424,6 +431,11 @@ mod tests {
         let expect = "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nab";
         check(expect, false, Position::InBody { buffered: false });
         check("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab", false, Position::InBody { buffered: true });
+        // An upgrade's body is read by our handler (which answers a stall), never by tiny_http.
+        let upgrade = "POST / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nContent-Length: 5\r\n\r\nab";
+        check(upgrade, false, Position::InBody { buffered: false });
+        let first_wins = "POST / HTTP/1.1\r\nConnection: close\r\nConnection: upgrade\r\nContent-Length: 5\r\n\r\nab";
+        check(first_wins, false, Position::InBody { buffered: true });
         check("POST / HTTP/1.1\r\nContent-Le", false, Position::InHead);
     }
 
