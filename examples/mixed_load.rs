@@ -136,7 +136,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// (smallest gap between releases in µs, lateness p50/p99/max in µs, releases, and of the
 /// release that was latest, the part spent waiting for the queue lock after spinning to its slot, in µs)
-fn pacing(log: &str) -> (u64, f64, f64, f64, usize, f64) {
+fn pacing(log: &str) -> (u64, f64, f64, f64, usize, f64, (usize, u64)) {
     let number = |line: &str, name: &str| -> Option<u64> {
         let start = line.find(&format!("\"{name}\":"))? + name.len() + 3;
         line[start..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
@@ -147,11 +147,14 @@ fn pacing(log: &str) -> (u64, f64, f64, f64, usize, f64) {
         .filter_map(|l| Some((number(l, "release_us")?, number(l, "late_ns")?, number(l, "lock_wait_ns").unwrap_or(0))))
         .collect();
     let worst_lock_wait = releases.iter().max_by_key(|r| r.1).map_or(0.0, |r| r.2 as f64 / 1e3);
+    // Other threads' holds of the queue lock long enough to delay a release: how many, the longest.
+    let holds: Vec<u64> = text.lines().filter_map(|l| number(l, "lock_held_us")).collect();
+    let long_holds = (holds.len(), holds.iter().copied().max().unwrap_or(0));
     let gap = releases.windows(2).map(|w| w[1].0 - w[0].0).min().unwrap_or(0);
     let mut late: Vec<u64> = releases.iter().map(|r| r.1).collect();
     late.sort_unstable();
     let at = |q: f64| late.get(((late.len().max(1) - 1) as f64 * q) as usize).map_or(0.0, |&n| n as f64 / 1e3);
-    (gap, at(0.5), at(0.99), at(1.0), releases.len(), worst_lock_wait)
+    (gap, at(0.5), at(0.99), at(1.0), releases.len(), worst_lock_wait, long_holds)
 }
 
 fn main() {
@@ -184,14 +187,14 @@ fn main() {
     let acked: Vec<(String, Vec<u32>)> = tallies.iter().flat_map(|t| t.acked.iter().cloned()).collect();
     let (ok, failed, full) = tallies.iter().fold((0, 0, 0), |a, t| (a.0 + t.ok, a.1 + t.failed, a.2 + t.queue_full));
     let lost = lost(&addr, &acked);
-    let (gap, p50, p99, max, releases, worst_lock_wait) = pacing(log);
+    let (gap, p50, p99, max, releases, worst_lock_wait, (long_holds, longest_hold)) = pacing(log);
     let tenth = rss.len() / 10;
     let (early, late) = (rss.get(tenth).copied().unwrap_or(0), rss.last().copied().unwrap_or(0));
     println!(
         "{{\"connections\": {connections}, \"seconds\": {elapsed:.1}, \"requests_ok\": {ok}, \"requests_per_s\": {:.0}, \
          \"failed\": {failed}, \"queue_full\": {full}, \"acknowledged\": {}, \"lost\": {lost}, \"releases\": {releases}, \
          \"min_gap_us\": {gap}, \"interval_us\": {interval_us}, \"late_us_p50\": {p50:.1}, \"late_us_p99\": {p99:.1}, \
-         \"late_us_max\": {max:.1}, \"worst_release_lock_wait_us\": {worst_lock_wait:.1}, \"rss_kib_idle\": {rss_idle}, \"rss_kib_at_10pct\": {early}, \"rss_kib_end\": {late}, \
+         \"late_us_max\": {max:.1}, \"worst_release_lock_wait_us\": {worst_lock_wait:.1}, \"queue_lock_holds_over_2ms\": {long_holds}, \"longest_queue_lock_hold_us\": {longest_hold}, \"rss_kib_idle\": {rss_idle}, \"rss_kib_at_10pct\": {early}, \"rss_kib_end\": {late}, \
          \"rss_kib_per_1000_acked\": {:.1}}}",
         ok as f64 / elapsed,
         acked.len(),

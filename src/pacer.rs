@@ -609,7 +609,7 @@ impl Queue {
     /// lock and Condvar: the pacer notifies each time it starts to wait.
     pub fn wait_parked(&self, timeout: Duration, accept: impl Fn(Parked) -> bool) -> Option<Parked> {
         let deadline = Instant::now() + timeout;
-        let mut state = self.lock();
+        let mut state = self.shared.state.lock();
         loop {
             let parked = state.parked.filter(|&p| accept(p));
             if parked.is_some() || self.shared.changed.wait_until(&mut state, deadline).timed_out() {
@@ -618,8 +618,9 @@ impl Queue {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared.state.lock()
+    /// The queue lock, for every thread but the pacer.
+    fn lock(&self) -> Held<'_> {
+        Held { guard: Some(self.shared.state.lock()), since: Instant::now() }
     }
 
     /// Changes the state and notifies the pacer, under the lock, so no wake-up is lost.
@@ -628,6 +629,47 @@ impl Queue {
         let out = f(&mut state, self.shared.clock.now());
         wake(&self.shared, &mut state);
         out
+    }
+}
+
+/// The queue lock as other threads hold it. A hold long enough to make a release late (a
+/// lowered HTTP thread preempted while it holds the lock) is logged with its length, so a late
+/// release can be told apart from a late wake-up.
+struct Held<'a> {
+    /// Always `Some` until dropped; taken then so that the lock is let go before logging.
+    guard: Option<MutexGuard<'a, State>>,
+    since: Instant,
+}
+
+/// Holds at least this long are logged.
+const LONG_HOLD: Duration = Duration::from_millis(2);
+
+impl std::ops::Deref for Held<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        self.guard.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.guard.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let held = self.since.elapsed();
+        if held >= LONG_HOLD {
+            let thread = std::thread::current();
+            let micros = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
+            log::info_later_with(
+                format_args!("the queue lock was held {held:?} by {}", thread.name().unwrap_or("a thread")),
+                &[("lock_held_us", micros)],
+            );
+        }
     }
 }
 
