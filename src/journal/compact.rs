@@ -92,7 +92,8 @@ impl Job {
             let (snapshot_len, snapshot_records) =
                 write_snapshot(&*file, self.base_seq, self.last_release_ms, paused_until_ms, records)?;
             hold();
-            let mut ready = Ready { file, len: snapshot_len, copied: HEADER.len() as u64, snapshot_len, snapshot_records };
+            let mut ready =
+                Ready { file, len: snapshot_len, copied: HEADER.len() as u64, snapshot_len, snapshot_records };
             ready.copy(&head[HEADER.len().min(head.len())..], copied)?;
             ready.file.sync_all()?;
             // Groups synced meanwhile: copied again while that is worth it, so the journal

@@ -240,8 +240,8 @@ fn upgrade_or_create(disk: &dyn Disk, dir: &Path) -> Result<(Recovered, Box<dyn 
     // A group numbered 1 if there is anything to hold, none if not.
     let seq = u64::from(recovered.last_release_ms.is_some() || !recovered.ingestions.is_empty());
     let ingestions = recovered.ingestions.iter().cloned();
-    let (file, len, records) = write_snapshot(disk, dir, seq, recovered.last_release_ms, ingestions)
-        .map_err(io(dir.join(FILE_NAME)))?;
+    let (file, len, records) =
+        write_snapshot(disk, dir, seq, recovered.last_release_ms, ingestions).map_err(io(dir.join(FILE_NAME)))?;
     if recovered.records > 0 {
         log::info(format_args!("upgraded the journal {} to {}", old.display(), dir.join(FILE_NAME).display()));
     }
@@ -733,8 +733,7 @@ impl Writer {
 
     fn should_compact(&self) -> bool {
         let dead_bytes = self.len.saturating_sub(self.live_bytes);
-        let dead_enough =
-            dead_bytes.saturating_mul(100) > self.live_bytes.saturating_mul(self.compaction.dead_percent);
+        let dead_enough = dead_bytes.saturating_mul(100) > self.live_bytes.saturating_mul(self.compaction.dead_percent);
         self.seq > 0 && self.records >= self.compaction.min_records && dead_enough && self.retry_due()
     }
 
@@ -899,7 +898,8 @@ mod tests {
     fn a_snapshot_carries_the_number_of_the_last_group_it_covers() {
         let ingestion = Ingestion::new(crate::Priority::High, (1..=5000).collect(), 3, 100, None);
         // Larger than a chunk: written in pieces, framed as one group.
-        let many: Vec<Ingestion> = (0..200).map(|_| Ingestion::new(crate::Priority::Low, (1..=500).collect(), 7, 1, None)).collect();
+        let many: Vec<Ingestion> =
+            (0..200).map(|_| Ingestion::new(crate::Priority::Low, (1..=500).collect(), 7, 1, None)).collect();
         let mut all = vec![&ingestion];
         all.extend(many.iter());
         let recovered = snapshot(41, Some(7), 0, &all);

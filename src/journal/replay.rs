@@ -163,7 +163,10 @@ impl Replay {
             Part::Segment if header.seq > next && verified_group(bytes, offset, header.seq).is_ok() => {
                 return Err(Corrupt {
                     offset: offset as u64,
-                    reason: format!("group {} where group {next} was expected: the groups between are missing", header.seq),
+                    reason: format!(
+                        "group {} where group {next} was expected: the groups between are missing",
+                        header.seq
+                    ),
                 })
             }
             _ => next,
@@ -171,7 +174,13 @@ impl Replay {
     }
 
     /// A group that does not verify at `offset`: the torn tail, unless something says it was synced.
-    fn torn_or_corrupt(&self, mut end: FileEnd, bytes: &[u8], offset: usize, reason: String) -> Result<FileEnd, Corrupt> {
+    fn torn_or_corrupt(
+        &self,
+        mut end: FileEnd,
+        bytes: &[u8],
+        offset: usize,
+        reason: String,
+    ) -> Result<FileEnd, Corrupt> {
         if end.clean_stop {
             return Err(Corrupt { offset: offset as u64, reason: format!("{reason}, after a clean stop") });
         }
@@ -553,15 +562,72 @@ mod tests {
         assert_eq!(replay(&[0; 64]), Ok(Recovered::default()), "only zeros: a journal not yet begun");
     }
 
-    #[test]
-    fn groups_out_of_sequence_are_not_replayed() {
-        let (_, records) = sample();
+    /// Groups numbered from `first`, with the file header.
+    fn numbered(first: u64, groups: &[&[Record]]) -> Vec<u8> {
         let mut bytes = HEADER.as_bytes().to_vec();
-        let mut group = Group::default();
-        group.push(&records[0]);
-        bytes.extend_from_slice(&group.finish(2));
+        for (i, records) in groups.iter().enumerate() {
+            let mut group = Group::default();
+            records.iter().for_each(|r| group.push(r));
+            bytes.extend_from_slice(&group.finish(first + i as u64));
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_base_may_start_at_any_group_but_a_gap_after_it_is_torn() {
+        let (_, records) = sample();
+        // A snapshot numbered like the last group it covers, then the groups after it.
+        let state = replay(&numbered(7, &[&records[..1], &records[1..]])).unwrap();
+        assert_eq!((state.seq, state.records, state.torn_tail.is_some()), (8, 4, false));
+        let mut bytes = numbered(7, &[&records[..1]]);
+        let skipped = numbered(9, &[&records[1..]]);
+        bytes.extend_from_slice(&skipped[HEADER.len()..]);
         let state = replay(&bytes).unwrap();
-        assert_eq!((state.records, state.torn_tail.map(|t| t.0)), (0, Some(HEADER.len() as u64)));
+        assert_eq!((state.seq, state.records), (7, 1));
+        assert_eq!(state.torn_tail.map(|t| t.0), Some(numbered(7, &[&records[..1]]).len() as u64));
+    }
+
+    /// Replays a base and then a segment, as a start does.
+    fn both(base: &[u8], segment: &[u8]) -> Result<(Recovered, FileEnd), Corrupt> {
+        let mut replay = Replay::default();
+        replay.file(base, Part::Base)?;
+        let end = replay.file(segment, Part::Segment)?;
+        Ok((replay.finish(&end), end))
+    }
+
+    #[test]
+    fn a_segment_continues_the_base_and_skips_the_copies_it_already_has() {
+        let (ingestion, records) = sample();
+        let split = |n: usize| records[n..n + 1].to_vec();
+        let (r0, r1, r2, r3) = (split(0), split(1), split(2), split(3));
+        // Before the hand-over: the old journal (groups 1..2), the segment (3..4).
+        let base = numbered(1, &[&r0, &r1]);
+        let segment = numbered(3, &[&r2, &r3]);
+        let (state, end) = both(&base, &segment).unwrap();
+        assert_eq!((state.seq, state.records, end.added), (4, 4, 2));
+        assert_eq!(state.ingestions[0].batches[1].status, BatchStatus::Triggered);
+        // After it: the snapshot (numbered 2) with copies of 3..4, and the segment, now stale.
+        let mut merged = numbered(2, &[&[Record::ingest(ingestion.record(), false)]]);
+        merged.extend_from_slice(&segment[HEADER.len()..]);
+        let (state, end) = both(&merged, &segment).unwrap();
+        assert_eq!((state.seq, state.records, end.added), (4, 3, 0));
+        // A stale segment after a journal that went on: still only copies.
+        let mut longer = merged.clone();
+        longer.extend_from_slice(&numbered(5, &[&r3])[HEADER.len()..]);
+        assert_eq!(both(&longer, &segment).unwrap().1.added, 0);
+        // A segment never written to, or cut in its header: nothing to add.
+        for empty in [&b""[..], &HEADER.as_bytes()[..7], HEADER.as_bytes()] {
+            let (state, end) = both(&base, empty).unwrap();
+            assert_eq!((state.seq, end.added, end.torn_tail), (2, 0, None));
+        }
+        // A torn last group in the segment is cut off like any.
+        let (state, end) = both(&base, &segment[..segment.len() - 3]).unwrap();
+        assert_eq!((state.seq, end.added, end.torn_tail.is_some()), (3, 1, true));
+        // Groups missing between the base and the segment: damage, not a torn write.
+        let gap = numbered(4, &[&r3]);
+        let corrupt = both(&base, &gap).unwrap_err();
+        assert_eq!(corrupt.offset, HEADER.len() as u64);
+        assert!(corrupt.reason.contains("the groups between are missing"), "{corrupt:?}");
     }
 
     #[test]
