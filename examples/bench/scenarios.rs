@@ -59,6 +59,7 @@ fn mean(runs: &[Load]) -> Load {
         rps: runs.iter().map(|l| l.rps).sum::<f64>() / n,
         p50_ms: runs.iter().map(|l| l.p50_ms).sum::<f64>() / n,
         p99_ms: runs.iter().map(|l| l.p99_ms).sum::<f64>() / n,
+        max_ms: runs.iter().map(|l| l.max_ms).fold(0.0, f64::max),
         errors: runs.iter().map(|l| l.errors).sum(),
     }
 }
@@ -156,6 +157,52 @@ pub fn durable(setup: &Setup, report: &mut Report) {
     let fsync: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fsync_latency prints JSON");
     report.row("durable: fsync p50 (this disk)", fsync["fsync_ms_p50"].as_f64().unwrap_or(f64::NAN), "ms", Goal::None);
     report.row("durable: fsync p99 (this disk)", fsync["fsync_ms_p99"].as_f64().unwrap_or(f64::NAN), "ms", Goal::None);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Issue 11: durable POST latency while the journal compacts, with `BENCH_COMPACTION_IDS`
+/// (default 5,000,000) ids queued. A durable server (`--interval 1h`, so nothing leaves) is
+/// filled with POSTs of 10,000 ids, with the hidden compaction knobs set so that a compaction
+/// starts again as soon as one ends (`INGESTD_COMPACTION_MIN_RECORDS=1`,
+/// `INGESTD_COMPACTION_DEAD_PERCENT=0`); once one is under way, wrk POSTs at 32 connections.
+/// Counts the compactions that ended within the window from the server's log.
+pub fn compaction(setup: &Setup, report: &mut Report) {
+    const PER_POST: u32 = 10_000;
+    let ids: u32 = crate::env_or("BENCH_COMPACTION_IDS", 5_000_000);
+    let data = setup.target.join("bench-compaction");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).expect("create target/bench-compaction");
+    let log = data.join("ingestd.log");
+    let journal = data.join("journal");
+    let args = ingestd_args(
+        setup,
+        &["--addr", "127.0.0.1:0", "--interval", "1h", "--data-dir", journal.to_str().expect("a UTF-8 path")],
+    );
+    let knobs = ["env", "INGESTD_COMPACTION_MIN_RECORDS=1", "INGESTD_COMPACTION_DEAD_PERCENT=0"];
+    let server =
+        Server::start_under(&knobs, &setup.ingestd, &args.iter().map(String::as_str).collect::<Vec<_>>(), Some(&log));
+    let filled = Instant::now();
+    let mut conn = Conn::open(&server.addr).expect("connect");
+    for first in (0..ids / PER_POST).map(|n| 1 + (n * PER_POST) % 1_000_000) {
+        client::ingest(&mut conn, &client::ingest_body(first, PER_POST, "LOW"));
+    }
+    report.note(format!("compaction: {ids} ids queued in {:.1} s", filled.elapsed().as_secs_f64()));
+    let count = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().matches(what).count();
+    // One under way with everything queued: the window starts inside a compaction.
+    let begun = count("compacting the journal");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count("compacting the journal") == begun && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let before = count("compacted the journal");
+    let load = wrk::run(&server.url(""), &Request::Script(POST_SCRIPT, &[]), 32, setup.seconds);
+    let compactions = count("compacted the journal") - before;
+    report.row("compaction: POST c32 durable p99 while compacting", load.p99_ms, "ms", Goal::AtMost(20.0));
+    report.row("compaction: POST c32 durable max", load.max_ms, "ms", Goal::None);
+    report.row("compaction: POST c32 durable", load.rps, "req/s", Goal::None);
+    report.row("compaction: compactions ended in the window", compactions as f64, "count", Goal::AtLeast(1.0));
+    report.row("compaction: errors", load.errors as f64, "count", Goal::AtMost(0.0));
+    drop(server);
     let _ = std::fs::remove_dir_all(&data);
 }
 
