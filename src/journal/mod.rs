@@ -11,7 +11,7 @@
 //! torn write. Every file operation goes through [`Disk`].
 //!
 //! Compaction stays off the commit path: at a compaction point the journal thread moves its
-//! appends to a segment (`journal.v2.next`), the `journal-compact` thread ([`compact`]) writes
+//! appends to a segment (`journal.v2.next`), the `journal-compact` thread (`compact.rs`) writes
 //! the snapshot, and the journal thread, between two groups, copies the segment's last groups
 //! after it and renames it over `journal.v2` (the protocol: ARCHITECTURE.md, "The journal
 //! format").
