@@ -10,7 +10,8 @@
 //!   queue; in durable mode they hand the ingestion to the journal and wait for it (one fsync per
 //!   group), then answer.
 //! - `journal` ([`journal`], only with `--data-dir`) writes records in groups with one fsync each,
-//!   then inserts and submits what it saved, in journal order; it also compacts and sweeps.
+//!   then inserts and submits what it saved, in journal order; it also sweeps, and starts and
+//!   hands over compactions, which `journal-compact` writes off the commit path.
 //! - `pacer` ([`pacer`], real-time where allowed: [`realtime`]) waits on the queue's Condvar
 //!   until the next batch may go, and is the only thread that releases one: at most one per
 //!   interval, deciding with the pure `scheduler::Scheduler`; it sends releases over a channel

@@ -3,7 +3,9 @@
 //! [`Disk`], and from its record of every write and sync we build the states a power loss could
 //! leave: everything synced, plus any subset of the later writes, each possibly cut at a
 //! 512-byte boundary or with 4 KiB pages lost or zeroed, and any prefix of the directory
-//! operations since the last directory sync (the model of LazyFS and the ALICE study). In each
+//! operations since the last directory sync (the model of LazyFS and the ALICE study). The
+//! compaction thread runs held: each of its file operations waits for a permit the workload
+//! hands out, so its steps (segment, snapshot, copies, rename) fall between commits. In each
 //! state the service must start, hold every ingestion acknowledged before the crash (ids, batch
 //! ids, priority, order), report nothing completed that was not, and remember a release time
 //! no earlier than the last acknowledged one.
@@ -20,7 +22,7 @@ use ingestd::Clock;
 use ingestd::{
     ApiError, ApiResponse, App, BatchStatus, ExternalApi, Id, ManualClock, Pacing, Parked, Priority, Storage,
 };
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -54,19 +56,46 @@ struct Files {
     contents: HashMap<u64, Vec<u8>>,
     next_inode: u64,
     events: Vec<Event>,
-    /// A full disk for new files: writes to the files in `created` fail.
+    /// A full disk for new files: writes to the files in `created` fail (to those whose name
+    /// ends in `full_suffix`, if it is set).
     full: bool,
+    full_suffix: Option<&'static str>,
     created: HashSet<u64>,
+    /// While set, each file operation of the compaction thread waits for a permit.
+    held: bool,
+    permits: usize,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    files: Mutex<Files>,
+    /// Wakes the compaction thread waiting for a permit.
+    permitted: Condvar,
 }
 
 /// A [`Disk`] in memory that records what is done to it.
 #[derive(Debug, Clone, Default)]
-struct Recording(Arc<Mutex<Files>>);
+struct Recording(Arc<Shared>);
 
 #[derive(Debug)]
 struct RecordedFile {
     inode: u64,
-    files: Arc<Mutex<Files>>,
+    files: Arc<Shared>,
+}
+
+impl Shared {
+    /// The files, once the calling thread may touch them: the compaction thread, while held,
+    /// spends a permit per operation and waits for one if there is none.
+    fn enter(&self) -> MutexGuard<'_, Files> {
+        let mut files = self.files.lock();
+        if std::thread::current().name() == Some(journal::COMPACT_THREAD) {
+            while files.held && files.permits == 0 {
+                self.permitted.wait(&mut files);
+            }
+            files.permits = files.permits.saturating_sub(1);
+        }
+        files
+    }
 }
 
 fn not_found() -> io::Error {
@@ -75,17 +104,36 @@ fn not_found() -> io::Error {
 
 impl Recording {
     fn mark(&self, event: Event) {
-        self.0.lock().events.push(event);
+        self.0.files.lock().events.push(event);
     }
 
     fn events(&self) -> Vec<Event> {
-        self.0.lock().events.clone()
+        self.0.files.lock().events.clone()
     }
 
     /// A disk holding exactly these files, with nothing recorded yet.
     fn holding(names: HashMap<PathBuf, u64>, contents: HashMap<u64, Vec<u8>>) -> Recording {
         let next_inode = contents.keys().max().map_or(0, |m| m + 1);
-        Recording(Arc::new(Mutex::new(Files { names, contents, next_inode, ..Files::default() })))
+        let files = Files { names, contents, next_inode, ..Files::default() };
+        Recording(Arc::new(Shared { files: Mutex::new(files), permitted: Condvar::new() }))
+    }
+
+    /// Holds the compaction thread (`true`) or lets it run freely.
+    fn hold(&self, held: bool) {
+        self.0.files.lock().held = held;
+        self.0.permitted.notify_all();
+    }
+
+    /// Lets the held compaction thread do `n` more file operations.
+    fn permit(&self, n: usize) {
+        self.0.files.lock().permits = n;
+        self.0.permitted.notify_all();
+    }
+
+    fn names(&self) -> Vec<PathBuf> {
+        let mut names: Vec<PathBuf> = self.0.files.lock().names.keys().cloned().collect();
+        names.sort();
+        names
     }
 
     fn file(&self, inode: u64) -> Box<dyn DiskFile> {
@@ -103,18 +151,18 @@ impl Disk for Recording {
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let files = self.0.lock();
+        let files = self.0.enter();
         let inode = files.names.get(path).ok_or_else(not_found)?;
         Ok(files.contents[inode].clone())
     }
 
     fn open(&self, path: &Path) -> io::Result<Box<dyn DiskFile>> {
-        let inode = *self.0.lock().names.get(path).ok_or_else(not_found)?;
+        let inode = *self.0.enter().names.get(path).ok_or_else(not_found)?;
         Ok(self.file(inode))
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn DiskFile>> {
-        let mut files = self.0.lock();
+        let mut files = self.0.enter();
         let inode = files.next_inode;
         files.next_inode += 1;
         files.names.insert(path.to_owned(), inode);
@@ -126,7 +174,7 @@ impl Disk for Recording {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut files = self.0.lock();
+        let mut files = self.0.enter();
         let inode = files.names.remove(from).ok_or_else(not_found)?;
         files.names.insert(to.to_owned(), inode);
         files.events.push(Event::Rename(from.to_owned(), to.to_owned()));
@@ -134,22 +182,25 @@ impl Disk for Recording {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        let mut files = self.0.lock();
+        let mut files = self.0.enter();
         files.names.remove(path).ok_or_else(not_found)?;
         files.events.push(Event::Remove(path.to_owned()));
         Ok(())
     }
 
     fn sync_dir(&self, _: &Path) -> io::Result<()> {
-        self.mark(Event::SyncDir);
+        self.0.enter().events.push(Event::SyncDir);
         Ok(())
     }
 }
 
 impl DiskFile for RecordedFile {
     fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
-        let mut files = self.files.lock();
-        if files.full && files.created.contains(&self.inode) {
+        let mut files = self.files.enter();
+        if files.full
+            && files.created.contains(&self.inode)
+            && files.full_suffix.is_none_or(|suffix| files.named(self.inode).ends_with(suffix))
+        {
             return Err(io::Error::from(io::ErrorKind::StorageFull));
         }
         write_at(files.contents.get_mut(&self.inode).unwrap(), offset, bytes);
@@ -157,8 +208,15 @@ impl DiskFile for RecordedFile {
         Ok(())
     }
 
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let files = self.files.enter();
+        let bytes = files.contents[&self.inode].get(offset as usize..offset as usize + buf.len());
+        buf.copy_from_slice(bytes.ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?);
+        Ok(())
+    }
+
     fn sync_data(&self) -> io::Result<()> {
-        self.files.lock().events.push(Event::Sync(self.inode));
+        self.files.enter().events.push(Event::Sync(self.inode));
         Ok(())
     }
 
@@ -167,23 +225,31 @@ impl DiskFile for RecordedFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let mut files = self.files.lock();
+        let mut files = self.files.enter();
         files.contents.get_mut(&self.inode).unwrap().resize(len as usize, 0);
         files.events.push(Event::SetLen(self.inode, len));
         Ok(())
     }
 
     fn size(&self) -> io::Result<u64> {
-        Ok(self.files.lock().contents[&self.inode].len() as u64)
+        Ok(self.files.enter().contents[&self.inode].len() as u64)
     }
 
     // An ample disk until it is made full: reservations ahead happen as in production.
     fn spare_bytes(&self) -> u64 {
-        if self.files.lock().full {
+        if self.files.files.lock().full {
             0
         } else {
             u64::MAX
         }
+    }
+}
+
+impl Files {
+    /// The name the file has now ("" if none).
+    fn named(&self, inode: u64) -> String {
+        let name = self.names.iter().find(|(_, &i)| i == inode).map(|(name, _)| name.display().to_string());
+        name.unwrap_or_default()
     }
 }
 
@@ -355,7 +421,7 @@ fn storage(disk: &Recording) -> Storage {
     Storage {
         data_dir: Some(PathBuf::from(DIR)),
         retain: Duration::from_secs(86_400),
-        compaction: Compaction { min_records: 6 },
+        compaction: Compaction { min_records: 6, dead_percent: 50 },
         disk: Arc::new(disk.clone()),
     }
 }
@@ -384,6 +450,8 @@ enum Op {
     Ingest(u8, u8),
     Advance(u8),
     Restart,
+    /// The held compaction thread may do this many more file operations.
+    Compactor(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -391,6 +459,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (0u8..3, 1u8..10).prop_map(|(p, n)| Op::Ingest(p, n)),
         4 => (1u8..12).prop_map(Op::Advance),
         1 => Just(Op::Restart),
+        3 => (1u8..4).prop_map(Op::Compactor),
     ]
 }
 
@@ -405,6 +474,7 @@ struct Run {
 
 fn run(ops: &[Op]) -> Run {
     let disk = Recording::default();
+    disk.hold(true);
     let (mut app, mut clock) = start(&disk, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
     let (mut known, mut next_id) = (HashMap::new(), 1);
     for op in ops {
@@ -425,12 +495,17 @@ fn run(ops: &[Op]) -> Run {
             }
             Op::Restart => {
                 let wall = clock.wall();
+                // A stop waits for a compaction under way.
+                disk.hold(false);
                 assert!(app.shutdown(PATIENCE));
                 drop(app);
+                disk.hold(true);
                 (app, clock) = start(&disk, wall);
             }
+            Op::Compactor(n) => disk.permit(usize::from(*n)),
         }
     }
+    disk.hold(false);
     let (mut released_ms, mut batch_of) = (HashMap::new(), HashMap::new());
     for (id, k) in &known {
         let ingestion = app.ingestion(id).unwrap();
@@ -565,28 +640,69 @@ proptest! {
     }
 }
 
+/// Runs 60 ingestions and releases with new files refused (those named `*suffix`, if given);
+/// returns what was acknowledged and how many files named `*tried` were made meanwhile.
+fn with_new_files_refused(
+    disk: &Recording,
+    app: &App,
+    clock: &ManualClock,
+    suffix: Option<&'static str>,
+    tried: &str,
+) -> (Vec<Uuid>, usize) {
+    {
+        // Only files made from now on are refused: the journal itself still takes appends.
+        let mut files = disk.0.files.lock();
+        (files.full, files.full_suffix) = (true, suffix);
+        files.created.clear();
+    }
+    let creates = || {
+        let events = disk.events();
+        events.iter().filter(|e| matches!(e, Event::Create(path, _) if path.to_string_lossy().ends_with(tried))).count()
+    };
+    let before = creates();
+    let mut acked = Vec::new();
+    for id in 1..=60 {
+        acked.push(app.ingest(Priority::Low, vec![id], None).expect("appends still work"));
+        app.queue().advance(clock, Duration::from_secs(5));
+        settle(app);
+    }
+    disk.0.files.lock().full = false;
+    (acked, creates() - before)
+}
+
+fn journal_file(name: &str) -> PathBuf {
+    PathBuf::from(DIR).join(name)
+}
+
 /// A compaction that fails (a full disk) removes its temp file and waits before trying again,
 /// rather than rewrite the journal after every group (1,224 failed rewrites in 7 s, issue 11).
+/// Failing to make the segment leaves the journal alone; failing to write the snapshot keeps the
+/// segment (it holds acknowledged groups) until a later try folds it in.
 #[test]
 fn a_failed_compaction_removes_its_temp_file_and_backs_off() {
     let disk = Recording::default();
     let (app, clock) = start(&disk, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-    {
-        // Only files made from now on are refused: the journal itself still takes appends.
-        let mut files = disk.0.lock();
-        files.full = true;
-        files.created.clear();
-    }
-    let creates = || disk.events().iter().filter(|e| matches!(e, Event::Create(..))).count();
-    let before = creates();
-    for id in 1..=60 {
-        app.ingest(Priority::Low, vec![id], None).expect("appends still work");
-        app.queue().advance(&clock, Duration::from_secs(5));
-        settle(&app);
-    }
-    let attempts = creates() - before;
+    let (_, attempts) = with_new_files_refused(&disk, &app, &clock, None, journal::SEGMENT_NAME);
     assert!((1..=3).contains(&attempts), "{attempts} compactions tried while the disk was full");
-    let names: Vec<PathBuf> = disk.0.lock().names.keys().cloned().collect();
-    assert_eq!(names, [PathBuf::from(DIR).join(journal::FILE_NAME)], "no temp file is left");
+    assert_eq!(disk.names(), [journal_file(journal::FILE_NAME)], "no segment or temp file is left");
     assert!(app.shutdown(PATIENCE));
+
+    let disk = Recording::default();
+    let (app, clock) = start(&disk, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let (acked, attempts) = with_new_files_refused(&disk, &app, &clock, Some(journal::TEMP_NAME), journal::TEMP_NAME);
+    assert!((1..=3).contains(&attempts), "{attempts} snapshots tried while the disk was full");
+    assert_eq!(
+        disk.names(),
+        [journal_file(journal::FILE_NAME), journal_file(journal::SEGMENT_NAME)],
+        "no temp file is left"
+    );
+    assert!(app.shutdown(PATIENCE));
+    // The next start resumes the compaction; a stop waits for it, and one file is left.
+    let (app, _) = start(&disk, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_001_000));
+    app.ingest(Priority::High, vec![1000], None).expect("accepted");
+    assert!(app.shutdown(PATIENCE));
+    assert_eq!(disk.names(), [journal_file(journal::FILE_NAME)]);
+    let recovered = journal::open(Arc::new(disk.clone()), Path::new(DIR)).expect("opens").recovered;
+    let held: HashSet<Uuid> = recovered.ingestions.iter().map(|i| i.id).collect();
+    assert!(acked.iter().all(|id| held.contains(id)), "an acknowledged ingestion is missing");
 }

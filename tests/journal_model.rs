@@ -40,7 +40,7 @@ impl Service {
         let storage = Storage {
             data_dir: Some(dir.to_owned()),
             retain,
-            compaction: Compaction { min_records },
+            compaction: Compaction { min_records, dead_percent: 100 },
             ..Storage::default()
         };
         let pacing = Pacing { interval: Duration::from_secs(5), batch_size: 3 };

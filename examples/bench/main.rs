@@ -9,6 +9,8 @@
 //! `throughput`, `memory`, `durable`, `upstream`, `hardening`) runs one part, `BENCH_PACING_RELEASES`
 //! (default 500) sets the releases per pacing run. Pacing is measured with real-time
 //! scheduling where the run has it and without (`CAP_SYS_NICE` dropped), alternating.
+//! `BENCH_ONLY=compaction` (only on request) measures durable POSTs while the journal compacts
+//! with `BENCH_COMPACTION_IDS` (default 5,000,000) ids queued.
 //! `BENCH_AGAINST=PATH` adds `against`: this build's ingestd against the one at PATH,
 //! alternating (`BENCH_ONLY=against` for that alone).
 
@@ -65,6 +67,10 @@ fn main() {
     }
     if runs("upstream") {
         upstream::pacing_and_overhead(&setup, &mut report);
+    }
+    // Only on request: it queues millions of ids and takes a minute.
+    if only == "compaction" {
+        scenarios::compaction(&setup, &mut report);
     }
     if runs("hardening") && env_or("BENCH_HARDENING", 1u8) == 1 {
         scenarios::hardening(&setup, &mut report);

@@ -59,6 +59,7 @@ fn mean(runs: &[Load]) -> Load {
         rps: runs.iter().map(|l| l.rps).sum::<f64>() / n,
         p50_ms: runs.iter().map(|l| l.p50_ms).sum::<f64>() / n,
         p99_ms: runs.iter().map(|l| l.p99_ms).sum::<f64>() / n,
+        max_ms: runs.iter().map(|l| l.max_ms).fold(0.0, f64::max),
         errors: runs.iter().map(|l| l.errors).sum(),
     }
 }
@@ -156,6 +157,54 @@ pub fn durable(setup: &Setup, report: &mut Report) {
     let fsync: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fsync_latency prints JSON");
     report.row("durable: fsync p50 (this disk)", fsync["fsync_ms_p50"].as_f64().unwrap_or(f64::NAN), "ms", Goal::None);
     report.row("durable: fsync p99 (this disk)", fsync["fsync_ms_p99"].as_f64().unwrap_or(f64::NAN), "ms", Goal::None);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Issue 11: durable POST latency while the journal compacts, with `BENCH_COMPACTION_IDS`
+/// (default 5,000,000) ids queued. A durable server (`--interval 1h`, so nothing leaves) is
+/// filled with POSTs of 10,000 ids, then started again on that journal with the hidden
+/// compaction knobs set so that a compaction starts as soon as the last one ends
+/// (`INGESTD_COMPACTION_MIN_RECORDS=1`, `INGESTD_COMPACTION_DEAD_PERCENT=0`; a build without
+/// them never compacts here, and the count below says so). Once the first one is under way,
+/// wrk POSTs at 32 connections; the compactions that ended in the window come from the log.
+pub fn compaction(setup: &Setup, report: &mut Report) {
+    const PER_POST: u32 = 10_000;
+    let ids: u32 = crate::env_or("BENCH_COMPACTION_IDS", 5_000_000);
+    let data = setup.target.join("bench-compaction");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).expect("create target/bench-compaction");
+    let log = data.join("ingestd.log");
+    let journal = data.join("journal");
+    let journal = journal.to_str().expect("a UTF-8 path");
+    let args = ingestd_args(setup, &["--addr", "127.0.0.1:0", "--interval", "1h", "--data-dir", journal]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let filled = Instant::now();
+    {
+        // Filled without the knobs: 500 groups stay under the default 10,000 records.
+        let server = Server::start(&setup.ingestd, &args, None);
+        let mut conn = Conn::open(&server.addr).expect("connect");
+        for first in (0..ids / PER_POST).map(|n| 1 + (n * PER_POST) % 1_000_000) {
+            client::ingest(&mut conn, &client::ingest_body(first, PER_POST, "LOW"));
+        }
+    }
+    report.note(format!("compaction: {ids} ids queued in {:.1} s", filled.elapsed().as_secs_f64()));
+    let knobs = ["env", "INGESTD_COMPACTION_MIN_RECORDS=1", "INGESTD_COMPACTION_DEAD_PERCENT=0"];
+    let server = Server::start_under(&knobs, &setup.ingestd, &args, Some(&log));
+    let count = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().matches(what).count();
+    // The first compaction comes at the first housekeeping tick (1 s) or group.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count("compacting the journal") + count("compacted the journal") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let before = count("compacted the journal");
+    let load = wrk::run(&server.url(""), &Request::Script(POST_SCRIPT, &[]), 32, setup.seconds);
+    let compactions = count("compacted the journal") - before;
+    report.row("compaction: POST c32 durable p99 while compacting", load.p99_ms, "ms", Goal::AtMost(20.0));
+    report.row("compaction: POST c32 durable max", load.max_ms, "ms", Goal::None);
+    report.row("compaction: POST c32 durable", load.rps, "req/s", Goal::None);
+    report.row("compaction: compactions ended in the window", compactions as f64, "count", Goal::AtLeast(1.0));
+    report.row("compaction: errors", load.errors as f64, "count", Goal::AtMost(0.0));
+    drop(server);
     let _ = std::fs::remove_dir_all(&data);
 }
 

@@ -9,6 +9,8 @@ pub struct Load {
     pub rps: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// The slowest request.
+    pub max_ms: f64,
     /// Socket errors (connect, read, write, timeout) plus answers other than 2xx/3xx.
     pub errors: u64,
 }
@@ -50,6 +52,7 @@ fn parse(report: &str) -> Load {
             ["Requests/sec:", rps] => load.rps = rps.parse().unwrap_or(0.0),
             ["50%", t] => load.p50_ms = millis(t),
             ["99%", t] => load.p99_ms = millis(t),
+            ["Latency", _avg, _stdev, max, ..] => load.max_ms = millis(max),
             ["Non-2xx", "or", "3xx", "responses:", n] => load.errors += n.parse::<u64>().unwrap_or(0),
             ["Socket", "errors:", rest @ ..] => {
                 load.errors += rest.iter().filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok()).sum::<u64>()
@@ -79,8 +82,9 @@ mod tests {
     #[test]
     fn reads_a_report() {
         let load = super::parse(
-            "  Latency Distribution\n     50%  635.91us\n     99%    2.34ms\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 5\nRequests/sec:  16161.94\n",
+            "    Latency   1.00ms  2.00ms  31.50ms   90.00%\n  Latency Distribution\n     50%  635.91us\n     99%    2.34ms\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 5\nRequests/sec:  16161.94\n",
         );
         assert_eq!((load.rps, load.p50_ms, load.p99_ms, load.errors), (16161.94, 0.63591, 2.34, 8));
+        assert_eq!(load.max_ms, 31.5);
     }
 }

@@ -1,7 +1,7 @@
 //! The journal's file I/O, behind a seam: [`Disk`] and [`DiskFile`] name the few operations
 //! the journal uses, [`RealDisk`] does them on `std::fs`. Tests record them instead
 //! (`tests/crash_states.rs`) and build the states a power loss can leave. Called from whichever
-//! thread opens the journal, then only from the `journal` thread.
+//! thread opens the journal, then from the `journal` thread and the `journal-compact` thread.
 //!
 //! Also the data directory's lock: an exclusive `flock` on `DIR/ingestd.lock`, which holds the
 //! holder's PID. The kernel lets go when the process dies, so `kill -9` never leaves it stale.
@@ -19,6 +19,8 @@ pub(crate) const LOCK_FILE: &str = "ingestd.lock";
 pub trait DiskFile: Send + Debug {
     /// Writes all of `bytes` at `offset`; not durable until a sync.
     fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()>;
+    /// Fills `buf` with the bytes at `offset`; an error if the file ends first.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Makes every write so far durable, and the size if it is needed to read them (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
     /// Makes every write and the size durable (`fsync`).
@@ -70,6 +72,10 @@ pub(crate) struct RealDisk;
 impl DiskFile for File {
     fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
         FileExt::write_all_at(self, bytes, offset)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
     }
 
     fn sync_data(&self) -> io::Result<()> {

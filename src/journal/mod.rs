@@ -9,7 +9,14 @@
 //! never takes the queue lock except inside `Queue::submit_all`. At a stop it writes a clean-stop
 //! group, so that damage found later at the end of the file is known to be corruption, not a
 //! torn write. Every file operation goes through [`Disk`].
+//!
+//! Compaction stays off the commit path: at a compaction point the journal thread moves its
+//! appends to a segment (`journal.v2.next`), the `journal-compact` thread (`compact.rs`) writes
+//! the snapshot, and the journal thread, between two groups, copies the segment's last groups
+//! after it and renames it over `journal.v2` (the protocol: ARCHITECTURE.md, "The journal
+//! format").
 
+mod compact;
 mod disk;
 mod health;
 mod record;
@@ -17,6 +24,7 @@ mod replay;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -28,6 +36,9 @@ pub use record::{group_header, Group, GroupHeader, Record, GROUP_HEADER_LEN, HEA
 pub use replay::replay;
 pub(crate) use replay::{replay_v1, Corrupt, Recovered};
 
+use compact::Ready;
+use replay::{Part, Replay};
+
 use crate::log;
 use crate::model::{Batch, Ingestion, IngestionRecord};
 use crate::pacer::Queue;
@@ -37,7 +48,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 /// The journal's file name inside the data directory; the version is part of the format.
 pub const FILE_NAME: &str = "journal.v2";
 /// The version 1 journal, upgraded (and removed) at the first start that finds it.
-pub(crate) const FILE_NAME_V1: &str = "journal.v1";
+pub const FILE_NAME_V1: &str = "journal.v1";
+/// The segment: while it exists, new groups go here, and it is replayed after the journal.
+pub const SEGMENT_NAME: &str = "journal.v2.next";
+/// A snapshot being written; never read (a start removes it).
+pub const TEMP_NAME: &str = "journal.v2.tmp";
+/// The compaction thread's name (tests hold it at its file operations).
+pub const COMPACT_THREAD: &str = compact::THREAD;
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 /// Why the journal could not be opened. The service does not start.
@@ -93,12 +110,18 @@ pub struct Opened {
     dir: PathBuf,
     /// Where the groups end; zeros reserved for later ones may follow.
     len: u64,
+    /// With a segment that adds groups (a compaction was under way): `file` is the segment, and
+    /// this is the number of the last group of `journal.v2`.
+    segment: Option<u64>,
 }
 
 /// Locks `dir`, opens (or creates, or upgrades from version 1) the journal in it, replays it and
-/// cuts off a torn tail or a clean stop, so that the next group goes where they began.
+/// cuts off a torn tail or a clean stop, so that the next group goes where they began. A temp
+/// file is removed; a segment is replayed after `journal.v2`, and kept if it adds groups (the
+/// compaction then resumes in the background), removed if it does not.
 pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
     let path = dir.join(FILE_NAME);
+    let segment_path = dir.join(SEGMENT_NAME);
     let io = |path: &Path| {
         let path = path.to_owned();
         move |error| OpenError::Io { path, error }
@@ -108,29 +131,78 @@ pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
         LockError::Held { pid } => OpenError::Locked { dir: dir.to_owned(), pid },
         LockError::Io(error) => OpenError::Io { path: dir.join(LOCK_FILE), error },
     })?;
-    let (recovered, file) = match read(&*disk, &path).map_err(io(&path))? {
-        Some(bytes) => {
-            let recovered = replay(&bytes).map_err(|corrupt| OpenError::Corrupt { path: path.clone(), corrupt })?;
-            let file = disk.open(&path).map_err(io(&path))?;
+    remove_if_there(&*disk, &dir.join(TEMP_NAME)).map_err(io(&dir.join(TEMP_NAME)))?;
+    let base = read(&*disk, &path).map_err(io(&path))?;
+    let segment = read(&*disk, &segment_path).map_err(io(&segment_path))?;
+    let (recovered, file, active, segment) = match (base, segment) {
+        (None, Some(_)) => {
+            let reason = format!("there is no {FILE_NAME} before it");
+            return Err(OpenError::Corrupt { path: segment_path, corrupt: Corrupt { offset: 0, reason } });
+        }
+        (None, None) => {
+            let (recovered, file) = upgrade_or_create(&*disk, dir)?;
+            (recovered, file, path, None)
+        }
+        (Some(base), segment) => {
+            let corrupt = |path: &Path| {
+                let path = path.to_owned();
+                move |corrupt| OpenError::Corrupt { path, corrupt }
+            };
+            let mut replay = Replay::default();
+            let base_end = replay.file(&base, Part::Base).map_err(corrupt(&path))?;
+            let base_seq = replay.seq();
+            let segment_end = match &segment {
+                Some(bytes) => Some(replay.file(bytes, Part::Segment).map_err(corrupt(&segment_path))?),
+                None => None,
+            };
             // Left by an upgrade that stopped after its rename: the version 2 file has it all.
             remove_v1(&*disk, dir).map_err(io(&dir.join(FILE_NAME_V1)))?;
-            (recovered, file)
+            match segment_end {
+                Some(end) if end.added > 0 => {
+                    // The segment was made after every group of `journal.v2` was synced.
+                    let said = match (&base_end.torn_tail, base_end.clean_stop) {
+                        (Some((offset, reason)), _) => Some((*offset, reason.clone())),
+                        (None, true) => Some((base_end.valid_len, "it ends in a clean stop".to_owned())),
+                        (None, false) => None,
+                    };
+                    if let Some((offset, reason)) = said {
+                        let reason = format!("{reason}, and {SEGMENT_NAME} continues it");
+                        return Err(OpenError::Corrupt { path, corrupt: Corrupt { offset, reason } });
+                    }
+                    let file = disk.open(&segment_path).map_err(io(&segment_path))?;
+                    (replay.finish(&end), file, segment_path, Some(base_seq))
+                }
+                end => {
+                    if end.is_some() {
+                        // Only copies of groups `journal.v2` holds, or nothing acknowledged.
+                        disk.remove(&segment_path).and_then(|()| disk.sync_dir(dir)).map_err(io(&segment_path))?;
+                    }
+                    let file = disk.open(&path).map_err(io(&path))?;
+                    (replay.finish(&base_end), file, path, None)
+                }
+            }
         }
-        None => upgrade_or_create(&*disk, dir)?,
     };
     if let Some((offset, reason)) = &recovered.torn_tail {
         log::info(format_args!(
             "warning: ignoring a torn final group in {} at byte {offset} ({reason}); it was written after the last sync and never acknowledged",
-            path.display()
+            active.display()
         ));
     }
     if recovered.torn_tail.is_some() || recovered.clean_stop {
         // Cut (and synced) before anything is appended: a later crash must not leave a torn
         // group after a clean stop, nor new groups after damaged bytes.
-        file.set_len(recovered.valid_len).and_then(|()| file.sync_all()).map_err(io(&path))?;
+        file.set_len(recovered.valid_len).and_then(|()| file.sync_all()).map_err(io(&active))?;
     }
     let len = recovered.valid_len;
-    Ok(Opened { recovered, disk, lock, file, dir: dir.to_owned(), len })
+    Ok(Opened { recovered, disk, lock, file, dir: dir.to_owned(), len, segment })
+}
+
+fn remove_if_there(disk: &dyn Disk, path: &Path) -> io::Result<()> {
+    match disk.remove(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// The file's bytes, or `None` if there is no such file.
@@ -165,66 +237,51 @@ fn upgrade_or_create(disk: &dyn Disk, dir: &Path) -> Result<(Recovered, Box<dyn 
             old.display()
         ));
     }
-    let snapshot = Snapshot::of(recovered.last_release_ms, 0, recovered.ingestions.iter().cloned());
-    let file = write_snapshot(disk, dir, &snapshot.bytes).map_err(io(dir.join(FILE_NAME)))?;
+    // A group numbered 1 if there is anything to hold, none if not.
+    let seq = u64::from(recovered.last_release_ms.is_some() || !recovered.ingestions.is_empty());
+    let ingestions = recovered.ingestions.iter().cloned();
+    let (file, len, records) =
+        write_snapshot(disk, dir, seq, recovered.last_release_ms, ingestions).map_err(io(dir.join(FILE_NAME)))?;
     if recovered.records > 0 {
         log::info(format_args!("upgraded the journal {} to {}", old.display(), dir.join(FILE_NAME).display()));
     }
     remove_v1(disk, dir).map_err(io(old))?;
-    recovered.valid_len = snapshot.bytes.len() as u64;
-    recovered.seq = snapshot.seq;
-    recovered.records = snapshot.records;
+    recovered.valid_len = len;
+    recovered.seq = seq;
+    recovered.records = records;
     Ok((recovered, file))
 }
 
-/// A journal holding the given state: the header, then one group of a `last_release` record
-/// (with the upstream's pause, if one is still ahead) and an `ingest` record with batch states
-/// per ingestion (none if there is nothing to hold).
-struct Snapshot {
-    bytes: Vec<u8>,
+/// Replaces the journal with a snapshot of this state (see [`compact::write_snapshot`]): a temp
+/// file, synced, renamed over the journal, and the directory synced. Returns the new journal,
+/// opened, its length and records. On failure the old journal is untouched and the temp file
+/// is removed.
+fn write_snapshot(
+    disk: &dyn Disk,
+    dir: &Path,
     seq: u64,
-    records: u64,
-}
-
-impl Snapshot {
-    fn of(
-        last_release_ms: Option<u64>,
-        paused_until_ms: u64,
-        ingestions: impl Iterator<Item = IngestionRecord>,
-    ) -> Snapshot {
-        let mut group = Group::default();
-        if last_release_ms.is_some() || paused_until_ms > 0 {
-            group.push(&Record::LastRelease { at_ms: last_release_ms.unwrap_or(0), paused_until_ms });
-        }
-        for ingestion in ingestions {
-            group.push(&Record::ingest(ingestion, true));
-        }
-        let mut bytes = HEADER.as_bytes().to_vec();
-        let (records, seq) = (u64::from(group.count()), u64::from(group.count() > 0));
-        if records > 0 {
-            bytes.extend_from_slice(&group.finish(1));
-        }
-        Snapshot { bytes, seq, records }
-    }
-}
-
-/// Replaces the journal with `bytes`: a temp file, synced, renamed over the journal, and the
-/// directory synced. Returns the new journal, opened. On failure the old journal is untouched
-/// and the temp file is removed.
-fn write_snapshot(disk: &dyn Disk, dir: &Path, bytes: &[u8]) -> io::Result<Box<dyn DiskFile>> {
+    last_release_ms: Option<u64>,
+    ingestions: impl Iterator<Item = IngestionRecord>,
+) -> io::Result<(Box<dyn DiskFile>, u64, u64)> {
     let path = dir.join(FILE_NAME);
-    let temp = dir.join(format!("{FILE_NAME}.tmp"));
-    let written = disk
-        .create(&temp)
-        .and_then(|file| file.write_all_at(bytes, 0).and_then(|()| file.sync_all()))
-        .and_then(|()| disk.rename(&temp, &path));
-    if let Err(error) = written {
-        // The space it took is needed more than the file.
-        let _ = disk.remove(&temp);
-        return Err(error);
+    let temp = dir.join(TEMP_NAME);
+    let written = disk.create(&temp).and_then(|file| {
+        let written = compact::write_snapshot(&*file, seq, last_release_ms, 0, ingestions)?;
+        file.sync_all()?;
+        disk.rename(&temp, &path)?;
+        Ok((file, written))
+    });
+    match written {
+        Ok((file, (len, records))) => {
+            disk.sync_dir(dir)?;
+            Ok((file, len, records))
+        }
+        Err(error) => {
+            // The space it took is needed more than the file.
+            let _ = disk.remove(&temp);
+            Err(error)
+        }
     }
-    disk.sync_dir(dir)?;
-    disk.open(&path)
 }
 
 enum Op {
@@ -252,17 +309,25 @@ pub(crate) struct Journal {
 }
 
 /// When to compact: once the file holds at least `min_records`, and more of its bytes are dead
-/// (transitions, group headers, what compaction would leave out) than live (the last
-/// snapshot's and the `ingest` records since): so the bytes a compaction rewrites are paid
-/// for by at least as many written since the last one.
+/// (transitions, group headers, what compaction would leave out) than `dead_percent` % of the
+/// live ones (the last snapshot's and the `ingest` records since). At 100, the bytes a
+/// compaction rewrites are paid for by at least as many written since the last one.
 #[derive(Debug, Clone, Copy)]
 pub struct Compaction {
     pub min_records: u64,
+    pub dead_percent: u64,
 }
 
 impl Default for Compaction {
+    /// 10,000 records, 100 %. The hidden variables `INGESTD_COMPACTION_MIN_RECORDS` and
+    /// `INGESTD_COMPACTION_DEAD_PERCENT` change them, for tests and benchmarks that need a
+    /// compaction on demand (0 % compacts again as soon as one ends).
     fn default() -> Self {
-        Compaction { min_records: 10_000 }
+        let var = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+        Compaction {
+            min_records: var("INGESTD_COMPACTION_MIN_RECORDS", 10_000),
+            dead_percent: var("INGESTD_COMPACTION_DEAD_PERCENT", 100),
+        }
     }
 }
 
@@ -291,6 +356,23 @@ struct Writer {
     health: Arc<StorageHealth>,
     /// After a failed compaction: no other try before this, and the next wait.
     retry: Option<(Instant, Duration)>,
+    /// From a compaction's start to its end: `file` is the segment.
+    segment: Option<Segment>,
+}
+
+/// `journal.v2.next` while it takes the new groups, and the compaction that will fold it in.
+struct Segment {
+    /// The number of the last group of `journal.v2`; the snapshot's group carries it.
+    base_seq: u64,
+    /// Where its synced groups end: raised after each sync, before what the group held is
+    /// inserted into the store; the compaction thread reads below it only.
+    committed: Arc<AtomicU64>,
+    /// Records, and bytes of `ingest` records, appended to it by this process.
+    records: u64,
+    ingest_bytes: u64,
+    /// The compaction thread, while it runs. `None` after a failure, until the next try.
+    compactor: Option<JoinHandle<io::Result<Ready>>>,
+    started: Instant,
 }
 
 impl Journal {
@@ -319,6 +401,14 @@ impl Journal {
             compaction,
             health: Arc::clone(&health),
             retry: None,
+            segment: opened.segment.map(|base_seq| Segment {
+                base_seq,
+                committed: Arc::new(AtomicU64::new(opened.len)),
+                records: 0,
+                ingest_bytes: 0,
+                compactor: None,
+                started: Instant::now(),
+            }),
         };
         let thread = thread::Builder::new().name("journal".into()).spawn(move || writer.run(&rx))?;
         Ok(Journal { handle: JournalHandle { ops: tx, health }, thread })
@@ -432,6 +522,12 @@ impl Writer {
             self.seq += 1;
             self.live_bytes += ingest_bytes;
             self.records += group.len() as u64;
+            if let Some(segment) = &mut self.segment {
+                // Published before the store sees the group (see `compact::Job::run`).
+                segment.committed.store(self.len, Ordering::Release);
+                segment.records += group.len() as u64;
+                segment.ingest_bytes += ingest_bytes;
+            }
             let mut accepted = Vec::new();
             for op in &group {
                 match op {
@@ -459,8 +555,8 @@ impl Writer {
                 let _ = answer.send(written.clone());
             }
         }
-        if written.is_ok() && self.should_compact() {
-            self.compact();
+        if written.is_ok() {
+            self.tend_compaction();
         }
     }
 
@@ -556,52 +652,165 @@ impl Writer {
         if swept > 0 {
             log::info(format_args!("forgot {swept} ingestions past the retention period"));
         }
-        if self.should_compact() {
-            self.compact();
+        self.tend_compaction();
+    }
+
+    /// Starts a compaction when one is due, starts it again after a failure once its wait is
+    /// over, and hands one over once its thread is done.
+    fn tend_compaction(&mut self) {
+        let Some(segment) = &mut self.segment else {
+            if self.should_compact() {
+                self.begin_compaction();
+            }
+            return;
+        };
+        match &segment.compactor {
+            Some(thread) if thread.is_finished() => {
+                let thread = segment.compactor.take().expect("checked just above");
+                self.finish_compaction(thread.join());
+            }
+            Some(_) => {}
+            None => {
+                if self.retry_due() {
+                    self.spawn_compactor();
+                }
+            }
         }
+    }
+
+    fn retry_due(&self) -> bool {
+        self.retry.is_none_or(|(at, _)| Instant::now() >= at)
     }
 
     fn should_compact(&self) -> bool {
         let dead_bytes = self.len.saturating_sub(self.live_bytes);
-        let waited = self.retry.is_none_or(|(at, _)| Instant::now() >= at);
-        self.records >= self.compaction.min_records && dead_bytes > self.live_bytes && waited
+        let dead_enough = dead_bytes.saturating_mul(100) > self.live_bytes.saturating_mul(self.compaction.dead_percent);
+        self.seq > 0 && self.records >= self.compaction.min_records && dead_enough && self.retry_due()
     }
 
-    /// Rewrites the journal as one record per live ingestion (see [`write_snapshot`]). A failure
-    /// leaves the old journal in place, and the next try waits, twice as long each time.
-    fn compact(&mut self) {
-        let now_ms = self.queue.wall_ms();
-        let live = self.store.in_order(now_ms);
-        let paused_until_ms = Some(self.queue.paused_until_ms()).filter(|&until| until > now_ms).unwrap_or(0);
-        let snapshot = Snapshot::of(self.last_release_ms, paused_until_ms, live.iter().map(|i| i.record()));
-        match write_snapshot(&*self.disk, &self.dir, &snapshot.bytes) {
+    /// Moves the appends to a new segment (its header synced, and its name: a group in it must
+    /// not be lost with its directory entry), then starts the compaction thread.
+    fn begin_compaction(&mut self) {
+        let path = self.dir.join(SEGMENT_NAME);
+        let made = self.disk.create(&path).and_then(|file| {
+            file.write_all_at(HEADER.as_bytes(), 0)?;
+            file.sync_all()?;
+            self.disk.sync_dir(&self.dir)?;
+            Ok(file)
+        });
+        match made {
             Ok(file) => {
-                log::info(format_args!(
-                    "compacted the journal from {} to {} records ({} bytes)",
-                    self.records,
-                    snapshot.records,
-                    snapshot.bytes.len()
-                ));
                 self.file = file;
-                self.len = snapshot.bytes.len() as u64;
+                self.len = HEADER.len() as u64;
                 self.allocated = self.len;
-                self.live_bytes = self.len;
-                self.seq = snapshot.seq;
-                self.records = snapshot.records;
-                self.retry = None;
+                self.segment = Some(Segment {
+                    base_seq: self.seq,
+                    committed: Arc::new(AtomicU64::new(self.len)),
+                    records: 0,
+                    ingest_bytes: 0,
+                    compactor: None,
+                    started: Instant::now(),
+                });
+                self.spawn_compactor();
             }
             Err(error) => {
-                let wait = self.retry.map_or(COMPACTION_BACKOFF.0, |(_, wait)| (wait * 2).min(COMPACTION_BACKOFF.1));
-                self.retry = Some((Instant::now() + wait, wait));
+                let _ = self.disk.remove(&path);
+                self.compaction_failed(&error);
+            }
+        }
+    }
+
+    fn spawn_compactor(&mut self) {
+        let Some(segment) = &mut self.segment else { return };
+        let job = compact::Job {
+            disk: Arc::clone(&self.disk),
+            dir: self.dir.clone(),
+            store: Arc::clone(&self.store),
+            queue: self.queue.clone(),
+            base_seq: segment.base_seq,
+            last_release_ms: self.last_release_ms,
+            committed: Arc::clone(&segment.committed),
+        };
+        match compact::start(job) {
+            Ok(thread) => {
+                segment.compactor = Some(thread);
+                segment.started = Instant::now();
                 log::info(format_args!(
-                    "journal compaction failed, keeping the old file; next try in {wait:?}: {error}"
+                    "compacting the journal ({} records) in the background; new groups go to {SEGMENT_NAME}",
+                    self.records
                 ));
             }
+            Err(error) => self.compaction_failed(&error),
+        }
+    }
+
+    /// The compaction thread is done: on success, copies the segment's last groups into its
+    /// temp file, syncs it, renames it over the journal, syncs the directory and goes on
+    /// appending there. A failure leaves the journal and the segment as they were (both are
+    /// replayed at a start), removes the temp file, and the next try waits.
+    fn finish_compaction(&mut self, outcome: thread::Result<io::Result<Ready>>) {
+        let ready = match outcome {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(error)) => return self.compaction_failed(&error),
+            Err(_) => return self.compaction_failed(&io::Error::other("the compaction thread panicked")),
+        };
+        let temp = self.dir.join(TEMP_NAME);
+        let ready = match self.hand_over(ready) {
+            Ok(ready) => ready,
+            Err(error) => {
+                let _ = self.disk.remove(&temp);
+                return self.compaction_failed(&error);
+            }
+        };
+        let Some(segment) = self.segment.take() else { return };
+        let before = self.records;
+        self.file = ready.file;
+        self.len = ready.len;
+        self.allocated = ready.len;
+        self.live_bytes = ready.snapshot_len + segment.ingest_bytes;
+        self.records = ready.snapshot_records + segment.records;
+        self.retry = None;
+        // Only copies now; a start that finds it removes it too.
+        let _ = self.disk.remove(&self.dir.join(SEGMENT_NAME));
+        log::info(format_args!(
+            "compacted the journal from {before} to {} records ({} bytes) in {} ms",
+            self.records,
+            self.len,
+            segment.started.elapsed().as_millis()
+        ));
+    }
+
+    fn hand_over(&mut self, mut ready: Ready) -> io::Result<Ready> {
+        if ready.copied < self.len {
+            let tail = compact::read_range(&*self.file, ready.copied, self.len)?;
+            ready.copy(&tail, self.len)?;
+            ready.file.sync_all()?;
+        }
+        self.disk.rename(&self.dir.join(TEMP_NAME), &self.dir.join(FILE_NAME))?;
+        // Should this fail, either journal is whole with the segment after it: keep appending
+        // to the segment.
+        self.disk.sync_dir(&self.dir)?;
+        Ok(ready)
+    }
+
+    /// The next try waits, twice as long each time.
+    fn compaction_failed(&mut self, error: &io::Error) {
+        let wait = self.retry.map_or(COMPACTION_BACKOFF.0, |(_, wait)| (wait * 2).min(COMPACTION_BACKOFF.1));
+        self.retry = Some((Instant::now() + wait, wait));
+        log::info(format_args!("journal compaction failed, keeping the old file; next try in {wait:?}: {error}"));
+    }
+
+    /// Waits for a compaction under way and hands it over, so a stop leaves one journal file.
+    fn finish_running_compaction(&mut self) {
+        let thread = self.segment.as_mut().and_then(|segment| segment.compactor.take());
+        if let Some(thread) = thread {
+            self.finish_compaction(thread.join());
         }
     }
 
     /// Marks the end of a clean stop: nothing is written after this group.
     fn stop_cleanly(&mut self) {
+        self.finish_running_compaction();
         let mut group = Group::default();
         group.push(&Record::CleanStop { at_ms: self.queue.wall_ms() });
         if self.append(&group.finish(self.seq + 1)).is_ok() {
@@ -614,16 +823,40 @@ impl Writer {
 mod tests {
     use super::*;
 
+    /// A snapshot written to a real file, read back.
+    fn snapshot(seq: u64, last_release_ms: Option<u64>, paused_until_ms: u64, ingestions: &[&Ingestion]) -> Recovered {
+        let path = std::env::temp_dir().join(format!("ingestd-snapshot-{}", uuid::Uuid::new_v4()));
+        let file = std::fs::File::options().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
+        let records = ingestions.iter().map(|i| i.record());
+        compact::write_snapshot(&file, seq, last_release_ms, paused_until_ms, records).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        replay(&bytes).expect("a snapshot replays")
+    }
+
     #[test]
     fn a_snapshot_keeps_the_last_release_and_a_pause_still_ahead() {
         let ingestion = Ingestion::new(crate::Priority::Low, vec![1, 2], 3, 100, None);
-        let snapshot = Snapshot::of(Some(500), 9_000, std::iter::once(ingestion.record()));
-        let recovered = replay(&snapshot.bytes).expect("a snapshot replays");
+        let recovered = snapshot(1, Some(500), 9_000, &[&ingestion]);
         assert_eq!((recovered.last_release_ms, recovered.paused_until_ms), (Some(500), Some(9_000)));
         assert_eq!(recovered.ingestions.len(), 1);
         // A pause alone (nothing released since the start) is kept too.
-        let snapshot = Snapshot::of(None, 9_000, std::iter::empty());
-        let recovered = replay(&snapshot.bytes).expect("a snapshot replays");
+        let recovered = snapshot(1, None, 9_000, &[]);
         assert_eq!((recovered.last_release_ms, recovered.paused_until_ms), (None, Some(9_000)));
+    }
+
+    #[test]
+    fn a_snapshot_carries_the_number_of_the_last_group_it_covers() {
+        let ingestion = Ingestion::new(crate::Priority::High, (1..=5000).collect(), 3, 100, None);
+        // Larger than a chunk: written in pieces, framed as one group.
+        let many: Vec<Ingestion> =
+            (0..200).map(|_| Ingestion::new(crate::Priority::Low, (1..=500).collect(), 7, 1, None)).collect();
+        let mut all = vec![&ingestion];
+        all.extend(many.iter());
+        let recovered = snapshot(41, Some(7), 0, &all);
+        assert_eq!((recovered.seq, recovered.records, recovered.ingestions.len()), (41, 202, 201));
+        assert_eq!(recovered.ingestions[0].ids.len(), 5000);
+        // With no group yet, there is nothing to number.
+        assert_eq!(snapshot(0, None, 0, &[]).seq, 0);
     }
 }

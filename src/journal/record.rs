@@ -186,18 +186,21 @@ impl Group {
         self.count += 1;
     }
 
-    pub(crate) fn count(&self) -> u32 {
-        self.count
-    }
-
     /// The group's bytes, numbered `seq`: its header line, then its records.
     pub fn finish(mut self, seq: u64) -> Vec<u8> {
         let len = (self.bytes.len() - GROUP_HEADER_LEN) as u64;
-        let body = format!("g {seq:016x} {:08x} {len:016x} ", self.count);
-        let header = format!("{body}{:08x}\n", crc32(body.as_bytes()));
-        self.bytes[..GROUP_HEADER_LEN].copy_from_slice(header.as_bytes());
+        self.bytes[..GROUP_HEADER_LEN].copy_from_slice(&header_line(seq, self.count, len));
         self.bytes
     }
+}
+
+/// The header line of group `seq`, of `count` records taking `len` bytes after it.
+pub(crate) fn header_line(seq: u64, count: u32, len: u64) -> [u8; GROUP_HEADER_LEN] {
+    let body = format!("g {seq:016x} {count:08x} {len:016x} ");
+    let header = format!("{body}{:08x}\n", crc32(body.as_bytes()));
+    let mut line = [0; GROUP_HEADER_LEN];
+    line.copy_from_slice(header.as_bytes());
+    line
 }
 
 /// What a group's header line says.

@@ -7,8 +7,11 @@
 //! off with a warning. Any other damage stops the start, naming the offset: a group that does
 //! not verify with a verified one after it (that one was written after this one's sync), damage
 //! after a clean stop (nothing is written after one), and a verified record that cannot apply.
+//!
+//! While a compaction is under way the journal is two files, `journal.v2` and then
+//! `journal.v2.next`, replayed in that order into one state ([`Replay`], [`Part`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
@@ -45,62 +48,167 @@ pub struct Corrupt {
     pub reason: String,
 }
 
-/// Replays a version 2 journal.
+/// Replays a version 2 journal held in one file (no segment).
 pub fn replay(bytes: &[u8]) -> Result<Recovered, Corrupt> {
-    let bytes = without_reserved_zeros(bytes);
-    let mut state = Recovered::default();
-    if bytes.is_empty() {
-        return Ok(state);
+    let mut replay = Replay::default();
+    let end = replay.file(bytes, Part::Base)?;
+    Ok(replay.finish(&end))
+}
+
+/// Which file of a journal is replayed: they differ in how their group numbers may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// `journal.v2`: its first group may carry any number (a snapshot's is the number of the last
+    /// group it covers); each later one is the next number.
+    Base,
+    /// `journal.v2.next`: its groups continue the base's numbers. A group numbered no higher than
+    /// the last one replayed is a copy already applied (a compaction copied it into the base),
+    /// checked and skipped.
+    Segment,
+}
+
+/// How one file of a journal ends.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct FileEnd {
+    /// Where its verified groups end (before a clean stop's group, if it ends in one).
+    pub(crate) valid_len: u64,
+    /// A torn final group: its offset and what is wrong.
+    pub(crate) torn_tail: Option<(u64, String)>,
+    pub(crate) clean_stop: bool,
+    /// Groups it added to the state (copies skipped in a segment do not count).
+    pub(crate) added: u64,
+}
+
+/// A journal being replayed, one file after another, into one state.
+#[derive(Default)]
+pub(crate) struct Replay {
+    state: Recovered,
+    index: HashMap<Uuid, usize>,
+}
+
+impl Replay {
+    /// The number of the last group applied.
+    pub(crate) fn seq(&self) -> u64 {
+        self.state.seq
     }
-    if !bytes.starts_with(HEADER.as_bytes()) {
-        return Err(Corrupt { offset: 0, reason: format!("it does not start with {:?}", HEADER.trim_end()) });
+
+    /// The state so far, with the end of `active`, the file the next group goes to.
+    pub(crate) fn finish(mut self, active: &FileEnd) -> Recovered {
+        self.state.valid_len = active.valid_len;
+        self.state.torn_tail = active.torn_tail.clone();
+        self.state.clean_stop = active.clean_stop;
+        self.state
     }
-    let mut index: HashMap<Uuid, usize> = HashMap::new();
+
+    /// Applies the groups of one file.
+    pub(crate) fn file(&mut self, bytes: &[u8], part: Part) -> Result<FileEnd, Corrupt> {
+        let bytes = without_reserved_zeros(bytes);
+        let mut end = FileEnd::default();
+        // A segment cut inside its header line was never written to.
+        if bytes.is_empty() || part == Part::Segment && HEADER.as_bytes().starts_with(bytes) {
+            return Ok(end);
+        }
+        if !bytes.starts_with(HEADER.as_bytes()) {
+            return Err(Corrupt { offset: 0, reason: format!("it does not start with {:?}", HEADER.trim_end()) });
+        }
+        let mut offset = HEADER.len();
+        end.valid_len = offset as u64;
+        while offset < bytes.len() {
+            let expected = self.expected(bytes, offset, part, end.clean_stop)?;
+            let group = match verified_group(bytes, offset, expected) {
+                Ok(group) => group,
+                Err(reason) => return self.torn_or_corrupt(end, bytes, offset, reason),
+            };
+            if end.clean_stop {
+                return Err(Corrupt { offset: offset as u64, reason: "a group follows a clean stop".into() });
+            }
+            if expected <= self.state.seq {
+                // A copy of a group already applied: skipped.
+                offset = group.end;
+                end.valid_len = offset as u64;
+                continue;
+            }
+            for (at, json) in &group.records {
+                let applied = Record::parse(json).and_then(|r| {
+                    end.clean_stop |= matches!(r, Record::CleanStop { .. });
+                    if matches!(r, Record::Ingest { .. }) {
+                        self.state.ingest_bytes += json.len() as u64 + 10;
+                    }
+                    apply(&mut self.state, &mut self.index, r)
+                });
+                applied.map_err(|reason| Corrupt { offset: *at as u64, reason })?;
+                self.state.records += 1;
+            }
+            if end.clean_stop && group.records.len() != 1 {
+                return Err(Corrupt { offset: offset as u64, reason: "a clean stop is not alone in its group".into() });
+            }
+            // A clean stop is cut off at the next start: the group after it takes its number.
+            if !end.clean_stop {
+                self.state.seq = expected;
+                end.valid_len = group.end as u64;
+                end.added += 1;
+            }
+            offset = group.end;
+        }
+        Ok(end)
+    }
+
+    /// The number the group at `offset` must carry.
+    fn expected(&self, bytes: &[u8], offset: usize, part: Part, after_clean_stop: bool) -> Result<u64, Corrupt> {
+        let next = self.state.seq + 1;
+        let Ok(header) = record::group_header(&bytes[offset..]) else { return Ok(next) };
+        Ok(match part {
+            Part::Base if offset == HEADER.len() => header.seq.max(1),
+            Part::Segment if header.seq < next && !after_clean_stop => header.seq,
+            Part::Segment if header.seq > next && verified_group(bytes, offset, header.seq).is_ok() => {
+                return Err(Corrupt {
+                    offset: offset as u64,
+                    reason: format!(
+                        "group {} where group {next} was expected: the groups between are missing",
+                        header.seq
+                    ),
+                })
+            }
+            _ => next,
+        })
+    }
+
+    /// A group that does not verify at `offset`: the torn tail, unless something says it was synced.
+    fn torn_or_corrupt(
+        &self,
+        mut end: FileEnd,
+        bytes: &[u8],
+        offset: usize,
+        reason: String,
+    ) -> Result<FileEnd, Corrupt> {
+        if end.clean_stop {
+            return Err(Corrupt { offset: offset as u64, reason: format!("{reason}, after a clean stop") });
+        }
+        if let Some(later) = later_group(bytes, offset, self.state.seq + 1) {
+            let reason = format!("{reason}; a whole group follows at byte {later}, so this one had been saved");
+            return Err(Corrupt { offset: offset as u64, reason });
+        }
+        end.torn_tail = Some((offset as u64, reason));
+        Ok(end)
+    }
+}
+
+/// The ingestions whose `ingest` records are in a segment's bytes: its header line, then
+/// whole groups (no torn tail: only synced groups are read).
+pub(crate) fn ingestion_ids(bytes: &[u8]) -> Result<HashSet<Uuid>, String> {
+    let mut ids = HashSet::new();
     let mut offset = HEADER.len();
-    state.valid_len = offset as u64;
     while offset < bytes.len() {
-        let group = match verified_group(bytes, offset, state.seq + 1) {
-            Ok(group) => group,
-            Err(reason) => return torn_or_corrupt(state, bytes, offset, reason),
-        };
-        if state.clean_stop {
-            return Err(Corrupt { offset: offset as u64, reason: "a group follows a clean stop".into() });
-        }
-        for (at, json) in &group.records {
-            let applied = Record::parse(json).and_then(|r| {
-                state.clean_stop |= matches!(r, Record::CleanStop { .. });
-                if matches!(r, Record::Ingest { .. }) {
-                    state.ingest_bytes += json.len() as u64 + 10;
-                }
-                apply(&mut state, &mut index, r)
-            });
-            applied.map_err(|reason| Corrupt { offset: *at as u64, reason })?;
-            state.records += 1;
-        }
-        if state.clean_stop && group.records.len() != 1 {
-            return Err(Corrupt { offset: offset as u64, reason: "a clean stop is not alone in its group".into() });
-        }
-        // A clean stop is cut off at the next start: the group after it takes its number.
-        if !state.clean_stop {
-            state.seq += 1;
-            state.valid_len = group.end as u64;
+        let header = record::group_header(&bytes[offset..])?;
+        let group = verified_group(bytes, offset, header.seq)?;
+        for (_, json) in &group.records {
+            if let Record::Ingest { ingestion_id, .. } = Record::parse(json)? {
+                ids.insert(ingestion_id);
+            }
         }
         offset = group.end;
     }
-    Ok(state)
-}
-
-/// A group that does not verify at `offset`: the torn tail, unless something says it was synced.
-fn torn_or_corrupt(mut state: Recovered, bytes: &[u8], offset: usize, reason: String) -> Result<Recovered, Corrupt> {
-    if state.clean_stop {
-        return Err(Corrupt { offset: offset as u64, reason: format!("{reason}, after a clean stop") });
-    }
-    if let Some(later) = later_group(bytes, offset, state.seq + 1) {
-        let reason = format!("{reason}; a whole group follows at byte {later}, so this one had been saved");
-        return Err(Corrupt { offset: offset as u64, reason });
-    }
-    state.torn_tail = Some((offset as u64, reason));
-    Ok(state)
+    Ok(ids)
 }
 
 /// Zeros at the end are room the writer reserved for groups to come, not groups.
@@ -454,15 +562,72 @@ mod tests {
         assert_eq!(replay(&[0; 64]), Ok(Recovered::default()), "only zeros: a journal not yet begun");
     }
 
-    #[test]
-    fn groups_out_of_sequence_are_not_replayed() {
-        let (_, records) = sample();
+    /// Groups numbered from `first`, with the file header.
+    fn numbered(first: u64, groups: &[&[Record]]) -> Vec<u8> {
         let mut bytes = HEADER.as_bytes().to_vec();
-        let mut group = Group::default();
-        group.push(&records[0]);
-        bytes.extend_from_slice(&group.finish(2));
+        for (i, records) in groups.iter().enumerate() {
+            let mut group = Group::default();
+            records.iter().for_each(|r| group.push(r));
+            bytes.extend_from_slice(&group.finish(first + i as u64));
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_base_may_start_at_any_group_but_a_gap_after_it_is_torn() {
+        let (_, records) = sample();
+        // A snapshot numbered like the last group it covers, then the groups after it.
+        let state = replay(&numbered(7, &[&records[..1], &records[1..]])).unwrap();
+        assert_eq!((state.seq, state.records, state.torn_tail.is_some()), (8, 4, false));
+        let mut bytes = numbered(7, &[&records[..1]]);
+        let skipped = numbered(9, &[&records[1..]]);
+        bytes.extend_from_slice(&skipped[HEADER.len()..]);
         let state = replay(&bytes).unwrap();
-        assert_eq!((state.records, state.torn_tail.map(|t| t.0)), (0, Some(HEADER.len() as u64)));
+        assert_eq!((state.seq, state.records), (7, 1));
+        assert_eq!(state.torn_tail.map(|t| t.0), Some(numbered(7, &[&records[..1]]).len() as u64));
+    }
+
+    /// Replays a base and then a segment, as a start does.
+    fn both(base: &[u8], segment: &[u8]) -> Result<(Recovered, FileEnd), Corrupt> {
+        let mut replay = Replay::default();
+        replay.file(base, Part::Base)?;
+        let end = replay.file(segment, Part::Segment)?;
+        Ok((replay.finish(&end), end))
+    }
+
+    #[test]
+    fn a_segment_continues_the_base_and_skips_the_copies_it_already_has() {
+        let (ingestion, records) = sample();
+        let split = |n: usize| records[n..n + 1].to_vec();
+        let (r0, r1, r2, r3) = (split(0), split(1), split(2), split(3));
+        // Before the hand-over: the old journal (groups 1..2), the segment (3..4).
+        let base = numbered(1, &[&r0, &r1]);
+        let segment = numbered(3, &[&r2, &r3]);
+        let (state, end) = both(&base, &segment).unwrap();
+        assert_eq!((state.seq, state.records, end.added), (4, 4, 2));
+        assert_eq!(state.ingestions[0].batches[1].status, BatchStatus::Triggered);
+        // After it: the snapshot (numbered 2) with copies of 3..4, and the segment, now stale.
+        let mut merged = numbered(2, &[&[Record::ingest(ingestion.record(), false)]]);
+        merged.extend_from_slice(&segment[HEADER.len()..]);
+        let (state, end) = both(&merged, &segment).unwrap();
+        assert_eq!((state.seq, state.records, end.added), (4, 3, 0));
+        // A stale segment after a journal that went on: still only copies.
+        let mut longer = merged.clone();
+        longer.extend_from_slice(&numbered(5, &[&r3])[HEADER.len()..]);
+        assert_eq!(both(&longer, &segment).unwrap().1.added, 0);
+        // A segment never written to, or cut in its header: nothing to add.
+        for empty in [&b""[..], &HEADER.as_bytes()[..7], HEADER.as_bytes()] {
+            let (state, end) = both(&base, empty).unwrap();
+            assert_eq!((state.seq, end.added, end.torn_tail), (2, 0, None));
+        }
+        // A torn last group in the segment is cut off like any.
+        let (state, end) = both(&base, &segment[..segment.len() - 3]).unwrap();
+        assert_eq!((state.seq, end.added, end.torn_tail.is_some()), (3, 1, true));
+        // Groups missing between the base and the segment: damage, not a torn write.
+        let gap = numbered(4, &[&r3]);
+        let corrupt = both(&base, &gap).unwrap_err();
+        assert_eq!(corrupt.offset, HEADER.len() as u64);
+        assert!(corrupt.reason.contains("the groups between are missing"), "{corrupt:?}");
     }
 
     #[test]

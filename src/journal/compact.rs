@@ -1,0 +1,215 @@
+//! The snapshot half of a compaction, on the `journal-compact` thread, off the commit path.
+//!
+//! The `journal` thread has already moved its appends to the segment (`journal.v2.next`). This
+//! thread writes `journal.v2.tmp`: the header and one group numbered like the last group of
+//! `journal.v2` (a `last_release` record, then an `ingest` record with batch states per live
+//! ingestion), then copies of the segment's groups synced so far, and syncs it; the journal
+//! thread copies the rest and renames it (see `mod.rs`). It takes the store's read lock once
+//! (`Store::in_order`), reads the ingestions' atomics, reads the segment only below what the
+//! journal thread published as synced, and writes only the temp file. It never takes the queue
+//! lock and answers no request. It runs at a lower priority than the journal thread.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use uuid::Uuid;
+
+use super::disk::{Disk, DiskFile};
+use super::record::{self, Record, GROUP_HEADER_LEN, HEADER};
+use super::{replay, SEGMENT_NAME, TEMP_NAME};
+use crate::model::IngestionRecord;
+use crate::pacer::Queue;
+use crate::store::Store;
+
+/// The name of the thread, which tests may hold at its file operations.
+pub const THREAD: &str = "journal-compact";
+
+/// Written to the temp file a chunk at a time, so a snapshot of millions of ids never sits in
+/// memory whole.
+const CHUNK: usize = 1 << 20;
+
+/// While more than this was synced to the segment during the last copy, copy again before the
+/// hand-over: what is left for the journal thread to copy stays small.
+const SMALL_TAIL: u64 = 64 << 10;
+
+/// What a compaction starts from.
+pub(super) struct Job {
+    pub(super) disk: Arc<dyn Disk>,
+    pub(super) dir: PathBuf,
+    pub(super) store: Arc<Store>,
+    pub(super) queue: Queue,
+    /// The number of the last group of `journal.v2`: the snapshot's group carries it.
+    pub(super) base_seq: u64,
+    /// The last release the journal thread knew of when it started this.
+    pub(super) last_release_ms: Option<u64>,
+    /// Where the segment's synced groups end; the journal thread raises it after each sync.
+    pub(super) committed: Arc<AtomicU64>,
+}
+
+/// A temp file ready for the hand-over: synced, holding the snapshot and the segment's groups up
+/// to `copied`.
+#[derive(Debug)]
+pub(super) struct Ready {
+    pub(super) file: Box<dyn DiskFile>,
+    /// Its length.
+    pub(super) len: u64,
+    /// Where the groups it copied end in the segment.
+    pub(super) copied: u64,
+    /// The bytes and records of the snapshot alone (header and its group).
+    pub(super) snapshot_len: u64,
+    pub(super) snapshot_records: u64,
+}
+
+/// Starts the thread; its result is the thread's.
+pub(super) fn start(job: Job) -> io::Result<JoinHandle<io::Result<Ready>>> {
+    thread::Builder::new().name(THREAD.into()).spawn(move || {
+        // The snapshot may take seconds of CPU: the commits and the requests come first.
+        let _ = crate::realtime::lower_this_thread();
+        job.run()
+    })
+}
+
+impl Job {
+    fn run(&self) -> io::Result<Ready> {
+        let now_ms = self.queue.wall_ms();
+        // Taken before `committed` is read: an ingestion the store holds now either was in
+        // `journal.v2` or has its record in the segment below `committed` (the journal thread
+        // publishes a sync before it inserts what the group held).
+        let live = self.store.in_order(now_ms);
+        let segment = self.disk.open(&self.dir.join(SEGMENT_NAME))?;
+        let copied = self.committed.load(Ordering::Acquire);
+        let head = read_range(&*segment, 0, copied)?;
+        let in_segment = ingestions_in(&head)?;
+        let paused_until_ms = Some(self.queue.paused_until_ms()).filter(|&until| until > now_ms).unwrap_or(0);
+        let temp = self.dir.join(TEMP_NAME);
+        let file = self.disk.create(&temp)?;
+        let written = (|| {
+            let records = live.iter().filter(|i| !in_segment.contains(&i.id)).map(|i| i.record());
+            let (snapshot_len, snapshot_records) =
+                write_snapshot(&*file, self.base_seq, self.last_release_ms, paused_until_ms, records)?;
+            hold();
+            let mut ready =
+                Ready { file, len: snapshot_len, copied: HEADER.len() as u64, snapshot_len, snapshot_records };
+            ready.copy(&head[HEADER.len().min(head.len())..], copied)?;
+            ready.file.sync_all()?;
+            // Groups synced meanwhile: copied again while that is worth it, so the journal
+            // thread's share of the copy stays small.
+            for _ in 0..4 {
+                let now = self.committed.load(Ordering::Acquire);
+                if now - ready.copied < SMALL_TAIL {
+                    break;
+                }
+                let tail = read_range(&*segment, ready.copied, now)?;
+                ready.copy(&tail, now)?;
+                ready.file.sync_all()?;
+            }
+            Ok(ready)
+        })();
+        if written.is_err() {
+            // The space it took is needed more than the file.
+            let _ = self.disk.remove(&temp);
+        }
+        written
+    }
+}
+
+impl Ready {
+    /// Appends `groups`, the segment's bytes up to `to`, after what it holds.
+    pub(super) fn copy(&mut self, groups: &[u8], to: u64) -> io::Result<()> {
+        if !groups.is_empty() {
+            self.file.write_all_at(groups, self.len)?;
+            self.len += groups.len() as u64;
+        }
+        self.copied = to;
+        Ok(())
+    }
+}
+
+/// The file's bytes from `from` to `to`.
+pub(super) fn read_range(file: &dyn DiskFile, from: u64, to: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = vec![0; usize::try_from(to.saturating_sub(from)).map_err(io::Error::other)?];
+    file.read_exact_at(&mut bytes, from)?;
+    Ok(bytes)
+}
+
+/// The ingestions whose `ingest` records are in these segment bytes (whole, synced groups).
+fn ingestions_in(segment: &[u8]) -> io::Result<HashSet<Uuid>> {
+    replay::ingestion_ids(segment).map_err(|e| io::Error::other(format!("reading the segment: {e}")))
+}
+
+/// Writes a journal holding this state to `file`: the header, then (unless `seq` is 0, a
+/// journal with no group yet) one group numbered `seq` of a `last_release` record (with the
+/// upstream's pause, if one is still ahead) and an `ingest` record with batch states per
+/// ingestion. Returns its length and its count of records. Not synced.
+pub(super) fn write_snapshot(
+    file: &dyn DiskFile,
+    seq: u64,
+    last_release_ms: Option<u64>,
+    paused_until_ms: u64,
+    ingestions: impl Iterator<Item = IngestionRecord>,
+) -> io::Result<(u64, u64)> {
+    let mut out = Chunked { file, buf: HEADER.as_bytes().to_vec(), flushed: 0 };
+    if seq == 0 {
+        out.flush()?;
+        return Ok((out.flushed, 0));
+    }
+    let group_at = out.buf.len() as u64;
+    out.buf.extend_from_slice(&[0; GROUP_HEADER_LEN]);
+    let mut count = 0u32;
+    if last_release_ms.is_some() || paused_until_ms > 0 {
+        out.push(&Record::LastRelease { at_ms: last_release_ms.unwrap_or(0), paused_until_ms })?;
+        count += 1;
+    }
+    for ingestion in ingestions {
+        out.push(&Record::ingest(ingestion, true))?;
+        count += 1;
+    }
+    out.flush()?;
+    let len = out.flushed - group_at - GROUP_HEADER_LEN as u64;
+    file.write_all_at(&record::header_line(seq, count, len), group_at)?;
+    Ok((out.flushed, u64::from(count)))
+}
+
+/// Bytes on their way to a file, written a [`CHUNK`] at a time.
+struct Chunked<'a> {
+    file: &'a dyn DiskFile,
+    buf: Vec<u8>,
+    flushed: u64,
+}
+
+impl Chunked<'_> {
+    fn push(&mut self, record: &Record) -> io::Result<()> {
+        record.encode(&mut self.buf);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.write_all_at(&self.buf, self.flushed)?;
+        self.flushed += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Test seam: with `INGESTD_COMPACTION_HOLD` naming a FIFO, each compaction waits here, its
+/// snapshot written and not yet synced, until it reads one byte from it. So a test holds a
+/// compaction under way for as long as it likes, without sleeping.
+fn hold() {
+    if let Some(path) = std::env::var_os("INGESTD_COMPACTION_HOLD") {
+        hold_on(Path::new(&path));
+    }
+}
+
+fn hold_on(path: &Path) {
+    use std::io::Read;
+    if let Ok(mut fifo) = std::fs::File::open(path) {
+        let _ = fifo.read(&mut [0]);
+    }
+}
