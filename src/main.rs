@@ -76,7 +76,13 @@ fn run(config: &Config) -> Result<(), String> {
     };
     // The environment keeps the token out of `ps`; the flag wins when both are set.
     let token = config.token.clone().or_else(|| std::env::var("INGESTD_TOKEN").ok().filter(|t| !t.is_empty()));
-    let options = HttpOptions { threads: config.threads, limits, idle_timeout: config.idle_timeout, token };
+    let options = HttpOptions {
+        threads: config.threads,
+        limits,
+        idle_timeout: config.idle_timeout,
+        token,
+        socket_dirs: config.data_dir.iter().cloned().collect(),
+    };
     // Every HTTP thread, ours and tiny_http's, descends from this lowered one.
     let server = realtime::start_lowered("http-start", || HttpServer::start(listener, Arc::clone(&app), options))
         .and_then(|started| started)

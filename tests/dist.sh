@@ -101,7 +101,9 @@ trap 'kill $upstream $uppid 2>/dev/null; cleanup' EXIT
 for _ in $(seq 50); do [ -s "$root/upstream.log" ] && break; sleep 0.1; done
 uport=$(head -n 1 "$root/upstream.log")
 [ -n "$uport" ] || fail "the test upstream did not start"
-"${enter[@]}" /ingestd --addr 127.0.0.1:0 --interval 100ms --upstream "http://upstream.test:$uport/items/{id}" \
+# No /tmp in this root: the data directory holds tiny_http's private socket too.
+mkdir "$root/data2"
+"${enter[@]}" /ingestd --addr 127.0.0.1:0 --interval 100ms --data-dir /data2 --upstream "http://upstream.test:$uport/items/{id}" \
     >"$out.up" 2>"$err" &
 uppid=$!
 for _ in $(seq 100); do

@@ -16,6 +16,7 @@
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -46,6 +47,9 @@ pub struct HttpOptions {
     /// When set, every route but `/health` and the pages (`/`, `/docs`, `/openapi.json`) needs
     /// `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Where tiny_http's private socket directory may go, tried in order after `$TMPDIR` (or
+    /// `/tmp`): an empty root or a `FROM scratch` image has none, but a data directory.
+    pub socket_dirs: Vec<PathBuf>,
 }
 
 /// Answers a request that passed the checks: its head and a way to read the body.
@@ -105,7 +109,7 @@ impl HttpServer {
         // No Nagle delay (accepted sockets inherit it): an answer may reach the relay as head and
         // body apart, and a body over one segment would wait for the client's delayed ACK.
         rustix::net::sockopt::set_tcp_nodelay(&listener, true)?;
-        let (endpoint, internal) = Endpoint::bind()?;
+        let (endpoint, internal) = Endpoint::bind(&options.socket_dirs)?;
         let connections = Arc::new(Connections::default());
         let shared = Arc::new(Shared {
             handler,
@@ -369,8 +373,13 @@ mod tests {
     #[test]
     fn panicking_handlers_keep_the_pool_at_its_size() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let options =
-            HttpOptions { threads: 2, limits: Limits::default(), idle_timeout: Duration::from_secs(5), token: None };
+        let options = HttpOptions {
+            threads: 2,
+            limits: Limits::default(),
+            idle_timeout: Duration::from_secs(5),
+            token: None,
+            socket_dirs: Vec::new(),
+        };
         let handler = |head: Head<'_>, _: Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>| {
             assert!(head.url != "/panic", "a handler bug");
             Reply::error(&ApiError::NotFound(head.url.into()))

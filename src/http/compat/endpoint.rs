@@ -22,12 +22,28 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// Creates the directory and the listening socket in it.
-    pub(crate) fn bind() -> io::Result<(Endpoint, UnixListener)> {
+    /// Creates the directory and the listening socket in it: in `$TMPDIR` (or `/tmp`), else in
+    /// the first of `fallbacks` where it works.
+    pub(crate) fn bind(fallbacks: &[PathBuf]) -> io::Result<(Endpoint, UnixListener)> {
+        let mut tried = Vec::new();
+        for parent in std::iter::once(std::env::temp_dir()).chain(fallbacks.iter().cloned()) {
+            match Endpoint::bind_in(&parent) {
+                Ok(bound) => return Ok(bound),
+                Err(error) => tried.push(format!("{}: {error}", parent.display())),
+            }
+        }
+        Err(io::Error::other(format!(
+            "no directory for tiny_http's private socket ({}); set TMPDIR to a writable directory",
+            tried.join("; ")
+        )))
+    }
+
+    fn bind_in(parent: &Path) -> io::Result<(Endpoint, UnixListener)> {
         let name = uuid::Uuid::new_v4().simple().to_string();
-        let dir = std::env::temp_dir().join(format!("ingestd-{}-{}", std::process::id(), &name[..12]));
+        let dir = parent.join(format!("ingestd-{}-{}", std::process::id(), &name[..12]));
         DirBuilder::new().mode(0o700).create(&dir)?;
         let endpoint = Endpoint { path: dir.join("tiny_http"), dir };
+        // On failure the directory goes with `endpoint`.
         let listener = endpoint.listen()?;
         Ok((endpoint, listener))
     }
@@ -63,11 +79,24 @@ mod tests {
 
     #[test]
     fn the_socket_sits_in_a_private_directory_that_goes_with_it() {
-        let (endpoint, _listener) = Endpoint::bind().unwrap();
+        let (endpoint, _listener) = Endpoint::bind(&[]).unwrap();
         let dir = endpoint.path().parent().unwrap().to_owned();
         assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
         assert!(std::os::unix::net::UnixStream::connect(endpoint.path()).is_ok());
         drop(endpoint);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn without_a_usable_temp_dir_it_goes_to_the_first_fallback_that_works() {
+        let fallback = std::env::temp_dir().join(format!("ingestd-fallback-{}", std::process::id()));
+        fs::create_dir_all(&fallback).unwrap();
+        let missing = PathBuf::from("/nonexistent/ingestd");
+        // `bind_in` is what `bind` tries for each place in turn.
+        assert!(Endpoint::bind_in(&missing).is_err());
+        let (endpoint, _listener) = Endpoint::bind_in(&fallback).unwrap();
+        assert!(endpoint.path().starts_with(&fallback));
+        drop(endpoint);
+        fs::remove_dir_all(&fallback).unwrap();
     }
 }
