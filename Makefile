@@ -34,15 +34,15 @@ unit:
 e2e:
 	bash tests/e2e.sh
 
-## The shipped binary: target/dist/ingestd, release build, statically linked (glibc's crt-static,
+## The shipped binary: target/dist/ingestd, release build with LTO (profile dist), statically linked (glibc's crt-static,
 ## so it runs with no shared library: a FROM scratch image, a chroot), no debug info; then its
 ## empty-root test. An explicit --target keeps RUSTFLAGS off build scripts and proc-macros.
 ## For perf, `cargo build --profile profiling` has the same code with line tables.
 TARGET ?= $(shell rustc -vV | sed -n 's/^host: //p')
 dist:
-	RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' $(CARGO) build --release --locked --target $(TARGET) --bin ingestd
+	RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' $(CARGO) build --profile dist --locked --target $(TARGET) --bin ingestd
 	mkdir -p target/dist
-	cp target/$(TARGET)/release/ingestd target/dist/ingestd
+	cp target/$(TARGET)/dist/ingestd target/dist/ingestd
 	@echo "target/dist/ingestd: $$(stat -c %s target/dist/ingestd) bytes"
 	$(MAKE) --no-print-directory dist-test
 
