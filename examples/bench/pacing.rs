@@ -29,12 +29,12 @@ const WITHOUT_CAP_SYS_NICE: [&str; 4] = ["setpriv", "--inh-caps=-sys_nice", "--b
 
 /// One release record.
 #[derive(Debug, Clone, Copy)]
-struct Released {
+pub struct Released {
     at_us: u64,
-    late_ns: u64,
+    pub late_ns: u64,
 }
 
-fn releases(log: &Path) -> Vec<Released> {
+pub fn releases(log: &Path) -> Vec<Released> {
     let Ok(file) = std::fs::File::open(log) else { return Vec::new() };
     BufReader::new(file)
         .lines()

@@ -104,8 +104,11 @@ pub fn pacing_and_overhead(setup: &Setup, report: &mut Report) {
         &url,
         "--max-queued-ids",
         "100000000",
+        "--log-format",
+        "json",
     ];
-    let server = Server::start(&setup.ingestd, &args, None);
+    let log = setup.target.join("bench-upstream.log");
+    let server = Server::start(&setup.ingestd, &args, Some(&log));
     // Enough HIGH work up front that every measured batch is full and the queue never runs dry.
     let mut conn = Conn::open(&server.addr).expect("connect");
     let id = client::ingest(&mut conn, &client::ingest_body(1, 5_000, "HIGH"));
@@ -124,6 +127,20 @@ pub fn pacing_and_overhead(setup: &Setup, report: &mut Report) {
     drop(server);
     let calls = upstream.calls();
     summarise(&calls[first.min(calls.len())..wanted.min(calls.len())], report);
+    lateness(&crate::pacing::releases(&log), report);
+}
+
+/// The pacer's lateness for the releases of this run (after the first second's): the same
+/// figures as the pacing rows, with a real upstream behind the worker.
+fn lateness(releases: &[crate::pacing::Released], report: &mut Report) {
+    let mut late: Vec<f64> = releases.iter().skip(50).map(|r| r.late_ns as f64 / 1e6).collect();
+    late.sort_by(f64::total_cmp);
+    let at = |q: f64| late.get(((late.len().max(1) - 1) as f64 * q) as usize).copied().unwrap_or(0.0);
+    let per_500 = late.iter().sum::<f64>() * 500.0 / late.len().max(1) as f64;
+    report.row("upstream c256: releases measured", late.len() as f64, "count", Goal::None);
+    report.row("upstream c256: lateness p99", at(0.99), "ms", Goal::None);
+    report.row("upstream c256: lateness max", at(1.0), "ms", Goal::None);
+    report.row("upstream c256: cumulative lateness per 500 releases", per_500, "ms", Goal::None);
 }
 
 fn summarise(calls: &[Call], report: &mut Report) {
