@@ -48,6 +48,10 @@ pub(crate) struct Finished {
     pub first_answer: Option<Instant>,
     /// The upstream asked for a pause (`Retry-After`): release nothing for this long from now.
     pub pause: Option<Duration>,
+    /// When the release really started, if later than the pacer released it (its `triggered`
+    /// record waited for the disk): the interval to the next release counts from there, as the
+    /// journaled last release does.
+    pub started_late: Option<Instant>,
 }
 
 /// What became of the batch.
@@ -386,7 +390,7 @@ impl Queue {
     /// Marks the batch in flight completed and notifies the pacer, which releases the next one
     /// once the interval allows (at once, if its slot has passed).
     pub fn complete(&self, batch: &Batch) -> Depth {
-        self.finish(batch, Finished { ended: Ended::Completed, first_answer: None, pause: None })
+        self.finish(batch, Finished { ended: Ended::Completed, first_answer: None, pause: None, started_late: None })
     }
 
     /// Records how the release in flight ended and notifies the pacer. A batch to retry waits
@@ -417,7 +421,8 @@ impl Queue {
                 state.scheduler.pause(now + pause);
                 state.paused_until_ms = state.paused_until_ms.max(ms_after(pause));
             }
-            state.scheduler.finish(now, Finish { first_answer: finished.first_answer, retry_at });
+            let (first_answer, started_late) = (finished.first_answer, finished.started_late);
+            state.scheduler.finish(now, Finish { first_answer, retry_at, started_late });
             state.depth()
         });
         match finished.ended {
@@ -432,15 +437,6 @@ impl Queue {
     /// compacted journal to keep it.
     pub(crate) fn paused_until_ms(&self) -> u64 {
         self.lock().paused_until_ms
-    }
-
-    /// Issue 11 (storage helper), the worker's one hook here: the batch in flight starts only
-    /// now, later than the pacer released it (its `triggered` record waited for the disk), so
-    /// the interval to the next release counts from now, as the journal's last release does.
-    pub(crate) fn started_late(&self) {
-        let mut state = self.shared.state.lock();
-        let now = self.shared.clock.now();
-        state.scheduler.restore_last_release(now);
     }
 
     /// Queues what a restart recovered, before any new work: `reruns` (interrupted in flight)

@@ -152,6 +152,9 @@ pub(crate) struct Finish {
     pub first_answer: Option<Instant>,
     /// Release the batch again, not before this instant: some of its ids are to be retried.
     pub retry_at: Option<Instant>,
+    /// When the release really started, if later than it was released: it counts as the last
+    /// release from then on.
+    pub started_late: Option<Instant>,
 }
 
 /// A run in the heap: batches `next..len` of `run` are still to go.
@@ -473,6 +476,9 @@ impl<B: Clone> Scheduler<B> {
         let in_flight = self.in_flight.take();
         self.last_completion = Some(now);
         self.last_answer = finish.first_answer;
+        if let Some(at) = finish.started_late {
+            self.restore_last_release(at);
+        }
         if let (Some(f), Some(ready_at)) = (in_flight, finish.retry_at) {
             let backoff = Backoff { ready_at, arrival: f.arrival, index: f.index, priority: f.priority, run: f.run };
             self.backing_off.push(Reverse(backoff));
@@ -1060,7 +1066,7 @@ mod tests {
                 let (priority, run, index, released) = self.in_flight.take().unwrap();
                 let retry_at = outcome.retry.map(|b| self.now + b);
                 let first_answer = Some(released + outcome.answer.min(work));
-                self.sched.finish(self.now, Finish { first_answer, retry_at });
+                self.sched.finish(self.now, Finish { first_answer, retry_at, started_late: None });
                 if let Some(at) = retry_at {
                     self.backoffs.push((at, priority, run, index));
                 }
@@ -1218,7 +1224,7 @@ mod tests {
                                     now = now.max(done);
                                     let first_answer = Some(released + outcome.answer.min(work));
                                     let retry_at = outcome.retry.map(|b| now + b);
-                                    sched.finish(now, Finish { first_answer, retry_at });
+                                    sched.finish(now, Finish { first_answer, retry_at, started_late: None });
                                     if let Some(ready_at) = retry_at {
                                         backoffs.push((ready_at, p, a, j));
                                     }

@@ -7,7 +7,7 @@
 //! [`Queue`]: completed, failed, or to retry after a backoff, with the instant of the first
 //! answer (the pacer's anchor for the next slot) and any pause the upstream asked for. The queue
 //! notifies the pacer, the only thread that releases. Takes the queue lock only inside
-//! `Queue::finish`, `Queue::now` and `Queue::started_late`; the API calls and journal waits run
+//! `Queue::finish` and `Queue::now`; the API calls and journal waits run
 //! with no lock held.
 //!
 //! In durable mode a release that is not on disk did not happen: while the journal cannot
@@ -352,10 +352,8 @@ fn fetch_batch(
     if !saved {
         return None;
     }
-    if late {
-        // It starts only now: the interval to the next release counts from here.
-        queue.started_late();
-    }
+    // It starts only now: the interval to the next release counts from here.
+    let started_late = late.then(|| queue.now());
     let progress = deliver_pending(api, &release.batch, queue, stats);
     let ended = ending(&release.batch, policy, stats);
     let at_ms = queue.wall_ms();
@@ -398,5 +396,5 @@ fn fetch_batch(
             saved
         }
     };
-    saved.then_some(Finished { ended, first_answer: progress.first_answer, pause: progress.pause })
+    saved.then_some(Finished { ended, first_answer: progress.first_answer, pause: progress.pause, started_late })
 }
