@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Server};
+use common::{fds, wait_for, Server};
 use serde_json::Value;
 
 /// One answer as sent: status, headers (names lowercased) and body.
@@ -236,10 +236,6 @@ fn pump_generation(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |fds| fds.count())
-}
-
 #[test]
 fn idle_connections_are_closed_and_the_port_stays_open() {
     let server = Server::start(&["--idle-timeout", "50ms"]);
@@ -321,7 +317,7 @@ fn a_stalled_upgrade_gets_one_408_and_the_connection_closes() {
 fn stalled_connections_do_not_delay_a_new_client() {
     let server = Server::start(&["--interval", "1h"]);
     let id = server.ingest(&[1, 2, 3], "LOW");
-    let before = fd_count(server.pid());
+    let before = fds(server.pid());
     // 100 silent, 80 stopping inside a head, 20 stopping inside a body that must come off the
     // socket (more than there are body threads).
     let mut stalled = Vec::new();
@@ -336,7 +332,7 @@ fn stalled_connections_do_not_delay_a_new_client() {
     }
     // Accepted, each holds the relay's socket at least (only whole heads reach tiny_http).
     wait_for("the stalled connections to reach the server", Duration::from_secs(10), || {
-        (fd_count(server.pid()) >= before + 200).then_some(())
+        (fds(server.pid()) >= before + 200).then_some(())
     });
     for _ in 0..10 {
         let began = Instant::now();

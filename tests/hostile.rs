@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Server};
+use common::{fds, wait_for, Server};
 
 fn addr(server: &Server) -> SocketAddr {
     server.base.trim_start_matches("http://").parse().unwrap()
@@ -63,10 +63,6 @@ fn thread_names(pid: u32) -> String {
         *names.entry(name).or_default() += 1;
     }
     format!("{names:?}")
-}
-
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 const GET: &str = "GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
