@@ -8,7 +8,8 @@
 //! rest. Linux allows this to root or with `CAP_SYS_NICE`; without it they stay ordinary and
 //! say so once. Lowering a thread's own priority needs no privilege, so the HTTP threads start
 //! `HTTP_NICENESS` lower (a higher nice value): then the pacer and the worker win a busy CPU
-//! even where they cannot be real-time. The crate's only `unsafe`: the libc calls below.
+//! even where they cannot be real-time. The compaction thread goes lower still (`SCHED_IDLE`).
+//! The libc calls below are `unsafe` (the crate's only other one is in `journal/disk.rs`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -73,6 +74,25 @@ pub fn start_lowered<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> io::R
         })?;
         Ok(starter.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     })
+}
+
+/// Moves the calling thread to `SCHED_IDLE`: it runs only when a CPU has nothing else to do.
+/// Any thread may lower itself so; none can come back without privileges.
+#[cfg(target_os = "linux")]
+pub(crate) fn idle_this_thread() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: as in `raise_current_thread`: reads `param` only, changes only the calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn idle_this_thread() -> io::Result<()> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "thread priorities are only changed on Linux"))
 }
 
 /// Raises the calling thread's nice value by [`HTTP_NICENESS`] (up to 19, the lowest priority)

@@ -13,6 +13,9 @@ use uuid::Uuid;
 
 use crate::model::Ingestion;
 
+/// How many ingestions [`Store::in_order`] looks up per hold of the read lock.
+const LOOKUPS_PER_HOLD: usize = 1024;
+
 #[derive(Debug)]
 pub(crate) struct Store {
     ingestions: RwLock<Ingestions>,
@@ -96,18 +99,21 @@ impl Store {
         self.key_settled.notify_all();
     }
 
-    /// Every live ingestion, in acceptance order.
+    /// Every live ingestion the store held when called, in acceptance order; one swept meanwhile
+    /// is left out. The read lock is taken for a scan of the ids, then for a slice of lookups at
+    /// a time: with millions of ids queued, touching every ingestion under one hold would keep
+    /// the journal thread's inserts (and so every durable `POST`) waiting for tens of ms.
     pub(crate) fn in_order(&self, now_ms: u64) -> Vec<Arc<Ingestion>> {
-        let mut all: Vec<(u64, Arc<Ingestion>)> = self
-            .ingestions
-            .read()
-            .by_id
-            .values()
-            .filter(|(_, i)| !self.expired(i, now_ms))
-            .map(|(arrival, i)| (*arrival, Arc::clone(i)))
-            .collect();
-        all.sort_unstable_by_key(|(arrival, _)| *arrival);
-        all.into_iter().map(|(_, i)| i).collect()
+        let mut ids: Vec<(u64, Uuid)> =
+            self.ingestions.read().by_id.iter().map(|(id, (arrival, _))| (*arrival, *id)).collect();
+        ids.sort_unstable();
+        let mut all = Vec::with_capacity(ids.len());
+        for slice in ids.chunks(LOOKUPS_PER_HOLD) {
+            let ingestions = self.ingestions.read();
+            let found = slice.iter().filter_map(|(_, id)| ingestions.by_id.get(id));
+            all.extend(found.filter(|(_, i)| !self.expired(i, now_ms)).map(|(_, i)| Arc::clone(i)));
+        }
+        all
     }
 
     /// Forgets ingestions (and their keys) that finished more than the retention period ago.
@@ -163,8 +169,9 @@ mod tests {
     #[test]
     fn order_is_acceptance_order() {
         let store = Store::new(Duration::from_secs(1));
-        let all: Vec<Arc<Ingestion>> =
-            (1..=20).map(|i| Arc::new(Ingestion::new(Priority::High, vec![i], 3, 0, None))).collect();
+        let all: Vec<Arc<Ingestion>> = (1..=2 * LOOKUPS_PER_HOLD as u32 + 5)
+            .map(|i| Arc::new(Ingestion::new(Priority::High, vec![i], 3, 0, None)))
+            .collect();
         all.iter().for_each(|i| store.insert(Arc::clone(i)));
         let ids: Vec<Uuid> = store.in_order(0).iter().map(|i| i.id).collect();
         assert_eq!(ids, all.iter().map(|i| i.id).collect::<Vec<_>>());

@@ -7,7 +7,7 @@
 //! thread copies the rest and renames it (see `mod.rs`). It takes the store's read lock once
 //! (`Store::in_order`), reads the ingestions' atomics, reads the segment only below what the
 //! journal thread published as synced, and writes only the temp file. It never takes the queue
-//! lock and answers no request. It runs at a lower priority than the journal thread.
+//! lock and answers no request. It runs only when a CPU has nothing else to do (`SCHED_IDLE`).
 
 use std::collections::HashSet;
 use std::io;
@@ -68,7 +68,7 @@ pub(super) struct Ready {
 pub(super) fn start(job: Job) -> io::Result<JoinHandle<io::Result<Ready>>> {
     thread::Builder::new().name(THREAD.into()).spawn(move || {
         // The snapshot may take seconds of CPU: the commits and the requests come first.
-        let _ = crate::realtime::lower_this_thread();
+        let _ = crate::realtime::idle_this_thread();
         job.run()
     })
 }
@@ -152,7 +152,7 @@ pub(super) fn write_snapshot(
     paused_until_ms: u64,
     ingestions: impl Iterator<Item = IngestionRecord>,
 ) -> io::Result<(u64, u64)> {
-    let mut out = Chunked { file, buf: HEADER.as_bytes().to_vec(), flushed: 0 };
+    let mut out = Chunked { file, buf: HEADER.as_bytes().to_vec(), flushed: 0, last: (0, 0) };
     if seq == 0 {
         out.flush()?;
         return Ok((out.flushed, 0));
@@ -174,11 +174,16 @@ pub(super) fn write_snapshot(
     Ok((out.flushed, u64::from(count)))
 }
 
-/// Bytes on their way to a file, written a [`CHUNK`] at a time.
+/// Bytes on their way to a file, written a [`CHUNK`] at a time. Each chunk's write-back starts
+/// as it is written and the one before it is waited for, so at most two chunks are ever in the
+/// disk's queue ahead of the journal thread's commits (a snapshot of millions of ids left to
+/// the kernel's write-back put ~100 ms of writes ahead of some commits).
 struct Chunked<'a> {
     file: &'a dyn DiskFile,
     buf: Vec<u8>,
     flushed: u64,
+    /// The last chunk written: (offset, length).
+    last: (u64, u64),
 }
 
 impl Chunked<'_> {
@@ -192,7 +197,13 @@ impl Chunked<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.write_all_at(&self.buf, self.flushed)?;
-        self.flushed += self.buf.len() as u64;
+        let len = self.buf.len() as u64;
+        self.file.start_write_back(self.flushed, len);
+        if self.last.1 > 0 {
+            self.file.finish_write_back(self.last.0, self.last.1);
+        }
+        self.last = (self.flushed, len);
+        self.flushed += len;
         self.buf.clear();
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! The journal's file I/O, behind a seam: [`Disk`] and [`DiskFile`] name the few operations
 //! the journal uses, [`RealDisk`] does them on `std::fs`. Tests record them instead
 //! (`tests/crash_states.rs`) and build the states a power loss can leave. Called from whichever
-//! thread opens the journal, then from the `journal` thread and the `journal-compact` thread.
+//! thread opens the journal, then from the `journal`, `journal-compact` and `journal-reap`
+//! threads.
 //!
 //! Also the data directory's lock: an exclusive `flock` on `DIR/ingestd.lock`, which holds the
 //! holder's PID. The kernel lets go when the process dies, so `kill -9` never leaves it stale.
@@ -32,6 +33,12 @@ pub trait DiskFile: Send + Debug {
     /// Bytes its file system can spare for zeros reserved ahead of the records, keeping a margin
     /// free for everyone else.
     fn spare_bytes(&self) -> u64;
+    /// Starts writing `len` bytes at `offset` out to the disk, and promises nothing (it is not a
+    /// sync): a writer of a large file calls it as it goes, so its dirty pages stay few and do
+    /// not queue, all at once, ahead of a commit's sync.
+    fn start_write_back(&self, _offset: u64, _len: u64) {}
+    /// Waits until `len` (> 0) bytes at `offset` are written out; promises nothing either.
+    fn finish_write_back(&self, _offset: u64, _len: u64) {}
 }
 
 /// Why the data directory could not be locked.
@@ -97,7 +104,35 @@ impl DiskFile for File {
     fn spare_bytes(&self) -> u64 {
         super::health::spare_bytes(self)
     }
+
+    fn start_write_back(&self, offset: u64, len: u64) {
+        sync_file_range(self, offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+
+    fn finish_write_back(&self, offset: u64, len: u64) {
+        use libc::{SYNC_FILE_RANGE_WAIT_AFTER, SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE};
+        sync_file_range(
+            self,
+            offset,
+            len,
+            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER,
+        );
+    }
 }
+
+/// Only a hint, so a failure is ignored: the sync that follows reports any real one.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn sync_file_range(file: &File, offset: u64, len: u64, flags: libc::c_uint) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else { return };
+    // SAFETY: `sync_file_range` takes an open descriptor (borrowed from `file` for the call)
+    // and plain integers; it reads and writes no memory of ours.
+    unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sync_file_range(_: &File, _: u64, _: u64, _: u32) {}
 
 impl Disk for RealDisk {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {

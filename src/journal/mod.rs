@@ -53,6 +53,31 @@ pub const FILE_NAME_V1: &str = "journal.v1";
 pub const SEGMENT_NAME: &str = "journal.v2.next";
 /// A snapshot being written; never read (a start removes it).
 pub const TEMP_NAME: &str = "journal.v2.tmp";
+/// The thread that closes the files a compaction replaced.
+const REAP_THREAD: &str = "journal-reap";
+
+/// How much of a replaced file [`reap`] frees at a time.
+const REAP_STEP: u64 = 8 << 20;
+
+/// Frees files whose names are gone, on a thread of their own, a [`REAP_STEP`] at a time. The
+/// last close of an unlinked file frees all its blocks in one go, tens of ms for a journal of
+/// millions of ids: on the journal thread every commit would wait that long, and even on
+/// another thread the commits' syncs would queue behind one large transaction of the file
+/// system's own journal.
+fn reap(files: impl IntoIterator<Item = Option<Box<dyn DiskFile>>> + Send + 'static) {
+    let _ = thread::Builder::new().name(REAP_THREAD.into()).spawn(move || {
+        for file in files.into_iter().flatten() {
+            let mut len = file.size().unwrap_or(0);
+            while len > 0 {
+                len = len.saturating_sub(REAP_STEP);
+                if file.set_len(len).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+}
+
 /// The compaction thread's name (tests hold it at its file operations).
 pub const COMPACT_THREAD: &str = compact::THREAD;
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -454,7 +479,7 @@ impl JournalHandle {
 }
 
 /// How far ahead of its records the journal file is filled with zeros (see `Writer::reserve`).
-const RESERVE: u64 = 4 << 20;
+const RESERVE: u64 = 1 << 20;
 
 /// The least room worth reserving ahead of a group: less saves too few syncs to pay for its own.
 const MIN_AHEAD: u64 = 64 << 10;
@@ -755,8 +780,8 @@ impl Writer {
             Err(_) => return self.compaction_failed(&io::Error::other("the compaction thread panicked")),
         };
         let temp = self.dir.join(TEMP_NAME);
-        let ready = match self.hand_over(ready) {
-            Ok(ready) => ready,
+        let (ready, old_journal) = match self.hand_over(ready) {
+            Ok(handed) => handed,
             Err(error) => {
                 let _ = self.disk.remove(&temp);
                 return self.compaction_failed(&error);
@@ -764,14 +789,16 @@ impl Writer {
         };
         let Some(segment) = self.segment.take() else { return };
         let before = self.records;
-        self.file = ready.file;
+        let old_segment = std::mem::replace(&mut self.file, ready.file);
         self.len = ready.len;
         self.allocated = ready.len;
         self.live_bytes = ready.snapshot_len + segment.ingest_bytes;
         self.records = ready.snapshot_records + segment.records;
         self.retry = None;
-        // Only copies now; a start that finds it removes it too.
-        let _ = self.disk.remove(&self.dir.join(SEGMENT_NAME));
+        // Only copies now; a start that finds it removes it too. Freed only once its name is
+        // gone: a start must never find it cut short.
+        let removed = self.disk.remove(&self.dir.join(SEGMENT_NAME)).is_ok();
+        reap([old_journal, removed.then_some(old_segment)]);
         log::info(format_args!(
             "compacted the journal from {before} to {} records ({} bytes) in {} ms",
             self.records,
@@ -780,17 +807,20 @@ impl Writer {
         ));
     }
 
-    fn hand_over(&mut self, mut ready: Ready) -> io::Result<Ready> {
+    /// Returns the temp file, now the journal, and a handle on the file it replaced.
+    fn hand_over(&mut self, mut ready: Ready) -> io::Result<(Ready, Option<Box<dyn DiskFile>>)> {
         if ready.copied < self.len {
             let tail = compact::read_range(&*self.file, ready.copied, self.len)?;
             ready.copy(&tail, self.len)?;
             ready.file.sync_all()?;
         }
+        // Held open across the rename, which then only drops a name: see `reap`.
+        let old_journal = self.disk.open(&self.dir.join(FILE_NAME)).ok();
         self.disk.rename(&self.dir.join(TEMP_NAME), &self.dir.join(FILE_NAME))?;
         // Should this fail, either journal is whole with the segment after it: keep appending
         // to the segment.
         self.disk.sync_dir(&self.dir)?;
-        Ok(ready)
+        Ok((ready, old_journal))
     }
 
     /// The next try waits, twice as long each time.
