@@ -134,27 +134,110 @@ fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// (smallest gap between releases in µs, lateness p50/p99/max in µs, releases, and of the
-/// release that was latest, the part spent waiting for the queue lock after spinning to its slot, in µs)
-fn pacing(log: &str) -> (u64, f64, f64, f64, usize, f64, (usize, u64)) {
+/// What the release log says of the pacing.
+struct Pacing {
+    /// The smallest gap between two releases, in µs.
+    gap: u64,
+    /// Lateness p50, p99 and max, in µs.
+    p50: f64,
+    p99: f64,
+    max: f64,
+    releases: usize,
+    /// The three latest releases, each as where its lateness went.
+    worst: Vec<String>,
+    /// Other threads' holds of the queue lock long enough to delay a release: how many, the
+    /// longest (µs).
+    long_holds: (usize, u64),
+}
+
+fn pacing(log: &str, steals: &[(u64, u64)]) -> Pacing {
     let number = |line: &str, name: &str| -> Option<u64> {
         let start = line.find(&format!("\"{name}\":"))? + name.len() + 3;
         line[start..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
     };
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let releases: Vec<(u64, u64, u64)> = text
+    let lines: Vec<&str> = text.lines().filter(|l| number(l, "late_ns").is_some()).collect();
+    let releases: Vec<(u64, u64)> =
+        lines.iter().filter_map(|l| Some((number(l, "release_us")?, number(l, "late_ns")?))).collect();
+    let mut by_lateness: Vec<&&str> = lines.iter().collect();
+    by_lateness.sort_by_key(|l| std::cmp::Reverse(number(l, "late_ns")));
+    let us = |l: &str, name: &str| number(l, name).map_or("?".to_owned(), |n| format!("{:.1}", n as f64 / 1e3));
+    // Other threads' holds of the queue lock long enough to delay a release: (length, end) in
+    // µs on the releases' clock, and who held it.
+    let holds: Vec<(u64, u64, &str)> = text
         .lines()
-        .filter_map(|l| Some((number(l, "release_us")?, number(l, "late_ns")?, number(l, "lock_wait_ns").unwrap_or(0))))
+        .filter_map(|l| {
+            let holder = l.split(" by ").nth(1)?.split('"').next()?;
+            Some((number(l, "lock_held_us")?, number(l, "held_until_us")?, holder))
+        })
         .collect();
-    let worst_lock_wait = releases.iter().max_by_key(|r| r.1).map_or(0.0, |r| r.2 as f64 / 1e3);
-    // Other threads' holds of the queue lock long enough to delay a release: how many, the longest.
-    let holds: Vec<u64> = text.lines().filter_map(|l| number(l, "lock_held_us")).collect();
-    let long_holds = (holds.len(), holds.iter().copied().max().unwrap_or(0));
+    let worst = by_lateness
+        .iter()
+        .take(3)
+        .map(|l| {
+            let (due, at) = (number(l, "due_us").unwrap_or(0), number(l, "release_us").unwrap_or(0));
+            let blocking: Vec<String> = holds
+                .iter()
+                .filter(|(held, until, _)| *until >= due && until.saturating_sub(*held) <= at)
+                .map(|(held, until, holder)| format!("{holder} {held} us to {} us after the slot", until - due))
+                .collect();
+            let stolen = ms_of_day(l).map_or(0, |at| stolen_between(steals, at.saturating_sub(STEAL_WINDOW_MS), at + 10));
+            format!(
+                "late {} us: lock wait {}, timed wake late {}, runnable but not running since the release before {}; \
+                 queue lock holds over the slot: [{}]; CPU ticks stolen by the hypervisor in the {STEAL_WINDOW_MS} ms \
+                 before: {stolen}",
+                us(l, "late_ns"),
+                us(l, "lock_wait_ns"),
+                us(l, "wake_late_ns"),
+                us(l, "runnable_ns"),
+                blocking.join(", ")
+            )
+        })
+        .collect();
+    let long_holds = (holds.len(), holds.iter().map(|h| h.0).max().unwrap_or(0));
     let gap = releases.windows(2).map(|w| w[1].0 - w[0].0).min().unwrap_or(0);
     let mut late: Vec<u64> = releases.iter().map(|r| r.1).collect();
     late.sort_unstable();
     let at = |q: f64| late.get(((late.len().max(1) - 1) as f64 * q) as usize).map_or(0.0, |&n| n as f64 / 1e3);
-    (gap, at(0.5), at(0.99), at(1.0), releases.len(), worst_lock_wait, long_holds)
+    Pacing { gap, p50: at(0.5), p99: at(0.99), max: at(1.0), releases: releases.len(), worst, long_holds }
+}
+
+/// How far back from a late release to count stolen CPU time.
+const STEAL_WINDOW_MS: u64 = 100;
+
+/// The milliseconds since midnight (UTC) of a log line's `ts`.
+fn ms_of_day(line: &str) -> Option<u64> {
+    let time = line.split("\"ts\":\"").nth(1)?.get(11..23)?;
+    let (h, m, s) = (time.get(0..2)?.parse::<u64>().ok()?, time.get(3..5)?.parse::<u64>().ok()?, time.get(6..)?);
+    let seconds: f64 = s.parse().ok()?;
+    Some((h * 3600 + m * 60) * 1000 + (seconds * 1000.0).round() as u64)
+}
+
+/// Stolen ticks from samples of (ms since midnight UTC, steal so far) between `from` and `to`.
+fn stolen_between(steals: &[(u64, u64)], from: u64, to: u64) -> u64 {
+    let at = |t: u64| steals.iter().take_while(|(when, _)| *when <= t).last().map_or(0, |s| s.1);
+    at(to).saturating_sub(at(from))
+}
+
+/// Samples the stolen time every 5 ms until `stop`, keeping the samples where it changed (and
+/// the first), as (ms since midnight UTC, ticks).
+fn sample_steal(stop: &AtomicBool) -> Vec<(u64, u64)> {
+    let mut samples: Vec<(u64, u64)> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let steal = steal_ticks();
+        if samples.last().is_none_or(|last| last.1 != steal) {
+            samples.push((u64::try_from(now.as_millis() % 86_400_000).unwrap_or(0), steal));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    samples
+}
+
+/// The machine's CPU time stolen by the hypervisor so far, in clock ticks (`/proc/stat`).
+fn steal_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines().next().and_then(|cpu| cpu.split_whitespace().nth(8)).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 fn main() {
@@ -169,6 +252,11 @@ fn main() {
     let interval_us: u64 = interval_ms.parse::<u64>().unwrap() * 1000;
     let stop = Arc::new(AtomicBool::new(false));
     let rss_idle = rss_kib(pid);
+    let steal_before = steal_ticks();
+    let steals = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || sample_steal(&stop))
+    };
     let clients: Vec<_> = (0..connections)
         .map(|n| {
             let (addr, stop) = (addr.clone(), Arc::clone(&stop));
@@ -187,14 +275,17 @@ fn main() {
     let acked: Vec<(String, Vec<u32>)> = tallies.iter().flat_map(|t| t.acked.iter().cloned()).collect();
     let (ok, failed, full) = tallies.iter().fold((0, 0, 0), |a, t| (a.0 + t.ok, a.1 + t.failed, a.2 + t.queue_full));
     let lost = lost(&addr, &acked);
-    let (gap, p50, p99, max, releases, worst_lock_wait, (long_holds, longest_hold)) = pacing(log);
+    let steals = steals.join().unwrap();
+    let Pacing { gap, p50, p99, max, releases, worst, long_holds: (long_holds, longest_hold) } = pacing(log, &steals);
+    let steal = steal_ticks().saturating_sub(steal_before);
+    let worst = worst.iter().map(|w| format!("{w:?}")).collect::<Vec<_>>().join(", ");
     let tenth = rss.len() / 10;
     let (early, late) = (rss.get(tenth).copied().unwrap_or(0), rss.last().copied().unwrap_or(0));
     println!(
         "{{\"connections\": {connections}, \"seconds\": {elapsed:.1}, \"requests_ok\": {ok}, \"requests_per_s\": {:.0}, \
          \"failed\": {failed}, \"queue_full\": {full}, \"acknowledged\": {}, \"lost\": {lost}, \"releases\": {releases}, \
          \"min_gap_us\": {gap}, \"interval_us\": {interval_us}, \"late_us_p50\": {p50:.1}, \"late_us_p99\": {p99:.1}, \
-         \"late_us_max\": {max:.1}, \"worst_release_lock_wait_us\": {worst_lock_wait:.1}, \"queue_lock_holds_over_2ms\": {long_holds}, \"longest_queue_lock_hold_us\": {longest_hold}, \"rss_kib_idle\": {rss_idle}, \"rss_kib_at_10pct\": {early}, \"rss_kib_end\": {late}, \
+         \"late_us_max\": {max:.1}, \"latest_releases\": [{worst}], \"cpu_stolen_ticks\": {steal}, \"queue_lock_holds_over_2ms\": {long_holds}, \"longest_queue_lock_hold_us\": {longest_hold}, \"rss_kib_idle\": {rss_idle}, \"rss_kib_at_10pct\": {early}, \"rss_kib_end\": {late}, \
          \"rss_kib_per_1000_acked\": {:.1}}}",
         ok as f64 / elapsed,
         acked.len(),

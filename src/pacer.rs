@@ -95,6 +95,9 @@ struct State {
     /// How long the pacer last waited to take the lock back after spinning to a deadline: the
     /// part of a release's lateness that another thread holding the lock caused (logged).
     lock_wait: Duration,
+    /// How long after the instant it asked for the pacer's last timed wait returned (logged):
+    /// the part of a release's lateness the OS took to wake it and give it a CPU.
+    wake_late: Duration,
     stopping: bool,
 }
 
@@ -202,6 +205,7 @@ impl Pacer {
             paused_until_ms: 0,
             parked: None,
             lock_wait: Duration::ZERO,
+            wake_late: Duration::ZERO,
             stopping: false,
         };
         let shared = Arc::new(Shared {
@@ -248,18 +252,23 @@ fn run(shared: &Shared, releases: &Sender<Release>) {
     if shared.clock.runs_by_itself() {
         realtime::raise_and_say("pacer");
     }
+    let mut runnable = realtime::runnable_time();
     let mut state = shared.state.lock();
     while !state.stopping {
         let now = shared.clock.now();
         match take_release(shared, &mut state, now) {
             Ok(release) => {
-                let (depth, lock_wait) = (state.depth(), std::mem::take(&mut state.lock_wait));
+                let depth = state.depth();
+                let waits = (std::mem::take(&mut state.lock_wait), std::mem::take(&mut state.wake_late));
                 let delivered = MutexGuard::unlocked(&mut state, || {
                     // Logged after the send, so the worker never waits for a record to be
                     // formatted; the `log-writer` thread writes it.
-                    let logged = LoggedRelease::of(&release, lock_wait);
+                    let mut logged = LoggedRelease::of(&release, waits);
                     shared.metrics.released(&release);
                     let sent = releases.send(release).is_ok();
+                    let now_runnable = realtime::runnable_time();
+                    logged.runnable = now_runnable.zip(runnable).map(|(now, before)| now.saturating_sub(before));
+                    runnable = now_runnable;
                     log_release(shared, &logged, depth);
                     sent
                 });
@@ -295,11 +304,16 @@ struct LoggedRelease {
     at: Instant,
     due: Instant,
     lock_wait: Duration,
+    wake_late: Duration,
+    /// How long the pacer was runnable but not running since the release before (where the OS
+    /// says): a lateness with this near it was the CPU going elsewhere, not a late timer.
+    runnable: Option<Duration>,
 }
 
 impl LoggedRelease {
-    fn of(release: &Release, lock_wait: Duration) -> LoggedRelease {
-        LoggedRelease { batch: release.batch.to_string(), at: release.at, due: release.due, lock_wait }
+    fn of(release: &Release, (lock_wait, wake_late): (Duration, Duration)) -> LoggedRelease {
+        let batch = release.batch.to_string();
+        LoggedRelease { batch, at: release.at, due: release.due, lock_wait, wake_late, runnable: None }
     }
 }
 
@@ -308,16 +322,17 @@ impl LoggedRelease {
 fn log_release(shared: &Shared, release: &LoggedRelease, depth: Depth) {
     let micros =
         |t: Instant| u64::try_from(t.saturating_duration_since(shared.wall.instant).as_micros()).unwrap_or(u64::MAX);
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     let late = release.at - release.due;
-    log::info_later_with(
-        format_args!("released {} late by {late:?}; {depth}", release.batch),
-        &[
-            ("release_us", micros(release.at)),
-            ("due_us", micros(release.due)),
-            ("late_ns", u64::try_from(late.as_nanos()).unwrap_or(u64::MAX)),
-            ("lock_wait_ns", u64::try_from(release.lock_wait.as_nanos()).unwrap_or(u64::MAX)),
-        ],
-    );
+    let mut fields = vec![
+        ("release_us", micros(release.at)),
+        ("due_us", micros(release.due)),
+        ("late_ns", nanos(late)),
+        ("lock_wait_ns", nanos(release.lock_wait)),
+        ("wake_late_ns", nanos(release.wake_late)),
+    ];
+    fields.extend(release.runnable.map(|runnable| ("runnable_ns", nanos(runnable))));
+    log::info_later_with(format_args!("released {} late by {late:?}; {depth}", release.batch), &fields);
 }
 
 /// Waits on the Condvar, with the lock released, until notified or (on a clock that runs by
@@ -334,6 +349,7 @@ fn wait(shared: &Shared, state: &mut MutexGuard<'_, State>, parked: Parked) {
             let timed_out = shared.changed.wait_until(state, early).timed_out();
             if timed_out && state.parked == Some(parked) {
                 let clock = shared.clock.as_ref();
+                state.wake_late = clock.now().saturating_duration_since(early);
                 let spun = MutexGuard::unlocked(state, || spin_until(clock, deadline));
                 state.lock_wait = clock.now().saturating_duration_since(spun);
             }
@@ -616,7 +632,7 @@ impl Queue {
 
     /// The queue lock, for every thread but the pacer.
     fn lock(&self) -> Held<'_> {
-        Held { guard: Some(self.shared.state.lock()), since: Instant::now() }
+        Held { guard: Some(self.shared.state.lock()), since: Instant::now(), origin: self.shared.wall.instant }
     }
 
     /// Changes the state and notifies the pacer, under the lock, so no wake-up is lost.
@@ -635,6 +651,8 @@ struct Held<'a> {
     /// Always `Some` until dropped; taken then so that the lock is let go before logging.
     guard: Option<MutexGuard<'a, State>>,
     since: Instant,
+    /// Where the release log's microseconds count from, so a hold lines up with the releases.
+    origin: Instant,
 }
 
 /// Holds at least this long are logged.
@@ -657,13 +675,14 @@ impl std::ops::DerefMut for Held<'_> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
-        let held = self.since.elapsed();
+        let until = Instant::now();
+        let held = until - self.since;
         if held >= LONG_HOLD {
             let thread = std::thread::current();
-            let micros = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
+            let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
             log::info_later_with(
                 format_args!("the queue lock was held {held:?} by {}", thread.name().unwrap_or("a thread")),
-                &[("lock_held_us", micros)],
+                &[("lock_held_us", micros(held)), ("held_until_us", micros(until - self.origin))],
             );
         }
     }

@@ -14,6 +14,7 @@
 
 use std::io;
 use std::thread;
+use std::time::Duration;
 
 use crate::log;
 
@@ -74,6 +75,13 @@ pub fn start_lowered<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> io::R
         })?;
         Ok(starter.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     })
+}
+
+/// How long the calling thread has spent runnable but waiting for a CPU since it started, from
+/// `/proc/thread-self/schedstat`; `None` where the OS does not say.
+pub(crate) fn runnable_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().nth(1)?.parse().ok().map(Duration::from_nanos)
 }
 
 /// Moves the calling thread to `SCHED_IDLE`: it runs only when a CPU has nothing else to do.
