@@ -7,7 +7,7 @@
 # CAP_SYS_NICE, alternating; run as root to get both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bench/ensure-wrk.sh
+bench/ensure-tools.sh
 # 1,024 client sockets plus as many on the server side (the hardening bursts), and wrk's 256.
 ulimit -n 16384 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release --locked --quiet --bin ingestd \

@@ -181,7 +181,8 @@ fn pacing(log: &str, steals: &[(u64, u64)]) -> Pacing {
                 .filter(|(held, until, _)| *until >= due && until.saturating_sub(*held) <= at)
                 .map(|(held, until, holder)| format!("{holder} {held} us to {} us after the slot", until - due))
                 .collect();
-            let stolen = ms_of_day(l).map_or(0, |at| stolen_between(steals, at.saturating_sub(STEAL_WINDOW_MS), at + 10));
+            let stolen =
+                ms_of_day(l).map_or(0, |at| stolen_between(steals, at.saturating_sub(STEAL_WINDOW_MS), at + 10));
             format!(
                 "late {} us: lock wait {}, timed wake late {}, runnable but not running since the release before {}; \
                  queue lock holds over the slot: [{}]; CPU ticks stolen by the hypervisor in the {STEAL_WINDOW_MS} ms \
