@@ -6,11 +6,11 @@
 //! `make test`. Environment: `BENCH_SECONDS` (per wrk run, default 10), `BENCH_ROUNDS`
 //! (alternations per comparison, default 2), `BENCH_THREADS` (handler threads, default 32),
 //! `BENCH_HARDENING=0` skips the burst and stalled-connection figures, `BENCH_ONLY=pacing` (or
-//! `throughput`, `memory`, `durable`, `upstream`, `hardening`) runs one part, `BENCH_PACING_RELEASES`
+//! `throughput`, `memory`, `durable`, `upstream`, `compaction`, `hardening`) runs one part, `BENCH_PACING_RELEASES`
 //! (default 500) sets the releases per pacing run. Pacing is measured with real-time
 //! scheduling where the run has it and without (`CAP_SYS_NICE` dropped), alternating.
-//! `BENCH_ONLY=compaction` (only on request) measures durable POSTs while the journal compacts
-//! with `BENCH_COMPACTION_IDS` (default 5,000,000) ids queued.
+//! The compaction part measures durable POSTs while the journal compacts with
+//! `BENCH_COMPACTION_IDS` (default 5,000,000) ids queued.
 //! `BENCH_AGAINST=PATH` adds `against`: this build's ingestd against the one at PATH,
 //! alternating (`BENCH_ONLY=against` for that alone).
 
@@ -69,8 +69,7 @@ fn main() {
     if runs("upstream") {
         upstream::pacing_and_overhead(&setup, &mut report);
     }
-    // Only on request: it queues millions of ids and takes a minute.
-    if only == "compaction" {
+    if runs("compaction") {
         scenarios::compaction(&setup, &mut report);
     }
     if runs("hardening") && env_or("BENCH_HARDENING", 1u8) == 1 {

@@ -1,5 +1,6 @@
 //! tiny_http's internal endpoint: a Unix socket in a directory that only this user can enter
-//! (mode 0700), removed when the server stops. Only the relay (and our own probes) reach
+//! (mode 0700), removed when the server stops. A process that was killed leaves its directory
+//! behind; the next start removes those of its user whose process is gone. Only the relay (and our own probes) reach
 //! tiny_http, so no local process can send it a request line it deadlocks on, or skip the
 //! relay's checks; a TCP port on 127.0.0.1 was open to every local user.
 
@@ -14,6 +15,37 @@ use rustix::net::{self as net, AddressFamily, SocketAddrUnix, SocketFlags, Socke
 /// Pending connections: a burst of new clients must not find the backlog full (a non-blocking
 /// connect to a full Unix socket fails at once).
 const BACKLOG: i32 = 4096;
+
+/// The start of each directory's name; the owner's PID and 12 hex digits follow.
+const PREFIX: &str = "ingestd-";
+
+/// Removes the directories in `parent` that a process of this user left when it was killed:
+/// named like ours, owned by this user, and whose PID no longer runs. A PID that runs again
+/// keeps its directory (it may be ours), and nothing but a real directory is touched.
+fn remove_stale(parent: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    let uid = rustix::process::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(owner_pid) else { continue };
+        let Ok(meta) = fs::symlink_metadata(entry.path()) else { continue };
+        if meta.is_dir() && meta.uid() == uid && !runs(pid) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The PID in a directory name like ours (`ingestd-PID-` and 12 hex digits).
+fn owner_pid(name: &str) -> Option<i32> {
+    let (pid, tag) = name.strip_prefix(PREFIX)?.split_once('-')?;
+    let hex = tag.len() == 12 && tag.bytes().all(|b| b.is_ascii_hexdigit());
+    hex.then(|| pid.parse().ok()).flatten()
+}
+
+fn runs(pid: i32) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else { return true };
+    !matches!(rustix::process::test_kill_process(pid), Err(rustix::io::Errno::SRCH))
+}
 
 /// The socket's directory; removed with everything in it on drop.
 pub(crate) struct Endpoint {
@@ -39,8 +71,9 @@ impl Endpoint {
     }
 
     fn bind_in(parent: &Path) -> io::Result<(Endpoint, UnixListener)> {
+        remove_stale(parent);
         let name = uuid::Uuid::new_v4().simple().to_string();
-        let dir = parent.join(format!("ingestd-{}-{}", std::process::id(), &name[..12]));
+        let dir = parent.join(format!("{PREFIX}{}-{}", std::process::id(), &name[..12]));
         DirBuilder::new().mode(0o700).create(&dir)?;
         let endpoint = Endpoint { path: dir.join("tiny_http"), dir };
         // On failure the directory goes with `endpoint`.
@@ -85,6 +118,27 @@ mod tests {
         assert!(std::os::unix::net::UnixStream::connect(endpoint.path()).is_ok());
         drop(endpoint);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn a_start_removes_the_directories_killed_processes_left_and_no_other() {
+        let parent = std::env::temp_dir().join(format!("ingestd-stale-test-{}", std::process::id()));
+        fs::create_dir_all(&parent).unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let dead = gone.id();
+        gone.wait().unwrap();
+        let stale = parent.join(format!("{PREFIX}{dead}-0123456789ab"));
+        let running = parent.join(format!("{PREFIX}{}-0123456789ab", std::process::id()));
+        let other = parent.join(format!("{PREFIX}{dead}-not-ours"));
+        for dir in [&stale, &running, &other] {
+            DirBuilder::new().mode(0o700).create(dir).unwrap();
+        }
+        fs::write(stale.join("tiny_http"), b"").unwrap();
+        let (endpoint, _listener) = Endpoint::bind_in(&parent).unwrap();
+        assert!(!stale.exists(), "a dead process's directory stays");
+        assert!(running.exists() && other.exists());
+        drop(endpoint);
+        fs::remove_dir_all(&parent).unwrap();
     }
 
     #[test]
