@@ -38,10 +38,16 @@ pub(crate) fn raise_and_say(who: &str) {
 /// Moves the calling thread to `SCHED_FIFO` at the lowest real-time priority.
 #[cfg(target_os = "linux")]
 pub fn raise_current_thread() -> io::Result<()> {
-    let param = libc::sched_param { sched_priority: PRIORITY };
+    set_this_thread_policy(libc::SCHED_FIFO, PRIORITY)
+}
+
+/// Moves the calling thread to `policy` at `priority` (0 for a policy that is not real-time).
+#[cfg(target_os = "linux")]
+fn set_this_thread_policy(policy: libc::c_int, priority: i32) -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: priority };
     // SAFETY: `sched_setscheduler` reads `param` (a valid, initialised struct that outlives the
     // call) and changes only the scheduling policy of the calling thread (pid 0).
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
     if rc == 0 {
         Ok(())
     } else {
@@ -88,14 +94,7 @@ pub(crate) fn runnable_time() -> Option<Duration> {
 /// Any thread may lower itself so; none can come back without privileges.
 #[cfg(target_os = "linux")]
 pub(crate) fn idle_this_thread() -> io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: as in `raise_current_thread`: reads `param` only, changes only the calling thread.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_this_thread_policy(libc::SCHED_IDLE, 0)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -168,5 +167,20 @@ mod tests {
     fn a_panic_in_a_lowered_start_reaches_the_caller() {
         let caught = std::panic::catch_unwind(|| start_lowered("lowered-panic", || panic!("on purpose")));
         assert!(caught.is_err());
+    }
+
+    #[test]
+    fn an_idle_thread_is_sched_idle_and_the_caller_is_not() {
+        // SAFETY (both calls): `sched_getscheduler(0)` reads the calling thread's policy only.
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let before = policy();
+        let idle = thread::spawn(move || idle_this_thread().map(|()| policy())).join().unwrap().unwrap();
+        assert_eq!(idle, libc::SCHED_IDLE);
+        assert_eq!(policy(), before);
+    }
+
+    #[test]
+    fn the_pacers_runnable_time_is_read_where_linux_says_it() {
+        assert!(runnable_time().is_some());
     }
 }

@@ -1,8 +1,8 @@
 //! tiny_http's internal endpoint: a Unix socket in a directory that only this user can enter
-//! (mode 0700), removed when the server stops. A process that was killed leaves its directory
-//! behind; the next start removes those of its user whose process is gone. Only the relay (and our own probes) reach
-//! tiny_http, so no local process can send it a request line it deadlocks on, or skip the
-//! relay's checks; a TCP port on 127.0.0.1 was open to every local user.
+//! (mode 0700), removed when the server stops; a killed process leaves its directory behind, and
+//! the next start removes those of its user whose process is gone. Only the relay (and our own
+//! probes) reach tiny_http, so no local process can send it a request line it deadlocks on, or
+//! skip the relay's checks; a TCP port on 127.0.0.1 was open to every local user.
 
 use std::fs::{self, DirBuilder};
 use std::io;
