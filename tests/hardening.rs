@@ -117,9 +117,17 @@ fn ambiguous_framing_is_refused_and_nothing_more_from_that_connection_is_acted_o
         let mut conn = Conn::open(&server);
         let first = conn.send(bytes.as_bytes()).answer().unwrap_or_else(|| panic!("{what}: no answer"));
         assert_eq!((first.status, first.code()), (400, "bad_framing".into()), "{what}: {first:?}");
+        for (name, value) in &first.headers {
+            assert!(!value.contains("chunked") && !value.contains("gzip"), "{what}: request data in {name}");
+        }
+        let _ = conn.writer.write_all(&post("/ingest", "", INGEST));
+        if what.contains("bare LF") {
+            // Refused before tiny_http sees the head: the connection closes with the answer.
+            assert!(conn.closed_within(Duration::from_secs(5)), "{what}: the connection stayed open");
+            continue;
+        }
         // The smuggled request, and anything after it, is refused, not acted on. (Where the
         // unread body is not a request line, tiny_http answers a bare 400 and closes.)
-        let _ = conn.writer.write_all(&post("/ingest", "", INGEST));
         let mut refused = 0;
         while let Some(next) = conn.answer() {
             assert_eq!(next.status, 400, "{what}: {next:?}");
@@ -132,9 +140,6 @@ fn ambiguous_framing_is_refused_and_nothing_more_from_that_connection_is_acted_o
             }
         }
         assert!(refused == 2 || body_is_garbage, "{what}: the quarantine refused {refused} requests");
-        for (name, value) in &first.headers {
-            assert!(!value.contains("chunked") && !value.contains("gzip"), "{what}: request data in {name}");
-        }
     }
     // Obsolete line folding without a colon: tiny_http itself answers 400 and closes.
     let mut conn = Conn::open(&server);

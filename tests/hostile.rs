@@ -1,7 +1,7 @@
 //! Clients that try to take the service down, against the real binary: request lines tiny_http
-//! cannot answer (HTTP/2.0, HTTP/3.0, the HTTP/2 preface), stalled bodies, a reused source port
-//! after a quarantine, SIGTERM under stalled clients, the open-files limit, a request smuggled
-//! in a chunked body, and local processes going around the relay to tiny_http.
+//! cannot answer (HTTP/2.0, HTTP/3.0, the HTTP/2 preface), stalled heads and bodies, bare LFs,
+//! a reused source port after a quarantine, SIGTERM under stalled clients, the open-files
+//! limit, a request smuggled in a chunked body, and local processes going around the relay.
 
 mod common;
 
@@ -205,6 +205,30 @@ fn a_stalled_body_gets_408_within_the_idle_timeout_whatever_its_length() {
         assert_eq!(statuses(&text), [408], "length {length}: {text:?}");
         assert!(text.contains("request_timeout"), "length {length}: {text:?}");
         assert!(took < idle + Duration::from_secs(1), "length {length}: the 408 took {took:?}");
+    }
+}
+
+#[test]
+fn a_stalled_head_gets_408_and_a_bare_lf_400_after_the_answers_before_them() {
+    let idle = Duration::from_secs(1);
+    let server = Server::start(&["--idle-timeout", "1s"]);
+    let mut conn = connect(&server);
+    let began = Instant::now();
+    conn.write_all(format!("{GET}GET /status/").as_bytes()).unwrap();
+    let text = read_to_close(&mut conn, idle * 4).expect("no answer to a stalled head");
+    assert_eq!(statuses(&text), [200, 408], "{text:?}");
+    assert!(text.contains("request_timeout"), "{text:?}");
+    assert!(began.elapsed() < idle + Duration::from_secs(1), "the 408 took {:?}", began.elapsed());
+
+    // tiny_http ends lines at CRLF only, so a head with bare LFs would wait for the idle timeout.
+    for head in ["GET /health HTTP/1.1\nHost: t\n\n", "GET /health HTTP/1.1\r\nHost: t\n\r\n"] {
+        let mut conn = connect(&server);
+        let began = Instant::now();
+        conn.write_all(format!("{GET}{head}").as_bytes()).unwrap();
+        let text = read_to_close(&mut conn, idle * 4).unwrap_or_else(|| panic!("{head:?}: no answer"));
+        assert_eq!(statuses(&text), [200, 400], "{head:?}: {text:?}");
+        assert!(text.contains("bad_framing") && text.contains("bare LF"), "{head:?}: {text:?}");
+        assert!(began.elapsed() < idle / 2, "{head:?}: the 400 took {:?}", began.elapsed());
     }
 }
 

@@ -32,7 +32,7 @@ pub enum ApiError {
     StorageUnavailable { error: String, since: String },
     /// The request's framing is ambiguous (CVE-2026-66752/66753 shapes): a Transfer-Encoding
     /// other than `chunked`, Transfer-Encoding with Content-Length, a repeated or malformed
-    /// Content-Length, or a control character in a header.
+    /// Content-Length, a control character in a header, or a head line ending in a bare LF.
     BadFraming(String),
     /// An earlier request on this connection had ambiguous framing; nothing more from it is acted on.
     ConnectionRejected,
@@ -44,7 +44,7 @@ pub enum ApiError {
     UrlTooLong { limit: usize },
     /// The request's headers are larger than the server accepts.
     HeadersTooLarge { limit: usize },
-    /// The body did not arrive within the idle timeout.
+    /// The request's head or body did not arrive in full within the idle timeout.
     RequestTimeout,
     /// A token is required (`--token`) and the request has none or another one.
     Unauthorized,
@@ -153,7 +153,7 @@ impl fmt::Display for ApiError {
                 write!(f, "the request headers are larger than {limit} bytes in all")
             }
             ApiError::RequestTimeout => {
-                f.write_str("the body did not arrive within the idle timeout; send it in one go and retry")
+                f.write_str("the request did not arrive in full within the idle timeout; send it in one go and retry")
             }
             ApiError::Unauthorized => {
                 f.write_str("this server requires a token: send the header 'Authorization: Bearer <token>'")

@@ -328,6 +328,8 @@ impl Link {
     }
 }
 
+const BARE_LF: &str = "a line of the request head ends with a bare LF; end every line of the head with CRLF (\\r\\n)";
+
 /// What ending with `end` at `position` tells a request being read, and what we answer once
 /// tiny_http's answers are out.
 fn last_word(end: End, position: Position) -> (Option<Cut>, Option<ApiError>) {
@@ -335,11 +337,14 @@ fn last_word(end: End, position: Position) -> (Option<Cut>, Option<ApiError>) {
         (End::Refused(Refusal::Version), _) => (None, Some(ApiError::VersionNotSupported)),
         (End::Refused(Refusal::LineTooLong), _) => (None, Some(ApiError::UrlTooLong { limit: LINE_CAP })),
         (End::Refused(Refusal::HeadTooLarge), _) => (None, Some(ApiError::HeadersTooLarge { limit: HEAD_CAP })),
+        (End::Refused(Refusal::BareLineFeed), _) => (None, Some(ApiError::BadFraming(BARE_LF.to_owned()))),
         // tiny_http reads a short body itself and drops the connection without a word when it
         // stalls; a longer one is read by our handler, which answers 408 on learning the cut.
         (End::Idle, Position::InBody { buffered }) => {
             (Some(Cut::IdleTimeout), buffered.then_some(ApiError::RequestTimeout))
         }
+        // Part of a head, which tiny_http has not seen: the silence is answered here.
+        (End::Idle, Position::InHead) => (Some(Cut::IdleTimeout), Some(ApiError::RequestTimeout)),
         (End::Idle, _) => (Some(Cut::IdleTimeout), None),
         // tiny_http's own read timeout came first.
         (End::ServerClosed, Position::InBody { buffered: true }) => (None, Some(ApiError::RequestTimeout)),
@@ -351,6 +356,7 @@ fn last_word(end: End, position: Position) -> (Option<Cut>, Option<ApiError>) {
 fn raw_reply(error: &ApiError) -> Vec<u8> {
     let reply = Reply::error(error);
     let reason = match reply.status {
+        400 => "Bad Request",
         408 => "Request Timeout",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
@@ -523,6 +529,12 @@ mod tests {
         let head = [format!("c:{GET}GET / HTTP/1.1\r\n"), header.clone(), header, format!("s:{OK}"), "s-eof".into()];
         let expected = "tiny_http got 41 bytes; client got [\"200\", \"431\"]; done; half-closed";
         check(&head.each_ref().map(String::as_str), expected);
+        // A head line ending in a bare LF: 400, the same way.
+        let bare = [format!("c:{GET}GET / HTTP/1.1\n\n"), format!("s:{OK}"), "s-eof".into()];
+        check(
+            &bare.each_ref().map(String::as_str),
+            "tiny_http got 41 bytes; client got [\"200\", \"400\"]; done; half-closed",
+        );
         // The 505 waits for the answers even when the client is slow to take them.
         let slow = [pipelined.as_str(), "block c", &format!("s:{OK}"), "s-eof", "unblock c", "at 1"];
         check(&slow, "tiny_http got 82 bytes; client got [\"200\", \"505\"]; done; half-closed");
@@ -549,6 +561,10 @@ mod tests {
         check(&[&short, "s-eof"], "tiny_http got 60 bytes; client got [\"408\"]; done");
         // Nothing of a request under way: no word.
         check(&[&format!("c:{GET}"), "s-eof"], "tiny_http got 41 bytes; client got []; done");
+        // Part of a head, which tiny_http never saw: 408 after the answers before it.
+        let partial = [format!("c:{GET}GET /stat"), "at 10".into(), format!("s:{OK}"), "s-eof".into()];
+        let expected = "tiny_http got 41 bytes; client got [\"200\", \"408\"]; done; half-closed; cut IdleTimeout";
+        check(&partial.each_ref().map(String::as_str), expected);
     }
 
     #[test]

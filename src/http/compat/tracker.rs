@@ -17,7 +17,8 @@
 //! stream is refused from its start (`Tracker::wary`), and a request tiny_http finds where we
 //! saw none has no stamp (`http/` acts on no such request). A chunked body that does not parse
 //! leaves nothing known ([`State::Uncertain`]: the rest goes unstamped). A request line or
-//! head too long to hold is refused. Mistakes may only ever refuse too much.
+//! head too long to hold is refused, and so is a head line ending in LF alone (tiny_http would
+//! wait for its CRLF). Mistakes may only ever refuse too much.
 
 /// The request lines that tiny_http answers with a 505 that never comes (it deadlocks).
 const REFUSED_VERSIONS: [&[u8]; 2] = [b"HTTP/2.0", b"HTTP/3.0"];
@@ -48,6 +49,9 @@ pub(crate) enum Refusal {
     LineTooLong,
     /// A head longer than [`HEAD_CAP`].
     HeadTooLarge,
+    /// A line of the head that ends with LF alone: tiny_http would wait for a CRLF that may
+    /// never come, and a request framed two ways is how requests are smuggled.
+    BareLineFeed,
 }
 
 /// Where the client's stream stands, for deciding what a silence means.
@@ -220,17 +224,23 @@ impl Tracker {
                 Ok(1)
             }
             State::Line { request_line } => {
-                let byte = bytes[0];
-                let ends = byte == b'\n' && self.head.last() == Some(&b'\r');
-                self.head.push(byte);
-                if ends {
-                    self.end_line(request_line, out)?;
-                } else if request_line && self.head.len() > LINE_CAP {
+                let line_end = bytes.iter().position(|&byte| byte == b'\n');
+                let taken = line_end.map_or(bytes.len(), |at| at + 1);
+                self.head.extend_from_slice(&bytes[..taken]);
+                // The bytes before the line's end count against the caps, not its LF.
+                let held = self.head.len() - usize::from(line_end.is_some());
+                if request_line && held > LINE_CAP {
                     return Err(Refusal::LineTooLong);
-                } else if self.head.len() > HEAD_CAP + self.stamp.len() {
+                } else if held > HEAD_CAP + self.stamp.len() {
                     return Err(Refusal::HeadTooLarge);
                 }
-                Ok(1)
+                if line_end.is_some() {
+                    if self.head.len() - self.line_start < 2 || self.head[self.head.len() - 2] != b'\r' {
+                        return Err(Refusal::BareLineFeed);
+                    }
+                    self.end_line(request_line, out)?;
+                }
+                Ok(taken)
             }
         }
     }
@@ -413,7 +423,6 @@ mod tests {
         check("GET /  HTTP/2.0\r\n\r\n", false, Position::Between); // two spaces: no version word
         check("GET / HTTP/2\r\n\r\n", false, Position::Between);
         check("GET / http/2.0\r\n\r\n", false, Position::Between);
-        check("GET / HTTP/2.0\n\n", false, Position::InHead); // no CRLF: not a line yet
         check("GET / HTTP/1.1\r\nX-A: HTTP/2.0\r\n\r\n", false, Position::Between);
     }
 
@@ -476,6 +485,21 @@ mod tests {
         let expected =
             format!("POST / HTTP/1.1\r\n{STAMP}Transfer-Encoding: gzip\r\nContent-Length: 4\r\n\r\nabcd{GET}");
         assert_eq!(run(gzip.as_bytes(), 6), (expected, None, Position::Unknown));
+    }
+
+    #[test]
+    fn a_head_line_ending_in_a_bare_lf_is_refused() {
+        check("GET / HTTP/1.1\n\n", true, Position::Between);
+        check("GET / HTTP/2.0\n\n", true, Position::Between);
+        check("GET / HTTP/1.1\r\nHost: x\n\r\n", true, Position::Between);
+        check("GET / HTTP/1.1\r\n\n", true, Position::Between);
+        check(&format!("{GET}\n"), true, Position::Between);
+        // The requests before it are forwarded whole; a CR alone is tiny_http's to judge.
+        let (out, refusal, _) = run(format!("{GET}GET / HTTP/1.1\r\nX: a\nb\r\n\r\n").as_bytes(), 5);
+        assert_eq!((unstamped(&out), refusal), (GET.to_owned(), Some(Refusal::BareLineFeed)));
+        check("GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", false, Position::Between);
+        // A bare LF inside a body is the body's business.
+        check("POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n\n\n", false, Position::Between);
     }
 
     #[test]
