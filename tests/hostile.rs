@@ -1,7 +1,8 @@
 //! Clients that try to take the service down, against the real binary: request lines tiny_http
 //! cannot answer (HTTP/2.0, HTTP/3.0, the HTTP/2 preface), stalled heads and bodies, bare LFs,
 //! a reused source port after a quarantine, SIGTERM under stalled clients, the open-files
-//! limit, a request smuggled in a chunked body, and local processes going around the relay.
+//! limit, a burst of new connections, a request smuggled in a chunked body, and local
+//! processes going around the relay.
 
 mod common;
 
@@ -229,6 +230,29 @@ fn a_stalled_head_gets_408_and_a_bare_lf_400_after_the_answers_before_them() {
         assert_eq!(statuses(&text), [200, 400], "{head:?}: {text:?}");
         assert!(text.contains("bad_framing") && text.contains("bare LF"), "{head:?}: {text:?}");
         assert!(began.elapsed() < idle / 2, "{head:?}: the 400 took {:?}", began.elapsed());
+    }
+}
+
+/// A burst of new connections fits in the listen backlog even while the server cannot accept
+/// them (here it is stopped): with std's backlog of 128 the rest's SYNs are dropped, and each
+/// of those clients waits a second or more before it tries again.
+#[test]
+fn a_burst_of_new_connections_finds_room_in_the_backlog() {
+    let server = Server::start(&[]);
+    let pid = server.pid().to_string();
+    let signal = |name: &str| assert!(Command::new("kill").args([name, &pid]).status().unwrap().success());
+    let addr = addr(&server);
+    signal("-STOP");
+    let burst: Vec<_> =
+        (0..500).map_while(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()).collect();
+    signal("-CONT");
+    assert_eq!(burst.len(), 500, "the backlog was full after {} connections", burst.len());
+    for mut conn in burst {
+        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        conn.write_all(GET.as_bytes()).expect("send");
+        let mut answer = [0; 12];
+        conn.read_exact(&mut answer).expect("an answer");
+        assert_eq!(&answer, b"HTTP/1.1 200");
     }
 }
 

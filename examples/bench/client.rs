@@ -73,6 +73,9 @@ pub struct Burst {
     /// Answers other than 200, and connections that broke.
     pub errors: usize,
     pub answers: usize,
+    /// From the burst's start to each connection's first answer: the median and the slowest.
+    pub first_answer_p50: Duration,
+    pub first_answer_max: Duration,
 }
 
 /// `connections` new keep-alive connections at once, each alternating `GET status_path` and
@@ -86,29 +89,35 @@ pub fn burst(addr: &str, connections: usize, window: Duration, status_path: &str
         })
         .collect();
     let mut total = Burst::default();
-    for (answers, errors) in workers.into_iter().map(|w| w.join().expect("a burst thread")) {
+    let mut firsts = Vec::new();
+    for (answers, errors, first) in workers.into_iter().map(|w| w.join().expect("a burst thread")) {
         total.stranded += usize::from(answers == 0);
         total.answers += answers;
         total.errors += errors;
+        firsts.extend(first);
     }
+    firsts.sort();
+    total.first_answer_p50 = firsts.get(firsts.len() / 2).copied().unwrap_or_default();
+    total.first_answer_max = firsts.last().copied().unwrap_or_default();
     total
 }
 
-/// One connection of a burst: (answers, errors).
-fn hammer(addr: &str, start: &Barrier, window: Duration, status_path: &str) -> (usize, usize) {
+/// One connection of a burst: (answers, errors, how long its first answer took).
+fn hammer(addr: &str, start: &Barrier, window: Duration, status_path: &str) -> (usize, usize, Option<Duration>) {
     start.wait();
-    let Ok(mut conn) = Conn::open(addr) else { return (0, 1) };
     let began = Instant::now();
+    let Ok(mut conn) = Conn::open(addr) else { return (0, 1, None) };
     let post = ingest_body(1, 5, "MEDIUM");
-    let (mut answers, mut errors) = (0, 0);
+    let (mut answers, mut errors, mut first) = (0, 0, None);
     while began.elapsed() < window {
         let answer =
             if answers % 2 == 0 { conn.call("GET", status_path, "") } else { conn.call("POST", "/ingest", &post) };
+        first.get_or_insert_with(|| began.elapsed());
         match answer {
             Some((200, _)) => answers += 1,
             Some(_) => (answers, errors) = (answers + 1, errors + 1),
-            None => return (answers, errors + 1),
+            None => return (answers, errors + 1, first),
         }
     }
-    (answers, errors)
+    (answers, errors, first)
 }

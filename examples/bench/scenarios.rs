@@ -102,6 +102,9 @@ pub fn throughput(setup: &Setup, report: &mut Report) {
     report.row("burst c256 (GET+POST, fresh server) stranded", burst.stranded as f64, "conns", Goal::AtMost(0.0));
     report.row("burst c256 (GET+POST, fresh server) errors", burst.errors as f64, "count", Goal::AtMost(0.0));
     report.row("burst c256 (GET+POST, fresh server) answers", burst.answers as f64, "count", Goal::None);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    report.row("burst c256 first answer p50", ms(burst.first_answer_p50), "ms", Goal::None);
+    report.row("burst c256 first answer max", ms(burst.first_answer_max), "ms", Goal::None);
 }
 
 /// Items 3 and 4: RSS per queued id with 1,000,000 queued, GET /status throughput with that

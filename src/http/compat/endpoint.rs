@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::net::{self as net, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
-/// Pending connections: a burst of new clients must not find the backlog full (a non-blocking
-/// connect to a full Unix socket fails at once).
-const BACKLOG: i32 = 4096;
+use super::BACKLOG;
 
 /// The start of each directory's name; the owner's PID and 12 hex digits follow.
 const PREFIX: &str = "ingestd-";

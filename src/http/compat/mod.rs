@@ -18,5 +18,11 @@ mod link;
 mod relay;
 mod tracker;
 
+/// Pending connections on each listening socket, the public one and tiny_http's: a burst of new
+/// clients must not find a backlog full (a full TCP backlog drops the SYN, and the client waits
+/// a second to send it again; a non-blocking connect to a full Unix socket fails at once).
+/// Linux caps it at `net.core.somaxconn`.
+const BACKLOG: i32 = 4096;
+
 pub(crate) use endpoint::Endpoint;
 pub(crate) use relay::{Conn, Connections, Cut, Front, Origin, STAMP};

@@ -190,6 +190,8 @@ impl Front {
         relays: usize,
     ) -> io::Result<Front> {
         public.set_nonblocking(true)?;
+        // std listens with a backlog of 128; listening again on a listening socket resizes it.
+        net::listen(&public, super::BACKLOG)?;
         let relays = relays.max(1) as u64;
         let stop_by = Arc::new(Mutex::new(None));
         let mut front = Front { wakers: Vec::new(), stop_by: Arc::clone(&stop_by), threads: Vec::new() };
