@@ -3,7 +3,8 @@
 //! Threads, and what they touch:
 //! - `http-relay-N` ([`http`]'s `compat/`) own the public listener and relay each connection to
 //!   tiny_http over a private Unix socket, finding where its requests start: a request line
-//!   tiny_http would deadlock on (HTTP/2.0, 3.0) never reaches it; they also own the timeouts.
+//!   tiny_http would deadlock on (HTTP/2.0, 3.0) never reaches it; they also own the timeouts,
+//!   and free the connections tiny_http's pool leaves unread.
 //! - `http-G-N` pump threads ([`http`]) take tiny_http's requests in turn, check their framing
 //!   in arrival order, then answer them; `http-body-N` threads answer those whose body is still
 //!   on the socket. In memory mode they insert into the `store::Store` and submit to the
@@ -22,10 +23,10 @@
 //!   notifies the pacer.
 //! - `log-writer` ([`log`]) writes the pacer's and worker's log records, so they never block on
 //!   a file or pipe.
-//! - `unstrand` works around a tiny_http connection-pool defect; `http-accept` keeps tiny_http's
-//!   accept loop running; tiny_http runs its own accept and connection
-//!   threads. Every HTTP thread, ours and tiny_http's, descends from one thread that lowered its
-//!   own priority ([`realtime::start_lowered`]), so all of them run below the core threads.
+//! - `http-accept` keeps tiny_http's accept loop running; tiny_http runs its own accept and
+//!   connection threads. Every HTTP thread, ours and tiny_http's, descends from one thread that
+//!   lowered its own priority ([`realtime::start_lowered`]), so all of them run below the core
+//!   threads.
 //!
 //! Locks: the queue lock in `pacer.rs` (a parking_lot `Mutex` over the scheduler's heap, with
 //! the `Condvar` the pacer waits on) orders work; the store's locks in `store.rs` hold what was

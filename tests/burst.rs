@@ -1,6 +1,6 @@
 //! A burst of new keep-alive connections to a fresh server: every one must be served.
-//! (tiny_http 0.12.0 strands some of them without `src/http/unstrand.rs`; wrk would not notice,
-//! so this counts answers per connection.)
+//! (tiny_http 0.12.0 strands some of them without `src/http/compat/strand.rs`; wrk would not
+//! notice, so this counts answers per connection.)
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;

@@ -69,10 +69,10 @@ fn http_threads_run_lowered_and_the_core_threads_do_not() {
     let server = Server::start(&["--threads", "4"]);
     let pid = server.pid();
     let _open = busy_connections(&server, 12);
-    // 4 pumps, 4 body handlers, http-accept, unstrand, tiny_http's accept thread and a pool
+    // 4 pumps, 4 body handlers, http-accept, two relays, tiny_http's accept thread and a pool
     // thread per open connection, besides main, pacer and worker. The pool thread that took the
     // last connection may still be starting: wait for them all.
-    let expected_http = 4 + 4 + 2 + 1 + 12;
+    let expected_http = 4 + 4 + 1 + 2 + 1 + 12;
     let all = wait_for("tiny_http's connection threads", Duration::from_secs(10), || {
         let all = threads(pid);
         (all.len() >= 3 + expected_http).then_some(all)

@@ -4,8 +4,8 @@
 //! body, `error.rs` the error codes. Checks made before a route runs: `framing.rs` (ambiguous
 //! framing; the connection that sent it is quarantined until it closes), `limits.rs` (sizes),
 //! `auth.rs` (the token). tiny_http workarounds: `compat/` (the relay in front of tiny_http:
-//! unanswerable request lines, the idle timeout, each request's client connection),
-//! `unstrand.rs` (stranded connections), `supervise.rs` (the accept loop). `pages.rs` serves the
+//! unanswerable request lines, the idle timeout, each request's client connection, stranded
+//! connections), `supervise.rs` (the accept loop). `pages.rs` serves the
 //! dashboard, the docs and the OpenAPI document, `prometheus.rs` renders `/metrics` and
 //! `telemetry.rs` counts requests and writes the JSON access log.
 
@@ -21,7 +21,6 @@ mod prometheus;
 pub(crate) mod server;
 mod supervise;
 mod telemetry;
-mod unstrand;
 
 pub use limits::Limits;
 pub use server::{HttpOptions, HttpServer};

@@ -30,7 +30,6 @@ use super::error::ApiError;
 use super::limits::Limits;
 use super::supervise::{Dispatch, Supervisor};
 use super::telemetry;
-use super::unstrand::Unstrander;
 use super::{auth, framing};
 use crate::app::App;
 use crate::log;
@@ -75,13 +74,12 @@ struct Shared {
     connections: Arc<Connections>,
 }
 
-/// The running HTTP side: the relays, the supervised tiny_http accept loops, our handler
-/// threads, and the unstrander. [`HttpServer::stop`] joins what is ours.
+/// The running HTTP side: the relays, the supervised tiny_http accept loops and our handler
+/// threads. [`HttpServer::stop`] joins what is ours.
 pub struct HttpServer {
     front: Front,
     supervisor: Supervisor,
     handlers: Vec<JoinHandle<()>>,
-    unstrander: Unstrander,
     /// Removed (with its directory) once everything that uses it has stopped.
     endpoint: Endpoint,
     addr: SocketAddr,
@@ -144,9 +142,8 @@ impl HttpServer {
         });
         let probe = (endpoint.path(), connections.probe_stamp());
         let supervisor = Supervisor::start(internal, probe, options.idle_timeout, threads, dispatch)?;
-        let unstrander = Unstrander::start(endpoint.path())?;
         let front = Front::start(listener, endpoint.path(), options.idle_timeout, connections, RELAYS)?;
-        Ok(HttpServer { front, supervisor, handlers, unstrander, endpoint, addr })
+        Ok(HttpServer { front, supervisor, handlers, endpoint, addr })
     }
 
     /// The address the listener is bound to, with the real port.
@@ -160,7 +157,6 @@ impl HttpServer {
     /// read ends at once (as `shutting_down`).
     pub fn stop(self) {
         self.front.stop(STOP_GRACE);
-        self.unstrander.stop();
         // The pumps stop after the requests already received; then the channels close, and
         // each handler finishes what is queued and returns.
         self.supervisor.stop();

@@ -12,10 +12,14 @@
 //!   shutdown, and stamps each request with its connection ([`STAMP`]). `relay.rs` is the I/O
 //!   (two `http-relay-N` threads, each an epoll loop), `link.rs` one connection's
 //!   state and `tracker.rs` where its requests start; the last two are pure.
+//! - `strand.rs`: tiny_http's pool leaves some connections of a burst unread until another
+//!   connection closes (`tests/burst.rs`); the relay sees which first requests go unanswered
+//!   and makes an empty connection to tiny_http for each, which frees one.
 
 mod endpoint;
 mod link;
 mod relay;
+mod strand;
 mod tracker;
 
 /// Pending connections on each listening socket, the public one and tiny_http's: a burst of new

@@ -42,6 +42,7 @@ use rustix::io::Errno;
 use rustix::net::{self as net, AddressFamily, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 
 use super::link::{Interest, Link, CAP};
+use super::strand::Strands;
 use crate::log;
 
 /// After a failed `accept` (out of file descriptors, most likely), stop accepting this long.
@@ -216,6 +217,7 @@ impl Front {
                 accept_paused_until: None,
                 accept_failures: 0,
                 stop_by: None,
+                strands: Strands::default(),
                 scratch: vec![0; CAP],
             };
             let stop_by = Arc::clone(&stop_by);
@@ -303,6 +305,8 @@ struct Relay {
     accept_failures: u32,
     /// Set once stopping: when every link is cut, done or not.
     stop_by: Option<Instant>,
+    /// Links whose connection tiny_http may have left unread.
+    strands: Strands,
     /// Every read lands here first.
     scratch: Vec<u8>,
 }
@@ -354,11 +358,15 @@ impl Relay {
     /// The next time the loop has something to do without any socket being ready.
     fn next_wake(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((at, _))| *at);
-        [timer, self.accept_paused_until, self.stop_by].into_iter().flatten().min()
+        [timer, self.accept_paused_until, self.stop_by, self.strands.next_due()].into_iter().flatten().min()
     }
 
-    /// Fires the timers that are due, and resumes accepting after a pause.
+    /// Fires the timers that are due, ticks tiny_http's pool, and resumes accepting after a pause.
     fn on_time(&mut self, now: Instant) {
+        for _ in 0..self.strands.due(now) {
+            // Closed at once: an empty task for tiny_http's pool.
+            let _ = connect(&self.server);
+        }
         while let Some(&Reverse((at, id))) = self.timers.peek() {
             if at > now {
                 break;
@@ -443,6 +451,9 @@ impl Relay {
         }
         if failed || flags.contains(epoll::EventFlags::IN) {
             read(entry, side, &mut self.scratch, now);
+            if side == SERVER {
+                self.strands.answered(id);
+            }
         }
         self.with_link(id, now, |_| {});
     }
@@ -459,7 +470,10 @@ impl Relay {
         }
         if entry.server.is_none() && !entry.link.to_server().is_empty() {
             match connect(&self.server) {
-                Ok(server) => entry.server = Some(server),
+                Ok(server) => {
+                    entry.server = Some(server);
+                    self.strands.opened(id, now);
+                }
                 Err(error) => {
                     log::info(format_args!("cannot reach the HTTP workers ({error}); a connection was closed"));
                     entry.link.server_gone(now);
@@ -484,6 +498,7 @@ impl Relay {
             // Closing the sockets deregisters them.
             self.links.remove(&id);
             self.connections.remove(id);
+            self.strands.answered(id);
             return;
         }
         let wanted = [entry.link.client_interest(), entry.link.server_interest()];
