@@ -104,6 +104,11 @@ fn bad_input_gets_a_clear_json_error() {
         (r#"{"ids": [1]}"#, "invalid_body", r#"the field "priority" is missing"#),
         (r#"{"ids": "1,2", "priority": "HIGH"}"#, "invalid_body", r#"ids is "1,2""#),
         (r#"{"ids": [1], "priority": 3}"#, "invalid_body", "priority is 3"),
+        (
+            r#"{"ids": [1], "priority": "LOW", "priority": "HIGH"}"#,
+            "invalid_body",
+            r#""priority" is given more than once"#,
+        ),
         (r#"{"ids": [], "priority": "HIGH"}"#, "invalid_ids", "ids is empty"),
         (
             r#"{"ids": [1, 2, 3, 0], "priority": "HIGH"}"#,

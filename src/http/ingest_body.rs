@@ -1,5 +1,8 @@
 //! Parsing and validating the body of `POST /ingest`. Pure: bytes in, a request or an error out.
 
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::error::ApiError;
@@ -14,7 +17,8 @@ pub struct IngestRequest {
 
 const EXAMPLE: &str = r#"{"ids": [1, 2, 3], "priority": "HIGH"}"#;
 
-/// Reads the body as JSON whatever its Content-Type; unknown keys are ignored.
+/// Reads the body as JSON whatever its Content-Type; unknown keys are ignored, and a field we
+/// read given twice is refused (JSON leaves open which one counts).
 pub fn parse(body: &[u8]) -> Result<IngestRequest, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::InvalidJson(format!("the body is empty; send a JSON object like {EXAMPLE}")));
@@ -28,6 +32,9 @@ pub fn parse(body: &[u8]) -> Result<IngestRequest, ApiError> {
             describe(&value)
         )));
     };
+    if let Some(name) = repeated_field(body) {
+        return Err(ApiError::InvalidBody(format!("the field \"{name}\" is given more than once; give it once")));
+    }
     let ids = parse_ids(fields.get("ids"))?;
     let priority = parse_priority(fields.get("priority"))?;
     Ok(IngestRequest { ids, priority })
@@ -79,6 +86,39 @@ fn parse_priority(value: Option<&Value>) -> Result<Priority, ApiError> {
             Err(ApiError::InvalidBody(format!("priority is {}; it must be a string, {ALLOWED}", describe(other))))
         }
     }
+}
+
+/// The first of the fields we read that the body's object names more than once. (A
+/// [`Value`] keeps only the last of them.)
+fn repeated_field(body: &[u8]) -> Option<&'static str> {
+    struct Repeated(Option<&'static str>);
+    impl<'de> Deserialize<'de> for Repeated {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Repeated, D::Error> {
+            deserializer.deserialize_map(Fields)
+        }
+    }
+    struct Fields;
+    impl<'de> Visitor<'de> for Fields {
+        type Value = Repeated;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Repeated, A::Error> {
+            let (mut seen, mut repeated) = ([false; 2], None);
+            // Read to the end: serde_json refuses an object left half read.
+            while let Some(name) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if let Some(at) = READ.iter().position(|read| *read == name) {
+                    if std::mem::replace(&mut seen[at], true) {
+                        repeated = repeated.or(Some(READ[at]));
+                    }
+                }
+            }
+            Ok(Repeated(repeated))
+        }
+    }
+    const READ: [&str; 2] = ["ids", "priority"];
+    serde_json::from_slice::<Repeated>(body).ok()?.0
 }
 
 /// A short rendering of a JSON value for an error message: scalars as JSON, containers by kind.
@@ -170,6 +210,17 @@ mod tests {
             "invalid_body",
             r#"priority is 1; it must be a string, one of "HIGH", "MEDIUM" or "LOW""#,
         );
+    }
+
+    #[test]
+    fn rejects_a_field_given_twice() {
+        let twice = |name: &str| format!(r#"the field "{name}" is given more than once; give it once"#);
+        err(r#"{"ids": [1], "priority": "HIGH", "priority": "LOW"}"#, "invalid_body", &twice("priority"));
+        err(r#"{"ids": [1], "ids": [2], "priority": "LOW"}"#, "invalid_body", &twice("ids"));
+        err(r#"{"ids": [1], "priority": "LOW", "\u0069ds": [2]}"#, "invalid_body", &twice("ids"));
+        // Other fields are not read, and nested objects are not looked at.
+        ok(r#"{"ids": [1], "x": 1, "x": 2, "priority": "LOW"}"#, &[1], Priority::Low);
+        ok(r#"{"ids": [1], "priority": "LOW", "meta": {"ids": 1, "ids": 2}}"#, &[1], Priority::Low);
     }
 
     #[test]
