@@ -1,8 +1,8 @@
 //! Clients that try to take the service down, against the real binary: request lines tiny_http
 //! cannot answer (HTTP/2.0, HTTP/3.0, the HTTP/2 preface), stalled heads and bodies, bare LFs,
 //! a reused source port after a quarantine, SIGTERM under stalled clients, the open-files
-//! limit, a burst of new connections, a request smuggled in a chunked body, and local
-//! processes going around the relay.
+//! limit, a burst of new connections, clients that pipeline and never read, a request smuggled
+//! in a chunked body, and local processes going around the relay.
 
 mod common;
 
@@ -230,6 +230,33 @@ fn a_stalled_head_gets_408_and_a_bare_lf_400_after_the_answers_before_them() {
         assert_eq!(statuses(&text), [200, 400], "{head:?}: {text:?}");
         assert!(text.contains("bad_framing") && text.contains("bare LF"), "{head:?}: {text:?}");
         assert!(began.elapsed() < idle / 2, "{head:?}: the 400 took {:?}", began.elapsed());
+    }
+}
+
+/// Clients that pipeline requests and never read the answers: each holds at most one handler
+/// thread (until the idle timeout cuts it), and everyone else is still answered at once. Without
+/// that, one such connection took every handler thread: each of its pipelined requests waited
+/// on a thread for the answer before it.
+#[test]
+fn clients_that_pipeline_and_never_read_hold_one_handler_thread_each() {
+    let server = Server::start(&["--threads", "4", "--idle-timeout", "30s"]);
+    let pipeline = "GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n".repeat(100);
+    let mut hostile = Vec::new();
+    for clients in [1, 12] {
+        while hostile.len() < clients {
+            let mut conn = connect(&server);
+            conn.write_all(pipeline.as_bytes()).expect("send a pipeline");
+            hostile.push(conn);
+        }
+        // Answers are under way on each (they fill every buffer, then block their writer).
+        for conn in &hostile {
+            conn.peek(&mut [0]).expect("an answer begins");
+        }
+        let began = Instant::now();
+        let health = server.get("/health");
+        assert_eq!(health.status, 200, "{clients} pipelining clients: {health:?}");
+        let took = began.elapsed();
+        assert!(took < Duration::from_secs(5), "{clients} pipelining clients: /health took {took:?}");
     }
 }
 

@@ -5,7 +5,8 @@
 //! framing; the connection that sent it is quarantined until it closes), `limits.rs` (sizes),
 //! `auth.rs` (the token). tiny_http workarounds: `compat/` (the relay in front of tiny_http:
 //! unanswerable request lines, the idle timeout, each request's client connection, stranded
-//! connections), `supervise.rs` (the accept loop). `pages.rs` serves the
+//! connections), `supervise.rs` (the accept loop, and pumps enough for clients that do not read),
+//! `serial.rs` (a connection's answers one at a time). `pages.rs` serves the
 //! dashboard, the docs and the OpenAPI document, `prometheus.rs` renders `/metrics` and
 //! `telemetry.rs` counts requests and writes the JSON access log.
 
@@ -18,6 +19,7 @@ pub mod ingest_body;
 pub(crate) mod limits;
 mod pages;
 mod prometheus;
+mod serial;
 pub(crate) mod server;
 mod supervise;
 mod telemetry;

@@ -5,7 +5,8 @@
 //! (`http-G-N`), which check quarantine and framing in arrival order. A request whose body tiny_http has already read
 //! (none, or `Content-Length` up to 1024 bytes) is answered by the pump that took it, with no
 //! hand-off; one whose body still has to come off the socket goes to an `http-body-N` thread, so
-//! that clients stalling their bodies never delay anyone else. An upgrade's body is always on
+//! that clients stalling their bodies never delay anyone else. A connection's answers run one at
+//! a time (`serial.rs`), and requests without the relay's stamp are answered on `http-reject`. An upgrade's body is always on
 //! the socket (tiny_http hands over the connection itself: `framing::is_upgrade`), and is read
 //! by its `Content-Length`; the upgrade is ignored. Either thread checks the rest of
 //! the head (sizes, token), reads the body, calls [`api::handle`] under
@@ -28,6 +29,7 @@ use super::api::{self, Head, Reply};
 use super::compat::{Conn, Connections, Cut, Endpoint, Front, Origin, STAMP};
 use super::error::ApiError;
 use super::limits::Limits;
+use super::serial::{Done, Work};
 use super::supervise::{Dispatch, Supervisor};
 use super::telemetry;
 use super::{auth, framing};
@@ -118,27 +120,59 @@ impl HttpServer {
         });
         let threads = options.threads.max(1);
         let (body_tx, body_rx) = crossbeam_channel::unbounded();
-        let handlers = spawn_handlers("http-body", threads, &body_rx, &shared)?;
+        let mut handlers = spawn_handlers("http-body", threads, &body_rx, &shared)?;
+        let (reject_tx, reject_rx) = crossbeam_channel::unbounded::<Work>();
+        handlers.push(thread::Builder::new().name("http-reject".into()).spawn(move || {
+            for work in reject_rx {
+                work();
+            }
+        })?);
         let gate = Arc::clone(&shared);
         let dispatch: Dispatch = Arc::new(move |request: Request| {
             // Run by the pumps in the order tiny_http read the requests (see `supervise.rs`),
             // so a request after ambiguous framing on its connection is always refused.
-            let (conn, framing) = match gate.connections.origin(stamp(&request)) {
+            let (origin, framing) = match gate.connections.origin(stamp(&request)) {
                 Origin::Client(conn) => {
                     let framing = frame_check(Some(&conn), &request);
-                    (Some(conn), framing)
+                    (Origin::Client(conn), framing)
                 }
-                Origin::Probe => (None, frame_check(None, &request)),
-                Origin::Unknown => (None, Err(ApiError::ConnectionRejected)),
+                Origin::Probe => (Origin::Probe, frame_check(None, &request)),
+                Origin::Unknown => (Origin::Unknown, Err(ApiError::ConnectionRejected)),
+            };
+            let conn = match &origin {
+                Origin::Client(conn) => Some(Arc::clone(conn)),
+                _ => None,
             };
             // A refused request's body is never read: its answer needs no body thread.
-            if framing.is_ok() && streams_body(&request) {
+            let work: Work = if framing.is_ok() && streams_body(&request) {
+                let body_tx = body_tx.clone();
                 // The handlers outlive the pumps (see `stop`), so this never fails.
-                let _ = body_tx.send((request, conn, framing));
-                return None;
+                Box::new(move || {
+                    let _ = body_tx.send((request, conn, framing));
+                    Done::Later
+                })
+            } else {
+                let shared = Arc::clone(&gate);
+                Box::new(move || {
+                    serve(&shared, request, conn.as_deref(), framing);
+                    Done::Here
+                })
+            };
+            match origin {
+                Origin::Client(conn) => {
+                    let work = conn.answers().enter(work)?;
+                    Some(Box::new(move || conn.answers().run(work)))
+                }
+                Origin::Probe => Some(Box::new(move || {
+                    let _ = work();
+                })),
+                // Never a client's real request, and its connection is unknown, so its answer may
+                // wait on a stalled one: on a thread of its own, never a pump's.
+                Origin::Unknown => {
+                    let _ = reject_tx.send(work);
+                    None
+                }
             }
-            let shared = Arc::clone(&gate);
-            Some(Box::new(move || serve(&shared, request, conn.as_deref(), framing)))
         });
         let probe = (endpoint.path(), connections.probe_stamp());
         let supervisor = Supervisor::start(internal, probe, options.idle_timeout, threads, dispatch)?;
@@ -179,6 +213,9 @@ fn spawn_handlers(
             thread::Builder::new().name(format!("{name}-{n}")).spawn(move || {
                 for (request, conn, framing) in &requests {
                     serve(&shared, request, conn.as_deref(), framing);
+                    if let Some(conn) = conn {
+                        conn.answers().resume();
+                    }
                 }
             })
         })

@@ -14,15 +14,20 @@
 //! supervisor asks `GET /health` on tiny_http's socket, and after [`PROBE_FAILURES`] unanswered probes
 //! in a row it starts a new generation. If no new `Server` can be started, it exits the process
 //! loudly rather than keep a port that answers nobody.
+//!
+//! A pump that writes an answer to a client that does not read blocks until the idle timeout
+//! cuts the client (tiny_http's writes block). So the supervisor also starts more pumps when
+//! too few are free of such clients (`Generation::add_pumps_if_stuck`); those past the base
+//! count leave when idle.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tiny_http::{Request, Server};
@@ -41,6 +46,13 @@ const PUMP_POLL: Duration = Duration::from_millis(250);
 const RETIRED_PUMPS: usize = 4;
 /// Failed attempts in a row to start a `Server` before giving up on the process.
 const START_ATTEMPTS: u32 = 10;
+/// How often the supervisor looks for pumps stuck answering.
+const STUCK_EVERY: Duration = Duration::from_millis(50);
+/// A pump answering for longer is taken for stuck (on a client that does not read its answers).
+const STUCK_AFTER: Duration = Duration::from_millis(100);
+/// Pumps kept free of stuck ones, and the most a generation may have.
+const SPARE_PUMPS: usize = 4;
+const MOST_PUMPS: usize = 1024;
 
 /// What a pump does with each request, in the order tiny_http read them: checks it, then either
 /// hands it on (`None`) or returns the work of answering it, which the pump runs once the next
@@ -60,10 +72,38 @@ enum Event {
 
 struct Generation {
     number: u64,
-    server: Arc<Server>,
+    /// What its pumps share.
+    shared: Arc<Pumps>,
+    /// Each pump, and its slot in `shared.answering_since`.
+    pumps: Vec<(JoinHandle<()>, usize)>,
+    free_slots: Vec<usize>,
+    /// The number the next pump gets.
+    next_pump: usize,
+}
+
+/// What one generation's pumps share.
+struct Pumps {
+    number: u64,
+    server: Server,
     /// Cleared when its accept loop is known or presumed dead: the pumps may then retire.
-    accepting: Arc<AtomicBool>,
-    pumps: Vec<JoinHandle<()>>,
+    accepting: AtomicBool,
+    /// Taken around taking a request and dispatching it, so that a generation's requests leave
+    /// its pumps in the order tiny_http read them: the checks made at dispatch (a connection
+    /// that sent ambiguous framing is refused from then on) see a connection's requests in
+    /// order. `std`'s lock: waiting pumps sleep at once, where parking_lot's would call
+    /// `sched_yield`.
+    turn: Mutex<()>,
+    /// By slot: since when (microseconds after `epoch`, plus one) the pump in it has been
+    /// answering, or 0. Writing to a client that does not read holds a pump until the idle
+    /// timeout cuts the client.
+    answering_since: Vec<AtomicU64>,
+    epoch: Instant,
+}
+
+impl Pumps {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1) + 1
+    }
 }
 
 /// Owns the supervisor thread; [`Supervisor::stop`] joins it and every pump.
@@ -127,9 +167,11 @@ fn supervise(
     let mut current = first;
     let mut retired: Vec<Generation> = Vec::new();
     let mut unanswered = 0;
+    let mut last_probe = Instant::now();
     loop {
-        retired.retain(|g| !g.pumps.iter().all(JoinHandle::is_finished));
-        let restart = match events.recv_timeout(PROBE_EVERY) {
+        retired.retain(|g| !g.pumps.iter().all(|(pump, _)| pump.is_finished()));
+        current.add_pumps_if_stuck(setup);
+        let restart = match events.recv_timeout(STUCK_EVERY) {
             Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Ok(Event::AcceptEnded { generation, error }) => {
                 // Old generations report too; only the current one's end matters.
@@ -139,7 +181,9 @@ fn supervise(
                 }
                 generation == current.number
             }
+            Err(RecvTimeoutError::Timeout) if last_probe.elapsed() < PROBE_EVERY => false,
             Err(RecvTimeoutError::Timeout) => {
+                last_probe = Instant::now();
                 unanswered = if probe(&probe_at.0, &probe_at.1) { 0 } else { unanswered + 1 };
                 let dead = unanswered >= PROBE_FAILURES;
                 if dead {
@@ -151,16 +195,16 @@ fn supervise(
         };
         if restart {
             let next = restart_generation(listener, current.number + 1, setup);
-            current.accepting.store(false, Ordering::Relaxed);
+            current.shared.accepting.store(false, Ordering::Relaxed);
             retired.push(std::mem::replace(&mut current, next));
         }
     }
     setup.stopping.store(true, Ordering::Relaxed);
     for generation in retired.iter().chain([&current]) {
-        generation.server.unblock();
+        generation.shared.server.unblock();
     }
     for generation in retired.into_iter().chain([current]) {
-        for pump in generation.pumps {
+        for (pump, _) in generation.pumps {
             let _ = pump.join();
         }
     }
@@ -189,58 +233,108 @@ fn start_generation(listener: &UnixListener, number: u64, setup: &Setup) -> io::
     let server = panic::catch_unwind(AssertUnwindSafe(|| Server::from_listener(listener, None)))
         .map_err(|_| io::Error::other("no thread could be started for the accept loop"))?
         .map_err(io::Error::other)?;
-    let server = Arc::new(server);
-    let accepting = Arc::new(AtomicBool::new(true));
-    // Taken around taking a request and dispatching it, so that a generation's requests leave
-    // its pumps in the order tiny_http read them: the checks made at dispatch (a connection
-    // that sent ambiguous framing is refused from then on) see a connection's requests in order.
-    // `std`'s lock: waiting pumps sleep at once, where parking_lot's would call `sched_yield`.
-    let turn = Arc::new(Mutex::new(()));
-    let pumps = (0..setup.pumps)
-        .map(|n| {
-            let (server, accepting, setup) = (Arc::clone(&server), Arc::clone(&accepting), setup.clone());
-            let turn = Arc::clone(&turn);
-            thread::Builder::new()
-                .name(format!("http-{number}-{n}"))
-                .spawn(move || pump(number, n, &server, &accepting, &setup, &turn))
-        })
-        .collect::<io::Result<Vec<_>>>()
-        .inspect_err(|_| {
+    let shared = Arc::new(Pumps {
+        number,
+        server,
+        accepting: AtomicBool::new(true),
+        turn: Mutex::new(()),
+        answering_since: (0..MOST_PUMPS).map(|_| AtomicU64::new(0)).collect(),
+        epoch: Instant::now(),
+    });
+    let free_slots = (0..MOST_PUMPS).rev().collect();
+    let mut generation = Generation { number, shared, pumps: Vec::new(), free_slots, next_pump: 0 };
+    for _ in 0..setup.pumps {
+        if let Err(error) = generation.add_pump(setup) {
             // Pumps already started on this half-made generation retire when it goes quiet.
-            accepting.store(false, Ordering::Relaxed);
-            server.unblock();
-        })?;
-    Ok(Generation { number, server, accepting, pumps })
+            generation.shared.accepting.store(false, Ordering::Relaxed);
+            generation.shared.server.unblock();
+            return Err(error);
+        }
+    }
+    Ok(generation)
+}
+
+impl Generation {
+    fn add_pump(&mut self, setup: &Setup) -> io::Result<()> {
+        let Some(slot) = self.free_slots.pop() else { return Err(io::Error::other("no room for another pump")) };
+        let (n, shared, setup) = (self.next_pump, Arc::clone(&self.shared), setup.clone());
+        let name = format!("http-{}-{n}", self.number);
+        match thread::Builder::new().name(name).spawn(move || pump(n, slot, &shared, &setup)) {
+            Ok(pump) => {
+                self.pumps.push((pump, slot));
+                self.next_pump += 1;
+                Ok(())
+            }
+            Err(error) => {
+                self.free_slots.push(slot);
+                Err(error)
+            }
+        }
+    }
+
+    /// Keeps [`SPARE_PUMPS`] pumps free of stuck ones, so clients that do not read their answers
+    /// hold a pump each (until the idle timeout cuts them), never everyone's. A pump past the
+    /// base count leaves after a poll without a request.
+    fn add_pumps_if_stuck(&mut self, setup: &Setup) {
+        let (gone, live): (Vec<_>, Vec<_>) = self.pumps.drain(..).partition(|(pump, _)| pump.is_finished());
+        self.pumps = live;
+        for (pump, slot) in gone {
+            let _ = pump.join();
+            self.free_slots.push(slot);
+        }
+        if !self.shared.accepting.load(Ordering::Relaxed) {
+            return;
+        }
+        let (now, after) = (self.shared.now(), STUCK_AFTER.as_micros() as u64);
+        let stuck = self
+            .pumps
+            .iter()
+            .map(|(_, slot)| self.shared.answering_since[*slot].load(Ordering::Relaxed))
+            .filter(|&since| since != 0 && now.saturating_sub(since) >= after)
+            .count();
+        for _ in self.pumps.len()..stuck + SPARE_PUMPS {
+            if self.add_pump(setup).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Takes one generation's requests in turn and answers them, until stopped, or until its accept
-/// loop is gone and its connections have been quiet for `retire_after`.
-fn pump(number: u64, n: usize, server: &Server, accepting: &AtomicBool, setup: &Setup, turn: &Mutex<()>) {
+/// loop is gone and its connections have been quiet for `retire_after`. Pump `n` past the base
+/// count leaves after a poll without a request.
+fn pump(n: usize, slot: usize, shared: &Pumps, setup: &Setup) {
     let mut quiet = Duration::ZERO;
     loop {
+        let accepting = shared.accepting.load(Ordering::Relaxed);
         // A retired generation only has the connections it already had; a few pumps will do.
-        if n >= RETIRED_PUMPS && !accepting.load(Ordering::Relaxed) {
+        if n >= RETIRED_PUMPS && !accepting {
             return;
         }
-        let my_turn = turn.lock().unwrap_or_else(PoisonError::into_inner);
+        let my_turn = shared.turn.lock().unwrap_or_else(PoisonError::into_inner);
         // Stopping, a pump takes only what is already queued: waiting would make every pump
         // in turn wait a whole poll.
-        let next =
-            if setup.stopping.load(Ordering::Relaxed) { server.try_recv() } else { server.recv_timeout(PUMP_POLL) };
+        let next = if setup.stopping.load(Ordering::Relaxed) {
+            shared.server.try_recv()
+        } else {
+            shared.server.recv_timeout(PUMP_POLL)
+        };
         match next {
             Ok(Some(request)) => {
                 quiet = Duration::ZERO;
                 let serve = (setup.dispatch)(request);
                 drop(my_turn);
                 if let Some(serve) = serve {
+                    shared.answering_since[slot].store(shared.now(), Ordering::Relaxed);
                     serve();
+                    shared.answering_since[slot].store(0, Ordering::Relaxed);
                 }
             }
             Ok(None) => {
-                if setup.stopping.load(Ordering::Relaxed) {
+                if setup.stopping.load(Ordering::Relaxed) || n >= setup.pumps {
                     return;
                 }
-                if !accepting.load(Ordering::Relaxed) {
+                if !accepting {
                     quiet += PUMP_POLL;
                     if quiet >= setup.retire_after {
                         return;
@@ -248,8 +342,8 @@ fn pump(number: u64, n: usize, server: &Server, accepting: &AtomicBool, setup: &
                 }
             }
             Err(error) => {
-                accepting.store(false, Ordering::Relaxed);
-                let _ = setup.events.send(Event::AcceptEnded { generation: number, error });
+                shared.accepting.store(false, Ordering::Relaxed);
+                let _ = setup.events.send(Event::AcceptEnded { generation: shared.number, error });
             }
         }
     }

@@ -43,6 +43,7 @@ use rustix::net::{self as net, AddressFamily, SendFlags, SocketAddrUnix, SocketF
 
 use super::link::{Interest, Link, CAP};
 use super::strand::Strands;
+use crate::http::serial::Serial;
 use crate::log;
 
 /// After a failed `accept` (out of file descriptors, most likely), stop accepting this long.
@@ -69,11 +70,17 @@ pub(crate) struct Conn {
     peer: SocketAddr,
     quarantined: AtomicBool,
     cut: AtomicU8,
+    answers: Serial,
 }
 
 impl Conn {
     fn new(peer: SocketAddr) -> Conn {
-        Conn { peer, quarantined: AtomicBool::new(false), cut: AtomicU8::new(0) }
+        Conn { peer, quarantined: AtomicBool::new(false), cut: AtomicU8::new(0), answers: Serial::default() }
+    }
+
+    /// Its requests' answers, one at a time.
+    pub(crate) fn answers(&self) -> &Serial {
+        &self.answers
     }
 
     /// The client's address and port.
@@ -363,9 +370,15 @@ impl Relay {
 
     /// Fires the timers that are due, ticks tiny_http's pool, and resumes accepting after a pause.
     fn on_time(&mut self, now: Instant) {
-        for _ in 0..self.strands.due(now) {
-            // Closed at once: an empty task for tiny_http's pool.
-            let _ = connect(&self.server);
+        for id in self.strands.due(now) {
+            let server = self.links.get(&id).and_then(|entry| entry.server.as_ref());
+            // A request waiting for a busy handler is no strand: tiny_http has read it.
+            if server.is_some_and(|server| unread_by_peer(server).is_ok_and(|unread| unread > 0)) {
+                // Closed at once: an empty task for tiny_http's pool.
+                let _ = connect(&self.server);
+            } else {
+                self.strands.answered(id);
+            }
         }
         while let Some(&Reverse((at, id))) = self.timers.peek() {
             if at > now {
@@ -591,6 +604,20 @@ fn connect(server: &Path) -> io::Result<OwnedFd> {
     let socket = net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
     net::connect(&socket, &SocketAddrUnix::new(server)?)?;
     Ok(socket)
+}
+
+/// How many bytes written to a Unix socket its peer has not read yet (`SIOCOUTQ`).
+#[allow(unsafe_code)]
+fn unread_by_peer(socket: &OwnedFd) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut unread: libc::c_int = 0;
+    // SAFETY: `SIOCOUTQ` writes one `c_int` through the pointer, which points to `unread`; the
+    // descriptor is borrowed from `socket` for the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut unread) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(unread).unwrap_or(0))
 }
 
 /// epoll's timeout for `wait`, rounded up to the millisecond, so the loop wakes after a

@@ -1,22 +1,23 @@
 //! Connections that tiny_http 0.12.0 accepts but leaves unread, as the relay sees them. Pure:
 //! an `http-relay-N` loop says when it opened a connection to tiny_http and when tiny_http
-//! first answered on it, and [`Strands::due`] says how many empty connections ("ticks") to make.
+//! first answered on it, and [`Strands::due`] says which to look at: for each that tiny_http
+//! has read nothing of, the relay makes an empty connection ("tick").
 //!
 //! Upstream defect: tiny_http's pool starts a thread for a new connection only when its count
 //! of idle workers is zero, and that count lags, so in a burst some connections queue behind
 //! workers busy with keep-alive clients, unread until a connection closes. Any task that ends
 //! lets a worker take the next queued connection, and a new task when none is idle starts a
-//! thread that does the same: each tick frees one queued connection. A connection gets a tick
+//! thread that does the same: each tick frees one queued connection. A connection is looked at
 //! when its first request has waited [`FIRST_WAIT`] for an answer, and again each time that
-//! wait doubles, [`TICKS`] times at most: a handler that is merely slow costs a few spare pool
-//! threads (they leave after 5 s idle), never a flood. `tests/burst.rs` fails without this.
+//! wait doubles, [`TICKS`] times at most; one that tiny_http has read from is taken, and
+//! forgotten. `tests/burst.rs` fails without this.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// How long a first request waits for an answer before its connection is taken for stranded.
 pub(super) const FIRST_WAIT: Duration = Duration::from_millis(5);
-/// The most ticks one connection gets (the last after 80 ms, 155 ms in all).
+/// The most looks one connection gets (the last after 80 ms, 155 ms in all).
 const TICKS: u32 = 5;
 
 /// One relay's connections to tiny_http that have not been answered yet.
@@ -46,22 +47,22 @@ impl Strands {
         self.next
     }
 
-    /// How many ticks to make at `now`.
-    pub(super) fn due(&mut self, now: Instant) -> usize {
+    /// The links to look at `now`: each one tiny_http has read nothing of gets a tick.
+    pub(super) fn due(&mut self, now: Instant) -> Vec<u64> {
         if self.next.is_none_or(|next| next > now) {
-            return 0;
+            return Vec::new();
         }
-        let mut ticks = 0;
-        self.waiting.retain(|_, (due, given)| {
+        let mut due_now = Vec::new();
+        self.waiting.retain(|&id, (due, given)| {
             if *due <= now {
-                ticks += 1;
+                due_now.push(id);
                 *given += 1;
                 *due = now + FIRST_WAIT * 2u32.pow(*given);
             }
             *given < TICKS
         });
         self.next = self.waiting.values().map(|(due, _)| *due).min();
-        ticks
+        due_now
     }
 }
 
@@ -69,7 +70,7 @@ impl Strands {
 mod tests {
     use super::*;
 
-    /// Runs `script` (`open N`, `answer N`, `at MS`) and returns the ticks made at each `at`.
+    /// Runs `script` (`open N`, `answer N`, `at MS`) and checks how many links are due at each `at`.
     #[track_caller]
     fn check(script: &str, expected: &[usize]) {
         let start = Instant::now();
@@ -84,7 +85,7 @@ mod tests {
                 "answer" => strands.answered(arg),
                 "at" => {
                     now = start + Duration::from_millis(arg);
-                    ticks.push(strands.due(now));
+                    ticks.push(strands.due(now).len());
                 }
                 _ => panic!("unknown step {step:?}"),
             }
@@ -93,7 +94,7 @@ mod tests {
     }
 
     #[test]
-    fn each_unanswered_connection_gets_a_tick_after_the_first_wait() {
+    fn each_unanswered_connection_is_due_after_the_first_wait() {
         check("open 1; open 2; at 4; at 5", &[0, 2]);
         check("open 1; open 2; answer 1; at 5", &[1]);
         check("open 1; answer 1; at 5; at 500", &[0, 0]);
@@ -115,10 +116,10 @@ mod tests {
         strands.opened(1, start);
         strands.opened(2, start + Duration::from_millis(2));
         assert_eq!(strands.next_due(), Some(start + FIRST_WAIT));
-        assert_eq!(strands.due(start + FIRST_WAIT), 1);
+        assert_eq!(strands.due(start + FIRST_WAIT), [1]);
         assert_eq!(strands.next_due(), Some(start + Duration::from_millis(7)));
         strands.answered(2);
-        assert_eq!(strands.due(start + Duration::from_millis(7)), 0);
+        assert!(strands.due(start + Duration::from_millis(7)).is_empty());
         assert_eq!(strands.next_due(), Some(start + Duration::from_millis(15)));
     }
 }
