@@ -242,7 +242,7 @@ fn clients_that_pipeline_and_never_read_hold_one_handler_thread_each() {
     let server = Server::start(&["--threads", "4", "--idle-timeout", "30s"]);
     let pipeline = "GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n".repeat(100);
     let mut hostile = Vec::new();
-    for clients in [1, 12] {
+    for clients in [1, 12, 200] {
         while hostile.len() < clients {
             let mut conn = connect(&server);
             conn.write_all(pipeline.as_bytes()).expect("send a pipeline");
@@ -256,8 +256,38 @@ fn clients_that_pipeline_and_never_read_hold_one_handler_thread_each() {
         let health = server.get("/health");
         assert_eq!(health.status, 200, "{clients} pipelining clients: {health:?}");
         let took = began.elapsed();
-        assert!(took < Duration::from_secs(5), "{clients} pipelining clients: /health took {took:?}");
+        assert!(took < Duration::from_secs(2), "{clients} pipelining clients: /health took {took:?}");
     }
+}
+
+/// A client that pipelines far more than it reads gets a few requests taken in at a time: the
+/// rest stay on its side of the connection, not in the server's memory.
+#[test]
+fn a_pipeline_nobody_reads_is_taken_in_a_few_requests_at_a_time() {
+    let server = Server::start(&["--idle-timeout", "30s"]);
+    let rss_kib = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+        let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS").to_owned();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    let before = rss_kib();
+    let mut conn = connect(&server);
+    conn.set_nonblocking(true).unwrap();
+    let pipeline = "GET /health HTTP/1.1\r\n\r\n".repeat(400_000).into_bytes();
+    let (mut sent, began) = (0, Instant::now());
+    // Until the server stops taking bytes (or has taken them all).
+    let mut last_progress = Instant::now();
+    while sent < pipeline.len() && last_progress.elapsed() < Duration::from_millis(500) {
+        match conn.write(&pipeline[sent..]) {
+            Ok(n) => (sent, last_progress) = (sent + n, Instant::now()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+            Err(e) => panic!("send: {e}"),
+        }
+        assert!(began.elapsed() < Duration::from_secs(30), "still sending");
+    }
+    let grew_mib = rss_kib().saturating_sub(before) / 1024;
+    assert!(sent < pipeline.len(), "the server took the whole {} MB pipeline in", pipeline.len() >> 20);
+    assert!(grew_mib < 32, "the server grew by {grew_mib} MiB for a pipeline nobody reads");
 }
 
 /// A burst of new connections fits in the listen backlog even while the server cannot accept

@@ -252,6 +252,9 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
     // Handler time (until the reply is known); writing it depends on the client.
     telemetry::record(&method, &url, api::route_label(&url), reply.status, started.elapsed());
     respond(request, reply);
+    if let Some(conn) = conn {
+        conn.answered();
+    }
 }
 
 /// The relay's stamp: always the first header of a request it forwards.

@@ -20,7 +20,7 @@
 //! too few are free of such clients (`Generation::add_pumps_if_stuck`); those past the base
 //! count leave when idle.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -49,7 +49,7 @@ const START_ATTEMPTS: u32 = 10;
 /// How often the supervisor looks for pumps stuck answering.
 const STUCK_EVERY: Duration = Duration::from_millis(50);
 /// A pump answering for longer is taken for stuck (on a client that does not read its answers).
-const STUCK_AFTER: Duration = Duration::from_millis(100);
+const STUCK_AFTER: Duration = Duration::from_millis(50);
 /// Pumps kept free of stuck ones, and the most a generation may have.
 const SPARE_PUMPS: usize = 4;
 const MOST_PUMPS: usize = 1024;
@@ -167,7 +167,7 @@ fn supervise(
     let mut current = first;
     let mut retired: Vec<Generation> = Vec::new();
     let mut unanswered = 0;
-    let mut last_probe = Instant::now();
+    let mut prober = Prober { at: probe_at, last: Instant::now(), probe: None };
     loop {
         retired.retain(|g| !g.pumps.iter().all(|(pump, _)| pump.is_finished()));
         current.add_pumps_if_stuck(setup);
@@ -181,10 +181,12 @@ fn supervise(
                 }
                 generation == current.number
             }
-            Err(RecvTimeoutError::Timeout) if last_probe.elapsed() < PROBE_EVERY => false,
             Err(RecvTimeoutError::Timeout) => {
-                last_probe = Instant::now();
-                unanswered = if probe(&probe_at.0, &probe_at.1) { 0 } else { unanswered + 1 };
+                unanswered = match prober.tick() {
+                    Some(true) => 0,
+                    Some(false) => unanswered + 1,
+                    None => unanswered,
+                };
                 let dead = unanswered >= PROBE_FAILURES;
                 if dead {
                     log::info(format_args!("{unanswered} health probes unanswered; starting a new accept loop"));
@@ -272,7 +274,7 @@ impl Generation {
         }
     }
 
-    /// Keeps [`SPARE_PUMPS`] pumps free of stuck ones, so clients that do not read their answers
+    /// Keeps [`SPARE_PUMPS`] pumps (or half as many as are stuck) free of stuck ones, so clients that do not read their answers
     /// hold a pump each (until the idle timeout cuts them), never everyone's. A pump past the
     /// base count leaves after a poll without a request.
     fn add_pumps_if_stuck(&mut self, setup: &Setup) {
@@ -292,7 +294,8 @@ impl Generation {
             .map(|(_, slot)| self.shared.answering_since[*slot].load(Ordering::Relaxed))
             .filter(|&since| since != 0 && now.saturating_sub(since) >= after)
             .count();
-        for _ in self.pumps.len()..stuck + SPARE_PUMPS {
+        // Half as many again as are stuck: many clients that do not read take pumps fast.
+        for _ in self.pumps.len()..stuck + SPARE_PUMPS.max(stuck / 2) {
             if self.add_pump(setup).is_err() {
                 return;
             }
@@ -349,17 +352,76 @@ fn pump(n: usize, slot: usize, shared: &Pumps, setup: &Setup) {
     }
 }
 
-/// Whether `GET /health` on tiny_http's socket gets an HTTP answer in time.
-fn probe(path: &Path, stamp: &str) -> bool {
-    let answer = || -> io::Result<bool> {
+/// Starts a probe every [`PROBE_EVERY`], and waits for its answer while the supervisor goes
+/// on: one waiting on busy pumps must not keep it from adding pumps.
+struct Prober {
+    /// tiny_http's socket, and the header line the probe's request carries.
+    at: (PathBuf, String),
+    last: Instant,
+    probe: Option<Probe>,
+}
+
+impl Prober {
+    /// How the probe under way ended, once it has.
+    fn tick(&mut self) -> Option<bool> {
+        if let Some(probe) = &mut self.probe {
+            let answered = probe.answered();
+            if answered.is_some() {
+                self.probe = None;
+            }
+            return answered;
+        }
+        if self.last.elapsed() < PROBE_EVERY {
+            return None;
+        }
+        self.last = Instant::now();
+        match Probe::start(&self.at.0, &self.at.1) {
+            Ok(probe) => {
+                self.probe = Some(probe);
+                None
+            }
+            Err(_) => Some(false),
+        }
+    }
+}
+
+/// `GET /health` on tiny_http's socket, answered or not yet.
+struct Probe {
+    stream: UnixStream,
+    answer: Vec<u8>,
+    since: Instant,
+}
+
+impl Probe {
+    fn start(path: &Path, stamp: &str) -> io::Result<Probe> {
         let mut stream = UnixStream::connect(path)?;
-        stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
         stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
         let request = format!("GET /health HTTP/1.1\r\n{stamp}Host: probe\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes())?;
-        let mut status = String::new();
-        BufReader::new(stream).read_line(&mut status)?;
-        Ok(status.starts_with("HTTP/1.1 "))
-    };
-    answer().unwrap_or(false)
+        stream.set_nonblocking(true)?;
+        Ok(Probe { stream, answer: Vec::new(), since: Instant::now() })
+    }
+
+    /// Whether an HTTP answer came (`Some(true)`), none will (`Some(false)`: an error, or
+    /// [`PROBE_TIMEOUT`] passed), or it may still come (`None`).
+    fn answered(&mut self) -> Option<bool> {
+        const STATUS: &[u8] = b"HTTP/1.1 ";
+        let mut buffer = [0; 64];
+        loop {
+            match self.stream.read(&mut buffer) {
+                Ok(0) => return Some(self.answer.starts_with(STATUS)),
+                Ok(read) => {
+                    self.answer.extend_from_slice(&buffer[..read]);
+                    if self.answer.len() >= STATUS.len() {
+                        return Some(self.answer.starts_with(STATUS));
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    return (self.since.elapsed() >= PROBE_TIMEOUT).then_some(false);
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Some(false),
+            }
+        }
+    }
 }

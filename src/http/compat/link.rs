@@ -10,6 +10,7 @@
 //! then our own last answer if one is due (`505`, `408`), and the link is done. Each direction
 //! buffers at most [`CAP`] bytes: a side whose buffer towards the other is full is not read.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::relay::Cut;
@@ -91,6 +92,12 @@ pub(crate) struct Link {
     idle: Duration,
     /// From the client, for tiny_http.
     up: Pending,
+    /// Where in `up` each head not yet sent to tiny_http starts.
+    starts: VecDeque<usize>,
+    /// How many more heads tiny_http may get now (the relay's limit on requests in flight).
+    admit: usize,
+    /// Heads sent since the relay last took the count.
+    forwarded: usize,
     /// From tiny_http (and ours at the end), for the client.
     down: Pending,
     /// Why forwarding ended; `None` while the client's bytes are forwarded.
@@ -121,6 +128,9 @@ impl Link {
             tracker: Tracker::new(stamp),
             idle,
             up: Pending::default(),
+            starts: VecDeque::new(),
+            admit: usize::MAX,
+            forwarded: 0,
             down: Pending::default(),
             end: None,
             last_word: None,
@@ -166,9 +176,26 @@ impl Link {
         if self.up.is_empty() {
             self.server_seen = now;
         }
-        if let Verdict::Refuse(refusal) = self.tracker.feed(bytes, &mut self.up.bytes) {
+        let verdict = self.tracker.feed(bytes, &mut self.up.bytes);
+        self.starts.extend(self.tracker.take_head_starts());
+        if let Verdict::Refuse(refusal) = verdict {
             self.end(End::Refused(refusal), now);
         }
+    }
+
+    /// tiny_http may get `heads` more requests now; the rest wait in `up`.
+    pub(crate) fn admit(&mut self, heads: usize) {
+        self.admit = heads;
+    }
+
+    /// How many requests began to reach tiny_http since the last call.
+    pub(crate) fn take_forwarded(&mut self) -> usize {
+        std::mem::take(&mut self.forwarded)
+    }
+
+    /// Whether requests wait for earlier ones to be answered before tiny_http gets them.
+    pub(crate) fn holds_requests(&self) -> bool {
+        !self.server_done && !self.aborted && self.starts.len() > self.admit
     }
 
     /// The client closed its side, or reading it failed.
@@ -189,6 +216,7 @@ impl Link {
         self.server_done = true;
         // Nobody is left to read them.
         self.up.clear();
+        self.starts.clear();
         self.end(End::ServerClosed, now);
         self.settle();
     }
@@ -197,7 +225,8 @@ impl Link {
         if self.server_done || self.aborted {
             return &[];
         }
-        self.up.as_slice()
+        let end = self.starts.get(self.admit).map_or(self.up.bytes.len(), |&start| start);
+        &self.up.bytes[self.up.at..end.max(self.up.at)]
     }
 
     pub(crate) fn wrote_server(&mut self, written: usize, now: Instant) {
@@ -209,6 +238,12 @@ impl Link {
             self.client_seen = now;
         }
         self.server_seen = now;
+        let sent_to = self.up.at + written;
+        while self.starts.front().is_some_and(|&start| start < sent_to) {
+            self.starts.pop_front();
+            self.forwarded += 1;
+            self.admit = self.admit.saturating_sub(1);
+        }
         self.up.consume(written);
     }
 
@@ -274,8 +309,9 @@ impl Link {
         if self.client_room() > 0 {
             clock(self.client_seen);
         }
-        // tiny_http does not take the client's bytes, or does not answer once it has them all.
-        if !self.to_server().is_empty() || (self.end.is_some() && !self.server_done) {
+        // tiny_http does not take the client's bytes, does not answer the requests it has while
+        // others wait, or does not answer once it has them all.
+        if !self.to_server().is_empty() || self.holds_requests() || (self.end.is_some() && !self.server_done) {
             clock(self.server_seen);
         }
         if !self.to_client().is_empty() {
@@ -413,7 +449,8 @@ mod tests {
 
         /// One step: `c:BYTES` / `s:BYTES` (read from the client / tiny_http, as much as there
         /// is room for), `c-eof`, `s-eof`, `c-fails` (a write to it fails), `stop`, `at SECONDS`,
-        /// `block c|s` and `unblock c|s` (the socket takes nothing / everything).
+        /// `block c|s` and `unblock c|s` (the socket takes nothing / everything), `admit N` (tiny_http
+        /// may get N more requests).
         fn step(&mut self, step: &str) {
             let now = self.now;
             match step.split_once(':') {
@@ -435,6 +472,7 @@ mod tests {
                         self.link.expire(self.now);
                     }
                     ("block", side) => self.blocked[usize::from(side == "s")] = true,
+                    ("admit", heads) => self.link.admit(heads.parse().unwrap()),
                     ("unblock", side) => self.blocked[usize::from(side == "s")] = false,
                     _ => panic!("unknown step {step:?}"),
                 },
@@ -538,6 +576,37 @@ mod tests {
         // The 505 waits for the answers even when the client is slow to take them.
         let slow = [pipelined.as_str(), "block c", &format!("s:{OK}"), "s-eof", "unblock c", "at 1"];
         check(&slow, "tiny_http got 82 bytes; client got [\"200\", \"505\"]; done; half-closed");
+    }
+
+    #[test]
+    fn requests_beyond_those_admitted_wait_whole_with_their_bodies_behind_them() {
+        let body = post(3, "abc")[2..].to_owned();
+        let three = format!("c:{GET}{body}{GET}");
+        // One admitted: the first request only; the client is still read meanwhile.
+        check(&["admit 1", &three], "tiny_http got 41 bytes; client got []; open until 10");
+        // Then the next, with its body; then the last.
+        let (get, with_body) = (41, body.len() + STAMP.len());
+        check(
+            &["admit 1", &three, "admit 1"],
+            &format!("tiny_http got {} bytes; client got []; open until 10", get + with_body),
+        );
+        check(
+            &["admit 0", &three, "admit 3"],
+            &format!("tiny_http got {} bytes; client got []; open until 10", 2 * get + with_body),
+        );
+        let mut sim = Sim::new();
+        sim.step("admit 2");
+        sim.step(&three);
+        assert_eq!(sim.link.take_forwarded(), 2);
+        assert!(sim.link.holds_requests());
+        // The client is silent, so forwarding ends; tiny_http, answering nothing, is cut after
+        // the idle timeout as well.
+        sim.step("at 10");
+        let expected =
+            format!("tiny_http got {} bytes; client got []; open until 20; cut IdleTimeout", get + with_body);
+        assert_eq!(sim.summary(), expected);
+        sim.step("at 20");
+        assert!(sim.link.is_done(), "{}", sim.summary());
     }
 
     #[test]

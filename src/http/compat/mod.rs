@@ -9,7 +9,8 @@
 //!   which listens on a Unix socket only this user can reach, refusing such lines with our own
 //!   `505`; the relay also enforces the idle timeout on the client side, answers `408` for a
 //!   stalled short body (which tiny_http drops without a word), cuts every connection at
-//!   shutdown, and stamps each request with its connection ([`STAMP`]). `relay.rs` is the I/O
+//!   shutdown, stamps each request with its connection ([`STAMP`]), and lets tiny_http have
+//!   only a few of a connection's requests at a time. `relay.rs` is the I/O
 //!   (two `http-relay-N` threads, each an epoll loop), `link.rs` one connection's
 //!   state and `tracker.rs` where its requests start; the last two are pure.
 //! - `strand.rs`: tiny_http's pool leaves some connections of a burst unread until another

@@ -25,12 +25,12 @@
 //! writability only when a socket is full.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -71,11 +71,42 @@ pub(crate) struct Conn {
     quarantined: AtomicBool,
     cut: AtomicU8,
     answers: Serial,
+    /// Requests sent to tiny_http and not yet answered (briefly below zero when an answer
+    /// comes before the relay counts its request).
+    in_flight: AtomicIsize,
+    /// The relay holds requests of this connection until earlier ones are answered.
+    waiting: AtomicBool,
+    /// Wakes the relay that carries the connection.
+    relay: Arc<OwnedFd>,
 }
 
 impl Conn {
-    fn new(peer: SocketAddr) -> Conn {
-        Conn { peer, quarantined: AtomicBool::new(false), cut: AtomicU8::new(0), answers: Serial::default() }
+    fn new(peer: SocketAddr, relay: Arc<OwnedFd>) -> Conn {
+        Conn {
+            peer,
+            quarantined: AtomicBool::new(false),
+            cut: AtomicU8::new(0),
+            answers: Serial::default(),
+            in_flight: AtomicIsize::new(0),
+            waiting: AtomicBool::new(false),
+            relay,
+        }
+    }
+
+    /// One of its requests is answered: the relay may send tiny_http one more.
+    pub(crate) fn answered(&self) {
+        // Ordered with the relay's `waiting` then `in_flight` (all SeqCst): either it sees this
+        // answer, or this sees it waiting and wakes it.
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) {
+            let _ = rustix::io::write(&*self.relay, &1u64.to_ne_bytes());
+        }
+    }
+
+    /// How many more requests tiny_http may get from it now.
+    fn room_in_flight(&self) -> usize {
+        let in_flight = usize::try_from(self.in_flight.load(Ordering::SeqCst)).unwrap_or(0);
+        MAX_IN_FLIGHT.saturating_sub(in_flight)
     }
 
     /// Its requests' answers, one at a time.
@@ -114,6 +145,10 @@ impl Conn {
         }
     }
 }
+
+/// The most requests of one connection tiny_http has at once: a client that pipelines more
+/// waits, and one that never reads its answers holds no more than this.
+const MAX_IN_FLIGHT: usize = 8;
 
 /// The header the relay puts first in every request it forwards: `<secret>.<connection>`.
 pub(crate) const STAMP: &str = "X-Ingestd-Relay";
@@ -225,6 +260,7 @@ impl Front {
                 accept_failures: 0,
                 stop_by: None,
                 strands: Strands::default(),
+                holding: HashSet::new(),
                 scratch: vec![0; CAP],
             };
             let stop_by = Arc::clone(&stop_by);
@@ -314,6 +350,8 @@ struct Relay {
     stop_by: Option<Instant>,
     /// Links whose connection tiny_http may have left unread.
     strands: Strands,
+    /// Links holding requests until earlier ones are answered ([`Conn::answered`] wakes the loop).
+    holding: HashSet<u64>,
     /// Every read lands here first.
     scratch: Vec<u8>,
 }
@@ -354,6 +392,10 @@ impl Relay {
                         let _ = rustix::io::read(&*self.waker, &mut count);
                         if let Some(by) = *stop_by.lock() {
                             self.begin_stop(by, now);
+                        }
+                        let holding: Vec<u64> = self.holding.iter().copied().collect();
+                        for id in holding {
+                            self.with_link(id, now, |_| {});
                         }
                     }
                     data => self.on_ready(data >> 1, (data & 1) as usize, event.flags, now),
@@ -441,7 +483,7 @@ impl Relay {
     fn open(&mut self, client: OwnedFd, peer: SocketAddr, now: Instant) {
         let id = self.next_id;
         self.next_id += self.id_step;
-        let conn = Arc::new(Conn::new(peer));
+        let conn = Arc::new(Conn::new(peer, Arc::clone(&self.waker)));
         self.connections.insert(id, Arc::clone(&conn));
         let entry = Entry {
             link: Link::new(self.idle, now, self.connections.stamp(id)),
@@ -493,7 +535,19 @@ impl Relay {
                 }
             }
         }
+        // Before reading the count, so that an answer either is counted or wakes this loop.
+        entry.conn.waiting.store(true, Ordering::SeqCst);
+        entry.link.admit(entry.conn.room_in_flight());
         flush(entry, SERVER, now);
+        let forwarded = entry.link.take_forwarded();
+        entry.conn.in_flight.fetch_add(isize::try_from(forwarded).unwrap_or(isize::MAX), Ordering::SeqCst);
+        let holding = entry.link.holds_requests();
+        entry.conn.waiting.store(holding, Ordering::SeqCst);
+        if holding {
+            self.holding.insert(id);
+        } else {
+            self.holding.remove(&id);
+        }
         if entry.link.shut_server_due() {
             match &entry.server {
                 // tiny_http reads an end of stream: it answers what it has, then closes.
@@ -512,6 +566,7 @@ impl Relay {
             self.links.remove(&id);
             self.connections.remove(id);
             self.strands.answered(id);
+            self.holding.remove(&id);
             return;
         }
         let wanted = [entry.link.client_interest(), entry.link.server_interest()];

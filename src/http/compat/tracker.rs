@@ -131,6 +131,8 @@ pub(crate) struct Tracker {
     tail: Vec<u8>,
     /// The line put after each request line (CRLF included).
     stamp: Vec<u8>,
+    /// Where in `out` each head forwarded since the last [`Tracker::take_head_starts`] starts.
+    head_starts: Vec<usize>,
 }
 
 impl Tracker {
@@ -146,6 +148,7 @@ impl Tracker {
             wary: false,
             tail: Vec::new(),
             stamp,
+            head_starts: Vec::new(),
         }
     }
 
@@ -177,6 +180,11 @@ impl Tracker {
             return self.refuse(Refusal::Version);
         }
         Verdict::Forward
+    }
+
+    /// Where in `out` each head forwarded since the last call starts, in order.
+    pub(crate) fn take_head_starts(&mut self) -> std::vec::Drain<'_, usize> {
+        self.head_starts.drain(..)
     }
 
     fn refuse(&mut self, refusal: Refusal) -> Verdict {
@@ -292,6 +300,7 @@ impl Tracker {
 
     /// Forwards the whole head, and goes on as tiny_http will.
     fn end_head(&mut self, out: &mut Vec<u8>) {
+        self.head_starts.push(out.len());
         out.extend_from_slice(&self.head);
         self.head.clear();
         let facts = std::mem::take(&mut self.facts);
