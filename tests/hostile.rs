@@ -260,6 +260,32 @@ fn clients_that_pipeline_and_never_read_hold_one_handler_thread_each() {
     }
 }
 
+/// Clients that stall their bodies hold a body thread each until the idle timeout: more of
+/// them than `--threads` still leave another client's large body read and answered at once.
+#[test]
+fn stalled_bodies_never_hold_up_another_clients_body() {
+    let server = Server::start(&["--threads", "2", "--idle-timeout", "30s"]);
+    let mut stalled = Vec::new();
+    for _ in 0..6 {
+        let mut conn = connect(&server);
+        let head = "POST /ingest HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n";
+        conn.write_all(head.as_bytes()).unwrap();
+        // tiny_http says "continue" once a thread starts reading the body.
+        let mut interim = [0; 12];
+        conn.read_exact(&mut interim).expect("100 Continue");
+        assert_eq!(&interim, b"HTTP/1.1 100");
+        conn.write_all(b"{\"ids\": [1").unwrap();
+        stalled.push(conn);
+    }
+    // A body over 1 KiB is read by a body thread too.
+    let ids: Vec<String> = (1..=400).map(|id| id.to_string()).collect();
+    let body = format!(r#"{{"ids": [{}], "priority": "LOW"}}"#, ids.join(", "));
+    let began = Instant::now();
+    let answer = server.post("/ingest", &body);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(began.elapsed() < Duration::from_secs(5), "the body waited {:?}", began.elapsed());
+}
+
 /// A client that pipelines far more than it reads gets a few requests taken in at a time: the
 /// rest stay on its side of the connection, not in the server's memory.
 #[test]

@@ -6,9 +6,9 @@
 //! `auth.rs` (the token). tiny_http workarounds: `compat/` (the relay in front of tiny_http:
 //! unanswerable request lines, the idle timeout, each request's client connection, stranded
 //! connections), `supervise.rs` (the accept loop, and pumps enough for clients that do not read),
-//! `serial.rs` (a connection's answers one at a time). `pages.rs` serves the
-//! dashboard, the docs and the OpenAPI document, `prometheus.rs` renders `/metrics` and
-//! `telemetry.rs` counts requests and writes the JSON access log.
+//! `serial.rs` (a connection's answers one at a time), `pool.rs` (the body threads). `pages.rs`
+//! serves the dashboard, the docs and the OpenAPI document, `prometheus.rs` renders `/metrics`
+//! and `telemetry.rs` counts requests and writes the JSON access log.
 
 pub mod api;
 mod auth;
@@ -18,6 +18,7 @@ mod framing;
 pub mod ingest_body;
 pub(crate) mod limits;
 mod pages;
+mod pool;
 mod prometheus;
 mod serial;
 pub(crate) mod server;

@@ -4,8 +4,9 @@
 //! internal Unix socket, stamping each request with its connection. Requests come from tiny_http through the pumps of `supervise.rs`
 //! (`http-G-N`), which check quarantine and framing in arrival order. A request whose body tiny_http has already read
 //! (none, or `Content-Length` up to 1024 bytes) is answered by the pump that took it, with no
-//! hand-off; one whose body still has to come off the socket goes to an `http-body-N` thread, so
-//! that clients stalling their bodies never delay anyone else. A connection's answers run one at
+//! hand-off; one whose body still has to come off the socket goes to an `http-body-N` thread
+//! (`pool.rs`, which starts one when none waits), so that clients stalling their bodies never
+//! delay anyone else. A connection's answers run one at
 //! a time (`serial.rs`), and requests without the relay's stamp are answered on `http-reject`. An upgrade's body is always on
 //! the socket (tiny_http hands over the connection itself: `framing::is_upgrade`), and is read
 //! by its `Content-Length`; the upgrade is ignored. Either thread checks the rest of
@@ -22,13 +23,13 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use tiny_http::{Header, Request, Response};
 
 use super::api::{self, Head, Reply};
 use super::compat::{Conn, Connections, Cut, Endpoint, Front, Origin, STAMP};
 use super::error::ApiError;
 use super::limits::Limits;
+use super::pool::Pool;
 use super::serial::{Done, Work};
 use super::supervise::{Dispatch, Supervisor};
 use super::telemetry;
@@ -81,7 +82,10 @@ struct Shared {
 pub struct HttpServer {
     front: Front,
     supervisor: Supervisor,
-    handlers: Vec<JoinHandle<()>>,
+    /// The `http-body-N` threads.
+    bodies: Arc<Pool<Checked>>,
+    /// `http-reject`.
+    reject: JoinHandle<()>,
     /// Removed (with its directory) once everything that uses it has stopped.
     endpoint: Endpoint,
     addr: SocketAddr,
@@ -119,15 +123,24 @@ impl HttpServer {
             connections: Arc::clone(&connections),
         });
         let threads = options.threads.max(1);
-        let (body_tx, body_rx) = crossbeam_channel::unbounded();
-        let mut handlers = spawn_handlers("http-body", threads, &body_rx, &shared)?;
+        let answer_body = {
+            let shared = Arc::clone(&shared);
+            move |(request, conn, framing): Checked| {
+                serve(&shared, request, conn.as_deref(), framing);
+                if let Some(conn) = conn {
+                    conn.answers().resume();
+                }
+            }
+        };
+        let bodies = Arc::new(Pool::start("http-body", threads, Box::new(answer_body))?);
         let (reject_tx, reject_rx) = crossbeam_channel::unbounded::<Work>();
-        handlers.push(thread::Builder::new().name("http-reject".into()).spawn(move || {
+        let reject = thread::Builder::new().name("http-reject".into()).spawn(move || {
             for work in reject_rx {
                 work();
             }
-        })?);
+        })?;
         let gate = Arc::clone(&shared);
+        let to_bodies = Arc::clone(&bodies);
         let dispatch: Dispatch = Arc::new(move |request: Request| {
             // Run by the pumps in the order tiny_http read the requests (see `supervise.rs`),
             // so a request after ambiguous framing on its connection is always refused.
@@ -145,10 +158,9 @@ impl HttpServer {
             };
             // A refused request's body is never read: its answer needs no body thread.
             let work: Work = if framing.is_ok() && streams_body(&request) {
-                let body_tx = body_tx.clone();
-                // The handlers outlive the pumps (see `stop`), so this never fails.
+                let bodies = Arc::clone(&to_bodies);
                 Box::new(move || {
-                    let _ = body_tx.send((request, conn, framing));
+                    bodies.hand_over((request, conn, framing));
                     Done::Later
                 })
             } else {
@@ -177,7 +189,7 @@ impl HttpServer {
         let probe = (endpoint.path(), connections.probe_stamp());
         let supervisor = Supervisor::start(internal, probe, options.idle_timeout, threads, dispatch)?;
         let front = Front::start(listener, endpoint.path(), options.idle_timeout, connections, RELAYS)?;
-        Ok(HttpServer { front, supervisor, handlers, endpoint, addr })
+        Ok(HttpServer { front, supervisor, bodies, reject, endpoint, addr })
     }
 
     /// The address the listener is bound to, with the real port.
@@ -194,32 +206,10 @@ impl HttpServer {
         // The pumps stop after the requests already received; then the channels close, and
         // each handler finishes what is queued and returns.
         self.supervisor.stop();
-        for handler in self.handlers {
-            let _ = handler.join();
-        }
+        self.bodies.stop();
+        let _ = self.reject.join();
         drop(self.endpoint);
     }
-}
-
-fn spawn_handlers(
-    name: &str,
-    count: usize,
-    requests: &Receiver<Checked>,
-    shared: &Arc<Shared>,
-) -> io::Result<Vec<JoinHandle<()>>> {
-    (0..count)
-        .map(|n| {
-            let (requests, shared) = (requests.clone(), Arc::clone(shared));
-            thread::Builder::new().name(format!("{name}-{n}")).spawn(move || {
-                for (request, conn, framing) in &requests {
-                    serve(&shared, request, conn.as_deref(), framing);
-                    if let Some(conn) = conn {
-                        conn.answers().resume();
-                    }
-                }
-            })
-        })
-        .collect()
 }
 
 /// Whether reading the body means waiting on the socket (tiny_http has not buffered it; it

@@ -1,0 +1,183 @@
+//! The `http-body-N` threads, which answer the requests whose body is still on the socket. Work
+//! is handed over by the pumps (`http-G-N`) and by the threads themselves (a connection's next
+//! answer, `serial.rs`).
+//!
+//! Why it grows: a client that drips its body, or does not read its answer, holds a thread
+//! until the idle timeout cuts it, and a fixed pool would let that many such clients hold up
+//! every other streamed body. So each hand-over claims a thread that waits for work, or starts
+//! one: work never waits behind a stuck thread. Threads past the base count leave after
+//! [`LEAVE_AFTER`] without work; at [`MOST_THREADS`] work queues.
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+
+/// How long a thread past the base count waits for work before it leaves.
+const LEAVE_AFTER: Duration = Duration::from_secs(5);
+const MOST_THREADS: usize = 1024;
+
+pub(crate) struct Pool<T: Send + 'static> {
+    shared: Arc<Shared<T>>,
+}
+
+/// An item, and whether its hand-over claimed a waiting thread for it.
+type Handed<T> = (T, bool);
+
+struct Shared<T> {
+    name: &'static str,
+    base: usize,
+    work: Box<dyn Fn(T) + Send + Sync>,
+    /// `None` once stopping: the threads finish what is queued, then leave.
+    sender: Mutex<Option<Sender<Handed<T>>>>,
+    receiver: Receiver<Handed<T>>,
+    /// Threads waiting for work that no hand-over has claimed yet.
+    unclaimed: AtomicUsize,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    started: AtomicUsize,
+}
+
+impl<T: Send + 'static> Pool<T> {
+    /// Starts `base` threads named `name-N` that run `work` on each item handed over.
+    pub(crate) fn start(name: &'static str, base: usize, work: Box<dyn Fn(T) + Send + Sync>) -> io::Result<Pool<T>> {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            name,
+            base,
+            work,
+            sender: Mutex::new(Some(sender)),
+            receiver,
+            unclaimed: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::new()),
+            started: AtomicUsize::new(0),
+        });
+        for _ in 0..base {
+            spawn(&shared, None).map_err(|(error, _)| error)?;
+        }
+        Ok(Pool { shared })
+    }
+
+    /// Runs `item` on a thread that waits for work, or on a new one.
+    pub(crate) fn hand_over(&self, item: T) {
+        let shared = &self.shared;
+        if claim(&shared.unclaimed) {
+            return self.queue((item, true));
+        }
+        let item = if shared.threads.lock().len() < MOST_THREADS {
+            match spawn(shared, Some(item)) {
+                Ok(()) => return,
+                Err((_, item)) => item,
+            }
+        } else {
+            Some(item)
+        };
+        if let Some(item) = item {
+            self.queue((item, false));
+        }
+    }
+
+    fn queue(&self, handed: Handed<T>) {
+        if let Some(sender) = &*self.shared.sender.lock() {
+            let _ = sender.send(handed);
+        }
+    }
+
+    /// Lets the threads finish what is queued, and joins them.
+    pub(crate) fn stop(&self) {
+        self.shared.sender.lock().take();
+        let threads = std::mem::take(&mut *self.shared.threads.lock());
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Takes one from `count` unless it is zero.
+fn claim(count: &AtomicUsize) -> bool {
+    count.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+/// Starts a thread, which runs `first` if given, then waits for work.
+fn spawn<T: Send + 'static>(shared: &Arc<Shared<T>>, first: Option<T>) -> Result<(), (io::Error, Option<T>)> {
+    let n = shared.started.fetch_add(1, Ordering::Relaxed);
+    let mut threads = shared.threads.lock();
+    // The threads that left are joined here (at once: they are done).
+    let (gone, live): (Vec<_>, Vec<_>) = threads.drain(..).partition(JoinHandle::is_finished);
+    *threads = live;
+    for thread in gone {
+        let _ = thread.join();
+    }
+    let first = Arc::new(Mutex::new(first));
+    let (runner, taken) = (Arc::clone(shared), Arc::clone(&first));
+    let started = thread::Builder::new().name(format!("{}-{n}", shared.name)).spawn(move || {
+        if let Some(item) = taken.lock().take() {
+            (runner.work)(item);
+        }
+        serve(&runner, n);
+    });
+    match started {
+        Ok(thread) => {
+            threads.push(thread);
+            Ok(())
+        }
+        Err(error) => Err((error, first.lock().take())),
+    }
+}
+
+fn serve<T>(shared: &Shared<T>, n: usize) {
+    loop {
+        shared.unclaimed.fetch_add(1, Ordering::SeqCst);
+        let (item, claimed) = loop {
+            match shared.receiver.recv_timeout(LEAVE_AFTER) {
+                Ok(handed) => break handed,
+                Err(RecvTimeoutError::Disconnected) => return,
+                // A hand-over may have claimed this thread meanwhile: it leaves only while a
+                // waiting thread is still unclaimed.
+                Err(RecvTimeoutError::Timeout) if n >= shared.base && claim(&shared.unclaimed) => return,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        };
+        if !claimed {
+            // Queued with every thread busy: this thread, counted as waiting, took it.
+            claim(&shared.unclaimed);
+        }
+        (shared.work)(item);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    #[test]
+    fn work_never_waits_behind_a_stuck_thread_and_the_extra_threads_are_joined() {
+        let (release, stuck) = crossbeam_channel::unbounded::<()>();
+        let (done, finished) = mpsc::channel();
+        let done = Mutex::new(done);
+        let work = move |item: u32| {
+            if item == 0 {
+                let _ = stuck.recv();
+            }
+            let _ = done.lock().send(item);
+        };
+        let pool = Pool::start("test-pool", 2, Box::new(work)).unwrap();
+        // More stuck items than threads, then one that must still run at once.
+        for _ in 0..3 {
+            pool.hand_over(0);
+        }
+        pool.hand_over(7);
+        assert_eq!(finished.recv_timeout(Duration::from_secs(5)), Ok(7));
+        assert!(pool.shared.threads.lock().len() >= 4, "a thread per stuck item, and one more");
+        drop(release);
+        let mut rest: Vec<u32> = (0..3).map(|_| finished.recv_timeout(Duration::from_secs(5)).unwrap()).collect();
+        rest.sort();
+        assert_eq!(rest, [0, 0, 0]);
+        pool.stop();
+    }
+}
