@@ -3,9 +3,10 @@
 //! latency of a new client's `/status` while 1,000 connections stall, and 1,000 connections
 //! sending a request line tiny_http cannot answer (`GET /health HTTP/2.0`): each gets `505` or
 //! is closed within the idle timeout, and the threads and file descriptors they took are given
-//! back. Run by `bench/hardening.sh`; timing bounds live here, never in `make test`.
+//! back; and a new client's `/health` while 300 connections pipeline requests and never read
+//! the answers. Run by `bench/hardening.sh`; timing bounds live here, never in `make test`.
 //!
-//! Usage: hardening_bench PATH_TO_INGESTD [versions] (`versions`: that scenario alone)
+//! Usage: hardening_bench PATH_TO_INGESTD [versions|bursts|pipelines] (that scenario alone)
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -173,6 +174,35 @@ fn stalled(bin: &str, count: usize) {
     drop(held);
 }
 
+/// `count` connections each pipeline 200 `GET /openapi.json` (about 2 MB of answers) and never
+/// read; then a new client's `/health`, 20 times, and the server's threads and RSS.
+fn pipelines(bin: &str, count: usize) {
+    let server = Ingestd::start(bin, &["--interval", "1h"]);
+    let pid = server.child.id();
+    let before = (threads(pid), server.rss_kib());
+    let pipeline = "GET /openapi.json HTTP/1.1\r\nHost: b\r\n\r\n".repeat(200);
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut conn = TcpStream::connect(&server.addr).expect("connect a pipelining client");
+        conn.set_nonblocking(true).unwrap();
+        let _ = conn.write(pipeline.as_bytes());
+        held.push(conn);
+    }
+    let times: Vec<Duration> = (0..20).map(|_| timed_get(&server.addr, "/health").1).collect();
+    let max = times.iter().max().copied().unwrap_or_default();
+    println!(
+        "pipelines {count} (200 deep, never read): new client /health p50 {:?} max {max:?}{}; threads {} -> {}, \
+         RSS {} KiB -> {} KiB",
+        percentile(times.clone(), 50),
+        if max > Duration::from_secs(1) { "  ** OVER 1 s **" } else { "" },
+        before.0,
+        threads(pid),
+        before.1,
+        server.rss_kib()
+    );
+    drop(held);
+}
+
 fn threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
 }
@@ -257,22 +287,25 @@ fn bad_versions(bin: &str, count: usize) {
 }
 
 fn main() {
-    let bin = std::env::args().nth(1).expect("usage: hardening_bench PATH_TO_INGESTD [versions]");
+    let bin = std::env::args().nth(1).expect("usage: hardening_bench PATH_TO_INGESTD [versions|bursts|pipelines]");
     let only = std::env::args().nth(2);
-    if only.as_deref() != Some("bursts") {
+    let wanted = |scenario: &str| only.as_deref().is_none_or(|only| only == scenario);
+    if wanted("versions") {
         bad_versions(&bin, 1000);
     }
-    if only.as_deref() == Some("versions") {
-        return;
+    if wanted("pipelines") {
+        pipelines(&bin, 300);
     }
-    for connections in [64, 256, 1024] {
-        for run in 1..=3 {
-            let server = Ingestd::start(&bin, &["--interval", "1h"]);
-            let (stranded, p99) = burst(&server.addr, connections, Duration::from_secs(3));
-            println!("burst {connections} run {run}: {stranded} stranded, p99 time to first answer {p99:?}");
+    if wanted("bursts") {
+        for connections in [64, 256, 1024] {
+            for run in 1..=3 {
+                let server = Ingestd::start(&bin, &["--interval", "1h"]);
+                let (stranded, p99) = burst(&server.addr, connections, Duration::from_secs(3));
+                println!("burst {connections} run {run}: {stranded} stranded, p99 time to first answer {p99:?}");
+            }
         }
     }
-    if only.as_deref() != Some("bursts") {
+    if only.is_none() {
         stalled(&bin, 1000);
     }
 }
