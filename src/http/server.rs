@@ -6,8 +6,8 @@
 //! (none, or `Content-Length` up to 1024 bytes) is answered by the pump that took it, with no
 //! hand-off; one whose body still has to come off the socket goes to an `http-body-N` thread
 //! (`pool.rs`, which starts one when none waits), so that clients stalling their bodies never
-//! delay anyone else. A connection's answers run one at
-//! a time (`serial.rs`), and requests without the relay's stamp are answered on `http-reject`. An upgrade's body is always on
+//! delay anyone else. A connection's answers run one at a time (`serial.rs`), and requests
+//! without the relay's stamp are answered on `http-reject`. An upgrade's body is always on
 //! the socket (tiny_http hands over the connection itself: `framing::is_upgrade`), and is read
 //! by its `Content-Length`; the upgrade is ignored. Either thread checks the rest of
 //! the head (sizes, token), reads the body, calls [`api::handle`] under
@@ -144,17 +144,11 @@ impl HttpServer {
         let dispatch: Dispatch = Arc::new(move |request: Request| {
             // Run by the pumps in the order tiny_http read the requests (see `supervise.rs`),
             // so a request after ambiguous framing on its connection is always refused.
-            let (origin, framing) = match gate.connections.origin(stamp(&request)) {
-                Origin::Client(conn) => {
-                    let framing = frame_check(Some(&conn), &request);
-                    (Origin::Client(conn), framing)
-                }
-                Origin::Probe => (Origin::Probe, frame_check(None, &request)),
-                Origin::Unknown => (Origin::Unknown, Err(ApiError::ConnectionRejected)),
-            };
-            let conn = match &origin {
-                Origin::Client(conn) => Some(Arc::clone(conn)),
-                _ => None,
+            let origin = gate.connections.origin(stamp(&request));
+            let (conn, framing) = match &origin {
+                Origin::Client(conn) => (Some(Arc::clone(conn)), frame_check(Some(conn), &request)),
+                Origin::Probe => (None, frame_check(None, &request)),
+                Origin::Unknown => (None, Err(ApiError::ConnectionRejected)),
             };
             // A refused request's body is never read: its answer needs no body thread.
             let work: Work = if framing.is_ok() && streams_body(&request) {

@@ -274,9 +274,9 @@ impl Generation {
         }
     }
 
-    /// Keeps [`SPARE_PUMPS`] pumps (or half as many as are stuck) free of stuck ones, so clients that do not read their answers
-    /// hold a pump each (until the idle timeout cuts them), never everyone's. A pump past the
-    /// base count leaves after a poll without a request.
+    /// Keeps [`SPARE_PUMPS`] pumps (or half as many as are stuck) free of stuck ones, so clients
+    /// that do not read their answers hold a pump each (until the idle timeout cuts them), never
+    /// everyone's. A pump past the base count leaves after a poll without a request.
     fn add_pumps_if_stuck(&mut self, setup: &Setup) {
         let (gone, live): (Vec<_>, Vec<_>) = self.pumps.drain(..).partition(|(pump, _)| pump.is_finished());
         self.pumps = live;
