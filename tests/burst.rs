@@ -76,3 +76,28 @@ fn sixty_four_new_keep_alive_connections_are_all_served() {
     eprintln!("64 connections: {stranded} stranded, p99 time to first answer {p99:?}");
     assert_eq!(stranded, 0, "connections that never got an answer");
 }
+
+/// The value of the unlabelled series `name` on the server's `/metrics`.
+fn metric(base: &str, name: &str) -> f64 {
+    let text = ureq::get(&format!("{base}/metrics")).call().expect("metrics").into_string().expect("a body");
+    let line = text.lines().find(|line| line.split(' ').next() == Some(name));
+    line.and_then(|line| line.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn a_first_request_waiting_for_its_body_is_not_taken_for_stranded() {
+    let server = common::Server::start(&["--interval", "1h"]);
+    let mut client = TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+    let body = br#"{"ids": [1, 2, 3], "priority": "LOW"}"#;
+    let head = format!("POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+    client.write_all(head.as_bytes()).unwrap();
+    // tiny_http has read the head, so this connection is no strand; the relay looks at an
+    // unanswered first request at 5, 10, 20, 40 and 80 ms: each look would have nudged the pool.
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(metric(&server.base, "ingestd_http_pool_nudges_total"), 0.0);
+    client.write_all(body).unwrap();
+    let mut reader = BufReader::new(client);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+}

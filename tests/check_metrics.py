@@ -17,6 +17,7 @@ expected = {
     "ingestd_batches_completed": "counter", "ingestd_queue_depth_batches": "gauge",
     "ingestd_batch_in_flight": "gauge", "ingestd_release_lateness_seconds": "histogram",
     "ingestd_http_requests": "counter", "ingestd_http_request_duration_seconds": "histogram",
+    "ingestd_http_pool_nudges": "counter",
 }
 for name, kind in expected.items():
     assert name in families, f"{name} missing; have {sorted(families)}"

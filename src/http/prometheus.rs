@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::telemetry;
+use super::{compat, telemetry};
 use crate::app::App;
 use crate::metrics::{HistogramSnapshot, PriorityTotals};
 
@@ -133,4 +133,11 @@ fn render_http(out: &mut String) {
     for (route, snapshot) in telemetry::latency().into_iter().filter(|(_, s)| s.count > 0) {
         latency.histogram(&format!("route=\"{route}\""), &snapshot);
     }
+    Family::new(
+        out,
+        "ingestd_http_pool_nudges_total",
+        "counter",
+        "Empty connections made to tiny_http's pool to free a client connection it left unread.",
+    )
+    .sample("", "", compat::nudges());
 }

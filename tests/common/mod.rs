@@ -157,13 +157,13 @@ fn answer(result: Result<ureq::Response, ureq::Error>) -> Answer {
     Answer { status, content_type, allow, json }
 }
 
-/// Polls `probe` until it returns `Some`, or panics after `timeout` naming `what`.
-#[track_caller]
 /// How many file descriptors process `pid` has open.
 pub fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
+/// Polls `probe` until it returns `Some`, or panics after `timeout` naming `what`.
+#[track_caller]
 pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {

@@ -30,7 +30,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -55,6 +55,15 @@ const EVENTS: usize = 256;
 /// The epoll data of the listener and of the waker; a link's sockets use `id * 2 + side`.
 const LISTENER: u64 = u64::MAX;
 const WAKER: u64 = u64::MAX - 1;
+
+/// Empty connections made to tiny_http for connections it left unread (`/metrics`): a process
+/// runs one HTTP server, so a count for all its relays.
+static NUDGES: AtomicU64 = AtomicU64::new(0);
+
+/// How many empty connections the relays have made to free a stranded one.
+pub(crate) fn nudges() -> u64 {
+    NUDGES.load(Ordering::Relaxed)
+}
 
 /// Why a connection was cut short, as the request being read on it should learn it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,6 +427,7 @@ impl Relay {
             if server.is_some_and(|server| unread_by_peer(server).is_ok_and(|unread| unread > 0)) {
                 // Closed at once: an empty task for tiny_http's pool.
                 let _ = connect(&self.server);
+                NUDGES.fetch_add(1, Ordering::Relaxed);
             } else {
                 self.strands.answered(id);
             }
