@@ -561,9 +561,9 @@ impl Queue {
     /// to copy the counters; never walks the queue, so it costs the same with a million batches
     /// queued as with ten.
     pub fn timeline<'a>(&self, ingestion: &'a Ingestion) -> Timeline<'a> {
-        // Counters first, statuses second. A batch released before the counters were copied was
-        // marked triggered under the same lock, so it cannot read as yet to start; one that
-        // reads as yet to start is one the counters still count as queued.
+        // Counters first, statuses second. A batch released before the counters were copied is
+        // no longer counted as queued, so it gets no position, even while it reads as yet to
+        // start (the worker marks it triggered once that is on disk).
         let outlook = self.outlook();
         let enqueued = ingestion.enqueued();
         let batches: Vec<BatchTimeline<'a>> = ingestion

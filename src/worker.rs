@@ -7,8 +7,7 @@
 //! [`Queue`]: completed, failed, or to retry after a backoff, with the instant of the first
 //! answer (the pacer's anchor for the next slot) and any pause the upstream asked for. The queue
 //! notifies the pacer, the only thread that releases. Takes the queue lock only inside
-//! `Queue::finish` and `Queue::now`; the API calls and journal waits run
-//! with no lock held.
+//! `Queue::finish`; the API calls and journal waits run with no lock held.
 //!
 //! In durable mode a release that is not on disk did not happen: while the journal cannot
 //! write, the worker holds the batch, calls nothing and retries with a backoff; since the batch

@@ -67,7 +67,7 @@ pub(crate) const KEEP_FREE: u64 = 64 << 20;
 /// Bytes the filesystem holding `file` can spare for reserved zeros: what an unprivileged
 /// writer may still use, less [`KEEP_FREE`] or a twentieth of the filesystem, whichever is
 /// more. Zero if the filesystem cannot be asked. `fstatvfs` goes through `rustix`, a safe
-/// wrapper, because the crate allows no `unsafe` outside `realtime.rs`.
+/// wrapper, because the crate keeps `unsafe` to a few named calls.
 pub(crate) fn spare_bytes(file: &File) -> u64 {
     let Ok(stat) = rustix::fs::fstatvfs(file) else { return 0 };
     let unit = if stat.f_frsize > 0 { stat.f_frsize } else { stat.f_bsize };
