@@ -425,3 +425,39 @@ impl Probe {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::compat::Endpoint;
+
+    /// A probe to a fresh socket, and the socket's side of it.
+    fn start_probe() -> (Probe, UnixStream, Endpoint) {
+        let (endpoint, listener) = Endpoint::bind(&[]).unwrap();
+        let probe = Probe::start(endpoint.path(), "X-Stamp: s\r\n").unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (probe, server, endpoint)
+    }
+
+    #[test]
+    fn a_probe_is_pending_while_tiny_http_is_silent_then_answered() {
+        let (mut probe, mut server, _endpoint) = start_probe();
+        assert_eq!(probe.answered(), None);
+        server.write_all(b"HTTP/1.1 200 OK\r\n").unwrap();
+        assert_eq!(probe.answered(), Some(true));
+    }
+
+    #[test]
+    fn a_probe_fails_after_its_timeout_or_on_an_answer_that_is_not_http() {
+        let (mut probe, _server, _endpoint) = start_probe();
+        probe.since -= PROBE_TIMEOUT;
+        assert_eq!(probe.answered(), Some(false));
+
+        let (mut probe, mut server, _endpoint) = start_probe();
+        server.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").unwrap();
+        assert_eq!(probe.answered(), Some(false));
+        let (mut probe, server, _endpoint) = start_probe();
+        drop(server);
+        assert_eq!(probe.answered(), Some(false));
+    }
+}
