@@ -491,3 +491,57 @@ fn a_connection_without_a_whole_head_takes_nothing_of_tiny_http() {
     let now = fds(pid);
     assert!(now < before + 50 + 20, "{} descriptors for 50 connections without a head", now - before);
 }
+
+#[test]
+fn a_body_that_trickles_gets_408_within_the_idle_timeout() {
+    let idle = Duration::from_secs(1);
+    let server = Server::start(&["--idle-timeout", "1s"]);
+    let mut conn = connect(&server);
+    conn.write_all(b"POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: 50000\r\n\r\n{\"ids\": [1").unwrap();
+    let began = Instant::now();
+    // Two bytes every 50 ms: never silent for long, but 16 KiB per idle timeout is far off.
+    let mut answer = Vec::new();
+    let mut buffer = [0; 1024];
+    conn.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    while began.elapsed() < idle * 5 && conn.write_all(b",1").is_ok() {
+        match conn.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let (text, took) = (String::from_utf8_lossy(&answer), began.elapsed());
+    assert_eq!(statuses(&text), [408], "{text:?}");
+    assert!(took < idle * 3, "the 408 took {took:?}");
+}
+
+#[test]
+fn an_answer_taken_in_a_trickle_is_cut_within_the_idle_timeout() {
+    let idle = Duration::from_secs(1);
+    let server = Server::start(&["--idle-timeout", "1s", "--interval", "1h"]);
+    // About 8 MB of status: more than the relay and the kernel's socket buffers hold, so a
+    // handler thread still has some of it to write while the client trickles.
+    let id = server.ingest(&(1..=100_000).collect::<Vec<u32>>(), "LOW");
+    let baseline = fds(server.pid());
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr(&server).into()).unwrap();
+    let mut conn: TcpStream = socket.into();
+    conn.write_all(format!("GET /status/{id} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).unwrap();
+    let began = Instant::now();
+    // 100 bytes every 50 ms (2 KB/s): never silent for long, but 16 KiB per idle timeout is far off.
+    let reader = std::thread::spawn(move || {
+        let mut buffer = [0; 100];
+        while began.elapsed() < idle * 6 && conn.read(&mut buffer).is_ok_and(|n| n > 0) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    wait_for("a connection to the server while its answer is under way", idle * 3, || {
+        (fds(server.pid()) > baseline).then_some(())
+    });
+    wait_for("the trickling client's connection to end", idle * 4, || (fds(server.pid()) <= baseline).then_some(()));
+    let took = began.elapsed();
+    assert!(took < idle * 4, "the connection was cut after {took:?}");
+    reader.join().unwrap();
+}

@@ -9,6 +9,8 @@
 //! half-closes towards tiny_http, which answers what it has and closes; those answers go out,
 //! then our own last answer if one is due (`505`, `408`), and the link is done. Each direction
 //! buffers at most [`CAP`] bytes: a side whose buffer towards the other is full is not read.
+//! The idle timeout counts progress, not bytes: within each, the client completes a head or a
+//! request, or sends or takes [`MIN_PROGRESS`] bytes, or it is cut.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -22,6 +24,10 @@ use crate::http::error::ApiError;
 pub(crate) const CAP: usize = 64 << 10;
 /// A drained buffer keeps an allocation of up to this size for the next bytes.
 const KEEP: usize = 16 << 10;
+/// The least a client must send, or take, within each idle timeout, unless it completes a head or
+/// a request, or takes all that waits for it: a trickle of bytes is not progress, or one byte
+/// every few seconds would hold a handler thread and its answer for hours.
+pub(crate) const MIN_PROGRESS: usize = 16 << 10;
 
 /// Why a link stopped forwarding the client's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +36,7 @@ pub(crate) enum End {
     ClientGone,
     /// tiny_http closed the connection first, or its connection failed.
     ServerClosed,
-    /// The client was silent for the idle timeout.
+    /// The client made no progress for the idle timeout.
     Idle,
     /// A request tiny_http must not see.
     Refused(Refusal),
@@ -113,12 +119,18 @@ pub(crate) struct Link {
     /// Cut at once, with nothing more sent (the client does not take its answers, a stall).
     aborted: bool,
     cut: Option<Cut>,
-    /// The last bytes from the client (or when reading it resumed).
+    /// The client's last progress: a head or request completed, [`MIN_PROGRESS`] bytes, or
+    /// when reading it resumed.
     client_seen: Instant,
+    /// Bytes read from the client since `client_seen`.
+    sent_since: usize,
     /// The last progress with tiny_http: bytes read from it or written to it.
     server_seen: Instant,
-    /// The last bytes written to the client (or when `down` stopped being empty).
+    /// The client's last progress taking answers: [`MIN_PROGRESS`] bytes, or when `down` stopped
+    /// being empty (its clock runs only while `down` holds bytes).
     client_taken: Instant,
+    /// Bytes written to the client since `client_taken`.
+    taken_since: usize,
 }
 
 impl Link {
@@ -140,8 +152,10 @@ impl Link {
             aborted: false,
             cut: None,
             client_seen: now,
+            sent_since: 0,
             server_seen: now,
             client_taken: now,
+            taken_since: 0,
         }
     }
 
@@ -172,15 +186,26 @@ impl Link {
     /// Bytes read from the client: forwarded as the tracker says, up to a request tiny_http
     /// must not see.
     pub(crate) fn client_sent(&mut self, bytes: &[u8], now: Instant) {
-        self.client_seen = now;
         if self.up.is_empty() {
             self.server_seen = now;
         }
+        let (heads, was_between) = (self.starts.len(), self.between());
         let verdict = self.tracker.feed(bytes, &mut self.up.bytes);
         self.starts.extend(self.tracker.take_head_starts());
+        self.sent_since += bytes.len();
+        // Empty lines between requests are no progress: nothing of a request came.
+        let request_ended = self.between() && !was_between;
+        if self.starts.len() > heads || request_ended || self.sent_since >= MIN_PROGRESS {
+            self.client_seen = now;
+            self.sent_since = 0;
+        }
         if let Verdict::Refuse(refusal) = verdict {
             self.end(End::Refused(refusal), now);
         }
+    }
+
+    fn between(&self) -> bool {
+        matches!(self.tracker.position(), Position::Between)
     }
 
     /// tiny_http may get `heads` more requests now; the rest wait in `up`.
@@ -207,6 +232,7 @@ impl Link {
         self.server_seen = now;
         if self.down.is_empty() {
             self.client_taken = now;
+            self.taken_since = 0;
         }
         self.down.push(bytes);
     }
@@ -236,6 +262,7 @@ impl Link {
         if self.up.len() >= CAP {
             // The client was not read while tiny_http was not taking its bytes: not its silence.
             self.client_seen = now;
+            self.sent_since = 0;
         }
         self.server_seen = now;
         let sent_to = self.up.at + written;
@@ -265,8 +292,12 @@ impl Link {
 
     pub(crate) fn wrote_client(&mut self, written: usize, now: Instant) {
         if written > 0 {
-            self.client_taken = now;
             self.down.consume(written);
+            self.taken_since += written;
+            if self.taken_since >= MIN_PROGRESS {
+                self.client_taken = now;
+                self.taken_since = 0;
+            }
         }
     }
 
@@ -430,6 +461,8 @@ mod tests {
         to_client: Vec<u8>,
         half_closed: bool,
         blocked: [bool; 2],
+        /// The most the client's socket takes per step (`trickle N`).
+        trickle: Option<usize>,
     }
 
     impl Sim {
@@ -444,13 +477,14 @@ mod tests {
                 to_client: Vec::new(),
                 half_closed: false,
                 blocked: [false; 2],
+                trickle: None,
             }
         }
 
         /// One step: `c:BYTES` / `s:BYTES` (read from the client / tiny_http, as much as there
         /// is room for), `c-eof`, `s-eof`, `c-fails` (a write to it fails), `stop`, `at SECONDS`,
-        /// `block c|s` and `unblock c|s` (the socket takes nothing / everything), `admit N` (tiny_http
-        /// may get N more requests).
+        /// `block c|s` and `unblock c|s` (the socket takes nothing / everything), `trickle N` (the
+        /// client's takes N bytes per step), `admit N` (tiny_http may get N more requests).
         fn step(&mut self, step: &str) {
             let now = self.now;
             match step.split_once(':') {
@@ -473,6 +507,7 @@ mod tests {
                     }
                     ("block", side) => self.blocked[usize::from(side == "s")] = true,
                     ("admit", heads) => self.link.admit(heads.parse().unwrap()),
+                    ("trickle", bytes) => self.trickle = Some(bytes.parse().unwrap()),
                     ("unblock", side) => self.blocked[usize::from(side == "s")] = false,
                     _ => panic!("unknown step {step:?}"),
                 },
@@ -492,7 +527,8 @@ mod tests {
                 self.link.server_shut();
             }
             if !self.blocked[0] {
-                let bytes = self.link.to_client().to_vec();
+                let pending = self.link.to_client();
+                let bytes = pending[..self.trickle.unwrap_or(pending.len()).min(pending.len())].to_vec();
                 self.to_client.extend_from_slice(&bytes);
                 self.link.wrote_client(bytes.len(), self.now);
             }
@@ -692,5 +728,46 @@ mod tests {
         check(&[&get, "c-fails"], "tiny_http got 41 bytes; client got []; done");
         // A refused line's 505 is not sent to a client that failed.
         check(&[&format!("c:{BAD}"), "c-fails", "s-eof"], "tiny_http got 0 bytes; client got []; done; half-closed");
+    }
+
+    #[test]
+    fn a_trickle_is_no_progress_but_a_whole_head_or_request_or_16_kib_is() {
+        // A head must be whole within the idle timeout, however its bytes come.
+        let trickled_head = ["c:GET /hea", "at 5", "c:lth HT", "at 10", "s-eof"];
+        check(&trickled_head, "tiny_http got 0 bytes; client got [\"408\"]; done; half-closed; cut IdleTimeout");
+        // A body must come 16 KiB at a time (or end) within each idle timeout.
+        let long = post(100_000, "");
+        let trickled_body = [long.as_str(), "at 5", "c:x", "at 9", "c:y", "at 10"];
+        let cut = "tiny_http got 59 bytes; client got []; open until 20; half-closed; cut IdleTimeout";
+        check(&trickled_body, cut);
+        let chunk = format!("c:{}", "x".repeat(MIN_PROGRESS));
+        let steady_body = [long.as_str(), "at 5", "c:x", "at 9", chunk.as_str(), "at 18"];
+        let open = format!("tiny_http got {} bytes; client got []; open until 19", 57 + 1 + MIN_PROGRESS);
+        check(&steady_body, &open);
+        // A request that ends, or a head that comes whole, starts a new wait.
+        let get = format!("c:{GET}");
+        check(&[&get, "at 9", &get, "at 18"], "tiny_http got 82 bytes; client got []; open until 19");
+        let post_then_get = [
+            post(1, "x"),
+            "at 9".into(),
+            format!("c:{GET}POST /ingest HTTP/1.1\r\nContent-Length: 5\r\n\r\n"),
+            "at 18".into(),
+        ];
+        check(&post_then_get.each_ref().map(String::as_str), "tiny_http got 146 bytes; client got []; open until 19");
+    }
+
+    #[test]
+    fn an_answer_taken_in_a_trickle_cuts_the_link_but_16_kib_at_a_time_does_not() {
+        let big = format!("s:{}", "y".repeat(CAP));
+        let taken = |trickle: &str, at: &str| {
+            let mut sim = Sim::new();
+            for step in [&format!("c:{GET}"), trickle, big.as_str(), "at 5", "at 9", at] {
+                sim.step(step);
+            }
+            (sim.link.is_done(), sim.to_client.len())
+        };
+        // (The client's silence since its GET only stops its requests at 10; its answer goes on.)
+        assert_eq!(taken("trickle 100", "at 10"), (true, 300));
+        assert_eq!(taken(&format!("trickle {MIN_PROGRESS}"), "at 18"), (false, 4 * MIN_PROGRESS));
     }
 }
