@@ -12,6 +12,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use diagnose::{number, sample_steal, steal_ticks};
+
+#[path = "bench/diagnose.rs"]
+mod diagnose;
+
 /// One keep-alive HTTP/1.1 connection, read by hand so every answer is counted.
 struct Conn {
     reader: BufReader<TcpStream>,
@@ -151,94 +156,15 @@ struct Pacing {
 }
 
 fn pacing(log: &str, steals: &[(u64, u64)]) -> Pacing {
-    let number = |line: &str, name: &str| -> Option<u64> {
-        let start = line.find(&format!("\"{name}\":"))? + name.len() + 3;
-        line[start..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-    };
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| number(l, "late_ns").is_some()).collect();
     let releases: Vec<(u64, u64)> =
-        lines.iter().filter_map(|l| Some((number(l, "release_us")?, number(l, "late_ns")?))).collect();
-    let mut by_lateness: Vec<&&str> = lines.iter().collect();
-    by_lateness.sort_by_key(|l| std::cmp::Reverse(number(l, "late_ns")));
-    let us = |l: &str, name: &str| number(l, name).map_or("?".to_owned(), |n| format!("{:.1}", n as f64 / 1e3));
-    // Other threads' holds of the queue lock long enough to delay a release: (length, end) in
-    // µs on the releases' clock, and who held it.
-    let holds: Vec<(u64, u64, &str)> = text
-        .lines()
-        .filter_map(|l| {
-            let holder = l.split(" by ").nth(1)?.split('"').next()?;
-            Some((number(l, "lock_held_us")?, number(l, "held_until_us")?, holder))
-        })
-        .collect();
-    let worst = by_lateness
-        .iter()
-        .take(3)
-        .map(|l| {
-            let (due, at) = (number(l, "due_us").unwrap_or(0), number(l, "release_us").unwrap_or(0));
-            let blocking: Vec<String> = holds
-                .iter()
-                .filter(|(held, until, _)| *until >= due && until.saturating_sub(*held) <= at)
-                .map(|(held, until, holder)| format!("{holder} {held} us to {} us after the slot", until - due))
-                .collect();
-            let stolen =
-                ms_of_day(l).map_or(0, |at| stolen_between(steals, at.saturating_sub(STEAL_WINDOW_MS), at + 10));
-            format!(
-                "late {} us: lock wait {}, timed wake late {}, runnable but not running since the release before {}; \
-                 queue lock holds over the slot: [{}]; CPU ticks stolen by the hypervisor in the {STEAL_WINDOW_MS} ms \
-                 before: {stolen}",
-                us(l, "late_ns"),
-                us(l, "lock_wait_ns"),
-                us(l, "wake_late_ns"),
-                us(l, "runnable_ns"),
-                blocking.join(", ")
-            )
-        })
-        .collect();
-    let long_holds = (holds.len(), holds.iter().map(|h| h.0).max().unwrap_or(0));
+        text.lines().filter_map(|l| Some((number(l, "release_us")?, number(l, "late_ns")?))).collect();
+    let (worst, long_holds) = diagnose::latest(&text, steals, (0, u64::MAX), 3);
     let gap = releases.windows(2).map(|w| w[1].0 - w[0].0).min().unwrap_or(0);
     let mut late: Vec<u64> = releases.iter().map(|r| r.1).collect();
     late.sort_unstable();
     let at = |q: f64| late.get(((late.len().max(1) - 1) as f64 * q) as usize).map_or(0.0, |&n| n as f64 / 1e3);
     Pacing { gap, p50: at(0.5), p99: at(0.99), max: at(1.0), releases: releases.len(), worst, long_holds }
-}
-
-/// How far back from a late release to count stolen CPU time.
-const STEAL_WINDOW_MS: u64 = 100;
-
-/// The milliseconds since midnight (UTC) of a log line's `ts`.
-fn ms_of_day(line: &str) -> Option<u64> {
-    let time = line.split("\"ts\":\"").nth(1)?.get(11..23)?;
-    let (h, m, s) = (time.get(0..2)?.parse::<u64>().ok()?, time.get(3..5)?.parse::<u64>().ok()?, time.get(6..)?);
-    let seconds: f64 = s.parse().ok()?;
-    Some((h * 3600 + m * 60) * 1000 + (seconds * 1000.0).round() as u64)
-}
-
-/// Stolen ticks from samples of (ms since midnight UTC, steal so far) between `from` and `to`.
-fn stolen_between(steals: &[(u64, u64)], from: u64, to: u64) -> u64 {
-    let at = |t: u64| steals.iter().take_while(|(when, _)| *when <= t).last().map_or(0, |s| s.1);
-    at(to).saturating_sub(at(from))
-}
-
-/// Samples the stolen time every 5 ms until `stop`, keeping the samples where it changed (and
-/// the first), as (ms since midnight UTC, ticks).
-fn sample_steal(stop: &AtomicBool) -> Vec<(u64, u64)> {
-    let mut samples: Vec<(u64, u64)> = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let steal = steal_ticks();
-        if samples.last().is_none_or(|last| last.1 != steal) {
-            samples.push((u64::try_from(now.as_millis() % 86_400_000).unwrap_or(0), steal));
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    samples
-}
-
-/// The machine's CPU time stolen by the hypervisor so far, in clock ticks (`/proc/stat`).
-fn steal_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    stat.lines().next().and_then(|cpu| cpu.split_whitespace().nth(8)).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 fn main() {

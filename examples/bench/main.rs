@@ -15,6 +15,7 @@
 //! alternating (`BENCH_ONLY=against` for that alone).
 
 mod client;
+mod diagnose;
 mod h2load;
 mod pacing;
 mod proc;

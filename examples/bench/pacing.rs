@@ -13,9 +13,12 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::client::{self, Conn};
+use crate::diagnose;
 use crate::proc::Server;
 use crate::report::{Goal, Report};
 use crate::wrk::{self, Request};
@@ -115,7 +118,12 @@ pub fn precision(setup: &Setup, report: &mut Report) {
         for i in order {
             let mode = tallies[i].0;
             match run(setup, mode, round, releases_per_run) {
-                Ok((window, real_time)) => tallies[i].1.add(&window, real_time),
+                Ok((window, real_time, worst)) => {
+                    tallies[i].1.add(&window, real_time);
+                    if let Some(worst) = worst {
+                        report.note(format!("pacing {} run {round}, worst release: {worst}", mode.slug()));
+                    }
+                }
                 Err(why) => report.note(format!("pacing {}: not measured: {why}", mode.slug())),
             }
         }
@@ -134,8 +142,8 @@ fn can_drop_cap_sys_nice() -> bool {
 
 /// One run: starts the server in `mode`, queues enough work that the queue never runs dry,
 /// hammers it with 256 connections and takes the next `count + 1` releases (`count` gaps).
-/// Returns them and whether the pacer was real-time.
-fn run(setup: &Setup, mode: Mode, round: usize, count: usize) -> Result<(Vec<Released>, bool), String> {
+/// Returns them, whether the pacer was real-time, and where the worst one's lateness went.
+fn run(setup: &Setup, mode: Mode, round: usize, count: usize) -> Result<(Vec<Released>, bool, Option<String>), String> {
     let log = setup.target.join(format!("bench-pacing-{}-{round}.log", mode.slug()));
     let threads = setup.threads.to_string();
     let args = [
@@ -168,17 +176,29 @@ fn run(setup: &Setup, mode: Mode, round: usize, count: usize) -> Result<(Vec<Rel
         Mode::NoCapSysNiceHttpNotLowered => renice_all_threads_to_main(server.pid()),
         _ => Ok(()),
     };
+    let stop = Arc::new(AtomicBool::new(false));
+    let steals = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || diagnose::sample_steal(&stop))
+    };
     let first = releases(&log).len();
     let began = Instant::now();
     while releases(&log).len() < first + count + 1 && began.elapsed() < budget {
         wait(Duration::from_millis(500));
     }
+    stop.store(true, Ordering::Relaxed);
+    let steals = steals.join().unwrap_or_default();
     let _ = load.kill();
     let _ = load.wait();
     drop(server);
     let all = releases(&log);
     let window = all[first.min(all.len())..(first + count + 1).min(all.len())].to_vec();
-    reniced.map(|()| (window, pacer_was_real_time(&log)))
+    // The first release of the window anchors it; its own lateness is not counted.
+    let worst = window.get(1).zip(window.last()).and_then(|(from, to)| {
+        let text = std::fs::read_to_string(&log).ok()?;
+        diagnose::latest(&text, &steals, (from.at_us, to.at_us), 1).0.into_iter().next()
+    });
+    reniced.map(|()| (window, pacer_was_real_time(&log), worst))
 }
 
 /// Puts every thread of `pid` at its main thread's nice value, undoing the service's own
