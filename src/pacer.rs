@@ -648,7 +648,8 @@ impl Queue {
 /// lowered HTTP thread preempted while it holds the lock) is logged with its length, so a late
 /// release can be told apart from a late wake-up.
 struct Held<'a> {
-    /// Always `Some` until dropped; taken then so that the lock is let go before logging.
+    /// Always `Some` until dropped; taken then so that the lock is let go before logging, and
+    /// the hold is measured without the wake-up its release may cause.
     guard: Option<MutexGuard<'a, State>>,
     since: Instant,
     /// Where the release log's microseconds count from, so a hold lines up with the releases.
@@ -674,8 +675,9 @@ impl std::ops::DerefMut for Held<'_> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        drop(self.guard.take());
+        // Read before letting go: unlocking may wake the pacer, which may run first.
         let until = Instant::now();
+        drop(self.guard.take());
         let held = until - self.since;
         if held >= LONG_HOLD {
             let thread = std::thread::current();
