@@ -57,9 +57,8 @@ curl -fsS "$UI/openapi.json" >"$OUT/openapi.json"
 start api --interval 1ms --fetch-delay 0s
 # positive_data_acceptance is left out on purpose: JSON Schema counts 2.0 as an integer, and
 # the API refuses ids written with a fraction or exponent (documented in IngestRequest.ids).
-# tests/schemathesis_hooks.py leaves out generated headers with non-ASCII bytes, on which
-# tiny_http closes the connection before ingestd sees the request (see README, Errors).
-PYTHONPATH=tests SCHEMATHESIS_HOOKS=schemathesis_hooks "$VENV/bin/schemathesis" run "$URL/openapi.json" --checks all --exclude-checks positive_data_acceptance \
+# Every generated header is sent, non-ASCII bytes included (400 malformed_request).
+"$VENV/bin/schemathesis" run "$URL/openapi.json" --checks all --exclude-checks positive_data_acceptance \
   --max-examples 100 --seed 6 --no-color 2>&1 | tee "$OUT/schemathesis.log" | tail -n 25
 # --- --upstream over https: delivery with --upstream-ca, a refusal without it ----------------
 bash tests/upstream_tls.sh "$BIN" "$OUT"

@@ -53,6 +53,12 @@ pub enum ApiError {
     /// The request line names an HTTP version other than 1.0 and 1.1 (HTTP/2 prior knowledge,
     /// for one); answered by the relay, which then closes the connection.
     VersionNotSupported,
+    /// The request line or a header line cannot be parsed (`what` says how); answered by the
+    /// relay, which then closes the connection.
+    MalformedRequest { what: &'static str },
+    /// An `Expect` header other than `100-continue`; answered by the relay, which then closes
+    /// the connection.
+    ExpectationFailed,
 }
 
 impl ApiError {
@@ -65,13 +71,15 @@ impl ApiError {
             | ApiError::InvalidIdempotencyKey
             | ApiError::DuplicateHeader { .. }
             | ApiError::BadFraming(_)
-            | ApiError::ConnectionRejected => 400,
+            | ApiError::ConnectionRejected
+            | ApiError::MalformedRequest { .. } => 400,
             ApiError::Unauthorized => 401,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::RequestTimeout => 408,
             ApiError::BodyTooLarge { .. } | ApiError::TooManyIds { .. } => 413,
             ApiError::UrlTooLong { .. } => 414,
+            ApiError::ExpectationFailed => 417,
             ApiError::HeadersTooLarge { .. } => 431,
             ApiError::Internal => 500,
             ApiError::ShuttingDown
@@ -105,6 +113,8 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Internal => "internal_error",
             ApiError::VersionNotSupported => "http_version_not_supported",
+            ApiError::MalformedRequest { .. } => "malformed_request",
+            ApiError::ExpectationFailed => "expectation_failed",
         }
     }
 }
@@ -162,6 +172,12 @@ impl fmt::Display for ApiError {
             ApiError::VersionNotSupported => f.write_str(
                 "this server speaks HTTP/1.0 and HTTP/1.1 only; send the request as HTTP/1.1 on a new connection",
             ),
+            ApiError::MalformedRequest { what } => {
+                write!(f, "{what}; send the request again, well-formed, on a new connection")
+            }
+            ApiError::ExpectationFailed => {
+                f.write_str("the only Expect this server meets is 100-continue; send the request without the header")
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::relay::Cut;
-use super::tracker::{Position, Refusal, Tracker, Verdict, HEAD_CAP, LINE_CAP};
+use super::tracker::{Malformed, Position, Refusal, Tracker, Verdict, HEAD_CAP, LINE_CAP};
 use crate::http::api::Reply;
 use crate::http::error::ApiError;
 
@@ -25,8 +25,8 @@ pub(crate) const CAP: usize = 64 << 10;
 /// A drained buffer keeps an allocation of up to this size for the next bytes.
 const KEEP: usize = 16 << 10;
 /// The least a client must send, or take, within each idle timeout, unless it completes a head or
-/// a request, or takes all that waits for it: a trickle of bytes is not progress, or one byte
-/// every few seconds would hold a handler thread and its answer for hours.
+/// a request, or takes all that waits for it: a trickle of bytes is not progress, or a head sent
+/// a byte every few seconds would hold its connection for good.
 pub(crate) const MIN_PROGRESS: usize = 16 << 10;
 
 /// Why a link stopped forwarding the client's bytes.
@@ -405,6 +405,10 @@ fn last_word(end: End, position: Position) -> (Option<Cut>, Option<ApiError>) {
         (End::Refused(Refusal::LineTooLong), _) => (None, Some(ApiError::UrlTooLong { limit: LINE_CAP })),
         (End::Refused(Refusal::HeadTooLarge), _) => (None, Some(ApiError::HeadersTooLarge { limit: HEAD_CAP })),
         (End::Refused(Refusal::BareLineFeed), _) => (None, Some(ApiError::BadFraming(BARE_LF.to_owned()))),
+        (End::Refused(Refusal::Malformed(what)), _) => {
+            (None, Some(ApiError::MalformedRequest { what: malformed(what) }))
+        }
+        (End::Refused(Refusal::Expectation), _) => (None, Some(ApiError::ExpectationFailed)),
         // tiny_http reads a short body itself and drops the connection without a word when it
         // stalls; a longer one is read by our handler, which answers 408 on learning the cut.
         (End::Idle, Position::InBody { buffered }) => {
@@ -419,6 +423,15 @@ fn last_word(end: End, position: Position) -> (Option<Cut>, Option<ApiError>) {
     }
 }
 
+/// What is wrong with a head, for the person who sent it.
+fn malformed(what: Malformed) -> &'static str {
+    match what {
+        Malformed::RequestLine => "the request line must be a method, a path and HTTP/1.1, one space apart",
+        Malformed::HeaderLine => "each header line must be a name without spaces, a colon, then the value",
+        Malformed::NotAscii => "the request line and headers must be ASCII; percent-encode other bytes",
+    }
+}
+
 /// A complete HTTP/1.1 answer for `error`, closing the connection.
 fn raw_reply(error: &ApiError) -> Vec<u8> {
     let reply = Reply::error(error);
@@ -426,6 +439,7 @@ fn raw_reply(error: &ApiError) -> Vec<u8> {
         400 => "Bad Request",
         408 => "Request Timeout",
         414 => "URI Too Long",
+        417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
         505 => "HTTP Version Not Supported",
         _ => "Error",
@@ -608,6 +622,14 @@ mod tests {
         check(
             &bare.each_ref().map(String::as_str),
             "tiny_http got 41 bytes; client got [\"200\", \"400\"]; done; half-closed",
+        );
+        // A head tiny_http cannot parse, or an Expect it does not meet: 400 or 417, the same way.
+        let malformed = [format!("c:{GET}GET /health\r\n\r\n"), format!("s:{OK}"), "s-eof".into()];
+        let expected = "tiny_http got 41 bytes; client got [\"200\", \"400\"]; done; half-closed";
+        check(&malformed.each_ref().map(String::as_str), expected);
+        check(
+            &["c:GET / HTTP/1.1\r\nExpect: x\r\n\r\n", "s-eof"],
+            "tiny_http got 0 bytes; client got [\"417\"]; done; half-closed",
         );
         // The 505 waits for the answers even when the client is slow to take them.
         let slow = [pipelined.as_str(), "block c", &format!("s:{OK}"), "s-eof", "unblock c", "at 1"];

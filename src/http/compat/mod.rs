@@ -8,7 +8,8 @@
 //!   (`tests/hostile.rs`). We own the public listener and relay each connection to tiny_http,
 //!   which listens on a Unix socket only this user can reach, refusing such lines with our own
 //!   `505`; the relay also enforces the idle timeout on the client side, answers `408` for a
-//!   stalled short body (which tiny_http drops without a word), cuts every connection at
+//!   stalled short body (which tiny_http drops without a word), answers in JSON the heads
+//!   tiny_http would refuse with an empty `400` or `417` or drop, cuts every connection at
 //!   shutdown, stamps each request with its connection ([`STAMP`]), and lets tiny_http have
 //!   only a few of a connection's requests at a time. `relay.rs` is the I/O
 //!   (two `http-relay-N` threads, each an epoll loop), `link.rs` one connection's

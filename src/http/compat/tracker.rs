@@ -18,10 +18,15 @@
 //! saw none has no stamp (`http/` acts on no such request). A chunked body that does not parse
 //! leaves nothing known ([`State::Uncertain`]: the rest goes unstamped). A request line or
 //! head too long to hold is refused, and so is a head line ending in LF alone (tiny_http would
-//! wait for its CRLF). Mistakes may only ever refuse too much.
+//! wait for its CRLF). So is every head tiny_http would answer with an empty `400` or `417`, or
+//! drop without a word (a request line or header line it cannot parse, a byte outside ASCII, an
+//! `Expect` other than `100-continue`), so that the client gets our JSON instead. Mistakes may
+//! only ever refuse too much.
 
 /// The request lines that tiny_http answers with a 505 that never comes (it deadlocks).
 const REFUSED_VERSIONS: [&[u8]; 2] = [b"HTTP/2.0", b"HTTP/3.0"];
+/// The versions tiny_http takes and answers.
+const TAKEN_VERSIONS: [&str; 3] = ["HTTP/0.9", "HTTP/1.0", "HTTP/1.1"];
 /// The longest request line held; a longer one is refused (414).
 pub(crate) const LINE_CAP: usize = 64 << 10;
 /// The longest head held, request line and headers; a longer one is refused (431).
@@ -43,8 +48,13 @@ pub(crate) enum Verdict {
 /// Why the rest of a stream is not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// A request line with a version tiny_http deadlocks on.
+    /// A request line with a version other than those tiny_http takes (it deadlocks on
+    /// `HTTP/2.0` and `HTTP/3.0`).
     Version,
+    /// A head tiny_http cannot parse.
+    Malformed(Malformed),
+    /// An `Expect` header other than `100-continue`.
+    Expectation,
     /// A request line longer than [`LINE_CAP`].
     LineTooLong,
     /// A head longer than [`HEAD_CAP`].
@@ -52,6 +62,17 @@ pub(crate) enum Refusal {
     /// A line of the head that ends with LF alone: tiny_http would wait for a CRLF that may
     /// never come, and a request framed two ways is how requests are smuggled.
     BareLineFeed,
+}
+
+/// What in a head tiny_http cannot parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Malformed {
+    /// Not a method, a target and a version, one space apart.
+    RequestLine,
+    /// Not a name without whitespace, a colon and a value.
+    HeaderLine,
+    /// A byte outside ASCII in the request line or a header.
+    NotAscii,
 }
 
 /// Where the client's stream stands, for deciding what a silence means.
@@ -284,14 +305,13 @@ impl Tracker {
     fn end_line(&mut self, request_line: bool, out: &mut Vec<u8>) -> Result<(), Refusal> {
         let line = &self.head[self.line_start..self.head.len() - 2];
         if request_line {
-            if refused_request_line(line) {
-                return Err(Refusal::Version);
-            }
+            check_request_line(line)?;
             self.head.extend_from_slice(&self.stamp);
             self.state = State::Line { request_line: false };
         } else if line.is_empty() {
-            self.end_head(out);
+            self.end_head(out)?;
         } else {
+            check_header_line(line)?;
             header(&mut self.facts, line);
         }
         self.line_start = self.head.len();
@@ -299,7 +319,10 @@ impl Tracker {
     }
 
     /// Forwards the whole head, and goes on as tiny_http will.
-    fn end_head(&mut self, out: &mut Vec<u8>) {
+    fn end_head(&mut self, out: &mut Vec<u8>) -> Result<(), Refusal> {
+        if self.facts.expects_continue == Some(false) {
+            return Err(Refusal::Expectation);
+        }
         self.head_starts.push(out.len());
         out.extend_from_slice(&self.head);
         self.head.clear();
@@ -314,6 +337,7 @@ impl Tracker {
             },
             _ => State::Line { request_line: true },
         };
+        Ok(())
     }
 
     /// Where the first refused version in `bytes` starts, if any (0 for one that started in
@@ -353,12 +377,30 @@ fn header(facts: &mut Facts, line: &[u8]) {
     }
 }
 
-/// Whether tiny_http would parse this request line (without its CRLF) with a version above 1.1.
-fn refused_request_line(line: &[u8]) -> bool {
-    let Ok(line) = std::str::from_utf8(line) else { return false };
-    // tiny_http drops a line that is not ASCII before looking at it.
-    line.is_ascii()
-        && line.trim().split(' ').nth(2).is_some_and(|version| REFUSED_VERSIONS.contains(&version.as_bytes()))
+/// Whether tiny_http takes this request line (without its CRLF): ASCII, trimmed, then a method,
+/// a target and a version it knows, split on single spaces (more words are ignored).
+fn check_request_line(line: &[u8]) -> Result<(), Refusal> {
+    let line = ascii(line)?.trim();
+    let mut words = line.split(' ').skip(1);
+    match (words.next(), words.next()) {
+        (Some(_), Some(version)) if TAKEN_VERSIONS.contains(&version) => Ok(()),
+        (Some(_), Some(version)) if version.starts_with("HTTP/") => Err(Refusal::Version),
+        _ => Err(Refusal::Malformed(Malformed::RequestLine)),
+    }
+}
+
+/// Whether tiny_http takes this header line: ASCII, trimmed, a name without whitespace (empty
+/// is taken), a colon, then anything.
+fn check_header_line(line: &[u8]) -> Result<(), Refusal> {
+    match ascii(line)?.trim().split_once(':') {
+        Some((name, _)) if !name.contains(char::is_whitespace) => Ok(()),
+        _ => Err(Refusal::Malformed(Malformed::HeaderLine)),
+    }
+}
+
+/// A head line as text, if tiny_http would read it at all.
+fn ascii(line: &[u8]) -> Result<&str, Refusal> {
+    std::str::from_utf8(line).ok().filter(|line| line.is_ascii()).ok_or(Refusal::Malformed(Malformed::NotAscii))
 }
 
 #[cfg(test)]
@@ -424,15 +466,44 @@ mod tests {
     }
 
     #[test]
-    fn what_tiny_http_answers_itself_passes() {
-        check(GET, false, Position::Between);
-        check("GET / HTTP/1.0\r\n\r\n", false, Position::Between);
-        check("GET / HTTP/0.9\r\n\r\n", false, Position::Between);
-        check("GET / HTTP/1.2\r\n\r\n", false, Position::Between);
-        check("GET /  HTTP/2.0\r\n\r\n", false, Position::Between); // two spaces: no version word
-        check("GET / HTTP/2\r\n\r\n", false, Position::Between);
-        check("GET / http/2.0\r\n\r\n", false, Position::Between);
-        check("GET / HTTP/1.1\r\nX-A: HTTP/2.0\r\n\r\n", false, Position::Between);
+    fn what_tiny_http_cannot_answer_is_refused_and_what_it_takes_passes() {
+        use Malformed::{HeaderLine, NotAscii, RequestLine};
+        /// The refusal of `stream`, the same however it is cut into reads.
+        #[track_caller]
+        fn refusal(stream: &str) -> Option<Refusal> {
+            let refusals: Vec<Option<Refusal>> =
+                (1..=stream.len()).map(|step| run(stream.as_bytes(), step).1).collect();
+            assert!(refusals.windows(2).all(|w| w[0] == w[1]), "{stream:?}: {refusals:?}");
+            refusals[0]
+        }
+        let cases: [(&str, Option<Refusal>); 20] = [
+            (GET, None),
+            ("GET / HTTP/1.0\r\n\r\n", None),
+            ("GET / HTTP/0.9\r\n\r\n", None),
+            ("GET /health HTTP/1.1 more words\r\n\r\n", None),
+            ("GET / HTTP/1.1\r\nX-A: HTTP/2.0\r\n\r\n", None),
+            ("GET / HTTP/1.1\r\n: an empty name\r\n\r\n", None),
+            ("GET / HTTP/1.1\r\nExpect: 100-Continue\r\nExpect: other\r\n\r\n", None),
+            ("GET / HTTP/1.2\r\n\r\n", Some(Refusal::Version)),
+            ("GET / HTTP/2\r\n\r\n", Some(Refusal::Version)),
+            ("GET /  HTTP/1.1\r\n\r\n", Some(Refusal::Malformed(RequestLine))), // two spaces
+            ("GET / http/1.1\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
+            ("GET /health\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
+            ("\r\n", Some(Refusal::Malformed(RequestLine))),
+            ("GET / HTTP/1.1\r\nno colon\r\n\r\n", Some(Refusal::Malformed(HeaderLine))),
+            ("GET / HTTP/1.1\r\nX A: b\r\n\r\n", Some(Refusal::Malformed(HeaderLine))),
+            ("GET /caf\u{e9} HTTP/1.1\r\n\r\n", Some(Refusal::Malformed(NotAscii))),
+            ("GET / HTTP/1.1\r\nX: caf\u{e9}\r\n\r\n", Some(Refusal::Malformed(NotAscii))),
+            ("GET / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", Some(Refusal::Expectation)),
+            ("POST / HTTP/1.1\r\nExpect:\r\nContent-Length: 2\r\n\r\nab", Some(Refusal::Expectation)),
+            // Refused whole: nothing of the head reaches tiny_http.
+            (&format!("{GET}GET / HTTP/1.1\r\nExpect: x\r\n\r\n"), Some(Refusal::Expectation)),
+        ];
+        for (stream, expected) in cases {
+            assert_eq!(refusal(stream), expected, "{stream:?}");
+        }
+        let (out, _, _) = run(format!("{GET}GET / HTTP/1.1\r\nExpect: x\r\n\r\n").as_bytes(), 7);
+        assert_eq!(unstamped(&out), GET);
     }
 
     #[test]
