@@ -311,8 +311,7 @@ impl Tracker {
         } else if line.is_empty() {
             self.end_head(out)?;
         } else {
-            check_header_line(line)?;
-            header(&mut self.facts, line);
+            header(&mut self.facts, line)?;
         }
         self.line_start = self.head.len();
         Ok(())
@@ -360,12 +359,13 @@ impl Tracker {
     }
 }
 
-/// Notes what tiny_http's `new_request` looks at in one header line.
-fn header(facts: &mut Facts, line: &[u8]) {
-    let Some((name, value)) = std::str::from_utf8(line).ok().and_then(|l| l.trim().split_once(':')) else {
-        return;
+/// Notes what tiny_http's `new_request` looks at in one header line, if tiny_http takes the
+/// line: ASCII, trimmed, a name without whitespace (empty is taken), a colon, then anything.
+fn header(facts: &mut Facts, line: &[u8]) -> Result<(), Refusal> {
+    let (name, value) = match ascii(line)?.trim().split_once(':') {
+        Some((name, value)) if !name.contains(char::is_whitespace) => (name, value.trim()),
+        _ => return Err(Refusal::Malformed(Malformed::HeaderLine)),
     };
-    let value = value.trim();
     if name.eq_ignore_ascii_case("Transfer-Encoding") {
         facts.chunked = true;
     } else if name.eq_ignore_ascii_case("Content-Length") && facts.content_length.is_none() {
@@ -375,6 +375,7 @@ fn header(facts: &mut Facts, line: &[u8]) {
     } else if name.eq_ignore_ascii_case("Connection") && facts.upgrade.is_none() {
         facts.upgrade = Some(value.to_ascii_lowercase().contains("upgrade"));
     }
+    Ok(())
 }
 
 /// Whether tiny_http takes this request line (without its CRLF): ASCII, trimmed, then a method,
@@ -386,15 +387,6 @@ fn check_request_line(line: &[u8]) -> Result<(), Refusal> {
         (Some(_), Some(version)) if TAKEN_VERSIONS.contains(&version) => Ok(()),
         (Some(_), Some(version)) if version.starts_with("HTTP/") => Err(Refusal::Version),
         _ => Err(Refusal::Malformed(Malformed::RequestLine)),
-    }
-}
-
-/// Whether tiny_http takes this header line: ASCII, trimmed, a name without whitespace (empty
-/// is taken), a colon, then anything.
-fn check_header_line(line: &[u8]) -> Result<(), Refusal> {
-    match ascii(line)?.trim().split_once(':') {
-        Some((name, _)) if !name.contains(char::is_whitespace) => Ok(()),
-        _ => Err(Refusal::Malformed(Malformed::HeaderLine)),
     }
 }
 
