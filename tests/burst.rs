@@ -91,10 +91,12 @@ fn a_first_request_waiting_for_its_body_is_not_taken_for_stranded() {
     let body = br#"{"ids": [1, 2, 3], "priority": "LOW"}"#;
     let head = format!("POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
     client.write_all(head.as_bytes()).unwrap();
-    // tiny_http has read the head, so this connection is no strand; the relay looks at an
-    // unanswered first request at 5, 10, 20, 40 and 80 ms: each look would have nudged the pool.
+    // The relay looks at an unanswered first request 5, 15, 35, 75 and 155 ms after it sent it,
+    // and nudges only while tiny_http has not read it: on a busy machine tiny_http may take a
+    // few milliseconds to start reading a new connection, but not all of that.
     thread::sleep(Duration::from_millis(300));
-    assert_eq!(metric(&server.base, "ingestd_http_pool_nudges_total"), 0.0);
+    let nudges = metric(&server.base, "ingestd_http_pool_nudges_total");
+    assert!(nudges < 5.0, "{nudges} nudges: every look nudged, though tiny_http had read the head");
     client.write_all(body).unwrap();
     let mut reader = BufReader::new(client);
     let mut status = String::new();

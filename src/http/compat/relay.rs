@@ -671,7 +671,8 @@ fn connect(server: &Path) -> io::Result<OwnedFd> {
     Ok(socket)
 }
 
-/// How many bytes written to a Unix socket its peer has not read yet (`SIOCOUTQ`).
+/// Nonzero while the peer of a Unix socket has not read all that was written to it
+/// (`SIOCOUTQ`: for a Unix socket, the memory its unread buffers take, not their bytes).
 #[allow(unsafe_code)]
 fn unread_by_peer(socket: &OwnedFd) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
@@ -691,4 +692,25 @@ fn wait_for(wait: Duration) -> Timespec {
     let millis = wait.as_nanos().div_ceil(1_000_000);
     let wait = Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX / 2).min(1 << 31));
     Timespec::try_from(wait).unwrap_or(Timespec { tv_sec: 1 << 31, tv_nsec: 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn unread_by_peer_counts_what_the_other_end_has_not_read() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let ours = OwnedFd::from(ours);
+        assert_eq!(unread_by_peer(&ours).unwrap(), 0);
+        rustix::io::write(&ours, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert!(unread_by_peer(&ours).unwrap() > 0);
+        let mut buffer = [0; 64];
+        assert_eq!(theirs.read(&mut buffer).unwrap(), 18);
+        assert_eq!(unread_by_peer(&ours).unwrap(), 0);
+        theirs.write_all(b"x").unwrap();
+        assert_eq!(unread_by_peer(&ours).unwrap(), 0, "what we have not read is not counted");
+    }
 }
