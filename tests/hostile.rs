@@ -238,12 +238,13 @@ fn a_stalled_head_gets_408_and_a_bare_lf_400_after_the_answers_before_them() {
 #[test]
 fn a_head_tiny_http_cannot_parse_gets_a_json_error_after_the_answers_before_it() {
     let server = Server::start(&[]);
-    let cases: [(&[u8], u16, &str); 7] = [
+    let cases: [(&[u8], u16, &str); 8] = [
         (b"GET /health\r\n\r\n", 400, "malformed_request"),
         (b"GET /health FOO/1.1\r\n\r\n", 400, "malformed_request"),
         (b"GET /health HTTP/1.1\r\nno colon here\r\n\r\n", 400, "malformed_request"),
         (b"GET /health HTTP/1.1\r\nX-Name: caf\xc3\xa9\r\n\r\n", 400, "malformed_request"),
         (b"GET /health HTTP/1.2\r\n\r\n", 505, "http_version_not_supported"),
+        (b"GET /health HTTP/0.9\r\n\r\n", 505, "http_version_not_supported"),
         (b"GET /health HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", 417, "expectation_failed"),
         (b"POST /ingest HTTP/1.1\r\nExpect: x\r\nContent-Length: 2\r\n\r\n{}", 417, "expectation_failed"),
     ];

@@ -25,8 +25,9 @@
 
 /// The request lines that tiny_http answers with a 505 that never comes (it deadlocks).
 const REFUSED_VERSIONS: [&[u8]; 2] = [b"HTTP/2.0", b"HTTP/3.0"];
-/// The versions tiny_http takes and answers.
-const TAKEN_VERSIONS: [&str; 3] = ["HTTP/0.9", "HTTP/1.0", "HTTP/1.1"];
+/// The versions we let tiny_http answer (it also takes `HTTP/0.9`, and answers it with an
+/// `HTTP/0.9` status line no such client expects).
+const TAKEN_VERSIONS: [&str; 2] = ["HTTP/1.0", "HTTP/1.1"];
 /// The longest request line held; a longer one is refused (414).
 pub(crate) const LINE_CAP: usize = 64 << 10;
 /// The longest head held, request line and headers; a longer one is refused (431).
@@ -48,8 +49,8 @@ pub(crate) enum Verdict {
 /// Why the rest of a stream is not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// A request line with a version other than those tiny_http takes (it deadlocks on
-    /// `HTTP/2.0` and `HTTP/3.0`).
+    /// A request line with a version other than `HTTP/1.0` and `HTTP/1.1` (tiny_http deadlocks
+    /// on `HTTP/2.0` and `HTTP/3.0`).
     Version,
     /// A head tiny_http cannot parse.
     Malformed(Malformed),
@@ -471,11 +472,11 @@ mod tests {
         let cases: [(&str, Option<Refusal>); 20] = [
             (GET, None),
             ("GET / HTTP/1.0\r\n\r\n", None),
-            ("GET / HTTP/0.9\r\n\r\n", None),
             ("GET /health HTTP/1.1 more words\r\n\r\n", None),
             ("GET / HTTP/1.1\r\nX-A: HTTP/2.0\r\n\r\n", None),
             ("GET / HTTP/1.1\r\n: an empty name\r\n\r\n", None),
             ("GET / HTTP/1.1\r\nExpect: 100-Continue\r\nExpect: other\r\n\r\n", None),
+            ("GET / HTTP/0.9\r\n\r\n", Some(Refusal::Version)),
             ("GET / HTTP/1.2\r\n\r\n", Some(Refusal::Version)),
             ("GET / HTTP/2\r\n\r\n", Some(Refusal::Version)),
             ("GET /  HTTP/1.1\r\n\r\n", Some(Refusal::Malformed(RequestLine))), // two spaces
