@@ -193,7 +193,7 @@ impl Link {
         let verdict = self.tracker.feed(bytes, &mut self.up.bytes);
         self.starts.extend(self.tracker.take_head_starts());
         self.sent_since += bytes.len();
-        // Empty lines between requests are no progress: nothing of a request came.
+        // A head that ended, a request that ended (its body did), or enough bytes of either.
         let request_ended = self.between() && !was_between;
         if self.starts.len() > heads || request_ended || self.sent_since >= MIN_PROGRESS {
             self.client_seen = now;
