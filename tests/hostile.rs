@@ -258,6 +258,14 @@ fn a_head_tiny_http_cannot_parse_gets_a_json_error_after_the_answers_before_it()
         assert_eq!(json["error"], code, "{head:?}: {text:?}");
         assert!(json["detail"].as_str().is_some_and(|d| d.len() > 20), "{head:?}: {text:?}");
     }
+    // What follows the last request tiny_http reads is no request: old clients end a body with a
+    // spare CRLF.
+    for close in ["HTTP/1.0", "HTTP/1.1\r\nConnection: close"] {
+        let mut conn = connect(&server);
+        conn.write_all(format!("GET /health {close}\r\n\r\n\r\n").as_bytes()).unwrap();
+        let text = read_to_close(&mut conn, Duration::from_secs(5)).unwrap_or_else(|| panic!("{close}: no answer"));
+        assert_eq!(statuses(&text), [200], "{close}: {text:?}");
+    }
 }
 
 /// Clients that pipeline requests and never read the answers: each holds at most one handler

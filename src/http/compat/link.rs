@@ -189,23 +189,19 @@ impl Link {
         if self.up.is_empty() {
             self.server_seen = now;
         }
-        let (heads, was_between) = (self.starts.len(), self.between());
+        let (heads, ended) = (self.starts.len(), self.tracker.ended());
         let verdict = self.tracker.feed(bytes, &mut self.up.bytes);
         self.starts.extend(self.tracker.take_head_starts());
         self.sent_since += bytes.len();
         // A head that ended, a request that ended (its body did), or enough bytes of either.
-        let request_ended = self.between() && !was_between;
-        if self.starts.len() > heads || request_ended || self.sent_since >= MIN_PROGRESS {
+        let progress = self.starts.len() > heads || self.tracker.ended() > ended;
+        if progress || self.sent_since >= MIN_PROGRESS {
             self.client_seen = now;
             self.sent_since = 0;
         }
         if let Verdict::Refuse(refusal) = verdict {
             self.end(End::Refused(refusal), now);
         }
-    }
-
-    fn between(&self) -> bool {
-        matches!(self.tracker.position(), Position::Between)
     }
 
     /// tiny_http may get `heads` more requests now; the rest wait in `up`.

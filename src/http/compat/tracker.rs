@@ -102,6 +102,10 @@ enum State {
     },
     Chunked(Chunk),
     Uncertain,
+    /// After the last request tiny_http reads on this connection (`Connection: close` or
+    /// `upgrade`, or HTTP/1.0 without keep-alive): what follows is never read, so it is dropped
+    /// here, unchecked (a client may end its request with a spare CRLF).
+    Ended,
 }
 
 /// Where `chunked_transfer`'s decoder stands in a chunked body.
@@ -131,9 +135,27 @@ struct Facts {
     content_length: Option<Option<usize>>,
     /// The first `Expect`: whether it is `100-continue`.
     expects_continue: Option<bool>,
-    /// The first `Connection`: whether it holds "upgrade" (then tiny_http hands the connection
-    /// itself over as the body, and buffers nothing).
-    upgrade: Option<bool>,
+    /// The first `Connection`, lowercased: "upgrade" in it means tiny_http hands the connection
+    /// itself over as the body and buffers nothing; it and "close" end the connection after it.
+    connection: Option<String>,
+    /// The request line says `HTTP/1.0`: the connection ends after it unless it asks to be kept.
+    http_1_0: bool,
+}
+
+impl Facts {
+    fn upgrade(&self) -> bool {
+        self.connection.as_ref().is_some_and(|c| c.contains("upgrade"))
+    }
+
+    /// Whether tiny_http reads nothing after this request (`client.rs`, "updating the status
+    /// of the connection").
+    fn last(&self) -> bool {
+        match &self.connection {
+            Some(c) if c.contains("close") || c.contains("upgrade") => true,
+            Some(c) => self.http_1_0 && !c.contains("keep-alive"),
+            None => self.http_1_0,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -155,6 +177,10 @@ pub(crate) struct Tracker {
     stamp: Vec<u8>,
     /// Where in `out` each head forwarded since the last [`Tracker::take_head_starts`] starts.
     head_starts: Vec<usize>,
+    /// The request being read is the last tiny_http reads.
+    last: bool,
+    /// Requests that have ended, head and body.
+    ended: u64,
 }
 
 impl Tracker {
@@ -171,6 +197,23 @@ impl Tracker {
             tail: Vec::new(),
             stamp,
             head_starts: Vec::new(),
+            last: false,
+            ended: 0,
+        }
+    }
+
+    /// How many requests have ended, head and body, so far.
+    pub(crate) fn ended(&self) -> u64 {
+        self.ended
+    }
+
+    /// A request just ended: the next one starts, unless tiny_http reads no more.
+    fn after_request(&mut self) -> State {
+        self.ended += 1;
+        if self.last {
+            State::Ended
+        } else {
+            State::Line { request_line: true }
         }
     }
 
@@ -217,6 +260,7 @@ impl Tracker {
     pub(crate) fn position(&self) -> Position {
         match self.state {
             State::Line { request_line: true } if self.head.is_empty() => Position::Between,
+            State::Ended => Position::Between,
             State::Line { .. } => Position::InHead,
             State::Body { buffered, .. } => Position::InBody { buffered },
             State::Chunked(_) | State::Uncertain => Position::Unknown,
@@ -230,11 +274,12 @@ impl Tracker {
                 let take = remaining.min(bytes.len());
                 out.extend_from_slice(&bytes[..take]);
                 self.state = match remaining - take {
-                    0 => State::Line { request_line: true },
+                    0 => self.after_request(),
                     remaining => State::Body { remaining, buffered },
                 };
                 Ok(take)
             }
+            State::Ended => Ok(bytes.len()),
             State::Uncertain => {
                 out.extend_from_slice(bytes);
                 Ok(bytes.len())
@@ -295,7 +340,7 @@ impl Tracker {
             (Chunk::DataCr, b'\r') => Some(Chunk::DataLf),
             (Chunk::DataLf, b'\n') => Some(Chunk::Size { extension: false }),
             (Chunk::LastCr, b'\r') => Some(Chunk::LastLf),
-            (Chunk::LastLf, b'\n') => return State::Line { request_line: true },
+            (Chunk::LastLf, b'\n') => return self.after_request(),
             // The decoder fails here: where tiny_http goes on reading is anyone's guess.
             _ => None,
         };
@@ -306,7 +351,7 @@ impl Tracker {
     fn end_line(&mut self, request_line: bool, out: &mut Vec<u8>) -> Result<(), Refusal> {
         let line = &self.head[self.line_start..self.head.len() - 2];
         if request_line {
-            check_request_line(line)?;
+            self.facts.http_1_0 = check_request_line(line)? == "HTTP/1.0";
             self.head.extend_from_slice(&self.stamp);
             self.state = State::Line { request_line: false };
         } else if line.is_empty() {
@@ -327,15 +372,14 @@ impl Tracker {
         out.extend_from_slice(&self.head);
         self.head.clear();
         let facts = std::mem::take(&mut self.facts);
+        self.last = facts.last();
         self.state = match facts.content_length {
             _ if facts.chunked => State::Chunked(Chunk::Size { extension: false }),
             Some(Some(length)) if length > 0 => State::Body {
                 remaining: length,
-                buffered: length <= BUFFERED_BODY
-                    && facts.expects_continue != Some(true)
-                    && facts.upgrade != Some(true),
+                buffered: length <= BUFFERED_BODY && facts.expects_continue != Some(true) && !facts.upgrade(),
             },
-            _ => State::Line { request_line: true },
+            _ => self.after_request(),
         };
         Ok(())
     }
@@ -373,19 +417,20 @@ fn header(facts: &mut Facts, line: &[u8]) -> Result<(), Refusal> {
         facts.content_length = Some(value.parse().ok());
     } else if name.eq_ignore_ascii_case("Expect") && facts.expects_continue.is_none() {
         facts.expects_continue = Some(value.eq_ignore_ascii_case("100-continue"));
-    } else if name.eq_ignore_ascii_case("Connection") && facts.upgrade.is_none() {
-        facts.upgrade = Some(value.to_ascii_lowercase().contains("upgrade"));
+    } else if name.eq_ignore_ascii_case("Connection") && facts.connection.is_none() {
+        facts.connection = Some(value.to_ascii_lowercase());
     }
     Ok(())
 }
 
 /// Whether tiny_http takes this request line (without its CRLF): ASCII, trimmed, then a method,
 /// a target and a version it knows, split on single spaces (more words are ignored).
-fn check_request_line(line: &[u8]) -> Result<(), Refusal> {
+/// Returns the version.
+fn check_request_line(line: &[u8]) -> Result<&str, Refusal> {
     let line = ascii(line)?.trim();
     let mut words = line.split(' ').skip(1);
     match (words.next(), words.next()) {
-        (Some(_), Some(version)) if TAKEN_VERSIONS.contains(&version) => Ok(()),
+        (Some(_), Some(version)) if TAKEN_VERSIONS.contains(&version) => Ok(version),
         (Some(_), Some(version)) if version.starts_with("HTTP/") => Err(Refusal::Version),
         _ => Err(Refusal::Malformed(Malformed::RequestLine)),
     }
@@ -469,7 +514,7 @@ mod tests {
             assert!(refusals.windows(2).all(|w| w[0] == w[1]), "{stream:?}: {refusals:?}");
             refusals[0]
         }
-        let cases: [(&str, Option<Refusal>); 20] = [
+        let cases: [(&str, Option<Refusal>); 25] = [
             (GET, None),
             ("GET / HTTP/1.0\r\n\r\n", None),
             ("GET /health HTTP/1.1 more words\r\n\r\n", None),
@@ -489,6 +534,12 @@ mod tests {
             ("GET / HTTP/1.1\r\nX: caf\u{e9}\r\n\r\n", Some(Refusal::Malformed(NotAscii))),
             ("GET / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", Some(Refusal::Expectation)),
             ("POST / HTTP/1.1\r\nExpect:\r\nContent-Length: 2\r\n\r\nab", Some(Refusal::Expectation)),
+            // After the last request tiny_http reads, anything goes: it is never read.
+            ("POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\nab\r\n", None),
+            ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n\r\nGET /x\r\n\r\n", None),
+            ("GET / HTTP/1.1\r\nConnection: Upgrade\r\n\r\n\u{e9}\r\n", None),
+            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
+            ("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\nGET\r\n\r\n", None),
             // Refused whole: nothing of the head reaches tiny_http.
             (&format!("{GET}GET / HTTP/1.1\r\nExpect: x\r\n\r\n"), Some(Refusal::Expectation)),
         ];
@@ -497,6 +548,12 @@ mod tests {
         }
         let (out, _, _) = run(format!("{GET}GET / HTTP/1.1\r\nExpect: x\r\n\r\n").as_bytes(), 7);
         assert_eq!(unstamped(&out), GET);
+        // What follows the last request is dropped, not forwarded.
+        let last = "POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\nab";
+        assert_eq!(
+            run(format!("{last}\r\n{GET}").as_bytes(), 5).0,
+            format!("POST / HTTP/1.0\r\n{STAMP}Content-Length: 2\r\n\r\nab")
+        );
     }
 
     #[test]
