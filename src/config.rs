@@ -62,9 +62,9 @@ Options:
   --max-queued-ids N       most ids waiting in the queue; more get 503 [default: 10000000]
   --max-url BYTES          longest request URL [default: 8192]
   --max-headers BYTES      most request header bytes [default: 16384]
-  --idle-timeout DURATION  longest silence between requests, and longest a client may take to
-                           send a head, or to send or take the next 16 KiB of a body or an
-                           answer [default: 30s]
+  --idle-timeout DURATION  longest silence between requests, and the time a client has to send
+                           a head or a whole body, or to take each 16 KiB of an answer
+                           [default: 30s]
   --token TOKEN            require 'Authorization: Bearer TOKEN' on all routes but /health
                            [default: $INGESTD_TOKEN if set, else no token]
   --log-format FORMAT      human, or json (JSON lines plus an access record per request) [default: human]

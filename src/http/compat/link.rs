@@ -7,10 +7,12 @@
 //! The life of a link: it forwards the client's bytes to tiny_http (checking them with
 //! [`Tracker`] first) and tiny_http's answers back, until forwarding ends ([`End`]). It then
 //! half-closes towards tiny_http, which answers what it has and closes; those answers go out,
-//! then our own last answer if one is due (`505`, `408`), and the link is done. Each direction
+//! then our own last answer if one is due (`505`, `408`, or a refused head's `400`, `414`, `417`
+//! or `431`), and the link is done. Each direction
 //! buffers at most [`CAP`] bytes: a side whose buffer towards the other is full is not read.
 //! The idle timeout counts progress, not bytes: within each, the client completes a head or a
-//! request, or sends or takes [`MIN_PROGRESS`] bytes, or it is cut.
+//! request, or sends [`MIN_PROGRESS`] bytes of a body, or takes as many of an answer, or it is
+//! cut.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -24,9 +26,9 @@ use crate::http::error::ApiError;
 pub(crate) const CAP: usize = 64 << 10;
 /// A drained buffer keeps an allocation of up to this size for the next bytes.
 const KEEP: usize = 16 << 10;
-/// The least a client must send, or take, within each idle timeout, unless it completes a head or
-/// a request, or takes all that waits for it: a trickle of bytes is not progress, or a head sent
-/// a byte every few seconds would hold its connection for good.
+/// The least a client must send of a body, or take of an answer, within each idle timeout, unless
+/// a head or a request ends, or it takes all that waits for it: a trickle of bytes is not
+/// progress, or a head sent a byte every few seconds would hold its connection for good.
 pub(crate) const MIN_PROGRESS: usize = 16 << 10;
 
 /// Why a link stopped forwarding the client's bytes.
@@ -119,10 +121,10 @@ pub(crate) struct Link {
     /// Cut at once, with nothing more sent (the client does not take its answers, a stall).
     aborted: bool,
     cut: Option<Cut>,
-    /// The client's last progress: a head or request completed, [`MIN_PROGRESS`] bytes, or
-    /// when reading it resumed.
+    /// The client's last progress: a head or request completed, [`MIN_PROGRESS`] bytes of a
+    /// body, or when reading it resumed.
     client_seen: Instant,
-    /// Bytes read from the client since `client_seen`.
+    /// Body bytes read from the client since `client_seen`.
     sent_since: usize,
     /// The last progress with tiny_http: bytes read from it or written to it.
     server_seen: Instant,
@@ -192,7 +194,10 @@ impl Link {
         let (heads, ended) = (self.starts.len(), self.tracker.ended());
         let verdict = self.tracker.feed(bytes, &mut self.up.bytes);
         self.starts.extend(self.tracker.take_head_starts());
-        self.sent_since += bytes.len();
+        // A head must end within the timeout, however long: only a body's bytes count.
+        if !matches!(self.tracker.position(), Position::InHead) {
+            self.sent_since += bytes.len();
+        }
         // A head that ended, a request that ended (its body did), or enough bytes of either.
         let progress = self.starts.len() > heads || self.tracker.ended() > ended;
         if progress || self.sent_since >= MIN_PROGRESS {
@@ -422,7 +427,7 @@ fn last_word(end: End, position: Position) -> (Option<Cut>, Option<ApiError>) {
 /// What is wrong with a head, for the person who sent it.
 fn malformed(what: Malformed) -> &'static str {
     match what {
-        Malformed::RequestLine => "the request line must be a method, a path and HTTP/1.1, one space apart",
+        Malformed::RequestLine => "the request line must be a method, a path and HTTP/1.1 (or 1.0), one space apart",
         Malformed::HeaderLine => "each header line must be a name without spaces, a colon, then the value",
         Malformed::NotAscii => "the request line and headers must be ASCII; percent-encode other bytes",
     }
