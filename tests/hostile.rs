@@ -268,6 +268,28 @@ fn a_head_tiny_http_cannot_parse_gets_a_json_error_after_the_answers_before_it()
     }
 }
 
+/// A refused request whose body the client is still sending gets its answer, not a reset: the
+/// relay shuts its side for writing, then reads and drops what comes until the client ends.
+/// (Without that, the client's next write failed, as HTTP libraries send the whole body before
+/// they read an answer.)
+#[test]
+fn a_refused_request_with_a_body_still_being_sent_gets_its_answer() {
+    let server = Server::start(&[]);
+    let chunk = vec![b'1'; 16 << 10];
+    for (header, status) in [("Expect: 200-ok", 417), ("X-Name: caf\u{e9}", 400)] {
+        let mut conn = connect(&server);
+        let head =
+            format!("POST /ingest HTTP/1.1\r\nHost: t\r\n{header}\r\nContent-Length: {}\r\n\r\n", 64 * chunk.len());
+        conn.write_all(head.as_bytes()).unwrap();
+        for sent in 0..64 {
+            conn.write_all(&chunk).unwrap_or_else(|e| panic!("{header}: chunk {sent} of the body: {e}"));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let text = read_to_close(&mut conn, Duration::from_secs(5)).unwrap_or_default();
+        assert_eq!(statuses(&text), [status], "{header}: {text:?}");
+    }
+}
+
 /// Clients that pipeline requests and never read the answers: each holds at most one handler
 /// thread (until the idle timeout cuts it), more are started for everyone else, and everyone
 /// else is still answered at once. Without that, one such connection took every handler thread:

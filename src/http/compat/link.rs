@@ -8,7 +8,8 @@
 //! [`Tracker`] first) and tiny_http's answers back, until forwarding ends ([`End`]). It then
 //! half-closes towards tiny_http, which answers what it has and closes; those answers go out,
 //! then our own last answer if one is due (`505`, `408`, or a refused head's `400`, `414`, `417`
-//! or `431`), and the link is done. Each direction
+//! or `431`), and the link is done; unless the client has ended its side, it lingers first
+//! ([`Link::linger`]), so that closing does not reset the connection under the client's reading. Each direction
 //! buffers at most [`CAP`] bytes: a side whose buffer towards the other is full is not read.
 //! The idle timeout counts progress, not bytes: within each, the client completes a head or a
 //! request, or sends [`MIN_PROGRESS`] bytes of a body, or takes as many of an answer, or it is
@@ -30,6 +31,8 @@ const KEEP: usize = 16 << 10;
 /// a head or a request ends, or it takes all that waits for it: a trickle of bytes is not
 /// progress, or a head sent a byte every few seconds would hold its connection for good.
 pub(crate) const MIN_PROGRESS: usize = 16 << 10;
+/// The longest a link lingers once its answers are out (the idle timeout, if shorter).
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Why a link stopped forwarding the client's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +136,10 @@ pub(crate) struct Link {
     client_taken: Instant,
     /// Bytes written to the client since `client_taken`.
     taken_since: usize,
+    /// The client ended its side (or it failed).
+    client_eof: bool,
+    /// Lingering until then: see [`Link::linger`].
+    linger_until: Option<Instant>,
 }
 
 impl Link {
@@ -158,6 +165,8 @@ impl Link {
             server_seen: now,
             client_taken: now,
             taken_since: 0,
+            client_eof: false,
+            linger_until: None,
         }
     }
 
@@ -178,7 +187,7 @@ impl Link {
     }
 
     pub(crate) fn client_interest(&self) -> Interest {
-        Interest { read: self.client_room() > 0, write: !self.to_client().is_empty() }
+        Interest { read: self.client_room() > 0 || self.lingers(), write: !self.to_client().is_empty() }
     }
 
     pub(crate) fn server_interest(&self) -> Interest {
@@ -188,6 +197,9 @@ impl Link {
     /// Bytes read from the client: forwarded as the tracker says, up to a request tiny_http
     /// must not see.
     pub(crate) fn client_sent(&mut self, bytes: &[u8], now: Instant) {
+        if self.lingers() {
+            return;
+        }
         if self.up.is_empty() {
             self.server_seen = now;
         }
@@ -226,6 +238,7 @@ impl Link {
 
     /// The client closed its side, or reading it failed.
     pub(crate) fn client_gone(&mut self, now: Instant) {
+        self.client_eof = true;
         self.end(End::ClientGone, now);
     }
 
@@ -323,15 +336,38 @@ impl Link {
         self.cut
     }
 
-    /// Whether the link has nothing more to do: its sockets are to be closed.
+    /// Whether the link has nothing more to do but, perhaps, linger.
     pub(crate) fn is_done(&self) -> bool {
         self.aborted || (self.closing && self.down.is_empty())
+    }
+
+    /// Whether the link is done and its sockets are to be closed now.
+    pub(crate) fn closable(&self) -> bool {
+        self.is_done() && !self.lingers() && !self.linger_due()
+    }
+
+    /// Whether the answers are all out and the client may still be sending: closing now would
+    /// reset the connection, and a reset makes the client's system drop what it has not read
+    /// yet, our last answer included.
+    pub(crate) fn linger_due(&self) -> bool {
+        self.is_done() && !self.aborted && !self.client_eof && self.linger_until.is_none()
+    }
+
+    /// The relay has shut the client's side for writing: what the client still sends is read
+    /// and dropped until it ends its side, for a moment at most.
+    pub(crate) fn linger(&mut self, now: Instant) {
+        self.linger_until = Some(now + self.idle.min(LINGER));
+    }
+
+    /// Whether the client's bytes are being read and dropped.
+    pub(crate) fn lingers(&self) -> bool {
+        self.linger_until.is_some() && !self.aborted && !self.client_eof
     }
 
     /// When the link times out if nothing happens before.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         if self.is_done() {
-            return None;
+            return self.linger_until.filter(|_| self.lingers());
         }
         let mut deadline: Option<Instant> = None;
         let mut clock = |since: Instant| {
@@ -356,6 +392,10 @@ impl Link {
     /// answers what it has); any other stall cuts the link.
     pub(crate) fn expire(&mut self, now: Instant) {
         if self.deadline().is_none_or(|deadline| deadline > now) {
+            return;
+        }
+        if self.lingers() {
+            self.client_eof = true;
             return;
         }
         if self.client_room() > 0 && self.client_seen + self.idle <= now {
@@ -792,5 +832,43 @@ mod tests {
         // (The client's silence since its GET only stops its requests at 10; its answer goes on.)
         assert_eq!(taken("trickle 100", "at 10"), (true, 300));
         assert_eq!(taken(&format!("trickle {MIN_PROGRESS}"), "at 18"), (false, 4 * MIN_PROGRESS));
+    }
+
+    #[test]
+    fn once_its_answers_are_out_a_link_lingers_until_the_client_ends_or_for_a_moment() {
+        // A refused head with a body behind it: the 417 goes out, then the link lingers.
+        let mut sim = Sim::new();
+        for step in ["c:POST / HTTP/1.1\r\nExpect: x\r\nContent-Length: 9\r\n\r\nabc", "s-eof"] {
+            sim.step(step);
+        }
+        assert!(sim.link.is_done() && sim.link.linger_due(), "{}", sim.summary());
+        assert!(!sim.link.closable());
+        sim.link.linger(sim.now);
+        assert!(sim.link.lingers() && !sim.link.closable());
+        assert_eq!(sim.link.client_interest(), Interest { read: true, write: false });
+        // What the client still sends is dropped; its end of stream ends the lingering.
+        sim.step("c:defghi");
+        assert_eq!(sim.to_server.len(), 0);
+        sim.step("c-eof");
+        assert!(sim.link.closable() && !sim.link.lingers());
+        // A client that never ends its side is let go after the idle timeout, at most 2 s.
+        let mut sim = Sim::new();
+        sim.step("c:GET / HTTP/1.1\r\nExpect: x\r\n\r\n");
+        sim.step("s-eof");
+        sim.link.linger(sim.now);
+        assert_eq!(sim.link.deadline(), Some(sim.start + Duration::from_secs(2)));
+        sim.step("at 1.9");
+        assert!(sim.link.lingers());
+        sim.step("at 2");
+        assert!(sim.link.closable());
+        // Nothing to linger for: a client that ended its side, or one cut for not reading.
+        check(
+            &["c:GET / HTTP/1.1\r\nExpect: x\r\n\r\n", "c-eof", "s-eof"],
+            "tiny_http got 0 bytes; client got [\"417\"]; done; half-closed",
+        );
+        let mut sim = Sim::new();
+        sim.step(&format!("c:{GET}"));
+        sim.step("c-fails");
+        assert!(sim.link.closable());
     }
 }

@@ -570,7 +570,13 @@ impl Relay {
             }
         }
         flush(entry, CLIENT, now);
-        if entry.link.is_done() {
+        if entry.link.linger_due() {
+            // The client reads our answers to their end, then whatever it still sends is dropped.
+            let _ = net::shutdown(&entry.client, net::Shutdown::Write);
+            entry.link.linger(now);
+            entry.server = None;
+        }
+        if entry.link.closable() {
             let _ = net::shutdown(&entry.client, net::Shutdown::Both);
             // Closing the sockets deregisters them.
             self.links.remove(&id);
@@ -598,7 +604,11 @@ impl Relay {
 /// One read from a ready socket, into the link.
 fn read(entry: &mut Entry, side: usize, scratch: &mut [u8], now: Instant) {
     let link = &mut entry.link;
-    let room = if side == CLIENT { link.client_room() } else { link.server_room() };
+    let room = match side {
+        CLIENT if link.lingers() => CAP,
+        CLIENT => link.client_room(),
+        _ => link.server_room(),
+    };
     if room == 0 {
         return;
     }
