@@ -9,8 +9,8 @@
 //! half-closes towards tiny_http, which answers what it has and closes; those answers go out,
 //! then our own last answer if one is due (`505`, `408`, or a refused head's `400`, `414`, `417`
 //! or `431`), and the link is done; unless the client has ended its side, it lingers first
-//! ([`Link::linger`]), so that closing does not reset the connection under the client's reading. Each direction
-//! buffers at most [`CAP`] bytes: a side whose buffer towards the other is full is not read.
+//! ([`Link::client_shut`]), so that closing does not reset the connection under the client's
+//! reading. Each direction buffers at most [`CAP`] bytes: a side whose buffer towards the other is full is not read.
 //! The idle timeout counts progress, not bytes: within each, the client completes a head or a
 //! request, or sends [`MIN_PROGRESS`] bytes of a body, or takes as many of an answer, or it is
 //! cut.
@@ -138,7 +138,7 @@ pub(crate) struct Link {
     taken_since: usize,
     /// The client ended its side (or it failed).
     client_eof: bool,
-    /// Lingering until then: see [`Link::linger`].
+    /// Lingering until then: see [`Link::client_shut`].
     linger_until: Option<Instant>,
 }
 
@@ -172,6 +172,9 @@ impl Link {
 
     /// How many bytes to read from the client now (0: do not read it).
     pub(crate) fn client_room(&self) -> usize {
+        if self.lingers() {
+            return CAP;
+        }
         if self.end.is_some() || self.aborted {
             return 0;
         }
@@ -187,7 +190,7 @@ impl Link {
     }
 
     pub(crate) fn client_interest(&self) -> Interest {
-        Interest { read: self.client_room() > 0 || self.lingers(), write: !self.to_client().is_empty() }
+        Interest { read: self.client_room() > 0, write: !self.to_client().is_empty() }
     }
 
     pub(crate) fn server_interest(&self) -> Interest {
@@ -343,19 +346,19 @@ impl Link {
 
     /// Whether the link is done and its sockets are to be closed now.
     pub(crate) fn closable(&self) -> bool {
-        self.is_done() && !self.lingers() && !self.linger_due()
+        self.is_done() && !self.lingers() && !self.shut_client_due()
     }
 
     /// Whether the answers are all out and the client may still be sending: closing now would
     /// reset the connection, and a reset makes the client's system drop what it has not read
     /// yet, our last answer included.
-    pub(crate) fn linger_due(&self) -> bool {
+    pub(crate) fn shut_client_due(&self) -> bool {
         self.is_done() && !self.aborted && !self.client_eof && self.linger_until.is_none()
     }
 
     /// The relay has shut the client's side for writing: what the client still sends is read
-    /// and dropped until it ends its side, for a moment at most.
-    pub(crate) fn linger(&mut self, now: Instant) {
+    /// and dropped until it ends its side, for a moment at most (lingering).
+    pub(crate) fn client_shut(&mut self, now: Instant) {
         self.linger_until = Some(now + self.idle.min(LINGER));
     }
 
@@ -841,9 +844,9 @@ mod tests {
         for step in ["c:POST / HTTP/1.1\r\nExpect: x\r\nContent-Length: 9\r\n\r\nabc", "s-eof"] {
             sim.step(step);
         }
-        assert!(sim.link.is_done() && sim.link.linger_due(), "{}", sim.summary());
+        assert!(sim.link.is_done() && sim.link.shut_client_due(), "{}", sim.summary());
         assert!(!sim.link.closable());
-        sim.link.linger(sim.now);
+        sim.link.client_shut(sim.now);
         assert!(sim.link.lingers() && !sim.link.closable());
         assert_eq!(sim.link.client_interest(), Interest { read: true, write: false });
         // What the client still sends is dropped; its end of stream ends the lingering.
@@ -855,7 +858,7 @@ mod tests {
         let mut sim = Sim::new();
         sim.step("c:GET / HTTP/1.1\r\nExpect: x\r\n\r\n");
         sim.step("s-eof");
-        sim.link.linger(sim.now);
+        sim.link.client_shut(sim.now);
         assert_eq!(sim.link.deadline(), Some(sim.start + Duration::from_secs(2)));
         sim.step("at 1.9");
         assert!(sim.link.lingers());

@@ -570,10 +570,10 @@ impl Relay {
             }
         }
         flush(entry, CLIENT, now);
-        if entry.link.linger_due() {
+        if entry.link.shut_client_due() {
             // The client reads our answers to their end, then whatever it still sends is dropped.
             let _ = net::shutdown(&entry.client, net::Shutdown::Write);
-            entry.link.linger(now);
+            entry.link.client_shut(now);
             entry.server = None;
         }
         if entry.link.closable() {
@@ -604,11 +604,7 @@ impl Relay {
 /// One read from a ready socket, into the link.
 fn read(entry: &mut Entry, side: usize, scratch: &mut [u8], now: Instant) {
     let link = &mut entry.link;
-    let room = match side {
-        CLIENT if link.lingers() => CAP,
-        CLIENT => link.client_room(),
-        _ => link.server_room(),
-    };
+    let room = if side == CLIENT { link.client_room() } else { link.server_room() };
     if room == 0 {
         return;
     }
