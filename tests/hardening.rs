@@ -126,10 +126,13 @@ fn ambiguous_framing_is_refused_and_nothing_more_from_that_connection_is_acted_o
             assert!(conn.closed_within(Duration::from_secs(5)), "{what}: the connection stayed open");
             continue;
         }
-        // The smuggled request, and anything after it, is refused, not acted on. (Where the
-        // unread body is not a request line, tiny_http answers a bare 400 and closes.)
-        let mut refused = 0;
+        // The smuggled request, and anything after it, is refused, not acted on: by the
+        // quarantine, or never forwarded, where the relay met a chunked body the decoder fails on
+        // (the connection then ends). (Where the unread body is not a request line, tiny_http
+        // answers a bare 400 and closes.)
+        let (mut refused, mut answers) = (0, 0);
         while let Some(next) = conn.answer() {
+            answers += 1;
             assert_eq!(next.status, 400, "{what}: {next:?}");
             if !next.body.is_empty() {
                 assert_eq!(next.code(), "connection_rejected", "{what}: {next:?}");
@@ -139,16 +142,19 @@ fn ambiguous_framing_is_refused_and_nothing_more_from_that_connection_is_acted_o
                 break;
             }
         }
-        assert!(refused == 2 || body_is_garbage, "{what}: the quarantine refused {refused} requests");
+        assert!(refused == 2 || body_is_garbage || answers == 0, "{what}: the quarantine refused {refused} requests");
     }
     // Obsolete line folding without a colon: tiny_http itself answers 400 and closes.
     let mut conn = Conn::open(&server);
     let folded = conn.send(b"GET /health HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n").answer().expect("an answer");
     assert_eq!(folded.status, 400);
     assert!(conn.closed_within(Duration::from_secs(5)));
-    // Other connections were never disturbed.
+    // Other connections were never disturbed, and no smuggled request was acted on.
     let mut clean = Conn::open(&server);
     assert_eq!(clean.send(&post("/ingest", "", INGEST)).answer().unwrap().status, 200);
+    // Released at once (a smuggled ingestion would hold the slot for the hour-long fetch).
+    let released = || (server.get("/queue").json["queued_ids"] == 0).then_some(());
+    wait_for("the clean ingestion's release", Duration::from_secs(5), released);
 }
 
 #[test]
@@ -189,6 +195,9 @@ fn long_urls_are_414_and_large_headers_431() {
     let big = format!("GET /health HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "b".repeat(200));
     let big = conn.send(big.as_bytes()).answer().unwrap();
     assert_eq!((big.status, big.code()), (431, "headers_too_large".into()), "{big:?}");
+    // Refused as it came, so the rest of what the client sends is unknown: the connection ends.
+    assert!(conn.closed_within(Duration::from_secs(5)));
+    let mut conn = Conn::open(&server);
     assert_eq!(conn.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").answer().unwrap().status, 200);
 }
 

@@ -453,9 +453,9 @@ fn two_idempotency_keys_are_refused_and_queue_nothing() {
 }
 
 /// An `Expect` other than `100-continue` gets 417 before any route, and the connection closes
-/// (nothing after it is read); a chunked body with trailers is `invalid_json`, as the docs state.
+/// (nothing after it is read); a chunked body with trailers is `bad_framing`, as the docs state.
 #[test]
-fn expect_other_than_continue_is_417_and_trailers_are_invalid_json() {
+fn expect_other_than_continue_is_417_and_trailers_are_bad_framing() {
     let server = Server::start(&["--interval", "1h"]);
     let answer = raw(&server, b"GET /health HTTP/1.1\r\nHost: t\r\nExpect: 200-ok\r\n\r\nGET /health HTTP/1.1\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 417 ") && answer.contains(r#""error":"expectation_failed""#), "{answer}");
@@ -470,7 +470,7 @@ fn expect_other_than_continue_is_417_and_trailers_are_invalid_json() {
     let answer = raw(&server, format!("{chunked}\r\n").as_bytes());
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     let answer = raw(&server, format!("{chunked}X-Checksum: 1\r\n\r\n").as_bytes());
-    assert!(answer.starts_with("HTTP/1.1 400 ") && answer.contains(r#""error":"invalid_json""#), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 400 ") && answer.contains(r#""error":"bad_framing""#), "{answer}");
     // The first ingestion went at once; the second waits; the one with a trailer was refused.
     assert_eq!(server.get("/queue").json["queued_ids"], 1);
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tiny_http::{Header, Request, Response};
 
 use super::api::{self, Head, Reply};
-use super::compat::{Conn, Connections, Cut, Endpoint, Front, Origin, STAMP};
+use super::compat::{Caps, Conn, Connections, Endpoint, Front, Origin, STAMP};
 use super::error::ApiError;
 use super::limits::Limits;
 use super::pool::Pool;
@@ -182,7 +182,9 @@ impl HttpServer {
         });
         let probe = (endpoint.path(), connections.probe_stamp());
         let supervisor = Supervisor::start(internal, probe, options.idle_timeout, threads, dispatch)?;
-        let front = Front::start(listener, endpoint.path(), options.idle_timeout, connections, RELAYS)?;
+        let limits = &options.limits;
+        let caps = Caps { url: limits.max_url, headers: limits.max_header_bytes, body: limits.max_body };
+        let front = Front::start(listener, endpoint.path(), options.idle_timeout, caps, connections, RELAYS)?;
         Ok(HttpServer { front, supervisor, bodies, reject, endpoint, addr })
     }
 
@@ -311,15 +313,11 @@ fn read_body(
     let mut chunk = [0; 16 << 10];
     // The relay ends the stream when the client is silent for the idle timeout or the server
     // stops; the body then ends early, and why is the answer.
-    let cut = || match conn.and_then(Conn::cut) {
-        Some(Cut::IdleTimeout) => Some(ApiError::RequestTimeout),
-        Some(Cut::ShuttingDown) => Some(ApiError::ShuttingDown),
-        None => None,
-    };
+    let cut = || conn.and_then(Conn::cut).map(|cut| cut.error(max_body));
     loop {
         // Each read waits at most the idle timeout (the socket's); the whole body gets as long.
         let read = match reader.read(&mut chunk) {
-            Ok(0) => return cut().map_or(Ok(body), Err),
+            Ok(0) => return cut().map_or_else(|| whole(body, length), Err),
             Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
@@ -342,6 +340,18 @@ fn read_body(
         if began.elapsed() > deadline {
             return Err(ApiError::RequestTimeout);
         }
+    }
+}
+
+/// The body, if it is as long as its `Content-Length` said: a client that closes its side
+/// halfway has not sent its request.
+fn whole(body: Vec<u8>, length: Option<usize>) -> Result<Vec<u8>, ApiError> {
+    match length {
+        Some(length) if body.len() < length => Err(ApiError::BadFraming(format!(
+            "the body ended after {} of the {length} bytes its Content-Length announced",
+            body.len()
+        ))),
+        _ => Ok(body),
     }
 }
 

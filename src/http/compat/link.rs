@@ -12,14 +12,13 @@
 //! ([`Link::client_shut`]), so that closing does not reset the connection under the client's
 //! reading. Each direction buffers at most [`CAP`] bytes: a side whose buffer towards the other is full is not read.
 //! The idle timeout counts progress, not bytes: within each, the client completes a head or a
-//! request, or sends [`MIN_PROGRESS`] bytes of a body, or takes as many of an answer, or it is
-//! cut.
+//! request (its body whole), or takes [`MIN_PROGRESS`] bytes of an answer, or it is cut.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::relay::Cut;
-use super::tracker::{Malformed, Position, Refusal, Tracker, Verdict, HEAD_CAP, LINE_CAP};
+use super::tracker::{BodyFault, Caps, Malformed, Position, Refusal, Tracker, Verdict};
 use crate::http::api::Reply;
 use crate::http::error::ApiError;
 
@@ -27,9 +26,9 @@ use crate::http::error::ApiError;
 pub(crate) const CAP: usize = 64 << 10;
 /// A drained buffer keeps an allocation of up to this size for the next bytes.
 const KEEP: usize = 16 << 10;
-/// The least a client must send of a body, or take of an answer, within each idle timeout, unless
-/// a head or a request ends, or it takes all that waits for it: a trickle of bytes is not
-/// progress, or a head sent a byte every few seconds would hold its connection for good.
+/// The least a client must take of an answer within each idle timeout, unless it takes all that
+/// waits for it: a trickle of bytes is not progress, or an answer taken a byte every few seconds
+/// would hold its connection, and the handler writing it, for good.
 pub(crate) const MIN_PROGRESS: usize = 16 << 10;
 /// The longest a link lingers once its answers are out (the idle timeout, if shorter).
 const LINGER: Duration = Duration::from_secs(2);
@@ -45,6 +44,8 @@ pub(crate) enum End {
     Idle,
     /// A request tiny_http must not see.
     Refused(Refusal),
+    /// A chunked body that tiny_http is reading went wrong (the reader learns why by the cut).
+    BodyRefused,
     Stopping,
 }
 
@@ -124,11 +125,8 @@ pub(crate) struct Link {
     /// Cut at once, with nothing more sent (the client does not take its answers, a stall).
     aborted: bool,
     cut: Option<Cut>,
-    /// The client's last progress: a head or request completed, [`MIN_PROGRESS`] bytes of a
-    /// body, or when reading it resumed.
+    /// The client's last progress: a head or request completed, or when reading it resumed.
     client_seen: Instant,
-    /// Body bytes read from the client since `client_seen`.
-    sent_since: usize,
     /// The last progress with tiny_http: bytes read from it or written to it.
     server_seen: Instant,
     /// The client's last progress taking answers: [`MIN_PROGRESS`] bytes, or when `down` stopped
@@ -143,10 +141,11 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// A link whose requests reach tiny_http with `stamp` after their request line.
-    pub(crate) fn new(idle: Duration, now: Instant, stamp: Vec<u8>) -> Link {
+    /// A link whose requests reach tiny_http with `stamp` after their request line, and are
+    /// refused beyond `caps`.
+    pub(crate) fn new(idle: Duration, now: Instant, stamp: Vec<u8>, caps: Caps) -> Link {
         Link {
-            tracker: Tracker::new(stamp),
+            tracker: Tracker::new(stamp, caps),
             idle,
             up: Pending::default(),
             starts: VecDeque::new(),
@@ -161,7 +160,6 @@ impl Link {
             aborted: false,
             cut: None,
             client_seen: now,
-            sent_since: 0,
             server_seen: now,
             client_taken: now,
             taken_since: 0,
@@ -209,18 +207,20 @@ impl Link {
         let (heads, ended) = (self.starts.len(), self.tracker.ended());
         let verdict = self.tracker.feed(bytes, &mut self.up.bytes);
         self.starts.extend(self.tracker.take_head_starts());
-        // A head must end within the timeout, however long: only a body's bytes count.
-        if !matches!(self.tracker.position(), Position::InHead) {
-            self.sent_since += bytes.len();
-        }
-        // A head that ended, a request that ended (its body did), or enough bytes of either.
-        let progress = self.starts.len() > heads || self.tracker.ended() > ended;
-        if progress || self.sent_since >= MIN_PROGRESS {
+        // A head or a whole body within the timeout, however long: bytes alone are no progress.
+        if self.starts.len() > heads || self.tracker.ended() > ended {
             self.client_seen = now;
-            self.sent_since = 0;
         }
-        if let Verdict::Refuse(refusal) = verdict {
-            self.end(End::Refused(refusal), now);
+        match verdict {
+            Verdict::Forward => {}
+            Verdict::Refuse(refusal) => self.end(End::Refused(refusal), now),
+            Verdict::EndBody(fault) => {
+                self.cut.get_or_insert(match fault {
+                    BodyFault::TooLarge => Cut::BodyTooLarge,
+                    BodyFault::Malformed => Cut::BadChunk,
+                });
+                self.end(End::BodyRefused, now);
+            }
         }
     }
 
@@ -279,7 +279,6 @@ impl Link {
         if self.up.len() >= CAP {
             // The client was not read while tiny_http was not taking its bytes: not its silence.
             self.client_seen = now;
-            self.sent_since = 0;
         }
         self.server_seen = now;
         let sent_to = self.up.at + written;
@@ -446,8 +445,9 @@ const BARE_LF: &str = "a line of the request head ends with a bare LF; end every
 fn last_word(end: End, position: Position) -> (Option<Cut>, Option<ApiError>) {
     match (end, position) {
         (End::Refused(Refusal::Version), _) => (None, Some(ApiError::VersionNotSupported)),
-        (End::Refused(Refusal::LineTooLong), _) => (None, Some(ApiError::UrlTooLong { limit: LINE_CAP })),
-        (End::Refused(Refusal::HeadTooLarge), _) => (None, Some(ApiError::HeadersTooLarge { limit: HEAD_CAP })),
+        (End::Refused(Refusal::LineTooLong(limit)), _) => (None, Some(ApiError::UrlTooLong { limit })),
+        (End::Refused(Refusal::HeadTooLarge(limit)), _) => (None, Some(ApiError::HeadersTooLarge { limit })),
+        (End::Refused(Refusal::BodyTooLarge(limit)), _) => (None, Some(ApiError::BodyTooLarge { limit })),
         (End::Refused(Refusal::BareLineFeed), _) => (None, Some(ApiError::BadFraming(BARE_LF.to_owned()))),
         (End::Refused(Refusal::Malformed(what)), _) => {
             (None, Some(ApiError::MalformedRequest { what: malformed(what) }))
@@ -471,7 +471,9 @@ fn last_word(end: End, position: Position) -> (Option<Cut>, Option<ApiError>) {
 fn malformed(what: Malformed) -> &'static str {
     match what {
         Malformed::RequestLine => "the request line must be a method, a path and HTTP/1.1 (or 1.0), one space apart",
-        Malformed::HeaderLine => "each header line must be a name without spaces, a colon, then the value",
+        Malformed::HeaderLine => {
+            "each header line must be a name without spaces, a colon, then the value, on one line (no folding)"
+        }
         Malformed::NotAscii => "the request line and headers must be ASCII; percent-encode other bytes",
     }
 }
@@ -482,6 +484,7 @@ fn raw_reply(error: &ApiError) -> Vec<u8> {
     let reason = match reply.status {
         400 => "Bad Request",
         408 => "Request Timeout",
+        413 => "Content Too Large",
         414 => "URI Too Long",
         417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
@@ -526,7 +529,8 @@ mod tests {
     impl Sim {
         fn new() -> Sim {
             let start = Instant::now();
-            let link = Link::new(IDLE, start, STAMP.into());
+            let caps = Caps { url: 8192, headers: 16384, body: 1 << 20 };
+            let link = Link::new(IDLE, start, STAMP.into(), caps);
             Sim {
                 link,
                 start,
@@ -797,19 +801,17 @@ mod tests {
     }
 
     #[test]
-    fn a_trickle_is_no_progress_but_a_whole_head_or_request_or_16_kib_is() {
+    fn a_trickle_is_no_progress_but_a_whole_head_or_request_is() {
         // A head must be whole within the idle timeout, however its bytes come.
         let trickled_head = ["c:GET /hea", "at 5", "c:lth HT", "at 10", "s-eof"];
         check(&trickled_head, "tiny_http got 0 bytes; client got [\"408\"]; done; half-closed; cut IdleTimeout");
-        // A body must come 16 KiB at a time (or end) within each idle timeout.
+        // So must a body, however much of it comes: tiny_http drains a body nobody reads.
         let long = post(100_000, "");
-        let trickled_body = [long.as_str(), "at 5", "c:x", "at 9", "c:y", "at 10"];
-        let cut = "tiny_http got 59 bytes; client got []; open until 20; half-closed; cut IdleTimeout";
-        check(&trickled_body, cut);
-        let chunk = format!("c:{}", "x".repeat(MIN_PROGRESS));
-        let steady_body = [long.as_str(), "at 5", "c:x", "at 9", chunk.as_str(), "at 18"];
-        let open = format!("tiny_http got {} bytes; client got []; open until 19", 57 + 1 + MIN_PROGRESS);
-        check(&steady_body, &open);
+        let chunk = format!("c:{}", "x".repeat(40_000));
+        let steady_body = [long.as_str(), "at 5", chunk.as_str(), "at 9", chunk.as_str(), "at 10"];
+        let cut =
+            format!("tiny_http got {} bytes; client got []; open until 20; half-closed; cut IdleTimeout", 57 + 80_000);
+        check(&steady_body, &cut);
         // A request that ends, or a head that comes whole, starts a new wait.
         let get = format!("c:{GET}");
         check(&[&get, "at 9", &get, "at 18"], "tiny_http got 82 bytes; client got []; open until 19");

@@ -43,6 +43,8 @@ use rustix::net::{self as net, AddressFamily, SendFlags, SocketAddrUnix, SocketF
 
 use super::link::{Interest, Link, CAP};
 use super::strand::Strands;
+use super::tracker::{Caps, CHUNK_LINE_CAP};
+use crate::http::error::ApiError;
 use crate::http::serial::Serial;
 use crate::log;
 
@@ -68,10 +70,29 @@ pub(crate) fn nudges() -> u64 {
 /// Why a connection was cut short, as the request being read on it should learn it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cut {
-    /// The client was silent for the idle timeout.
+    /// The client did not send a whole head or body within the idle timeout.
     IdleTimeout = 1,
     /// The server is stopping.
     ShuttingDown = 2,
+    /// The chunked body grew past `--max-body`.
+    BodyTooLarge = 3,
+    /// The chunked body is not framed as chunked bodies are.
+    BadChunk = 4,
+}
+
+impl Cut {
+    /// What the request whose body was cut short is answered; `max_body` is `--max-body`.
+    pub(crate) fn error(self, max_body: usize) -> ApiError {
+        match self {
+            Cut::IdleTimeout => ApiError::RequestTimeout,
+            Cut::ShuttingDown => ApiError::ShuttingDown,
+            Cut::BodyTooLarge => ApiError::BodyTooLarge { limit: max_body },
+            Cut::BadChunk => ApiError::BadFraming(format!(
+                "the chunked body is malformed: each chunk is a hexadecimal size (a line of at most \
+                 {CHUNK_LINE_CAP} bytes), CRLF, that many bytes, CRLF; the last is 0, CRLF, CRLF, with no trailers"
+            )),
+        }
+    }
 }
 
 /// One client connection, as `http/` sees it.
@@ -142,6 +163,8 @@ impl Conn {
         match self.cut.load(Ordering::Acquire) {
             1 => Some(Cut::IdleTimeout),
             2 => Some(Cut::ShuttingDown),
+            3 => Some(Cut::BodyTooLarge),
+            4 => Some(Cut::BadChunk),
             _ => None,
         }
     }
@@ -233,11 +256,13 @@ pub(crate) struct Front {
 
 impl Front {
     /// Accepts on `public` and relays each connection to tiny_http's socket at `server`, with
-    /// `relays` threads; each accepts in turn and keeps the connections it accepted.
+    /// `relays` threads; each accepts in turn and keeps the connections it accepted. Requests
+    /// beyond `caps` are refused.
     pub(crate) fn start(
         public: TcpListener,
         server: &Path,
         idle_timeout: Duration,
+        caps: Caps,
         connections: Arc<Connections>,
         relays: usize,
     ) -> io::Result<Front> {
@@ -259,6 +284,7 @@ impl Front {
                 waker: Arc::clone(&waker),
                 server: server.to_owned(),
                 idle: idle_timeout,
+                caps,
                 connections: Arc::clone(&connections),
                 links: HashMap::new(),
                 // Numbers 1 + index, 1 + index + relays, ...: no two relays share one.
@@ -345,6 +371,7 @@ struct Relay {
     /// tiny_http's internal socket.
     server: PathBuf,
     idle: Duration,
+    caps: Caps,
     connections: Arc<Connections>,
     links: HashMap<u64, Entry>,
     /// The number of the next link, and the step to the one after.
@@ -496,7 +523,7 @@ impl Relay {
         let conn = Arc::new(Conn::new(peer, Arc::clone(&self.waker)));
         self.connections.insert(id, Arc::clone(&conn));
         let entry = Entry {
-            link: Link::new(self.idle, now, self.connections.stamp(id)),
+            link: Link::new(self.idle, now, self.connections.stamp(id), self.caps),
             client,
             server: None,
             watching: [Interest::default(); 2],
