@@ -389,16 +389,19 @@ impl Queue {
         }
         let mut state = self.lock();
         let now = self.shared.clock.now();
+        let was_empty = state.scheduler.queued() == 0;
         for ingestion in ingestions {
             let (priority, len, ids) = (ingestion.priority, batch_count(&ingestion), ingestion.id_count() as u64);
             let first = state.scheduler.submit(priority, Arc::clone(&ingestion), len, now);
             ingestion.set_enqueued(Enqueued { first, at: now });
             state.queued_ids[priority.index()] += ids;
         }
-        // More work never makes a release earlier, so a pacer parked on a deadline or on the
-        // batch in flight would decide the same again: only an idle one is woken. A wake-up
-        // per POST cost a context switch and a turn of this lock each, under load.
-        if !matches!(state.parked, Some(Parked::Until(_) | Parked::Busy)) {
+        // More work never makes a release earlier than the head batch's slot, or than the end
+        // of the batch in flight: a pacer parked on either would decide the same again, so only
+        // one with nothing queued (idle, or waiting for a retry's backoff to end) is woken. A
+        // wake-up per POST cost a context switch and a turn of this lock each, under load.
+        let slot_or_busy = !was_empty && matches!(state.parked, Some(Parked::Until(_)));
+        if !slot_or_busy && state.parked != Some(Parked::Busy) {
             wake(&self.shared, &mut state);
         }
     }

@@ -508,6 +508,25 @@ fn a_retry_backs_off_doubling_goes_first_in_its_priority_and_fails_after_max_att
     rig.app.shutdown(PATIENCE);
 }
 
+/// New work that arrives while the only batch queued waits out its backoff goes at its own slot.
+/// (The pacer, parked until the backoff's end, slept through it: new work waited up to
+/// `--retry-max-backoff`.)
+#[test]
+fn new_work_goes_at_its_slot_while_a_retry_backs_off() {
+    let policy = RetryPolicy { min_backoff: 60 * SEC, max_backoff: 60 * SEC, max_attempts: 4 };
+    let rig = Rig::scripted(vec![(1, retry("boom"))], policy, false, false);
+    rig.ingest(Priority::Low, vec![1]);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(60.0)));
+    rig.expect_calls(&[1], 0.0);
+    rig.advance_to(7.0);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(60.0)));
+    // No clock move wakes the pacer now: the new batch alone must.
+    rig.ingest(Priority::Low, vec![2]);
+    rig.expect_calls(&[2], 7.0);
+    assert_eq!(rig.settle(), Parked::Until(rig.at(60.0)));
+    rig.app.shutdown(PATIENCE);
+}
+
 #[test]
 fn retry_after_pauses_every_release_and_moves_the_etas() {
     let policy = RetryPolicy { min_backoff: 10 * SEC, max_backoff: 60 * SEC, max_attempts: 5 };
