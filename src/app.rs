@@ -172,7 +172,7 @@ impl App {
             return Err(IngestError::ShuttingDown);
         }
         if let Some(key) = key {
-            if let KeyClaim::Existing(id) = self.store.claim_key(key) {
+            if let KeyClaim::Existing(id) = self.store.claim_key(key, self.queue.wall_ms()) {
                 return Ok(id);
             }
         }

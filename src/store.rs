@@ -2,7 +2,8 @@
 //!
 //! Touched by HTTP handler threads (lookups, key claims), the journal thread (inserts and
 //! sweeps in durable mode) and `App` (inserts in memory mode). Its locks are never held together
-//! with the queue lock: work is inserted here first, then submitted to the queue.
+//! with the queue lock: work is inserted here first, then submitted to the queue. The keys' lock
+//! may take the ingestions' read lock inside it, never the other way round.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,17 +78,18 @@ impl Store {
         (!self.expired(&found, now_ms)).then_some(found)
     }
 
-    /// Claims `key` for a new ingestion, or names the one already saved under it. Waits while
-    /// another request with the same key is being saved.
-    pub(crate) fn claim_key(&self, key: &str) -> KeyClaim {
+    /// Claims `key` for a new ingestion, or names the one saved under it, unless that one
+    /// expired (its key is free again, swept or not). Waits while another request with the
+    /// same key is being saved.
+    pub(crate) fn claim_key(&self, key: &str, now_ms: u64) -> KeyClaim {
         let mut keys = self.keys.lock();
         loop {
             match keys.get(key).copied() {
-                None => {
+                Some(Key::Saved(id)) if self.get(&id, now_ms).is_some() => return KeyClaim::Existing(id),
+                None | Some(Key::Saved(_)) => {
                     keys.insert(key.into(), Key::Pending);
                     return KeyClaim::Claimed;
                 }
-                Some(Key::Saved(id)) => return KeyClaim::Existing(id),
                 Some(Key::Pending) => self.key_settled.wait(&mut keys),
             }
         }
@@ -132,8 +134,13 @@ impl Store {
             ids.iter().filter_map(|id| ingestions.by_id.remove(id)).map(|(_, i)| i).collect()
         };
         let mut keys = self.keys.lock();
-        for key in expired.iter().filter_map(|i| i.idempotency_key.as_ref()) {
-            keys.remove(key);
+        for ingestion in &expired {
+            // Its key may name a newer ingestion by now.
+            if let Some(key) = &ingestion.idempotency_key {
+                if keys.get(key) == Some(&Key::Saved(ingestion.id)) {
+                    keys.remove(key);
+                }
+            }
         }
         expired.len()
     }
@@ -159,11 +166,26 @@ mod tests {
         done.complete(0, 1_000);
         assert!(store.get(&done.id, 11_000).is_some());
         assert!(store.get(&done.id, 11_001).is_none());
-        assert_eq!(store.claim_key("k"), KeyClaim::Existing(done.id));
+        assert_eq!(store.claim_key("k", 11_000), KeyClaim::Existing(done.id));
         assert_eq!(store.sweep(11_001), 1);
         assert_eq!(store.in_order(0).len(), 1);
         assert!(store.get(&waiting.id, u64::MAX).is_some(), "unfinished work never expires");
-        assert_eq!(store.claim_key("k"), KeyClaim::Claimed, "an expired key is free again");
+        assert_eq!(store.claim_key("k", 11_001), KeyClaim::Claimed, "an expired key is free again");
+    }
+
+    /// Before the sweep: an ingestion that answers 404 must not answer for its key either.
+    #[test]
+    fn an_expired_key_is_free_before_the_sweep_and_the_sweep_spares_its_new_owner() {
+        let store = Store::new(Duration::from_secs(10));
+        let old = Arc::new(Ingestion::new(Priority::Low, vec![1], 3, 0, Some("k")));
+        store.insert(Arc::clone(&old));
+        old.trigger(0, 500);
+        old.complete(0, 1_000);
+        assert_eq!(store.claim_key("k", 11_001), KeyClaim::Claimed);
+        let new = Arc::new(Ingestion::new(Priority::Low, vec![2], 3, 0, Some("k")));
+        store.insert(Arc::clone(&new));
+        assert_eq!(store.sweep(11_001), 1);
+        assert_eq!(store.claim_key("k", 11_001), KeyClaim::Existing(new.id));
     }
 
     #[test]
@@ -180,17 +202,17 @@ mod tests {
     #[test]
     fn a_pending_key_makes_the_second_request_wait_for_the_first() {
         let store = Arc::new(Store::new(Duration::from_secs(1)));
-        assert_eq!(store.claim_key("k"), KeyClaim::Claimed);
+        assert_eq!(store.claim_key("k", 0), KeyClaim::Claimed);
         let second = {
             let store = Arc::clone(&store);
-            std::thread::spawn(move || store.claim_key("k"))
+            std::thread::spawn(move || store.claim_key("k", 0))
         };
         let first = Arc::new(Ingestion::new(Priority::High, vec![1], 3, 0, Some("k")));
         store.insert(Arc::clone(&first));
         assert_eq!(second.join().unwrap(), KeyClaim::Existing(first.id));
         store.release_key("gone");
-        assert_eq!(store.claim_key("other"), KeyClaim::Claimed);
+        assert_eq!(store.claim_key("other", 0), KeyClaim::Claimed);
         store.release_key("other");
-        assert_eq!(store.claim_key("other"), KeyClaim::Claimed);
+        assert_eq!(store.claim_key("other", 0), KeyClaim::Claimed);
     }
 }
