@@ -112,6 +112,27 @@ fn every_documented_route_is_counted_under_its_own_label() {
     assert!(unmatched.is_empty(), "{unmatched:?}");
 }
 
+/// `/metrics` counts what clients asked, answered by a route or by the relay (a head it
+/// refused), and not the server's own health probe, which asks every 2 s.
+#[test]
+fn requests_count_whoever_answers_them_but_the_probe_does_not_count() {
+    let server = Server::start(&["--interval", "1h"]);
+    let addr = server.base.trim_start_matches("http://");
+    for head in ["GET /health HTTP/1.2\r\n\r\n", "GET /health HTTP/1.1\r\nExpect: bogus\r\n\r\n"] {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(&mut conn, head.as_bytes()).unwrap();
+        let _ = std::io::Read::read_to_end(&mut conn, &mut Vec::new());
+    }
+    // Long enough for a probe or two (`supervise.rs`: every 2 s), and no client asked for /health.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let counted = parse(&scrape(&server));
+    let count = |route: &str, status: u16| {
+        counted.get(&format!("ingestd_http_requests_total{{route=\"{route}\",status=\"{status}\"}}")).copied()
+    };
+    assert_eq!((count("unmatched", 505), count("unmatched", 417)), (Some(1.0), Some(1.0)));
+    assert_eq!(count("/health", 200), None, "the probe was counted");
+}
+
 #[test]
 fn the_parser_rejects_what_prometheus_would() {
     let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 2\n";

@@ -126,7 +126,7 @@ impl HttpServer {
         let answer_body = {
             let shared = Arc::clone(&shared);
             move |(request, conn, framing): Checked| {
-                serve(&shared, request, conn.as_deref(), framing);
+                serve(&shared, request, conn.as_deref(), framing, Count::Yes);
                 if let Some(conn) = conn {
                     conn.answers().resume();
                 }
@@ -145,6 +145,7 @@ impl HttpServer {
             // Run by the pumps in the order tiny_http read the requests (see `supervise.rs`),
             // so a request after ambiguous framing on its connection is always refused.
             let origin = gate.connections.origin(stamp(&request));
+            let count = if matches!(origin, Origin::Probe) { Count::No } else { Count::Yes };
             let (conn, framing) = match &origin {
                 Origin::Client(conn) => (Some(Arc::clone(conn)), frame_check(Some(conn), &request)),
                 Origin::Probe => (None, frame_check(None, &request)),
@@ -160,7 +161,7 @@ impl HttpServer {
             } else {
                 let shared = Arc::clone(&gate);
                 Box::new(move || {
-                    serve(&shared, request, conn.as_deref(), framing);
+                    serve(&shared, request, conn.as_deref(), framing, count);
                     Done::Here
                 })
             };
@@ -216,7 +217,14 @@ fn streams_body(request: &Request) -> bool {
     request.body_length().is_some_and(|len| len > buffered) || has("Transfer-Encoding") || has("Expect")
 }
 
-fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Result<(), ApiError>) {
+/// Whether a request counts in `/metrics` and the access log: our own health probe does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Count {
+    Yes,
+    No,
+}
+
+fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Result<(), ApiError>, count: Count) {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let url = request.url().to_owned();
@@ -236,7 +244,9 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
         Err(error) => Reply::error(&error),
     };
     // Handler time (until the reply is known); writing it depends on the client.
-    telemetry::record(&method, &url, api::route_label(&url), reply.status, started.elapsed());
+    if count == Count::Yes {
+        telemetry::record(&method, &url, api::route_label(&url), reply.status, started.elapsed());
+    }
     respond(request, reply);
     if let Some(conn) = conn {
         conn.answered();

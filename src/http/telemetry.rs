@@ -1,6 +1,8 @@
 //! HTTP request counters and latency by route and status, and the JSON access log.
 //!
-//! Called once per request by the handler threads, after the reply is decided. Atomics only.
+//! Called once per answered request by the handler threads, after the reply is decided, and by
+//! the `http-relay` threads for the heads they answer themselves (the health probe is not
+//! counted). Atomics only.
 //! The tables are `static` because a process runs one HTTP server; a handle would have to be
 //! threaded through tiny_http's serve loop for no gain.
 

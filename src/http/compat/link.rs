@@ -116,6 +116,8 @@ pub(crate) struct Link {
     end: Option<End>,
     /// Our own last answer, sent once tiny_http's are out.
     last_word: Option<ApiError>,
+    /// The status of our last answer once it is on its way, until the relay counts it.
+    said: Option<u16>,
     /// Nothing more comes from tiny_http or goes to it (it closed, or its connection failed).
     server_done: bool,
     /// The half-close towards tiny_http was made.
@@ -154,6 +156,7 @@ impl Link {
             down: Pending::default(),
             end: None,
             last_word: None,
+            said: None,
             server_done: false,
             server_shut: false,
             closing: false,
@@ -432,9 +435,16 @@ impl Link {
             if self.down.is_empty() {
                 self.client_taken = self.server_seen;
             }
-            self.down.push(&raw_reply(&error));
+            let reply = Reply::error(&error);
+            self.said = Some(reply.status);
+            self.down.push(&raw_reply(&reply));
         }
         self.closing = true;
+    }
+
+    /// The status of the answer the link gave itself (the relay counts it with the others).
+    pub(crate) fn take_said(&mut self) -> Option<u16> {
+        self.said.take()
     }
 }
 
@@ -478,9 +488,8 @@ fn malformed(what: Malformed) -> &'static str {
     }
 }
 
-/// A complete HTTP/1.1 answer for `error`, closing the connection.
-fn raw_reply(error: &ApiError) -> Vec<u8> {
-    let reply = Reply::error(error);
+/// A complete HTTP/1.1 answer for an error's `reply`, closing the connection.
+fn raw_reply(reply: &Reply) -> Vec<u8> {
     let reason = match reply.status {
         400 => "Bad Request",
         408 => "Request Timeout",

@@ -44,8 +44,10 @@ use rustix::net::{self as net, AddressFamily, SendFlags, SocketAddrUnix, SocketF
 use super::link::{Interest, Link, CAP};
 use super::strand::Strands;
 use super::tracker::{Caps, CHUNK_LINE_CAP};
+use crate::http::api::UNMATCHED;
 use crate::http::error::ApiError;
 use crate::http::serial::Serial;
+use crate::http::telemetry;
 use crate::log;
 
 /// After a failed `accept` (out of file descriptors, most likely), stop accepting this long.
@@ -556,6 +558,10 @@ impl Relay {
     fn with_link(&mut self, id: u64, now: Instant, change: impl FnOnce(&mut Link)) {
         let Some(entry) = self.links.get_mut(&id) else { return };
         change(&mut entry.link);
+        if let Some(status) = entry.link.take_said() {
+            // No route: the head was refused, or never came whole.
+            telemetry::record("-", "-", UNMATCHED, status, Duration::ZERO);
+        }
         // Before the half-close, so a body reader that meets the end of its stream knows why.
         if let Some(cut) = entry.link.cut() {
             entry.conn.set_cut(cut);
