@@ -65,7 +65,8 @@ Options:
   --idle-timeout DURATION  longest silence between requests, and the time a client has to send
                            a head or a whole body, or to take each 16 KiB of an answer
                            [default: 30s]
-  --token TOKEN            require 'Authorization: Bearer TOKEN' on all routes but /health
+  --token TOKEN            require 'Authorization: Bearer TOKEN' on all routes but /health and
+                           the static pages (/, /docs, /openapi.json), which hold no data
                            [default: $INGESTD_TOKEN if set, else no token]
   --log-format FORMAT      human, or json (JSON lines plus an access record per request) [default: human]
   --upstream URL           deliver each id with an HTTP call to URL (http or https), where {id}
