@@ -486,7 +486,11 @@ impl Queue {
                 let first = ingestion.batches().take_while(|b| b.status != BatchStatus::YetToStart).count();
                 let waiting: usize = ingestion.batches().skip(first).map(|b| b.ids.len()).sum();
                 state.queued_ids[priority.index()] += waiting as u64;
-                let level_first = state.scheduler.submit_from(priority, Arc::clone(&ingestion), first as u32, len, now);
+                // How long it waits counts from its acceptance (on the wall clock), not from now.
+                let waited = Duration::from_millis(now_ms.saturating_sub(ingestion.accepted_at_ms));
+                let arrived = now.checked_sub(waited).unwrap_or(now);
+                let run = Arc::clone(&ingestion);
+                let level_first = state.scheduler.submit_from(priority, run, first as u32, len, arrived, now);
                 ingestion.set_enqueued(Enqueued { first: level_first, at: now });
             }
         });

@@ -309,13 +309,23 @@ impl<B: Clone> Scheduler<B> {
     /// Queues a run of `len` batches behind every batch of its priority submitted before it, and
     /// returns the level index of its first batch (see [`Outlook::position`]).
     pub(crate) fn submit(&mut self, priority: Priority, run: B, len: u32, now: Instant) -> u64 {
-        self.submit_from(priority, run, 0, len, now)
+        self.submit_from(priority, run, 0, len, now, now)
     }
 
     /// Like [`Scheduler::submit`] for a run whose batches before `first` already went (a run
-    /// restored after a restart). The level index returned is the one batch 0 would have had
-    /// (it may wrap below zero), so that `first + index` stays right for the batches queued.
-    pub(crate) fn submit_from(&mut self, priority: Priority, run: B, first: u32, len: u32, now: Instant) -> u64 {
+    /// restored after a restart), which `arrived` earlier: how long it has waited counts from
+    /// then (never before a run restored ahead of it). The level index returned is the one
+    /// batch 0 would have had (it may wrap below zero), so that `first + index` stays right for
+    /// the batches queued.
+    pub(crate) fn submit_from(
+        &mut self,
+        priority: Priority,
+        run: B,
+        first: u32,
+        len: u32,
+        arrived: Instant,
+        now: Instant,
+    ) -> u64 {
         let l = level(priority);
         let start = self.submitted[l];
         if first >= len {
@@ -325,9 +335,10 @@ impl<B: Clone> Scheduler<B> {
         self.push(false, priority, run, first, len);
         self.submitted[l] += u64::from(len - first);
         let end = self.submitted[l];
+        let arrived = self.arrived[l].back().map_or(arrived, |&(_, last)| arrived.max(last));
         match self.arrived[l].back_mut() {
-            Some((last_end, at)) if *at == now => *last_end = end,
-            _ => self.arrived[l].push_back((end, now)),
+            Some((last_end, at)) if *at == arrived => *last_end = end,
+            _ => self.arrived[l].push_back((end, arrived)),
         }
         start.wrapping_sub(u64::from(first))
     }
@@ -861,13 +872,27 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_run_has_waited_since_it_arrived_but_goes_no_earlier() {
+        let origin = Instant::now();
+        let mut sched = Scheduler::new(Duration::from_secs(5));
+        let (hour_ago, minute_ago) = (origin - Duration::from_secs(3600), origin - Duration::from_secs(60));
+        sched.submit_from(Priority::Low, 'a', 0, 2, minute_ago, origin);
+        // Restored in acceptance order: an earlier time on a later run (a clock step) is clamped.
+        sched.submit_from(Priority::Low, 'b', 0, 1, hour_ago, origin);
+        assert_eq!(sched.oldest_waiting(Priority::Low), Some(minute_ago));
+        assert_eq!(sched.poll(origin), Poll::Release { run: 'a', index: 0, due: origin });
+        sched.complete(origin);
+        assert_eq!(sched.oldest_waiting(Priority::Low), Some(minute_ago), "a's second batch still waits");
+    }
+
+    #[test]
     fn a_rerun_goes_before_everything_and_restored_runs_resume_where_they_were() {
         let origin = Instant::now();
         let mut sched = Scheduler::new(Duration::from_secs(5));
         sched.restore_last_release(origin - Duration::from_secs(2));
         sched.submit(Priority::High, 'h', 1, origin);
-        let l = sched.submit_from(Priority::Low, 'l', 2, 4, origin);
-        sched.submit_from(Priority::Low, 'x', 3, 3, origin);
+        let l = sched.submit_from(Priority::Low, 'l', 2, 4, origin, origin);
+        sched.submit_from(Priority::Low, 'x', 3, 3, origin, origin);
         sched.rerun(Priority::Low, 'l', 1, origin);
         assert_eq!(sched.queued(), 4);
         // Positions count the rerun first, and a restored run's batches from where it resumes.

@@ -211,6 +211,33 @@ fn a_batch_interrupted_in_flight_runs_again_with_attempts_2() {
     assert!(order[0].contains("ids [1, 2, 3]"), "the interrupted batch goes first: {order:?}");
 }
 
+/// What waits has waited since it was accepted, across a restart: `GET /queue` said the
+/// restart's time.
+#[test]
+fn the_oldest_waiting_work_keeps_its_arrival_across_a_restart() {
+    let dir = TempDir::new("oldest");
+    let args = ["--interval", "1h", "--fetch-delay", "1ms"];
+    let server = durable(&dir, &args);
+    // The first batch goes at once, the second waits an hour.
+    server.ingest(&[1, 2, 3, 4], "LOW");
+    let since = |server: &Server| server.get("/queue").json["priorities"][2]["oldest_waiting_since"].clone();
+    let before = since(&server);
+    assert!(before.is_string(), "{before}");
+    wait_for("some time to pass", Duration::from_secs(5), || {
+        let waited = server.get("/queue").json["priorities"][2]["oldest_waiting_seconds"].as_f64();
+        waited.is_some_and(|s| s >= 0.2).then_some(())
+    });
+    server.terminate();
+    let server = durable(&dir, &args);
+    // Milliseconds into the day: the arrival is the acceptance time (a ms or two earlier).
+    let ms = |t: &Value| {
+        let time = t.as_str().unwrap().split('T').nth(1).unwrap().trim_end_matches('Z');
+        time.split(':').map(|part| part.parse::<f64>().unwrap()).fold(0.0, |acc, part| acc * 60.0 + part) * 1000.0
+    };
+    let after = since(&server);
+    assert!((ms(&after) - ms(&before)).abs() < 50.0, "before the restart {before}, after {after}");
+}
+
 #[test]
 fn the_interval_holds_across_a_crash_and_restart() {
     let dir = TempDir::new("ratelimit");
