@@ -341,7 +341,7 @@ pub fn parse_with(args: impl IntoIterator<Item = OsString>, env: Env) -> Result<
 /// it), else loopback only.
 fn listen_addr(addr: Option<String>, port: Option<OsString>) -> Result<String, UsageError> {
     Ok(match (addr, port) {
-        (Some(addr), _) => addr,
+        (Some(addr), _) => host_port(addr)?,
         (None, Some(port)) => {
             let port = port.into_string().ok().and_then(|p| p.parse::<u16>().ok()).ok_or_else(|| {
                 UsageError("the PORT environment variable must be a port number from 0 to 65535".into())
@@ -350,6 +350,19 @@ fn listen_addr(addr: Option<String>, port: Option<OsString>) -> Result<String, U
         }
         (None, None) => defaults::ADDR.to_owned(),
     })
+}
+
+/// `--addr` as `HOST:PORT` (a name, an IPv4 address, or an IPv6 one in brackets); whether the
+/// host resolves is learned when it is used.
+fn host_port(addr: String) -> Result<String, UsageError> {
+    let valid = addr.rsplit_once(':').is_some_and(|(host, port)| {
+        let bracketed = host.starts_with('[') && host.ends_with(']');
+        !host.is_empty() && (bracketed || !host.contains(':')) && port.parse::<u16>().is_ok()
+    });
+    match valid {
+        true => Ok(addr),
+        false => Err(UsageError(format!("--addr takes HOST:PORT, e.g. 127.0.0.1:8000 or [::1]:8000; not {addr:?}"))),
+    }
 }
 
 /// The flags of `ingestd health`.
@@ -593,6 +606,17 @@ mod tests {
         for bad in ["", "5", "s", "5x", "-1s", "1.2.3s", ".5s", "5 s", "1e3s", "99999999999999999999d"] {
             let error = duration(bad, "--interval").unwrap_err().to_string();
             assert!(error.starts_with("--interval takes a duration like"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn addr_is_host_colon_port() {
+        for good in ["127.0.0.1:0", "localhost:8000", "[::1]:8000", "0.0.0.0:65535"] {
+            assert_eq!(host_port(good.into()), Ok(good.to_owned()));
+        }
+        for bad in ["nonsense", ":8000", "host:", "host:99999", "::1:8000", "host:port"] {
+            let error = host_port(bad.into()).unwrap_err().to_string();
+            assert!(error.starts_with("--addr takes HOST:PORT"), "{bad}: {error}");
         }
     }
 

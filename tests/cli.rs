@@ -31,6 +31,7 @@ fn bad_flags_exit_2_with_a_clear_message() {
         (&["--batch-size", "zero"][..], "--batch-size takes a whole number of at least 1, not 'zero'"),
         (&["--frobnicate"][..], "--frobnicate"),
         (&["--addr"][..], "--addr"),
+        (&["--addr", "nonsense"][..], "--addr takes HOST:PORT"),
     ] {
         let out = ingestd(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -198,4 +199,5 @@ fn health_bad_flags_exit_2() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("--timeout must be more than 0"), "{stderr}");
     assert_eq!(health(&["--addr"]).0, Some(2));
+    assert_eq!(health(&["--addr", "nonsense"]).0, Some(2));
 }
