@@ -483,8 +483,17 @@ fn check_request_line(line: &[u8]) -> Result<&str, Refusal> {
     let mut words = line.split(' ').skip(1);
     match (words.next(), words.next()) {
         (Some(_), Some(version)) if TAKEN_VERSIONS.contains(&version) => Ok(version),
-        (Some(_), Some(version)) if version.starts_with("HTTP/") => Err(Refusal::Version),
+        (Some(_), Some(version)) if is_version(version) => Err(Refusal::Version),
         _ => Err(Refusal::Malformed(Malformed::RequestLine)),
+    }
+}
+
+/// `HTTP/` and a digit, maybe a dot and another (RFC 9112's form, and HTTP/2's short name).
+fn is_version(word: &str) -> bool {
+    match word.strip_prefix("HTTP/").map(str::as_bytes) {
+        Some([major]) => major.is_ascii_digit(),
+        Some([major, b'.', minor]) => major.is_ascii_digit() && minor.is_ascii_digit(),
+        _ => false,
     }
 }
 
@@ -577,7 +586,7 @@ mod tests {
             assert!(refusals.windows(2).all(|w| w[0] == w[1]), "{stream:?}: {refusals:?}");
             refusals[0]
         }
-        let cases: [(&str, Option<Refusal>); 27] = [
+        let cases: [(&str, Option<Refusal>); 29] = [
             (GET, None),
             ("GET / HTTP/1.0\r\n\r\n", None),
             ("GET /health HTTP/1.1 more words\r\n\r\n", None),
@@ -587,6 +596,8 @@ mod tests {
             ("GET / HTTP/0.9\r\n\r\n", Some(Refusal::Version)),
             ("GET / HTTP/1.2\r\n\r\n", Some(Refusal::Version)),
             ("GET / HTTP/2\r\n\r\n", Some(Refusal::Version)),
+            ("GET / HTTP/1.1x\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
+            ("GET / HTTP/01.1\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
             ("GET /  HTTP/1.1\r\n\r\n", Some(Refusal::Malformed(RequestLine))), // two spaces
             ("GET / http/1.1\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
             ("GET /health\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
