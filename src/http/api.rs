@@ -230,9 +230,16 @@ impl Route<'_> {
     }
 }
 
-/// The path of a request target as the routes see it: without query or fragment, and without
-/// one trailing slash (`/` stays `/`). The token's open paths (`auth.rs`) are matched on it too.
+/// The path of a request target as the routes see it: without scheme and host (the absolute
+/// form, which a server must take: RFC 9112, 3.2.2), query or fragment, and without one
+/// trailing slash (`/` stays `/`). The token's open paths (`auth.rs`) are matched on it too.
 pub(super) fn path_of(url: &str) -> &str {
+    let url = match url.split_once("://") {
+        Some((scheme, rest)) if ["http", "https"].iter().any(|s| scheme.eq_ignore_ascii_case(s)) => {
+            rest.find(['/', '?', '#']).map(|at| &rest[at..]).filter(|p| p.starts_with('/')).unwrap_or("/")
+        }
+        _ => url,
+    };
     let path = url.split(['?', '#']).next().unwrap_or_default();
     path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path)
 }
@@ -472,9 +479,21 @@ mod tests {
     }
 
     #[test]
-    fn paths_lose_query_fragment_and_one_trailing_slash() {
-        for (url, path) in [("/", "/"), ("/a/", "/a"), ("/a//", "/a/"), ("/a?b=/", "/a"), ("/a#b", "/a"), ("/?x", "/")]
-        {
+    fn paths_lose_scheme_host_query_fragment_and_one_trailing_slash() {
+        let cases = [
+            ("/", "/"),
+            ("/a/", "/a"),
+            ("/a//", "/a/"),
+            ("/a?b=/", "/a"),
+            ("/a#b", "/a"),
+            ("/?x", "/"),
+            ("http://h:1/status/x/?y", "/status/x"),
+            ("HTTPS://h/a", "/a"),
+            ("http://h", "/"),
+            ("http://h?x=/a", "/"),
+            ("ftp://h/a", "ftp://h/a"),
+        ];
+        for (url, path) in cases {
             assert_eq!(path_of(url), path, "{url}");
         }
     }
