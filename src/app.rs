@@ -298,6 +298,7 @@ fn restore(
     let now_ms = queue.wall_ms();
     let mut unfinished_ids = 0;
     let (mut reruns, mut retries, mut queued, mut kept) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let mut recent = std::collections::VecDeque::with_capacity(crate::metrics::RECENT_INGESTIONS);
     for record in ingestions {
         let ingestion = Arc::new(Ingestion::restore(record));
         store.insert(Arc::clone(&ingestion));
@@ -305,6 +306,10 @@ fn restore(
             continue;
         }
         kept += 1;
+        if recent.len() == crate::metrics::RECENT_INGESTIONS {
+            recent.pop_front();
+        }
+        recent.push_back(Arc::clone(&ingestion));
         for (index, batch) in ingestion.batches().enumerate() {
             if !batch.status.is_finished() {
                 unfinished_ids += ingestion.pending_count(index) as u64;
@@ -331,6 +336,7 @@ fn restore(
         retries.len(),
         queued.len()
     ));
+    queue.metrics().recall(recent);
     queue.restore(reruns, queued, recovered.last_release_ms);
     queue.restore_retries(retries, recovered.paused_until_ms);
     unfinished_ids

@@ -207,6 +207,14 @@ impl Metrics {
         push_bounded(&mut self.ingestions.lock(), Arc::clone(ingestion), RECENT_INGESTIONS);
     }
 
+    /// Puts ingestions a restart recovered among the recent ones (the dashboard's list), in order.
+    pub(crate) fn recall(&self, ingestions: impl IntoIterator<Item = Arc<Ingestion>>) {
+        let mut ring = self.ingestions.lock();
+        for ingestion in ingestions {
+            push_bounded(&mut ring, ingestion, RECENT_INGESTIONS);
+        }
+    }
+
     /// Called by the pacer with the queue lock released, before the worker is sent the batch.
     pub(crate) fn released(&self, release: &Release) {
         add(&self.counters[release.batch.ingestion.priority.index()].batches_released, 1);

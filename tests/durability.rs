@@ -238,6 +238,29 @@ fn the_oldest_waiting_work_keeps_its_arrival_across_a_restart() {
     assert!((ms(&after) - ms(&before)).abs() < 50.0, "before the restart {before}, after {after}");
 }
 
+/// The dashboard's recent ingestions are the ones a restart recovered (it listed none), and
+/// never one that expired (it listed them until newer ones pushed them out).
+#[test]
+fn the_dashboard_lists_recovered_ingestions_and_none_expired() {
+    let dir = TempDir::new("dashboard");
+    let args = ["--interval", "1h", "--retain", "1s", "--fetch-delay", "1ms"];
+    let listed = |server: &Server| -> Vec<String> {
+        let dashboard = server.get("/dashboard.json").json;
+        dashboard["ingestions"].as_array().unwrap().iter().map(|i| i["ingestion_id"].as_str().unwrap().into()).collect()
+    };
+    let server = durable(&dir, &args);
+    let done = server.ingest(&[1], "HIGH");
+    let waiting = server.ingest(&[2], "LOW");
+    assert_eq!(listed(&server), [waiting.clone(), done.clone()], "newest first");
+    server.terminate();
+    let server = durable(&dir, &args);
+    assert!(listed(&server).contains(&waiting), "{:?}", listed(&server));
+    wait_for("the completed one to expire", Duration::from_secs(5), || {
+        (server.get(&format!("/status/{done}")).status == 404).then_some(())
+    });
+    assert_eq!(listed(&server), [waiting]);
+}
+
 #[test]
 fn the_interval_holds_across_a_crash_and_restart() {
     let dir = TempDir::new("ratelimit");

@@ -146,8 +146,10 @@ fn dashboard(app: &App) -> serde_json::Value {
         queued: Queued { HIGH: high.queued(), MEDIUM: medium.queued(), LOW: low.queued() },
         in_flight: in_flight.cloned(),
         next_release_in_ms: next_release.map(|due| millis(due.saturating_duration_since(now))),
+        // One that expired is gone from the API too.
         ingestions: ingestions
             .iter()
+            .filter(|i| app.ingestion(&i.id).is_some())
             .map(|i| RecentIngestion { priority: i.priority.as_str(), status: status_body(app.queue(), i) })
             .collect(),
         totals: Totals {
