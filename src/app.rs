@@ -20,7 +20,7 @@ use crate::journal::{
 };
 use crate::log;
 use crate::model::{Batch, BatchStatus, Id, Ingestion, Priority};
-use crate::pacer::{Pacer, Queue};
+use crate::pacer::{Pacer, Queue, Restored};
 use crate::store::{KeyClaim, Store};
 use crate::worker::{ExternalApi, FetchStats, Worker};
 
@@ -134,7 +134,7 @@ impl App {
                 // Locks the directory first: a second instance stops here, naming the holder.
                 let mut opened = journal::open(Arc::clone(&storage.disk), dir).map_err(|e| e.to_string())?;
                 let recovered = std::mem::take(&mut opened.recovered.ingestions);
-                recovered_ids = restore(&store, &queue, recovered, &opened.recovered, dir);
+                recovered_ids = restore(&store, &queue, recovered, &opened.recovered, dir, api.has_wire());
                 let journal = Journal::start(opened, Arc::clone(&store), queue.clone(), storage.compaction)
                     .map_err(|e| format!("cannot start the journal thread: {e}"))?;
                 Some(journal)
@@ -294,6 +294,7 @@ fn restore(
     ingestions: Vec<crate::model::IngestionRecord>,
     recovered: &Recovered,
     dir: &std::path::Path,
+    wire: bool,
 ) -> u64 {
     let now_ms = queue.wall_ms();
     let mut unfinished_ids = 0;
@@ -337,7 +338,7 @@ fn restore(
         queued.len()
     ));
     queue.metrics().recall(recent);
-    queue.restore(reruns, queued, recovered.last_release_ms);
-    queue.restore_retries(retries, recovered.paused_until_ms);
+    let (last_release_ms, paused_until_ms) = (recovered.last_release_ms, recovered.paused_until_ms);
+    queue.restore(Restored { reruns, queued, retries, last_release_ms, paused_until_ms, wire });
     unfinished_ids
 }

@@ -375,6 +375,22 @@ fn spin_until(clock: &dyn Clock, deadline: Instant) -> Instant {
     }
 }
 
+/// What a restart recovered from the journal, for [`Queue::restore`].
+pub(crate) struct Restored {
+    /// Batches that were in flight: they run again first.
+    pub(crate) reruns: Vec<Batch>,
+    /// Ingestions with batches yet to start, in acceptance order.
+    pub(crate) queued: Vec<Arc<Ingestion>>,
+    /// Batches that were waiting out a retry's backoff.
+    pub(crate) retries: Vec<Batch>,
+    /// The last release and the end of the upstream's last pause, on the wall clock.
+    pub(crate) last_release_ms: Option<u64>,
+    pub(crate) paused_until_ms: Option<u64>,
+    /// The API has a wire (`--upstream`): the next release also waits an interval after the
+    /// last one's first answer.
+    pub(crate) wire: bool,
+}
+
 impl Queue {
     /// Queues every batch of `ingestion`, behind all earlier work of its priority.
     pub fn submit(&self, ingestion: Arc<Ingestion>) {
@@ -458,23 +474,38 @@ impl Queue {
         self.lock().paused_until_ms
     }
 
-    /// Queues what a restart recovered, before any new work: `reruns` (interrupted in flight)
-    /// first, then `queued` in their original order, each from its first unreleased batch.
-    /// `last_release_ms` (wall clock) keeps the interval across the restart.
-    pub(crate) fn restore(&self, reruns: Vec<Batch>, queued: Vec<Arc<Ingestion>>, last_release_ms: Option<u64>) {
+    /// Queues what a restart recovered, before any new work, under one hold of the lock (the
+    /// pacer, already running, sees all of it or none): the upstream's pause if it has not
+    /// ended, the last release, `reruns` (interrupted in flight) first, then `queued` in their
+    /// original order, each from its first unreleased batch, and the batches that were waiting
+    /// out a retry's backoff (each until its `retry_at`), in their order.
+    pub(crate) fn restore(&self, restored: Restored) {
+        let Restored { reruns, queued, retries, last_release_ms, paused_until_ms, wire } = restored;
         let now_ms = self.shared.clock.wall_ms();
-        for batch in &reruns {
+        for batch in reruns.iter().chain(&retries) {
             self.shared.metrics.restored(batch.ingestion.priority, 1);
         }
         for ingestion in &queued {
             let waiting = ingestion.batches().filter(|b| b.status == BatchStatus::YetToStart).count();
             self.shared.metrics.restored(ingestion.priority, waiting);
         }
+        // A wall-clock instant as one of the queue's, from how far it is from now.
+        let at = |now: Instant, ms: u64| match ms.checked_sub(now_ms) {
+            Some(ahead) => now + Duration::from_millis(ahead),
+            None => now.checked_sub(Duration::from_millis(now_ms - ms)).unwrap_or(now),
+        };
         self.change(|state, now| {
+            if let Some(until) = paused_until_ms.filter(|&ms| ms > now_ms) {
+                state.scheduler.pause(at(now, until));
+                state.paused_until_ms = state.paused_until_ms.max(until);
+            }
             if let Some(last) = last_release_ms {
                 // A release "in the future" (the wall clock stepped back) counts as just now.
-                let ago = Duration::from_millis(now_ms.saturating_sub(last));
-                state.scheduler.restore_last_release(now.checked_sub(ago).unwrap_or(now));
+                state.scheduler.restore_last_release(at(now, last).min(now));
+                if wire {
+                    // Its first answer is not journaled; it came before this start at the latest.
+                    state.scheduler.restore_first_answer(now);
+                }
             }
             for batch in reruns {
                 let priority = batch.ingestion.priority;
@@ -487,37 +518,15 @@ impl Queue {
                 let waiting: usize = ingestion.batches().skip(first).map(|b| b.ids.len()).sum();
                 state.queued_ids[priority.index()] += waiting as u64;
                 // How long it waits counts from its acceptance (on the wall clock), not from now.
-                let waited = Duration::from_millis(now_ms.saturating_sub(ingestion.accepted_at_ms));
-                let arrived = now.checked_sub(waited).unwrap_or(now);
+                let arrived = at(now, ingestion.accepted_at_ms).min(now);
                 let run = Arc::clone(&ingestion);
                 let level_first = state.scheduler.submit_from(priority, run, first as u32, len, arrived, now);
                 ingestion.set_enqueued(Enqueued { first: level_first, at: now });
             }
-        });
-    }
-
-    /// Queues, after a restart, the batches that were waiting out a retry's backoff (each until
-    /// its `retry_at`), keeping their order among retries, and the upstream's pause if it has
-    /// not ended. Called before any new work is submitted.
-    pub(crate) fn restore_retries(&self, retries: Vec<Batch>, paused_until_ms: Option<u64>) {
-        let now_ms = self.shared.clock.wall_ms();
-        for batch in &retries {
-            self.shared.metrics.restored(batch.ingestion.priority, 1);
-        }
-        // A wall-clock instant as one of the queue's, from how far it is from now.
-        let at = |now: Instant, ms: u64| match ms.checked_sub(now_ms) {
-            Some(ahead) => now + Duration::from_millis(ahead),
-            None => now.checked_sub(Duration::from_millis(now_ms - ms)).unwrap_or(now),
-        };
-        self.change(|state, now| {
             for batch in retries {
                 let (priority, retry_at_ms) = (batch.ingestion.priority, batch.retry_at_ms());
                 state.queued_ids[priority.index()] += batch.pending_count() as u64;
                 state.scheduler.restore_retry(priority, batch.ingestion, batch.index, at(now, retry_at_ms));
-            }
-            if let Some(until) = paused_until_ms.filter(|&ms| ms > now_ms) {
-                state.scheduler.pause(at(now, until));
-                state.paused_until_ms = state.paused_until_ms.max(until);
             }
         });
     }

@@ -417,6 +417,11 @@ impl<B: Clone> Scheduler<B> {
         self.last_release = Some(self.last_release.map_or(at, |t| t.max(at)));
     }
 
+    /// Sets when the batch released last had its first answer, at the latest, after a restart.
+    pub(crate) fn restore_first_answer(&mut self, at: Instant) {
+        self.last_answer = Some(self.last_answer.map_or(at, |t| t.max(at)));
+    }
+
     fn note_arrival(&mut self, now: Instant) {
         if self.queued() == 0 {
             self.waiting_since = Some(now);

@@ -464,3 +464,47 @@ fn a_restart_between_a_failure_and_its_retry_keeps_the_retry_its_backoff_and_the
     assert!(waited >= Duration::from_secs(3), "retried {waited:?} after a 429 asking for 3 s");
     assert_eq!(server.status(&id)["batches"][0]["attempts"], 2);
 }
+
+/// The pause an upstream asked for holds across a restart for every batch queued, not only
+/// the one that was told to wait: they went at the restart, the pause restored after them.
+#[test]
+fn a_pause_holds_across_a_restart_for_every_batch_queued() {
+    let dir = common::TempDir::new("pause-restart");
+    let upstream = Upstream::start(vec![Reply::RetryAfter(429, "3".into())]);
+    let args = ["--retry-min-backoff", "20ms", "--data-dir", dir.path()];
+    let server = against(&upstream, "1", &args);
+    let id = server.ingest(&[1, 2, 3], "HIGH");
+    wait_for("the pause", Duration::from_secs(5), || {
+        server.get("/queue").json["paused_until"].is_string().then_some(())
+    });
+    server.crash();
+    let server = against(&upstream, "1", &args);
+    wait_status(&server, &id, "completed");
+    let arrivals = upstream.arrivals();
+    assert_eq!(paths(&upstream), ["/items/1", "/items/1", "/items/2", "/items/3"]);
+    for later in &arrivals[1..] {
+        let after = later.at - arrivals[0].at;
+        assert!(after >= Duration::from_secs(3), "{} came {after:?} after a 429 asking for 3 s", later.path);
+    }
+}
+
+/// Across a restart, the next batch still waits an interval after the last one's first answer
+/// (which the journal does not hold): it came an interval after the last release instead.
+#[test]
+fn across_a_restart_the_next_batch_waits_an_interval_after_the_last_first_answer() {
+    let dir = common::TempDir::new("answer-restart");
+    let upstream = Upstream::start(vec![Reply::Stall(Duration::from_millis(800))]);
+    let url = upstream.url("/items/{id}");
+    let args = ["--interval", "1s", "--batch-size", "1", "--upstream", &url, "--data-dir", dir.path()];
+    let server = Server::start(&args);
+    let id = server.ingest(&[1, 2], "HIGH");
+    upstream.wait_for(1, Duration::from_secs(5));
+    // A clean stop lets the batch in flight finish: its answer comes 0.8 s after its release.
+    server.terminate();
+    let server = Server::start(&args);
+    wait_status(&server, &id, "completed");
+    let arrivals = upstream.arrivals();
+    assert_eq!(paths(&upstream), ["/items/1", "/items/2"]);
+    let gap = arrivals[1].at - arrivals[0].at;
+    assert!(gap >= Duration::from_millis(1_800), "the second batch came {gap:?} after the first (answered at 0.8 s)");
+}
