@@ -183,14 +183,19 @@ impl RetryAfter {
     }
 
     /// The wall-clock instant before which nothing should be sent, for an answer received at
-    /// `received`. A date in the past is `received` itself.
+    /// `received`. A date in the past is `received` itself; one more than [`MAX_PAUSE`] away is
+    /// that far (a value in the years is a broken upstream, not a plan).
     pub(crate) fn until(self, received: SystemTime) -> SystemTime {
+        let latest = received + MAX_PAUSE;
         match self {
-            RetryAfter::Delay(delay) => received.checked_add(delay).unwrap_or(received),
-            RetryAfter::At(at) => at.max(received),
+            RetryAfter::Delay(delay) => received.checked_add(delay).map_or(latest, |at| at.min(latest)),
+            RetryAfter::At(at) => at.clamp(received, latest),
         }
     }
 }
+
+/// The longest pause a `Retry-After` makes.
+pub(crate) const MAX_PAUSE: Duration = Duration::from_secs(24 * 3600);
 
 /// Most bytes of an answer's body read (the rest is dropped with its connection). Reading the
 /// body to its end is what lets ureq put the connection back in its pool.
@@ -518,6 +523,10 @@ mod tests {
         let later = received + Duration::from_secs(60);
         assert_eq!(RetryAfter::At(later).until(received), later);
         assert_eq!(RetryAfter::At(UNIX_EPOCH).until(received), received, "a date in the past");
+        let day = received + MAX_PAUSE;
+        assert_eq!(RetryAfter::Delay(Duration::from_secs(9_000_000_000_000_000_000)).until(received), day);
+        assert_eq!(RetryAfter::Delay(Duration::from_secs(u64::MAX)).until(received), day, "past the clock's end");
+        assert_eq!(RetryAfter::At(received + 2 * MAX_PAUSE).until(received), day);
     }
 
     #[test]
