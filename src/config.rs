@@ -455,8 +455,10 @@ fn env_header_lines(value: Option<OsString>) -> Result<Vec<Header>, UsageError> 
 
 /// Checks `--upstream`: http or https, a host, `{id}` after the host, no fragment.
 fn upstream_url(text: String) -> Result<String, UsageError> {
+    // The query may hold a secret (an API key): it is not repeated.
+    let shown = text.split_once('?').map_or(text.clone(), |(before, _)| format!("{before}?…"));
     let bad =
-        |why: &str| UsageError(format!("--upstream takes an http or https URL with {{id}} in it; '{text}' {why}"));
+        |why: &str| UsageError(format!("--upstream takes an http or https URL with {{id}} in it; '{shown}' {why}"));
     let Some((scheme, rest)) = text.split_once("://") else { return Err(bad("has no scheme")) };
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
         return Err(bad("is neither http nor https"));
@@ -836,6 +838,8 @@ mod tests {
             assert!(error.starts_with("--upstream takes an http or https URL with {id} in it;"), "{url}: {error}");
             assert!(error.contains(says), "{url}: {error}");
         }
+        let secret = message(&["--upstream", "http://h/items?key=s3cret"]);
+        assert!(secret.contains("'http://h/items?…' has no {id}") && !secret.contains("s3cret"), "{secret}");
         assert_eq!(with_url(&["--upstream-method", "PUT"]), "--upstream-method takes GET or POST, not 'PUT'");
         for (line, says) in [
             ("Bearer s3cret", "--upstream-header takes 'Name: value'; this one has no ':'"),
