@@ -562,6 +562,11 @@ fn a_second_instance_on_the_same_data_dir_exits_naming_the_holder() {
     let expected = format!("the data directory {} is in use by another ingestd (pid {})", dir.path(), server.pid());
     assert!(stderr.contains(&expected), "{stderr}");
     assert_eq!(ids_of(&server.status(&id)), [1, 2, 3], "the first instance is unaffected");
+    // The lock is the directory's: deleting the file that names the holder does not free it.
+    std::fs::remove_file(format!("{}/ingestd.lock", dir.path())).unwrap();
+    let (code, stderr) = refused_start(&["--data-dir", dir.path()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is in use by another ingestd"), "{stderr}");
     server.crash();
     let server = durable(&dir, &["--interval", "1h"]);
     assert_eq!(ids_of(&server.status(&id)), [1, 2, 3], "a killed holder leaves no stale lock");

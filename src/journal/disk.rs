@@ -4,8 +4,10 @@
 //! thread opens the journal, then from the `journal`, `journal-compact` and `journal-reap`
 //! threads.
 //!
-//! Also the data directory's lock: an exclusive `flock` on `DIR/ingestd.lock`, which holds the
-//! holder's PID. The kernel lets go when the process dies, so `kill -9` never leaves it stale.
+//! Also the data directory's lock: an exclusive `flock` on the directory itself, which no one
+//! can delete while it holds the journal (a lock on a file goes with the file's name: delete
+//! it, and a second instance locks a new one). `DIR/ingestd.lock` holds the holder's PID, for
+//! the message. The kernel lets go when the process dies, so `kill -9` never leaves it stale.
 
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -140,15 +142,15 @@ impl Disk for RealDisk {
     }
 
     fn lock(&self, dir: &Path) -> Result<DirLock, LockError> {
-        let path = dir.join(LOCK_FILE);
+        let directory = File::open(dir).map_err(LockError::Io)?;
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
             .write(true)
             .truncate(false)
-            .open(&path)
+            .open(dir.join(LOCK_FILE))
             .map_err(LockError::Io)?;
-        match file.try_lock() {
+        match directory.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(LockError::Held { pid: holder(&mut file) }),
             Err(TryLockError::Error(error)) => return Err(LockError::Io(error)),
@@ -158,7 +160,7 @@ impl Disk for RealDisk {
             .and_then(|()| file.rewind())
             .and_then(|()| writeln!(file, "{}", std::process::id()))
             .map_err(LockError::Io)?;
-        Ok(Box::new(file))
+        Ok(Box::new(directory))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
