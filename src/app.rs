@@ -337,6 +337,12 @@ fn restore(
         retries.len(),
         queued.len()
     ));
+    if recovered.expired_records > 0 {
+        log::info(format_args!(
+            "skipped {} journal records of ingestions that had expired (--retain) before a compaction",
+            recovered.expired_records
+        ));
+    }
     queue.metrics().recall(recent);
     let (last_release_ms, paused_until_ms) = (recovered.last_release_ms, recovered.paused_until_ms);
     queue.restore(Restored { reruns, queued, retries, last_release_ms, paused_until_ms, wire });

@@ -39,6 +39,9 @@ pub struct Recovered {
     pub seq: u64,
     /// The bytes of its `ingest` records: about what a compaction would keep.
     pub ingest_bytes: u64,
+    /// Records of ingestions the journal no longer holds: a compaction leaves out what expired
+    /// (`--retain`), while a segment it folds in may still have their last transitions.
+    pub expired_records: u64,
 }
 
 /// Damage that is not a torn tail: the journal cannot be trusted, and nothing is dropped silently.
@@ -307,12 +310,12 @@ fn apply(state: &mut Recovered, index: &mut HashMap<Uuid, usize>, record: Record
             state.ingestions.push(ingestion);
         }
         Record::Triggered { ingestion_id, batch: b, attempt, at_ms } => {
-            let batch = batch_of(state, index, &ingestion_id, b)?;
+            state.last_release_ms = state.last_release_ms.max(Some(at_ms));
+            let Some(batch) = batch_of(state, index, &ingestion_id, b)? else { return Ok(()) };
             batch.status = BatchStatus::Triggered;
             batch.attempts = attempt;
             batch.triggered_at_ms = at_ms;
             batch.retry_at_ms = 0;
-            state.last_release_ms = state.last_release_ms.max(Some(at_ms));
         }
         Record::Progress {
             ingestion_id,
@@ -324,7 +327,10 @@ fn apply(state: &mut Recovered, index: &mut HashMap<Uuid, usize>, record: Record
             retry_at_ms,
             paused_until_ms,
         } => {
-            let batch = batch_of(state, index, &ingestion_id, b)?;
+            if paused_until_ms != 0 {
+                state.paused_until_ms = state.paused_until_ms.max(Some(paused_until_ms));
+            }
+            let Some(batch) = batch_of(state, index, &ingestion_id, b)? else { return Ok(()) };
             if retry_at_ms == 0 {
                 (batch.status, batch.completed_at_ms) = (BatchStatus::Failed, at_ms);
             }
@@ -347,12 +353,9 @@ fn apply(state: &mut Recovered, index: &mut HashMap<Uuid, usize>, record: Record
                 ingestion.last_errors.resize(ingestion.batches.len(), None);
             }
             ingestion.last_errors[b as usize] = last_error.map(Box::from);
-            if paused_until_ms != 0 {
-                state.paused_until_ms = state.paused_until_ms.max(Some(paused_until_ms));
-            }
         }
         Record::Completed { ingestion_id, batch: b, at_ms } => {
-            let batch = batch_of(state, index, &ingestion_id, b)?;
+            let Some(batch) = batch_of(state, index, &ingestion_id, b)? else { return Ok(()) };
             batch.status = BatchStatus::Completed;
             batch.completed_at_ms = at_ms;
         }
@@ -367,14 +370,20 @@ fn apply(state: &mut Recovered, index: &mut HashMap<Uuid, usize>, record: Record
     Ok(())
 }
 
+/// The batch a transition record names; `None` (counted) for an ingestion the journal no
+/// longer holds, which expired before a compaction (see [`Recovered::expired_records`]).
 fn batch_of<'a>(
     state: &'a mut Recovered,
     index: &HashMap<Uuid, usize>,
     id: &Uuid,
     batch: u32,
-) -> Result<&'a mut BatchRecord, String> {
-    let at = *index.get(id).ok_or_else(|| format!("it names an unknown ingestion {id}"))?;
-    state.ingestions[at].batches.get_mut(batch as usize).ok_or_else(|| format!("it names a missing batch {batch}"))
+) -> Result<Option<&'a mut BatchRecord>, String> {
+    let Some(&at) = index.get(id) else {
+        state.expired_records += 1;
+        return Ok(None);
+    };
+    let found = state.ingestions[at].batches.get_mut(batch as usize);
+    found.map(Some).ok_or_else(|| format!("it names a missing batch {batch}"))
 }
 
 #[cfg(test)]
@@ -425,6 +434,34 @@ mod tests {
         assert_eq!((state.last_release_ms, state.records, state.seq, state.torn_tail.clone()), (Some(200), 4, 3, None));
         assert_eq!(state.valid_len, bytes.len() as u64);
         assert_eq!(replay(b""), Ok(Recovered::default()));
+    }
+
+    /// A compaction leaves out an ingestion that expired, while the segment it folds in may
+    /// still hold its last transitions: they are skipped (counted), not taken for corruption,
+    /// and the release and pause they carry still count.
+    #[test]
+    fn transitions_of_an_ingestion_no_longer_held_are_skipped() {
+        let (_, records) = sample();
+        let gone = Uuid::new_v4();
+        let progress = Record::Progress {
+            ingestion_id: gone,
+            batch: 0,
+            at_ms: 310,
+            delivered: vec![],
+            failed: vec![0],
+            last_error: None,
+            retry_at_ms: 0,
+            paused_until_ms: 900,
+        };
+        let transitions = [
+            Record::Triggered { ingestion_id: gone, batch: 0, attempt: 1, at_ms: 300 },
+            progress,
+            Record::Completed { ingestion_id: gone, batch: 1, at_ms: 320 },
+        ];
+        let (bytes, _) = journal(&[&records[..1], &transitions]);
+        let state = replay(&bytes).expect("not corruption");
+        assert_eq!(state.ingestions.len(), 1);
+        assert_eq!((state.expired_records, state.last_release_ms, state.paused_until_ms), (3, Some(300), Some(900)));
     }
 
     #[test]
