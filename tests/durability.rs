@@ -572,6 +572,19 @@ fn a_second_instance_on_the_same_data_dir_exits_naming_the_holder() {
     assert_eq!(ids_of(&server.status(&id)), [1, 2, 3], "a killed holder leaves no stale lock");
 }
 
+/// A `--data-dir` that is a file, or under one, is refused at start with a message that says so.
+#[test]
+fn a_data_dir_that_is_not_a_directory_is_refused_saying_so() {
+    let dir = TempDir::new("notadir");
+    let file = format!("{}/afile", dir.path());
+    std::fs::write(&file, "x").unwrap();
+    for data_dir in [file.clone(), format!("{file}/under")] {
+        let (code, stderr) = refused_start(&["--data-dir", &data_dir]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains(&format!("--data-dir {data_dir} is not a directory")), "{stderr}");
+    }
+}
+
 /// Issue 11: a version 1 journal is replayed by its rules and rewritten as version 2.
 #[test]
 fn a_version_1_journal_is_upgraded_at_the_start() {

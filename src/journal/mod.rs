@@ -91,12 +91,21 @@ pub enum OpenError {
     Corrupt { path: PathBuf, corrupt: Corrupt },
     /// Another process holds the data directory's lock.
     Locked { dir: PathBuf, pid: Option<u32> },
+    /// `--data-dir` names something that is not a directory.
+    NotADirectory { dir: PathBuf },
 }
 
 impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OpenError::Io { path, error } => write!(f, "cannot use the journal {}: {error}", path.display()),
+            OpenError::NotADirectory { dir } => {
+                write!(
+                    f,
+                    "--data-dir {} is not a directory; name a directory (it is created if missing)",
+                    dir.display()
+                )
+            }
             OpenError::Corrupt { path, corrupt } => write!(
                 f,
                 "the journal {} is corrupt at byte {}: {}; nothing was dropped: move the file aside to start empty",
@@ -151,7 +160,10 @@ pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
         let path = path.to_owned();
         move |error| OpenError::Io { path, error }
     };
-    disk.create_dir_all(dir).map_err(io(dir))?;
+    disk.create_dir_all(dir).map_err(|error| match error.kind() {
+        io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => OpenError::NotADirectory { dir: dir.to_owned() },
+        _ => OpenError::Io { path: dir.to_owned(), error },
+    })?;
     let lock = disk.lock(dir).map_err(|error| match error {
         LockError::Held { pid } => OpenError::Locked { dir: dir.to_owned(), pid },
         LockError::Io(error) => OpenError::Io { path: dir.join(LOCK_FILE), error },
