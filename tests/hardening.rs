@@ -195,9 +195,6 @@ fn long_urls_are_414_and_large_headers_431() {
     let big = format!("GET /health HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "b".repeat(200));
     let big = conn.send(big.as_bytes()).answer().unwrap();
     assert_eq!((big.status, big.code()), (431, "headers_too_large".into()), "{big:?}");
-    // Refused as it came, so the rest of what the client sends is unknown: the connection ends.
-    assert!(conn.closed_within(Duration::from_secs(5)));
-    let mut conn = Conn::open(&server);
     assert_eq!(conn.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").answer().unwrap().status, 200);
 }
 

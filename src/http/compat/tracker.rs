@@ -19,13 +19,13 @@
 //! decoder's rules, grows past `--max-body`, or has a size line longer than [`CHUNK_LINE_CAP`]
 //! (the decoder would keep it all in memory), forwarding stops before the byte at fault: the
 //! decoder meets the end of its stream, and the handler reading the body learns why
-//! ([`Verdict::EndBody`]). A head longer than `--max-url` or `--max-headers` allow, or with a
-//! body longer than `--max-body`, is refused before tiny_http sees it ([`Caps`]: tiny_http
-//! would hold all of it, and drains an unread body into one buffer of its announced length);
-//! so is a head line ending in LF alone (tiny_http would wait for its CRLF). So is every head tiny_http would answer with an empty `400` or `417`, or
-//! drop without a word (a request line or header line it cannot parse, a byte outside ASCII, an
-//! `Expect` other than `100-continue`), so that the client gets our JSON instead. Mistakes may
-//! only ever refuse too much.
+//! ([`Verdict::EndBody`]). A head well beyond `--max-url` or `--max-headers` ([`Caps`]: tiny_http
+//! would hold all of it), or announcing a body too long to drain ([`DRAIN_CAP`]), is refused
+//! before tiny_http sees it; so is a head line ending in LF alone (tiny_http would wait for its
+//! CRLF). So is every head tiny_http would answer with an empty `400` or `417`, or drop without
+//! a word (a request line or header line it cannot parse, a byte outside ASCII, an `Expect`
+//! other than `100-continue`), so that the client gets our JSON instead. Mistakes may only ever
+//! refuse too much.
 
 /// The request lines that tiny_http answers with a 505 that never comes (it deadlocks).
 const REFUSED_VERSIONS: [&[u8]; 2] = [b"HTTP/2.0", b"HTTP/3.0"];
@@ -35,6 +35,14 @@ const TAKEN_VERSIONS: [&str; 2] = ["HTTP/1.0", "HTTP/1.1"];
 /// A request line may be this much longer than its target may be: the method, two spaces and
 /// the version.
 const LINE_SLACK: usize = 64;
+/// Header lines may take this many times `--max-headers` as sent: `limits.rs` counts names and
+/// trimmed values, and the whitespace around a value is the client's to add; held beyond it,
+/// they are refused here.
+const HEADER_ROOM: usize = 2;
+/// tiny_http drains a body nobody read into one buffer of its whole announced length. Up to
+/// this length (or `--max-body`, if more), the route answers first (401, 404, 405, then 413);
+/// beyond it, that buffer could fail to allocate, which aborts the process, so it is refused here.
+const DRAIN_CAP: usize = 16 << 20;
 /// The longest chunk-size line, extensions included, forwarded.
 pub(crate) const CHUNK_LINE_CAP: usize = 1024;
 /// tiny_http reads a body of up to this many bytes itself before handing over the request.
@@ -339,7 +347,8 @@ impl Tracker {
                 let held = self.head.len() - usize::from(line_end.is_some());
                 if request_line && held > self.caps.url + LINE_SLACK {
                     return Err(Verdict::Refuse(Refusal::LineTooLong(self.caps.url)));
-                } else if !request_line && held.saturating_sub(self.headers_start) > self.caps.headers + 1 {
+                } else if !request_line && held.saturating_sub(self.headers_start) > HEADER_ROOM * self.caps.headers + 1
+                {
                     // + 1: the CR of the empty line that ends the head.
                     return Err(Verdict::Refuse(Refusal::HeadTooLarge(self.caps.headers)));
                 }
@@ -410,7 +419,7 @@ impl Tracker {
             return Err(Refusal::Expectation);
         }
         if let Some(Some(length)) = self.facts.content_length.filter(|_| !self.facts.chunked) {
-            if length > self.caps.body {
+            if length > self.caps.body.max(DRAIN_CAP) {
                 return Err(Refusal::BodyTooLarge(self.caps.body));
             }
         }
@@ -748,14 +757,20 @@ mod tests {
         assert_eq!(refusal(&line(100 + LINE_SLACK - 14)), (line(100 + LINE_SLACK - 14), Verdict::Forward));
         let too_long = Verdict::Refuse(Refusal::LineTooLong(100));
         assert_eq!(refusal(&format!("{GET}{}", line(100 + LINE_SLACK))), (GET.into(), too_long));
-        // Header lines with their CRLFs, as `limits.rs` counts them.
+        // Header lines with their CRLFs: twice what `limits.rs` may count (values trimmed) is
+        // held, for the whitespace around values; the handler judges the rest.
         let headers = |bytes: usize| format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "b".repeat(bytes - 5));
-        assert_eq!(refusal(&headers(200)), (headers(200), Verdict::Forward));
-        assert_eq!(refusal(&headers(201)), (String::new(), Verdict::Refuse(Refusal::HeadTooLarge(200))));
+        assert_eq!(refusal(&headers(400)), (headers(400), Verdict::Forward));
+        assert_eq!(refusal(&headers(401)), (String::new(), Verdict::Refuse(Refusal::HeadTooLarge(200))));
+        // A body longer than --max-body is the route's to refuse (after 401, 404, 405), unless it
+        // is too long for tiny_http to drain.
         let post = |length: usize| format!("POST / HTTP/1.1\r\nContent-Length: {length}\r\n\r\n");
-        assert_eq!(refusal(&post(300)), (post(300), Verdict::Forward));
-        assert_eq!(refusal(&format!("{GET}{}", post(301))), (GET.into(), Verdict::Refuse(Refusal::BodyTooLarge(300))));
+        assert_eq!(refusal(&post(DRAIN_CAP)), (post(DRAIN_CAP), Verdict::Forward));
+        let over = post(DRAIN_CAP + 1);
+        assert_eq!(refusal(&format!("{GET}{over}")), (GET.into(), Verdict::Refuse(Refusal::BodyTooLarge(300))));
         let huge = post(100_000_000_000);
         assert_eq!(refusal(&huge), (String::new(), Verdict::Refuse(Refusal::BodyTooLarge(300))));
+        let roomy = Caps { body: DRAIN_CAP * 2, ..caps };
+        assert_eq!(run_with(over.as_bytes(), 7, roomy).1, Verdict::Forward);
     }
 }
