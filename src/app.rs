@@ -5,6 +5,7 @@
 //! stops them in order: the pacer first, then the worker after its batch in flight, then the
 //! journal after everything is saved.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::journal::{
     self, Compaction, Disk, Journal, JournalHandle, Outage, RealDisk, Recovered, StorageHealth, WriteError,
 };
 use crate::log;
+use crate::metrics::{push_bounded, RECENT_INGESTIONS};
 use crate::model::{Batch, BatchStatus, Id, Ingestion, Priority};
 use crate::pacer::{Pacer, Queue, Restored};
 use crate::store::{KeyClaim, Store};
@@ -299,7 +301,7 @@ fn restore(
     let now_ms = queue.wall_ms();
     let mut unfinished_ids = 0;
     let (mut reruns, mut retries, mut queued, mut kept) = (Vec::new(), Vec::new(), Vec::new(), 0);
-    let mut recent = std::collections::VecDeque::with_capacity(crate::metrics::RECENT_INGESTIONS);
+    let mut recent = VecDeque::with_capacity(RECENT_INGESTIONS);
     for record in ingestions {
         let ingestion = Arc::new(Ingestion::restore(record));
         store.insert(Arc::clone(&ingestion));
@@ -307,10 +309,7 @@ fn restore(
             continue;
         }
         kept += 1;
-        if recent.len() == crate::metrics::RECENT_INGESTIONS {
-            recent.pop_front();
-        }
-        recent.push_back(Arc::clone(&ingestion));
+        push_bounded(&mut recent, Arc::clone(&ingestion), RECENT_INGESTIONS);
         for (index, batch) in ingestion.batches().enumerate() {
             if !batch.status.is_finished() {
                 unfinished_ids += ingestion.pending_count(index) as u64;

@@ -30,8 +30,9 @@
 //!
 //! Locks: the queue lock in `pacer.rs` (a parking_lot `Mutex` over the scheduler's heap, with
 //! the `Condvar` the pacer waits on) orders work; the store's locks in `store.rs` hold what was
-//! accepted; no thread holds a queue lock and a store lock at once. [`metrics`] has a leaf
-//! lock for its rings, never taken under the queue lock. See ARCHITECTURE.md for the invariants.
+//! accepted (its keys' lock may take its ingestions' read lock); no thread holds a queue lock and
+//! a store lock at once. [`metrics`] has a leaf lock for its rings, never taken under the queue
+//! lock. See ARCHITECTURE.md for the invariants.
 
 #![deny(unsafe_code)]
 

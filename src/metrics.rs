@@ -300,7 +300,7 @@ impl Metrics {
     }
 }
 
-fn push_bounded<T>(ring: &mut VecDeque<T>, item: T, cap: usize) {
+pub(crate) fn push_bounded<T>(ring: &mut VecDeque<T>, item: T, cap: usize) {
     if ring.len() == cap {
         ring.pop_front();
     }

@@ -93,7 +93,8 @@ pub(crate) enum Refusal {
     LineTooLong(usize),
     /// Header lines longer than [`Caps::headers`]; the limit.
     HeadTooLarge(usize),
-    /// A `Content-Length` over [`Caps::body`]; the limit.
+    /// A `Content-Length` too long to drain ([`DRAIN_CAP`], or [`Caps::body`] if more); the
+    /// `--max-body` limit.
     BodyTooLarge(usize),
     /// A line of the head that ends with LF alone: tiny_http would wait for a CRLF that may
     /// never come, and a request framed two ways is how requests are smuggled.
