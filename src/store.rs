@@ -60,16 +60,20 @@ impl Store {
         }
     }
 
-    /// Adds an ingestion after every one inserted before it, and settles its key.
+    /// Adds an ingestion after every one inserted before it, then settles its key: in that
+    /// order, because a request woken by the key reads a saved id it cannot find as expired.
     pub(crate) fn insert(&self, ingestion: Arc<Ingestion>) {
-        if let Some(key) = &ingestion.idempotency_key {
-            self.keys.lock().insert(key.clone(), Key::Saved(ingestion.id));
+        let (id, key) = (ingestion.id, ingestion.idempotency_key.clone());
+        {
+            let mut ingestions = self.ingestions.write();
+            let arrival = ingestions.next_arrival;
+            ingestions.next_arrival += 1;
+            ingestions.by_id.insert(id, (arrival, ingestion));
+        }
+        if let Some(key) = key {
+            self.keys.lock().insert(key, Key::Saved(id));
             self.key_settled.notify_all();
         }
-        let mut ingestions = self.ingestions.write();
-        let arrival = ingestions.next_arrival;
-        ingestions.next_arrival += 1;
-        ingestions.by_id.insert(ingestion.id, (arrival, ingestion));
     }
 
     /// The ingestion with this id, unless it finished more than the retention period ago.
@@ -214,5 +218,36 @@ mod tests {
         assert_eq!(store.claim_key("other", 0), KeyClaim::Claimed);
         store.release_key("other");
         assert_eq!(store.claim_key("other", 0), KeyClaim::Claimed);
+    }
+
+    /// A request woken by a settled key must find its ingestion, not take the key for a new one.
+    #[test]
+    fn requests_racing_with_one_key_all_get_the_one_ingestion() {
+        const REQUESTS: usize = 8;
+        for round in 0..400 {
+            let store = Arc::new(Store::new(Duration::from_secs(1)));
+            let start = Arc::new(std::sync::Barrier::new(REQUESTS));
+            let requests: Vec<_> = (0..REQUESTS)
+                .map(|_| {
+                    let (store, start) = (Arc::clone(&store), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        match store.claim_key("k", 0) {
+                            KeyClaim::Existing(id) => id,
+                            KeyClaim::Claimed => {
+                                let ingestion = Arc::new(Ingestion::new(Priority::High, vec![1], 3, 0, Some("k")));
+                                let id = ingestion.id;
+                                store.insert(ingestion);
+                                id
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let mut ids: Vec<Uuid> = requests.into_iter().map(|r| r.join().unwrap()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), 1, "round {round}: one key saved {} ingestions", ids.len());
+        }
     }
 }
