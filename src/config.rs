@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::app::Pacing;
+use crate::http::limits::BODY_CEILING;
 use crate::log;
 use crate::upstream::{Header, Method, Target};
 
@@ -52,7 +53,7 @@ Options:
   --batch-size N           ids per batch [default: 3]
   --fetch-delay DURATION   simulated external API time per id [default: 100ms]
   --threads N              HTTP handler threads [default: 8 per CPU, at least 32]
-  --max-body BYTES         largest accepted request body [default: 1048576]
+  --max-body BYTES         largest accepted request body, at most 16 MiB [default: 1048576]
   --data-dir DIR           keep the queue in a journal in DIR, so nothing acknowledged is lost
                            [default: none: in memory only]
   --retain DURATION        how long completed ingestions stay visible [default: 7d]
@@ -267,7 +268,12 @@ pub fn parse_with(args: impl IntoIterator<Item = OsString>, env: Env) -> Result<
                 config.fetch_delay = duration(&text(parser.value()?, "--fetch-delay")?, "--fetch-delay")?
             }
             Long("threads") => config.threads = count(parser.value()?, "--threads")?,
-            Long("max-body") => config.max_body = count(parser.value()?, "--max-body")?,
+            Long("max-body") => {
+                config.max_body = count(parser.value()?, "--max-body")?;
+                if config.max_body > BODY_CEILING {
+                    return Err(UsageError(format!("--max-body takes at most {BODY_CEILING} (16 MiB)")));
+                }
+            }
             Long("data-dir") => config.data_dir = Some(PathBuf::from(parser.value()?)),
             Long("retain") => config.retain = duration(&text(parser.value()?, "--retain")?, "--retain")?,
             Long("shutdown-timeout") => {

@@ -32,6 +32,9 @@ fn bad_flags_exit_2_with_a_clear_message() {
         (&["--frobnicate"][..], "--frobnicate"),
         (&["--addr"][..], "--addr"),
         (&["--addr", "nonsense"][..], "--addr takes HOST:PORT"),
+        // tiny_http drains an unread body into one buffer of its announced length: above this, a
+        // client could announce one too large to allocate and abort the process.
+        (&["--max-body", "200000000000"][..], "--max-body takes at most 16777216 (16 MiB)"),
     ] {
         let out = ingestd(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

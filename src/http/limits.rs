@@ -17,6 +17,10 @@ use crate::config::defaults;
 /// `auth.rs`'s (anything but exactly one is a 401).
 const SENT_ONCE: [&str; 1] = ["Idempotency-Key"];
 
+/// The largest `--max-body`: tiny_http 0.12.0 drains a body nobody read to its end into one
+/// buffer of its announced length, and an allocation that fails aborts the process.
+pub(crate) const BODY_CEILING: usize = 16 << 20;
+
 /// What one request may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

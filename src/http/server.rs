@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tiny_http::{Header, Request, Response};
 
 use super::api::{self, Head, Reply};
-use super::compat::{Caps, Conn, Connections, Endpoint, Front, Origin, STAMP};
+use super::compat::{Caps, Conn, Connections, Endpoint, Front, Origin, BUFFERED_BODY, STAMP};
 use super::error::ApiError;
 use super::limits::Limits;
 use super::pool::Pool;
@@ -58,8 +58,6 @@ pub struct HttpOptions {
 pub(crate) type Handler =
     dyn Fn(Head<'_>, Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>) -> Reply + Send + Sync + 'static;
 
-/// tiny_http 0.12.0 reads a body of up to this many bytes before handing over the request.
-const BUFFERED_BODY: usize = 1024;
 /// Relay threads (`compat/`): one epoll loop each.
 const RELAYS: usize = 2;
 /// At shutdown, how long connections get to receive the answers under way before they are cut.

@@ -32,4 +32,4 @@ const BACKLOG: i32 = 4096;
 
 pub(crate) use endpoint::Endpoint;
 pub(crate) use relay::{nudges, Conn, Connections, Front, Origin, STAMP};
-pub(crate) use tracker::Caps;
+pub(crate) use tracker::{Caps, BUFFERED_BODY};

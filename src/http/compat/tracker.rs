@@ -27,6 +27,8 @@
 //! other than `100-continue`), so that the client gets our JSON instead. Mistakes may only ever
 //! refuse too much.
 
+use crate::http::limits::BODY_CEILING;
+
 /// The request lines that tiny_http answers with a 505 that never comes (it deadlocks).
 const REFUSED_VERSIONS: [&[u8]; 2] = [b"HTTP/2.0", b"HTTP/3.0"];
 /// The versions we let tiny_http answer (it also takes `HTTP/0.9`, and answers it with an
@@ -39,14 +41,13 @@ const LINE_SLACK: usize = 64;
 /// trimmed values, and the whitespace around a value is the client's to add; held beyond it,
 /// they are refused here.
 const HEADER_ROOM: usize = 2;
-/// tiny_http drains a body nobody read into one buffer of its whole announced length. Up to
-/// this length (or `--max-body`, if more), the route answers first (401, 404, 405, then 413);
-/// beyond it, that buffer could fail to allocate, which aborts the process, so it is refused here.
-const DRAIN_CAP: usize = 16 << 20;
+/// Up to this `Content-Length`, the route answers first (401, 404, 405, then 413); beyond it,
+/// tiny_http's drain could abort the process, so the head is refused here.
+const DRAIN_CAP: usize = BODY_CEILING;
 /// The longest chunk-size line, extensions included, forwarded.
 pub(crate) const CHUNK_LINE_CAP: usize = 1024;
 /// tiny_http reads a body of up to this many bytes itself before handing over the request.
-const BUFFERED_BODY: usize = 1024;
+pub(crate) const BUFFERED_BODY: usize = 1024;
 
 /// The sizes a request may have (`--max-url`, `--max-headers`, `--max-body`), in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +94,7 @@ pub(crate) enum Refusal {
     LineTooLong(usize),
     /// Header lines longer than [`Caps::headers`]; the limit.
     HeadTooLarge(usize),
-    /// A `Content-Length` too long to drain ([`DRAIN_CAP`], or [`Caps::body`] if more); the
-    /// `--max-body` limit.
+    /// A `Content-Length` too long to drain ([`DRAIN_CAP`]); the `--max-body` limit.
     BodyTooLarge(usize),
     /// A line of the head that ends with LF alone: tiny_http would wait for a CRLF that may
     /// never come, and a request framed two ways is how requests are smuggled.
@@ -420,8 +420,8 @@ impl Tracker {
             return Err(Refusal::Expectation);
         }
         if let Some(Some(length)) = self.facts.content_length.filter(|_| !self.facts.chunked) {
-            if length > self.caps.body.max(DRAIN_CAP) {
-                return Err(Refusal::BodyTooLarge(self.caps.body));
+            if length > DRAIN_CAP {
+                return Err(Refusal::BodyTooLarge(self.caps.body.min(DRAIN_CAP)));
             }
         }
         self.head_starts.push(out.len());
@@ -772,6 +772,7 @@ mod tests {
         let huge = post(100_000_000_000);
         assert_eq!(refusal(&huge), (String::new(), Verdict::Refuse(Refusal::BodyTooLarge(300))));
         let roomy = Caps { body: DRAIN_CAP * 2, ..caps };
-        assert_eq!(run_with(over.as_bytes(), 7, roomy).1, Verdict::Forward);
+        let refused = Verdict::Refuse(Refusal::BodyTooLarge(DRAIN_CAP));
+        assert_eq!(run_with(over.as_bytes(), 7, roomy).1, refused, "a --max-body past it is no way round");
     }
 }
