@@ -4,8 +4,8 @@
 //! thread writes `journal.v2.tmp`: the header and one group numbered like the last group of
 //! `journal.v2` (a `last_release` record, then an `ingest` record with batch states per live
 //! ingestion), then copies of the segment's groups synced so far, and syncs it; the journal
-//! thread copies the rest and renames it (see `mod.rs`). It takes the store's read lock once
-//! (`Store::in_order`), reads the ingestions' atomics, reads the segment only below what the
+//! thread copies the rest and renames it (see `mod.rs`). It takes the store's read lock
+//! (`Store::in_order`, a slice of lookups at a time), reads the ingestions' atomics, reads the segment only below what the
 //! journal thread published as synced, and writes only the temp file. It never takes the queue
 //! lock and answers no request. It runs only when a CPU has nothing else to do (`SCHED_IDLE`).
 
@@ -22,7 +22,6 @@ use super::disk::{Disk, DiskFile};
 use super::record::{self, Record, GROUP_HEADER_LEN, HEADER};
 use super::{replay, SEGMENT_NAME, TEMP_NAME};
 use crate::model::IngestionRecord;
-use crate::pacer::Queue;
 use crate::store::Store;
 
 /// The name of the thread, which tests may hold at its file operations.
@@ -41,7 +40,11 @@ pub(super) struct Job {
     pub(super) disk: Arc<dyn Disk>,
     pub(super) dir: PathBuf,
     pub(super) store: Arc<Store>,
-    pub(super) queue: Queue,
+    /// The wall clock when the journal thread started this: the store's view of what expired.
+    pub(super) now_ms: u64,
+    /// Until when the upstream asked for no calls, then: the snapshot carries the pause, so
+    /// this thread never takes the queue lock (at `SCHED_IDLE`, a hold could stall the pacer).
+    pub(super) paused_until_ms: u64,
     /// The number of the last group of `journal.v2`: the snapshot's group carries it.
     pub(super) base_seq: u64,
     /// The last release the journal thread knew of when it started this.
@@ -75,7 +78,7 @@ pub(super) fn start(job: Job) -> io::Result<JoinHandle<io::Result<Ready>>> {
 
 impl Job {
     fn run(&self) -> io::Result<Ready> {
-        let now_ms = self.queue.wall_ms();
+        let now_ms = self.now_ms;
         // Taken before `committed` is read: an ingestion the store holds now either was in
         // `journal.v2` or has its record in the segment below `committed` (the journal thread
         // publishes a sync before it inserts what the group held).
@@ -84,7 +87,7 @@ impl Job {
         let copied = self.committed.load(Ordering::Acquire);
         let head = read_range(&*segment, 0, copied)?;
         let in_segment = ingestions_in(&head)?;
-        let paused_until_ms = Some(self.queue.paused_until_ms()).filter(|&until| until > now_ms).unwrap_or(0);
+        let paused_until_ms = Some(self.paused_until_ms).filter(|&until| until > now_ms).unwrap_or(0);
         let temp = self.dir.join(TEMP_NAME);
         let file = self.disk.create(&temp)?;
         let written = (|| {
