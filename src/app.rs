@@ -107,12 +107,7 @@ impl App {
     /// Starts the service; with a data directory, replays its journal first. Failed releases are
     /// retried by the default policy (see [`App::open_with`]).
     pub fn open(pacing: Pacing, clock: Arc<dyn Clock>, api: impl ExternalApi, storage: Storage) -> Result<App, String> {
-        let retry = Retry {
-            min_backoff: pacing.interval,
-            max_backoff: crate::config::defaults::RETRY_MAX_BACKOFF,
-            max_attempts: crate::config::defaults::MAX_ATTEMPTS,
-        };
-        App::open_with(pacing, retry, clock, api, storage)
+        App::open_with(pacing, Retry::default_for(pacing.interval), clock, api, storage)
     }
 
     /// Like [`App::open`], with `retry` saying how long a batch with ids to retry waits, and

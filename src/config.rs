@@ -29,7 +29,7 @@ pub(crate) mod defaults {
     pub(crate) const MAX_HEADER_BYTES: usize = 16 << 10;
     pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
     pub(crate) const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
-    /// `--retry-min-backoff` defaults to the interval.
+    /// `--retry-min-backoff` defaults to the interval (or `--retry-max-backoff`, if shorter).
     pub(crate) const RETRY_MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
     pub(crate) const MAX_ATTEMPTS: u32 = 5;
 
@@ -82,7 +82,8 @@ Options:
   --upstream-ca FILE       trust the PEM certificates in FILE too (a private CA)
                            [default: the bundled Mozilla roots only]
   --retry-min-backoff DURATION
-                           wait before a failed batch's first retry [default: the interval]
+                           wait before a failed batch's first retry
+                           [default: the interval, or --retry-max-backoff if shorter]
   --retry-max-backoff DURATION
                            the wait doubles with each retry, up to this [default: 5m]
   --max-attempts N         releases of a batch before its undelivered ids fail [default: 5]
@@ -133,12 +134,17 @@ pub struct Retry {
 }
 
 impl Retry {
+    /// The policy without retry flags, for this interval.
+    pub(crate) fn default_for(interval: Duration) -> Retry {
+        let max_backoff = defaults::RETRY_MAX_BACKOFF;
+        Retry { min_backoff: interval.min(max_backoff), max_backoff, max_attempts: defaults::MAX_ATTEMPTS }
+    }
+
     /// The wait after a batch's `attempts`-th release failed (from 1): `min_backoff` doubled
-    /// `attempts - 1` times, at most `max_backoff`, but never less than `min_backoff` (which
-    /// defaults to the interval and may exceed it).
+    /// `attempts - 1` times, at most `max_backoff`.
     pub(crate) fn backoff(&self, attempts: u32) -> Duration {
         let doublings = attempts.saturating_sub(1).min(31);
-        self.min_backoff.saturating_mul(1 << doublings).min(self.max_backoff).max(self.min_backoff)
+        self.min_backoff.saturating_mul(1 << doublings).min(self.max_backoff)
     }
 }
 
@@ -408,10 +414,12 @@ fn retry(up: &UpstreamFlags, interval: Duration) -> Result<Retry, UsageError> {
             )));
         }
     }
+    let default = Retry::default_for(interval);
+    let max_backoff = up.max_backoff.unwrap_or(default.max_backoff);
     Ok(Retry {
-        min_backoff: up.min_backoff.unwrap_or(interval),
-        max_backoff: up.max_backoff.unwrap_or(defaults::RETRY_MAX_BACKOFF),
-        max_attempts: up.max_attempts.unwrap_or(defaults::MAX_ATTEMPTS),
+        min_backoff: up.min_backoff.unwrap_or(interval.min(max_backoff)),
+        max_backoff,
+        max_attempts: up.max_attempts.unwrap_or(default.max_attempts),
     })
 }
 
@@ -812,6 +820,9 @@ mod tests {
             c.retry,
             Retry { min_backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(60), max_attempts: 3 }
         );
+        // The most bounds the default least as it bounds a given one: the wait never grows past it.
+        let c = config(&["--interval", "5s", "--retry-max-backoff", "1s"]);
+        assert_eq!((c.retry.min_backoff, c.retry.backoff(3)), (Duration::from_secs(1), Duration::from_secs(1)));
     }
 
     #[test]
@@ -822,9 +833,6 @@ mod tests {
         assert_eq!(waits, [1, 2, 4, 8, 10, 10]);
         assert_eq!(retry.backoff(0), Duration::from_secs(1));
         assert_eq!(retry.backoff(u32::MAX), Duration::from_secs(10));
-        // A long interval (the default least backoff) beyond the most: the interval wins.
-        let long = Retry { min_backoff: Duration::from_secs(600), ..retry };
-        assert_eq!(long.backoff(3), Duration::from_secs(600));
     }
 
     #[test]
