@@ -10,6 +10,8 @@
 //! ids, priority, order), report nothing completed that was not, and remember a release time
 //! no earlier than the last acknowledged one.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -495,7 +497,7 @@ fn run(ops: &[Op]) -> Run {
             }
             Op::Restart => {
                 let wall = clock.wall();
-                // A stop waits for a compaction under way.
+                // A stop waits briefly for a compaction under way before it gives it up.
                 disk.hold(false);
                 assert!(app.shutdown(PATIENCE));
                 drop(app);
@@ -697,12 +699,45 @@ fn a_failed_compaction_removes_its_temp_file_and_backs_off() {
         "no temp file is left"
     );
     assert!(app.shutdown(PATIENCE));
-    // The next start resumes the compaction; a stop waits for it, and one file is left.
+    // The next start resumes the compaction, which folds the segment in.
     let (app, _) = start(&disk, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_001_000));
     app.ingest(Priority::High, vec![1000], None).expect("accepted");
+    let one_file = || (disk.names() == [journal_file(journal::FILE_NAME)]).then_some(());
+    common::wait_for("the compaction to be handed over", PATIENCE, one_file);
     assert!(app.shutdown(PATIENCE));
-    assert_eq!(disk.names(), [journal_file(journal::FILE_NAME)]);
     let recovered = journal::open(Arc::new(disk.clone()), Path::new(DIR)).expect("opens").recovered;
     let held: HashSet<Uuid> = recovered.ingestions.iter().map(|i| i.id).collect();
     assert!(acked.iter().all(|id| held.contains(id)), "an acknowledged ingestion is missing");
+}
+
+/// The compaction thread runs at `SCHED_IDLE` and may get no CPU while anything else runs: a
+/// stop gives it up after a short wait instead of waiting on it (before, a held compaction
+/// held the stop forever), and nothing acknowledged is lost for it.
+#[test]
+fn a_stop_gives_up_a_compaction_that_makes_no_progress() {
+    let disk = Recording::default();
+    disk.hold(true);
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let (app, clock) = start(&disk, wall);
+    let mut acked = Vec::new();
+    for id in 1..=20 {
+        acked.push(app.ingest(Priority::Low, vec![id], None).expect("accepted"));
+        app.queue().advance(&clock, Duration::from_secs(5));
+        settle(&app);
+    }
+    assert!(disk.names().contains(&journal_file(journal::SEGMENT_NAME)), "a compaction is under way");
+    let (stopped, stop) = std::sync::mpsc::channel();
+    std::thread::spawn(move || stopped.send(app.shutdown(PATIENCE)));
+    assert_eq!(stop.recv_timeout(PATIENCE), Ok(true), "the stop waited on a compaction with no CPU");
+    disk.hold(false);
+    // The one temp file made is the new journal's, at the first start.
+    let temps =
+        disk.events().into_iter().filter(|e| matches!(e, Event::Create(p, _) if p.ends_with(journal::TEMP_NAME)));
+    assert_eq!(temps.count(), 1, "a compaction given up writes nothing");
+
+    let (app, _) = start(&disk, wall + Duration::from_secs(200));
+    for id in &acked {
+        assert!(app.ingestion(id).is_some(), "an acknowledged ingestion is missing");
+    }
+    assert!(app.shutdown(PATIENCE));
 }

@@ -7,14 +7,19 @@
 //! thread copies the rest and renames it (see `mod.rs`). It takes the store's read lock
 //! (`Store::in_order`, a slice of lookups at a time), reads the ingestions' atomics, reads the segment only below what the
 //! journal thread published as synced, and writes only the temp file. It never takes the queue
-//! lock and answers no request. It runs only when a CPU has nothing else to do (`SCHED_IDLE`).
+//! lock and answers no request. It runs only when a CPU has nothing else to do (`SCHED_IDLE`),
+//! so a stop waits for it only briefly, then tells it to give up ([`Compactor::finish_within`]);
+//! from then on it touches no file.
 
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use uuid::Uuid;
 
@@ -67,17 +72,61 @@ pub(super) struct Ready {
     pub(super) snapshot_records: u64,
 }
 
-/// Starts the thread; its result is the thread's.
-pub(super) fn start(job: Job) -> io::Result<JoinHandle<io::Result<Ready>>> {
-    thread::Builder::new().name(THREAD.into()).spawn(move || {
+/// A running compaction, owned by the journal thread.
+pub(super) struct Compactor {
+    thread: JoinHandle<io::Result<Ready>>,
+    abandoned: Arc<AtomicBool>,
+    /// Disconnected when the thread ends, whatever its outcome.
+    ended: Receiver<()>,
+}
+
+/// Starts the thread.
+pub(super) fn start(job: Job) -> io::Result<Compactor> {
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let (end, ended) = crossbeam_channel::bounded::<()>(0);
+    let flag = Arc::clone(&abandoned);
+    let thread = thread::Builder::new().name(THREAD.into()).spawn(move || {
+        let _end = end;
         // The snapshot may take seconds of CPU: the commits and the requests come first.
         let _ = crate::realtime::idle_this_thread();
-        job.run()
-    })
+        job.run(&flag)
+    })?;
+    Ok(Compactor { thread, abandoned, ended })
+}
+
+impl Compactor {
+    pub(super) fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    pub(super) fn join(self) -> thread::Result<io::Result<Ready>> {
+        self.thread.join()
+    }
+
+    /// Waits at most `wait` for the thread to end, then tells it to give up and waits as long
+    /// again: at `SCHED_IDLE` it may get no CPU while anything else runs. Its outcome, if it
+    /// ended; `None` if it is left to end on its own, touching no file.
+    pub(super) fn finish_within(self, wait: Duration) -> Option<thread::Result<io::Result<Ready>>> {
+        if self.ended.recv_timeout(wait) == Err(RecvTimeoutError::Timeout) {
+            self.abandoned.store(true, Ordering::Release);
+            if self.ended.recv_timeout(wait) == Err(RecvTimeoutError::Timeout) {
+                return None;
+            }
+        }
+        Some(self.thread.join())
+    }
+}
+
+fn abandoned_error() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "the service is stopping")
 }
 
 impl Job {
-    fn run(&self) -> io::Result<Ready> {
+    fn run(&self, abandoned: &AtomicBool) -> io::Result<Ready> {
+        let go_on = || match abandoned.load(Ordering::Acquire) {
+            true => Err(abandoned_error()),
+            false => Ok(()),
+        };
         let now_ms = self.now_ms;
         // Taken before `committed` is read: an ingestion the store holds now either was in
         // `journal.v2` or has its record in the segment below `committed` (the journal thread
@@ -89,15 +138,20 @@ impl Job {
         let in_segment = ingestions_in(&head)?;
         let paused_until_ms = Some(self.paused_until_ms).filter(|&until| until > now_ms).unwrap_or(0);
         let temp = self.dir.join(TEMP_NAME);
+        go_on()?;
         let file = self.disk.create(&temp)?;
         let written = (|| {
             let records = live.iter().filter(|i| !in_segment.contains(&i.id)).map(|i| i.record());
+            let records = records.take_while(|_| !abandoned.load(Ordering::Acquire));
             let (snapshot_len, snapshot_records) =
                 write_snapshot(&*file, self.base_seq, self.last_release_ms, paused_until_ms, records)?;
+            go_on()?;
             hold();
             let mut ready =
                 Ready { file, len: snapshot_len, copied: HEADER.len() as u64, snapshot_len, snapshot_records };
+            go_on()?;
             ready.copy(&head[HEADER.len().min(head.len())..], copied)?;
+            go_on()?;
             ready.file.sync_all()?;
             // Groups synced meanwhile: copied again while that is worth it, so the journal
             // thread's share of the copy stays small.
@@ -106,14 +160,16 @@ impl Job {
                 if now - ready.copied < SMALL_TAIL {
                     break;
                 }
+                go_on()?;
                 let tail = read_range(&*segment, ready.copied, now)?;
                 ready.copy(&tail, now)?;
                 ready.file.sync_all()?;
             }
             Ok(ready)
         })();
-        if written.is_err() {
-            // The space it took is needed more than the file.
+        // The space it took is needed more than the file; once abandoned, though, a new
+        // journal may be using that name (a start removes what is left).
+        if written.is_err() && !abandoned.load(Ordering::Acquire) {
             let _ = self.disk.remove(&temp);
         }
         written

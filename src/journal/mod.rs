@@ -81,6 +81,8 @@ fn reap(files: impl IntoIterator<Item = Option<Box<dyn DiskFile>>> + Send + 'sta
 /// The compaction thread's name (tests hold it at its file operations).
 pub const COMPACT_THREAD: &str = compact::THREAD;
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// How long a stop waits for a compaction under way to end, then again once told to give up.
+const STOP_WAIT: Duration = Duration::from_millis(200);
 
 /// Why the journal could not be opened. The service does not start.
 #[derive(Debug)]
@@ -408,7 +410,7 @@ struct Segment {
     records: u64,
     ingest_bytes: u64,
     /// The compaction thread, while it runs. `None` after a failure, until the next try.
-    compactor: Option<JoinHandle<io::Result<Ready>>>,
+    compactor: Option<compact::Compactor>,
     started: Instant,
 }
 
@@ -843,17 +845,25 @@ impl Writer {
         log::info(format_args!("journal compaction failed, keeping the old file; next try in {wait:?}: {error}"));
     }
 
-    /// Waits for a compaction under way and hands it over, so a stop leaves one journal file.
-    fn finish_running_compaction(&mut self) {
-        let thread = self.segment.as_mut().and_then(|segment| segment.compactor.take());
-        if let Some(thread) = thread {
-            self.finish_compaction(thread.join());
+    /// Ends a compaction under way: hands it over if it is done, else gives it up (the next
+    /// start compacts again), so that a stop never waits on a thread that may get no CPU.
+    fn end_running_compaction(&mut self) {
+        let compactor = self.segment.as_mut().and_then(|segment| segment.compactor.take());
+        match compactor.map(|compactor| compactor.finish_within(STOP_WAIT)) {
+            None => {}
+            Some(Some(Ok(Err(error)))) if error.kind() == io::ErrorKind::Interrupted => {
+                log::info(format_args!("journal compaction given up for the stop; the next start resumes it"));
+            }
+            Some(Some(outcome)) => self.finish_compaction(outcome),
+            Some(None) => log::info(format_args!(
+                "journal compaction given up for the stop (its thread had no CPU); the next start resumes it"
+            )),
         }
     }
 
     /// Marks the end of a clean stop: nothing is written after this group.
     fn stop_cleanly(&mut self) {
-        self.finish_running_compaction();
+        self.end_running_compaction();
         let mut group = Group::default();
         group.push(&Record::CleanStop { at_ms: self.queue.wall_ms() });
         if self.append(&group.finish(self.seq + 1)).is_ok() {
