@@ -61,9 +61,13 @@ impl<T: Send + 'static> Pool<T> {
         Ok(Pool { shared })
     }
 
-    /// Runs `item` on a thread that waits for work, or on a new one.
+    /// Runs `item` on a thread that waits for work, or on a new one; once the pool is stopping,
+    /// on the caller's (a thread started then might never be joined, and queued work be lost).
     pub(crate) fn hand_over(&self, item: T) {
         let shared = &self.shared;
+        if shared.sender.lock().is_none() {
+            return (shared.work)(item);
+        }
         if claim(&shared.unclaimed) {
             return self.queue((item, true));
         }
@@ -81,17 +85,26 @@ impl<T: Send + 'static> Pool<T> {
     }
 
     fn queue(&self, handed: Handed<T>) {
-        if let Some(sender) = &*self.shared.sender.lock() {
-            let _ = sender.send(handed);
+        let sender = self.shared.sender.lock().clone();
+        match sender {
+            Some(sender) => {
+                let _ = sender.send(handed);
+            }
+            None => (self.shared.work)(handed.0),
         }
     }
 
-    /// Lets the threads finish what is queued, and joins them.
+    /// Lets the threads finish what is queued, and joins them, and any started meanwhile.
     pub(crate) fn stop(&self) {
         self.shared.sender.lock().take();
-        let threads = std::mem::take(&mut *self.shared.threads.lock());
-        for thread in threads {
-            let _ = thread.join();
+        loop {
+            let threads = std::mem::take(&mut *self.shared.threads.lock());
+            if threads.is_empty() {
+                return;
+            }
+            for thread in threads {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -179,5 +192,17 @@ mod tests {
         rest.sort();
         assert_eq!(rest, [0, 0, 0]);
         pool.stop();
+    }
+
+    #[test]
+    fn work_handed_over_after_the_stop_runs_on_the_callers_thread() {
+        let ran_on = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&ran_on);
+        let work = move |_: u32| seen.lock().push(thread::current().name().map(str::to_owned));
+        let pool = Pool::start("test-pool", 1, Box::new(work)).unwrap();
+        pool.stop();
+        pool.hand_over(1);
+        assert_eq!(*ran_on.lock(), [thread::current().name().map(str::to_owned)]);
+        assert!(pool.shared.threads.lock().is_empty(), "no thread left unjoined");
     }
 }
