@@ -196,7 +196,10 @@ impl App {
         journal.ingest(ingestion).map(|()| id).map_err(|error| {
             self.accepted_ids.fetch_sub(wanted, Ordering::Relaxed);
             release_key();
-            IngestError::Unsaved(error)
+            match error {
+                WriteError::Stopped => IngestError::ShuttingDown,
+                WriteError::Refused(_) => IngestError::Unsaved(error),
+            }
         })
     }
 

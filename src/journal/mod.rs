@@ -129,11 +129,19 @@ impl std::error::Error for OpenError {}
 
 /// A record could not be saved. What was saved before is intact.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WriteError(pub String);
+pub enum WriteError {
+    /// The disk refused it (full, or failing); the sentence says how.
+    Refused(String),
+    /// The journal thread has stopped: the service is stopping.
+    Stopped,
+}
 
 impl std::fmt::Display for WriteError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            WriteError::Refused(why) => f.write_str(why),
+            WriteError::Stopped => f.write_str("the journal has stopped"),
+        }
     }
 }
 
@@ -488,7 +496,7 @@ impl JournalHandle {
     fn wait(&self, op: impl FnOnce(Answer) -> Op) -> Result<(), WriteError> {
         let (answer, outcome) = crossbeam_channel::bounded(1);
         let _ = self.ops.send(op(answer));
-        outcome.recv().unwrap_or_else(|_| Err(WriteError("the journal has stopped".into())))
+        outcome.recv().unwrap_or(Err(WriteError::Stopped))
     }
 }
 
@@ -616,7 +624,7 @@ impl Writer {
                 let _ = self.file.set_len(self.len);
                 self.allocated = self.len;
                 self.could_not_write(&error, bytes.len() as u64);
-                Err(WriteError(format!("the service cannot save new work to disk right now ({error})")))
+                Err(WriteError::Refused(format!("the service cannot save new work to disk right now ({error})")))
             }
         }
     }
@@ -911,5 +919,24 @@ mod tests {
         assert_eq!(recovered.ingestions[0].ids.len(), 5000);
         // With no group yet, there is nothing to number.
         assert_eq!(snapshot(0, None, 0, &[]).seq, 0);
+    }
+
+    /// A request that passed the accepting check as the service stopped learns it is stopping
+    /// (`503 shutting_down`), not that the disk failed (`storage_unavailable`).
+    #[test]
+    fn a_record_sent_after_the_stop_is_refused_as_stopped() {
+        let dir = std::env::temp_dir().join(format!("ingestd-stopped-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir(&dir).unwrap();
+        let opened = open(Arc::new(RealDisk), &dir).expect("a new journal");
+        let (releases, _) = crossbeam_channel::unbounded();
+        let pacer = crate::Pacer::start(Duration::from_secs(5), Arc::new(crate::SystemClock), releases);
+        let store = Arc::new(Store::new(Duration::from_secs(60)));
+        let journal = Journal::start(opened, store, pacer.queue().clone(), Compaction::default()).unwrap();
+        let handle = journal.handle().clone();
+        journal.stop();
+        let late = Arc::new(Ingestion::new(crate::Priority::High, vec![1], 3, 0, None));
+        assert_eq!(handle.ingest(late), Err(WriteError::Stopped));
+        pacer.stop();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
