@@ -528,6 +528,35 @@ fn after_a_clean_stop_a_flipped_byte_in_the_last_record_stops_the_start() {
     assert_eq!(std::fs::read(journal(&dir)).unwrap(), bytes, "the damaged journal is left as it was");
 }
 
+/// After a clean stop, a journal cut short or zeroed to its end leaves nothing to tell it from
+/// a crash's torn tail but the stop's seal: the start refuses, naming the file (it used to drop
+/// the acknowledged ingestions in those groups, with no warning or a false one).
+#[test]
+fn after_a_clean_stop_a_journal_cut_or_zeroed_at_its_end_stops_the_start() {
+    let dir = TempDir::new("clean-stop-cut");
+    let server = durable(&dir, &["--interval", "1h"]);
+    let acked: Vec<String> = (1..=6).map(|n| server.ingest(&[n], "LOW")).collect();
+    assert!(server.terminate().0.success());
+    let bytes = std::fs::read(journal(&dir)).unwrap();
+    let fourth = group_starts(&bytes)[3];
+    let mut zeroed = bytes.clone();
+    zeroed[fourth..].fill(0);
+    let last = group_starts(&bytes)[group_starts(&bytes).len() - 2];
+    for (how, damaged) in [("zeroed to its end", zeroed), ("cut inside its last group", bytes[..last + 20].to_vec())] {
+        std::fs::write(journal(&dir), &damaged).unwrap();
+        let (code, stderr) = refused_start(&["--data-dir", dir.path()]);
+        assert_eq!(code, Some(1), "{how}: {stderr}");
+        let expected = format!("the journal {} is corrupt at byte", journal(&dir).display());
+        assert!(stderr.contains(&expected) && stderr.contains("cut or damaged since"), "{how}: {stderr}");
+        assert_eq!(std::fs::read(journal(&dir)).unwrap(), damaged, "{how}: the journal is left as it was");
+    }
+    std::fs::write(journal(&dir), &bytes).unwrap();
+    let server = durable(&dir, &["--interval", "1h"]);
+    for (n, id) in (1..=6).zip(&acked) {
+        assert_eq!(ids_of(&server.status(id)), [n], "restored whole, it starts with every ingestion");
+    }
+}
+
 /// Issue 11: a restart after a clean stop appends after the acknowledged groups, and a crash
 /// then tears only what came after.
 #[test]

@@ -21,6 +21,7 @@ mod disk;
 mod health;
 mod record;
 mod replay;
+mod seal;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -35,9 +36,11 @@ pub(crate) use health::{Outage, StorageHealth};
 pub use record::{group_header, Group, GroupHeader, Record, GROUP_HEADER_LEN, HEADER, HEADER_V1};
 pub use replay::replay;
 pub(crate) use replay::{replay_v1, Corrupt, Recovered};
+pub use seal::SEAL_NAME;
 
 use compact::Ready;
 use replay::{Part, Replay};
+use seal::Seal;
 
 use crate::log;
 use crate::model::{Batch, Ingestion, IngestionRecord};
@@ -179,6 +182,7 @@ pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
         LockError::Io(error) => OpenError::Io { path: dir.join(LOCK_FILE), error },
     })?;
     remove_if_there(&*disk, &dir.join(TEMP_NAME)).map_err(io(&dir.join(TEMP_NAME)))?;
+    let seal = read_seal(&*disk, dir)?;
     let base = read(&*disk, &path).map_err(io(&path))?;
     let segment = read(&*disk, &segment_path).map_err(io(&segment_path))?;
     let (recovered, file, active, segment) = match (base, segment) {
@@ -187,6 +191,10 @@ pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
             return Err(OpenError::Corrupt { path: segment_path, corrupt: Corrupt { offset: 0, reason } });
         }
         (None, None) => {
+            if let Some(seal) = &seal {
+                let corrupt = seal.check(None).expect_err("no file ends as a seal says");
+                return Err(OpenError::Corrupt { path: dir.join(seal.file), corrupt });
+            }
             let (recovered, file) = upgrade_or_create(&*disk, dir)?;
             (recovered, file, path, None)
         }
@@ -199,9 +207,27 @@ pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
             let base_end = replay.file(&base, Part::Base).map_err(corrupt(&path))?;
             let base_seq = replay.seq();
             let segment_end = match &segment {
-                Some(bytes) => Some(replay.file(bytes, Part::Segment).map_err(corrupt(&segment_path))?),
+                // A segment whose groups do not follow a torn `journal.v2` is damage there: the
+                // segment was made after every group of it was synced.
+                Some(bytes) => {
+                    Some(replay.file(bytes, Part::Segment).map_err(|in_segment| match &base_end.torn_tail {
+                        Some((offset, reason)) => {
+                            let reason = format!("{reason}, and {SEGMENT_NAME} continues it");
+                            OpenError::Corrupt { path: path.clone(), corrupt: Corrupt { offset: *offset, reason } }
+                        }
+                        None => OpenError::Corrupt { path: segment_path.clone(), corrupt: in_segment },
+                    })?)
+                }
                 None => None,
             };
+            if let Some(seal) = &seal {
+                let end = if seal.file == FILE_NAME { Some(&base_end) } else { segment_end.as_ref() };
+                seal.check(end).map_err(corrupt(&dir.join(seal.file)))?;
+                // Gone before anything changes: a start cut short must not find it stale.
+                disk.remove(&dir.join(SEAL_NAME))
+                    .and_then(|()| disk.sync_dir(dir))
+                    .map_err(io(&dir.join(SEAL_NAME)))?;
+            }
             // Left by an upgrade that stopped after its rename: the version 2 file has it all.
             remove_v1(&*disk, dir).map_err(io(&dir.join(FILE_NAME_V1)))?;
             match segment_end {
@@ -243,6 +269,24 @@ pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
     }
     let len = recovered.valid_len;
     Ok(Opened { recovered, disk, lock, file, dir: dir.to_owned(), len, segment })
+}
+
+/// The clean stop's seal, if one is there; one cut short (a crash as it was written, after its
+/// journal was synced) is ignored.
+fn read_seal(disk: &dyn Disk, dir: &Path) -> Result<Option<Seal>, OpenError> {
+    let path = dir.join(SEAL_NAME);
+    let Some(bytes) = read(disk, &path).map_err(|error| OpenError::Io { path: path.clone(), error })? else {
+        return Ok(None);
+    };
+    let seal = Seal::parse(&bytes);
+    if seal.is_none() {
+        log::info(format_args!(
+            "warning: ignoring {}, which is not whole: a crash cut it as it was written",
+            path.display()
+        ));
+        remove_if_there(disk, &path).map_err(|error| OpenError::Io { path, error })?;
+    }
+    Ok(seal)
 }
 
 fn remove_if_there(disk: &dyn Disk, path: &Path) -> io::Result<()> {
@@ -869,14 +913,29 @@ impl Writer {
         }
     }
 
-    /// Marks the end of a clean stop: nothing is written after this group.
+    /// Marks the end of a clean stop: nothing is written after this group, and the seal says
+    /// where it begins.
     fn stop_cleanly(&mut self) {
         self.end_running_compaction();
         let mut group = Group::default();
         group.push(&Record::CleanStop { at_ms: self.queue.wall_ms() });
+        let valid_len = self.len;
         if self.append(&group.finish(self.seq + 1)).is_ok() {
             self.seq += 1;
+            let file = if self.segment.is_some() { SEGMENT_NAME } else { FILE_NAME };
+            if let Err(error) = self.seal(&Seal { file, valid_len }) {
+                log::info(format_args!(
+                    "warning: could not write {SEAL_NAME} ({error}); the next start cannot check the journal's end"
+                ));
+            }
         }
+    }
+
+    fn seal(&self, seal: &Seal) -> io::Result<()> {
+        let file = self.disk.create(&self.dir.join(SEAL_NAME))?;
+        file.write_all_at(&seal.encode(), 0)?;
+        file.sync_all()?;
+        self.disk.sync_dir(&self.dir)
     }
 }
 

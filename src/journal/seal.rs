@@ -1,0 +1,96 @@
+//! The clean stop's seal: a small file a clean stop writes once its last group is synced, naming
+//! the journal file it ended and where its clean-stop group begins. Pure (the journal thread
+//! writes it, `open` reads, checks and removes it before anything else changes).
+//!
+//! Why: replay can only tell a torn tail (a crash before the sync, never acknowledged) from
+//! damage by what follows it. A file cut, or zeroed to its end, after a clean stop leaves
+//! nothing behind, and would pass for a crash that lost only unacknowledged groups. The seal
+//! remembers where the file ended, so such a start refuses instead of dropping what was saved.
+
+use super::replay::{Corrupt, FileEnd};
+use super::{FILE_NAME, SEGMENT_NAME};
+
+/// The seal's file name inside the data directory.
+pub const SEAL_NAME: &str = "journal.v2.stopped";
+
+const PREFIX: &str = "ingestd clean stop:";
+
+/// Which file a clean stop ended, and where its clean-stop group begins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Seal {
+    /// [`FILE_NAME`] or [`SEGMENT_NAME`].
+    pub(crate) file: &'static str,
+    pub(crate) valid_len: u64,
+}
+
+impl Seal {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        format!("{PREFIX} {} {}\n", self.file, self.valid_len).into_bytes()
+    }
+
+    /// `None` for anything but a whole seal (a crash can cut it as it is written).
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Seal> {
+        let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
+        let mut words = text.strip_prefix(PREFIX)?.split(' ').skip(1);
+        let name = words.next()?;
+        let file = [FILE_NAME, SEGMENT_NAME].into_iter().find(|&file| file == name)?;
+        let valid_len = words.next()?.parse().ok()?;
+        words.next().is_none().then_some(Seal { file, valid_len })
+    }
+
+    /// Whether the file it names (`None`: missing) still ends as the stop left it; if not, why.
+    pub(crate) fn check(&self, end: Option<&FileEnd>) -> Result<(), Corrupt> {
+        let how = match end {
+            None => return Err(Corrupt { offset: 0, reason: self.since("it is missing") }),
+            Some(end) if end.clean_stop && end.torn_tail.is_none() && end.valid_len == self.valid_len => return Ok(()),
+            Some(FileEnd { torn_tail: Some((offset, reason)), .. }) => (*offset, format!("{reason} there")),
+            Some(end) if end.clean_stop => (end.valid_len, format!("its clean stop is at byte {}", end.valid_len)),
+            Some(end) => (end.valid_len, format!("its last whole group ends at byte {}", end.valid_len)),
+        };
+        Err(Corrupt { offset: how.0, reason: self.since(&how.1) })
+    }
+
+    fn since(&self, how: &str) -> String {
+        format!(
+            "a clean stop left it ending with its stop at byte {}, but {how}: it was cut or damaged since \
+             (the stop's seal is {SEAL_NAME})",
+            self.valid_len
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seal_reads_back_and_a_cut_one_does_not() {
+        let seal = Seal { file: SEGMENT_NAME, valid_len: 4096 };
+        let bytes = seal.encode();
+        assert_eq!(Seal::parse(&bytes), Some(seal));
+        for cut in 0..bytes.len() {
+            assert_eq!(Seal::parse(&bytes[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(Seal::parse(b"ingestd clean stop: journal.v9 10\n"), None);
+        assert_eq!(Seal::parse(b"ingestd clean stop: journal.v2 10 11\n"), None);
+    }
+
+    #[test]
+    fn a_file_that_ends_sooner_than_its_seal_says_is_damage() {
+        let seal = Seal { file: FILE_NAME, valid_len: 500 };
+        let end = |valid_len, clean_stop, torn: Option<u64>| FileEnd {
+            valid_len,
+            clean_stop,
+            torn_tail: torn.map(|at| (at, "its checksum is wrong".to_owned())),
+            added: 1,
+        };
+        assert_eq!(seal.check(Some(&end(500, true, None))), Ok(()));
+        let offset = |end: Option<&FileEnd>| seal.check(end).map_err(|c| c.offset);
+        assert_eq!(offset(None), Err(0));
+        assert_eq!(offset(Some(&end(300, false, None))), Err(300), "cut, or zeroed to its end");
+        assert_eq!(offset(Some(&end(300, false, Some(300)))), Err(300), "a group damaged");
+        assert_eq!(offset(Some(&end(300, true, None))), Err(300), "a stop elsewhere");
+        let why = seal.check(Some(&end(300, false, None))).unwrap_err().reason;
+        assert!(why.contains("cut or damaged since") && why.contains(SEAL_NAME), "{why}");
+    }
+}
