@@ -31,6 +31,9 @@ type Handed<T> = (T, bool);
 struct Shared<T> {
     name: &'static str,
     base: usize,
+    /// [`MOST_THREADS`] and [`LEAVE_AFTER`], but for tests.
+    most: usize,
+    leave_after: Duration,
     work: Box<dyn Fn(T) + Send + Sync>,
     /// `None` once stopping: the threads finish what is queued, then leave.
     sender: Mutex<Option<Sender<Handed<T>>>>,
@@ -44,10 +47,21 @@ struct Shared<T> {
 impl<T: Send + 'static> Pool<T> {
     /// Starts `base` threads named `name-N` that run `work` on each item handed over.
     pub(crate) fn start(name: &'static str, base: usize, work: Box<dyn Fn(T) + Send + Sync>) -> io::Result<Pool<T>> {
+        Pool::sized(name, (base, MOST_THREADS), LEAVE_AFTER, work)
+    }
+
+    fn sized(
+        name: &'static str,
+        (base, most): (usize, usize),
+        leave_after: Duration,
+        work: Box<dyn Fn(T) + Send + Sync>,
+    ) -> io::Result<Pool<T>> {
         let (sender, receiver) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             name,
             base,
+            most,
+            leave_after,
             work,
             sender: Mutex::new(Some(sender)),
             receiver,
@@ -71,7 +85,12 @@ impl<T: Send + 'static> Pool<T> {
         if claim(&shared.unclaimed) {
             return self.queue((item, true));
         }
-        let item = if shared.threads.lock().len() < MOST_THREADS {
+        let room = {
+            let mut threads = shared.threads.lock();
+            join_finished(&mut threads);
+            threads.len() < shared.most
+        };
+        let item = if room {
             match spawn(shared, Some(item)) {
                 Ok(()) => return,
                 Err((_, item)) => item,
@@ -118,12 +137,7 @@ fn claim(count: &AtomicUsize) -> bool {
 fn spawn<T: Send + 'static>(shared: &Arc<Shared<T>>, first: Option<T>) -> Result<(), (io::Error, Option<T>)> {
     let n = shared.started.fetch_add(1, Ordering::Relaxed);
     let mut threads = shared.threads.lock();
-    // The threads that left are joined here (at once: they are done).
-    let (gone, live): (Vec<_>, Vec<_>) = threads.drain(..).partition(JoinHandle::is_finished);
-    *threads = live;
-    for thread in gone {
-        let _ = thread.join();
-    }
+    join_finished(&mut threads);
     let first = Arc::new(Mutex::new(first));
     let (runner, taken) = (Arc::clone(shared), Arc::clone(&first));
     let started = thread::Builder::new().name(format!("{}-{n}", shared.name)).spawn(move || {
@@ -141,11 +155,20 @@ fn spawn<T: Send + 'static>(shared: &Arc<Shared<T>>, first: Option<T>) -> Result
     }
 }
 
+/// Joins the threads that left (at once: they are done), so that they no longer count.
+fn join_finished(threads: &mut Vec<JoinHandle<()>>) {
+    let (gone, live): (Vec<_>, Vec<_>) = threads.drain(..).partition(JoinHandle::is_finished);
+    *threads = live;
+    for thread in gone {
+        let _ = thread.join();
+    }
+}
+
 fn serve<T>(shared: &Shared<T>, n: usize) {
     loop {
         shared.unclaimed.fetch_add(1, Ordering::SeqCst);
         let (item, claimed) = loop {
-            match shared.receiver.recv_timeout(LEAVE_AFTER) {
+            match shared.receiver.recv_timeout(shared.leave_after) {
                 Ok(handed) => break handed,
                 Err(RecvTimeoutError::Disconnected) => return,
                 // A hand-over may have claimed this thread meanwhile: it leaves only while a
@@ -191,6 +214,38 @@ mod tests {
         let mut rest: Vec<u32> = (0..3).map(|_| finished.recv_timeout(Duration::from_secs(5)).unwrap()).collect();
         rest.sort();
         assert_eq!(rest, [0, 0, 0]);
+        pool.stop();
+    }
+
+    /// Threads that left no longer count toward the most: after one burst filled the pool, work
+    /// used to queue behind stuck threads for good.
+    #[test]
+    fn threads_that_left_make_room_for_new_ones() {
+        let (release, stuck) = crossbeam_channel::unbounded::<()>();
+        let (done, finished) = crossbeam_channel::unbounded();
+        let work = move |item: u32| {
+            if item == 0 {
+                let _ = stuck.recv();
+            }
+            let _ = done.send(item);
+        };
+        let pool = Pool::sized("test-pool", (1, 2), Duration::from_millis(20), Box::new(work)).unwrap();
+        pool.hand_over(0);
+        pool.hand_over(0);
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        assert_eq!([finished.recv().unwrap(), finished.recv().unwrap()], [0, 0]);
+        let left = || pool.shared.threads.lock().iter().filter(|t| t.is_finished()).count();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while left() == 0 {
+            assert!(std::time::Instant::now() < deadline, "the extra thread never left");
+            thread::yield_now();
+        }
+        // One stuck on the base thread; the next must get a thread of its own, at once.
+        pool.hand_over(0);
+        pool.hand_over(7);
+        assert_eq!(finished.recv_timeout(Duration::from_secs(5)), Ok(7));
+        drop(release);
         pool.stop();
     }
 
