@@ -665,6 +665,27 @@ fn a_body_too_long_to_drain_is_refused_before_tiny_http_sees_it() {
     assert_eq!(&answer, b"HTTP/1.1 401", "no token: the route's answer comes first");
 }
 
+/// A chunked body the route never read is drained before the answer: tiny_http read what was
+/// left of it as the next request and answered that with an empty 400, and the request after
+/// it went unanswered.
+#[test]
+fn a_chunked_body_nobody_read_is_not_taken_for_the_next_request() {
+    let server = Server::start(&["--interval", "1h", "--idle-timeout", "3s"]);
+    let health = "GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let chunked =
+        |head: &str| format!("{head} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    for (request, expected) in [
+        (format!("{}{health}", chunked("POST /nope")), vec![404, 200]),
+        (format!("{}{health}", chunked("POST /health")), vec![405, 200]),
+        ("POST /ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n".to_owned(), vec![400]),
+    ] {
+        let mut conn = connect(&server);
+        conn.write_all(request.as_bytes()).unwrap();
+        let text = read_to_close(&mut conn, Duration::from_secs(8)).expect("the connection ends");
+        assert_eq!(statuses(&text), expected, "{request:?}: {text:?}");
+    }
+}
+
 /// A client that ends its side before the body its `Content-Length` announced has not sent its
 /// request: nothing of it is queued.
 #[test]

@@ -15,6 +15,7 @@
 //! module that touches tiny_http's request and response types; it never writes request data
 //! into a response header.
 
+use std::cell::Cell;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::panic::{self, AssertUnwindSafe};
@@ -230,17 +231,27 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
     // by the thread that took the request. tiny_http writes a connection's replies in request
     // order and blocks a writer until the reply before is out, so one thread writing everyone's
     // replies stalled for good behind a pipelined request whose reply it had not yet got.
+    let (max_body, deadline) = (shared.limits.max_body, shared.idle_timeout);
+    let body_read = Cell::new(false);
     let reply = match framing.and_then(|()| admit(shared, &request)) {
         Ok(()) => {
             let key = header_value(&request, "Idempotency-Key");
-            let (max_body, deadline) = (shared.limits.max_body, shared.idle_timeout);
             answer(|| {
                 let head = Head { method: &method, url: &url, idempotency_key: key.as_deref() };
-                (shared.handler)(head, Box::new(|| read_body(&mut request, conn, max_body, deadline)))
+                let body = || {
+                    body_read.set(true);
+                    read_body(&mut request, conn, max_body, deadline)
+                };
+                (shared.handler)(head, Box::new(body))
             })
         }
         Err(error) => Reply::error(&error),
     };
+    // tiny_http drains a `Content-Length` body nobody read, but not a chunked one: it would read
+    // what is left of it as the next request, and answer that with an empty 400 of its own.
+    if !body_read.get() && request.headers().iter().any(|h| h.field.equiv("Transfer-Encoding")) {
+        let _ = read_body(&mut request, conn, max_body, deadline);
+    }
     // Handler time (until the reply is known); writing it depends on the client.
     if count == Count::Yes {
         telemetry::record(&method, &url, api::route_label(&url), reply.status, started.elapsed());
