@@ -163,6 +163,40 @@ fn the_open_files_limit_is_raised_to_the_hard_limit_at_start() {
     assert!(log.contains(&format!("open files: soft limit {soft} (was 256), hard limit {hard}")), "{log}");
 }
 
+/// With few file descriptors, connections beyond what they allow get `503 overloaded` and are
+/// closed: before, tiny_http's accept loop ran out of them and panicked, and requests were
+/// closed unanswered, or hung, until it was restarted.
+#[test]
+fn connections_beyond_the_open_files_limit_get_503_and_nothing_breaks() {
+    let mut command = Command::new("sh");
+    let script = "ulimit -n 160 && exec \"$0\" \"$@\"";
+    command.args(["-c", script, env!("CARGO_BIN_EXE_ingestd"), "--addr", "127.0.0.1:0", "--interval", "1h"]);
+    let server = Server::start_with(&mut command);
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..80 {
+        let mut conn = connect(&server);
+        conn.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut answer = [0; 12];
+        conn.read_exact(&mut answer).expect("every connection gets an answer");
+        match &answer {
+            b"HTTP/1.1 200" => held.push(conn),
+            b"HTTP/1.1 503" => {
+                let text = read_to_close(&mut conn, Duration::from_secs(5)).expect("closed after the 503");
+                assert!(text.contains("overloaded") && text.contains("Retry-After: 1"), "{text:?}");
+                refused += 1;
+            }
+            other => panic!("{:?}", String::from_utf8_lossy(other)),
+        }
+    }
+    assert!(held.len() >= 20 && refused >= 20, "{} held, {refused} refused", held.len());
+    drop(held);
+    wait_for("room again", Duration::from_secs(5), || (server.get("/health").status == 200).then_some(()));
+    let (_, log) = server.terminate();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("new ones get 503 until some close"), "{log}");
+}
+
 #[test]
 fn a_quarantine_ends_with_its_connection_not_with_the_source_port() {
     let server = Server::start(&[]);

@@ -44,6 +44,7 @@ impl Reply {
         };
         let retry_after = match error {
             ApiError::QueueFull { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::Overloaded => Some(1),
             _ => None,
         };
         let detail = error.to_string();

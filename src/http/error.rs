@@ -25,6 +25,9 @@ pub enum ApiError {
     DuplicateHeader { name: &'static str },
     /// The service is stopping and takes no new requests.
     ShuttingDown,
+    /// The service holds as many connections as its open-files limit lets it, or cannot reach
+    /// its HTTP workers for a moment; answered by the relay, which then closes the connection.
+    Overloaded,
     /// The journal could not save the request; nothing was accepted.
     Unsaved(String),
     /// `GET /health` in durable mode while the journal cannot write (`error`, since `since`):
@@ -83,6 +86,7 @@ impl ApiError {
             ApiError::HeadersTooLarge { .. } => 431,
             ApiError::Internal => 500,
             ApiError::ShuttingDown
+            | ApiError::Overloaded
             | ApiError::Unsaved(_)
             | ApiError::StorageUnavailable { .. }
             | ApiError::QueueFull { .. } => 503,
@@ -102,6 +106,7 @@ impl ApiError {
             ApiError::InvalidIdempotencyKey => "invalid_idempotency_key",
             ApiError::DuplicateHeader { .. } => "duplicate_header",
             ApiError::ShuttingDown => "shutting_down",
+            ApiError::Overloaded => "overloaded",
             ApiError::Unsaved(_) | ApiError::StorageUnavailable { .. } => "storage_unavailable",
             ApiError::BadFraming(_) => "bad_framing",
             ApiError::ConnectionRejected => "connection_rejected",
@@ -135,6 +140,9 @@ impl fmt::Display for ApiError {
                 write!(f, "the {name} header was sent more than once; send it once")
             }
             ApiError::ShuttingDown => f.write_str("the service is shutting down; retry in a moment"),
+            ApiError::Overloaded => {
+                f.write_str("the service has as many connections open as it can take; retry in a moment")
+            }
             ApiError::Unsaved(why) => write!(f, "{why}; nothing was accepted, retry later"),
             ApiError::StorageUnavailable { error, since } => write!(
                 f,

@@ -40,6 +40,8 @@ pub(crate) enum End {
     ClientGone,
     /// tiny_http closed the connection first, or its connection failed.
     ServerClosed,
+    /// tiny_http could not be reached (out of file descriptors, or its accept loop restarting).
+    Unreachable,
     /// The client made no progress for the idle timeout.
     Idle,
     /// A request tiny_http must not see.
@@ -259,11 +261,20 @@ impl Link {
 
     /// tiny_http closed, or reading from or writing to it failed.
     pub(crate) fn server_gone(&mut self, now: Instant) {
+        self.server_lost(End::ServerClosed, now);
+    }
+
+    /// tiny_http could not be reached for this connection: the client gets a 503.
+    pub(crate) fn server_unreachable(&mut self, now: Instant) {
+        self.server_lost(End::Unreachable, now);
+    }
+
+    fn server_lost(&mut self, end: End, now: Instant) {
         self.server_done = true;
         // Nobody is left to read them.
         self.up.clear();
         self.starts.clear();
-        self.end(End::ServerClosed, now);
+        self.end(end, now);
         self.settle();
     }
 
@@ -463,6 +474,7 @@ fn last_word(end: End, position: Position) -> (Option<Cut>, Option<ApiError>) {
             (None, Some(ApiError::MalformedRequest { what: malformed(what) }))
         }
         (End::Refused(Refusal::Expectation), _) => (None, Some(ApiError::ExpectationFailed)),
+        (End::Unreachable, _) => (None, Some(ApiError::Overloaded)),
         // tiny_http reads a short body itself and drops the connection without a word when it
         // stalls; a longer one is read by our handler, which answers 408 on learning the cut.
         (End::Idle, Position::InBody { buffered }) => {
@@ -489,7 +501,7 @@ fn malformed(what: Malformed) -> &'static str {
 }
 
 /// A complete HTTP/1.1 answer for an error's `reply`, closing the connection.
-fn raw_reply(reply: &Reply) -> Vec<u8> {
+pub(crate) fn raw_reply(reply: &Reply) -> Vec<u8> {
     let reason = match reply.status {
         400 => "Bad Request",
         408 => "Request Timeout",
@@ -497,11 +509,13 @@ fn raw_reply(reply: &Reply) -> Vec<u8> {
         414 => "URI Too Long",
         417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",
         _ => "Error",
     };
+    let retry_after = reply.retry_after.map(|seconds| format!("Retry-After: {seconds}\r\n")).unwrap_or_default();
     let mut bytes = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{retry_after}Connection: close\r\n\r\n",
         reply.status,
         reply.content_type,
         reply.body.len()

@@ -41,14 +41,19 @@ use rustix::event::{epoll, eventfd, EventfdFlags, Timespec};
 use rustix::io::Errno;
 use rustix::net::{self as net, AddressFamily, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 
-use super::link::{Interest, Link, CAP};
+use super::link::{raw_reply, Interest, Link, CAP};
 use super::strand::Strands;
 use super::tracker::{Caps, CHUNK_LINE_CAP};
-use crate::http::api::UNMATCHED;
+use crate::http::api::{Reply, UNMATCHED};
 use crate::http::error::ApiError;
 use crate::http::serial::Serial;
 use crate::http::telemetry;
 use crate::log;
+
+/// File descriptors a client connection takes: its socket, ours to tiny_http, and tiny_http's.
+const FDS_PER_CONNECTION: u64 = 3;
+/// File descriptors kept for everything else: listeners, epoll, the journal, logs, upstream calls.
+const FDS_KEPT: u64 = 64;
 
 /// After a failed `accept` (out of file descriptors, most likely), stop accepting this long.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
@@ -246,6 +251,17 @@ impl Connections {
     fn remove(&self, id: u64) {
         self.live.lock().remove(&id);
     }
+
+    fn len(&self) -> usize {
+        self.live.lock().len()
+    }
+}
+
+/// The most client connections open at once: beyond, tiny_http's accept loop would run out of
+/// file descriptors (it then panics, and every connection waits for it to be restarted).
+fn most_connections() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    usize::try_from(soft.saturating_sub(FDS_KEPT) / FDS_PER_CONNECTION).unwrap_or(usize::MAX).max(1)
 }
 
 /// The `http-relay-N` threads; [`Front::stop`] ends them.
@@ -299,6 +315,8 @@ impl Front {
                 strands: Strands::default(),
                 holding: HashSet::new(),
                 scratch: vec![0; CAP],
+                most_connections: most_connections(),
+                refusing: false,
             };
             let stop_by = Arc::clone(&stop_by);
             let started = thread::Builder::new().name(format!("http-relay-{index}")).spawn(move || relay.run(&stop_by));
@@ -392,6 +410,10 @@ struct Relay {
     holding: HashSet<u64>,
     /// Every read lands here first.
     scratch: Vec<u8>,
+    /// [`most_connections`], over all relays; beyond, a new connection gets a 503 and is closed.
+    most_connections: usize,
+    /// Whether it is refusing new connections (logged once per episode).
+    refusing: bool,
 }
 
 impl Relay {
@@ -500,6 +522,10 @@ impl Relay {
             match net::acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC) {
                 Ok((client, from)) => {
                     self.accept_failures = 0;
+                    if !self.has_room() {
+                        refuse(&client, &mut self.scratch);
+                        continue;
+                    }
                     let peer = from.and_then(|from| SocketAddr::try_from(from).ok());
                     self.open(client, peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))), now);
                 }
@@ -516,6 +542,19 @@ impl Relay {
                 }
             }
         }
+    }
+
+    /// Whether a new connection may be relayed; says once when they start being refused.
+    fn has_room(&mut self) -> bool {
+        let open = self.connections.len();
+        let room = open < self.most_connections;
+        if !room && !self.refusing {
+            log::info(format_args!(
+                "{open} connections open, the most the open-files limit allows: new ones get 503 until some close"
+            ));
+        }
+        self.refusing = !room;
+        room
     }
 
     /// Starts relaying a new client connection.
@@ -573,8 +612,8 @@ impl Relay {
                     self.strands.opened(id, now);
                 }
                 Err(error) => {
-                    log::info(format_args!("cannot reach the HTTP workers ({error}); a connection was closed"));
-                    entry.link.server_gone(now);
+                    log::info(format_args!("cannot reach the HTTP workers ({error}); a connection got 503"));
+                    entry.link.server_unreachable(now);
                 }
             }
         }
@@ -676,6 +715,15 @@ fn flush(entry: &mut Entry, side: usize, now: Instant) {
             Err(_) => link.server_gone(now),
         }
     }
+}
+
+/// Answers a connection there is no room for with a 503 (as much of it as its socket takes at
+/// once; it is new, so all of it) and closes it. What the client already sent is read first:
+/// closed unread, it would reset the connection, and the client might never see the answer.
+fn refuse(client: &OwnedFd, scratch: &mut [u8]) {
+    let _ = net::send(client, &raw_reply(&Reply::error(&ApiError::Overloaded)), SendFlags::NOSIGNAL);
+    let _ = net::shutdown(client, net::Shutdown::Write);
+    let _ = rustix::io::read(client, scratch);
 }
 
 /// Makes epoll watch `socket` for `wanted`; a socket wanted for nothing is not watched at all
