@@ -494,7 +494,7 @@ fn malformed(what: Malformed) -> &'static str {
     match what {
         Malformed::RequestLine => "the request line must be a method, a path and HTTP/1.1 (or 1.0), one space apart",
         Malformed::HeaderLine => {
-            "each header line must be a name without spaces, a colon, then the value, on one line (no folding)"
+            "each header line must be a name (letters, digits and !#$%&'*+-.^_`|~), a colon, then the value, on one line (no folding)"
         }
         Malformed::NotAscii => "the request line and headers must be ASCII; percent-encode other bytes",
     }

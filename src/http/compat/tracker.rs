@@ -461,8 +461,9 @@ impl Tracker {
     }
 }
 
-/// Notes what tiny_http's `new_request` looks at in one header line, if tiny_http takes the
-/// line: ASCII, trimmed, a name without whitespace (empty is taken), a colon, then anything.
+/// Notes what tiny_http's `new_request` looks at in one header line, if the line is ASCII, a
+/// name (a token, RFC 9110's; tiny_http takes any without whitespace, even an empty one), a
+/// colon, then anything.
 fn header(facts: &mut Facts, line: &[u8]) -> Result<(), Refusal> {
     // Obsolete line folding (RFC 9112, 5.2): tiny_http takes it as a header line of its own, a
     // proxy in front may join it to the line before; a request framed two ways is refused.
@@ -470,7 +471,7 @@ fn header(facts: &mut Facts, line: &[u8]) -> Result<(), Refusal> {
         return Err(Refusal::Malformed(Malformed::HeaderLine));
     }
     let (name, value) = match ascii(line)?.trim().split_once(':') {
-        Some((name, value)) if !name.contains(char::is_whitespace) => (name, value.trim()),
+        Some((name, value)) if is_token(name) => (name, value.trim()),
         _ => return Err(Refusal::Malformed(Malformed::HeaderLine)),
     };
     if name.eq_ignore_ascii_case("Transfer-Encoding") {
@@ -485,17 +486,25 @@ fn header(facts: &mut Facts, line: &[u8]) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Whether tiny_http takes this request line (without its CRLF): ASCII, trimmed, then a method,
-/// a target and a version it knows, split on single spaces (more words are ignored).
-/// Returns the version.
+/// Whether this request line (without its CRLF) is a method (a token), a target and a version
+/// tiny_http knows, one space apart (RFC 9112; tiny_http also takes surrounding whitespace and
+/// ignores more words). Returns the version. A third word tiny_http would take for a version
+/// it cannot answer is refused as such, whatever else is wrong.
 fn check_request_line(line: &[u8]) -> Result<&str, Refusal> {
-    let line = ascii(line)?.trim();
-    let mut words = line.split(' ').skip(1);
-    match (words.next(), words.next()) {
-        (Some(_), Some(version)) if TAKEN_VERSIONS.contains(&version) => Ok(version),
-        (Some(_), Some(version)) if is_version(version) => Err(Refusal::Version),
+    let line = ascii(line)?;
+    let words: Vec<&str> = line.split(' ').collect();
+    match words[..] {
+        [_, _, version, ..] if is_version(version) && !TAKEN_VERSIONS.contains(&version) => Err(Refusal::Version),
+        [method, target, version] if is_token(method) && !target.is_empty() && TAKEN_VERSIONS.contains(&version) => {
+            Ok(version)
+        }
         _ => Err(Refusal::Malformed(Malformed::RequestLine)),
     }
+}
+
+/// An HTTP token (RFC 9110, 5.6.2): a method or a header name.
+fn is_token(word: &str) -> bool {
+    !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// `HTTP/` and a digit, maybe a dot and another (RFC 9112's form, and HTTP/2's short name).
@@ -596,12 +605,17 @@ mod tests {
             assert!(refusals.windows(2).all(|w| w[0] == w[1]), "{stream:?}: {refusals:?}");
             refusals[0]
         }
-        let cases: [(&str, Option<Refusal>); 29] = [
+        let cases: [(&str, Option<Refusal>); 34] = [
             (GET, None),
             ("GET / HTTP/1.0\r\n\r\n", None),
-            ("GET /health HTTP/1.1 more words\r\n\r\n", None),
+            ("GET /health HTTP/1.1 more words\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
+            (" GET / HTTP/1.1\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
+            ("GET  HTTP/1.1\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
+            ("G(T / HTTP/1.1\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
+            ("GET / HTTP/2.0 more words\r\n\r\n", Some(Refusal::Version)),
             ("GET / HTTP/1.1\r\nX-A: HTTP/2.0\r\n\r\n", None),
-            ("GET / HTTP/1.1\r\n: an empty name\r\n\r\n", None),
+            ("GET / HTTP/1.1\r\n: an empty name\r\n\r\n", Some(Refusal::Malformed(HeaderLine))),
+            ("GET / HTTP/1.1\r\nX(: a name with a separator\r\n\r\n", Some(Refusal::Malformed(HeaderLine))),
             ("GET / HTTP/1.1\r\nExpect: 100-Continue\r\nExpect: other\r\n\r\n", None),
             ("GET / HTTP/0.9\r\n\r\n", Some(Refusal::Version)),
             ("GET / HTTP/1.2\r\n\r\n", Some(Refusal::Version)),
