@@ -149,7 +149,7 @@ impl App {
             last_sweep_ms: AtomicU64::new(0),
             accepted_ids: Arc::new(AtomicU64::new(recovered_ids)),
             fetched: worker.stats(),
-            max_queued_ids: AtomicU64::new(u64::MAX),
+            max_queued_ids: AtomicU64::new(crate::config::defaults::MAX_QUEUED_IDS as u64),
             interval: pacing.interval,
             threads: Mutex::new(Some(Threads { pacer, worker, journal })),
         })
@@ -282,7 +282,7 @@ impl App {
 
 impl Drop for App {
     fn drop(&mut self) {
-        self.shutdown(Duration::from_secs(30));
+        self.shutdown(crate::config::defaults::SHUTDOWN_TIMEOUT);
     }
 }
 

@@ -32,6 +32,8 @@ pub(crate) mod defaults {
     /// `--retry-min-backoff` defaults to the interval (or `--retry-max-backoff`, if shorter).
     pub(crate) const RETRY_MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
     pub(crate) const MAX_ATTEMPTS: u32 = 5;
+    /// How long `ingestd health` waits for an answer.
+    pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// Handler threads mostly wait (on a slow client, or on the journal's fsync in durable
     /// mode), and a waiting thread costs little, so there are many more than CPUs.
@@ -59,7 +61,7 @@ Options:
   --retain DURATION        how long completed ingestions stay visible [default: 7d]
   --shutdown-timeout DURATION
                            how long a stop waits for the batch in flight [default: 30s]
-  --max-ids N              most ids in one request [default: 100000]
+  --max-ids N              most ids in one request, at most --max-queued-ids [default: 100000]
   --max-queued-ids N       most ids waiting in the queue; more get 503 [default: 10000000]
   --max-url BYTES          longest request URL [default: 8192]
   --max-headers BYTES      most request header bytes [default: 16384]
@@ -381,7 +383,7 @@ fn host_port(addr: String) -> Result<String, UsageError> {
 fn health(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -> Result<Command, UsageError> {
     use lexopt::prelude::*;
 
-    let mut probe = Probe { addr: String::new(), timeout: Duration::from_secs(5) };
+    let mut probe = Probe { addr: String::new(), timeout: defaults::PROBE_TIMEOUT };
     let mut addr = None;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
@@ -682,6 +684,8 @@ mod tests {
         ] {
             assert_eq!(stated(flag), value, "{flag}");
         }
+        let probe_timeout = format!("--timeout: how long to wait [default: {}]", written(PROBE_TIMEOUT));
+        assert!(USAGE.contains(&probe_timeout), "{probe_timeout}");
         assert_eq!(written(Duration::from_millis(1500)), "1500ms");
     }
 

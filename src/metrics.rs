@@ -242,9 +242,7 @@ impl Metrics {
 
     /// One call to the external API: what happened on the wire, and how long it took.
     pub(crate) fn call(&self, call: Call, took: Duration) {
-        let label = call.label();
-        let slot = CALL_OUTCOMES.iter().position(|&l| l == label).unwrap_or(CALL_OUTCOMES.len() - 1);
-        add(&self.calls[slot], 1);
+        add(&self.calls[call.outcome()], 1);
         self.call_latency.observe(took);
     }
 

@@ -19,6 +19,7 @@ use ureq::rustls;
 use ureq::rustls::pki_types::pem::PemObject;
 use ureq::rustls::pki_types::CertificateDer;
 
+use crate::metrics::CALL_OUTCOMES;
 use crate::model::Id;
 use crate::worker::{ApiError, ApiResponse, ExternalApi};
 
@@ -146,13 +147,18 @@ pub enum Call {
 impl Call {
     /// The `/metrics` label: `2xx`, `3xx`, `4xx`, `5xx`, `timeout` or `error`.
     pub(crate) fn label(self) -> &'static str {
+        CALL_OUTCOMES[self.outcome()]
+    }
+
+    /// Its index in [`CALL_OUTCOMES`].
+    pub(crate) fn outcome(self) -> usize {
         match self {
-            Call::Answered(200..=299) => "2xx",
-            Call::Answered(300..=399) => "3xx",
-            Call::Answered(400..=499) => "4xx",
-            Call::Answered(500..=599) => "5xx",
-            Call::Answered(_) | Call::Failed => "error",
-            Call::TimedOut => "timeout",
+            Call::Answered(200..=299) => 0,
+            Call::Answered(300..=399) => 1,
+            Call::Answered(400..=499) => 2,
+            Call::Answered(500..=599) => 3,
+            Call::TimedOut => 4,
+            Call::Answered(_) | Call::Failed => 5,
         }
     }
 }
