@@ -78,11 +78,6 @@ fn sixty_four_new_keep_alive_connections_are_all_served() {
 }
 
 /// The value of the unlabelled series `name` on the server's `/metrics`.
-fn metric(base: &str, name: &str) -> f64 {
-    let text = ureq::get(&format!("{base}/metrics")).call().expect("metrics").into_string().expect("a body");
-    let line = text.lines().find(|line| line.split(' ').next() == Some(name));
-    line.and_then(|line| line.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {name} in {text}"))
-}
 
 #[test]
 fn a_first_request_waiting_for_its_body_is_not_taken_for_stranded() {
@@ -96,7 +91,7 @@ fn a_first_request_waiting_for_its_body_is_not_taken_for_stranded() {
     // few milliseconds to start reading a new connection, but not all of that. (The wait leaves
     // the last look time to happen on a busy machine.)
     thread::sleep(Duration::from_millis(600));
-    let nudges = metric(&server.base, "ingestd_http_pool_nudges_total");
+    let nudges = server.metric("ingestd_http_pool_nudges_total");
     assert!(nudges < 5.0, "{nudges} nudges: every look nudged, though tiny_http had read the head");
     client.write_all(body).unwrap();
     let mut reader = BufReader::new(client);

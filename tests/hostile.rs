@@ -363,6 +363,37 @@ fn clients_that_pipeline_and_never_read_hold_one_handler_thread_each() {
     }
 }
 
+/// Answers wait whole in memory for clients that do not read them: two hundred such clients
+/// asking for a large status held 400 MB. Large answers share one budget (256 MiB; 8 MiB here,
+/// by the test seam); past it, a request gets `503 overloaded`, and the memory comes back once
+/// the clients are gone.
+#[test]
+fn answers_nobody_reads_share_a_bounded_budget() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ingestd"));
+    command.env("INGESTD_ANSWER_BUDGET", (8 << 20).to_string());
+    command.args(["--addr", "127.0.0.1:0", "--idle-timeout", "30s", "--batch-size", "1", "--interval", "1h"]);
+    let server = Server::start_with(&mut command);
+    let ids: Vec<u32> = (1..=20_000).collect();
+    let id = server.ingest(&ids, "LOW");
+    let request = format!("GET /status/{id} HTTP/1.1\r\nHost: t\r\n\r\n");
+    let held = || server.metric("ingestd_http_answer_bytes_held") as u64;
+    let mut hostile = Vec::new();
+    let mut refused = 0;
+    for _ in 0..12 {
+        let mut conn = connect(&server);
+        conn.write_all(request.as_bytes()).expect("send a request");
+        let mut start = [0; 12];
+        conn.peek(&mut start).expect("an answer begins");
+        refused += usize::from(&start == b"HTTP/1.1 503");
+        hostile.push(conn);
+        assert!(held() <= 8 << 20, "{} bytes held", held());
+    }
+    assert!((1..12).contains(&refused), "{refused} of 12 refused");
+    drop(hostile);
+    wait_for("the budget back", Duration::from_secs(10), || (held() == 0).then_some(()));
+    assert_eq!(server.get(&format!("/status/{id}")).status, 200);
+}
+
 /// Clients that stall their bodies hold a body thread each until the idle timeout: more of
 /// them than `--threads` still leave another client's large body read and answered at once.
 #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::budget::{Body, Held};
 use super::error::ApiError;
 use super::ingest_body;
 use super::limits::Limits;
@@ -20,10 +21,12 @@ use crate::pacer::{Queue, QueueReport};
 use crate::rfc3339;
 
 /// What to answer: a status code and a body (JSON unless a page says otherwise).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The answer budget its body holds until it is written out.
+    pub(crate) held: Held,
     /// The methods a route takes, sent as `Allow` with a 405.
     pub allow: Option<&'static str>,
     /// Seconds, sent as `Retry-After` with a 503.
@@ -32,9 +35,22 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The value as JSON, or `503 overloaded` if the answer budget cannot hold it.
     pub(super) fn json(status: u16, value: &impl Serialize) -> Reply {
-        let body = serde_json::to_vec(value).expect("our response types always serialize");
-        Reply { status, body, allow: None, retry_after: None, content_type: "application/json" }
+        let mut body = Body::default();
+        match serde_json::to_writer(&mut body, value) {
+            Ok(()) => Reply {
+                status,
+                body: body.bytes,
+                held: body.held,
+                allow: None,
+                retry_after: None,
+                content_type: "application/json",
+            },
+            // An error's answer is small, so always free of the budget.
+            Err(error) if error.is_io() => Reply::error(&ApiError::Overloaded),
+            Err(error) => unreachable!("our response types always serialize: {error}"),
+        }
     }
 
     pub(crate) fn error(error: &ApiError) -> Reply {

@@ -25,8 +25,10 @@ pub enum ApiError {
     DuplicateHeader { name: &'static str },
     /// The service is stopping and takes no new requests.
     ShuttingDown,
-    /// The service holds as many connections as its open-files limit lets it, or cannot reach
-    /// its HTTP workers for a moment; answered by the relay, which then closes the connection.
+    /// The service is at capacity: it holds as many connections as its open-files limit lets
+    /// it, or cannot reach its HTTP workers for a moment (answered by the relay, which then
+    /// closes the connection), or answers not yet read by their clients hold all the memory
+    /// they may.
     Overloaded,
     /// The journal could not save the request; nothing was accepted.
     Unsaved(String),
@@ -140,9 +142,9 @@ impl fmt::Display for ApiError {
                 write!(f, "the {name} header was sent more than once; send it once")
             }
             ApiError::ShuttingDown => f.write_str("the service is shutting down; retry in a moment"),
-            ApiError::Overloaded => {
-                f.write_str("the service has as many connections open as it can take; retry in a moment")
-            }
+            ApiError::Overloaded => f.write_str(
+                "the service is at capacity (open connections, or answers its clients have not read yet); retry in a moment",
+            ),
             ApiError::Unsaved(why) => write!(f, "{why}; nothing was accepted, retry later"),
             ApiError::StorageUnavailable { error, since } => write!(
                 f,

@@ -12,6 +12,7 @@
 
 pub mod api;
 mod auth;
+mod budget;
 mod compat;
 pub(crate) mod error;
 mod framing;

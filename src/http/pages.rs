@@ -12,6 +12,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::api::{status_body, Reply, StatusBody};
+use super::budget::Held;
 use super::prometheus;
 use crate::app::App;
 use crate::metrics::ReleaseRecord;
@@ -56,7 +57,7 @@ pub(super) fn render(app: &App, page: Page) -> Reply {
 }
 
 fn text(content_type: &'static str, body: Vec<u8>) -> Reply {
-    Reply { status: 200, body, allow: None, retry_after: None, content_type }
+    Reply { status: 200, body, held: Held::default(), allow: None, retry_after: None, content_type }
 }
 
 /// `GET /dashboard.json`. Times are milliseconds relative to the moment of the answer, so the

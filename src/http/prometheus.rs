@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{compat, telemetry};
+use super::{budget, compat, telemetry};
 use crate::app::App;
 use crate::metrics::{HistogramSnapshot, PriorityTotals};
 
@@ -140,4 +140,11 @@ fn render_http(out: &mut String) {
         "Empty connections made to tiny_http's pool to free a client connection it left unread.",
     )
     .sample("", "", compat::nudges());
+    Family::new(
+        out,
+        "ingestd_http_answer_bytes_held",
+        "gauge",
+        "Bytes of large answers built and not yet written out (at most 256 MiB; past it, 503 overloaded).",
+    )
+    .sample("", "", budget::held());
 }

@@ -385,6 +385,8 @@ fn lost_place(conn: Option<&Conn>) {
 }
 
 fn respond(request: Request, reply: Reply) {
+    // Held until the answer is written out, whatever the client does.
+    let _held = reply.held;
     let mut response = Response::from_data(reply.body)
         .with_status_code(reply.status)
         .with_header(header("Content-Type", reply.content_type.into()));

@@ -62,6 +62,13 @@ impl Server {
         answer.json["ingestion_id"].as_str().expect("an ingestion_id").to_owned()
     }
 
+    /// The value of an unlabelled `/metrics` sample.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = ureq::get(&format!("{}/metrics", self.base)).call().expect("metrics").into_string().expect("a body");
+        let line = text.lines().find(|line| line.split(' ').next() == Some(name));
+        line.and_then(|line| line.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
     pub fn get(&self, path: &str) -> Answer {
         answer(ureq::get(&format!("{}{path}", self.base)).call())
     }
