@@ -500,8 +500,10 @@ impl Queue {
                 state.paused_until_ms = state.paused_until_ms.max(until);
             }
             if let Some(last) = last_release_ms {
-                // A release "in the future" (the wall clock stepped back) counts as just now.
-                state.scheduler.restore_last_release(at(now, last).min(now));
+                // Kept in whole milliseconds, rounded down: taken as the millisecond after, so
+                // the interval from it is never short. A release "in the future" (the wall clock
+                // stepped back) counts as just now.
+                state.scheduler.restore_last_release(at(now, last.saturating_add(1)).min(now));
                 if wire {
                     // Its first answer is not journaled; it came before this start at the latest.
                     state.scheduler.restore_first_answer(now);
@@ -727,4 +729,44 @@ fn assert_shareable() {
     fn is_send_sync<T: Send + Sync>() {}
     is_send_sync::<Shared>();
     is_send_sync::<Queue>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Priority;
+
+    /// The journal keeps the last release in whole milliseconds: read back as the millisecond
+    /// it began, a release at `…000.999` ms let the next go up to 1 ms before the interval was
+    /// out; it is taken as the millisecond after.
+    #[test]
+    fn a_restored_last_release_never_shortens_the_interval() {
+        let released_ms = 1_700_000_000_000;
+        // Restored 1 µs after the release (at `…000.999` ms, journaled as `…000`).
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_micros(released_ms * 1000 + 1_000);
+        let clock = Arc::new(ManualClock::starting_at(wall));
+        let (releases, released) = crossbeam_channel::unbounded();
+        let pacer = Pacer::start(Duration::from_secs(5), clock.clone(), releases);
+        let queue = pacer.queue();
+        let ingestion = Arc::new(Ingestion::new(Priority::High, vec![1], 3, released_ms, None));
+        let last_release_ms = Some(released_ms);
+        queue.restore(Restored {
+            reruns: vec![],
+            queued: vec![ingestion],
+            retries: vec![],
+            last_release_ms,
+            paused_until_ms: None,
+            wire: false,
+        });
+        let waiting = |p: Parked| matches!(p, Parked::Until(_));
+        assert!(queue.wait_parked(Duration::from_secs(5), waiting).is_some());
+        // 4,999.5 ms after the restore: 4,999.501 ms after the release.
+        queue.advance(&clock, Duration::from_micros(4_999_500));
+        let settled = |p: Parked| matches!(p, Parked::Until(_) | Parked::Busy);
+        assert!(queue.wait_parked(Duration::from_secs(5), settled).is_some());
+        assert!(released.try_recv().is_err(), "released before the interval was out");
+        queue.advance(&clock, Duration::from_micros(500));
+        assert!(released.recv_timeout(Duration::from_secs(5)).is_ok());
+        pacer.stop();
+    }
 }
