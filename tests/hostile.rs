@@ -764,6 +764,15 @@ fn a_body_cut_short_by_its_client_is_refused_and_not_queued() {
     let text = read_to_close(&mut conn, Duration::from_secs(5)).expect("an answer");
     one_json_error(&text, 400, "bad_framing");
     assert!(text.contains(&format!("{} of the 5000 bytes", body.len())), "{text:?}");
+    // A short one (tiny_http reads it itself, and dropped it without a word), and a chunked one
+    // (it was answered `invalid_json`), get the same.
+    for head in ["Content-Length: 100", "Transfer-Encoding: chunked"] {
+        let mut conn = connect(&server);
+        conn.write_all(format!("POST /ingest HTTP/1.1\r\nHost: t\r\n{head}\r\n\r\n5\r\n{{\"ids").as_bytes()).unwrap();
+        conn.shutdown(Shutdown::Write).unwrap();
+        let text = read_to_close(&mut conn, Duration::from_secs(5)).expect("an answer");
+        one_json_error(&text, 400, "bad_framing");
+    }
     assert_eq!(server.get("/queue").json["queued_ids"], 0);
 }
 

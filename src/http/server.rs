@@ -345,7 +345,7 @@ fn read_body(
             Err(e) => {
                 return Err(cut().unwrap_or_else(|| {
                     lost_place(conn);
-                    ApiError::InvalidJson(format!("the body could not be read ({e})"))
+                    ApiError::BadFraming(format!("the body could not be read to its end ({e}); nothing was accepted"))
                 }))
             }
         };

@@ -459,6 +459,8 @@ impl Link {
     }
 }
 
+const SHORT_BODY: &str =
+    "the client ended its side before the body was as long as its Content-Length said; nothing was accepted";
 const BARE_LF: &str = "a line of the request head ends with a bare LF; end every line of the head with CRLF (\\r\\n)";
 
 /// What ending with `end` at `position` tells a request being read, and what we answer once
@@ -483,6 +485,11 @@ fn last_word(end: End, position: Position) -> (Option<Cut>, Option<ApiError>) {
         // Part of a head, which tiny_http has not seen: the silence is answered here.
         (End::Idle, Position::InHead) => (Some(Cut::IdleTimeout), Some(ApiError::RequestTimeout)),
         (End::Idle, _) => (Some(Cut::IdleTimeout), None),
+        // tiny_http reads such a body itself and drops the request without a word when it ends
+        // short; a longer one is read by our handler, which answers the same.
+        (End::ClientGone, Position::InBody { buffered: true }) => {
+            (None, Some(ApiError::BadFraming(SHORT_BODY.to_owned())))
+        }
         // tiny_http's own read timeout came first.
         (End::ServerClosed, Position::InBody { buffered: true }) => (None, Some(ApiError::RequestTimeout)),
         _ => (None, None),
