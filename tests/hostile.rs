@@ -361,6 +361,12 @@ fn clients_that_pipeline_and_never_read_hold_one_handler_thread_each() {
         let pumps = pumps();
         assert!(pumps <= 4 + clients + 4.max(clients / 2), "{clients} pipelining clients: {pumps} handler threads");
     }
+    // Gone, they leave nothing behind for long: the extra pumps used to leave one per poll
+    // (250 ms) in turn.
+    drop(hostile);
+    let began = Instant::now();
+    wait_for("the extra pumps to leave", Duration::from_secs(10), || (pumps() <= 4 + 4).then_some(()));
+    assert!(began.elapsed() < Duration::from_secs(2), "the extra pumps took {:?} to leave", began.elapsed());
 }
 
 /// Answers wait whole in memory for clients that do not read them: two hundred such clients

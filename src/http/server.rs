@@ -227,6 +227,12 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let url = request.url().to_owned();
+    // A read for a client that has gone (it pipelined, then left) would build an answer for
+    // nobody: a large status each, one after another.
+    if conn.is_some_and(Conn::is_closed) && matches!(method.as_str(), "GET" | "HEAD") {
+        respond(request, Reply::error(&ApiError::ConnectionRejected));
+        return answered(conn);
+    }
     // A durable POST's reply comes once its group is on disk; it is written here all the same,
     // by the thread that took the request. tiny_http writes a connection's replies in request
     // order and blocks a writer until the reply before is out, so one thread writing everyone's
@@ -257,6 +263,10 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
         telemetry::record(&method, &url, api::route_label(&url), reply.status, started.elapsed());
     }
     respond(request, reply);
+    answered(conn);
+}
+
+fn answered(conn: Option<&Conn>) {
     if let Some(conn) = conn {
         conn.answered();
     }

@@ -98,6 +98,9 @@ struct Pumps {
     /// timeout cuts the client.
     answering_since: Vec<AtomicU64>,
     epoch: Instant,
+    /// Whether the last poll found no request. Polls take turns, so pumps past the base count
+    /// then leave without a poll of their own: waiting one each, two hundred of them took 50 s.
+    quiet: AtomicBool,
 }
 
 impl Pumps {
@@ -242,6 +245,7 @@ fn start_generation(listener: &UnixListener, number: u64, setup: &Setup) -> io::
         turn: Mutex::new(()),
         answering_since: (0..MOST_PUMPS).map(|_| AtomicU64::new(0)).collect(),
         epoch: Instant::now(),
+        quiet: AtomicBool::new(false),
     });
     let free_slots = (0..MOST_PUMPS).rev().collect();
     let mut generation = Generation { number, shared, pumps: Vec::new(), free_slots, next_pump: 0 };
@@ -305,7 +309,7 @@ impl Generation {
 
 /// Takes one generation's requests in turn and answers them, until stopped, or until its accept
 /// loop is gone and its connections have been quiet for `retire_after`. Pump `n` past the base
-/// count leaves after a poll without a request.
+/// count leaves once a poll (its own, or the one before its turn) finds no request.
 fn pump(n: usize, slot: usize, shared: &Pumps, setup: &Setup) {
     let mut quiet = Duration::ZERO;
     loop {
@@ -317,11 +321,13 @@ fn pump(n: usize, slot: usize, shared: &Pumps, setup: &Setup) {
         let my_turn = shared.turn.lock().unwrap_or_else(PoisonError::into_inner);
         // Stopping, a pump takes only what is already queued: waiting would make every pump
         // in turn wait a whole poll.
-        let next = if setup.stopping.load(Ordering::Relaxed) {
+        let spare = n >= setup.pumps && shared.quiet.load(Ordering::Relaxed);
+        let next = if setup.stopping.load(Ordering::Relaxed) || spare {
             shared.server.try_recv()
         } else {
             shared.server.recv_timeout(PUMP_POLL)
         };
+        shared.quiet.store(matches!(next, Ok(None)), Ordering::Relaxed);
         match next {
             Ok(Some(request)) => {
                 quiet = Duration::ZERO;

@@ -106,6 +106,8 @@ impl Cut {
 pub(crate) struct Conn {
     peer: SocketAddr,
     quarantined: AtomicBool,
+    /// The relay has closed it: answers can no longer reach the client.
+    closed: AtomicBool,
     cut: AtomicU8,
     answers: Serial,
     /// Requests sent to tiny_http and not yet answered (briefly below zero when an answer
@@ -122,6 +124,7 @@ impl Conn {
         Conn {
             peer,
             quarantined: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             cut: AtomicU8::new(0),
             answers: Serial::default(),
             in_flight: AtomicIsize::new(0),
@@ -163,6 +166,11 @@ impl Conn {
 
     pub(crate) fn is_quarantined(&self) -> bool {
         self.quarantined.load(Ordering::Relaxed)
+    }
+
+    /// Whether the relay has closed the connection: no answer can reach the client any more.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// Why the relay stopped forwarding, if it stopped for a reason the request should report.
@@ -650,6 +658,7 @@ impl Relay {
         }
         if entry.link.closable() {
             let _ = net::shutdown(&entry.client, net::Shutdown::Both);
+            entry.conn.closed.store(true, Ordering::Relaxed);
             // Closing the sockets deregisters them.
             self.links.remove(&id);
             self.connections.remove(id);
