@@ -492,10 +492,12 @@ fn header(facts: &mut Facts, line: &[u8]) -> Result<(), Refusal> {
 /// it cannot answer is refused as such, whatever else is wrong.
 fn check_request_line(line: &[u8]) -> Result<&str, Refusal> {
     let line = ascii(line)?;
-    let words: Vec<&str> = line.split(' ').collect();
-    match words[..] {
-        [_, _, version, ..] if is_version(version) && !TAKEN_VERSIONS.contains(&version) => Err(Refusal::Version),
-        [method, target, version] if is_token(method) && !target.is_empty() && TAKEN_VERSIONS.contains(&version) => {
+    let mut words = line.split(' ');
+    match (words.next(), words.next(), words.next(), words.next()) {
+        (_, _, Some(version), _) if is_version(version) && !TAKEN_VERSIONS.contains(&version) => Err(Refusal::Version),
+        (Some(method), Some(target), Some(version), None)
+            if is_token(method) && !target.is_empty() && TAKEN_VERSIONS.contains(&version) =>
+        {
             Ok(version)
         }
         _ => Err(Refusal::Malformed(Malformed::RequestLine)),
