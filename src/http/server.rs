@@ -150,8 +150,9 @@ impl HttpServer {
                 Origin::Probe => (None, frame_check(None, &request)),
                 Origin::Unknown => (None, Err(ApiError::ConnectionRejected)),
             };
-            // A refused request's body is never read: its answer needs no body thread.
-            let work: Work = if framing.is_ok() && streams_body(&request) {
+            // A body still on the socket may be read, or drained (a chunked one, even after a
+            // refusal): only a body thread may wait on it.
+            let work: Work = if streams_body(&request) {
                 let bodies = Arc::clone(&to_bodies);
                 Box::new(move || {
                     bodies.hand_over((request, conn, framing));
@@ -239,6 +240,9 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
     // replies stalled for good behind a pipelined request whose reply it had not yet got.
     let (max_body, deadline) = (shared.limits.max_body, shared.idle_timeout);
     let body_read = Cell::new(false);
+    // After `Expect`, the client sends the body only if asked to, and a refusal does not ask.
+    let has = |name: &'static str| request.headers().iter().any(|h| h.field.equiv(name));
+    let drain = has("Transfer-Encoding") && !has("Expect");
     let reply = match framing.and_then(|()| admit(shared, &request)) {
         Ok(()) => {
             let key = header_value(&request, "Idempotency-Key");
@@ -255,7 +259,7 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
     };
     // tiny_http drains a `Content-Length` body nobody read, but not a chunked one: it would read
     // what is left of it as the next request, and answer that with an empty 400 of its own.
-    if !body_read.get() && request.headers().iter().any(|h| h.field.equiv("Transfer-Encoding")) {
+    if drain && !body_read.get() {
         let _ = read_body(&mut request, conn, max_body, deadline);
     }
     // Handler time (until the reply is known); writing it depends on the client.
