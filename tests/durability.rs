@@ -546,15 +546,32 @@ fn after_a_clean_stop_a_journal_cut_or_zeroed_at_its_end_stops_the_start() {
         std::fs::write(journal(&dir), &damaged).unwrap();
         let (code, stderr) = refused_start(&["--data-dir", dir.path()]);
         assert_eq!(code, Some(1), "{how}: {stderr}");
-        let expected = format!("the journal {} is corrupt at byte", journal(&dir).display());
+        let expected = format!("the journal {} is damaged at byte", journal(&dir).display());
         assert!(stderr.contains(&expected) && stderr.contains("cut or damaged since"), "{how}: {stderr}");
+        assert!(stderr.contains("journal.v2.stopped aside to start empty"), "{how}: {stderr}");
         assert_eq!(std::fs::read(journal(&dir)).unwrap(), damaged, "{how}: the journal is left as it was");
     }
     std::fs::write(journal(&dir), &bytes).unwrap();
+    let seal_path = std::path::Path::new(dir.path()).join(ingestd::journal::SEAL_NAME);
+    let old_seal = std::fs::read(&seal_path).unwrap();
     let server = durable(&dir, &["--interval", "1h"]);
     for (n, id) in (1..=6).zip(&acked) {
         assert_eq!(ids_of(&server.status(id)), [n], "restored whole, it starts with every ingestion");
     }
+    server.ingest(&[7], "LOW");
+    assert!(server.terminate().0.success());
+    // A seal older than the journal (left by a version that knew none) says nothing of it.
+    std::fs::write(&seal_path, &old_seal).unwrap();
+    let server = durable(&dir, &["--interval", "1h"]);
+    let (_, log) = server.terminate();
+    assert!(log.contains("ignoring journal.v2.stopped: groups were added after"), "{log}");
+    // The journal gone, the seal still stops the start, and says what to move to start empty.
+    std::fs::rename(journal(&dir), std::path::Path::new(dir.path()).join("journal.v2.aside")).unwrap();
+    let (code, stderr) = refused_start(&["--data-dir", dir.path()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("it is missing") && stderr.contains("journal.v2.stopped aside"), "{stderr}");
+    std::fs::rename(&seal_path, std::path::Path::new(dir.path()).join("journal.v2.stopped.aside")).unwrap();
+    durable(&dir, &["--interval", "1h"]);
 }
 
 /// Issue 11: a restart after a clean stop appends after the acknowledged groups, and a crash

@@ -1,19 +1,20 @@
 //! The snapshot half of a compaction, on the `journal-compact` thread, off the commit path.
 //!
-//! The `journal` thread has already moved its appends to the segment (`journal.v2.next`). This
-//! thread writes `journal.v2.tmp`: the header and one group numbered like the last group of
-//! `journal.v2` (a `last_release` record, then an `ingest` record with batch states per live
-//! ingestion), then copies of the segment's groups synced so far, and syncs it; the journal
-//! thread copies the rest and renames it (see `mod.rs`). It takes the store's read lock
-//! (`Store::in_order`, a slice of lookups at a time), reads the ingestions' atomics, reads the segment only below what the
-//! journal thread published as synced, and writes only the temp file. It never takes the queue
-//! lock and answers no request. It runs only when a CPU has nothing else to do (`SCHED_IDLE`),
-//! so a stop waits for it only briefly, then tells it to give up ([`Compactor::finish_within`]);
-//! from then on it touches no file.
+//! The `journal` thread has already moved its appends to the segment (`journal.v2.next`),
+//! opened it and created `journal.v2.tmp` for this thread, which writes there: the header and
+//! one group numbered like the last group of `journal.v2` (a `last_release` record, then an
+//! `ingest` record with batch states per live ingestion), then copies of the segment's groups
+//! synced so far, and syncs it; the journal thread copies the rest and renames it (see
+//! `mod.rs`). It takes the store's read lock (`Store::in_order`, a slice of lookups at a time),
+//! reads the ingestions' atomics, reads the segment only below what the journal thread
+//! published as synced, and touches no file by name. It never takes the queue lock and answers
+//! no request. It runs only when a CPU has nothing else to do (`SCHED_IDLE`), so a stop waits
+//! for it only briefly, then tells it to give up ([`Compactor::finish_within`]); from then on it
+//! writes nothing.
 
 use std::collections::HashSet;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -23,9 +24,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use uuid::Uuid;
 
-use super::disk::{Disk, DiskFile};
+use super::disk::DiskFile;
 use super::record::{self, Record, GROUP_HEADER_LEN, HEADER};
-use super::{replay, SEGMENT_NAME, TEMP_NAME};
+use super::replay;
 use crate::model::IngestionRecord;
 use crate::store::Store;
 
@@ -40,10 +41,14 @@ const CHUNK: usize = 1 << 20;
 /// hand-over: what is left for the journal thread to copy stays small.
 const SMALL_TAIL: u64 = 64 << 10;
 
-/// What a compaction starts from.
+/// What a compaction starts from. Its files are opened (the temp file created) by the journal
+/// thread: this thread touches no name, so one given up and left running can never reach the
+/// files of a journal opened after it.
 pub(super) struct Job {
-    pub(super) disk: Arc<dyn Disk>,
-    pub(super) dir: PathBuf,
+    /// The segment, read below `committed` only.
+    pub(super) segment: Box<dyn DiskFile>,
+    /// The temp file, new and empty.
+    pub(super) temp: Box<dyn DiskFile>,
     pub(super) store: Arc<Store>,
     /// The wall clock when the journal thread started this: the store's view of what expired.
     pub(super) now_ms: u64,
@@ -122,7 +127,7 @@ fn abandoned_error() -> io::Error {
 }
 
 impl Job {
-    fn run(&self, abandoned: &AtomicBool) -> io::Result<Ready> {
+    fn run(self, abandoned: &AtomicBool) -> io::Result<Ready> {
         let go_on = || match abandoned.load(Ordering::Acquire) {
             true => Err(abandoned_error()),
             false => Ok(()),
@@ -132,47 +137,34 @@ impl Job {
         // `journal.v2` or has its record in the segment below `committed` (the journal thread
         // publishes a sync before it inserts what the group held).
         let live = self.store.in_order(now_ms);
-        let segment = self.disk.open(&self.dir.join(SEGMENT_NAME))?;
         let copied = self.committed.load(Ordering::Acquire);
-        let head = read_range(&*segment, 0, copied)?;
+        let head = read_range(&*self.segment, 0, copied)?;
         let in_segment = ingestions_in(&head)?;
         let paused_until_ms = Some(self.paused_until_ms).filter(|&until| until > now_ms).unwrap_or(0);
-        let temp = self.dir.join(TEMP_NAME);
+        let records = live.iter().filter(|i| !in_segment.contains(&i.id)).map(|i| i.record());
+        let records = records.take_while(|_| !abandoned.load(Ordering::Acquire));
+        let (snapshot_len, snapshot_records) =
+            write_snapshot(&*self.temp, self.base_seq, self.last_release_ms, paused_until_ms, records)?;
         go_on()?;
-        let file = self.disk.create(&temp)?;
-        let written = (|| {
-            let records = live.iter().filter(|i| !in_segment.contains(&i.id)).map(|i| i.record());
-            let records = records.take_while(|_| !abandoned.load(Ordering::Acquire));
-            let (snapshot_len, snapshot_records) =
-                write_snapshot(&*file, self.base_seq, self.last_release_ms, paused_until_ms, records)?;
-            go_on()?;
-            hold();
-            let mut ready =
-                Ready { file, len: snapshot_len, copied: HEADER.len() as u64, snapshot_len, snapshot_records };
-            go_on()?;
-            ready.copy(&head[HEADER.len().min(head.len())..], copied)?;
-            go_on()?;
-            ready.file.sync_all()?;
-            // Groups synced meanwhile: copied again while that is worth it, so the journal
-            // thread's share of the copy stays small.
-            for _ in 0..4 {
-                let now = self.committed.load(Ordering::Acquire);
-                if now - ready.copied < SMALL_TAIL {
-                    break;
-                }
-                go_on()?;
-                let tail = read_range(&*segment, ready.copied, now)?;
-                ready.copy(&tail, now)?;
-                ready.file.sync_all()?;
+        hold();
+        let (file, segment) = (self.temp, self.segment);
+        let mut ready = Ready { file, len: snapshot_len, copied: HEADER.len() as u64, snapshot_len, snapshot_records };
+        ready.copy(&head[HEADER.len().min(head.len())..], copied)?;
+        go_on()?;
+        ready.file.sync_all()?;
+        // Groups synced meanwhile: copied again while that is worth it, so the journal
+        // thread's share of the copy stays small.
+        for _ in 0..4 {
+            let now = self.committed.load(Ordering::Acquire);
+            if now - ready.copied < SMALL_TAIL {
+                break;
             }
-            Ok(ready)
-        })();
-        // The space it took is needed more than the file; once abandoned, though, a new
-        // journal may be using that name (a start removes what is left).
-        if written.is_err() && !abandoned.load(Ordering::Acquire) {
-            let _ = self.disk.remove(&temp);
+            go_on()?;
+            let tail = read_range(&*segment, ready.copied, now)?;
+            ready.copy(&tail, now)?;
+            ready.file.sync_all()?;
         }
-        written
+        Ok(ready)
     }
 }
 

@@ -40,7 +40,7 @@ pub use seal::SEAL_NAME;
 
 use compact::Ready;
 use replay::{Part, Replay};
-use seal::Seal;
+use seal::{Seal, Verdict};
 
 use crate::log;
 use crate::model::{Batch, Ingestion, IngestionRecord};
@@ -92,6 +92,9 @@ const STOP_WAIT: Duration = Duration::from_millis(200);
 pub enum OpenError {
     /// A file or the directory could not be read, written or synced.
     Io { path: PathBuf, error: io::Error },
+    /// The journal does not end where its clean stop left it (see `seal.rs`): cut, zeroed or
+    /// lost since.
+    Unsealed { path: PathBuf, seal: PathBuf, corrupt: Corrupt },
     /// The journal is damaged where it cannot be a torn write.
     Corrupt { path: PathBuf, corrupt: Corrupt },
     /// Another process holds the data directory's lock.
@@ -117,6 +120,15 @@ impl std::fmt::Display for OpenError {
                 path.display(),
                 corrupt.offset,
                 corrupt.reason
+            ),
+            OpenError::Unsealed { path, seal, corrupt } => write!(
+                f,
+                "the journal {} is damaged at byte {}: {}; nothing was dropped: restore it, or move it and {} aside \
+                 to start empty",
+                path.display(),
+                corrupt.offset,
+                corrupt.reason,
+                seal.display()
             ),
             OpenError::Locked { dir, pid } => write!(
                 f,
@@ -192,8 +204,9 @@ pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
         }
         (None, None) => {
             if let Some(seal) = &seal {
-                let corrupt = seal.check(None).expect_err("no file ends as a seal says");
-                return Err(OpenError::Corrupt { path: dir.join(seal.file), corrupt });
+                if let Verdict::Damaged(corrupt) = seal.check(None, 0) {
+                    return Err(unsealed(dir, seal.file, corrupt));
+                }
             }
             let (recovered, file) = upgrade_or_create(&*disk, dir)?;
             (recovered, file, path, None)
@@ -222,7 +235,13 @@ pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
             };
             if let Some(seal) = &seal {
                 let end = if seal.file == FILE_NAME { Some(&base_end) } else { segment_end.as_ref() };
-                seal.check(end).map_err(corrupt(&dir.join(seal.file)))?;
+                match seal.check(end, replay.seq()) {
+                    Verdict::Whole => {}
+                    Verdict::Stale => log::info(format_args!(
+                        "warning: ignoring {SEAL_NAME}: groups were added after the clean stop it seals"
+                    )),
+                    Verdict::Damaged(corrupt) => return Err(unsealed(dir, seal.file, corrupt)),
+                }
                 // Gone before anything changes: a start cut short must not find it stale.
                 disk.remove(&dir.join(SEAL_NAME))
                     .and_then(|()| disk.sync_dir(dir))
@@ -269,6 +288,10 @@ pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
     }
     let len = recovered.valid_len;
     Ok(Opened { recovered, disk, lock, file, dir: dir.to_owned(), len, segment })
+}
+
+fn unsealed(dir: &Path, file: &str, corrupt: Corrupt) -> OpenError {
+    OpenError::Unsealed { path: dir.join(file), seal: dir.join(SEAL_NAME), corrupt }
 }
 
 /// The clean stop's seal, if one is there; one cut short (a crash as it was written, after its
@@ -812,10 +835,17 @@ impl Writer {
     }
 
     fn spawn_compactor(&mut self) {
+        let temp = self.dir.join(TEMP_NAME);
+        let files =
+            self.disk.open(&self.dir.join(SEGMENT_NAME)).and_then(|segment| Ok((segment, self.disk.create(&temp)?)));
+        let (segment_file, temp_file) = match files {
+            Ok(files) => files,
+            Err(error) => return self.compaction_failed(&error),
+        };
         let Some(segment) = &mut self.segment else { return };
         let job = compact::Job {
-            disk: Arc::clone(&self.disk),
-            dir: self.dir.clone(),
+            segment: segment_file,
+            temp: temp_file,
             store: Arc::clone(&self.store),
             now_ms: self.queue.wall_ms(),
             paused_until_ms: self.queue.paused_until_ms(),
@@ -846,13 +876,9 @@ impl Writer {
             Ok(Err(error)) => return self.compaction_failed(&error),
             Err(_) => return self.compaction_failed(&io::Error::other("the compaction thread panicked")),
         };
-        let temp = self.dir.join(TEMP_NAME);
         let (ready, old_journal) = match self.hand_over(ready) {
             Ok(handed) => handed,
-            Err(error) => {
-                let _ = self.disk.remove(&temp);
-                return self.compaction_failed(&error);
-            }
+            Err(error) => return self.compaction_failed(&error),
         };
         let Some(segment) = self.segment.take() else { return };
         let before = self.records;
@@ -890,8 +916,10 @@ impl Writer {
         Ok((ready, old_journal))
     }
 
-    /// The next try waits, twice as long each time.
+    /// Removes the temp file (the space it took is needed more than the file); the next try
+    /// waits, twice as long each time.
     fn compaction_failed(&mut self, error: &io::Error) {
+        let _ = self.disk.remove(&self.dir.join(TEMP_NAME));
         let wait = self.retry.map_or(COMPACTION_BACKOFF.0, |(_, wait)| (wait * 2).min(COMPACTION_BACKOFF.1));
         self.retry = Some((Instant::now() + wait, wait));
         log::info(format_args!("journal compaction failed, keeping the old file; next try in {wait:?}: {error}"));
@@ -904,6 +932,7 @@ impl Writer {
         match compactor.map(|compactor| compactor.finish_within(STOP_WAIT)) {
             None => {}
             Some(Some(Ok(Err(error)))) if error.kind() == io::ErrorKind::Interrupted => {
+                let _ = self.disk.remove(&self.dir.join(TEMP_NAME));
                 log::info(format_args!("journal compaction given up for the stop; the next start resumes it"));
             }
             Some(Some(outcome)) => self.finish_compaction(outcome),
@@ -919,11 +948,11 @@ impl Writer {
         self.end_running_compaction();
         let mut group = Group::default();
         group.push(&Record::CleanStop { at_ms: self.queue.wall_ms() });
-        let valid_len = self.len;
+        let (valid_len, seq) = (self.len, self.seq);
         if self.append(&group.finish(self.seq + 1)).is_ok() {
             self.seq += 1;
             let file = if self.segment.is_some() { SEGMENT_NAME } else { FILE_NAME };
-            if let Err(error) = self.seal(&Seal { file, valid_len }) {
+            if let Err(error) = self.seal(&Seal { file, valid_len, seq }) {
                 log::info(format_args!(
                     "warning: could not write {SEAL_NAME} ({error}); the next start cannot check the journal's end"
                 ));
