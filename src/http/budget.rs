@@ -55,7 +55,10 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        HELD.fetch_sub(self.0, Ordering::AcqRel);
+        // Most answers hold nothing: they leave the shared count alone.
+        if self.0 > 0 {
+            HELD.fetch_sub(self.0, Ordering::AcqRel);
+        }
     }
 }
 

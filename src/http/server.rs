@@ -240,9 +240,6 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
     // replies stalled for good behind a pipelined request whose reply it had not yet got.
     let (max_body, deadline) = (shared.limits.max_body, shared.idle_timeout);
     let body_read = Cell::new(false);
-    // After `Expect`, the client sends the body only if asked to, and a refusal does not ask.
-    let has = |name: &'static str| request.headers().iter().any(|h| h.field.equiv(name));
-    let drain = has("Transfer-Encoding") && !has("Expect");
     let reply = match framing.and_then(|()| admit(shared, &request)) {
         Ok(()) => {
             let key = header_value(&request, "Idempotency-Key");
@@ -259,7 +256,9 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
     };
     // tiny_http drains a `Content-Length` body nobody read, but not a chunked one: it would read
     // what is left of it as the next request, and answer that with an empty 400 of its own.
-    if drain && !body_read.get() {
+    // After `Expect`, the client sends the body only if asked to, and a refusal does not ask.
+    let has = |name: &'static str| request.headers().iter().any(|h| h.field.equiv(name));
+    if !body_read.get() && has("Transfer-Encoding") && !has("Expect") {
         let _ = read_body(&mut request, conn, max_body, deadline);
     }
     // Handler time (until the reply is known); writing it depends on the client.

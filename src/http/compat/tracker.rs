@@ -506,8 +506,25 @@ fn check_request_line(line: &[u8]) -> Result<&str, Refusal> {
 
 /// An HTTP token (RFC 9110, 5.6.2): a method or a header name.
 fn is_token(word: &str) -> bool {
-    !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !word.is_empty() && word.bytes().all(|b| TCHAR[usize::from(b)])
 }
+
+/// The bytes a token may hold, by value.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let symbols = b"!#$%&'*+-.^_`|~";
+    let mut i = 0;
+    while i < symbols.len() {
+        table[symbols[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// `HTTP/` and a digit, maybe a dot and another (RFC 9112's form, and HTTP/2's short name).
 fn is_version(word: &str) -> bool {
