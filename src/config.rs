@@ -279,7 +279,8 @@ pub fn parse_with(args: impl IntoIterator<Item = OsString>, env: Env) -> Result<
             Long("max-body") => {
                 config.max_body = count(parser.value()?, "--max-body")?;
                 if config.max_body > BODY_CEILING {
-                    return Err(UsageError(format!("--max-body takes at most {BODY_CEILING} (16 MiB)")));
+                    let mib = BODY_CEILING >> 20;
+                    return Err(UsageError(format!("--max-body takes at most {BODY_CEILING} ({mib} MiB)")));
                 }
             }
             Long("data-dir") => config.data_dir = Some(PathBuf::from(parser.value()?)),
@@ -684,6 +685,7 @@ mod tests {
         ] {
             assert_eq!(stated(flag), value, "{flag}");
         }
+        assert!(USAGE.contains(&format!("at most {} MiB", BODY_CEILING >> 20)), "--max-body's ceiling");
         let probe_timeout = format!("--timeout: how long to wait [default: {}]", written(PROBE_TIMEOUT));
         assert!(USAGE.contains(&probe_timeout), "{probe_timeout}");
         assert_eq!(written(Duration::from_millis(1500)), "1500ms");

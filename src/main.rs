@@ -111,8 +111,8 @@ fn run(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Every client connection takes a few file descriptors (its socket, the relay's loopback
-/// connection and tiny_http's end of it), so the soft limit (often 1,024) is raised to the hard
+/// Every client connection takes a few file descriptors (its socket, the relay's Unix socket
+/// to tiny_http and tiny_http's end of it), so the soft limit (often 1,024) is raised to the hard
 /// one: running out takes far more connections. Logs both.
 #[cfg(target_os = "linux")]
 fn raise_open_files_limit() {

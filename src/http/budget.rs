@@ -1,9 +1,10 @@
 //! The memory that answers hold until they are written out, over every handler thread. An
 //! answer is built whole before it is sent, and a client that does not read keeps its answer in
-//! memory until the idle timeout cuts it: two hundred such clients asking for the status of a
-//! large ingestion held 400 MB. Answers up to [`FREE_BELOW`] are free; beyond it, an answer
-//! takes its bytes from one [`BUDGET`] as it is built, and one that would pass the budget is
-//! dropped unfinished (its request gets `503 overloaded`). Atomics only.
+//! memory until the idle timeout cuts it: many such clients asking for the status of a large
+//! ingestion could hold gigabytes. Answers up to [`FREE_BELOW`] are free; beyond it, an answer
+//! reserves its bytes (a [`STEP`] ahead) from one [`BUDGET`] as it is built, and one that would
+//! pass the budget is dropped unfinished (its request gets `503 overloaded`; the connection
+//! goes on). Atomics only.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +13,7 @@ use std::sync::OnceLock;
 /// Bytes of every answer that are free of the budget.
 const FREE_BELOW: usize = 64 << 10;
 /// The most bytes answers may hold beyond their free part, together.
-const BUDGET: usize = 256 << 20;
+pub(crate) const BUDGET: usize = 256 << 20;
 /// Test seam: a smaller budget, in bytes.
 const BUDGET_VAR: &str = "INGESTD_ANSWER_BUDGET";
 /// Taken from the budget this much at a time, so a large answer does not touch the shared

@@ -72,10 +72,32 @@ fn bad(why: &str) -> ApiError {
     ))
 }
 
+/// An HTTP token (RFC 9110, 5.6.2): a method or a header name.
+pub(crate) fn is_token(word: &str) -> bool {
+    !word.is_empty() && word.bytes().all(is_token_byte)
+}
+
 /// RFC 9110 `tchar`.
 fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
+
+/// The bytes a token may hold, by value (looked up for every header of every request).
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let symbols = b"!#$%&'*+-.^_`|~";
+    let mut i = 0;
+    while i < symbols.len() {
+        table[symbols[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// Control characters other than horizontal tab, and DEL.
 fn is_forbidden_in_value(b: u8) -> bool {

@@ -1,7 +1,7 @@
 //! The HTTP shell: translates requests into calls on [`crate::app::App`] and results into JSON.
 //!
 //! `server.rs` owns the listeners and threads, `api.rs` the routes, `ingest_body.rs` the request
-//! body, `error.rs` the error codes. Checks made before a route runs: `framing.rs` (ambiguous
+//! body, `error.rs` the error codes, `budget.rs` the memory answers hold until written. Checks made before a route runs: `framing.rs` (ambiguous
 //! framing; the connection that sent it is quarantined until it closes), `limits.rs` (sizes),
 //! `auth.rs` (the token). tiny_http workarounds: `compat/` (the relay in front of tiny_http:
 //! unanswerable request lines, the idle timeout, each request's client connection, stranded

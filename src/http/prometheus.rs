@@ -144,7 +144,10 @@ fn render_http(out: &mut String) {
         out,
         "ingestd_http_answer_bytes_held",
         "gauge",
-        "Bytes of large answers built and not yet written out (at most 256 MiB; past it, 503 overloaded).",
+        &format!(
+            "Bytes reserved by large answers not yet written out (at most {} MiB; past it, 503 overloaded).",
+            budget::BUDGET >> 20
+        ),
     )
     .sample("", "", budget::held());
 }

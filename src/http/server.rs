@@ -6,8 +6,9 @@
 //! (none, or `Content-Length` up to 1024 bytes) is answered by the pump that took it, with no
 //! hand-off; one whose body still has to come off the socket goes to an `http-body-N` thread
 //! (`pool.rs`, which starts one when none waits), so that clients stalling their bodies never
-//! delay anyone else. A connection's answers run one at a time (`serial.rs`), and requests
-//! without the relay's stamp are answered on `http-reject`. An upgrade's body is always on
+//! delay anyone else (a chunked body a route did not read is drained there too). A connection's
+//! answers run one at a time (`serial.rs`), and requests without the relay's stamp are
+//! answered on `http-reject` (on `http-body-N` if a body is still on the socket). An upgrade's body is always on
 //! the socket (tiny_http hands over the connection itself: `framing::is_upgrade`), and is read
 //! by its `Content-Length`; the upgrade is ignored. Either thread checks the rest of
 //! the head (sizes, token), reads the body, calls [`api::handle`] under
@@ -212,8 +213,8 @@ impl HttpServer {
 /// Whether reading the body means waiting on the socket (tiny_http has not buffered it; it
 /// never buffers an upgrade's).
 fn streams_body(request: &Request) -> bool {
-    let has = |name: &'static str| request.headers().iter().any(|h| h.field.equiv(name));
     let buffered = if framing::is_upgrade(request.headers()) { 0 } else { BUFFERED_BODY };
+    let has = |name| has_header(request, name);
     request.body_length().is_some_and(|len| len > buffered) || has("Transfer-Encoding") || has("Expect")
 }
 
@@ -257,8 +258,7 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
     // tiny_http drains a `Content-Length` body nobody read, but not a chunked one: it would read
     // what is left of it as the next request, and answer that with an empty 400 of its own.
     // After `Expect`, the client sends the body only if asked to, and a refusal does not ask.
-    let has = |name: &'static str| request.headers().iter().any(|h| h.field.equiv(name));
-    if !body_read.get() && has("Transfer-Encoding") && !has("Expect") {
+    if !body_read.get() && has_header(&request, "Transfer-Encoding") && !has_header(&request, "Expect") {
         let _ = read_body(&mut request, conn, max_body, deadline);
     }
     // Handler time (until the reply is known); writing it depends on the client.
@@ -285,6 +285,10 @@ fn stamp(request: &Request) -> Option<&str> {
 fn client_headers(request: &Request) -> &[Header] {
     let headers = request.headers();
     &headers[usize::from(stamp(request).is_some())..]
+}
+
+fn has_header(request: &Request, name: &'static str) -> bool {
+    request.headers().iter().any(|h| h.field.equiv(name))
 }
 
 fn header_value(request: &Request, name: &'static str) -> Option<String> {
@@ -387,8 +391,8 @@ fn whole(body: Vec<u8>, length: Option<usize>) -> Result<Vec<u8>, ApiError> {
     }
 }
 
-/// A chunked body that failed to decode, or was left unread, leaves the connection at a place
-/// nobody knows: what tiny_http reads next may be a request smuggled inside that body (a trailer
+/// A chunked body that failed to decode, or passed `--max-body` unread, leaves the connection
+/// at a place nobody knows: what tiny_http reads next may be a request smuggled inside that body (a trailer
 /// it misreads), so nothing more from the connection is acted on.
 fn lost_place(conn: Option<&Conn>) {
     if let Some(conn) = conn {

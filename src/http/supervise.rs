@@ -99,7 +99,8 @@ struct Pumps {
     answering_since: Vec<AtomicU64>,
     epoch: Instant,
     /// Whether the last poll found no request. Polls take turns, so pumps past the base count
-    /// then leave without a poll of their own: waiting one each, two hundred of them took 50 s.
+    /// then leave without a poll of their own: waiting one each, in turn, a crowd of them would
+    /// take minutes to go.
     quiet: AtomicBool,
 }
 
@@ -278,9 +279,9 @@ impl Generation {
         }
     }
 
-    /// Keeps [`SPARE_PUMPS`] pumps (or half as many as are stuck) free of stuck ones, so clients
-    /// that do not read their answers hold a pump each (until the idle timeout cuts them), never
-    /// everyone's. A pump past the base count leaves after a poll without a request.
+    /// While some pumps are stuck, keeps [`SPARE_PUMPS`] (or half as many as are stuck) free of
+    /// them, so clients that do not read their answers hold a pump each (until the idle timeout
+    /// cuts them), never everyone's. Pumps past the base count leave once a poll finds no request.
     fn add_pumps_if_stuck(&mut self, setup: &Setup) {
         let (gone, live): (Vec<_>, Vec<_>) = self.pumps.drain(..).partition(|(pump, _)| pump.is_finished());
         self.pumps = live;
@@ -298,6 +299,9 @@ impl Generation {
             .map(|(_, slot)| self.shared.answering_since[*slot].load(Ordering::Relaxed))
             .filter(|&since| since != 0 && now.saturating_sub(since) >= after)
             .count();
+        if stuck == 0 {
+            return;
+        }
         // Half as many again as are stuck: many clients that do not read take pumps fast.
         for _ in self.pumps.len()..stuck + SPARE_PUMPS.max(stuck / 2) {
             if self.add_pump(setup).is_err() {

@@ -6,9 +6,10 @@
 //! concurrent requests share the cost of the disk. After the sync it inserts the new ingestions
 //! into the store and submits them to the queue, in journal order: nothing is queued or
 //! answered before it is on disk. It also sweeps expired ingestions and compacts the file. It
-//! never takes the queue lock except inside `Queue::submit_all`. At a stop it writes a clean-stop
-//! group, so that damage found later at the end of the file is known to be corruption, not a
-//! torn write. Every file operation goes through [`Disk`].
+//! takes the queue lock only inside `Queue::submit_all`, and for the upstream's pause as a
+//! compaction starts. At a stop it writes a clean-stop group, then the seal (`seal.rs`), so that
+//! damage found later at the end of the file is known to be corruption, not a torn write, even
+//! where it took the clean stop with it. Every file operation goes through [`Disk`].
 //!
 //! Compaction stays off the commit path: at a compaction point the journal thread moves its
 //! appends to a segment (`journal.v2.next`), the `journal-compact` thread (`compact.rs`) writes
@@ -916,10 +917,14 @@ impl Writer {
         Ok((ready, old_journal))
     }
 
-    /// Removes the temp file (the space it took is needed more than the file); the next try
-    /// waits, twice as long each time.
-    fn compaction_failed(&mut self, error: &io::Error) {
+    /// The space a compaction's temp file took is needed more than the file.
+    fn remove_temp(&self) {
         let _ = self.disk.remove(&self.dir.join(TEMP_NAME));
+    }
+
+    /// Removes the temp file; the next try waits, twice as long each time.
+    fn compaction_failed(&mut self, error: &io::Error) {
+        self.remove_temp();
         let wait = self.retry.map_or(COMPACTION_BACKOFF.0, |(_, wait)| (wait * 2).min(COMPACTION_BACKOFF.1));
         self.retry = Some((Instant::now() + wait, wait));
         log::info(format_args!("journal compaction failed, keeping the old file; next try in {wait:?}: {error}"));
@@ -932,7 +937,7 @@ impl Writer {
         match compactor.map(|compactor| compactor.finish_within(STOP_WAIT)) {
             None => {}
             Some(Some(Ok(Err(error)))) if error.kind() == io::ErrorKind::Interrupted => {
-                let _ = self.disk.remove(&self.dir.join(TEMP_NAME));
+                self.remove_temp();
                 log::info(format_args!("journal compaction given up for the stop; the next start resumes it"));
             }
             Some(Some(outcome)) => self.finish_compaction(outcome),

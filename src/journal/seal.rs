@@ -1,7 +1,7 @@
 //! The clean stop's seal: a small file a clean stop writes once its last group is synced, naming
 //! the journal file it ended, where its clean-stop group begins and the number of the group
 //! before it. Pure (the journal thread writes it; `open` reads, checks and removes it before
-//! anything else changes).
+//! anything in the journal changes).
 //!
 //! Why: replay can only tell a torn tail (a crash before the sync, never acknowledged) from
 //! damage by what follows it. A file cut, or zeroed to its end, after a clean stop leaves
@@ -19,16 +19,16 @@ const PREFIX: &str = "ingestd clean stop:";
 /// Which file a clean stop ended, where its clean-stop group begins, and the number of the
 /// last group before it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Seal {
+pub(super) struct Seal {
     /// [`FILE_NAME`] or [`SEGMENT_NAME`].
-    pub(crate) file: &'static str,
-    pub(crate) valid_len: u64,
-    pub(crate) seq: u64,
+    pub(super) file: &'static str,
+    pub(super) valid_len: u64,
+    pub(super) seq: u64,
 }
 
 /// What a seal says of the journal found at a start.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub(super) enum Verdict {
     /// The file ends as the stop left it.
     Whole,
     /// Groups came after the sealed stop (a version that knew no seal ran since): it says
@@ -39,12 +39,12 @@ pub(crate) enum Verdict {
 }
 
 impl Seal {
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         format!("{PREFIX} {} {} {}\n", self.file, self.valid_len, self.seq).into_bytes()
     }
 
     /// `None` for anything but a whole seal (a crash can cut it as it is written).
-    pub(crate) fn parse(bytes: &[u8]) -> Option<Seal> {
+    pub(super) fn parse(bytes: &[u8]) -> Option<Seal> {
         let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
         let mut words = text.strip_prefix(PREFIX)?.split(' ').skip(1);
         let name = words.next()?;
@@ -55,7 +55,7 @@ impl Seal {
     }
 
     /// Checks the file it names (`None`: missing), replayed up to group `seq`.
-    pub(crate) fn check(&self, end: Option<&FileEnd>, seq: u64) -> Verdict {
+    pub(super) fn check(&self, end: Option<&FileEnd>, seq: u64) -> Verdict {
         let how = match end {
             _ if seq > self.seq => return Verdict::Stale,
             None => (0, "it is missing".to_owned()),

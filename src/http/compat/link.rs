@@ -7,8 +7,9 @@
 //! The life of a link: it forwards the client's bytes to tiny_http (checking them with
 //! [`Tracker`] first) and tiny_http's answers back, until forwarding ends ([`End`]). It then
 //! half-closes towards tiny_http, which answers what it has and closes; those answers go out,
-//! then our own last answer if one is due (`505`, `408`, or a refused head's `400`, `414`, `417`
-//! or `431`), and the link is done; unless the client has ended its side, it lingers first
+//! then our own last answer if one is due (`505`, `408`, `503 overloaded` if tiny_http could not
+//! be reached, `400 bad_framing` for a short body the client cut, or a refused head's `400`,
+//! `413`, `414`, `417` or `431`), and the link is done; unless the client has ended its side, it lingers first
 //! ([`Link::client_shut`]), so that closing does not reset the connection under the client's
 //! reading. Each direction buffers at most [`CAP`] bytes: a side whose buffer towards the other is full is not read.
 //! The idle timeout counts progress, not bytes: within each, the client completes a head or a
@@ -508,7 +509,7 @@ fn malformed(what: Malformed) -> &'static str {
 }
 
 /// A complete HTTP/1.1 answer for an error's `reply`, closing the connection.
-pub(crate) fn raw_reply(reply: &Reply) -> Vec<u8> {
+pub(super) fn raw_reply(reply: &Reply) -> Vec<u8> {
     let reason = match reply.status {
         400 => "Bad Request",
         408 => "Request Timeout",

@@ -20,13 +20,14 @@
 //! (the decoder would keep it all in memory), forwarding stops before the byte at fault: the
 //! decoder meets the end of its stream, and the handler reading the body learns why
 //! ([`Verdict::EndBody`]). A head well beyond `--max-url` or `--max-headers` ([`Caps`]: tiny_http
-//! would hold all of it), or announcing a body too long to drain ([`DRAIN_CAP`]), is refused
+//! would hold all of it), or announcing a body too long to drain ([`BODY_CEILING`]), is refused
 //! before tiny_http sees it; so is a head line ending in LF alone (tiny_http would wait for its
 //! CRLF). So is every head tiny_http would answer with an empty `400` or `417`, or drop without
 //! a word (a request line or header line it cannot parse, a byte outside ASCII, an `Expect`
 //! other than `100-continue`), so that the client gets our JSON instead. Mistakes may only ever
 //! refuse too much.
 
+use crate::http::framing::is_token;
 use crate::http::limits::BODY_CEILING;
 
 /// The request lines that tiny_http answers with a 505 that never comes (it deadlocks).
@@ -41,9 +42,6 @@ const LINE_SLACK: usize = 64;
 /// trimmed values, and the whitespace around a value is the client's to add; held beyond it,
 /// they are refused here.
 const HEADER_ROOM: usize = 2;
-/// Up to this `Content-Length`, the route answers first (401, 404, 405, then 413); beyond it,
-/// tiny_http's drain could abort the process, so the head is refused here.
-const DRAIN_CAP: usize = BODY_CEILING;
 /// The longest chunk-size line, extensions included, forwarded.
 pub(crate) const CHUNK_LINE_CAP: usize = 1024;
 /// tiny_http reads a body of up to this many bytes itself before handing over the request.
@@ -94,7 +92,8 @@ pub(crate) enum Refusal {
     LineTooLong(usize),
     /// Header lines longer than [`Caps::headers`]; the limit.
     HeadTooLarge(usize),
-    /// A `Content-Length` too long to drain ([`DRAIN_CAP`]); the `--max-body` limit.
+    /// A `Content-Length` too long to drain ([`BODY_CEILING`]; up to it, the route answers
+    /// first: 401, 404 and 405 before 413); the `--max-body` limit.
     BodyTooLarge(usize),
     /// A line of the head that ends with LF alone: tiny_http would wait for a CRLF that may
     /// never come, and a request framed two ways is how requests are smuggled.
@@ -420,8 +419,8 @@ impl Tracker {
             return Err(Refusal::Expectation);
         }
         if let Some(Some(length)) = self.facts.content_length.filter(|_| !self.facts.chunked) {
-            if length > DRAIN_CAP {
-                return Err(Refusal::BodyTooLarge(self.caps.body.min(DRAIN_CAP)));
+            if length > BODY_CEILING {
+                return Err(Refusal::BodyTooLarge(self.caps.body.min(BODY_CEILING)));
             }
         }
         self.head_starts.push(out.len());
@@ -503,28 +502,6 @@ fn check_request_line(line: &[u8]) -> Result<&str, Refusal> {
         _ => Err(Refusal::Malformed(Malformed::RequestLine)),
     }
 }
-
-/// An HTTP token (RFC 9110, 5.6.2): a method or a header name.
-fn is_token(word: &str) -> bool {
-    !word.is_empty() && word.bytes().all(|b| TCHAR[usize::from(b)])
-}
-
-/// The bytes a token may hold, by value.
-const TCHAR: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = (b as u8).is_ascii_alphanumeric();
-        b += 1;
-    }
-    let symbols = b"!#$%&'*+-.^_`|~";
-    let mut i = 0;
-    while i < symbols.len() {
-        table[symbols[i] as usize] = true;
-        i += 1;
-    }
-    table
-};
 
 /// `HTTP/` and a digit, maybe a dot and another (RFC 9112's form, and HTTP/2's short name).
 fn is_version(word: &str) -> bool {
@@ -799,13 +776,13 @@ mod tests {
         // A body longer than --max-body is the route's to refuse (after 401, 404, 405), unless it
         // is too long for tiny_http to drain.
         let post = |length: usize| format!("POST / HTTP/1.1\r\nContent-Length: {length}\r\n\r\n");
-        assert_eq!(refusal(&post(DRAIN_CAP)), (post(DRAIN_CAP), Verdict::Forward));
-        let over = post(DRAIN_CAP + 1);
+        assert_eq!(refusal(&post(BODY_CEILING)), (post(BODY_CEILING), Verdict::Forward));
+        let over = post(BODY_CEILING + 1);
         assert_eq!(refusal(&format!("{GET}{over}")), (GET.into(), Verdict::Refuse(Refusal::BodyTooLarge(300))));
         let huge = post(100_000_000_000);
         assert_eq!(refusal(&huge), (String::new(), Verdict::Refuse(Refusal::BodyTooLarge(300))));
-        let roomy = Caps { body: DRAIN_CAP * 2, ..caps };
-        let refused = Verdict::Refuse(Refusal::BodyTooLarge(DRAIN_CAP));
+        let roomy = Caps { body: BODY_CEILING * 2, ..caps };
+        let refused = Verdict::Refuse(Refusal::BodyTooLarge(BODY_CEILING));
         assert_eq!(run_with(over.as_bytes(), 7, roomy).1, refused, "a --max-body past it is no way round");
     }
 }
