@@ -169,12 +169,14 @@ fn the_open_files_limit_is_raised_to_the_hard_limit_at_start() {
 #[test]
 fn connections_beyond_the_open_files_limit_get_503_and_nothing_breaks() {
     let mut command = Command::new("sh");
-    let script = "ulimit -n 160 && exec \"$0\" \"$@\"";
+    // Each connection takes four file descriptors: at 400, counting three let 112 in, which
+    // ran out, and the accept loop's restarts piled up threads until the process aborted.
+    let script = "ulimit -n 400 && exec \"$0\" \"$@\"";
     command.args(["-c", script, env!("CARGO_BIN_EXE_ingestd"), "--addr", "127.0.0.1:0", "--interval", "1h"]);
     let server = Server::start_with(&mut command);
     let mut held = Vec::new();
     let mut refused = 0;
-    for _ in 0..80 {
+    for _ in 0..130 {
         let mut conn = connect(&server);
         conn.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         let mut answer = [0; 12];
@@ -189,11 +191,11 @@ fn connections_beyond_the_open_files_limit_get_503_and_nothing_breaks() {
             other => panic!("{:?}", String::from_utf8_lossy(other)),
         }
     }
-    assert!(held.len() >= 20 && refused >= 20, "{} held, {refused} refused", held.len());
+    assert!(held.len() >= 60 && refused >= 20, "{} held, {refused} refused", held.len());
     drop(held);
     wait_for("room again", Duration::from_secs(5), || (server.get("/health").status == 200).then_some(()));
     let (_, log) = server.terminate();
-    assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains("panicked") && !log.contains("Too many open files"), "{log}");
     assert!(log.contains("new ones get 503 until some close"), "{log}");
 }
 

@@ -53,6 +53,10 @@ const STUCK_AFTER: Duration = Duration::from_millis(50);
 /// Pumps kept free of stuck ones, and the most a generation may have.
 const SPARE_PUMPS: usize = 4;
 const MOST_PUMPS: usize = 1024;
+/// An accept loop that ends sooner than this after its start (out of file descriptors, most
+/// likely) gets its successor only after a pause, doubling from 10 ms to 1 s: restarted at
+/// once, each with its pumps, threads pile up until the process aborts.
+const SHORT_LIVED: Duration = Duration::from_secs(1);
 
 /// What a pump does with each request, in the order tiny_http read them: checks it, then either
 /// hands it on (`None`) or returns the work of answering it, which the pump runs once the next
@@ -172,6 +176,7 @@ fn supervise(
     let mut retired: Vec<Generation> = Vec::new();
     let mut unanswered = 0;
     let mut prober = Prober { at: probe_at, last: Instant::now(), probe: None };
+    let mut pause = Duration::ZERO;
     loop {
         retired.retain(|g| !g.pumps.iter().all(|(pump, _)| pump.is_finished()));
         current.add_pumps_if_stuck(setup);
@@ -200,6 +205,11 @@ fn supervise(
             }
         };
         if restart {
+            pause = match current.shared.epoch.elapsed() < SHORT_LIVED {
+                true => (pause * 2).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+                false => Duration::ZERO,
+            };
+            thread::sleep(pause);
             let next = restart_generation(listener, current.number + 1, setup);
             current.shared.accepting.store(false, Ordering::Relaxed);
             retired.push(std::mem::replace(&mut current, next));

@@ -50,8 +50,9 @@ use crate::http::serial::Serial;
 use crate::http::telemetry;
 use crate::log;
 
-/// File descriptors a client connection takes: its socket, ours to tiny_http, and tiny_http's.
-const FDS_PER_CONNECTION: u64 = 3;
+/// File descriptors a client connection takes: its socket, ours to tiny_http, tiny_http's end
+/// and the copy tiny_http makes of it (one to read, one to write).
+const FDS_PER_CONNECTION: u64 = 4;
 /// File descriptors kept for everything else: listeners, epoll, the journal, logs, upstream calls.
 const FDS_KEPT: u64 = 64;
 
