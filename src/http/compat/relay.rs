@@ -502,6 +502,9 @@ impl Relay {
                 continue;
             }
             entry.scheduled = None;
+            if !entry.link.to_client().is_empty() {
+                client_queue(entry, now);
+            }
             self.with_link(id, now, |link| link.expire(now));
         }
         if self.accept_paused_until.is_some_and(|until| until <= now) {
@@ -707,6 +710,14 @@ fn read(entry: &mut Entry, side: usize, scratch: &mut [u8], now: Instant) {
     }
 }
 
+/// Tells the link how much the client's socket still holds: only a slow client's, so the
+/// ioctl is never on the common path.
+fn client_queue(entry: &mut Entry, now: Instant) {
+    if let Ok(queued) = unread_by_peer(&entry.client) {
+        entry.link.client_queue(queued, now);
+    }
+}
+
 /// Writes what the link has for `side` until it is all out or the socket is full.
 fn flush(entry: &mut Entry, side: usize, now: Instant) {
     while !entry.blocked[side] {
@@ -719,7 +730,12 @@ fn flush(entry: &mut Entry, side: usize, now: Instant) {
         match net::send(socket, bytes, SendFlags::NOSIGNAL) {
             Ok(written) if side == CLIENT => link.wrote_client(written, now),
             Ok(written) => link.wrote_server(written, now),
-            Err(Errno::AGAIN) => entry.blocked[side] = true,
+            Err(Errno::AGAIN) => {
+                entry.blocked[side] = true;
+                if side == CLIENT {
+                    client_queue(entry, now);
+                }
+            }
             Err(Errno::INTR) => {}
             Err(_) if side == CLIENT => link.client_failed(),
             Err(_) => link.server_gone(now),
@@ -768,8 +784,9 @@ fn connect(server: &Path) -> io::Result<OwnedFd> {
     Ok(socket)
 }
 
-/// Nonzero while the peer of a Unix socket has not read all that was written to it
-/// (`SIOCOUTQ`: for a Unix socket, the memory its unread buffers take, not their bytes).
+/// Nonzero while the peer has not taken all that was written to the socket (`SIOCOUTQ`: for a
+/// TCP socket, the bytes not yet acknowledged; for a Unix socket, the memory its unread
+/// buffers take, not their bytes).
 #[allow(unsafe_code)]
 fn unread_by_peer(socket: &OwnedFd) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
