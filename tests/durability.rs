@@ -548,7 +548,7 @@ fn after_a_clean_stop_a_journal_cut_or_zeroed_at_its_end_stops_the_start() {
         assert_eq!(code, Some(1), "{how}: {stderr}");
         let expected = format!("the journal {} is damaged at byte", journal(&dir).display());
         assert!(stderr.contains(&expected) && stderr.contains("cut or damaged since"), "{how}: {stderr}");
-        assert!(stderr.contains("journal.v2.stopped aside to start empty"), "{how}: {stderr}");
+        assert!(stderr.contains("move every journal file aside"), "{how}: {stderr}");
         assert_eq!(std::fs::read(journal(&dir)).unwrap(), damaged, "{how}: the journal is left as it was");
     }
     std::fs::write(journal(&dir), &bytes).unwrap();
@@ -569,7 +569,7 @@ fn after_a_clean_stop_a_journal_cut_or_zeroed_at_its_end_stops_the_start() {
     std::fs::rename(journal(&dir), std::path::Path::new(dir.path()).join("journal.v2.aside")).unwrap();
     let (code, stderr) = refused_start(&["--data-dir", dir.path()]);
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("it is missing") && stderr.contains("journal.v2.stopped aside"), "{stderr}");
+    assert!(stderr.contains("it is missing") && stderr.contains("move every journal file aside"), "{stderr}");
     std::fs::rename(&seal_path, std::path::Path::new(dir.path()).join("journal.v2.stopped.aside")).unwrap();
     durable(&dir, &["--interval", "1h"]);
 }

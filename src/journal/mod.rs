@@ -95,7 +95,7 @@ pub enum OpenError {
     Io { path: PathBuf, error: io::Error },
     /// The journal does not end where its clean stop left it (see `seal.rs`): cut, zeroed or
     /// lost since.
-    Unsealed { path: PathBuf, seal: PathBuf, corrupt: Corrupt },
+    Unsealed { path: PathBuf, corrupt: Corrupt },
     /// The journal is damaged where it cannot be a torn write.
     Corrupt { path: PathBuf, corrupt: Corrupt },
     /// Another process holds the data directory's lock.
@@ -117,19 +117,19 @@ impl std::fmt::Display for OpenError {
             }
             OpenError::Corrupt { path, corrupt } => write!(
                 f,
-                "the journal {} is corrupt at byte {}: {}; nothing was dropped: move the file aside to start empty",
-                path.display(),
-                corrupt.offset,
-                corrupt.reason
-            ),
-            OpenError::Unsealed { path, seal, corrupt } => write!(
-                f,
-                "the journal {} is damaged at byte {}: {}; nothing was dropped: restore it, or move it and {} aside \
-                 to start empty",
+                "the journal {} is corrupt at byte {}: {}; nothing was dropped: {}",
                 path.display(),
                 corrupt.offset,
                 corrupt.reason,
-                seal.display()
+                start_empty(path)
+            ),
+            OpenError::Unsealed { path, corrupt } => write!(
+                f,
+                "the journal {} is damaged at byte {}: {}; nothing was dropped: restore it, or {}",
+                path.display(),
+                corrupt.offset,
+                corrupt.reason,
+                start_empty(path)
             ),
             OpenError::Locked { dir, pid } => write!(
                 f,
@@ -142,6 +142,13 @@ impl std::fmt::Display for OpenError {
 }
 
 impl std::error::Error for OpenError {}
+
+/// How to start empty: every journal file goes, or what is left (a segment, a seal) is taken for
+/// the journal or stops the start again.
+fn start_empty(path: &Path) -> String {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    format!("to start empty, move every journal file aside ({}/journal.*)", dir.display())
+}
 
 /// A record could not be saved. What was saved before is intact.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,7 +299,7 @@ pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
 }
 
 fn unsealed(dir: &Path, file: &str, corrupt: Corrupt) -> OpenError {
-    OpenError::Unsealed { path: dir.join(file), seal: dir.join(SEAL_NAME), corrupt }
+    OpenError::Unsealed { path: dir.join(file), corrupt }
 }
 
 /// The clean stop's seal, if one is there; one cut short (a crash as it was written, after its
