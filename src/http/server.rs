@@ -257,9 +257,17 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
     };
     // tiny_http drains a `Content-Length` body nobody read, but not a chunked one: it would read
     // what is left of it as the next request, and answer that with an empty 400 of its own.
-    // After `Expect`, the client sends the body only if asked to, and a refusal does not ask.
-    if !body_read.get() && has_header(&request, "Transfer-Encoding") && !has_header(&request, "Expect") {
-        let _ = read_body(&mut request, conn, max_body, deadline);
+    // After `Expect`, the answer comes at once (RFC 9110, 10.1.1) and the client may still send
+    // the body: the connection then ends with the answer.
+    if !body_read.get() {
+        let chunked = has_header(&request, "Transfer-Encoding");
+        if has_header(&request, "Expect") && (chunked || request.body_length().is_some_and(|len| len > 0)) {
+            if let Some(conn) = conn {
+                conn.close_after_answers();
+            }
+        } else if chunked {
+            let _ = read_body(&mut request, conn, max_body, deadline);
+        }
     }
     // Handler time (until the reply is known); writing it depends on the client.
     if count == Count::Yes {

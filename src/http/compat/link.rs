@@ -50,6 +50,9 @@ pub(crate) enum End {
     /// A chunked body that tiny_http is reading went wrong (the reader learns why by the cut).
     BodyRefused,
     Stopping,
+    /// A request was answered before its body came (after `Expect: 100-continue`): whatever
+    /// the client sends next may be that body, so nothing more is forwarded.
+    Closing,
 }
 
 /// Which ways a socket is to be watched.
@@ -365,6 +368,11 @@ impl Link {
     pub(crate) fn stop(&mut self, now: Instant) {
         self.cut.get_or_insert(Cut::ShuttingDown);
         self.end(End::Stopping, now);
+    }
+
+    /// Forwards nothing more: the connection closes once tiny_http's answers are out.
+    pub(crate) fn close_after_answers(&mut self, now: Instant) {
+        self.end(End::Closing, now);
     }
 
     /// Cuts the link at once.

@@ -118,11 +118,16 @@ pub(crate) struct Conn {
     waiting: AtomicBool,
     /// Wakes the relay that carries the connection.
     relay: Arc<OwnedFd>,
+    /// Its number, and where its relay learns which links to close.
+    id: u64,
+    closing: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Conn {
-    fn new(peer: SocketAddr, relay: Arc<OwnedFd>) -> Conn {
+    fn new(id: u64, peer: SocketAddr, relay: Arc<OwnedFd>, closing: Arc<Mutex<Vec<u64>>>) -> Conn {
         Conn {
+            id,
+            closing,
             peer,
             quarantined: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -142,6 +147,13 @@ impl Conn {
         if self.waiting.load(Ordering::SeqCst) {
             let _ = rustix::io::write(&*self.relay, &1u64.to_ne_bytes());
         }
+    }
+
+    /// Nothing more the client sends is forwarded; the connection closes once the answers
+    /// under way are out (the `Connection: close` tiny_http would not send).
+    pub(crate) fn close_after_answers(&self) {
+        self.closing.lock().push(self.id);
+        let _ = rustix::io::write(&*self.relay, &1u64.to_ne_bytes());
     }
 
     /// How many more requests tiny_http may get from it now.
@@ -326,6 +338,7 @@ impl Front {
                 scratch: vec![0; CAP],
                 most_connections: most_connections(),
                 refusing: false,
+                closing: Arc::default(),
             };
             let stop_by = Arc::clone(&stop_by);
             let started = thread::Builder::new().name(format!("http-relay-{index}")).spawn(move || relay.run(&stop_by));
@@ -423,6 +436,8 @@ struct Relay {
     most_connections: usize,
     /// Whether it is refusing new connections (logged once per episode).
     refusing: bool,
+    /// Links to close once their answers are out ([`Conn::close_after_answers`]).
+    closing: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Relay {
@@ -465,6 +480,10 @@ impl Relay {
                         let holding: Vec<u64> = self.holding.iter().copied().collect();
                         for id in holding {
                             self.with_link(id, now, |_| {});
+                        }
+                        let closing = std::mem::take(&mut *self.closing.lock());
+                        for id in closing {
+                            self.with_link(id, now, |link| link.close_after_answers(now));
                         }
                     }
                     data => self.on_ready(data >> 1, (data & 1) as usize, event.flags, now),
@@ -573,7 +592,7 @@ impl Relay {
     fn open(&mut self, client: OwnedFd, peer: SocketAddr, now: Instant) {
         let id = self.next_id;
         self.next_id += self.id_step;
-        let conn = Arc::new(Conn::new(peer, Arc::clone(&self.waker)));
+        let conn = Arc::new(Conn::new(id, peer, Arc::clone(&self.waker), Arc::clone(&self.closing)));
         self.connections.insert(id, Arc::clone(&conn));
         let entry = Entry {
             link: Link::new(self.idle, now, self.connections.stamp(id), self.caps),
