@@ -64,7 +64,9 @@ impl Seal {
             }
             Some(FileEnd { torn_tail: Some((offset, reason)), .. }) => (*offset, format!("{reason} there")),
             Some(end) if end.clean_stop => (end.valid_len, format!("its clean stop is at byte {}", end.valid_len)),
-            Some(end) => (end.valid_len, format!("its last whole group ends at byte {}", end.valid_len)),
+            Some(end) => {
+                (end.valid_len, format!("it has no clean stop (its last whole group ends at byte {})", end.valid_len))
+            }
         };
         let reason = format!(
             "a clean stop left it ending with its stop at byte {}, but {}: it was cut or damaged since",
