@@ -363,6 +363,10 @@ fn pump(n: usize, slot: usize, shared: &Pumps, setup: &Setup) {
                         return;
                     }
                 }
+                // The turn lock is not fair: let a pump waiting for it (one that would leave)
+                // have it, rather than take it straight back.
+                drop(my_turn);
+                thread::yield_now();
             }
             Err(error) => {
                 shared.accepting.store(false, Ordering::Relaxed);
