@@ -8,9 +8,9 @@
 //! (`pool.rs`, which starts one when none waits), so that clients stalling their bodies never
 //! delay anyone else (a chunked body a route did not read is drained there too). A connection's
 //! answers run one at a time (`serial.rs`), and requests without the relay's stamp are
-//! answered on `http-reject` (on `http-body-N` if a body is still on the socket). An upgrade's body is always on
-//! the socket (tiny_http hands over the connection itself: `framing::is_upgrade`), and is read
-//! by its `Content-Length`; the upgrade is ignored. Either thread checks the rest of
+//! answered on `http-reject` (on `http-body-N` if a body is still on the socket). An upgrade's
+//! body is always on the socket (tiny_http hands over the connection itself:
+//! `framing::is_upgrade`), and is read by its `Content-Length`; the upgrade is ignored. Either thread checks the rest of
 //! the head (sizes, token), reads the body, calls [`api::handle`] under
 //! `catch_unwind` (a panic costs one 500, not a thread) and writes the reply. This is the only
 //! module that touches tiny_http's request and response types; it never writes request data
@@ -255,19 +255,8 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
         }
         Err(error) => Reply::error(&error),
     };
-    // tiny_http drains a `Content-Length` body nobody read, but not a chunked one: it would read
-    // what is left of it as the next request, and answer that with an empty 400 of its own.
-    // After `Expect`, the answer comes at once (RFC 9110, 10.1.1) and the client may still send
-    // the body: the connection then ends with the answer.
     if !body_read.get() {
-        let chunked = has_header(&request, "Transfer-Encoding");
-        if has_header(&request, "Expect") && (chunked || request.body_length().is_some_and(|len| len > 0)) {
-            if let Some(conn) = conn {
-                conn.close_after_answers();
-            }
-        } else if chunked {
-            let _ = read_body(&mut request, conn, max_body, deadline);
-        }
+        leave_body(&mut request, conn, max_body, deadline);
     }
     // Handler time (until the reply is known); writing it depends on the client.
     if count == Count::Yes {
@@ -275,6 +264,25 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
     }
     respond(request, reply);
     answered(conn);
+}
+
+/// Leaves a body the route did not read where the next request can start. tiny_http drains a
+/// `Content-Length` body itself, but not a chunked one: it would read what is left of it as the
+/// next request, and answer that with an empty 400 of its own. After `Expect`, the answer comes
+/// at once (RFC 9110, 10.1.1) and the client may still send the body: the connection then ends
+/// with the answer.
+fn leave_body(request: &mut Request, conn: Option<&Conn>, max_body: usize, deadline: Duration) {
+    let chunked = has_header(request, "Transfer-Encoding");
+    if !chunked && request.body_length().is_none_or(|len| len == 0) {
+        return;
+    }
+    if has_header(request, "Expect") {
+        if let Some(conn) = conn {
+            conn.close_after_answers();
+        }
+    } else if chunked {
+        let _ = read_body(request, conn, max_body, deadline);
+    }
 }
 
 fn answered(conn: Option<&Conn>) {
