@@ -87,7 +87,10 @@ impl<T: Send + 'static> Pool<T> {
         }
         let room = {
             let mut threads = shared.threads.lock();
-            join_finished(&mut threads);
+            // `spawn` joins the threads that left; at the most, they must not count either.
+            if threads.len() >= shared.most {
+                join_finished(&mut threads);
+            }
             threads.len() < shared.most
         };
         let item = if room {
