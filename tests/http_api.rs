@@ -436,7 +436,7 @@ fn an_ingestion_is_found_only_by_the_id_as_the_api_wrote_it() {
 }
 
 #[test]
-fn two_idempotency_keys_are_refused_and_queue_nothing() {
+fn a_header_that_means_one_thing_sent_twice_is_refused_and_queues_nothing() {
     let server = Server::start(&["--interval", "1h"]);
     let body = r#"{"ids": [1], "priority": "LOW"}"#;
     let head = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n", body.len());
@@ -446,6 +446,9 @@ fn two_idempotency_keys_are_refused_and_queue_nothing() {
     assert!(
         answer.contains(r#"{"error":"duplicate_header","detail":"the Idempotency-Key header was sent more than once"#)
     );
+    let hosts = format!("{head}Host: u\r\nConnection: close\r\n\r\n{body}");
+    let answer = raw(&server, hosts.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 400 ") && answer.contains("the Host header was sent more than once"));
     assert_eq!(server.get("/queue").json["queued_ids"], 0);
     // Once is fine, and so is the same key again: it answers the first ingestion.
     let once = |key: &str| server.post_with("/ingest", body, &[("Idempotency-Key", key)]).json["ingestion_id"].clone();
@@ -473,6 +476,24 @@ fn expect_other_than_continue_is_417_and_trailers_are_bad_framing() {
     assert!(answer.starts_with("HTTP/1.1 400 ") && answer.contains(r#""error":"bad_framing""#), "{answer}");
     // The first ingestion went at once; the second waits; the one with a trailer was refused.
     assert_eq!(server.get("/queue").json["queued_ids"], 1);
+}
+
+/// As RFC 9112 (2.2) and RFC 9110 (10.1.1) ask: empty lines before a request line are ignored
+/// (some clients end a body with a spare CRLF), and so is an HTTP/1.0 client's
+/// `Expect: 100-continue` (such a client knows no `100 Continue`).
+#[test]
+fn spare_empty_lines_and_an_http_1_0_expectation_are_ignored() {
+    let server = Server::start(&["--interval", "1h"]);
+    let body = r#"{"ids": [1], "priority": "LOW"}"#;
+    let post = format!(
+        "POST /ingest HTTP/1.0\r\nConnection: keep-alive\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = raw(&server, format!("\r\n\r\n{post}\r\nGET /health HTTP/1.0\r\n\r\n").as_bytes());
+    assert!(!answer.contains(" 100 "), "{answer}");
+    assert_eq!((answer.matches("HTTP/1.0 200 OK\r\n").count(), answer.matches("HTTP/").count()), (2, 2), "{answer}");
+    let id = answer.split(r#""ingestion_id":""#).nth(1).and_then(|rest| rest.split('"').next()).unwrap();
+    assert_eq!(server.status(id)["batches"][0]["ids"], json!([1]));
 }
 
 #[test]

@@ -14,8 +14,8 @@ use crate::config::defaults;
 /// Headers that mean one thing, so that sent twice, which one counts would be a guess (tiny_http
 /// hands us both and a lookup takes the first; a proxy in front may take the last).
 /// `Content-Length` and `Transfer-Encoding` are `framing.rs`'s to refuse, and `Authorization` is
-/// `auth.rs`'s (anything but exactly one is a 401).
-const SENT_ONCE: [&str; 1] = ["Idempotency-Key"];
+/// `auth.rs`'s (anything but exactly one is a 401). RFC 9112 (3.2) asks for a 400 to two `Host`s.
+const SENT_ONCE: [&str; 2] = ["Idempotency-Key", "Host"];
 
 /// The largest `--max-body`: tiny_http 0.12.0 drains a body nobody read to its end into one
 /// buffer of its announced length, and an allocation that fails aborts the process.
@@ -51,7 +51,7 @@ impl Default for Limits {
 
 impl Limits {
     /// Refuses a URL or a set of headers larger than allowed, then a header that means one thing
-    /// (`Idempotency-Key`) sent more than once.
+    /// (`Idempotency-Key`, `Host`) sent more than once.
     pub(crate) fn check_head(&self, url: &str, headers: &[Header]) -> Result<(), ApiError> {
         if url.len() > self.max_url {
             return Err(ApiError::UrlTooLong { limit: self.max_url });
@@ -96,5 +96,7 @@ mod tests {
             assert_eq!((error.status(), error.code()), (400, "duplicate_header"), "{twice:?}");
             assert_eq!(error.to_string(), "the Idempotency-Key header was sent more than once; send it once");
         }
+        let error = check(&[("Host", "a"), ("X-Other", "b"), ("host", "a")]).unwrap_err();
+        assert_eq!(error.to_string(), "the Host header was sent more than once; send it once");
     }
 }

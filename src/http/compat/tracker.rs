@@ -24,8 +24,9 @@
 //! before tiny_http sees it; so is a head line ending in LF alone (tiny_http would wait for its
 //! CRLF). So is every head tiny_http would answer with an empty `400` or `417`, or drop without
 //! a word (a request line or header line it cannot parse, a byte outside ASCII, an `Expect`
-//! other than `100-continue`), so that the client gets our JSON instead. Mistakes may only ever
-//! refuse too much.
+//! other than `100-continue`), so that the client gets our JSON instead. Two things tiny_http
+//! gets wrong by the RFCs are taken out of the stream: empty lines before a request line, and
+//! `Expect: 100-continue` in an HTTP/1.0 request. Mistakes may only ever refuse too much.
 
 use crate::http::framing::is_token;
 use crate::http::limits::BODY_CEILING;
@@ -399,6 +400,13 @@ impl Tracker {
     /// A line of the head just ended (its CRLF is the last of `head`).
     fn end_line(&mut self, request_line: bool, out: &mut Vec<u8>) -> Result<(), Refusal> {
         let line = &self.head[self.line_start..self.head.len() - 2];
+        if request_line && line.is_empty() {
+            // RFC 9112, 2.2: empty lines before a request line are ignored (some clients end a
+            // body with a spare CRLF); tiny_http would take one for a request line and answer 400.
+            // A head or a body, not bytes, is progress, so a stream of them still times out.
+            self.head.clear();
+            return Ok(());
+        }
         if request_line {
             self.facts.http_1_0 = check_request_line(line)? == "HTTP/1.0";
             self.head.extend_from_slice(&self.stamp);
@@ -406,8 +414,8 @@ impl Tracker {
             self.state = State::Line { request_line: false };
         } else if line.is_empty() {
             self.end_head(out)?;
-        } else {
-            header(&mut self.facts, line)?;
+        } else if header(&mut self.facts, line)? == Line::Dropped {
+            self.head.truncate(self.line_start);
         }
         self.line_start = self.head.len();
         Ok(())
@@ -460,10 +468,19 @@ impl Tracker {
     }
 }
 
+/// Whether a header line reaches tiny_http.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    Kept,
+    Dropped,
+}
+
 /// Notes what tiny_http's `new_request` looks at in one header line, if the line is ASCII, a
 /// name (a token, RFC 9110's; tiny_http takes any without whitespace, even an empty one), a
-/// colon, then anything.
-fn header(facts: &mut Facts, line: &[u8]) -> Result<(), Refusal> {
+/// colon, then anything. `Expect: 100-continue` in an HTTP/1.0 request is dropped: RFC 9110
+/// (10.1.1) says to ignore it, and tiny_http would answer it with a `100 Continue` such a
+/// client does not know.
+fn header(facts: &mut Facts, line: &[u8]) -> Result<Line, Refusal> {
     // Obsolete line folding (RFC 9112, 5.2): tiny_http takes it as a header line of its own, a
     // proxy in front may join it to the line before; a request framed two ways is refused.
     if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
@@ -478,11 +495,15 @@ fn header(facts: &mut Facts, line: &[u8]) -> Result<(), Refusal> {
     } else if name.eq_ignore_ascii_case("Content-Length") && facts.content_length.is_none() {
         facts.content_length = Some(value.parse().ok());
     } else if name.eq_ignore_ascii_case("Expect") && facts.expects_continue.is_none() {
-        facts.expects_continue = Some(value.eq_ignore_ascii_case("100-continue"));
+        let continues = value.eq_ignore_ascii_case("100-continue");
+        if continues && facts.http_1_0 {
+            return Ok(Line::Dropped);
+        }
+        facts.expects_continue = Some(continues);
     } else if name.eq_ignore_ascii_case("Connection") && facts.connection.is_none() {
         facts.connection = Some(value.to_ascii_lowercase());
     }
-    Ok(())
+    Ok(Line::Kept)
 }
 
 /// Whether this request line (without its CRLF) is a method (a token), a target and a version
@@ -601,7 +622,7 @@ mod tests {
             assert!(refusals.windows(2).all(|w| w[0] == w[1]), "{stream:?}: {refusals:?}");
             refusals[0]
         }
-        let cases: [(&str, Option<Refusal>); 34] = [
+        let cases: [(&str, Option<Refusal>); 36] = [
             (GET, None),
             ("GET / HTTP/1.0\r\n\r\n", None),
             ("GET /health HTTP/1.1 more words\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
@@ -621,7 +642,8 @@ mod tests {
             ("GET /  HTTP/1.1\r\n\r\n", Some(Refusal::Malformed(RequestLine))), // two spaces
             ("GET / http/1.1\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
             ("GET /health\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
-            ("\r\n", Some(Refusal::Malformed(RequestLine))),
+            ("\r\n", None),
+            ("\r\n\r\r\n", Some(Refusal::Malformed(RequestLine))),
             ("GET / HTTP/1.1\r\nno colon\r\n\r\n", Some(Refusal::Malformed(HeaderLine))),
             ("GET / HTTP/1.1\r\nX A: b\r\n\r\n", Some(Refusal::Malformed(HeaderLine))),
             ("GET / HTTP/1.1\r\nX-A: a\r\n Content-Length: 2\r\n\r\nab", Some(Refusal::Malformed(HeaderLine))),
@@ -634,7 +656,8 @@ mod tests {
             ("POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\nab\r\n", None),
             ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n\r\nGET /x\r\n\r\n", None),
             ("GET / HTTP/1.1\r\nConnection: Upgrade\r\n\r\n\u{e9}\r\n", None),
-            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
+            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\r\n", None),
+            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\r\n \r\n", Some(Refusal::Malformed(RequestLine))),
             ("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\nGET\r\n\r\n", None),
             // Refused whole: nothing of the head reaches tiny_http.
             (&format!("{GET}GET / HTTP/1.1\r\nExpect: x\r\n\r\n"), Some(Refusal::Expectation)),
@@ -650,6 +673,41 @@ mod tests {
             run(format!("{last}\r\n{GET}").as_bytes(), 5).0,
             format!("POST / HTTP/1.0\r\n{STAMP}Content-Length: 2\r\n\r\nab")
         );
+    }
+
+    #[test]
+    fn empty_lines_before_a_request_line_are_dropped() {
+        let keep_alive = "POST / HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nab";
+        for step in [1, 2, 5, 64] {
+            let (out, refusal, at) = run(format!("\r\n\r\n{GET}\r\n{keep_alive}\r\n{GET}").as_bytes(), step);
+            assert_eq!((unstamped(&out), refusal, at), (format!("{GET}{keep_alive}{GET}"), None, Position::Between));
+            let (out, refusal, at) = run(b"\r\n\r", step);
+            assert_eq!((out, refusal, at), (String::new(), None, Position::InHead), "a CR begins a line");
+        }
+        // A CRLF is no request: it neither starts nor ends one.
+        let mut tracker = Tracker::new(STAMP.into(), CAPS);
+        assert_eq!(tracker.feed(b"\r\n\r\n", &mut Vec::new()), Verdict::Forward);
+        assert_eq!((tracker.ended(), tracker.take_head_starts().count()), (0, 0));
+    }
+
+    #[test]
+    fn an_http_1_0_request_loses_its_expect_100_continue() {
+        let post = |version: &str, expect: &str| {
+            format!("POST / HTTP/{version}\r\nX-A: 1\r\n{expect}Content-Length: 2\r\n\r\nab")
+        };
+        let continues = "Expect: 100-Continue\r\n";
+        for step in [1, 3, 64] {
+            let (out, refusal, _) = run(post("1.0", continues).as_bytes(), step);
+            assert_eq!((unstamped(&out), refusal), (post("1.0", ""), None));
+            let (out, refusal, _) = run(post("1.1", continues).as_bytes(), step);
+            assert_eq!((unstamped(&out), refusal), (post("1.1", continues), None));
+            // Only the first Expect counts, as in tiny_http: with the first dropped, the next does.
+            let other = format!("{continues}Expect: other\r\n");
+            assert_eq!(run(post("1.0", &other).as_bytes(), step).1, Some(Refusal::Expectation));
+        }
+        // Without the expectation, tiny_http reads a short body itself.
+        let stalled = "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nab";
+        assert_eq!(run(stalled.as_bytes(), 4).2, Position::InBody { buffered: true });
     }
 
     #[test]
