@@ -749,3 +749,30 @@ fn a_stop_gives_up_a_compaction_that_makes_no_progress() {
     }
     assert!(app.shutdown(PATIENCE));
 }
+
+/// A seal that cannot be written (the disk fills up as the service stops) costs only the check
+/// it would have made: the stop still ends, and the next start takes the journal as a crash
+/// left it, keeping everything.
+#[test]
+fn a_stop_whose_seal_cannot_be_written_still_ends_and_the_next_start_keeps_everything() {
+    let disk = Recording::default();
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let (app, _) = start(&disk, wall);
+    let acked: Vec<Uuid> = (1..=5).map(|id| app.ingest(Priority::Low, vec![id], None).expect("accepted")).collect();
+    {
+        let mut files = disk.0.files.lock();
+        (files.full, files.full_suffix) = (true, Some(journal::SEAL_NAME));
+        files.created.clear();
+    }
+    assert!(app.shutdown(PATIENCE));
+    let seal = journal_file(journal::SEAL_NAME);
+    assert_eq!(disk.read(&seal).map(|bytes| bytes.len()).ok(), Some(0), "the seal was made but not written");
+    disk.0.files.lock().full = false;
+
+    let (app, _) = start(&disk, wall + Duration::from_secs(60));
+    for id in &acked {
+        assert!(app.ingestion(id).is_some(), "an acknowledged ingestion is missing");
+    }
+    assert!(!disk.names().contains(&seal), "the start removes the empty seal");
+    assert!(app.shutdown(PATIENCE));
+}
