@@ -535,3 +535,28 @@ fn after_an_oversized_chunked_body_nothing_more_on_that_connection_is_acted_on()
     assert!(!rest.contains("HTTP/1.1 200 "), "the request inside the chunk was acted on: {rest}");
     assert_eq!(server.get("/queue").json["queued_ids"], 0, "{rest}");
 }
+
+/// The dashboard polls twice a second: each recent ingestion shows its first 12 batches and how
+/// many it has, so the data stays small however many ids are queued (before, one ingestion of
+/// 100,000 ids made it 8 MB, and ten of them 81 MB per poll).
+#[test]
+fn the_dashboard_data_stays_small_whatever_the_ingestions_hold() {
+    let server = Server::start(&["--interval", "1h"]);
+    let ids: Vec<u32> = (1..=30_000).collect();
+    for _ in 0..3 {
+        server.ingest(&ids, "LOW");
+    }
+    let answer = server.get("/dashboard.json");
+    let ingestions = answer.json["ingestions"].as_array().unwrap();
+    assert_eq!(ingestions.len(), 3);
+    for ingestion in ingestions {
+        assert_eq!(ingestion["batch_count"], 10_000);
+        let batches = ingestion["batches"].as_array().unwrap();
+        assert_eq!(batches.len(), 12);
+        assert_eq!(batches[11]["ids"], json!([34, 35, 36]));
+    }
+    let bytes = answer.json.to_string().len();
+    assert!(bytes < 32 * 1024, "{bytes} bytes");
+    let one = ingestions[0]["ingestion_id"].as_str().unwrap();
+    assert_eq!(server.status(one)["batches"].as_array().unwrap().len(), 10_000, "/status has them all");
+}

@@ -333,7 +333,7 @@ fn dispatch(
             let ingestion = ingestion_id(id)
                 .and_then(|id| app.ingestion(&id))
                 .ok_or_else(|| ApiError::NotFound(format!("unknown or expired ingestion {}", shorten(id))))?;
-            Ok(Reply::json(200, &status_body(app.queue(), &ingestion)))
+            Ok(Reply::json(200, &status_body(app.queue(), &ingestion, usize::MAX)))
         }
         Target::Queue => Ok(Reply::json(200, &queue_body(app.queue(), &app.queue().report(), StorageBody::of(app)))),
         Target::Health => match app.storage_outage() {
@@ -376,7 +376,8 @@ fn check_idempotency_key(key: &str) -> Result<&str, ApiError> {
     Ok(key)
 }
 
-pub(super) fn status_body<'a>(queue: &Queue, ingestion: &'a Ingestion) -> StatusBody<'a> {
+/// The status of `ingestion`, with its first `most` batches.
+pub(super) fn status_body<'a>(queue: &Queue, ingestion: &'a Ingestion, most: usize) -> StatusBody<'a> {
     // One snapshot of the batches; the ingestion's status is derived from it, so they agree.
     let timeline = queue.timeline(ingestion);
     let time = |t: Option<Instant>| t.map(|t| rfc3339::format(queue.wall_time(t)));
@@ -384,6 +385,7 @@ pub(super) fn status_body<'a>(queue: &Queue, ingestion: &'a Ingestion) -> Status
     let batches = timeline
         .batches
         .into_iter()
+        .take(most)
         .zip(0..)
         .map(|(b, index)| BatchBody {
             batch_id: b.view.batch_id,
