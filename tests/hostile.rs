@@ -750,16 +750,19 @@ fn a_chunked_body_nobody_read_is_not_taken_for_the_next_request() {
     for (request, expected) in [
         (format!("{}{health}", chunked("POST /nope")), vec![404, 200]),
         (format!("{}{health}", chunked("POST /health")), vec![405, 200]),
-        // Refused for its framing: the rest is rejected in JSON, not by tiny_http's empty 400.
-        (format!("POST /ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n{health}"), vec![400, 400]),
+        // Refused for its framing: the connection ends with our JSON 400, not tiny_http's empty
+        // one (a request the relay had already forwarded is rejected in JSON too).
+        (format!("POST /ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n{health}"), vec![400]),
         (
             format!("POST /ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n{health}"),
-            vec![400, 400],
+            vec![400],
         ),
     ] {
         let mut conn = connect(&server);
         conn.write_all(request.as_bytes()).unwrap();
         let text = read_to_close(&mut conn, Duration::from_secs(8)).expect("the connection ends");
+        let rejected = text.matches(r#"{"error":"connection_rejected""#).count();
+        let expected = [expected, vec![400; rejected]].concat();
         assert_eq!(statuses(&text), expected, "{request:?}: {text:?}");
         assert!(!text.contains("Content-Length: 0\r\n"), "an empty answer: {text:?}");
     }

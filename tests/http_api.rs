@@ -496,6 +496,29 @@ fn spare_empty_lines_and_an_http_1_0_expectation_are_ignored() {
     assert_eq!(server.status(id)["batches"][0]["ids"], json!([1]));
 }
 
+/// A body sent with a `Transfer-Encoding` other than `chunked` is refused as soon as its head
+/// arrives, and the connection closes: the body may never end as chunked (before, the answer
+/// waited for the client to end its side, or for the idle timeout).
+#[test]
+fn a_transfer_encoding_other_than_chunked_is_refused_at_once_and_the_connection_closes() {
+    use std::io::{Read, Write};
+    let server = Server::start(&["--interval", "1h", "--idle-timeout", "30s"]);
+    for (encoding, body) in [("gzip", r#"{"ids": [1], "priority": "LOW"}"#), ("identity", "x"), ("gzip, chunked", "{")]
+    {
+        let mut stream = std::net::TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let head = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: {encoding}\r\n\r\n{body}");
+        stream.write_all(head.as_bytes()).unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400 ") && answer.contains(r#""error":"bad_framing""#), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{encoding}: answered after {:?}", started.elapsed());
+    }
+    assert_eq!(server.get("/queue").json["queued_ids"], 0);
+}
+
 #[test]
 fn a_request_smuggled_after_a_body_that_cannot_be_read_is_never_acted_on() {
     let server = Server::start(&["--interval", "1h"]);

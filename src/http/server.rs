@@ -270,17 +270,19 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
 /// `Content-Length` body itself, but not a chunked one: it would read what is left of it as the
 /// next request, and answer that with an empty 400 of its own. After `Expect`, the answer comes
 /// at once (RFC 9110, 10.1.1) and the client may still send the body: the connection then ends
-/// with the answer.
+/// with the answer. So it does after a chunked body on a quarantined connection: nothing after
+/// it is acted on, and the body may never end as chunked (`Transfer-Encoding: gzip`); what the
+/// relay forwarded of it is still drained, up to the end tiny_http then meets.
 fn leave_body(request: &mut Request, conn: Option<&Conn>, max_body: usize, deadline: Duration) {
     let chunked = has_header(request, "Transfer-Encoding");
     if !chunked && request.body_length().is_none_or(|len| len == 0) {
         return;
     }
-    if has_header(request, "Expect") {
-        if let Some(conn) = conn {
-            conn.close_after_answers();
-        }
-    } else if chunked {
+    let expects = has_header(request, "Expect");
+    if let Some(conn) = conn.filter(|conn| expects || (chunked && conn.is_quarantined())) {
+        conn.close_after_answers();
+    }
+    if chunked && !expects {
         let _ = read_body(request, conn, max_body, deadline);
     }
 }
