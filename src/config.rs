@@ -31,7 +31,7 @@ pub(crate) mod defaults {
     pub(crate) const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
     /// `--retry-min-backoff` defaults to the interval (or `--retry-max-backoff`, if shorter).
     pub(crate) const RETRY_MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
-    pub(crate) const MAX_ATTEMPTS: u32 = 5;
+    pub(crate) const MAX_ATTEMPTS: u8 = 5;
     /// How long `ingestd health` waits for an answer.
     pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -88,7 +88,7 @@ Options:
                            [default: the interval, or --retry-max-backoff if shorter]
   --retry-max-backoff DURATION
                            the wait doubles with each retry, up to this [default: 5m]
-  --max-attempts N         releases of a batch before its undelivered ids fail [default: 5]
+  --max-attempts N         releases of a batch (1 to 255) before its undelivered ids fail [default: 5]
   -h, --help               print this help
   -V, --version            print the name, version and git commit
 
@@ -132,7 +132,7 @@ pub struct Retry {
     /// The wait doubles with each retry, up to this.
     pub max_backoff: Duration,
     /// Releases of a batch (the first one included) before its undelivered ids fail for good.
-    pub max_attempts: u32,
+    pub max_attempts: u8,
 }
 
 impl Retry {
@@ -223,7 +223,7 @@ struct UpstreamFlags {
     ca_file: Option<PathBuf>,
     min_backoff: Option<Duration>,
     max_backoff: Option<Duration>,
-    max_attempts: Option<u32>,
+    max_attempts: Option<u8>,
 }
 
 /// Parses the arguments (without the program name) with the environment's variables.
@@ -337,8 +337,9 @@ pub fn parse_with(args: impl IntoIterator<Item = OsString>, env: Env) -> Result<
             }
             Long("max-attempts") => {
                 let attempts = count(parser.value()?, "--max-attempts")?;
-                let attempts = u32::try_from(attempts)
-                    .map_err(|_| UsageError(format!("--max-attempts takes at most {}", u32::MAX)))?;
+                // A batch counts its releases in a byte (memory: see model.rs).
+                let attempts = u8::try_from(attempts)
+                    .map_err(|_| UsageError(format!("--max-attempts takes at most {}", u8::MAX)))?;
                 up.max_attempts = Some(attempts);
             }
             Short('h') | Long("help") => return Ok(Command::Help),
@@ -885,5 +886,6 @@ mod tests {
             "--retry-min-backoff (120s) must not be longer than --retry-max-backoff (60s)"
         );
         assert_eq!(message(&["--max-attempts", "0"]), "--max-attempts takes a whole number of at least 1, not '0'");
+        assert_eq!(message(&["--max-attempts", "256"]), "--max-attempts takes at most 255");
     }
 }

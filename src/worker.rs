@@ -296,10 +296,9 @@ fn note_failure(batch: &Batch, id: Id, reason: &str, then: &str) {
 fn ending(batch: &Batch, policy: RetryPolicy, stats: &FetchStats) -> Ended {
     let pending: Vec<usize> =
         batch.deliveries().enumerate().filter(|(_, (_, d))| *d == Progress::Pending).map(|(at, _)| at).collect();
-    let attempts = u32::from(batch.view().attempts);
-    // Attempts are counted in a byte: past 255, the 255th release is the last.
-    if !pending.is_empty() && attempts < policy.max_attempts.min(u32::from(u8::MAX)) {
-        return Ended::Retry { backoff: policy.backoff(attempts) };
+    let attempts = batch.view().attempts;
+    if !pending.is_empty() && attempts < policy.max_attempts {
+        return Ended::Retry { backoff: policy.backoff(attempts.into()) };
     }
     for &at in &pending {
         batch.set_delivery(at, Progress::Failed);
