@@ -62,7 +62,8 @@ Options:
   --shutdown-timeout DURATION
                            how long a stop waits for the batch in flight [default: 30s]
   --max-ids N              most ids in one request, at most --max-queued-ids [default: 100000]
-  --max-queued-ids N       most ids waiting in the queue; more get 503 [default: 10000000]
+  --max-queued-ids N       most ids accepted but not yet delivered or failed; more get 503
+                           [default: 10000000]
   --max-url BYTES          longest request URL [default: 8192]
   --max-headers BYTES      most request header bytes [default: 16384]
   --idle-timeout DURATION  longest silence between requests, and the time a client has to send

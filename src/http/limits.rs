@@ -28,7 +28,8 @@ pub struct Limits {
     pub max_body: usize,
     /// The most ids in one `POST /ingest` (413).
     pub max_ids: usize,
-    /// The most ids waiting in the queue, over all requests (503 with Retry-After).
+    /// The most ids accepted but not yet delivered or failed, over all requests (503 with
+    /// Retry-After).
     pub max_queued_ids: u64,
     /// The longest request target, in bytes (414).
     pub max_url: usize,
