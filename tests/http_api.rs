@@ -583,3 +583,22 @@ fn the_dashboard_data_stays_small_whatever_the_ingestions_hold() {
     let one = ingestions[0]["ingestion_id"].as_str().unwrap();
     assert_eq!(server.status(one)["batches"].as_array().unwrap().len(), 10_000, "/status has them all");
 }
+
+/// A web page of another site cannot queue ids through a browser (cross-site request forgery:
+/// a form or a `fetch` with a text body needs no permission); the service's own pages, and
+/// programs that are not browsers, can.
+#[test]
+fn a_browser_cannot_post_ids_from_a_page_of_another_site() {
+    let server = Server::start(&["--interval", "1h", "--fetch-delay", "1ms"]);
+    let body = r#"{"ids": [1], "priority": "LOW"}"#;
+    for site in ["cross-site", "same-site"] {
+        let answer = server.post_with("/ingest", body, &[("Sec-Fetch-Site", site)]);
+        assert_eq!((answer.status, answer.json["error"].as_str()), (403, Some("cross_site")), "{site}: {answer:?}");
+    }
+    assert_eq!(server.get("/dashboard.json").json["totals"]["ingestions"], 0);
+    for site in ["same-origin", "none"] {
+        assert_eq!(server.post_with("/ingest", body, &[("Sec-Fetch-Site", site)]).status, 200, "{site}");
+    }
+    let read = ureq::get(&format!("{}/queue", server.base)).set("Sec-Fetch-Site", "cross-site").call();
+    assert_eq!(read.map(|r| r.status()).ok(), Some(200), "reads change nothing");
+}

@@ -53,6 +53,9 @@ pub enum ApiError {
     RequestTimeout,
     /// A token is required (`--token`) and the request has none or another one.
     Unauthorized,
+    /// A browser sent a request that changes something from a page of another site
+    /// (`Sec-Fetch-Site`), as cross-site request forgery does.
+    CrossSite,
     /// A bug on our side; the request may be retried.
     Internal,
     /// The request line names an HTTP version other than 1.0 and 1.1 (HTTP/2 prior knowledge,
@@ -79,6 +82,7 @@ impl ApiError {
             | ApiError::ConnectionRejected
             | ApiError::MalformedRequest { .. } => 400,
             ApiError::Unauthorized => 401,
+            ApiError::CrossSite => 403,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::RequestTimeout => 408,
@@ -118,6 +122,7 @@ impl ApiError {
             ApiError::HeadersTooLarge { .. } => "headers_too_large",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::CrossSite => "cross_site",
             ApiError::Internal => "internal_error",
             ApiError::VersionNotSupported => "http_version_not_supported",
             ApiError::MalformedRequest { .. } => "malformed_request",
@@ -178,6 +183,10 @@ impl fmt::Display for ApiError {
             ApiError::Unauthorized => {
                 f.write_str("this server requires a token: send the header 'Authorization: Bearer <token>'")
             }
+            ApiError::CrossSite => f.write_str(
+                "a browser sent this request from a page of another site (Sec-Fetch-Site); changes are taken only \
+                 from this service's own pages and from programs that are not browsers",
+            ),
             ApiError::Internal => f.write_str("the server hit an internal error; the request may be retried"),
             ApiError::VersionNotSupported => f.write_str(
                 "this server speaks HTTP/1.0 and HTTP/1.1 only; send the request as HTTP/1.1 on a new connection",

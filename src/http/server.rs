@@ -35,7 +35,7 @@ use super::pool::Pool;
 use super::serial::{Done, Work};
 use super::supervise::{Dispatch, Supervisor};
 use super::telemetry;
-use super::{auth, framing};
+use super::{auth, cross_site, framing};
 use crate::app::App;
 use crate::log;
 
@@ -337,6 +337,7 @@ fn frame_check(conn: Option<&Conn>, request: &Request) -> Result<(), ApiError> {
 /// The checks made after [`frame_check`], before anything acts on a request, in this order.
 fn admit(shared: &Shared, request: &Request) -> Result<(), ApiError> {
     shared.limits.check_head(request.url(), client_headers(request))?;
+    cross_site::check(request.method().as_str(), request.headers())?;
     match &shared.token {
         Some(token) if !auth::is_open(request.url()) => auth::check(token, request.headers()),
         _ => Ok(()),
