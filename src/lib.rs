@@ -36,6 +36,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod allocator;
 pub mod app;
 pub mod clock;
 pub mod config;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use ingestd::config::{self, Command, Config, Probe};
 use ingestd::http::{HttpOptions, HttpServer, Limits};
 use ingestd::upstream::HttpUpstream;
-use ingestd::{log, realtime, App, SimulatedApi, Storage, SystemClock};
+use ingestd::{allocator, log, realtime, App, SimulatedApi, Storage, SystemClock};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook::iterator::Signals;
 
@@ -41,6 +41,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: &Config) -> Result<(), String> {
+    allocator::return_large_blocks();
     log::set_format(config.log_format);
     raise_open_files_limit();
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;

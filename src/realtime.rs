@@ -9,7 +9,7 @@
 //! say so once. Lowering a thread's own priority needs no privilege, so the HTTP threads start
 //! `HTTP_NICENESS` lower (a higher nice value): then the pacer and the worker win a busy CPU
 //! even where they cannot be real-time. The compaction thread goes lower still (`SCHED_IDLE`).
-//! The libc calls below are `unsafe` (the crate's only others are in `journal/disk.rs` and `http/compat/relay.rs`).
+//! The libc calls below are `unsafe` (the crate's only others are in `allocator.rs`, `journal/disk.rs` and `http/compat/relay.rs`).
 #![allow(unsafe_code)]
 
 use std::io;

@@ -17,7 +17,7 @@ use super::pages;
 use crate::app::{App, IngestError};
 use crate::journal::Outage;
 use crate::model::{BatchStatus, Id, Ingestion};
-use crate::pacer::{Queue, QueueReport};
+use crate::pacer::{BatchTimeline, Queue, QueueReport};
 use crate::rfc3339;
 
 /// What to answer: a status code and a body (JSON unless a page says otherwise).
@@ -85,9 +85,37 @@ pub(super) struct StatusBody<'a> {
     ingestion_id: Uuid,
     #[serde(serialize_with = "status_name")]
     status: BatchStatus,
-    batches: Vec<BatchBody<'a>>,
+    batches: Batches<'a>,
     /// The expected release of the last batch, while the ingestion is not completed.
     eta_completed: Option<String>,
+}
+
+/// An ingestion's batches, each put in its JSON shape only as it is written: an answer of
+/// 100,000 ids holds its bytes and the timeline, not a third copy between them.
+pub(super) struct Batches<'a> {
+    queue: &'a Queue,
+    ingestion: &'a Ingestion,
+    timeline: Vec<BatchTimeline<'a>>,
+}
+
+impl Serialize for Batches<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let time = |t: Option<Instant>| t.map(|t| rfc3339::format(self.queue.wall_time(t)));
+        let wall = |t: Option<SystemTime>| t.map(rfc3339::format);
+        serializer.collect_seq(self.timeline.iter().zip(0..).map(|(b, index)| BatchBody {
+            batch_id: b.view.batch_id,
+            ids: b.view.ids,
+            status: b.view.status,
+            attempts: b.view.attempts,
+            position: b.position,
+            eta: time(b.eta),
+            triggered_at: wall(b.view.triggered_at),
+            completed_at: wall(b.view.completed_at),
+            retry_at: wall(b.view.retry_at),
+            last_error: self.ingestion.last_error(index),
+            failed_ids: self.ingestion.failed_ids(index),
+        }))
+    }
 }
 
 #[derive(Serialize)]
@@ -377,35 +405,15 @@ fn check_idempotency_key(key: &str) -> Result<&str, ApiError> {
 }
 
 /// The status of `ingestion`, with its first `most` batches.
-pub(super) fn status_body<'a>(queue: &Queue, ingestion: &'a Ingestion, most: usize) -> StatusBody<'a> {
+pub(super) fn status_body<'a>(queue: &'a Queue, ingestion: &'a Ingestion, most: usize) -> StatusBody<'a> {
     // One snapshot of the batches; the ingestion's status is derived from it, so they agree.
-    let timeline = queue.timeline(ingestion);
-    let time = |t: Option<Instant>| t.map(|t| rfc3339::format(queue.wall_time(t)));
-    let wall = |t: Option<SystemTime>| t.map(rfc3339::format);
-    let batches = timeline
-        .batches
-        .into_iter()
-        .take(most)
-        .zip(0..)
-        .map(|(b, index)| BatchBody {
-            batch_id: b.view.batch_id,
-            ids: b.view.ids,
-            status: b.view.status,
-            attempts: b.view.attempts,
-            position: b.position,
-            eta: time(b.eta),
-            triggered_at: wall(b.view.triggered_at),
-            completed_at: wall(b.view.completed_at),
-            retry_at: wall(b.view.retry_at),
-            last_error: ingestion.last_error(index),
-            failed_ids: ingestion.failed_ids(index),
-        })
-        .collect();
+    let mut timeline = queue.timeline(ingestion);
+    timeline.batches.truncate(most);
     StatusBody {
         ingestion_id: ingestion.id,
         status: timeline.status,
-        batches,
-        eta_completed: wall(timeline.eta_completed),
+        batches: Batches { queue, ingestion, timeline: timeline.batches },
+        eta_completed: timeline.eta_completed.map(rfc3339::format),
     }
 }
 

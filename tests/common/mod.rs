@@ -165,6 +165,13 @@ fn answer(result: Result<ureq::Response, ureq::Error>) -> Answer {
 }
 
 /// How many file descriptors process `pid` has open.
+/// The resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS").to_owned();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 pub fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
