@@ -237,6 +237,10 @@ impl DiskFile for RecordedFile {
         Ok(self.files.enter().contents[&self.inode].len() as u64)
     }
 
+    fn is_linked(&self) -> io::Result<bool> {
+        Ok(self.files.enter().names.values().any(|&inode| inode == self.inode))
+    }
+
     // An ample disk until it is made full: reservations ahead happen as in production.
     fn spare_bytes(&self) -> u64 {
         if self.files.files.lock().full {
@@ -775,4 +779,45 @@ fn a_stop_whose_seal_cannot_be_written_still_ends_and_the_next_start_keeps_every
     }
     assert!(!disk.names().contains(&seal), "the start removes the empty seal");
     assert!(app.shutdown(PATIENCE));
+}
+
+/// The journal's file removed while the service runs, alone or with its directory, and during a
+/// compaction `journal.v2` or the segment: what memory holds is written again as a new journal,
+/// so every acknowledged ingestion outlives it (before, the service went on appending to the
+/// removed file, and a restart found nothing).
+#[test]
+fn a_removed_journal_is_written_again_from_memory() {
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for removed in [journal::FILE_NAME, journal::SEGMENT_NAME] {
+        let disk = Recording::default();
+        disk.hold(true);
+        let (app, clock) = start(&disk, wall);
+        let mut acked = Vec::new();
+        for id in 1..=8 {
+            acked.push(app.ingest(Priority::Low, vec![id], None).expect("accepted"));
+            app.queue().advance(&clock, Duration::from_secs(5));
+            settle(&app);
+        }
+        assert!(disk.names().contains(&journal_file(journal::SEGMENT_NAME)), "a compaction is under way");
+        disk.remove(&journal_file(removed)).unwrap();
+        acked.push(app.ingest(Priority::High, vec![100], None).expect("accepted after the removal"));
+        assert_eq!(disk.names(), [journal_file(journal::FILE_NAME)], "{removed}: written again, the segment gone");
+        disk.remove(&journal_file(journal::FILE_NAME)).unwrap();
+        app.queue().advance(&clock, Duration::from_secs(5));
+        settle(&app);
+        acked.push(app.ingest(Priority::High, vec![101], None).expect("accepted after the second removal"));
+        settle(&app);
+
+        let recovered = journal::open(Arc::new(disk.clone()), Path::new(DIR)).expect("opens").recovered;
+        let held: HashSet<Uuid> = recovered.ingestions.iter().map(|i| i.id).collect();
+        assert!(acked.iter().all(|id| held.contains(id)), "{removed}: an acknowledged ingestion is missing");
+        let statuses =
+            |id: &Uuid| -> Vec<BatchStatus> { app.ingestion(id).unwrap().batches().map(|b| b.status).collect() };
+        for ingestion in &recovered.ingestions {
+            let kept: Vec<BatchStatus> = ingestion.batches.iter().map(|b| b.status).collect();
+            assert_eq!(kept, statuses(&ingestion.id), "{removed}: the batches' states are kept");
+        }
+        disk.hold(false);
+        assert!(app.shutdown(PATIENCE));
+    }
 }

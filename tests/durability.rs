@@ -698,3 +698,24 @@ fn posts_are_acknowledged_while_a_compaction_is_under_way() {
     }
     assert!(!segment.exists() && !temp.exists(), "one journal file after a clean stop and start");
 }
+
+/// The data directory removed while the service runs (`rm -rf`): the journal is written again
+/// from memory within a second, and what was acknowledged, before and after, outlives a crash
+/// (before, the service appended to the removed file and a restart found nothing).
+#[test]
+fn a_data_directory_removed_while_running_is_written_again() {
+    let dir = TempDir::new("removed");
+    let args = ["--interval", "1h", "--fetch-delay", "1ms"];
+    let server = durable(&dir, &args);
+    let before = server.ingest(&[1, 2, 3, 4], "LOW");
+    std::fs::remove_dir_all(&dir.0).unwrap();
+    wait_for("the journal to be written again", Duration::from_secs(5), || journal(&dir).exists().then_some(()));
+    std::fs::remove_dir_all(&dir.0).unwrap();
+    let after = server.ingest(&[5], "HIGH");
+    assert!(journal(&dir).exists(), "written again before the ingestion was acknowledged");
+    server.crash();
+    let server = durable(&dir, &args);
+    assert_eq!(ids_of(&server.status(&before)), [1, 2, 3, 4]);
+    assert_eq!(batch_statuses(&server.status(&before)), ["completed", "yet_to_start"]);
+    assert_eq!(ids_of(&server.status(&after)), [5]);
+}

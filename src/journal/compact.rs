@@ -108,6 +108,11 @@ impl Compactor {
         self.thread.join()
     }
 
+    /// Tells the thread to give up, and lets it end alone: it touches no file by name.
+    pub(super) fn abandon(self) {
+        self.abandoned.store(true, Ordering::Release);
+    }
+
     /// Waits at most `wait` for the thread to end, then tells it to give up and waits as long
     /// again: at `SCHED_IDLE` it may get no CPU while anything else runs. Its outcome, if it
     /// ended; `None` if it is left to end on its own, touching no file.

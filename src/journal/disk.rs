@@ -32,6 +32,8 @@ pub trait DiskFile: Send + Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The file's size now.
     fn size(&self) -> io::Result<u64>;
+    /// Whether the file still has a name: someone may have removed it, or its directory.
+    fn is_linked(&self) -> io::Result<bool>;
     /// Bytes its file system can spare for zeros reserved ahead of the records, keeping a margin
     /// free for everyone else.
     fn spare_bytes(&self) -> u64;
@@ -101,6 +103,11 @@ impl DiskFile for File {
 
     fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
+    }
+
+    fn is_linked(&self) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(self.metadata()?.nlink() > 0)
     }
 
     fn spare_bytes(&self) -> u64 {

@@ -7,7 +7,8 @@
 //! into the store and submits them to the queue, in journal order: nothing is queued or
 //! answered before it is on disk. It also sweeps expired ingestions and compacts the file. It
 //! takes the queue lock only inside `Queue::submit_all`, and for the upstream's pause as a
-//! compaction starts. At a stop it writes a clean-stop group, then the seal (`seal.rs`), so that
+//! compaction starts or the journal is written again (its file removed: `Writer::write_again`).
+//! At a stop it writes a clean-stop group, then the seal (`seal.rs`), so that
 //! damage found later at the end of the file is known to be corruption, not a torn write, even
 //! where it took the clean stop with it. Every file operation goes through [`Disk`].
 //!
@@ -495,6 +496,8 @@ struct Segment {
     /// The compaction thread, while it runs. `None` after a failure, until the next try.
     compactor: Option<compact::Compactor>,
     started: Instant,
+    /// `journal.v2`, which the segment continues: its name must stay too.
+    base: Option<Box<dyn DiskFile>>,
 }
 
 impl Journal {
@@ -507,6 +510,7 @@ impl Journal {
         let (tx, rx) = crossbeam_channel::unbounded();
         let allocated = opened.file.size()?;
         let health = Arc::new(StorageHealth::default());
+        let base = opened.segment.and_then(|_| opened.disk.open(&opened.dir.join(FILE_NAME)).ok());
         let mut writer = Writer {
             disk: opened.disk,
             _lock: opened.lock,
@@ -530,6 +534,7 @@ impl Journal {
                 ingest_bytes: 0,
                 compactor: None,
                 started: Instant::now(),
+                base,
             }),
         };
         let thread = thread::Builder::new().name("journal".into()).spawn(move || writer.run(&rx))?;
@@ -639,7 +644,11 @@ impl Writer {
             }
         }
         let bytes = framed.finish(self.seq + 1);
-        let written = self.append(&bytes);
+        let mut written = self.append(&bytes);
+        if written.is_ok() && self.lost() {
+            // On disk, but under no name a start would find: not saved until written again.
+            written = self.write_again().and_then(|()| self.append(&bytes));
+        }
         if written.is_ok() {
             self.seq += 1;
             self.live_bytes += ingest_bytes;
@@ -728,6 +737,10 @@ impl Writer {
     /// [`PROBE_MOST`]), by writing zeros where it would go, as `reserve` does: so health
     /// recovers even when nobody writes.
     fn probe(&mut self) {
+        if self.lost() {
+            let _ = self.write_again();
+            return;
+        }
         let Some(needed) = self.health.probe_size() else { return };
         let needed = needed.min(PROBE_MOST);
         let zeros = vec![0u8; usize::try_from(needed).unwrap_or(0)];
@@ -766,6 +779,82 @@ impl Writer {
                 let _ = self.file.set_len(self.allocated);
             }
         }
+    }
+
+    /// Whether the journal's file, or during a compaction `journal.v2` or the segment, lost its
+    /// name: someone removed it, or the whole directory.
+    fn lost(&self) -> bool {
+        let base = self.segment.as_ref().and_then(|segment| segment.base.as_deref());
+        [Some(&*self.file), base].into_iter().flatten().any(|file| !file.is_linked().unwrap_or(true))
+    }
+
+    /// Writes what memory holds (every ingestion the store keeps, with its batches' states, the
+    /// last release and the upstream's pause) as a new `journal.v2`, in a new directory if it
+    /// is gone, and appends there from now on; a compaction under way is given up. So an
+    /// acknowledged ingestion outlives the removal of its file. On failure, nothing is
+    /// acknowledged or released until a try succeeds ([`Writer::probe`], every second).
+    fn write_again(&mut self) -> Result<(), WriteError> {
+        let written = self.disk.create_dir_all(&self.dir).and_then(|()| self.relock()).and_then(|()| {
+            let temp = self.dir.join(TEMP_NAME);
+            // A new file: a compaction given up may still write to the one it was given.
+            let _ = self.disk.remove(&temp);
+            let file = self.disk.create(&temp)?;
+            let live = self.store.in_order(self.queue.wall_ms());
+            let records = live.iter().map(|ingestion| ingestion.record());
+            let paused_until_ms = self.queue.paused_until_ms();
+            let (len, count) =
+                compact::write_snapshot(&*file, self.seq, self.last_release_ms, paused_until_ms, records)?;
+            file.sync_all()?;
+            self.disk.rename(&temp, &self.dir.join(FILE_NAME))?;
+            self.disk.sync_dir(&self.dir)?;
+            Ok((file, len, count))
+        });
+        let (file, len, count) = match written {
+            Ok(written) => written,
+            Err(error) => {
+                let error =
+                    io::Error::new(error.kind(), format!("its file was removed, and writing it again failed: {error}"));
+                self.could_not_write(&error, 0);
+                return Err(WriteError::Refused(format!(
+                    "the service cannot save new work to disk right now ({error})"
+                )));
+            }
+        };
+        let segment = self.segment.take();
+        if segment.is_some() {
+            // Its groups are all in the snapshot.
+            let _ = self.disk.remove(&self.dir.join(SEGMENT_NAME));
+        }
+        let base = segment.and_then(|mut segment| {
+            if let Some(compactor) = segment.compactor.take() {
+                compactor.abandon();
+            }
+            segment.base.take()
+        });
+        let old = std::mem::replace(&mut self.file, file);
+        reap([Some(old), base]);
+        (self.len, self.allocated, self.live_bytes, self.records, self.retry) = (len, len, len, count, None);
+        log::info(format_args!(
+            "warning: the journal's file in {} was removed; wrote it again from memory ({count} records), \
+             so nothing acknowledged is lost",
+            self.dir.display()
+        ));
+        self.wrote();
+        Ok(())
+    }
+
+    /// Locks the directory again if it is a new one (ours was removed), so that no second
+    /// instance takes it; the lock on the directory we hold fails as held, by us.
+    fn relock(&mut self) -> io::Result<()> {
+        match self.disk.lock(&self.dir) {
+            Ok(lock) => self._lock = lock,
+            Err(LockError::Held { pid: Some(pid) }) if pid != std::process::id() => {
+                return Err(io::Error::other(format!("another process (PID {pid}) now holds {}", self.dir.display())))
+            }
+            Err(LockError::Held { .. }) => {}
+            Err(LockError::Io(error)) => return Err(error),
+        }
+        Ok(())
     }
 
     fn housekeeping(&mut self) {
@@ -822,7 +911,7 @@ impl Writer {
         });
         match made {
             Ok(file) => {
-                self.file = file;
+                let base = std::mem::replace(&mut self.file, file);
                 self.len = HEADER.len() as u64;
                 self.allocated = self.len;
                 self.segment = Some(Segment {
@@ -832,6 +921,7 @@ impl Writer {
                     ingest_bytes: 0,
                     compactor: None,
                     started: Instant::now(),
+                    base: Some(base),
                 });
                 self.spawn_compactor();
             }
@@ -916,8 +1006,10 @@ impl Writer {
             ready.file.sync_all()?;
         }
         // Held open across the rename, which then only drops a name: see `reap`.
-        let old_journal = self.disk.open(&self.dir.join(FILE_NAME)).ok();
+        let held = self.segment.as_ref().is_some_and(|segment| segment.base.is_some());
+        let opened = if held { None } else { self.disk.open(&self.dir.join(FILE_NAME)).ok() };
         self.disk.rename(&self.dir.join(TEMP_NAME), &self.dir.join(FILE_NAME))?;
+        let old_journal = self.segment.as_mut().and_then(|segment| segment.base.take()).or(opened);
         // Should this fail, either journal is whole with the segment after it: keep appending
         // to the segment.
         self.disk.sync_dir(&self.dir)?;
@@ -958,6 +1050,9 @@ impl Writer {
     /// where it begins.
     fn stop_cleanly(&mut self) {
         self.end_running_compaction();
+        if self.lost() && self.write_again().is_err() {
+            return;
+        }
         let mut group = Group::default();
         group.push(&Record::CleanStop { at_ms: self.queue.wall_ms() });
         let (valid_len, seq) = (self.len, self.seq);
