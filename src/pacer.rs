@@ -404,11 +404,15 @@ impl Queue {
             self.shared.metrics.submitted(ingestion);
         }
         let mut state = self.lock();
-        let now = self.shared.clock.now();
+        let (now, now_ms) = (self.shared.clock.now(), self.shared.clock.wall_ms());
         let was_empty = state.scheduler.queued() == 0;
         for ingestion in ingestions {
             let (priority, len, ids) = (ingestion.priority, batch_count(&ingestion), ingestion.id_count() as u64);
-            let first = state.scheduler.submit(priority, Arc::clone(&ingestion), len, now);
+            // It has waited since it was accepted (a restart says the same): in durable mode,
+            // that was before its group went to disk.
+            let waited = Duration::from_millis(now_ms.saturating_sub(ingestion.accepted_at_ms));
+            let arrived = now.checked_sub(waited).unwrap_or(now);
+            let first = state.scheduler.submit_from(priority, Arc::clone(&ingestion), 0, len, arrived, now);
             ingestion.set_enqueued(Enqueued { first, at: now });
             state.queued_ids[priority.index()] += ids;
         }

@@ -307,14 +307,16 @@ impl<B: Clone> Scheduler<B> {
     }
 
     /// Queues a run of `len` batches behind every batch of its priority submitted before it, and
-    /// returns the level index of its first batch (see [`Outlook::position`]).
+    /// returns the level index of its first batch (see [`Outlook::position`]). The queue submits
+    /// with [`Scheduler::submit_from`], giving the acceptance time.
+    #[cfg(test)]
     pub(crate) fn submit(&mut self, priority: Priority, run: B, len: u32, now: Instant) -> u64 {
         self.submit_from(priority, run, 0, len, now, now)
     }
 
-    /// Like [`Scheduler::submit`] for a run whose batches before `first` already went (a run
-    /// restored after a restart), which `arrived` earlier: how long it has waited counts from
-    /// then (never before a run restored ahead of it). The level index returned is the one
+    /// Queues a run of `len` batches whose batches before `first` already went (a run restored
+    /// after a restart), which `arrived` earlier (when it was accepted): how long it has waited
+    /// counts from then (never before a run submitted ahead of it). The level index returned is the one
     /// batch 0 would have had (it may wrap below zero), so that `first + index` stays right for
     /// the batches queued.
     pub(crate) fn submit_from(

@@ -9,7 +9,8 @@ use ingestd::clock::unix_ms;
 use ingestd::config::Retry as RetryPolicy;
 use ingestd::upstream::{Call, Delivery, Outcome, RetryAfter};
 use ingestd::{
-    ApiError, ApiResponse, App, BatchStatus, Clock, ExternalApi, Id, ManualClock, Pacing, Parked, Priority, Storage,
+    ApiError, ApiResponse, App, BatchStatus, Clock, ExternalApi, Id, Ingestion, ManualClock, Pacing, Parked, Priority,
+    Storage,
 };
 
 /// An external API that reports each call, with the manual clock's time, and optionally
@@ -263,6 +264,22 @@ fn each_high_batch_pushes_every_lower_eta_back_one_interval() {
         (etas, done.map(|t| t + 15_000))
     };
     assert_eq!([rig.etas(low), rig.etas(medium)], before.map(pushed));
+    rig.app.shutdown(PATIENCE);
+}
+
+/// Work has waited since it was accepted, not since it was queued: in durable mode it is
+/// queued once its group is on disk, and after a restart its acceptance time is all there is,
+/// so `oldest_waiting_since` would jump back by the commit's time.
+#[test]
+fn what_waits_has_waited_since_it_was_accepted() {
+    let rig = Rig::new(true);
+    rig.ingest(Priority::Low, vec![1]);
+    rig.advance_to(10.0);
+    let accepted_ms = rig.clock.wall_ms() - 300;
+    rig.app.queue().submit(Arc::new(Ingestion::new(Priority::Low, vec![2], 3, accepted_ms, None)));
+    let low = &rig.app.queue().report().levels[2];
+    assert_eq!((low.priority, low.oldest_since), (Priority::Low, Some(rig.at(9.7))));
+    rig.gate.as_ref().unwrap().send(()).unwrap();
     rig.app.shutdown(PATIENCE);
 }
 
