@@ -1041,7 +1041,7 @@ impl Writer {
             }
             Some(Some(outcome)) => self.finish_compaction(outcome),
             Some(None) => log::info(format_args!(
-                "journal compaction given up for the stop (its thread had no CPU); the next start resumes it"
+                "journal compaction given up for the stop (its thread did not end in time: at SCHED_IDLE it may get no CPU); the next start resumes it"
             )),
         }
     }
