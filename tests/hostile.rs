@@ -163,17 +163,22 @@ fn the_open_files_limit_is_raised_to_the_hard_limit_at_start() {
     assert!(log.contains(&format!("open files: soft limit {soft} (was 256), hard limit {hard}")), "{log}");
 }
 
-/// With few file descriptors, connections beyond what they allow get `503 overloaded` and are
-/// closed: before, tiny_http's accept loop ran out of them and panicked, and requests were
-/// closed unanswered, or hung, until it was restarted.
-#[test]
-fn connections_beyond_the_open_files_limit_get_503_and_nothing_breaks() {
+/// The server with 400 file descriptors: room for 84 connections.
+fn with_400_files() -> Server {
     let mut command = Command::new("sh");
     // Each connection takes four file descriptors: at 400, counting three let 112 in, which
     // ran out, and the accept loop's restarts piled up threads until the process aborted.
     let script = "ulimit -n 400 && exec \"$0\" \"$@\"";
     command.args(["-c", script, env!("CARGO_BIN_EXE_ingestd"), "--addr", "127.0.0.1:0", "--interval", "1h"]);
-    let server = Server::start_with(&mut command);
+    Server::start_with(&mut command)
+}
+
+/// With few file descriptors, connections beyond what they allow get `503 overloaded` and are
+/// closed when none is idle: before, tiny_http's accept loop ran out of them and panicked, and
+/// requests were closed unanswered, or hung, until it was restarted.
+#[test]
+fn connections_beyond_the_open_files_limit_get_503_and_nothing_breaks() {
+    let server = with_400_files();
     let mut held = Vec::new();
     let mut refused = 0;
     for _ in 0..130 {
@@ -182,7 +187,11 @@ fn connections_beyond_the_open_files_limit_get_503_and_nothing_breaks() {
         let mut answer = [0; 12];
         conn.read_exact(&mut answer).expect("every connection gets an answer");
         match &answer {
-            b"HTTP/1.1 200" => held.push(conn),
+            b"HTTP/1.1 200" => {
+                // Busy (a head begun), so not closed to make room.
+                conn.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+                held.push(conn);
+            }
             b"HTTP/1.1 503" => {
                 let text = read_to_close(&mut conn, Duration::from_secs(5)).expect("closed after the 503");
                 assert!(text.contains("overloaded") && text.contains("Retry-After: 1"), "{text:?}");
@@ -197,6 +206,59 @@ fn connections_beyond_the_open_files_limit_get_503_and_nothing_breaks() {
     let (_, log) = server.terminate();
     assert!(!log.contains("panicked") && !log.contains("Too many open files"), "{log}");
     assert!(log.contains("new ones get 503 until some close"), "{log}");
+}
+
+/// At the most connections, a new client is served once connections idle for a second (between
+/// requests, or silent since they opened) are closed, as their idle timeout would close them:
+/// idle connections alone cannot lock new clients out, health checks among them (before, 5,000
+/// silent connections got every new client a 503 until the idle timeout).
+#[test]
+fn at_the_most_connections_idle_ones_make_room() {
+    let server = with_400_files();
+    let silent: Vec<TcpStream> = (0..100).map(|_| connect(&server)).collect();
+    let health = b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let served = || {
+        let mut conn = connect(&server);
+        conn.write_all(health).unwrap();
+        read_to_close(&mut conn, Duration::from_secs(5)).is_some_and(|text| statuses(&text) == [200])
+    };
+    wait_for("a new client to be served", Duration::from_secs(10), || served().then_some(()));
+    for _ in 0..20 {
+        assert!(served(), "a new client was refused while idle connections were open");
+    }
+    let closed = |mut conn: &TcpStream| {
+        conn.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        match conn.read(&mut [0; 1024]) {
+            Ok(read) => read == 0,
+            Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        }
+    };
+    // Closed without a word, as an idle timeout does (those beyond the most, before any was idle
+    // long enough, got a 503).
+    assert!(silent.iter().any(closed), "no idle connection was closed");
+    let (_, log) = server.terminate();
+    assert!(log.contains("closing the longest idle to make room"), "{log}");
+}
+
+/// A burst of new clients may find tiny_http's socket with a full backlog (it accepts one
+/// connection at a time): the relay tries again for a moment instead of answering 503 at once
+/// (a burst of 3,000 got 413 of them). Here that backlog holds one connection.
+#[test]
+fn a_burst_that_fills_tiny_http_s_backlog_is_served() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ingestd"));
+    command.args(["--addr", "127.0.0.1:0", "--interval", "1h"]).env("INGESTD_WORKER_BACKLOG", "1");
+    let server = Server::start_with(&mut command);
+    let request = b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let mut conns: Vec<TcpStream> = (0..64).map(|_| connect(&server)).collect();
+    for conn in &mut conns {
+        conn.write_all(request).unwrap();
+    }
+    for conn in &mut conns {
+        let text = read_to_close(conn, Duration::from_secs(5)).expect("an answer and a close");
+        assert_eq!(statuses(&text), [200], "{text:?}");
+    }
+    let (_, log) = server.terminate();
+    assert!(!log.contains("cannot reach the HTTP workers"), "{log}");
 }
 
 #[test]

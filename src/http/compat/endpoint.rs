@@ -91,7 +91,9 @@ impl Endpoint {
         // listener they shared lives on.
         let bound = self.dir.join("bound");
         net::bind(&socket, &SocketAddrUnix::new(&bound)?)?;
-        net::listen(&socket, BACKLOG)?;
+        // Test seam: a small backlog, so that a small burst fills it.
+        let backlog = std::env::var("INGESTD_WORKER_BACKLOG").ok().and_then(|v| v.parse().ok()).unwrap_or(BACKLOG);
+        net::listen(&socket, backlog)?;
         fs::rename(&bound, &self.path)?;
         Ok(UnixListener::from(socket))
     }

@@ -385,6 +385,18 @@ impl Link {
         self.cut
     }
 
+    /// Since when the link has been idle between requests, with nothing of a request held and
+    /// nothing owed to the client (a keep-alive connection, or one that never sent a byte); `None`
+    /// if it is not.
+    pub(crate) fn idle_since(&self) -> Option<Instant> {
+        let idle = self.end.is_none()
+            && !self.aborted
+            && self.tracker.position() == Position::Between
+            && self.up.is_empty()
+            && self.down.is_empty();
+        idle.then_some(self.client_seen)
+    }
+
     /// Whether the link has nothing more to do but, perhaps, linger.
     pub(crate) fn is_done(&self) -> bool {
         self.aborted || (self.closing && self.down.is_empty())

@@ -58,6 +58,18 @@ const FDS_KEPT: u64 = 64;
 
 /// After a failed `accept` (out of file descriptors, most likely), stop accepting this long.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// While tiny_http's socket has a full backlog (a burst of new connections), a connection to
+/// it is tried again this often, for [`CONNECT_PATIENCE`] at most; then the client gets a 503.
+const CONNECT_RETRY: Duration = Duration::from_millis(5);
+const CONNECT_PATIENCE: Duration = Duration::from_secs(1);
+/// A message repeated for many connections is logged at most this often, with a count.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+/// Connections kept free for new clients, near the most the open-files limit allows, by closing
+/// idle ones (see [`Relay::trim_idle`]).
+const HEADROOM: usize = 8;
+/// Only a connection idle at least this long is closed to make room: one just opened may be
+/// about to send its request.
+const IDLE_ENOUGH: Duration = Duration::from_secs(1);
 /// Connections accepted per wake-up, so that a flood of them does not starve the others.
 const ACCEPTS_PER_WAKE: usize = 64;
 /// Readiness events taken per wake-up.
@@ -311,10 +323,13 @@ impl Front {
         let relays = relays.max(1) as u64;
         let stop_by = Arc::new(Mutex::new(None));
         let mut front = Front { wakers: Vec::new(), stop_by: Arc::clone(&stop_by), threads: Vec::new() };
-        for index in 0..relays {
+        let wakers = (0..relays)
+            .map(|_| eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (index, waker) in (0..relays).zip(&wakers) {
             let listener = public.try_clone()?;
             let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-            let waker = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+            let waker = Arc::clone(waker);
             watch_listener(&epoll, &listener)?;
             epoll::add(&epoll, &*waker, epoll::EventData::new_u64(WAKER), epoll::EventFlags::IN)?;
             let relay = Relay {
@@ -338,7 +353,10 @@ impl Front {
                 scratch: vec![0; CAP],
                 most_connections: most_connections(),
                 refusing: false,
+                evicting: false,
+                unreachable_log: (None, 0),
                 closing: Arc::default(),
+                others: wakers.iter().filter(|other| !Arc::ptr_eq(other, &waker)).cloned().collect(),
             };
             let stop_by = Arc::clone(&stop_by);
             let started = thread::Builder::new().name(format!("http-relay-{index}")).spawn(move || relay.run(&stop_by));
@@ -391,6 +409,8 @@ struct Entry {
     conn: Arc<Conn>,
     /// The earliest timer queued for this link.
     scheduled: Option<Instant>,
+    /// Since when tiny_http's socket has turned its connection away (a full backlog).
+    connecting_since: Option<Instant>,
 }
 
 const CLIENT: usize = 0;
@@ -436,8 +456,14 @@ struct Relay {
     most_connections: usize,
     /// Whether it is refusing new connections (logged once per episode).
     refusing: bool,
+    /// Whether it is closing idle connections to make room (logged once per episode).
+    evicting: bool,
+    /// When "cannot reach the HTTP workers" was last logged, and how many times since.
+    unreachable_log: (Option<Instant>, u64),
     /// Links to close once their answers are out ([`Conn::close_after_answers`]).
     closing: Arc<Mutex<Vec<u64>>>,
+    /// The other relays' wakers: woken to close their idle connections (see [`Relay::trim_idle`]).
+    others: Vec<Arc<OwnedFd>>,
 }
 
 impl Relay {
@@ -485,6 +511,7 @@ impl Relay {
                         for id in closing {
                             self.with_link(id, now, |link| link.close_after_answers(now));
                         }
+                        self.trim_idle(now, false);
                     }
                     data => self.on_ready(data >> 1, (data & 1) as usize, event.flags, now),
                 }
@@ -553,12 +580,13 @@ impl Relay {
             match net::acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC) {
                 Ok((client, from)) => {
                     self.accept_failures = 0;
-                    if !self.has_room() {
+                    if !self.has_room(now) {
                         refuse(&client, &mut self.scratch);
                         continue;
                     }
                     let peer = from.and_then(|from| SocketAddr::try_from(from).ok());
                     self.open(client, peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))), now);
+                    self.trim_idle(now, true);
                 }
                 Err(Errno::AGAIN) => return,
                 Err(Errno::INTR | Errno::CONNABORTED) => {}
@@ -575,17 +603,59 @@ impl Relay {
         }
     }
 
-    /// Whether a new connection may be relayed; says once when they start being refused.
-    fn has_room(&mut self) -> bool {
+    /// Whether a new connection may be relayed, once an idle one is closed if need be; says
+    /// once when they start being refused.
+    fn has_room(&mut self, now: Instant) -> bool {
         let open = self.connections.len();
-        let room = open < self.most_connections;
+        let room = open < self.most_connections || self.evict_idle(now);
+        if open < self.most_connections {
+            self.evicting = false;
+        }
         if !room && !self.refusing {
             log::info(format_args!(
-                "{open} connections open, the most the open-files limit allows: new ones get 503 until some close"
+                "{open} connections open, the most the open-files limit allows, none idle: new ones get 503 until \
+                 some close"
             ));
         }
         self.refusing = !room;
         room
+    }
+
+    /// Near the most connections, closes this relay's idle ones, longest idle first, until
+    /// [`HEADROOM`] are free again; with none of its own to close, wakes the other relays (when
+    /// `wake_others`: from an accept, never from a wake-up, or two relays would wake each other
+    /// for ever), which do the same with theirs. So idle connections, wherever they are, cannot
+    /// use up the room new clients need.
+    fn trim_idle(&mut self, now: Instant, wake_others: bool) {
+        while self.connections.len() > self.most_connections.saturating_sub(HEADROOM) {
+            if !self.evict_idle(now) {
+                if wake_others {
+                    for other in &self.others {
+                        let _ = rustix::io::write(&**other, &1u64.to_ne_bytes());
+                    }
+                }
+                return;
+            }
+        }
+    }
+
+    /// Closes this relay's connection that has been idle longest between requests (nothing of a
+    /// request held, nothing owed; for [`IDLE_ENOUGH`] at least), as its idle timeout would: idle
+    /// connections alone cannot lock new clients out (a health check among them). Whether one
+    /// was closed.
+    fn evict_idle(&mut self, now: Instant) -> bool {
+        let idle = self.links.iter().filter(|(_, entry)| entry.conn.in_flight.load(Ordering::SeqCst) == 0);
+        let long_enough = |since: &Instant| now.saturating_duration_since(*since) >= IDLE_ENOUGH.min(self.idle);
+        let oldest = idle.filter_map(|(&id, entry)| Some((entry.link.idle_since().filter(long_enough)?, id))).min();
+        let Some((_, id)) = oldest else { return false };
+        if !self.evicting {
+            log::info(format_args!(
+                "as many connections open as the open-files limit allows: closing the longest idle to make room"
+            ));
+        }
+        self.evicting = true;
+        self.with_link(id, now, Link::abort);
+        true
     }
 
     /// Starts relaying a new client connection.
@@ -602,6 +672,7 @@ impl Relay {
             blocked: [false; 2],
             conn,
             scheduled: None,
+            connecting_since: None,
         };
         self.links.insert(id, entry);
         self.with_link(id, now, |_| {});
@@ -636,14 +707,33 @@ impl Relay {
         if let Some(cut) = entry.link.cut() {
             entry.conn.set_cut(cut);
         }
+        let mut retry_at = None;
         if entry.server.is_none() && !entry.link.to_server().is_empty() {
             match connect(&self.server) {
                 Ok(server) => {
                     entry.server = Some(server);
+                    entry.connecting_since = None;
                     self.strands.opened(id, now);
                 }
+                Err(error)
+                    if error.kind() == io::ErrorKind::WouldBlock
+                        && now < *entry.connecting_since.get_or_insert(now) + CONNECT_PATIENCE =>
+                {
+                    retry_at = Some(now + CONNECT_RETRY);
+                }
                 Err(error) => {
-                    log::info(format_args!("cannot reach the HTTP workers ({error}); a connection got 503"));
+                    let (last, quiet) = &mut self.unreachable_log;
+                    if last.is_none_or(|last| now >= last + LOG_EVERY) {
+                        let more = if *quiet > 0 {
+                            format!(" ({quiet} more since the last such line)")
+                        } else {
+                            String::new()
+                        };
+                        log::info(format_args!("cannot reach the HTTP workers ({error}); a connection got 503{more}"));
+                        (*last, *quiet) = (Some(now), 0);
+                    } else {
+                        *quiet += 1;
+                    }
                     entry.link.server_unreachable(now);
                 }
             }
@@ -696,7 +786,7 @@ impl Relay {
                 watch(&self.epoll, socket, data, &mut entry.watching[side], wanted[side]);
             }
         }
-        if let Some(deadline) = entry.link.deadline() {
+        if let Some(deadline) = [entry.link.deadline(), retry_at].into_iter().flatten().min() {
             if entry.scheduled.is_none_or(|scheduled| deadline < scheduled) {
                 entry.scheduled = Some(deadline);
                 self.timers.push(Reverse((deadline, id)));
