@@ -240,6 +240,32 @@ fn at_the_most_connections_idle_ones_make_room() {
     assert!(log.contains("closing the longest idle to make room"), "{log}");
 }
 
+/// Bodies being read share one budget of memory: past it, a body announced long gets its 503
+/// at once, before it is read, and its connection closes (before, 2,000 clients announcing
+/// 1 MB bodies and then stalling held 1.25 GB until the idle timeout).
+#[test]
+fn bodies_being_read_share_one_memory_budget() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ingestd"));
+    command.args(["--addr", "127.0.0.1:0", "--interval", "1h"]).env("INGESTD_BODY_BUDGET", (1 << 20).to_string());
+    let server = Server::start_with(&mut command);
+    let ids: Vec<u32> = (1..=90_000).collect();
+    let body = serde_json::json!({"ids": ids, "priority": "LOW"}).to_string();
+    let head = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len());
+    let held = || server.metric("ingestd_http_body_bytes_held") as usize;
+    let mut first = connect(&server);
+    first.write_all(format!("{head}{}", &body[..1000]).as_bytes()).unwrap();
+    wait_for("the first body to hold its share", Duration::from_secs(5), || (held() > 0).then_some(()));
+    let mut second = connect(&server);
+    second.write_all(format!("{head}{}", &body[..1000]).as_bytes()).unwrap();
+    let text = read_to_close(&mut second, Duration::from_secs(5)).expect("an answer at once, and a close");
+    assert!(statuses(&text) == [503] && text.contains("overloaded"), "{text:?}");
+    first.write_all(&body.as_bytes()[1000..]).unwrap();
+    let mut answer = [0; 12];
+    first.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    wait_for("the budget to be given back", Duration::from_secs(5), || (held() == 0).then_some(()));
+}
+
 /// A burst of new clients may find tiny_http's socket with a full backlog (it accepts one
 /// connection at a time): the relay tries again for a moment instead of answering 503 at once
 /// (a burst of 3,000 got 413 of them). Here that backlog holds one connection.

@@ -1,55 +1,106 @@
-//! The memory that answers hold until they are written out, over every handler thread. An
-//! answer is built whole before it is sent, and a client that does not read keeps its answer in
-//! memory until the idle timeout cuts it: many such clients asking for the status of a large
-//! ingestion could hold gigabytes. Answers up to [`FREE_BELOW`] are free; beyond it, an answer
-//! reserves its bytes (a [`STEP`] ahead) from one [`BUDGET`] as it is built, and one that would
-//! pass the budget is dropped unfinished (its request gets `503 overloaded`; the connection
-//! goes on). Atomics only.
+//! The memory that requests hold while they wait on their clients, over every handler thread:
+//! answers until they are written out, and bodies while they are read. An answer is built whole
+//! before it is sent, and a client that does not read keeps its answer in memory until the idle
+//! timeout cuts it: many such clients asking for the status of a large ingestion could hold
+//! gigabytes; so could many clients that announce a large body and send it slowly. The first
+//! [`FREE_BELOW`] bytes of each are free; beyond, an answer reserves its bytes (a [`STEP`]
+//! ahead) from [`ANSWERS`] as it is built, and a body its announced length (or, chunked, its
+//! bytes as they come) from [`BODIES`]. One that would pass its budget is refused with
+//! `503 overloaded` (an answer's connection goes on; a body's closes, the rest of it unread).
+//! Atomics only.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-/// Bytes of every answer that are free of the budget.
+/// Bytes of every answer or body that are free of the budget.
 const FREE_BELOW: usize = 64 << 10;
-/// The most bytes answers may hold beyond their free part, together.
+/// The most bytes answers, or bodies, may hold beyond their free part, together.
 pub(crate) const BUDGET: usize = 256 << 20;
-/// Test seam: a smaller budget, in bytes.
-const BUDGET_VAR: &str = "INGESTD_ANSWER_BUDGET";
 /// Taken from the budget this much at a time, so a large answer does not touch the shared
 /// count for every piece serde writes.
 const STEP: usize = 256 << 10;
 
-static HELD: AtomicUsize = AtomicUsize::new(0);
-
-fn budget() -> usize {
-    static BYTES: OnceLock<usize> = OnceLock::new();
-    *BYTES.get_or_init(|| std::env::var(BUDGET_VAR).ok().and_then(|v| v.parse().ok()).unwrap_or(BUDGET))
+/// One pool of memory, and the test seam that makes it smaller (bytes).
+#[derive(Debug)]
+pub(crate) struct Budget {
+    held: AtomicUsize,
+    var: &'static str,
+    size: OnceLock<usize>,
 }
 
-/// Bytes the budget holds now (`/metrics`).
-pub(crate) fn held() -> usize {
-    HELD.load(Ordering::Relaxed)
+/// Answers not yet written out.
+pub(crate) static ANSWERS: Budget = Budget::new("INGESTD_ANSWER_BUDGET");
+/// Bodies being read.
+pub(crate) static BODIES: Budget = Budget::new("INGESTD_BODY_BUDGET");
+
+impl Budget {
+    const fn new(var: &'static str) -> Budget {
+        Budget { held: AtomicUsize::new(0), var, size: OnceLock::new() }
+    }
+
+    fn size(&self) -> usize {
+        *self.size.get_or_init(|| std::env::var(self.var).ok().and_then(|v| v.parse().ok()).unwrap_or(BUDGET))
+    }
+
+    /// Bytes held now (`/metrics`).
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
 }
 
-/// Budget an answer holds; given back when dropped (once the answer is written out).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Held(usize);
+/// Budget an answer or a body holds; given back when dropped (an answer once written out).
+#[derive(Debug)]
+pub(crate) struct Held {
+    budget: &'static Budget,
+    bytes: usize,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Held) -> bool {
+        std::ptr::eq(self.budget, other.budget) && self.bytes == other.bytes
+    }
+}
+
+impl Eq for Held {}
+
+/// Nothing, of [`ANSWERS`].
+impl Default for Held {
+    fn default() -> Held {
+        Held::of(&ANSWERS)
+    }
+}
 
 impl Held {
+    /// Nothing yet, of `budget`.
+    pub(crate) fn of(budget: &'static Budget) -> Held {
+        Held { budget, bytes: 0 }
+    }
+
+    /// Covers an answer or body of `len` bytes: its part beyond [`FREE_BELOW`], unless the
+    /// budget cannot spare it.
+    #[inline]
+    pub(crate) fn cover(&mut self, len: usize) -> io::Result<()> {
+        let beyond = len.saturating_sub(FREE_BELOW);
+        if beyond > self.bytes {
+            self.take(beyond)?;
+        }
+        Ok(())
+    }
+
     /// Holds at least `bytes` (taking a [`STEP`] more), unless the budget cannot spare them.
     #[cold]
-    fn cover(&mut self, bytes: usize) -> io::Result<()> {
-        let more = bytes - self.0 + STEP;
-        let taken = HELD.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-            held.checked_add(more).filter(|&after| after <= budget())
+    fn take(&mut self, bytes: usize) -> io::Result<()> {
+        let more = bytes - self.bytes + STEP;
+        let taken = self.budget.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            held.checked_add(more).filter(|&after| after <= self.budget.size())
         });
         match taken {
             Ok(_) => {
-                self.0 += more;
+                self.bytes += more;
                 Ok(())
             }
-            Err(_) => Err(io::Error::other("the memory for answers waiting on their clients is spent")),
+            Err(_) => Err(io::Error::other("the memory for requests waiting on their clients is spent")),
         }
     }
 }
@@ -57,8 +108,8 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         // Most answers hold nothing: they leave the shared count alone.
-        if self.0 > 0 {
-            HELD.fetch_sub(self.0, Ordering::AcqRel);
+        if self.bytes > 0 {
+            self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
         }
     }
 }
@@ -73,10 +124,7 @@ pub(crate) struct Body {
 impl io::Write for Body {
     #[inline]
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let beyond = (self.bytes.len() + data.len()).saturating_sub(FREE_BELOW);
-        if beyond > self.held.0 {
-            self.held.cover(beyond)?;
-        }
+        self.held.cover(self.bytes.len() + data.len())?;
         self.bytes.extend_from_slice(data);
         Ok(data.len())
     }
@@ -101,17 +149,18 @@ mod tests {
     fn small_answers_are_free_and_large_ones_share_the_budget_until_written() {
         let mut small = Body::default();
         small.write_all(&[0; FREE_BELOW]).unwrap();
-        // Compared by its count: a `Held` made here would give back what it never took.
-        assert_eq!(small.held.0, 0);
+        assert_eq!(small.held.bytes, 0);
         small.write_all(&[0]).unwrap();
-        assert_eq!(small.held.0, 1 + STEP, "taken a step ahead");
+        assert_eq!(small.held.bytes, 1 + STEP, "taken a step ahead");
         small.write_all(&[0; STEP]).unwrap();
-        assert_eq!(small.held.0, 1 + STEP, "within the step, nothing more is taken");
-        let half = |held: &mut Held| held.cover(BUDGET / 2);
-        let mut first = Held::default();
-        half(&mut first).expect("within the budget");
-        assert!(half(&mut Held::default()).is_err(), "past the budget");
-        drop(first);
-        half(&mut Held::default()).expect("given back once dropped");
+        assert_eq!(small.held.bytes, 1 + STEP, "within the step, nothing more is taken");
+        for budget in [&ANSWERS, &BODIES] {
+            let half = |held: &mut Held| held.cover(FREE_BELOW + BUDGET / 2);
+            let mut first = Held::of(budget);
+            half(&mut first).expect("within the budget");
+            assert!(half(&mut Held::of(budget)).is_err(), "past the budget");
+            drop(first);
+            half(&mut Held::of(budget)).expect("given back once dropped");
+        }
     }
 }

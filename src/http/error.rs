@@ -27,8 +27,8 @@ pub enum ApiError {
     ShuttingDown,
     /// The service is at capacity: it holds as many connections as its open-files limit lets
     /// it, or cannot reach its HTTP workers for a moment (answered by the relay, which then
-    /// closes the connection), or answers not yet read by their clients hold all the memory
-    /// they may.
+    /// closes the connection), or answers not yet read by their clients, or bodies being read,
+    /// hold all the memory they may.
     Overloaded,
     /// The journal could not save the request; nothing was accepted.
     Unsaved(String),
@@ -148,7 +148,7 @@ impl fmt::Display for ApiError {
             }
             ApiError::ShuttingDown => f.write_str("the service is shutting down; retry in a moment"),
             ApiError::Overloaded => f.write_str(
-                "the service is at capacity (open connections, or answers its clients have not read yet); retry in a moment",
+                "the service is at capacity (open connections, or memory held by answers its clients have not read yet or by bodies being read); retry in a moment",
             ),
             ApiError::Unsaved(why) => write!(f, "{why}; nothing was accepted, retry later"),
             ApiError::StorageUnavailable { error, since } => write!(

@@ -149,5 +149,15 @@ fn render_http(out: &mut String) {
             budget::BUDGET >> 20
         ),
     )
-    .sample("", "", budget::held());
+    .sample("", "", budget::ANSWERS.held());
+    Family::new(
+        out,
+        "ingestd_http_body_bytes_held",
+        "gauge",
+        &format!(
+            "Bytes reserved by large request bodies being read (at most {} MiB; past it, 503 overloaded).",
+            budget::BUDGET >> 20
+        ),
+    )
+    .sample("", "", budget::BODIES.held());
 }

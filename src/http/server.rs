@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use tiny_http::{Header, Request, Response};
 
 use super::api::{self, Head, Reply};
+use super::budget::{Held, BODIES};
 use super::compat::{Caps, Conn, Connections, Endpoint, Front, Origin, BUFFERED_BODY, STAMP};
 use super::error::ApiError;
 use super::limits::Limits;
@@ -362,6 +363,10 @@ fn read_body(
     // An upgrade's reader is the connection itself, read to its end: the body is the
     // Content-Length bytes after the head, none without one (a chunked one is refused earlier).
     let framed = if framing::is_upgrade(request.headers()) { length.unwrap_or(0) as u64 } else { u64::MAX };
+    // A body with a length reserves all of it at once: one announced and sent slowly holds its
+    // share of the memory from the start, so many of them cannot outgrow it.
+    let mut held = Held::of(&BODIES);
+    held.cover(length.unwrap_or(0)).map_err(|_| no_memory(conn))?;
     let began = Instant::now();
     let mut body = Vec::with_capacity(length.unwrap_or(0));
     let mut reader = Read::take(request.as_reader(), framed);
@@ -391,6 +396,7 @@ fn read_body(
             }
             return Err(ApiError::BodyTooLarge { limit: max_body });
         }
+        held.cover(body.len() + read).map_err(|_| no_memory(conn))?;
         body.extend_from_slice(&chunk[..read]);
         if began.elapsed() > deadline {
             return Err(ApiError::RequestTimeout);
@@ -408,6 +414,15 @@ fn whole(body: Vec<u8>, length: Option<usize>) -> Result<Vec<u8>, ApiError> {
         ))),
         _ => Ok(body),
     }
+}
+
+/// The memory bodies may hold is spent: the rest of this one is not read (tiny_http would
+/// drain it), so its connection closes after the answer.
+fn no_memory(conn: Option<&Conn>) -> ApiError {
+    if let Some(conn) = conn {
+        conn.close_after_answers();
+    }
+    ApiError::Overloaded
 }
 
 /// A chunked body that failed to decode, or passed `--max-body` unread, leaves the connection
