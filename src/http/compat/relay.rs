@@ -582,6 +582,8 @@ impl Relay {
                     self.accept_failures = 0;
                     if !self.has_room(now) {
                         refuse(&client, &mut self.scratch);
+                        // Their idle connections make room for the next one.
+                        self.wake_others();
                         continue;
                     }
                     let peer = from.and_then(|from| SocketAddr::try_from(from).ok());
@@ -630,12 +632,16 @@ impl Relay {
         while self.connections.len() > self.most_connections.saturating_sub(HEADROOM) {
             if !self.evict_idle(now) {
                 if wake_others {
-                    for other in &self.others {
-                        let _ = rustix::io::write(&**other, &1u64.to_ne_bytes());
-                    }
+                    self.wake_others();
                 }
                 return;
             }
+        }
+    }
+
+    fn wake_others(&self) {
+        for other in &self.others {
+            let _ = rustix::io::write(&**other, &1u64.to_ne_bytes());
         }
     }
 
