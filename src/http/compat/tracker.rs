@@ -367,10 +367,9 @@ impl Tracker {
     /// One byte of a chunked body's framing, as `chunked_transfer` 1.5's decoder reads it.
     fn chunk_byte(&mut self, chunk: Chunk, byte: u8) -> Result<State, BodyFault> {
         let next = match (chunk, byte) {
-            (Chunk::Size { .. }, b'\r') => {
+            (Chunk::Size { extension, .. }, b'\r') => {
                 let line = std::mem::take(&mut self.size_line);
-                let size = std::str::from_utf8(&line).ok().and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
-                let size = size.ok_or(BodyFault::Malformed)?;
+                let size = chunk_size(&line, extension).ok_or(BodyFault::Malformed)?;
                 if size > self.caps.body.saturating_sub(self.chunked_len) {
                     return Err(BodyFault::TooLarge);
                 }
@@ -473,6 +472,20 @@ impl Tracker {
 enum Line {
     Kept,
     Dropped,
+}
+
+/// The size a chunk-size line gives, if it is hex digits alone (RFC 9112, 7.1; whitespace only
+/// before an extension). The decoder also takes a sign and whitespace around the digits, which a
+/// proxy in front may read otherwise.
+fn chunk_size(line: &[u8], extension: bool) -> Option<usize> {
+    let digits = match extension {
+        true => line.trim_ascii_end(),
+        false => line,
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    usize::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
 }
 
 /// Notes what tiny_http's `new_request` looks at in one header line, if the line is ASCII, a
@@ -737,6 +750,7 @@ mod tests {
         let chunked = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
         check(&format!("{chunked}5\r\nhello\r\n0\r\n\r\n{GET}"), false, Position::Between);
         check(&format!("{chunked}5;x=y\r\nhello\r\n0\r\n\r\n{GET}"), false, Position::Between);
+        check(&format!("{chunked}5 \t;x=y\r\nhello\r\n0\r\n\r\n{GET}"), false, Position::Between);
         check(&format!("{chunked}5\r\nhel"), false, Position::Unknown);
         check(&format!("{chunked}10\r\nxxGET / HTTP/2.0\r\n"), true, Position::Unknown);
         check(&format!("{chunked}0\r\n\r\n{GET}GET /HTTP/3.0"), true, Position::Unknown);
@@ -771,10 +785,13 @@ mod tests {
         let caps = Caps { body: 10, ..CAPS };
         let long_size = format!("{}\r\n", "0".repeat(CHUNK_LINE_CAP + 1));
         let long_extension = format!("1;{}\r\n", "x".repeat(CHUNK_LINE_CAP));
-        let cases: [(String, &str, Verdict); 9] = [
+        let cases: [(String, &str, Verdict); 12] = [
             (format!("zz\r\nhello\r\n0\r\n\r\n{GET}"), "zz", malformed),
             (format!("5\r\nhelloXX0\r\n\r\n{GET}"), "5\r\nhello", malformed),
             ("-1\r\n".into(), "-1", malformed),
+            ("+5\r\nhello\r\n0\r\n\r\n".into(), "+5", malformed),
+            (" 5\r\nhello\r\n0\r\n\r\n".into(), " 5", malformed),
+            ("5 \r\nhello\r\n0\r\n\r\n".into(), "5 ", malformed),
             ("fffffffffffffffffffff\r\n".into(), "fffffffffffffffffffff", malformed),
             ("1\r\na\r\n0\r\nTrailer: x\r\n\r\n".into(), "1\r\na\r\n0\r\n", malformed),
             (long_size.clone(), &long_size[..CHUNK_LINE_CAP], malformed),
