@@ -274,12 +274,15 @@ fn each_high_batch_pushes_every_lower_eta_back_one_interval() {
 fn what_waits_has_waited_since_it_was_accepted() {
     let rig = Rig::new(true);
     rig.ingest(Priority::Low, vec![1]);
+    assert_eq!(rig.next_call(), (1, rig.at(0.0)), "released: nothing waits");
     rig.advance_to(10.0);
     let accepted_ms = rig.clock.wall_ms() - 300;
     rig.app.queue().submit(Arc::new(Ingestion::new(Priority::Low, vec![2], 3, accepted_ms, None)));
     let low = &rig.app.queue().report().levels[2];
     assert_eq!((low.priority, low.oldest_since), (Priority::Low, Some(rig.at(9.7))));
-    rig.gate.as_ref().unwrap().send(()).unwrap();
+    for _ in 0..2 {
+        rig.gate.as_ref().unwrap().send(()).unwrap();
+    }
     rig.app.shutdown(PATIENCE);
 }
 
