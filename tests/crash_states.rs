@@ -714,22 +714,29 @@ fn a_failed_compaction_removes_its_temp_file_and_backs_off() {
     assert!(acked.iter().all(|id| held.contains(id)), "an acknowledged ingestion is missing");
 }
 
-/// The compaction thread runs at `SCHED_IDLE` and may get no CPU while anything else runs: a
-/// stop gives it up after a short wait instead of waiting on it (before, a held compaction
-/// held the stop forever), and nothing acknowledged is lost for it.
-#[test]
-fn a_stop_gives_up_a_compaction_that_makes_no_progress() {
+/// A service whose compaction thread is held, after `count` ingestions of one id, each released
+/// and completed: a compaction is under way. The disk, the service, its clock and the ids.
+fn compacting(wall: SystemTime, count: Id) -> (Recording, App, Arc<ManualClock>, Vec<Uuid>) {
     let disk = Recording::default();
     disk.hold(true);
-    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let (app, clock) = start(&disk, wall);
     let mut acked = Vec::new();
-    for id in 1..=20 {
+    for id in 1..=count {
         acked.push(app.ingest(Priority::Low, vec![id], None).expect("accepted"));
         app.queue().advance(&clock, Duration::from_secs(5));
         settle(&app);
     }
     assert!(disk.names().contains(&journal_file(journal::SEGMENT_NAME)), "a compaction is under way");
+    (disk, app, clock, acked)
+}
+
+/// The compaction thread runs at `SCHED_IDLE` and may get no CPU while anything else runs: a
+/// stop gives it up after a short wait instead of waiting on it (before, a held compaction
+/// held the stop forever), and nothing acknowledged is lost for it.
+#[test]
+fn a_stop_gives_up_a_compaction_that_makes_no_progress() {
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let (disk, app, _, acked) = compacting(wall, 20);
     let (stopped, stop) = std::sync::mpsc::channel();
     std::thread::spawn(move || stopped.send(app.shutdown(PATIENCE)));
     assert_eq!(stop.recv_timeout(PATIENCE), Ok(true), "the stop waited on a compaction with no CPU");
@@ -789,16 +796,7 @@ fn a_stop_whose_seal_cannot_be_written_still_ends_and_the_next_start_keeps_every
 fn a_removed_journal_is_written_again_from_memory() {
     let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     for removed in [journal::FILE_NAME, journal::SEGMENT_NAME] {
-        let disk = Recording::default();
-        disk.hold(true);
-        let (app, clock) = start(&disk, wall);
-        let mut acked = Vec::new();
-        for id in 1..=8 {
-            acked.push(app.ingest(Priority::Low, vec![id], None).expect("accepted"));
-            app.queue().advance(&clock, Duration::from_secs(5));
-            settle(&app);
-        }
-        assert!(disk.names().contains(&journal_file(journal::SEGMENT_NAME)), "a compaction is under way");
+        let (disk, app, clock, mut acked) = compacting(wall, 8);
         disk.remove(&journal_file(removed)).unwrap();
         acked.push(app.ingest(Priority::High, vec![100], None).expect("accepted after the removal"));
         assert_eq!(disk.names(), [journal_file(journal::FILE_NAME)], "{removed}: written again, the segment gone");
