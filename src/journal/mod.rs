@@ -481,6 +481,9 @@ struct Writer {
     retry: Option<(Instant, Duration)>,
     /// From a compaction's start to its end: `file` is the segment.
     segment: Option<Segment>,
+    /// The file system counts a file's names (some report none for every file): only then is
+    /// a removed journal noticed ([`Writer::lost`]).
+    links_counted: bool,
 }
 
 /// `journal.v2.next` while it takes the new groups, and the compaction that will fold it in.
@@ -511,6 +514,7 @@ impl Journal {
         let allocated = opened.file.size()?;
         let health = Arc::new(StorageHealth::default());
         let base = opened.segment.and_then(|_| opened.disk.open(&opened.dir.join(FILE_NAME)).ok());
+        let links_counted = opened.file.is_linked().unwrap_or(false);
         let mut writer = Writer {
             disk: opened.disk,
             _lock: opened.lock,
@@ -536,6 +540,7 @@ impl Journal {
                 started: Instant::now(),
                 base,
             }),
+            links_counted,
         };
         let thread = thread::Builder::new().name("journal".into()).spawn(move || writer.run(&rx))?;
         Ok(Journal { handle: JournalHandle { ops: tx, health }, thread })
@@ -785,7 +790,8 @@ impl Writer {
     /// name: someone removed it, or the whole directory.
     fn lost(&self) -> bool {
         let base = self.segment.as_ref().and_then(|segment| segment.base.as_deref());
-        [Some(&*self.file), base].into_iter().flatten().any(|file| !file.is_linked().unwrap_or(true))
+        let mut files = [Some(&*self.file), base].into_iter().flatten();
+        self.links_counted && files.any(|file| !file.is_linked().unwrap_or(true))
     }
 
     /// Writes what memory holds (every ingestion the store keeps, with its batches' states, the
