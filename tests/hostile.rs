@@ -240,6 +240,38 @@ fn at_the_most_connections_idle_ones_make_room() {
     assert!(log.contains("closing the longest idle to make room"), "{log}");
 }
 
+/// A keep-alive connection is idle from the end of its last answer, not from its request: one
+/// whose client took a slow answer is not closed to make room just after it (it was, ahead of
+/// connections idle for longer).
+#[test]
+fn a_connection_that_just_took_a_slow_answer_is_not_closed_to_make_room() {
+    let server = with_400_files();
+    let ids: Vec<u32> = (1..=30_000).collect();
+    let id = server.ingest(&ids, "LOW");
+    let mut taker = connect(&server);
+    taker.write_all(format!("GET /status/{id} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).unwrap();
+    // The answer (2.4 MB) waits on the way while the client reads nothing; the others come.
+    std::thread::sleep(Duration::from_millis(600));
+    let _others: Vec<TcpStream> = (0..83).map(|_| connect(&server)).collect();
+    std::thread::sleep(Duration::from_millis(600));
+    // Chunked (tiny_http sends a large answer so): read to the last chunk.
+    let mut answer = Vec::new();
+    let mut piece = [0; 64 << 10];
+    while !answer.ends_with(b"\r\n0\r\n\r\n") {
+        let read = taker.read(&mut piece).unwrap();
+        assert!(read > 0, "closed before the answer ended");
+        answer.extend_from_slice(&piece[..read]);
+    }
+    // More than the most: room is made only from connections idle long enough, if any.
+    let mut newcomer = connect(&server);
+    newcomer.write_all(GET.as_bytes()).unwrap();
+    let _ = read_to_close(&mut newcomer, Duration::from_secs(2));
+    taker.write_all(GET.as_bytes()).unwrap();
+    let mut answer = [0; 12];
+    taker.read_exact(&mut answer).expect("the connection that took the slow answer is still open");
+    assert_eq!(&answer, b"HTTP/1.1 200");
+}
+
 /// Bodies being read share one budget of memory: past it, a body announced long gets its 503
 /// at once, before it is read, and its connection closes (before, 2,000 clients announcing
 /// 1 MB bodies and then stalling held 1.25 GB until the idle timeout).

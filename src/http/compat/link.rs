@@ -142,8 +142,12 @@ pub(crate) struct Link {
     client_taken: Instant,
     /// Bytes written to the client since `client_taken`.
     taken_since: usize,
-    /// Bytes written to the client socket, ever.
+    /// Bytes written to the client socket, ever, and when some last were (or, once they were
+    /// all out, when the relay saw that the client had read them all: [`Link::drained`]).
     written: u64,
+    written_at: Instant,
+    /// All written out, and the client may not have read them all yet.
+    draining: bool,
     /// The client socket's send queue as last seen, and `written` then: see [`Link::client_queue`].
     queue_mark: Option<(u64, usize)>,
     /// The client ended its side (or it failed).
@@ -177,6 +181,8 @@ impl Link {
             client_taken: now,
             taken_since: 0,
             written: 0,
+            written_at: now,
+            draining: false,
             queue_mark: None,
             client_eof: false,
             linger_until: None,
@@ -333,7 +339,9 @@ impl Link {
     pub(crate) fn wrote_client(&mut self, written: usize, now: Instant) {
         if written > 0 {
             self.written += written as u64;
+            self.written_at = now;
             self.down.consume(written);
+            self.draining = self.down.is_empty();
             self.taken_since += written;
             if self.taken_since >= MIN_PROGRESS {
                 self.client_taken = now;
@@ -386,15 +394,28 @@ impl Link {
     }
 
     /// Since when the link has been idle between requests, with nothing of a request held and
-    /// nothing owed to the client (a keep-alive connection, or one that never sent a byte); `None`
-    /// if it is not.
+    /// nothing owed to the client (a keep-alive connection, or one that never sent a byte): since
+    /// the last request began or ended, the last bytes to or from tiny_http, or the last bytes
+    /// of an answer went out, whichever came last; `None` if it is not idle.
     pub(crate) fn idle_since(&self) -> Option<Instant> {
         let idle = self.end.is_none()
             && !self.aborted
             && self.tracker.position() == Position::Between
             && self.up.is_empty()
             && self.down.is_empty();
-        idle.then_some(self.client_seen)
+        idle.then(|| self.client_seen.max(self.server_seen).max(self.written_at))
+    }
+
+    /// Whether an answer went out whole and the client may not have read all of it yet.
+    pub(crate) fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// The relay saw that the client has read everything written to it: the link has been
+    /// idle since no earlier than now (the kernel may have held megabytes of its answer).
+    pub(crate) fn drained(&mut self, now: Instant) {
+        self.draining = false;
+        self.written_at = now;
     }
 
     /// Whether the link has nothing more to do but, perhaps, linger.

@@ -652,8 +652,14 @@ impl Relay {
     fn evict_idle(&mut self, now: Instant) -> bool {
         let idle = self.links.iter().filter(|(_, entry)| entry.conn.in_flight.load(Ordering::SeqCst) == 0);
         let long_enough = |since: &Instant| now.saturating_duration_since(*since) >= IDLE_ENOUGH.min(self.idle);
-        let oldest = idle.filter_map(|(&id, entry)| Some((entry.link.idle_since().filter(long_enough)?, id))).min();
-        let Some((_, id)) = oldest else { return false };
+        let mut idle: Vec<(Instant, u64)> =
+            idle.filter_map(|(&id, entry)| Some((entry.link.idle_since().filter(long_enough)?, id))).collect();
+        idle.sort_unstable();
+        let Some(id) =
+            idle.into_iter().map(|(_, id)| id).find(|id| self.links.get_mut(id).is_some_and(|entry| quiet(entry, now)))
+        else {
+            return false;
+        };
         if !self.evicting {
             log::info(format_args!(
                 "as many connections open as the open-files limit allows: closing the longest idle to make room"
@@ -865,6 +871,19 @@ fn refuse(client: &OwnedFd, scratch: &mut [u8]) {
     let _ = net::send(client, &raw_reply(&Reply::error(&ApiError::Overloaded)), SendFlags::NOSIGNAL);
     let _ = net::shutdown(client, net::Shutdown::Write);
     let _ = rustix::io::read(client, scratch);
+}
+
+/// Whether a link idle long enough is quiet too: no bytes in its sockets that it has not seen
+/// (a request just sent, an answer tiny_http just wrote, one the client has yet to read). One
+/// whose client has just read the end of an answer (the kernel held it) is idle from now.
+fn quiet(entry: &mut Entry, now: Instant) -> bool {
+    let unread = |socket: &OwnedFd| rustix::io::ioctl_fionread(socket).map_or(true, |n| n > 0);
+    let unsent = unread_by_peer(&entry.client).map_or(true, |n| n > 0);
+    if entry.link.draining() && !unsent {
+        entry.link.drained(now);
+        return false;
+    }
+    !unsent && !unread(&entry.client) && !entry.server.as_ref().is_some_and(unread)
 }
 
 /// Makes epoll watch `socket` for `wanted`; a socket wanted for nothing is not watched at all
