@@ -66,6 +66,10 @@ struct Files {
     /// While set, each file operation of the compaction thread waits for a permit.
     held: bool,
     permits: usize,
+    /// The directory was made again this many times; and another process holds it, with the
+    /// PID it wrote.
+    generation: u64,
+    locked_by: Option<Option<u32>>,
 }
 
 #[derive(Debug, Default)]
@@ -149,7 +153,14 @@ impl Disk for Recording {
     }
 
     fn lock(&self, _: &Path) -> Result<DirLock, LockError> {
-        Ok(Box::new(()))
+        match self.0.files.lock().locked_by {
+            Some(pid) => Err(LockError::Held { pid }),
+            None => Ok(Box::new(())),
+        }
+    }
+
+    fn identity(&self, _: &Path) -> io::Result<(u64, u64)> {
+        Ok((0, self.0.files.lock().generation))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -817,5 +828,29 @@ fn a_removed_journal_is_written_again_from_memory() {
         }
         disk.hold(false);
         assert!(app.shutdown(PATIENCE));
+    }
+}
+
+/// The data directory removed, and made again by another process that took its lock before
+/// this one wrote there: this one refuses new work rather than write into it, whatever PID the
+/// other wrote in the lock file (two containers sharing a volume both run as PID 1; before, the
+/// same PID passed for this process's own lock, and the two overwrote each other's journal).
+#[test]
+fn a_data_directory_made_again_and_locked_by_another_process_is_not_written() {
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for pid in [Some(std::process::id()), None, Some(1)] {
+        let disk = Recording::default();
+        let (app, _) = start(&disk, wall);
+        let first = app.ingest(Priority::Low, vec![1], None).expect("accepted");
+        disk.remove(&journal_file(journal::FILE_NAME)).unwrap();
+        {
+            let mut files = disk.0.files.lock();
+            files.generation += 1;
+            files.locked_by = Some(pid);
+        }
+        assert!(app.ingest(Priority::Low, vec![2], None).is_err(), "{pid:?}: written into another's directory");
+        assert!(!disk.names().contains(&journal_file(journal::FILE_NAME)), "{pid:?}: a journal was written");
+        assert!(app.ingestion(&first).is_some());
+        let _ = app.shutdown(PATIENCE);
     }
 }

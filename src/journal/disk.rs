@@ -64,6 +64,9 @@ pub trait Disk: Send + Sync + Debug {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Locks `dir` for this process (see the module header).
     fn lock(&self, dir: &Path) -> Result<DirLock, LockError>;
+    /// Which directory `dir` names now (device and inode): a new one, if it was removed and
+    /// made again.
+    fn identity(&self, dir: &Path) -> io::Result<(u64, u64)>;
     /// The whole file; `NotFound` if there is none.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Opens an existing file for reading and writing.
@@ -144,6 +147,12 @@ fn sync_file_range(file: &File, offset: u64, len: u64, flags: libc::c_uint) {
 fn sync_file_range(_: &File, _: u64, _: u64, _: u32) {}
 
 impl Disk for RealDisk {
+    fn identity(&self, dir: &Path) -> io::Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = fs::metadata(dir)?;
+        Ok((metadata.dev(), metadata.ino()))
+    }
+
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         fs::create_dir_all(dir)
     }

@@ -484,6 +484,8 @@ struct Writer {
     /// The file system counts a file's names (some report none for every file): only then is
     /// a removed journal noticed ([`Writer::lost`]).
     links_counted: bool,
+    /// The directory `_lock` holds (device and inode), if known.
+    locked_dir: Option<(u64, u64)>,
 }
 
 /// `journal.v2.next` while it takes the new groups, and the compaction that will fold it in.
@@ -515,6 +517,7 @@ impl Journal {
         let health = Arc::new(StorageHealth::default());
         let base = opened.segment.and_then(|_| opened.disk.open(&opened.dir.join(FILE_NAME)).ok());
         let links_counted = opened.file.is_linked().unwrap_or(false);
+        let locked_dir = opened.disk.identity(&opened.dir).ok();
         let mut writer = Writer {
             disk: opened.disk,
             _lock: opened.lock,
@@ -541,6 +544,7 @@ impl Journal {
                 base,
             }),
             links_counted,
+            locked_dir,
         };
         let thread = thread::Builder::new().name("journal".into()).spawn(move || writer.run(&rx))?;
         Ok(Journal { handle: JournalHandle { ops: tx, health }, thread })
@@ -850,16 +854,21 @@ impl Writer {
     }
 
     /// Locks the directory again if it is a new one (ours was removed), so that no second
-    /// instance takes it; the lock on the directory we hold fails as held, by us.
+    /// instance takes it; if another process locked it first, this one must not write there.
     fn relock(&mut self) -> io::Result<()> {
-        match self.disk.lock(&self.dir) {
-            Ok(lock) => self._lock = lock,
-            Err(LockError::Held { pid: Some(pid) }) if pid != std::process::id() => {
-                return Err(io::Error::other(format!("another process (PID {pid}) now holds {}", self.dir.display())))
-            }
-            Err(LockError::Held { .. }) => {}
-            Err(LockError::Io(error)) => return Err(error),
+        let now = self.disk.identity(&self.dir)?;
+        if self.locked_dir == Some(now) {
+            return Ok(());
         }
+        self._lock = self.disk.lock(&self.dir).map_err(|error| match error {
+            LockError::Held { pid } => io::Error::other(format!(
+                "another process ({}) now holds {}",
+                pid.map_or("PID unknown".to_owned(), |pid| format!("PID {pid}")),
+                self.dir.display()
+            )),
+            LockError::Io(error) => error,
+        })?;
+        self.locked_dir = Some(now);
         Ok(())
     }
 
