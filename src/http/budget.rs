@@ -83,15 +83,29 @@ impl Held {
     pub(crate) fn cover(&mut self, len: usize) -> io::Result<()> {
         let beyond = len.saturating_sub(FREE_BELOW);
         if beyond > self.bytes {
-            self.take(beyond)?;
+            self.take_ahead(beyond)?;
+        }
+        Ok(())
+    }
+
+    /// Covers a body of exactly `len` bytes, known before it is read: its part beyond
+    /// [`FREE_BELOW`], and nothing ahead (it will not grow).
+    pub(crate) fn cover_exactly(&mut self, len: usize) -> io::Result<()> {
+        let beyond = len.saturating_sub(FREE_BELOW);
+        if beyond > self.bytes {
+            self.take(beyond - self.bytes)?;
         }
         Ok(())
     }
 
     /// Holds at least `bytes` (taking a [`STEP`] more), unless the budget cannot spare them.
     #[cold]
-    fn take(&mut self, bytes: usize) -> io::Result<()> {
-        let more = bytes - self.bytes + STEP;
+    fn take_ahead(&mut self, bytes: usize) -> io::Result<()> {
+        self.take(bytes - self.bytes + STEP)
+    }
+
+    /// Holds `more` bytes more, unless the budget cannot spare them.
+    fn take(&mut self, more: usize) -> io::Result<()> {
         let taken = self.budget.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
             held.checked_add(more).filter(|&after| after <= self.budget.size())
         });
@@ -154,6 +168,13 @@ mod tests {
         assert_eq!(small.held.bytes, 1 + STEP, "taken a step ahead");
         small.write_all(&[0; STEP]).unwrap();
         assert_eq!(small.held.bytes, 1 + STEP, "within the step, nothing more is taken");
+        // A body of known length takes its part beyond the free bytes, and nothing ahead.
+        let mut known = Held::of(&BODIES);
+        known.cover_exactly(FREE_BELOW + 1000).unwrap();
+        assert_eq!(known.bytes, 1000);
+        known.cover(FREE_BELOW + 1000).unwrap();
+        assert_eq!(known.bytes, 1000, "read to its length, it takes nothing more");
+        drop(known);
         for budget in [&ANSWERS, &BODIES] {
             let half = |held: &mut Held| held.cover(FREE_BELOW + BUDGET / 2);
             let mut first = Held::of(budget);

@@ -366,7 +366,7 @@ fn read_body(
     // A body with a length reserves all of it at once: one announced and sent slowly holds its
     // share of the memory from the start, so many of them cannot outgrow it.
     let mut held = Held::of(&BODIES);
-    held.cover(length.unwrap_or(0)).map_err(|_| no_memory(conn))?;
+    held.cover_exactly(length.unwrap_or(0)).map_err(|_| no_memory(conn))?;
     let began = Instant::now();
     let mut body = Vec::with_capacity(length.unwrap_or(0));
     let mut reader = Read::take(request.as_reader(), framed);
