@@ -579,28 +579,35 @@ impl Queue {
         state.scheduler.outlook(self.shared.clock.now())
     }
 
-    /// `ingestion`'s batches with their positions and ETAs. Takes the queue lock once, briefly,
+    /// `ingestion`'s first `most` batches with their positions and ETAs, and its status and
+    /// expected end from all of them, each batch read once. Takes the queue lock once, briefly,
     /// to copy the counters; never walks the queue, so it costs the same with a million batches
     /// queued as with ten.
-    pub fn timeline<'a>(&self, ingestion: &'a Ingestion) -> Timeline<'a> {
+    pub fn timeline<'a>(&self, ingestion: &'a Ingestion, most: usize) -> Timeline<'a> {
         // Counters first, statuses second. A batch released before the counters were copied is
         // no longer counted as queued, so it gets no position, even while it reads as yet to
         // start (the worker marks it triggered once that is on disk).
         let outlook = self.outlook();
         let enqueued = ingestion.enqueued();
-        let batches: Vec<BatchTimeline<'a>> = ingestion
-            .batches()
-            .zip(0u32..)
-            .map(|(view, index)| {
-                let position = match (view.status, enqueued) {
-                    (BatchStatus::YetToStart, Some(e)) => outlook.position(ingestion.priority, e.first, index),
-                    _ => None,
-                };
-                BatchTimeline { view, position, eta: position.and_then(|p| outlook.eta(p)) }
-            })
-            .collect();
-        let status = BatchStatus::of_ingestion(batches.iter().map(|b| b.view.status));
-        let eta_completed = match (status.is_finished(), batches.last()) {
+        let line = |view: BatchView<'a>, index: u32| {
+            let position = match (view.status, enqueued) {
+                (BatchStatus::YetToStart, Some(e)) => outlook.position(ingestion.priority, e.first, index),
+                _ => None,
+            };
+            BatchTimeline { view, position, eta: position.and_then(|p| outlook.eta(p)) }
+        };
+        let count = ingestion.batch_count();
+        let (mut batches, mut last) = (Vec::with_capacity(count.min(most)), None);
+        let status = BatchStatus::of_ingestion(ingestion.batches().zip(0u32..).map(|(view, index)| {
+            let status = view.status;
+            if (index as usize) < most {
+                batches.push(line(view, index));
+            } else if index as usize + 1 == count {
+                last = Some(line(view, index));
+            }
+            status
+        }));
+        let eta_completed = match (status.is_finished(), last.as_ref().or(batches.last())) {
             (true, _) | (_, None) => None,
             (false, Some(last)) => {
                 last.eta.map(|t| self.shared.wall.at(t)).or(last.view.retry_at).or(last.view.triggered_at)

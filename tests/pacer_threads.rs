@@ -95,7 +95,7 @@ impl Rig {
     /// `eta_completed`.
     fn etas(&self, id: uuid::Uuid) -> (Vec<Option<(u64, Instant)>>, Option<u64>) {
         let ingestion = self.app.ingestion(&id).unwrap();
-        let timeline = self.app.queue().timeline(&ingestion);
+        let timeline = self.app.queue().timeline(&ingestion, usize::MAX);
         let etas = timeline.batches.iter().map(|b| b.position.zip(b.eta)).collect();
         (etas, timeline.eta_completed.map(unix_ms))
     }
@@ -281,6 +281,28 @@ fn what_waits_has_waited_since_it_was_accepted() {
     let low = &rig.app.queue().report().levels[2];
     assert_eq!((low.priority, low.oldest_since), (Priority::Low, Some(rig.at(9.7))));
     for _ in 0..2 {
+        rig.gate.as_ref().unwrap().send(()).unwrap();
+    }
+    rig.app.shutdown(PATIENCE);
+}
+
+/// A timeline of an ingestion's first batches (the dashboard's) says what the whole one says of
+/// the ingestion: its status, and when its last batch is expected.
+#[test]
+fn a_timeline_of_the_first_batches_tells_the_whole_ingestion_s_status_and_end() {
+    let rig = Rig::new(true);
+    let id = rig.ingest(Priority::Low, (1..=30).collect());
+    assert_eq!(rig.next_call(), (1, rig.at(0.0)));
+    let ingestion = rig.app.ingestion(&id).unwrap();
+    let all = rig.app.queue().timeline(&ingestion, usize::MAX);
+    let first = rig.app.queue().timeline(&ingestion, 2);
+    assert_eq!((all.batches.len(), first.batches.len()), (10, 2));
+    assert_eq!((first.status, first.eta_completed), (all.status, all.eta_completed));
+    assert_eq!(first.status, BatchStatus::Triggered);
+    let end = unix_ms(all.eta_completed.expect("an expected end"));
+    assert_eq!(end, rig.clock.wall_ms() + 45_000, "the tenth batch goes nine intervals after the first");
+    assert_eq!(first.batches[1].eta, all.batches[1].eta);
+    for _ in 0..3 {
         rig.gate.as_ref().unwrap().send(()).unwrap();
     }
     rig.app.shutdown(PATIENCE);

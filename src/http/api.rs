@@ -407,8 +407,7 @@ fn check_idempotency_key(key: &str) -> Result<&str, ApiError> {
 /// The status of `ingestion`, with its first `most` batches.
 pub(super) fn status_body<'a>(queue: &'a Queue, ingestion: &'a Ingestion, most: usize) -> StatusBody<'a> {
     // One snapshot of the batches; the ingestion's status is derived from it, so they agree.
-    let mut timeline = queue.timeline(ingestion);
-    timeline.batches.truncate(most);
+    let timeline = queue.timeline(ingestion, most);
     StatusBody {
         ingestion_id: ingestion.id,
         status: timeline.status,
