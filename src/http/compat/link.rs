@@ -393,14 +393,16 @@ impl Link {
         self.cut
     }
 
-    /// Since when the link has been idle between requests, with nothing of a request held and
-    /// nothing owed to the client (a keep-alive connection, or one that never sent a byte): since
-    /// the last request began or ended, the last bytes to or from tiny_http, or the last bytes
-    /// of an answer went out, whichever came last; `None` if it is not idle.
+    /// Since when the link has been idle between requests, or in a head it has not finished,
+    /// with nothing for tiny_http and nothing owed to the client (a keep-alive connection, one
+    /// that never sent a byte, one dripping a head): since the last request began or ended,
+    /// the last bytes to or from tiny_http, or the last bytes of an answer went out, whichever
+    /// came last (bytes of a head are no progress, as for the idle timeout); `None` if it is
+    /// not idle.
     pub(crate) fn idle_since(&self) -> Option<Instant> {
         let idle = self.end.is_none()
             && !self.aborted
-            && self.tracker.position() == Position::Between
+            && matches!(self.tracker.position(), Position::Between | Position::InHead)
             && self.up.is_empty()
             && self.down.is_empty();
         idle.then(|| self.client_seen.max(self.server_seen).max(self.written_at))
