@@ -56,6 +56,13 @@ impl Rig {
         self.app.ingest(priority, ids, None).expect("an in-memory ingest is accepted")
     }
 
+    /// Lets `count` gated calls finish.
+    fn finish_calls(&self, count: usize) {
+        for _ in 0..count {
+            self.gate.as_ref().expect("a gated rig").send(()).unwrap();
+        }
+    }
+
     fn at(&self, secs: f64) -> Instant {
         self.clock.origin() + Duration::from_secs_f64(secs)
     }
@@ -280,9 +287,7 @@ fn what_waits_has_waited_since_it_was_accepted() {
     rig.app.queue().submit(Arc::new(Ingestion::new(Priority::Low, vec![2], 3, accepted_ms, None)));
     let low = &rig.app.queue().report().levels[2];
     assert_eq!((low.priority, low.oldest_since), (Priority::Low, Some(rig.at(9.7))));
-    for _ in 0..2 {
-        rig.gate.as_ref().unwrap().send(()).unwrap();
-    }
+    rig.finish_calls(2);
     rig.app.shutdown(PATIENCE);
 }
 
@@ -302,9 +307,7 @@ fn a_timeline_of_the_first_batches_tells_the_whole_ingestion_s_status_and_end() 
     let end = unix_ms(all.eta_completed.expect("an expected end"));
     assert_eq!(end, rig.clock.wall_ms() + 45_000, "the tenth batch goes nine intervals after the first");
     assert_eq!(first.batches[1].eta, all.batches[1].eta);
-    for _ in 0..3 {
-        rig.gate.as_ref().unwrap().send(()).unwrap();
-    }
+    rig.finish_calls(3);
     rig.app.shutdown(PATIENCE);
 }
 
@@ -333,14 +336,10 @@ fn the_queue_report_counts_what_waits_and_what_is_in_flight() {
     // The batch in flight outlasts the interval: the next slot is now, and moves with time.
     rig.advance_to(6.0);
     assert_eq!(rig.app.queue().report().outlook.next_release, Some(rig.at(6.0)));
-    for _ in 0..3 {
-        rig.gate.as_ref().unwrap().send(()).unwrap();
-    }
+    rig.finish_calls(3);
     assert_eq!([rig.next_call(), rig.next_call(), rig.next_call()], [2, 3, 5].map(|id| (id, rig.at(6.0))));
     assert_eq!(rig.app.queue().report().in_flight.unwrap().0.ingestion.priority, Priority::High);
-    for _ in 0..3 {
-        rig.gate.as_ref().unwrap().send(()).unwrap();
-    }
+    rig.finish_calls(3);
     rig.app.shutdown(PATIENCE);
 }
 
