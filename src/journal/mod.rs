@@ -364,7 +364,7 @@ fn upgrade_or_create(disk: &dyn Disk, dir: &Path) -> Result<(Recovered, Box<dyn 
     let seq = u64::from(recovered.last_release_ms.is_some() || !recovered.ingestions.is_empty());
     let ingestions = recovered.ingestions.iter().cloned();
     let (file, len, records) =
-        write_snapshot(disk, dir, seq, recovered.last_release_ms, ingestions).map_err(io(dir.join(FILE_NAME)))?;
+        write_snapshot(disk, dir, seq, recovered.last_release_ms, 0, ingestions).map_err(io(dir.join(FILE_NAME)))?;
     if recovered.records > 0 {
         log::info(format_args!("upgraded the journal {} to {}", old.display(), dir.join(FILE_NAME).display()));
     }
@@ -384,12 +384,15 @@ fn write_snapshot(
     dir: &Path,
     seq: u64,
     last_release_ms: Option<u64>,
+    paused_until_ms: u64,
     ingestions: impl Iterator<Item = IngestionRecord>,
 ) -> io::Result<(Box<dyn DiskFile>, u64, u64)> {
     let path = dir.join(FILE_NAME);
     let temp = dir.join(TEMP_NAME);
+    // A new file: a compaction given up may still write to one left under this name.
+    let _ = disk.remove(&temp);
     let written = disk.create(&temp).and_then(|file| {
-        let written = compact::write_snapshot(&*file, seq, last_release_ms, 0, ingestions)?;
+        let written = compact::write_snapshot(&*file, seq, last_release_ms, paused_until_ms, ingestions)?;
         file.sync_all()?;
         disk.rename(&temp, &path)?;
         Ok((file, written))
@@ -805,19 +808,10 @@ impl Writer {
     /// acknowledged or released until a try succeeds ([`Writer::probe`], every second).
     fn write_again(&mut self) -> Result<(), WriteError> {
         let written = self.disk.create_dir_all(&self.dir).and_then(|()| self.relock()).and_then(|()| {
-            let temp = self.dir.join(TEMP_NAME);
-            // A new file: a compaction given up may still write to the one it was given.
-            let _ = self.disk.remove(&temp);
-            let file = self.disk.create(&temp)?;
             let live = self.store.in_order(self.queue.wall_ms());
             let records = live.iter().map(|ingestion| ingestion.record());
             let paused_until_ms = self.queue.paused_until_ms();
-            let (len, count) =
-                compact::write_snapshot(&*file, self.seq, self.last_release_ms, paused_until_ms, records)?;
-            file.sync_all()?;
-            self.disk.rename(&temp, &self.dir.join(FILE_NAME))?;
-            self.disk.sync_dir(&self.dir)?;
-            Ok((file, len, count))
+            write_snapshot(&*self.disk, &self.dir, self.seq, self.last_release_ms, paused_until_ms, records)
         });
         let (file, len, count) = match written {
             Ok(written) => written,
