@@ -836,7 +836,8 @@ impl Writer {
             segment.base.take()
         });
         let old = std::mem::replace(&mut self.file, file);
-        reap([Some(old), base]);
+        // Freed only once their names are gone (a segment that could not be removed is not).
+        reap([Some(old), base].map(|file| file.filter(|file| !file.is_linked().unwrap_or(true))));
         (self.len, self.allocated, self.live_bytes, self.records, self.retry) = (len, len, len, count, None);
         log::info(format_args!(
             "warning: the journal's file in {} was removed; wrote it again from memory ({count} records), \
