@@ -854,3 +854,28 @@ fn a_data_directory_made_again_and_locked_by_another_process_is_not_written() {
         let _ = app.shutdown(PATIENCE);
     }
 }
+
+/// While the journal cannot be written again (its file removed, the disk full), the outage
+/// stands from its first failure: a group that reached the removed file does not pass for a
+/// write that succeeded (which ended the outage, logged that writing worked again, and began a
+/// new outage at every commit).
+#[test]
+fn an_outage_after_the_journal_was_removed_keeps_its_start() {
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let disk = Recording::default();
+    let (app, clock) = start(&disk, wall);
+    app.ingest(Priority::Low, vec![1], None).expect("accepted");
+    disk.remove(&journal_file(journal::FILE_NAME)).unwrap();
+    {
+        let mut files = disk.0.files.lock();
+        (files.full, files.full_suffix) = (true, None);
+        files.created.clear();
+    }
+    assert!(app.ingest(Priority::Low, vec![2], None).is_err());
+    let first = app.storage_outage().expect("an outage").since_ms;
+    app.queue().advance(&clock, Duration::from_secs(5));
+    assert!(app.ingest(Priority::Low, vec![3], None).is_err());
+    assert_eq!(app.storage_outage().expect("an outage").since_ms, first, "the outage began again");
+    disk.0.files.lock().full = false;
+    let _ = app.shutdown(PATIENCE);
+}

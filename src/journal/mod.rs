@@ -662,6 +662,7 @@ impl Writer {
             written = self.write_again().and_then(|()| self.append(&bytes));
         }
         if written.is_ok() {
+            self.wrote();
             self.seq += 1;
             self.live_bytes += ingest_bytes;
             self.records += group.len() as u64;
@@ -703,8 +704,9 @@ impl Writer {
         }
     }
 
-    /// Writes and syncs `bytes`; on failure cuts the file back, so no partial record stays.
-    /// Either way the outcome goes to [`StorageHealth`].
+    /// Writes and syncs `bytes`; on failure cuts the file back, so no partial record stays, and
+    /// tells [`StorageHealth`] (a success is the caller's to tell, once it knows the file still
+    /// has its name).
     fn append(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
         let end = self.len + bytes.len() as u64;
         self.reserve(end);
@@ -713,7 +715,6 @@ impl Writer {
             Ok(()) => {
                 self.len = end;
                 self.allocated = self.allocated.max(end);
-                self.wrote();
                 Ok(())
             }
             Err(error) => {
@@ -1067,6 +1068,7 @@ impl Writer {
         group.push(&Record::CleanStop { at_ms: self.queue.wall_ms() });
         let (valid_len, seq) = (self.len, self.seq);
         if self.append(&group.finish(self.seq + 1)).is_ok() {
+            self.wrote();
             self.seq += 1;
             let file = if self.segment.is_some() { SEGMENT_NAME } else { FILE_NAME };
             if let Err(error) = self.seal(&Seal { file, valid_len, seq }) {
