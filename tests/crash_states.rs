@@ -865,12 +865,14 @@ fn an_outage_after_the_journal_was_removed_keeps_its_start() {
     let disk = Recording::default();
     let (app, clock) = start(&disk, wall);
     app.ingest(Priority::Low, vec![1], None).expect("accepted");
-    disk.remove(&journal_file(journal::FILE_NAME)).unwrap();
     {
+        // Full first: the journal's check every second may see the removal at once and write
+        // the file again, which must fail too.
         let mut files = disk.0.files.lock();
         (files.full, files.full_suffix) = (true, None);
         files.created.clear();
     }
+    disk.remove(&journal_file(journal::FILE_NAME)).unwrap();
     assert!(app.ingest(Priority::Low, vec![2], None).is_err());
     let first = app.storage_outage().expect("an outage").since_ms;
     app.queue().advance(&clock, Duration::from_secs(5));

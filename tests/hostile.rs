@@ -439,7 +439,7 @@ fn a_head_tiny_http_cannot_parse_gets_a_json_error_after_the_answers_before_it()
     }
     // What follows the last request tiny_http reads is no request: old clients end a body with a
     // spare CRLF.
-    for close in ["HTTP/1.0", "HTTP/1.1\r\nConnection: close"] {
+    for close in ["HTTP/1.0", "HTTP/1.1\r\nHost: t\r\nConnection: close"] {
         let mut conn = connect(&server);
         conn.write_all(format!("GET /health {close}\r\n\r\n\r\n").as_bytes()).unwrap();
         let text = read_to_close(&mut conn, Duration::from_secs(5)).unwrap_or_else(|| panic!("{close}: no answer"));
@@ -1038,7 +1038,7 @@ fn an_unread_body_must_come_whole_within_the_idle_timeout() {
 #[test]
 fn the_relay_holds_heads_as_long_as_the_limits_allow_and_names_them() {
     let long_line = |target: usize| format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(target));
-    let big_head = |bytes: usize| format!("GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(bytes));
+    let big_head = |bytes: usize| format!("GET /health HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "b".repeat(bytes));
     let roomy = Server::start(&["--max-url", "100000", "--max-headers", "200000"]);
     for (request, status) in [(long_line(70_000), 404), (big_head(100_000), 200)] {
         let mut conn = connect(&roomy);

@@ -455,6 +455,29 @@ fn a_header_that_means_one_thing_sent_twice_is_refused_and_queues_nothing() {
     assert_eq!(once("a"), once("a"));
 }
 
+/// RFC 9112 (3.2): an HTTP/1.1 request without `Host` gets 400; HTTP/1.0 needs none.
+#[test]
+fn an_http_11_request_without_host_is_refused_and_queues_nothing() {
+    let server = Server::start(&["--interval", "1h"]);
+    server.ingest(&[9], "LOW"); // Released at once: later ingestions stay queued for an hour.
+    let body = r#"{"ids": [1], "priority": "LOW"}"#;
+    let post = |version: &str| {
+        let head =
+            format!("POST /ingest HTTP/{version}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        raw(&server, format!("{head}{body}").as_bytes())
+    };
+    let answer = post("1.1");
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.contains(r#"{"error":"missing_host","detail":"an HTTP/1.1 request must carry a Host header"#),
+        "{answer}"
+    );
+    assert_eq!(server.get("/queue").json["queued_ids"], 0);
+    let answer = post("1.0");
+    assert!(answer.starts_with("HTTP/1.0 200 ") || answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert_eq!(server.get("/queue").json["queued_ids"], 1);
+}
+
 /// An `Expect` other than `100-continue` gets 417 before any route, and the connection closes
 /// (nothing after it is read); a chunked body with trailers is `bad_framing`, as the docs state.
 #[test]

@@ -233,6 +233,7 @@ fn the_document_is_openapi_3_1_and_names_every_error_code() {
         "invalid_priority",
         "invalid_idempotency_key",
         "duplicate_header",
+        "missing_host",
         "bad_framing",
         "connection_rejected",
         "unauthorized",
@@ -357,6 +358,14 @@ fn cases(id: &str) -> Vec<Case> {
         ),
         // Two keys: which one counts would be a guess.
         raw_post(&format!("Idempotency-Key: a\r\nIdempotency-Key: b\r\nContent-Length: {}\r\n", INGEST.len()), INGEST),
+        // HTTP/1.1 without Host.
+        raw(
+            On::Main,
+            "POST",
+            "/ingest",
+            format!("POST /ingest HTTP/1.1\r\nContent-Length: {}\r\n\r\n{INGEST}", INGEST.len()),
+            1,
+        ),
         // Trailer fields after a chunked body.
         raw_post(
             "Transfer-Encoding: chunked\r\n",

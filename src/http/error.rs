@@ -23,6 +23,8 @@ pub enum ApiError {
     InvalidIdempotencyKey,
     /// A header that means one thing was sent more than once: which one counts would be a guess.
     DuplicateHeader { name: &'static str },
+    /// An HTTP/1.1 request without a `Host` header, which RFC 9112 (3.2) asks a server to refuse.
+    MissingHost,
     /// The service is stopping and takes no new requests.
     ShuttingDown,
     /// The service is at capacity: it holds as many connections as its open-files limit lets
@@ -78,6 +80,7 @@ impl ApiError {
             | ApiError::InvalidPriority(_)
             | ApiError::InvalidIdempotencyKey
             | ApiError::DuplicateHeader { .. }
+            | ApiError::MissingHost
             | ApiError::BadFraming(_)
             | ApiError::ConnectionRejected
             | ApiError::MalformedRequest { .. } => 400,
@@ -111,6 +114,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::InvalidIdempotencyKey => "invalid_idempotency_key",
             ApiError::DuplicateHeader { .. } => "duplicate_header",
+            ApiError::MissingHost => "missing_host",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Overloaded => "overloaded",
             ApiError::Unsaved(_) | ApiError::StorageUnavailable { .. } => "storage_unavailable",
@@ -146,6 +150,9 @@ impl fmt::Display for ApiError {
             ApiError::DuplicateHeader { name } => {
                 write!(f, "the {name} header was sent more than once; send it once")
             }
+            ApiError::MissingHost => f.write_str(
+                "an HTTP/1.1 request must carry a Host header, e.g. 'Host: localhost:8000'; send it with one",
+            ),
             ApiError::ShuttingDown => f.write_str("the service is shutting down; retry in a moment"),
             ApiError::Overloaded => f.write_str(
                 "the service is at capacity (open connections, or memory held by answers its clients have not read yet or by bodies being read); retry in a moment",

@@ -6,7 +6,7 @@
 //! `Content-Length` is at most 1024. So `max_url` and `max_header_bytes` decide what we answer,
 //! not what is read: a head is bounded only by the idle timeout between its bytes.
 
-use tiny_http::Header;
+use tiny_http::{HTTPVersion, Header};
 
 use super::error::ApiError;
 use crate::config::defaults;
@@ -52,8 +52,8 @@ impl Default for Limits {
 
 impl Limits {
     /// Refuses a URL or a set of headers larger than allowed, then a header that means one thing
-    /// (`Idempotency-Key`, `Host`) sent more than once.
-    pub(crate) fn check_head(&self, url: &str, headers: &[Header]) -> Result<(), ApiError> {
+    /// (`Idempotency-Key`, `Host`) sent more than once, then an HTTP/1.1 request without `Host`.
+    pub(crate) fn check_head(&self, version: &HTTPVersion, url: &str, headers: &[Header]) -> Result<(), ApiError> {
         if url.len() > self.max_url {
             return Err(ApiError::UrlTooLong { limit: self.max_url });
         }
@@ -62,9 +62,14 @@ impl Limits {
         if header_bytes > self.max_header_bytes {
             return Err(ApiError::HeadersTooLarge { limit: self.max_header_bytes });
         }
-        match SENT_ONCE.into_iter().find(|&name| headers.iter().filter(|h| h.field.equiv(name)).count() > 1) {
-            Some(name) => Err(ApiError::DuplicateHeader { name }),
-            None => Ok(()),
+        if let Some(name) =
+            SENT_ONCE.into_iter().find(|&name| headers.iter().filter(|h| h.field.equiv(name)).count() > 1)
+        {
+            return Err(ApiError::DuplicateHeader { name });
+        }
+        match version {
+            HTTPVersion(1, 1) if !headers.iter().any(|h| h.field.equiv("Host")) => Err(ApiError::MissingHost),
+            _ => Ok(()),
         }
     }
 }
@@ -73,14 +78,20 @@ impl Limits {
 mod tests {
     use super::*;
 
+    const HTTP_10: HTTPVersion = HTTPVersion(1, 0);
+    const HTTP_11: HTTPVersion = HTTPVersion(1, 1);
+
     #[test]
     fn url_and_header_sizes() {
         let limits = Limits { max_url: 10, max_header_bytes: 20, ..Limits::default() };
         let header = |value: &str| Header::from_bytes(&b"X-A"[..], value.as_bytes()).unwrap();
-        assert_eq!(limits.check_head("/0123456789", &[]).unwrap_err().status(), 414);
-        assert!(limits.check_head("/012345678", &[header("0123456789012")]).is_ok());
-        assert_eq!(limits.check_head("/", &[header("01234567890123")]).unwrap_err().status(), 431);
-        assert_eq!(limits.check_head("/", &[header("0123456"), header("0123456")]).unwrap_err().status(), 431);
+        assert_eq!(limits.check_head(&HTTP_10, "/0123456789", &[]).unwrap_err().status(), 414);
+        assert!(limits.check_head(&HTTP_10, "/012345678", &[header("0123456789012")]).is_ok());
+        assert_eq!(limits.check_head(&HTTP_10, "/", &[header("01234567890123")]).unwrap_err().status(), 431);
+        assert_eq!(
+            limits.check_head(&HTTP_10, "/", &[header("0123456"), header("0123456")]).unwrap_err().status(),
+            431
+        );
     }
 
     #[test]
@@ -88,8 +99,8 @@ mod tests {
         let head = |lines: &[(&str, &str)]| -> Vec<Header> {
             lines.iter().map(|(n, v)| Header::from_bytes(n.as_bytes(), v.as_bytes()).unwrap()).collect()
         };
-        let check = |lines: &[(&str, &str)]| Limits::default().check_head("/ingest", &head(lines));
-        assert!(check(&[("Idempotency-Key", "a"), ("X-Other", "b"), ("X-Other", "c")]).is_ok());
+        let check = |lines: &[(&str, &str)]| Limits::default().check_head(&HTTP_11, "/ingest", &head(lines));
+        assert!(check(&[("Host", "h"), ("Idempotency-Key", "a"), ("X-Other", "b"), ("X-Other", "c")]).is_ok());
         for twice in
             [[("Idempotency-Key", "a"), ("Idempotency-Key", "b")], [("idempotency-key", "a"), ("IDEMPOTENCY-KEY", "a")]]
         {
@@ -99,5 +110,18 @@ mod tests {
         }
         let error = check(&[("Host", "a"), ("X-Other", "b"), ("host", "a")]).unwrap_err();
         assert_eq!(error.to_string(), "the Host header was sent more than once; send it once");
+    }
+
+    #[test]
+    fn an_http_11_request_names_its_host() {
+        let host = [Header::from_bytes(&b"host"[..], &b"localhost"[..]).unwrap()];
+        let other = [Header::from_bytes(&b"X-Host"[..], &b"localhost"[..]).unwrap()];
+        let check = |version: HTTPVersion, headers: &[Header]| Limits::default().check_head(&version, "/", headers);
+        assert!(check(HTTP_11, &host).is_ok());
+        assert!(check(HTTP_10, &other).is_ok(), "HTTP/1.0 has no Host requirement");
+        for headers in [&other[..], &[]] {
+            let error = check(HTTP_11, headers).unwrap_err();
+            assert_eq!((error.status(), error.code()), (400, "missing_host"));
+        }
     }
 }

@@ -337,7 +337,7 @@ fn frame_check(conn: Option<&Conn>, request: &Request) -> Result<(), ApiError> {
 
 /// The checks made after [`frame_check`], before anything acts on a request, in this order.
 fn admit(shared: &Shared, request: &Request) -> Result<(), ApiError> {
-    shared.limits.check_head(request.url(), client_headers(request))?;
+    shared.limits.check_head(request.http_version(), request.url(), client_headers(request))?;
     cross_site::check(request.method().as_str(), request.headers())?;
     match &shared.token {
         Some(token) if !auth::is_open(request.url()) => auth::check(token, request.headers()),
