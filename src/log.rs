@@ -9,7 +9,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// How records are written: `human` (`<timestamp> <message>`) or `json` (one object per line,
 /// plus an access record per HTTP request).
@@ -158,9 +158,46 @@ fn escape(text: &str) -> String {
     out
 }
 
+/// At most one record per period for an event that may come thousands of times a second
+/// (a flood of refused connections), counting those held back.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl Throttle {
+    pub(crate) const fn new(every: Duration) -> Throttle {
+        Throttle { every, last: None, held_back: 0 }
+    }
+
+    /// For an event at `now`: `Some(events held back since the last record)` if this one is to
+    /// be logged, else `None` (and it is counted).
+    pub(crate) fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|last| now < last + self.every) {
+            self.held_back += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held_back))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{escape, record, Format};
+    use std::time::{Duration, Instant};
+
+    use super::{escape, record, Format, Throttle};
+
+    #[test]
+    fn a_throttle_logs_once_a_period_and_counts_the_rest() {
+        let (start, ms) = (Instant::now(), Duration::from_millis);
+        let mut throttle = Throttle::new(ms(1000));
+        let admitted: Vec<Option<u64>> =
+            [0, 1, 500, 999, 1000, 1000, 2500, 2600].map(|at| throttle.admit(start + ms(at))).into();
+        assert_eq!(admitted, [Some(0), None, None, None, Some(3), None, Some(1), None]);
+    }
 
     #[test]
     fn escapes_what_json_requires() {

@@ -70,6 +70,8 @@ struct Files {
     /// PID it wrote.
     generation: u64,
     locked_by: Option<Option<u32>>,
+    /// A file system that counts no names (a link count of 0 for every file).
+    uncounted_links: bool,
 }
 
 #[derive(Debug, Default)]
@@ -249,7 +251,8 @@ impl DiskFile for RecordedFile {
     }
 
     fn is_linked(&self) -> io::Result<bool> {
-        Ok(self.files.enter().names.values().any(|&inode| inode == self.inode))
+        let files = self.files.enter();
+        Ok(!files.uncounted_links && files.names.values().any(|&inode| inode == self.inode))
     }
 
     // An ample disk until it is made full: reservations ahead happen as in production.
@@ -853,6 +856,38 @@ fn a_data_directory_made_again_and_locked_by_another_process_is_not_written() {
         assert!(app.ingestion(&first).is_some());
         let _ = app.shutdown(PATIENCE);
     }
+}
+
+/// On a file system that reports no links for any file, a journal file is never taken for a
+/// removed one: groups are appended as usual, not followed each by a new snapshot.
+#[test]
+fn a_file_system_without_link_counts_is_not_taken_for_removed_files() {
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let disk = Recording::default();
+    disk.0.files.lock().uncounted_links = true;
+    // No compaction either: then the first start makes the only file.
+    let open = |at: SystemTime| {
+        let clock = Arc::new(ManualClock::starting_at(at));
+        let pacing = Pacing { interval: Duration::from_secs(5), batch_size: 3 };
+        let storage = Storage { compaction: Compaction { min_records: 1 << 30, dead_percent: 50 }, ..storage(&disk) };
+        (App::open(pacing, clock.clone(), Recorder(disk.clone()), storage).expect("the service starts"), clock)
+    };
+    let (app, clock) = open(wall);
+    let created = || disk.events().iter().filter(|e| matches!(e, Event::Create(..))).count();
+    let before = created();
+    let acked: Vec<Uuid> = (1..=20)
+        .map(|id| {
+            let acked = app.ingest(Priority::Low, vec![id], None).expect("accepted");
+            app.queue().advance(&clock, Duration::from_secs(5));
+            settle(&app);
+            acked
+        })
+        .collect();
+    assert_eq!(created(), before, "files were made: the journal was written again");
+    assert!(app.shutdown(PATIENCE));
+    let (app, _) = open(wall + Duration::from_secs(200));
+    assert!(acked.iter().all(|id| app.ingestion(id).is_some()), "an acknowledged ingestion is missing");
+    assert!(app.shutdown(PATIENCE));
 }
 
 /// While the journal cannot be written again (its file removed, the disk full), the outage

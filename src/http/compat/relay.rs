@@ -354,7 +354,7 @@ impl Front {
                 most_connections: most_connections(),
                 refusing: false,
                 evicting: false,
-                unreachable_log: (None, 0),
+                unreachable_log: log::Throttle::new(LOG_EVERY),
                 closing: Arc::default(),
                 others: wakers.iter().filter(|other| !Arc::ptr_eq(other, &waker)).cloned().collect(),
             };
@@ -458,8 +458,8 @@ struct Relay {
     refusing: bool,
     /// Whether it is closing idle connections to make room (logged once per episode).
     evicting: bool,
-    /// When "cannot reach the HTTP workers" was last logged, and how many times since.
-    unreachable_log: (Option<Instant>, u64),
+    /// "cannot reach the HTTP workers", once a [`LOG_EVERY`] at most.
+    unreachable_log: log::Throttle,
     /// Links to close once their answers are out ([`Conn::close_after_answers`]).
     closing: Arc<Mutex<Vec<u64>>>,
     /// The other relays' wakers: woken to close their idle connections (see [`Relay::trim_idle`]).
@@ -734,17 +734,12 @@ impl Relay {
                     retry_at = Some(now + CONNECT_RETRY);
                 }
                 Err(error) => {
-                    let (last, quiet) = &mut self.unreachable_log;
-                    if last.is_none_or(|last| now >= last + LOG_EVERY) {
-                        let more = if *quiet > 0 {
-                            format!(" ({quiet} more since the last such line)")
-                        } else {
-                            String::new()
+                    if let Some(held_back) = self.unreachable_log.admit(now) {
+                        let more = match held_back {
+                            0 => String::new(),
+                            n => format!(" ({n} more since the last such line)"),
                         };
                         log::info(format_args!("cannot reach the HTTP workers ({error}); a connection got 503{more}"));
-                        (*last, *quiet) = (Some(now), 0);
-                    } else {
-                        *quiet += 1;
                     }
                     entry.link.server_unreachable(now);
                 }
