@@ -4,9 +4,12 @@ ARGS ?=
 
 .PHONY: run test check fmt lint doc unit dist dist-test container e2e build release bench mixed soak
 
-## Start the service on 127.0.0.1:8000 (5 s interval, batches of 3). Extra flags: make run ARGS="--interval 1s"
+## Start the service on 127.0.0.1:8000 (5 s interval, batches of 3), its journal in ./data so
+## that nothing acknowledged is lost. Extra flags: make run ARGS="--interval 1s"; in memory
+## only: make run DATA_DIR=
+DATA_DIR ?= data
 run:
-	$(CARGO) run --release --quiet -- $(ARGS)
+	$(CARGO) run --release --quiet -- $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
 
 ## Every check CI runs: formatting, lints, docs, unit, thread and HTTP tests, the shipped binary
 ## alone in an empty root, and the browser and API-schema tests.
