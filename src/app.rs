@@ -340,6 +340,13 @@ fn restore(
             recovered.expired_records
         ));
     }
+    if let Some(ms) = recovered.paused_until_ms.filter(|&ms| ms > now_ms) {
+        let until = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        log::info(format_args!(
+            "the upstream asked for a pause (Retry-After) until {}: nothing is released before then",
+            crate::rfc3339::format(until)
+        ));
+    }
     queue.metrics().recall(recent);
     let (last_release_ms, paused_until_ms) = (recovered.last_release_ms, recovered.paused_until_ms);
     queue.restore(Restored { reruns, queued, retries, last_release_ms, paused_until_ms, wire });

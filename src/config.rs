@@ -474,8 +474,8 @@ fn env_header_lines(value: Option<OsString>) -> Result<Vec<Header>, UsageError> 
 
 /// Checks `--upstream`: http or https, a host, `{id}` after the host, no fragment.
 fn upstream_url(text: String) -> Result<String, UsageError> {
-    // The query may hold a secret (an API key): it is not repeated.
-    let shown = text.split_once('?').map_or(text.clone(), |(before, _)| format!("{before}?…"));
+    // The query and the user's part may hold secrets: they are not repeated.
+    let shown = crate::upstream::redacted(&text);
     let bad =
         |why: &str| UsageError(format!("--upstream takes an http or https URL with {{id}} in it; '{shown}' {why}"));
     let Some((scheme, rest)) = text.split_once("://") else { return Err(bad("has no scheme")) };
@@ -511,8 +511,10 @@ fn method(value: String) -> Result<Method, UsageError> {
 }
 
 /// Headers ingestd frames or routes each call with; setting them would break the call.
-const RESERVED_HEADERS: [&str; 9] = [
+const RESERVED_HEADERS: [&str; 10] = [
     "host",
+    // ureq 2 would take the `100 Continue` it asks for as the final answer.
+    "expect",
     "content-length",
     "transfer-encoding",
     "connection",
@@ -529,12 +531,20 @@ fn header(line: &str) -> Result<Header, String> {
     let Some((name, value)) = line.split_once(':') else {
         return Err("takes 'Name: value'; this one has no ':'".into());
     };
-    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name.is_empty() || !name.bytes().all(is_tchar) {
-        return Err(format!("takes 'Name: value'; '{}' is not a header name", name.escape_debug()));
+    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() {
+        return Err("takes 'Name: value'; the name before ':' is empty".into());
+    }
+    // Only the valid start is quoted: a line missing its ':' may have a secret before the next.
+    if let Some((at, bad)) = name.char_indices().find(|&(_, c)| !is_tchar(c)) {
+        let bad = if bad == ' ' { "a space".to_owned() } else { format!("{:?}", bad) };
+        return Err(format!(
+            "takes 'Name: value'; what comes before ':' is not a header name ({bad} after '{}')",
+            &name[..at]
+        ));
     }
     if RESERVED_HEADERS.iter().any(|r| name.eq_ignore_ascii_case(r)) {
-        return Err(format!("cannot set {name}: ingestd sets it for each call"));
+        return Err(format!("cannot set {name}: ingestd frames each call itself"));
     }
     let value = value.trim_matches([' ', '\t']);
     if !value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
@@ -862,12 +872,20 @@ mod tests {
         }
         let secret = message(&["--upstream", "http://h/items?key=s3cret"]);
         assert!(secret.contains("'http://h/items?…' has no {id}") && !secret.contains("s3cret"), "{secret}");
+        let secret = message(&["--upstream", "http://user:s3cret@h/{id}#x"]);
+        assert!(secret.contains("'http://…@h/{id}#x' has a #fragment") && !secret.contains("s3cret"), "{secret}");
         assert_eq!(with_url(&["--upstream-method", "PUT"]), "--upstream-method takes GET or POST, not 'PUT'");
         for (line, says) in [
             ("Bearer s3cret", "--upstream-header takes 'Name: value'; this one has no ':'"),
-            ("X Key: v", "--upstream-header takes 'Name: value'; 'X Key' is not a header name"),
-            (": v", "--upstream-header takes 'Name: value'; '' is not a header name"),
-            ("Content-Length: 5", "--upstream-header cannot set Content-Length: ingestd sets it for each call"),
+            ("X Key: v", "--upstream-header takes 'Name: value'; what comes before ':' is not a header name (a space after 'X')"),
+            (
+                "Authorization Bearer s3cret:x",
+                "--upstream-header takes 'Name: value'; what comes before ':' is not a header name (a space after 'Authorization')",
+            ),
+            ("X(: v", "--upstream-header takes 'Name: value'; what comes before ':' is not a header name ('(' after 'X')"),
+            (": v", "--upstream-header takes 'Name: value'; the name before ':' is empty"),
+            ("Content-Length: 5", "--upstream-header cannot set Content-Length: ingestd frames each call itself"),
+            ("expect: 100-continue", "--upstream-header cannot set expect: ingestd frames each call itself"),
             (
                 "X-Key: s3cret\u{7f}",
                 "--upstream-header takes printable ASCII in a value; the value of X-Key has other characters",

@@ -589,7 +589,10 @@ impl Queue {
         // start (the worker marks it triggered once that is on disk).
         let outlook = self.outlook();
         let enqueued = ingestion.enqueued();
-        let line = |view: BatchView<'a>, index: u32| {
+        let paused_until = outlook.paused_until.map(|t| self.shared.wall.at(t));
+        let line = |mut view: BatchView<'a>, index: u32| {
+            // A retry cannot go before the upstream's pause ends, whichever release set it.
+            view.retry_at = view.retry_at.map(|at| paused_until.map_or(at, |p| at.max(p)));
             let position = match (view.status, enqueued) {
                 (BatchStatus::YetToStart, Some(e)) => outlook.position(ingestion.priority, e.first, index),
                 _ => None,
@@ -631,7 +634,7 @@ impl Queue {
             .collect();
         let in_flight =
             state.scheduler.in_flight_batch().map(|f| (Batch { ingestion: Arc::clone(&f.run), index: f.index }, f.at));
-        let paused_until = state.scheduler.paused_until().filter(|&t| t > outlook.now);
+        let paused_until = outlook.paused_until;
         QueueReport { outlook, levels, in_flight, retrying: state.scheduler.backing_off(), paused_until }
     }
 

@@ -73,8 +73,8 @@ pub(crate) struct Scheduler<B> {
     submitted: [u64; LEVELS],
     /// Batches ever released, per level (reruns not counted).
     released: [u64; LEVELS],
-    /// Batches interrupted in flight by a restart, waiting in the heap to run again.
-    reruns: u64,
+    /// Batches interrupted in flight by a restart, waiting in the heap to run again, per level.
+    reruns: [u64; LEVELS],
     /// Retries whose backoff has ended, waiting in the heap, per level.
     ready_retries: [u64; LEVELS],
     /// Retries still waiting out their backoff, the soonest first. Not in the heap, not counted
@@ -212,21 +212,25 @@ pub struct Outlook {
     pub next_release: Option<Instant>,
     submitted: [u64; LEVELS],
     released: [u64; LEVELS],
-    /// Interrupted batches waiting to run again, ahead of every level.
-    reruns: u64,
+    /// Interrupted batches waiting to run again, per level: ahead of every level.
+    reruns: [u64; LEVELS],
     /// Retries whose backoff has ended, per level: ahead of every first release of theirs.
     ready_retries: [u64; LEVELS],
+    /// The end of the upstream's pause, while it lasts: nothing goes before it, retries included.
+    pub paused_until: Option<Instant>,
 }
 
 impl Outlook {
-    /// Batches of `priority` waiting to be released.
+    /// Batches of `priority` waiting to be released: reruns, retries whose backoff has ended
+    /// and first releases (retries still in their backoff aside).
     pub(crate) fn queued(&self, priority: Priority) -> u64 {
-        self.queued_at(level(priority))
+        let l = level(priority);
+        self.reruns[l] + self.waiting_at(l)
     }
 
-    /// Batches waiting to be released, all priorities (retries still in their backoff aside).
+    /// Batches waiting to be released, all priorities: the sum of [`Outlook::queued`].
     pub(crate) fn queued_total(&self) -> u64 {
-        self.reruns + (0..LEVELS).map(|l| self.waiting_at(l)).sum::<u64>()
+        Priority::ALL.into_iter().map(|p| self.queued(p)).sum()
     }
 
     fn queued_at(&self, level: usize) -> u64 {
@@ -260,7 +264,7 @@ impl Outlook {
         if n < self.released[l] || n >= self.submitted[l] {
             return None;
         }
-        let higher: u64 = self.reruns + (0..l).map(|h| self.waiting_at(h)).sum::<u64>();
+        let higher: u64 = self.reruns.iter().sum::<u64>() + (0..l).map(|h| self.waiting_at(h)).sum::<u64>();
         Some(higher + self.ready_retries[l] + n - self.released[l])
     }
 
@@ -289,7 +293,7 @@ impl<B: Clone> Scheduler<B> {
             arrived: Default::default(),
             submitted: [0; LEVELS],
             released: [0; LEVELS],
-            reruns: 0,
+            reruns: [0; LEVELS],
             ready_retries: [0; LEVELS],
             backing_off: BinaryHeap::new(),
             in_flight: None,
@@ -350,7 +354,7 @@ impl<B: Clone> Scheduler<B> {
     pub(crate) fn rerun(&mut self, priority: Priority, run: B, index: u32, now: Instant) {
         self.note_arrival(now);
         self.push(true, priority, run, index, index + 1);
-        self.reruns += 1;
+        self.reruns[level(priority)] += 1;
     }
 
     /// Puts batch `index` of `run` back to wait out a backoff until `ready_at`: it was waiting
@@ -376,11 +380,6 @@ impl<B: Clone> Scheduler<B> {
     /// Releases nothing before `until` (kept if a pause already runs longer).
     pub(crate) fn pause(&mut self, until: Instant) {
         self.paused_until = Some(self.paused_until.map_or(until, |t| t.max(until)));
-    }
-
-    /// The end of the pause, if one was ever set (it may be over).
-    pub(crate) fn paused_until(&self) -> Option<Instant> {
-        self.paused_until
     }
 
     /// Retries waiting out their backoff (not in [`Scheduler::queued`]).
@@ -447,7 +446,7 @@ impl<B: Clone> Scheduler<B> {
         }
         let (run, index, rank) = self.take_head();
         if rank.rerun {
-            self.reruns -= 1;
+            self.reruns[level(rank.priority)] -= 1;
         } else if rank.retry {
             self.ready_retries[level(rank.priority)] -= 1;
         } else {
@@ -506,7 +505,7 @@ impl<B: Clone> Scheduler<B> {
     /// Batches waiting to be released, retries whose backoff has ended included (the one in
     /// flight and those still backing off are not counted).
     pub(crate) fn queued(&self) -> usize {
-        (self.reruns + (0..LEVELS).map(|l| self.queued_at(l) + self.ready_retries[l]).sum::<u64>()) as usize
+        (0..LEVELS).map(|l| self.reruns[l] + self.queued_at(l) + self.ready_retries[l]).sum::<u64>() as usize
     }
 
     fn queued_at(&self, l: usize) -> u64 {
@@ -533,6 +532,7 @@ impl<B: Clone> Scheduler<B> {
             released: self.released,
             reruns: self.reruns,
             ready_retries: self.ready_retries,
+            paused_until: self.paused_until.filter(|&t| t > now),
         }
     }
 
@@ -1238,10 +1238,13 @@ mod tests {
                                 model.retain(|m| (m.3, m.4) != (run, index));
                                 prop_assert_eq!(sched.queued(), model.len());
                                 prop_assert_eq!(sched.backing_off(), backoffs.len());
+                                let outlook = sched.outlook(now);
                                 for level in Priority::ALL {
                                     let oldest =
                                         model.iter().filter(|m| !m.0 && !m.2 && m.1 == level).map(|m| m.5).min();
                                     prop_assert_eq!(sched.oldest_waiting(level), oldest);
+                                    let waiting = model.iter().filter(|m| m.1 == level).count() as u64;
+                                    prop_assert_eq!(outlook.queued(level), waiting, "{:?} batches waiting", level);
                                 }
                                 last_release = Some(now);
                                 busy = Some((best.1, run, index, now, now + work));

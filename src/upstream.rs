@@ -10,14 +10,17 @@
 //! connection, and a TLS handshake; the README says so instead.)
 
 use std::fmt;
-use std::io::Read;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ureq::rustls;
 use ureq::rustls::pki_types::pem::PemObject;
 use ureq::rustls::pki_types::CertificateDer;
+use ureq::{ReadWrite, TlsConnector};
 
 use crate::metrics::CALL_OUTCOMES;
 use crate::model::Id;
@@ -54,8 +57,9 @@ impl fmt::Debug for Header {
     }
 }
 
-/// Where and how to deliver, as the command line gave it (checked there).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where and how to deliver, as the command line gave it (checked there). `Debug` shows the
+/// URL as [`redacted`] and no header value.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Target {
     /// An http or https URL containing `{id}` after its host.
     pub url: String,
@@ -74,13 +78,40 @@ impl Target {
         self.url.replace("{id}", &id.to_string())
     }
 
-    /// The URL without its query (which may hold a key), for the log.
+    /// The URL as the log shows it: [`redacted`].
     pub fn shown(&self) -> String {
-        match self.url.split_once('?') {
-            Some((before, _)) => format!("{before}?…"),
-            None => self.url.clone(),
-        }
+        redacted(&self.url)
     }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.shown())
+            .field("method", &self.method)
+            .field("headers", &self.headers)
+            .field("timeout", &self.timeout)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// An upstream URL without what may be a secret: its user and password (`https://…@host/`),
+/// which ureq sends as Basic credentials, and its query (an API key), each shown as `…`.
+pub fn redacted(url: &str) -> String {
+    let (before, query) = match url.split_once('?') {
+        Some((before, _)) => (before, "?…"),
+        None => (url, ""),
+    };
+    let (scheme, rest) = before.split_once("://").unwrap_or(("", before));
+    let authority_end = rest.find(['/', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("…@{host}"),
+        None => authority.to_owned(),
+    };
+    let separator = if before.contains("://") { "://" } else { "" };
+    format!("{scheme}{separator}{authority}{path}{query}")
 }
 
 /// Why an [`HttpUpstream`] could not be set up.
@@ -183,7 +214,8 @@ impl RetryAfter {
     pub(crate) fn parse(value: &str) -> Option<RetryAfter> {
         let value = value.trim();
         if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-            return value.parse::<u64>().ok().map(|secs| RetryAfter::Delay(Duration::from_secs(secs)));
+            // Too many digits for a number is a long time: capped by `until` like any other.
+            return Some(RetryAfter::Delay(Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))));
         }
         httpdate::parse_http_date(value).ok().map(RetryAfter::At)
     }
@@ -213,6 +245,8 @@ const EXCERPT_CHARS: usize = 120;
 pub struct HttpUpstream {
     agent: ureq::Agent,
     target: Target,
+    /// The end of the call under way, for the TLS handshake ([`BoundedTls`]).
+    deadline: Arc<Deadline>,
 }
 
 impl fmt::Debug for HttpUpstream {
@@ -224,15 +258,19 @@ impl fmt::Debug for HttpUpstream {
 impl HttpUpstream {
     /// Reads `--upstream-ca` (if any) and sets up the client. Connects to nothing yet.
     pub fn new(target: Target) -> Result<HttpUpstream, SetupError> {
+        let deadline = Arc::new(Deadline::default());
+        let tls = BoundedTls { tls: tls_config(target.ca_file.as_deref())?, deadline: Arc::clone(&deadline) };
         let agent = ureq::AgentBuilder::new()
             .timeout(target.timeout)
+            // ureq's own connect limit (30 s) would otherwise outlast the call's.
+            .timeout_connect(target.timeout)
             // A redirect is answered as what it is (a permanent failure), not followed: a
             // followed POST would turn into a GET without its body.
             .redirects(0)
             .user_agent(concat!("ingestd/", env!("CARGO_PKG_VERSION")))
-            .tls_config(tls_config(target.ca_file.as_deref())?)
+            .tls_connector(Arc::new(tls))
             .build();
-        Ok(HttpUpstream { agent, target })
+        Ok(HttpUpstream { agent, target, deadline })
     }
 
     /// Makes one call for `id` and classifies it. Blocks at most about `--upstream-timeout`.
@@ -242,6 +280,7 @@ impl HttpUpstream {
 
     fn call(&mut self, id: Id) -> Delivery {
         let started = Instant::now();
+        self.deadline.set(started + self.target.timeout);
         let mut request = self.agent.request(self.target.method.as_str(), &self.target.url_for(id));
         for header in &self.target.headers {
             request = request.set(&header.name, &header.value);
@@ -269,7 +308,9 @@ impl HttpUpstream {
         };
         let status = response.status();
         let retry_after = response.header("Retry-After").map(str::to_owned);
-        let body = read_body(response);
+        // ureq 2 takes an interim answer (`100 Continue`, `103 Early Hints`) for the final one,
+        // with a body up to the close: not read, its connection is dropped, not reused.
+        let body = if status >= 200 { read_body(response) } else { Vec::new() };
         let took = started.elapsed();
         let outcome = classify(status, took, retry_after.as_deref(), &body);
         Delivery { outcome, call: Call::Answered(status), took }
@@ -311,8 +352,12 @@ pub(crate) fn classify(status: u16, took: Duration, retry_after: Option<&str>, b
             Outcome::Stop { reason, retry_after: parsed }
         }
         408 | 500..=599 => Outcome::Retry { reason },
-        300..=399 => {
+        301 | 302 | 303 | 307 | 308 => {
             reason.push_str(": redirects are not followed; point --upstream at the final URL");
+            Outcome::Permanent { reason }
+        }
+        300..=399 => {
+            reason.push_str(": not a delivery (only 2xx is)");
             Outcome::Permanent { reason }
         }
         400..=499 => {
@@ -414,7 +459,95 @@ fn describe_tls(error: &rustls::Error) -> String {
         rustls::Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
             "certificate not valid for the upstream's host name".into()
         }
+        rustls::Error::InvalidCertificate(Cert::Other(other)) => format!("certificate not accepted ({other})"),
         other => format!("TLS: {other}"),
+    }
+}
+
+/// When the call under way must end: set by [`HttpUpstream::call`], read by [`Bounded`] (both
+/// on the worker thread, which makes one call at a time).
+#[derive(Debug)]
+struct Deadline {
+    origin: Instant,
+    /// Nanoseconds after `origin`.
+    at: AtomicU64,
+}
+
+impl Default for Deadline {
+    fn default() -> Deadline {
+        Deadline { origin: Instant::now(), at: AtomicU64::new(0) }
+    }
+}
+
+impl Deadline {
+    fn set(&self, at: Instant) {
+        let nanos = at.saturating_duration_since(self.origin).as_nanos();
+        self.at.store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn left(&self) -> Duration {
+        let at = self.origin + Duration::from_nanos(self.at.load(Ordering::Relaxed));
+        at.saturating_duration_since(Instant::now())
+    }
+}
+
+/// rustls over a stream bounded by the call's deadline. ureq 2 sets the socket's timeouts once
+/// before the handshake, and as a timeout per read, each byte restarts it: an upstream that
+/// dripped its handshake held the worker, and every release, as long as it liked.
+struct BoundedTls {
+    tls: Arc<rustls::ClientConfig>,
+    deadline: Arc<Deadline>,
+}
+
+impl TlsConnector for BoundedTls {
+    fn connect(&self, dns_name: &str, io: Box<dyn ReadWrite>) -> Result<Box<dyn ReadWrite>, ureq::Error> {
+        self.tls.connect(dns_name, Box::new(Bounded { io, deadline: Arc::clone(&self.deadline) }))
+    }
+}
+
+/// A connection whose every read and write ends by the deadline of the call under way.
+#[derive(Debug)]
+struct Bounded {
+    io: Box<dyn ReadWrite>,
+    deadline: Arc<Deadline>,
+}
+
+impl Bounded {
+    fn bound(&self) -> io::Result<()> {
+        let left = self.deadline.left();
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        if let Some(socket) = self.io.socket() {
+            socket.set_read_timeout(Some(left))?;
+            socket.set_write_timeout(Some(left))?;
+        }
+        Ok(())
+    }
+}
+
+impl Read for Bounded {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.bound()?;
+        self.io.read(buf)
+    }
+}
+
+impl Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bound()?;
+        self.io.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.bound()?;
+        self.io.flush()
+    }
+}
+
+impl ReadWrite for Bounded {
+    fn socket(&self) -> Option<&TcpStream> {
+        self.io.socket()
     }
 }
 
@@ -491,6 +624,7 @@ mod tests {
             "",
             permanent("HTTP 301 after 3 ms: redirects are not followed; point --upstream at the final URL"),
         );
+        check(304, None, "", permanent("HTTP 304 after 3 ms: not a delivery (only 2xx is)"));
         check(199, None, "", retry("unexpected HTTP 199 after 3 ms"));
     }
 
@@ -517,7 +651,9 @@ mod tests {
         check_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", at(1_445_412_480));
         check_retry_after("Wednesday, 21-Oct-15 07:28:00 GMT", at(1_445_412_480));
         check_retry_after("Wed Oct 21 07:28:00 2015", at(1_445_412_480));
-        for bad in ["", "-1", "1.5", "+5", "5s", "soon", "99999999999999999999999", "Wed, 32 Oct 2015 07:28:00 GMT"] {
+        // Valid, only too long for a number: as long as a number gets (then capped by `until`).
+        check_retry_after("99999999999999999999999", Some(RetryAfter::Delay(Duration::from_secs(u64::MAX))));
+        for bad in ["", "-1", "1.5", "+5", "5s", "soon", "Wed, 32 Oct 2015 07:28:00 GMT"] {
             check_retry_after(bad, None);
         }
     }
@@ -562,7 +698,21 @@ mod tests {
         };
         assert_eq!(target.url_for(42), "https://api.example.com/items/42?key=secret&again=42");
         assert_eq!(target.shown(), "https://api.example.com/items/{id}?…");
-        assert!(!format!("{target:?}").contains("s3cret"));
+        assert!(!format!("{target:?}").contains("s3cret") && !format!("{target:?}").contains("secret"));
+    }
+
+    #[test]
+    fn what_may_be_a_secret_is_redacted() {
+        for (url, shown) in [
+            ("http://127.0.0.1:9/{id}", "http://127.0.0.1:9/{id}"),
+            ("https://user:pa@ss@api.example.com/i/{id}?k=1", "https://…@api.example.com/i/{id}?…"),
+            ("https://token@api.example.com", "https://…@api.example.com"),
+            ("http://h/a@b/{id}", "http://h/a@b/{id}"),
+            ("http://u:p@h/{id}#x@y", "http://…@h/{id}#x@y"),
+            ("not a url?key=1", "not a url?…"),
+        ] {
+            assert_eq!(redacted(url), shown, "{url}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod common;
 #[path = "common/upstream.rs"]
 mod scripted;
 
+use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -148,6 +149,95 @@ fn a_refused_connection_stops_the_release() {
     let delivery = api.deliver(1);
     assert_eq!(delivery.call, Call::Failed);
     assert_eq!(delivery.outcome, Outcome::Stop { reason: "connection refused".into(), retry_after: None });
+}
+
+/// A raw upstream on 127.0.0.1: each connection goes to `serve` on its own thread.
+fn raw_upstream(serve: fn(std::net::TcpStream)) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || serve(conn));
+        }
+    });
+    port
+}
+
+/// The timeout bounds a TLS handshake too: an upstream that sends its first record a byte at a
+/// time (each read gets one within 100 ms) held a call for as long as it dripped (ureq 2's
+/// timeout there is per read), and sent the request after the call had been given up.
+#[test]
+fn the_timeout_bounds_a_dripped_tls_handshake() {
+    let port = raw_upstream(|mut conn| {
+        use std::io::Write;
+        let _ = conn.read(&mut [0; 4096]);
+        // A handshake record of 16 KiB, announced, then a byte every 100 ms.
+        let _ = conn.write_all(&[0x16, 0x03, 0x03, 0x40, 0x00]);
+        for _ in 0..60 {
+            std::thread::sleep(Duration::from_millis(100));
+            if conn.write_all(&[0x02]).is_err() {
+                return;
+            }
+        }
+    });
+    let timeout = Duration::from_millis(500);
+    let mut api = client(Target { timeout, ..target(format!("https://127.0.0.1:{port}/{{id}}")) });
+    let began = Instant::now();
+    let delivery = api.deliver(1);
+    let took = began.elapsed();
+    assert!(took >= timeout && took < Duration::from_millis(2500), "took {took:?}");
+    assert_eq!(delivery.call, Call::TimedOut, "{delivery:?}");
+    assert_eq!(delivery.outcome, Outcome::Stop { reason: "timed out after 500 ms".into(), retry_after: None });
+}
+
+/// The timeout bounds connecting: to a listener whose queue is full (SYNs dropped), a call took
+/// ureq's own 30 s.
+#[test]
+fn the_timeout_bounds_connecting() {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    // Fill its queue until a connection no longer completes.
+    let mut held = Vec::new();
+    while let Ok(conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+        held.push(conn);
+        assert!(held.len() < 100, "the queue never filled");
+    }
+    let timeout = Duration::from_millis(500);
+    let mut api = client(Target { timeout, ..target(format!("http://{addr}/{{id}}")) });
+    let began = Instant::now();
+    let delivery = api.deliver(1);
+    let took = began.elapsed();
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+    assert_eq!(delivery.call, Call::TimedOut, "{delivery:?}");
+}
+
+/// An interim answer (`100 Continue`, `103 Early Hints`) before the final one: ureq 2 takes it
+/// for the final answer; it is a retry at once, on a new connection, rather than a body read up
+/// to the timeout and the next answer read as the next id's.
+#[test]
+fn an_interim_answer_is_a_retry_at_once_on_a_new_connection() {
+    let port = raw_upstream(|mut conn| {
+        use std::io::Write;
+        let mut head = [0; 4096];
+        while matches!(conn.read(&mut head), Ok(n) if n > 0) {
+            let answer =
+                "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+            if conn.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let timeout = Duration::from_secs(3);
+    let mut api = client(Target { timeout, ..target(format!("http://127.0.0.1:{port}/{{id}}")) });
+    for id in [1, 2] {
+        let began = Instant::now();
+        let delivery = api.deliver(id);
+        assert!(began.elapsed() < Duration::from_secs(1), "took {:?}", began.elapsed());
+        assert_eq!(delivery.call, Call::Answered(103));
+        assert!(reason_of(&delivery.outcome, "retry").starts_with("unexpected HTTP 103 after "), "{delivery:?}");
+    }
 }
 
 /// The first arrival of each release never comes closer than `interval` after the one before:
@@ -336,6 +426,11 @@ fn retry_after_pauses_every_release_and_the_queue_shows_it() {
     let eta = server.status(&second)["batches"][0]["eta"].as_str().map(str::to_owned);
     assert!(eta.as_deref().is_some_and(|eta| eta >= paused_until.as_str()), "{eta:?} before {paused_until}");
     assert!(queue["next_release_at"].as_str().unwrap() >= paused_until.as_str(), "{queue}");
+    // So are the paused batch's retry (its backoff, 20 ms, ends first) and expected end.
+    let retrying = server.status(&first);
+    for at in [&retrying["batches"][0]["retry_at"], &retrying["eta_completed"]] {
+        assert!(at.as_str().is_some_and(|at| at >= paused_until.as_str()), "{at} before {paused_until}: {retrying}");
+    }
     wait_status(&server, &first, "completed");
     wait_status(&server, &second, "completed");
     let arrivals = upstream.arrivals();
