@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -573,12 +573,6 @@ impl Queue {
         self.lock().scheduler.interval()
     }
 
-    /// The counters positions and ETAs come from, now. Holds the queue lock for O(1) work.
-    pub(crate) fn outlook(&self) -> Outlook {
-        let state = self.lock();
-        state.scheduler.outlook(self.shared.clock.now())
-    }
-
     /// `ingestion`'s first `most` batches with their positions and ETAs, and its status and
     /// expected end from all of them, each batch read once. Takes the queue lock once, briefly,
     /// to copy the counters; never walks the queue, so it costs the same with a million batches
@@ -587,9 +581,14 @@ impl Queue {
         // Counters first, statuses second. A batch released before the counters were copied is
         // no longer counted as queued, so it gets no position, even while it reads as yet to
         // start (the worker marks it triggered once that is on disk).
-        let outlook = self.outlook();
+        let (outlook, paused_until) = {
+            let state = self.lock();
+            let outlook = state.scheduler.outlook(self.shared.clock.now());
+            // As journaled (wall milliseconds), so it reads the same across a restart.
+            let until = outlook.paused_until.map(|_| UNIX_EPOCH + Duration::from_millis(state.paused_until_ms));
+            (outlook, until)
+        };
         let enqueued = ingestion.enqueued();
-        let paused_until = outlook.paused_until.map(|t| self.shared.wall.at(t));
         let line = |mut view: BatchView<'a>, index: u32| {
             // A retry cannot go before the upstream's pause ends, whichever release set it.
             view.retry_at = view.retry_at.map(|at| paused_until.map_or(at, |p| at.max(p)));

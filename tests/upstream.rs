@@ -558,6 +558,11 @@ fn a_restart_between_a_failure_and_its_retry_keeps_the_retry_its_backoff_and_the
     let waited = arrivals[2].at - arrivals[1].at;
     assert!(waited >= Duration::from_secs(3), "retried {waited:?} after a 429 asking for 3 s");
     assert_eq!(server.status(&id)["batches"][0]["attempts"], 2);
+    let (_, log) = server.terminate();
+    assert!(
+        log.contains("the upstream asked for a pause (Retry-After) until "),
+        "the restored pause is not logged: {log}"
+    );
 }
 
 /// The pause an upstream asked for holds across a restart for every batch queued, not only
