@@ -259,9 +259,11 @@ impl App {
         threads.pacer.stop();
         let finished = threads.worker.join_timeout(timeout);
         if !finished {
-            log::info(format_args!(
-                "warning: the batch in flight did not finish within {timeout:?}; it runs again after a restart"
-            ));
+            let then = match threads.journal {
+                Some(_) => "it runs again after a restart",
+                None => "in memory mode it is lost with the rest of the queue",
+            };
+            log::info(format_args!("warning: the batch in flight did not finish within {timeout:?}; {then}"));
         }
         if let Some(journal) = threads.journal {
             journal.stop();

@@ -117,7 +117,7 @@ pub struct Config {
     pub max_url: usize,
     pub max_header_bytes: usize,
     pub idle_timeout: Duration,
-    /// From `--token`; `main` falls back to `INGESTD_TOKEN`.
+    /// From `--token`, else `INGESTD_TOKEN`.
     pub token: Option<String>,
     pub log_format: log::Format,
     /// `--upstream` and its flags; `None`: the simulated API.
@@ -159,16 +159,23 @@ pub struct Env {
     /// `INGESTD_UPSTREAM_HEADERS`: `--upstream-header` lines, before the flags' (a flag's header
     /// replaces one of the same name from here).
     pub upstream_headers: Option<OsString>,
+    /// `INGESTD_TOKEN`: the token, unless `--token` gives one; empty is none.
+    pub token: Option<OsString>,
 }
 
 impl Env {
     /// Reads the process's environment.
     pub fn from_process() -> Env {
-        Env { port: std::env::var_os("PORT"), upstream_headers: std::env::var_os(UPSTREAM_HEADERS_VAR) }
+        Env {
+            port: std::env::var_os("PORT"),
+            upstream_headers: std::env::var_os(UPSTREAM_HEADERS_VAR),
+            token: std::env::var_os(TOKEN_VAR),
+        }
     }
 }
 
 const UPSTREAM_HEADERS_VAR: &str = "INGESTD_UPSTREAM_HEADERS";
+const TOKEN_VAR: &str = "INGESTD_TOKEN";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -225,6 +232,8 @@ struct UpstreamFlags {
     min_backoff: Option<Duration>,
     max_backoff: Option<Duration>,
     max_attempts: Option<u8>,
+    /// `--fetch-delay` was given: it is for the simulated API only.
+    fetch_delay: bool,
 }
 
 /// Parses the arguments (without the program name) with the environment's variables.
@@ -274,7 +283,8 @@ pub fn parse_with(args: impl IntoIterator<Item = OsString>, env: Env) -> Result<
             }
             Long("batch-size") => config.pacing.batch_size = count(parser.value()?, "--batch-size")?,
             Long("fetch-delay") => {
-                config.fetch_delay = duration(&text(parser.value()?, "--fetch-delay")?, "--fetch-delay")?
+                config.fetch_delay = duration(&text(parser.value()?, "--fetch-delay")?, "--fetch-delay")?;
+                up.fetch_delay = true;
             }
             Long("threads") => config.threads = count(parser.value()?, "--threads")?,
             Long("max-body") => {
@@ -300,13 +310,7 @@ pub fn parse_with(args: impl IntoIterator<Item = OsString>, env: Env) -> Result<
                     return Err(UsageError("--idle-timeout must be at least 10ms".into()));
                 }
             }
-            Long("token") => {
-                let token = text(parser.value()?, "--token")?;
-                if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err(UsageError("--token takes printable ASCII without spaces".into()));
-                }
-                config.token = Some(token);
-            }
+            Long("token") => config.token = Some(token(parser.value()?, "--token")?),
             Long("log-format") => config.log_format = log_format(text(parser.value()?, "--log-format")?)?,
             Long("upstream") => up.url = Some(upstream_url(text(parser.value()?, "--upstream")?)?),
             Long("upstream-method") => up.method = Some(method(text(parser.value()?, "--upstream-method")?)?),
@@ -349,6 +353,10 @@ pub fn parse_with(args: impl IntoIterator<Item = OsString>, env: Env) -> Result<
         }
     }
     config.addr = listen_addr(addr, port)?;
+    // The environment keeps the token out of `ps`; the flag wins when both are set.
+    if config.token.is_none() {
+        config.token = env.token.filter(|t| !t.is_empty()).map(|t| token(t, TOKEN_VAR)).transpose()?;
+    }
     config.retry = retry(&up, config.pacing.interval)?;
     config.upstream = upstream(up, env.upstream_headers)?;
     Ok(Command::Run(Box::new(config)))
@@ -431,17 +439,24 @@ fn retry(up: &UpstreamFlags, interval: Duration) -> Result<Retry, UsageError> {
 /// The upstream target, or `None` without `--upstream` (then its other flags are mistakes).
 fn upstream(up: UpstreamFlags, env_headers: Option<OsString>) -> Result<Option<Target>, UsageError> {
     let Some(url) = up.url else {
+        // The simulated API never fails, so nothing is ever retried.
         let given = [
             ("--upstream-method", up.method.is_some()),
             ("--upstream-header", !up.headers.is_empty()),
             ("--upstream-timeout", up.timeout.is_some()),
             ("--upstream-ca", up.ca_file.is_some()),
+            ("--retry-min-backoff", up.min_backoff.is_some()),
+            ("--retry-max-backoff", up.max_backoff.is_some()),
+            ("--max-attempts", up.max_attempts.is_some()),
         ];
         return match given.iter().find(|(_, given)| *given) {
             Some((flag, _)) => Err(UsageError(format!("{flag} needs --upstream URL"))),
             None => Ok(None),
         };
     };
+    if up.fetch_delay {
+        return Err(UsageError("--fetch-delay sets the simulated API's time per id: not with --upstream".into()));
+    }
     let mut headers = env_header_lines(env_headers)?;
     for header in up.headers {
         // A flag replaces a header of the same name from the environment (or an earlier flag).
@@ -553,6 +568,15 @@ fn header(line: &str) -> Result<Header, String> {
     Ok(Header { name: name.to_owned(), value: value.to_owned() })
 }
 
+/// A bearer token, from `--token` or [`TOKEN_VAR`] (`source`): a header value must be able to
+/// carry it as it is.
+fn token(value: OsString, source: &str) -> Result<String, UsageError> {
+    match value.into_string() {
+        Ok(token) if !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()) => Ok(token),
+        _ => Err(UsageError(format!("{source} takes printable ASCII without spaces"))),
+    }
+}
+
 fn text(value: OsString, flag: &str) -> Result<String, UsageError> {
     value.into_string().map_err(|v| UsageError(format!("{flag} takes text, not {v:?}")))
 }
@@ -567,9 +591,10 @@ fn log_format(value: String) -> Result<log::Format, UsageError> {
 
 fn count(value: OsString, flag: &str) -> Result<usize, UsageError> {
     let value = text(value, flag)?;
-    value
-        .parse::<usize>()
-        .ok()
+    // Digits only: `usize::parse` also takes a leading `+`.
+    Some(&value)
+        .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n >= 1)
         .ok_or_else(|| UsageError(format!("{flag} takes a whole number of at least 1, not '{value}'")))
 }
@@ -590,7 +615,8 @@ pub(crate) fn duration(text: &str, flag: &str) -> Result<Duration, UsageError> {
         _ => return Err(bad("has an unknown unit")),
     };
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || number.ends_with('.') {
         return Err(bad("is not a number with a unit"));
     }
     let whole: u128 = whole.parse().map_err(|_| bad("is too long"))?;
@@ -609,7 +635,47 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str], port: Option<&str>) -> Result<Command, UsageError> {
-        parse_with(args.iter().map(OsString::from), Env { port: port.map(OsString::from), upstream_headers: None })
+        parse_with(
+            args.iter().map(OsString::from),
+            Env { port: port.map(OsString::from), upstream_headers: None, token: None },
+        )
+    }
+
+    #[test]
+    fn the_token_comes_from_the_flag_else_the_environment_and_is_checked_in_both() {
+        use std::os::unix::ffi::OsStringExt;
+        let with_token = |args: &[&str], token: OsString| {
+            let env = Env { port: None, upstream_headers: None, token: Some(token) };
+            parse_with(args.iter().map(OsString::from), env).map(|c| match c {
+                Command::Run(config) => config.token,
+                other => panic!("expected a config, got {other:?}"),
+            })
+        };
+        assert_eq!(with_token(&[], "s3cret".into()).unwrap().as_deref(), Some("s3cret"));
+        assert_eq!(with_token(&["--token", "flag"], "env".into()).unwrap().as_deref(), Some("flag"));
+        assert_eq!(with_token(&[], "".into()).unwrap(), None, "empty is none");
+        // Not UTF-8 (it ran with no token), or a space no header value can end with (every
+        // request got 401): refused at start, as the flag is.
+        for bad in [OsString::from_vec(b"s3cr\xffet".to_vec()), "s3cret ".into(), "a b".into()] {
+            let error = with_token(&[], bad.clone()).unwrap_err().to_string();
+            assert_eq!(error, "INGESTD_TOKEN takes printable ASCII without spaces", "{bad:?}");
+        }
+        for bad in ["", "a b", "caf\u{e9}"] {
+            let error = run(&["--token", bad], None).unwrap_err().to_string();
+            assert_eq!(error, "--token takes printable ASCII without spaces", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn flags_for_the_other_kind_of_api_are_refused() {
+        let message = |args: &[&str]| run(args, None).unwrap_err().to_string();
+        for (flag, value) in [("--retry-min-backoff", "1s"), ("--retry-max-backoff", "1m"), ("--max-attempts", "3")] {
+            assert_eq!(message(&[flag, value]), format!("{flag} needs --upstream URL"));
+        }
+        assert_eq!(
+            message(&["--upstream", "http://h/{id}", "--fetch-delay", "1s"]),
+            "--fetch-delay sets the simulated API's time per id: not with --upstream"
+        );
     }
 
     fn config(args: &[&str]) -> Config {
@@ -634,7 +700,7 @@ mod tests {
         check_duration("2h", Duration::from_secs(7200));
         check_duration("7d", Duration::from_secs(7 * 86_400));
         check_duration("0s", Duration::ZERO);
-        for bad in ["", "5", "s", "5x", "-1s", "1.2.3s", ".5s", "5 s", "1e3s", "99999999999999999999d"] {
+        for bad in ["", "5", "s", "5x", "-1s", "1.2.3s", ".5s", "1.s", "5 s", "1e3s", "99999999999999999999d"] {
             let error = duration(bad, "--interval").unwrap_err().to_string();
             assert!(error.starts_with("--interval takes a duration like"), "{bad}: {error}");
         }
@@ -761,6 +827,7 @@ mod tests {
     fn bad_flags_say_what_is_wrong() {
         let message = |args: &[&str]| run(args, None).unwrap_err().to_string();
         assert_eq!(message(&["--batch-size", "0"]), "--batch-size takes a whole number of at least 1, not '0'");
+        assert_eq!(message(&["--batch-size", "+3"]), "--batch-size takes a whole number of at least 1, not '+3'");
         assert_eq!(message(&["--interval", "0s"]), "--interval must be more than 0");
         assert_eq!(message(&["--log-format", "xml"]), "--log-format takes human or json, not 'xml'");
         assert!(message(&["--bogus"]).contains("--bogus"));
@@ -769,7 +836,7 @@ mod tests {
     }
 
     fn with_env(args: &[&str], headers: &str) -> Result<Command, UsageError> {
-        let env = Env { port: None, upstream_headers: Some(OsString::from(headers)) };
+        let env = Env { port: None, upstream_headers: Some(OsString::from(headers)), token: None };
         parse_with(args.iter().map(OsString::from), env)
     }
 
@@ -833,13 +900,16 @@ mod tests {
             c.retry,
             Retry { min_backoff: Duration::from_secs(2), max_backoff: Duration::from_secs(300), max_attempts: 5 }
         );
-        let c = config(&["--retry-min-backoff", "1s", "--retry-max-backoff", "1m", "--max-attempts", "3"]);
+        let up = ["--upstream", "http://h/{id}"];
+        let c = config(
+            &[&up[..], &["--retry-min-backoff", "1s", "--retry-max-backoff", "1m", "--max-attempts", "3"]].concat(),
+        );
         assert_eq!(
             c.retry,
             Retry { min_backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(60), max_attempts: 3 }
         );
         // The most bounds the default least as it bounds a given one: the wait never grows past it.
-        let c = config(&["--interval", "5s", "--retry-max-backoff", "1s"]);
+        let c = config(&[&up[..], &["--interval", "5s", "--retry-max-backoff", "1s"]].concat());
         assert_eq!((c.retry.min_backoff, c.retry.backoff(3)), (Duration::from_secs(1), Duration::from_secs(1)));
     }
 

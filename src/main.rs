@@ -17,14 +17,8 @@ use signal_hook::iterator::Signals;
 fn main() -> ExitCode {
     let config = match config::parse_with(std::env::args_os().skip(1), config::Env::from_process()) {
         Ok(Command::Run(config)) => *config,
-        Ok(Command::Help) => {
-            println!("{}", config::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Version) => {
-            println!("{}", config::version());
-            return ExitCode::SUCCESS;
-        }
+        Ok(Command::Help) => return print(config::USAGE),
+        Ok(Command::Version) => return print(&config::version()),
         Ok(Command::Health(probe)) => return health(&probe),
         Err(error) => {
             eprintln!("ingestd: {error}\nTry 'ingestd --help' for the options.");
@@ -35,6 +29,18 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("ingestd: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints `text` and a newline; a closed stdout (`ingestd --help | head -1`) is an error to
+/// report, not a panic.
+fn print(text: &str) -> ExitCode {
+    match writeln!(std::io::stdout(), "{text}") {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ingestd: cannot write to stdout: {error}");
             ExitCode::FAILURE
         }
     }
@@ -75,13 +81,11 @@ fn run(config: &Config) -> Result<(), String> {
         max_url: config.max_url,
         max_header_bytes: config.max_header_bytes,
     };
-    // The environment keeps the token out of `ps`; the flag wins when both are set.
-    let token = config.token.clone().or_else(|| std::env::var("INGESTD_TOKEN").ok().filter(|t| !t.is_empty()));
     let options = HttpOptions {
         threads: config.threads,
         limits,
         idle_timeout: config.idle_timeout,
-        token,
+        token: config.token.clone(),
         socket_dirs: config.data_dir.iter().cloned().collect(),
     };
     // Every HTTP thread, ours and tiny_http's, descends from this lowered one.

@@ -52,6 +52,9 @@ pub(crate) struct Finished {
     /// record waited for the disk): the interval to the next release counts from there, as the
     /// journaled last release does.
     pub started_late: Option<Instant>,
+    /// When it ended, in Unix milliseconds, as journaled: the completion's time and the pause's
+    /// end are written from it, so they read the same after a restart.
+    pub at_ms: u64,
 }
 
 /// What became of the batch.
@@ -429,14 +432,16 @@ impl Queue {
     /// Marks the batch in flight completed and notifies the pacer, which releases the next one
     /// once the interval allows (at once, if its slot has passed).
     pub fn complete(&self, batch: &Batch) -> Depth {
-        self.finish(batch, Finished { ended: Ended::Completed, first_answer: None, pause: None, started_late: None })
+        let at_ms = self.shared.clock.wall_ms();
+        let finished = Finished { ended: Ended::Completed, first_answer: None, pause: None, started_late: None, at_ms };
+        self.finish(batch, finished)
     }
 
     /// Records how the release in flight ended and notifies the pacer. A batch to retry waits
     /// out its backoff from now, then goes before every batch of its priority that arrived
     /// after it (see [`Scheduler`]); its `retry_at` shows when. A pause holds every release.
     pub(crate) fn finish(&self, batch: &Batch, finished: Finished) -> Depth {
-        let wall_ms = self.shared.clock.wall_ms();
+        let wall_ms = finished.at_ms;
         // Counted first, so whoever sees the queue move on also sees the count.
         self.shared.metrics.ended(batch, finished.ended);
         let depth = self.change(|state, now| {
@@ -546,13 +551,10 @@ impl Queue {
         self.shared.clock.now()
     }
 
-    /// When the pacer next means to release, if it is waiting on the pacing rule (not idle,
-    /// not waiting for the batch in flight).
+    /// The earliest instant the head batch may go (as `GET /queue`'s `next_release_at`), if
+    /// anything is queued: not the pacer's next wake-up, which may be a retry's backoff ending.
     pub fn next_release(&self) -> Option<Instant> {
-        match self.lock().parked {
-            Some(Parked::Until(deadline)) => Some(deadline),
-            _ => None,
-        }
+        self.lock().scheduler.outlook(self.shared.clock.now()).next_release
     }
 
     pub fn depth(&self) -> Depth {

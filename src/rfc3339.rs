@@ -3,9 +3,14 @@
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Formats `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ`. Times before 1970 print as the epoch.
+/// The last instant RFC 3339 can write (four-digit years): 9999-12-31T23:59:59.999Z.
+const LATEST_MS: u64 = 253_402_300_799_999;
+
+/// Formats `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ`. Times before 1970 print as the epoch, times after
+/// year 9999 (an ETA behind millions of batches at a day each) as its last millisecond.
 pub fn format(t: SystemTime) -> String {
-    let since_epoch = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let latest = UNIX_EPOCH + std::time::Duration::from_millis(LATEST_MS);
+    let since_epoch = t.min(latest).duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since_epoch.as_secs();
     let (year, month, day) = civil_from_days(secs / 86_400);
     let rem = secs % 86_400;
@@ -48,6 +53,9 @@ mod tests {
     #[test]
     fn known_instants() {
         check(0, "1970-01-01T00:00:00.000Z");
+        check(LATEST_MS, "9999-12-31T23:59:59.999Z");
+        check(LATEST_MS + 1, "9999-12-31T23:59:59.999Z");
+        check(u64::MAX, "9999-12-31T23:59:59.999Z");
         check(951_782_400_000, "2000-02-29T00:00:00.000Z");
         check(1_709_251_199_999, "2024-02-29T23:59:59.999Z");
         check(1_798_761_600_123, "2027-01-01T00:00:00.123Z");

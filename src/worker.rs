@@ -394,5 +394,5 @@ fn fetch_batch(
             saved
         }
     };
-    saved.then_some(Finished { ended, first_answer: progress.first_answer, pause: progress.pause, started_late })
+    saved.then_some(Finished { ended, first_answer: progress.first_answer, pause: progress.pause, started_late, at_ms })
 }

@@ -24,6 +24,27 @@ fn help_prints_usage_and_exits_0() {
     }
 }
 
+/// With its stdout closed (`ingestd --help | head -0`), a print is an error to report, not a
+/// panic with a backtrace.
+#[test]
+fn help_and_version_to_a_closed_stdout_exit_1_without_a_panic() {
+    use std::process::Stdio;
+    for flag in ["--help", "--version"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ingestd"))
+            .arg(flag)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ingestd");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // A broken pipe, or the pipe's buffer took it before the reader went: either is clean.
+        assert!(out.status.code() == Some(1) || out.status.success(), "{flag}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{flag}: {stderr}");
+    }
+}
+
 #[test]
 fn bad_flags_exit_2_with_a_clear_message() {
     for (args, says) in [

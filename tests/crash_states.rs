@@ -845,12 +845,14 @@ fn a_data_directory_made_again_and_locked_by_another_process_is_not_written() {
         let disk = Recording::default();
         let (app, _) = start(&disk, wall);
         let first = app.ingest(Priority::Low, vec![1], None).expect("accepted");
-        disk.remove(&journal_file(journal::FILE_NAME)).unwrap();
         {
+            // Made again and locked first: the journal's check every second may see the
+            // removal at once.
             let mut files = disk.0.files.lock();
             files.generation += 1;
             files.locked_by = Some(pid);
         }
+        disk.remove(&journal_file(journal::FILE_NAME)).unwrap();
         assert!(app.ingest(Priority::Low, vec![2], None).is_err(), "{pid:?}: written into another's directory");
         assert!(!disk.names().contains(&journal_file(journal::FILE_NAME)), "{pid:?}: a journal was written");
         assert!(app.ingestion(&first).is_some());

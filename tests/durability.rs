@@ -418,7 +418,8 @@ fn a_stuck_batch_does_not_hold_shutdown_past_the_timeout() {
     let (status, log) = server.terminate();
     assert!(status.success(), "{log}");
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
-    assert!(log.contains("did not finish within 200ms"), "{log}");
+    // In memory, nothing runs it again.
+    assert!(log.contains("did not finish within 200ms; in memory mode it is lost"), "{log}");
 }
 
 /// A client that pipelines durable POSTs on one connection gets every answer, and so does

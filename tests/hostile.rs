@@ -936,17 +936,24 @@ fn a_chunked_body_nobody_read_is_not_taken_for_the_next_request() {
 #[test]
 fn a_refusal_after_expect_does_not_wait_for_the_body() {
     let server = Server::start(&["--interval", "1h", "--token", "s3cret"]);
+    let small = Server::start(&["--interval", "1h", "--max-body", "100"]);
     let mut answer = [0; 12];
     // The client may send the body all the same: the connection ends with the answer, so the
     // body is never read as requests (tiny_http answered it with an empty 400, and the request
-    // after it was lost).
-    for expect_body in ["Transfer-Encoding: chunked", "Content-Length: 5"] {
-        let mut conn = connect(&server);
+    // after it was lost). A body announced too long is refused by the route (413), and its
+    // connection ended only at the idle timeout.
+    let cases = [
+        (&server, "Transfer-Encoding: chunked", b"HTTP/1.1 401"),
+        (&server, "Content-Length: 5", b"HTTP/1.1 401"),
+        (&small, "Content-Length: 500", b"HTTP/1.1 413"),
+    ];
+    for (server, expect_body, status) in cases {
+        let mut conn = connect(server);
         conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let head = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n{expect_body}\r\n\r\n");
         conn.write_all(head.as_bytes()).unwrap();
         conn.read_exact(&mut answer).expect("an answer at once");
-        assert_eq!(&answer, b"HTTP/1.1 401", "{expect_body}");
+        assert_eq!(&answer, status, "{expect_body}");
         conn.write_all(b"5\r\nhello\r\n0\r\n\r\nGET /health HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         let rest = read_to_close(&mut conn, Duration::from_secs(5)).expect("the connection ends at once");
         assert_eq!(statuses(&rest), Vec::<u16>::new(), "{expect_body}: {rest:?}");

@@ -426,6 +426,9 @@ fn retry_after_pauses_every_release_and_the_queue_shows_it() {
     let eta = server.status(&second)["batches"][0]["eta"].as_str().map(str::to_owned);
     assert!(eta.as_deref().is_some_and(|eta| eta >= paused_until.as_str()), "{eta:?} before {paused_until}");
     assert!(queue["next_release_at"].as_str().unwrap() >= paused_until.as_str(), "{queue}");
+    // The dashboard's countdown goes to the pause's end too, not to the backoff's (20 ms).
+    let wait_ms = server.get("/dashboard.json").json["next_release_in_ms"].as_f64().expect("a countdown");
+    assert!(wait_ms > 500.0, "the dashboard says the next release is {wait_ms} ms away, within a 1 s pause");
     // So are the paused batch's retry (its backoff, 20 ms, ends first) and expected end.
     let retrying = server.status(&first);
     for at in [&retrying["batches"][0]["retry_at"], &retrying["eta_completed"]] {

@@ -20,16 +20,16 @@ pub(super) fn is_open(url: &str) -> bool {
 pub(super) fn check(token: &str, headers: &[Header]) -> Result<(), ApiError> {
     let mut values = headers.iter().filter(|h| h.field.equiv("Authorization")).map(|h| h.value.as_str());
     let (Some(value), None) = (values.next(), values.next()) else {
-        return Err(ApiError::Unauthorized);
+        return Err(ApiError::Unauthorized { wrong_token: false });
     };
     let sent = match value.split_once(' ') {
         Some((scheme, sent)) if scheme.eq_ignore_ascii_case("bearer") => sent.trim_start_matches(' '),
-        _ => return Err(ApiError::Unauthorized),
+        _ => return Err(ApiError::Unauthorized { wrong_token: false }),
     };
     if same(sent.as_bytes(), token.as_bytes()) {
         Ok(())
     } else {
-        Err(ApiError::Unauthorized)
+        Err(ApiError::Unauthorized { wrong_token: true })
     }
 }
 
@@ -63,6 +63,15 @@ mod tests {
         }
         assert!(!verdict(&[]));
         assert!(!verdict(&["Bearer s3cret", "Bearer s3cret"]));
+        let refused = |lines: &[&str]| {
+            let headers: Vec<Header> =
+                lines.iter().map(|v| Header::from_bytes(&b"Authorization"[..], v.as_bytes()).unwrap()).collect();
+            check("s3cret", &headers).unwrap_err()
+        };
+        assert_eq!(refused(&["Bearer other"]), ApiError::Unauthorized { wrong_token: true });
+        assert!(refused(&["Bearer other"]).to_string().starts_with("the token sent is not this server's"));
+        assert_eq!(refused(&[]), ApiError::Unauthorized { wrong_token: false });
+        assert_eq!(refused(&["Basic s3cret"]), ApiError::Unauthorized { wrong_token: false });
         assert!(!same(b"", b"x"));
         assert!(same(b"", b""));
     }

@@ -53,8 +53,8 @@ pub enum ApiError {
     HeadersTooLarge { limit: usize },
     /// The request's head or body did not arrive in full within the idle timeout.
     RequestTimeout,
-    /// A token is required (`--token`) and the request has none or another one.
-    Unauthorized,
+    /// A token is required (`--token`) and the request has none, or (`wrong_token`) another one.
+    Unauthorized { wrong_token: bool },
     /// A browser sent a request that changes something from a page of another site
     /// (`Sec-Fetch-Site`), as cross-site request forgery does.
     CrossSite,
@@ -84,7 +84,7 @@ impl ApiError {
             | ApiError::BadFraming(_)
             | ApiError::ConnectionRejected
             | ApiError::MalformedRequest { .. } => 400,
-            ApiError::Unauthorized => 401,
+            ApiError::Unauthorized { .. } => 401,
             ApiError::CrossSite => 403,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
@@ -125,7 +125,7 @@ impl ApiError {
             ApiError::UrlTooLong { .. } => "url_too_long",
             ApiError::HeadersTooLarge { .. } => "headers_too_large",
             ApiError::RequestTimeout => "request_timeout",
-            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::CrossSite => "cross_site",
             ApiError::Internal => "internal_error",
             ApiError::VersionNotSupported => "http_version_not_supported",
@@ -187,8 +187,11 @@ impl fmt::Display for ApiError {
             ApiError::RequestTimeout => {
                 f.write_str("the request did not arrive in full within the idle timeout; send it in one go and retry")
             }
-            ApiError::Unauthorized => {
+            ApiError::Unauthorized { wrong_token: false } => {
                 f.write_str("this server requires a token: send the header 'Authorization: Bearer <token>'")
+            }
+            ApiError::Unauthorized { wrong_token: true } => {
+                f.write_str("the token sent is not this server's: check it, then send 'Authorization: Bearer <token>'")
             }
             ApiError::CrossSite => f.write_str(
                 "a browser sent this request from a page of another site (Sec-Fetch-Site); changes are taken only \

@@ -77,7 +77,7 @@ pub(super) fn render(app: &App) -> String {
         (
             "ingestd_queue_depth_batches",
             "gauge",
-            "Batches waiting to be released, retries included.",
+            "Batches waiting to be released, retries included, also those still waiting out their backoff.",
             PriorityTotals::queued,
         ),
     ];

@@ -248,6 +248,9 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
             answer(|| {
                 let head = Head { method: &method, url: &url, idempotency_key: key.as_deref() };
                 let body = || {
+                    // Refused unread: left as a body nobody read (after `Expect`, the end of
+                    // the connection).
+                    announced_within(&request, max_body)?;
                     body_read.set(true);
                     read_body(&mut request, conn, max_body, deadline)
                 };
@@ -356,10 +359,8 @@ fn read_body(
     max_body: usize,
     deadline: Duration,
 ) -> Result<Vec<u8>, ApiError> {
+    announced_within(request, max_body)?;
     let length = request.body_length();
-    if length.is_some_and(|len| len > max_body) {
-        return Err(ApiError::BodyTooLarge { limit: max_body });
-    }
     // An upgrade's reader is the connection itself, read to its end: the body is the
     // Content-Length bytes after the head, none without one (a chunked one is refused earlier).
     let framed = if framing::is_upgrade(request.headers()) { length.unwrap_or(0) as u64 } else { u64::MAX };
@@ -401,6 +402,14 @@ fn read_body(
         if began.elapsed() > deadline {
             return Err(ApiError::RequestTimeout);
         }
+    }
+}
+
+/// Refuses a body whose `Content-Length` is over `max_body`, before reading any of it.
+fn announced_within(request: &Request, max_body: usize) -> Result<(), ApiError> {
+    match request.body_length() {
+        Some(len) if len > max_body => Err(ApiError::BodyTooLarge { limit: max_body }),
+        _ => Ok(()),
     }
 }
 
