@@ -501,6 +501,23 @@ fn expect_other_than_continue_is_417_and_trailers_are_bad_framing() {
     assert_eq!(server.get("/queue").json["queued_ids"], 1);
 }
 
+/// An HTTP/1.0 client that asks for keep-alive gets its answer and the end of the connection:
+/// tiny_http kept such a connection open without saying so in its answer (RFC 9112, C.2.2), so
+/// the client waited for the close until the idle timeout (`ab -k`: 3 s a request at 3 s).
+#[test]
+fn an_http_1_0_keep_alive_connection_ends_with_its_answer() {
+    use std::io::{Read, Write};
+    let server = Server::start(&["--interval", "1h", "--idle-timeout", "20s"]);
+    let mut stream = std::net::TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(b"GET /health HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let closed = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(closed.is_ok(), "the connection stayed open after {answer:?}");
+    assert!(answer.starts_with("HTTP/1.0 200 ") && !answer.to_ascii_lowercase().contains("keep-alive"), "{answer}");
+}
+
 /// As RFC 9112 (2.2) and RFC 9110 (10.1.1) ask: empty lines before a request line are ignored
 /// (some clients end a body with a spare CRLF), and so is an HTTP/1.0 client's
 /// `Expect: 100-continue` (such a client knows no `100 Continue`).
@@ -508,13 +525,18 @@ fn expect_other_than_continue_is_417_and_trailers_are_bad_framing() {
 fn spare_empty_lines_and_an_http_1_0_expectation_are_ignored() {
     let server = Server::start(&["--interval", "1h"]);
     let body = r#"{"ids": [1], "priority": "LOW"}"#;
-    let post = format!(
-        "POST /ingest HTTP/1.0\r\nConnection: keep-alive\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let answer = raw(&server, format!("\r\n\r\n{post}\r\nGET /health HTTP/1.0\r\n\r\n").as_bytes());
+    let post = |version: &str| {
+        format!(
+            "POST /ingest HTTP/{version}\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let health = "GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let answer = raw(&server, format!("\r\n\r\n{}\r\n{health}", post("1.1")).as_bytes());
+    assert_eq!((answer.matches("HTTP/1.1 200 OK\r\n").count(), answer.matches("HTTP/").count()), (2, 3), "{answer}");
+    let answer = raw(&server, post("1.0").as_bytes());
     assert!(!answer.contains(" 100 "), "{answer}");
-    assert_eq!((answer.matches("HTTP/1.0 200 OK\r\n").count(), answer.matches("HTTP/").count()), (2, 2), "{answer}");
+    assert_eq!((answer.matches("HTTP/1.0 200 OK\r\n").count(), answer.matches("HTTP/").count()), (1, 1), "{answer}");
     let id = answer.split(r#""ingestion_id":""#).nth(1).and_then(|rest| rest.split('"').next()).unwrap();
     assert_eq!(server.status(id)["batches"][0]["ids"], json!([1]));
 }

@@ -327,7 +327,10 @@ fn frame_check(conn: Option<&Conn>, request: &Request) -> Result<(), ApiError> {
     }
     if let Err(error) = framing::check(request.http_version(), request.headers()) {
         if let Some(conn) = conn {
+            // RFC 9112 (6.3): after a 400 for a framing it cannot trust, the connection ends;
+            // what tiny_http already took of it is refused until then.
             conn.quarantine();
+            conn.close_after_answers();
             log::info(format_args!(
                 "ambiguous framing from {}: nothing more from that connection is acted on",
                 conn.peer()

@@ -492,7 +492,10 @@ fn chunk_size(line: &[u8], extension: bool) -> Option<usize> {
 /// name (a token, RFC 9110's; tiny_http takes any without whitespace, even an empty one), a
 /// colon, then anything. `Expect: 100-continue` in an HTTP/1.0 request is dropped: RFC 9110
 /// (10.1.1) says to ignore it, and tiny_http would answer it with a `100 Continue` such a
-/// client does not know.
+/// client does not know. So is an HTTP/1.0 request's `Connection`: tiny_http keeps such a
+/// connection open for `keep-alive` without saying so in its answer (it drops a `Connection`
+/// header we set), and a 1.0 client then waits for the close (RFC 9112, C.2.2) until the idle
+/// timeout; without it, the connection ends with the answer.
 fn header(facts: &mut Facts, line: &[u8]) -> Result<Line, Refusal> {
     // Obsolete line folding (RFC 9112, 5.2): tiny_http takes it as a header line of its own, a
     // proxy in front may join it to the line before; a request framed two ways is refused.
@@ -513,6 +516,8 @@ fn header(facts: &mut Facts, line: &[u8]) -> Result<Line, Refusal> {
             return Ok(Line::Dropped);
         }
         facts.expects_continue = Some(continues);
+    } else if name.eq_ignore_ascii_case("Connection") && facts.http_1_0 {
+        return Ok(Line::Dropped);
     } else if name.eq_ignore_ascii_case("Connection") && facts.connection.is_none() {
         facts.connection = Some(value.to_ascii_lowercase());
     }
@@ -635,7 +640,7 @@ mod tests {
             assert!(refusals.windows(2).all(|w| w[0] == w[1]), "{stream:?}: {refusals:?}");
             refusals[0]
         }
-        let cases: [(&str, Option<Refusal>); 36] = [
+        let cases: [(&str, Option<Refusal>); 37] = [
             (GET, None),
             ("GET / HTTP/1.0\r\n\r\n", None),
             ("GET /health HTTP/1.1 more words\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
@@ -669,8 +674,10 @@ mod tests {
             ("POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\nab\r\n", None),
             ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n\r\nGET /x\r\n\r\n", None),
             ("GET / HTTP/1.1\r\nConnection: Upgrade\r\n\r\n\u{e9}\r\n", None),
-            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\r\n", None),
-            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\r\n \r\n", Some(Refusal::Malformed(RequestLine))),
+            ("GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n\r\n", None),
+            ("GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n\r\n \r\n", Some(Refusal::Malformed(RequestLine))),
+            // An HTTP/1.0 request is the last: what follows is never read.
+            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\r\n \r\n", None),
             ("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\nGET\r\n\r\n", None),
             // Refused whole: nothing of the head reaches tiny_http.
             (&format!("{GET}GET / HTTP/1.1\r\nExpect: x\r\n\r\n"), Some(Refusal::Expectation)),
@@ -690,7 +697,7 @@ mod tests {
 
     #[test]
     fn empty_lines_before_a_request_line_are_dropped() {
-        let keep_alive = "POST / HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nab";
+        let keep_alive = "POST / HTTP/1.1\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nab";
         for step in [1, 2, 5, 64] {
             let (out, refusal, at) = run(format!("\r\n\r\n{GET}\r\n{keep_alive}\r\n{GET}").as_bytes(), step);
             assert_eq!((unstamped(&out), refusal, at), (format!("{GET}{keep_alive}{GET}"), None, Position::Between));
@@ -721,6 +728,18 @@ mod tests {
         // Without the expectation, tiny_http reads a short body itself.
         let stalled = "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nab";
         assert_eq!(run(stalled.as_bytes(), 4).2, Position::InBody { buffered: true });
+    }
+
+    #[test]
+    fn an_http_1_0_request_loses_its_connection_header_and_is_the_last() {
+        let get = |version: &str, connection: &str| format!("GET / HTTP/{version}\r\n{connection}X-A: 1\r\n\r\n");
+        let keep = "Connection: keep-alive\r\n";
+        for step in [1, 3, 64] {
+            let (out, refusal, _) = run(format!("{}{GET}", get("1.0", keep)).as_bytes(), step);
+            assert_eq!((unstamped(&out), refusal), (get("1.0", ""), None), "what follows is never read");
+            let (out, _, _) = run(get("1.1", keep).as_bytes(), step);
+            assert_eq!(unstamped(&out), get("1.1", keep));
+        }
     }
 
     #[test]
