@@ -261,6 +261,21 @@ fn the_dashboard_lists_recovered_ingestions_and_none_expired() {
     assert_eq!(listed(&server), [waiting]);
 }
 
+/// Expired ingestions are forgotten while work keeps coming: the journal swept them only after
+/// a whole second without an operation, so under a steady load they stayed in memory.
+#[test]
+fn expired_ingestions_are_forgotten_under_a_steady_load() {
+    let dir = TempDir::new("sweep");
+    let server = durable(&dir, &["--interval", "50ms", "--retain", "500ms", "--fetch-delay", "1ms"]);
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(3) {
+        server.ingest(&[1], "LOW");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = server.crash();
+    assert!(log.contains("past the retention period"), "nothing was forgotten under load: {log}");
+}
+
 #[test]
 fn the_interval_holds_across_a_crash_and_restart() {
     let dir = TempDir::new("ratelimit");

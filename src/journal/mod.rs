@@ -621,8 +621,10 @@ fn gather(first: Op, ops: &Receiver<Op>) -> Vec<Op> {
 
 impl Writer {
     fn run(&mut self, ops: &Receiver<Op>) {
+        // Due by the clock, not after a second without work: a steady load never leaves one.
+        let mut due = Instant::now() + HOUSEKEEPING;
         loop {
-            match ops.recv_deadline(Instant::now() + HOUSEKEEPING) {
+            match ops.recv_deadline(due) {
                 Ok(first) => {
                     let mut group = gather(first, ops);
                     let stop = group.iter().position(|op| matches!(op, Op::Stop));
@@ -635,7 +637,11 @@ impl Writer {
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
-                Err(RecvTimeoutError::Timeout) => self.housekeeping(),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if Instant::now() >= due {
+                self.housekeeping();
+                due = Instant::now() + HOUSEKEEPING;
             }
         }
     }
