@@ -8,7 +8,8 @@
 //! `mod.rs`). It takes the store's read lock (`Store::in_order`, a slice of lookups at a time),
 //! reads the ingestions' atomics, reads the segment only below what the journal thread
 //! published as synced, and touches no file by name. It never takes the queue lock and answers
-//! no request. It runs only when a CPU has nothing else to do (`SCHED_IDLE`), so a stop waits
+//! no request. Once it has the ingestions (and so no lock the commits need), it runs only when a
+//! CPU has nothing else to do (`SCHED_IDLE`), so a stop waits
 //! for it only briefly, then tells it to give up ([`Compactor::finish_within`]); from then on it
 //! writes nothing.
 
@@ -92,8 +93,6 @@ pub(super) fn start(job: Job) -> io::Result<Compactor> {
     let flag = Arc::clone(&abandoned);
     let thread = thread::Builder::new().name(THREAD.into()).spawn(move || {
         let _end = end;
-        // The snapshot may take seconds of CPU: the commits and the requests come first.
-        let _ = crate::realtime::idle_this_thread();
         job.run(&flag)
     })?;
     Ok(Compactor { thread, abandoned, ended })
@@ -142,6 +141,10 @@ impl Job {
         // `journal.v2` or has its record in the segment below `committed` (the journal thread
         // publishes a sync before it inserts what the group held).
         let live = self.store.in_order(now_ms);
+        // The snapshot may take seconds of CPU: the commits and the requests come first. Only
+        // once the store's lock is let go for good: at `SCHED_IDLE`, a thread preempted inside
+        // its read lock held every commit (every durable POST) behind it, 286 ms measured.
+        let _ = crate::realtime::idle_this_thread();
         let copied = self.committed.load(Ordering::Acquire);
         let head = read_range(&*self.segment, 0, copied)?;
         let in_segment = ingestions_in(&head)?;
