@@ -534,6 +534,15 @@ impl Batch {
         self.ingestion.set_retry_at(self.index as usize, at_ms);
     }
 
+    /// What a `progress` record says of it: with nothing left to retry (`retry_at_ms` 0) it has
+    /// failed, else it waits until `retry_at_ms`.
+    pub(crate) fn record_progress(&self, at_ms: u64, retry_at_ms: u64) {
+        if retry_at_ms == 0 {
+            self.finish(BatchStatus::Failed, at_ms);
+        }
+        self.set_retry_at(retry_at_ms);
+    }
+
     /// When its next release may go, in Unix milliseconds, while it waits for a retry; else 0.
     pub(crate) fn retry_at_ms(&self) -> u64 {
         self.ingestion.batches[self.index as usize].retry_at_ms.load(Ordering::Acquire)

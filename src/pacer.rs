@@ -477,12 +477,6 @@ impl Queue {
         depth
     }
 
-    /// When the upstream's last pause ends, in Unix milliseconds (0: never paused); for a
-    /// compacted journal to keep it.
-    pub(crate) fn paused_until_ms(&self) -> u64 {
-        self.lock().paused_until_ms
-    }
-
     /// Queues what a restart recovered, before any new work, under one hold of the lock (the
     /// pacer, already running, sees all of it or none): the upstream's pause if it has not
     /// ended, the last release, `reruns` (interrupted in flight) first, then `queued` in their

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use crate::config::Retry as RetryPolicy;
 use crate::journal::{JournalHandle, Record};
 use crate::log;
-use crate::model::{Batch, BatchStatus, Delivery as Progress, Id};
+use crate::model::{Batch, Delivery as Progress, Id};
 use crate::pacer::{Ended, Finished, Queue, Release};
 use crate::upstream::{Call, Delivery, Outcome};
 
@@ -385,13 +385,16 @@ fn fetch_batch(
                 retry_at_ms,
                 paused_until_ms,
             };
-            let saved = save_until_done(journal, &release.batch, retry, "progress", |_| record.clone(), |_, _| {});
-            // Applied here (the journal applies only its own transitions), once on disk.
-            if saved && retry_at_ms == 0 {
-                release.batch.finish(BatchStatus::Failed, at_ms);
-            }
-            release.batch.set_retry_at(retry_at_ms);
-            saved
+            save_until_done(
+                journal,
+                &release.batch,
+                retry,
+                "progress",
+                |_| record.clone(),
+                |b, _| {
+                    b.record_progress(at_ms, retry_at_ms);
+                },
+            )
         }
     };
     saved.then_some(Finished { ended, first_answer: progress.first_answer, pause: progress.pause, started_late, at_ms })

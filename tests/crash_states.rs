@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use ingestd::config::Retry as RetryPolicy;
 use ingestd::journal::{self, Compaction, DirLock, Disk, DiskFile, LockError};
+use ingestd::upstream::{Call, Delivery, Outcome, RetryAfter};
 use ingestd::Clock;
 use ingestd::{
     ApiError, ApiResponse, App, BatchStatus, ExternalApi, Id, ManualClock, Pacing, Parked, Priority, Storage,
@@ -890,6 +892,49 @@ fn a_file_system_without_link_counts_is_not_taken_for_removed_files() {
     let (app, _) = open(wall + Duration::from_secs(200));
     assert!(acked.iter().all(|id| app.ingestion(id).is_some()), "an acknowledged ingestion is missing");
     assert!(app.shutdown(PATIENCE));
+}
+
+/// A release's `progress` (its retry's time, the upstream's pause) is in memory before the
+/// journal answers, as `triggered` and `completed` are: a compaction begun right after that
+/// group snapshots memory, and the snapshot replaces the only file that held the record. Before,
+/// the worker applied it once answered, and a snapshot taken meanwhile lost both: after a crash
+/// the batch ran again at once, inside the pause the upstream had asked for.
+#[test]
+fn a_compaction_right_after_a_progress_keeps_its_retry_and_pause() {
+    struct Paused;
+    impl ExternalApi for Paused {
+        fn fetch(&mut self, id: Id) -> Result<ApiResponse, ApiError> {
+            Ok(ApiResponse { id: u64::from(id), data: "processed".into() })
+        }
+        fn deliver(&mut self, _: Id) -> Delivery {
+            let pause = Some(RetryAfter::Delay(Duration::from_secs(60)));
+            let outcome = Outcome::Stop { reason: "HTTP 429 after 1 ms".into(), retry_after: pause };
+            Delivery { outcome, call: Call::Answered(429), took: Duration::from_millis(1) }
+        }
+    }
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let wall_ms = 1_700_000_000_000;
+    for round in 0..3 {
+        let disk = Recording::default();
+        let clock = Arc::new(ManualClock::starting_at(wall));
+        let pacing = Pacing { interval: Duration::from_secs(5), batch_size: 3 };
+        let policy =
+            RetryPolicy { min_backoff: Duration::from_secs(10), max_backoff: Duration::from_secs(60), max_attempts: 5 };
+        // The third record (ingest, triggered, progress) starts a compaction.
+        let storage = Storage { compaction: Compaction { min_records: 3, dead_percent: 0 }, ..storage(&disk) };
+        let app = App::open_with(pacing, policy, clock, Paused, storage).expect("the service starts");
+        app.ingest(Priority::Low, vec![1], None).expect("accepted");
+        let replaced = || {
+            let renamed = |e: &Event| matches!(e, Event::Rename(_, to) if *to == journal_file(journal::FILE_NAME));
+            disk.events().iter().filter(|e| renamed(e)).count() >= 2
+        };
+        common::wait_for("the compaction", PATIENCE, || replaced().then_some(()));
+        let recovered = journal::open(Arc::new(disk.clone()), Path::new(DIR)).expect("opens").recovered;
+        assert_eq!(recovered.paused_until_ms, Some(wall_ms + 60_000), "round {round}: the pause");
+        let batch = &recovered.ingestions[0].batches[0];
+        assert_eq!((batch.status, batch.retry_at_ms), (BatchStatus::Triggered, wall_ms + 10_000), "round {round}");
+        let _ = app.shutdown(PATIENCE);
+    }
 }
 
 /// While the journal cannot be written again (its file removed, the disk full), the outage

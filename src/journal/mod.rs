@@ -5,10 +5,9 @@
 //! record waiting, writes them, and calls `fsync` once for the group (group commit), so
 //! concurrent requests share the cost of the disk. After the sync it inserts the new ingestions
 //! into the store and submits them to the queue, in journal order: nothing is queued or
-//! answered before it is on disk. It also sweeps expired ingestions and compacts the file. It
-//! takes the queue lock only inside `Queue::submit_all`, and for the upstream's pause as a
-//! compaction starts or the journal is written again (its file removed: `Writer::write_again`).
-//! At a stop it writes a clean-stop group, then the seal (`seal.rs`), so that
+//! answered before it is on disk; a group's transitions (`triggered`, `completed`, `progress`)
+//! are applied to memory before anyone is answered. It also sweeps expired ingestions and
+//! compacts the file. It takes the queue lock only inside `Queue::submit_all`. At a stop it writes a clean-stop group, then the seal (`seal.rs`), so that
 //! damage found later at the end of the file is known to be corruption, not a torn write, even
 //! where it took the clean stop with it. Every file operation goes through [`Disk`].
 //!
@@ -476,6 +475,9 @@ struct Writer {
     /// Bytes of the file a snapshot would keep, about: see [`Compaction`].
     live_bytes: u64,
     last_release_ms: Option<u64>,
+    /// The end of the upstream's latest pause, as journaled (or recovered), for snapshots: the
+    /// queue hears of it only after the journal has answered.
+    paused_until_ms: u64,
     store: Arc<Store>,
     queue: Queue,
     compaction: Compaction,
@@ -532,6 +534,7 @@ impl Journal {
             records: opened.recovered.records,
             live_bytes: opened.recovered.ingest_bytes,
             last_release_ms: opened.recovered.last_release_ms,
+            paused_until_ms: opened.recovered.paused_until_ms.unwrap_or(0),
             store,
             queue,
             compaction,
@@ -694,6 +697,10 @@ impl Writer {
                     Op::Transition(Record::Completed { at_ms, .. }, batch, _) => {
                         batch.complete(*at_ms);
                     }
+                    Op::Transition(Record::Progress { at_ms, retry_at_ms, paused_until_ms, .. }, batch, _) => {
+                        self.paused_until_ms = self.paused_until_ms.max(*paused_until_ms);
+                        batch.record_progress(*at_ms, *retry_at_ms);
+                    }
                     Op::Transition(..) | Op::Stop => {}
                 }
             }
@@ -817,8 +824,7 @@ impl Writer {
         let written = self.disk.create_dir_all(&self.dir).and_then(|()| self.relock()).and_then(|()| {
             let live = self.store.in_order(self.queue.wall_ms());
             let records = live.iter().map(|ingestion| ingestion.record());
-            let paused_until_ms = self.queue.paused_until_ms();
-            write_snapshot(&*self.disk, &self.dir, self.seq, self.last_release_ms, paused_until_ms, records)
+            write_snapshot(&*self.disk, &self.dir, self.seq, self.last_release_ms, self.paused_until_ms, records)
         });
         let (file, len, count) = match written {
             Ok(written) => written,
@@ -963,7 +969,7 @@ impl Writer {
             temp: temp_file,
             store: Arc::clone(&self.store),
             now_ms: self.queue.wall_ms(),
-            paused_until_ms: self.queue.paused_until_ms(),
+            paused_until_ms: self.paused_until_ms,
             base_seq: segment.base_seq,
             last_release_ms: self.last_release_ms,
             committed: Arc::clone(&segment.committed),
