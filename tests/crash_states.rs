@@ -74,6 +74,8 @@ struct Files {
     locked_by: Option<Option<u32>>,
     /// A file system that counts no names (a link count of 0 for every file).
     uncounted_links: bool,
+    /// The next directory sync right after a rename over the journal fails (an EIO).
+    fail_sync_after_rename: bool,
 }
 
 #[derive(Debug, Default)]
@@ -206,7 +208,13 @@ impl Disk for Recording {
     }
 
     fn sync_dir(&self, _: &Path) -> io::Result<()> {
-        self.0.enter().events.push(Event::SyncDir);
+        let mut files = self.0.enter();
+        let journal = journal_file(journal::FILE_NAME);
+        if files.fail_sync_after_rename && matches!(files.events.last(), Some(Event::Rename(_, to)) if *to == journal) {
+            files.fail_sync_after_rename = false;
+            return Err(io::Error::other("an I/O error"));
+        }
+        files.events.push(Event::SyncDir);
         Ok(())
     }
 }
@@ -935,6 +943,49 @@ fn a_compaction_right_after_a_progress_keeps_its_retry_and_pause() {
         assert_eq!((batch.status, batch.retry_at_ms), (BatchStatus::Triggered, wall_ms + 10_000), "round {round}");
         let _ = app.shutdown(PATIENCE);
     }
+}
+
+/// A compaction whose hand-over failed after its rename (the directory's sync) leaves a
+/// `journal.v2` holding copies of the segment's first groups, and the segment goes on. A start
+/// then resumes the compaction: its snapshot must not be followed by those copies again (the
+/// start after it refused the journal as corrupt).
+#[test]
+fn a_compaction_resumed_after_a_failed_hand_over_leaves_a_journal_that_opens() {
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let disk = Recording::default();
+    let renames = || {
+        let journal = journal_file(journal::FILE_NAME);
+        disk.events().iter().filter(|e| matches!(e, Event::Rename(_, to) if *to == journal)).count()
+    };
+    let rounds = |app: &App, clock: &ManualClock, ids: std::ops::Range<u32>| -> Vec<Uuid> {
+        ids.map(|id| {
+            let acked = app.ingest(Priority::Low, vec![id], None).expect("accepted");
+            app.queue().advance(clock, Duration::from_secs(5));
+            settle(app);
+            acked
+        })
+        .collect()
+    };
+    let (app, clock) = start(&disk, wall);
+    disk.0.files.lock().fail_sync_after_rename = true;
+    let mut acked = Vec::new();
+    for id in 1.. {
+        acked.extend(rounds(&app, &clock, id..id + 1));
+        if !disk.0.files.lock().fail_sync_after_rename {
+            break;
+        }
+        assert!(id < 200, "no compaction was handed over");
+    }
+    // Appended to the segment, after the copies `journal.v2` now holds.
+    acked.extend(rounds(&app, &clock, 1000..1003));
+    assert!(app.shutdown(PATIENCE));
+    let before = renames();
+    let (app, _) = start(&disk, wall + Duration::from_secs(3600));
+    common::wait_for("the resumed compaction", PATIENCE, || (renames() > before).then_some(()));
+    assert!(app.shutdown(PATIENCE));
+    let recovered = journal::open(Arc::new(disk.clone()), Path::new(DIR)).expect("the journal opens").recovered;
+    let held: HashSet<Uuid> = recovered.ingestions.iter().map(|i| i.id).collect();
+    assert!(acked.iter().all(|id| held.contains(id)), "an acknowledged ingestion is missing");
 }
 
 /// While the journal cannot be written again (its file removed, the disk full), the outage

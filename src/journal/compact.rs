@@ -13,7 +13,6 @@
 //! for it only briefly, then tells it to give up ([`Compactor::finish_within`]); from then on it
 //! writes nothing.
 
-use std::collections::HashSet;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,7 +22,6 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use uuid::Uuid;
 
 use super::disk::DiskFile;
 use super::record::{self, Record, GROUP_HEADER_LEN, HEADER};
@@ -147,7 +145,10 @@ impl Job {
         let _ = crate::realtime::idle_this_thread();
         let copied = self.committed.load(Ordering::Acquire);
         let head = read_range(&*self.segment, 0, copied)?;
-        let in_segment = ingestions_in(&head)?;
+        // A compaction resumed after one whose hand-over failed past its rename: `journal.v2`
+        // already holds the segment's first groups, up to `base_seq`.
+        let from = replay::first_group_after(&head, self.base_seq).map_err(segment_error)?;
+        let in_segment = replay::ingestion_ids(&head, from).map_err(segment_error)?;
         let paused_until_ms = Some(self.paused_until_ms).filter(|&until| until > now_ms).unwrap_or(0);
         let records = live.iter().filter(|i| !in_segment.contains(&i.id)).map(|i| i.record());
         let records = records.take_while(|_| !abandoned.load(Ordering::Acquire));
@@ -157,7 +158,7 @@ impl Job {
         hold();
         let (file, segment) = (self.temp, self.segment);
         let mut ready = Ready { file, len: snapshot_len, copied: HEADER.len() as u64, snapshot_len, snapshot_records };
-        ready.copy(&head[HEADER.len().min(head.len())..], copied)?;
+        ready.copy(&head[from..], copied)?;
         go_on()?;
         ready.file.sync_all()?;
         // Groups synced meanwhile: copied again while that is worth it, so the journal
@@ -195,9 +196,8 @@ pub(super) fn read_range(file: &dyn DiskFile, from: u64, to: u64) -> io::Result<
     Ok(bytes)
 }
 
-/// The ingestions whose `ingest` records are in these segment bytes (whole, synced groups).
-fn ingestions_in(segment: &[u8]) -> io::Result<HashSet<Uuid>> {
-    replay::ingestion_ids(segment).map_err(|e| io::Error::other(format!("reading the segment: {e}")))
+fn segment_error(error: String) -> io::Error {
+    io::Error::other(format!("reading the segment: {error}"))
 }
 
 /// Writes a journal holding this state to `file`: the header, then (unless `seq` is 0, a

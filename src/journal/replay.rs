@@ -196,11 +196,25 @@ impl Replay {
     }
 }
 
-/// The ingestions whose `ingest` records are in a segment's bytes: its header line, then
-/// whole groups (no torn tail: only synced groups are read).
-pub(crate) fn ingestion_ids(bytes: &[u8]) -> Result<HashSet<Uuid>, String> {
+/// Where the first group numbered above `seq` begins in a segment's bytes (its header line,
+/// then whole groups), or their end: the groups before it are copies a `journal.v2` holds.
+pub(crate) fn first_group_after(bytes: &[u8], seq: u64) -> Result<usize, String> {
+    let mut offset = HEADER.len().min(bytes.len());
+    while offset < bytes.len() {
+        let header = record::group_header(&bytes[offset..])?;
+        if header.seq > seq {
+            break;
+        }
+        offset = verified_group(bytes, offset, header.seq)?.end;
+    }
+    Ok(offset)
+}
+
+/// The ingestions whose `ingest` records are in a segment's bytes from `from` on: whole groups
+/// (no torn tail: only synced groups are read).
+pub(crate) fn ingestion_ids(bytes: &[u8], from: usize) -> Result<HashSet<Uuid>, String> {
     let mut ids = HashSet::new();
-    let mut offset = HEADER.len();
+    let mut offset = from;
     while offset < bytes.len() {
         let header = record::group_header(&bytes[offset..])?;
         let group = verified_group(bytes, offset, header.seq)?;
