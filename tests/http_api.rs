@@ -455,6 +455,32 @@ fn a_header_that_means_one_thing_sent_twice_is_refused_and_queues_nothing() {
     assert_eq!(once("a"), once("a"));
 }
 
+/// Every answer, ours and the relay's, says not to store it (status data go stale at once) and
+/// not to sniff its type; the relay's carry a `Date` (RFC 9110, 6.6.1), and the pages may not be
+/// framed by another site.
+#[test]
+fn every_answer_carries_the_same_safety_headers() {
+    let server = Server::start(&["--interval", "1h"]);
+    let head_of = |request: &str| {
+        let answer = raw(&server, request.as_bytes());
+        answer.split("\r\n\r\n").next().unwrap().to_ascii_lowercase()
+    };
+    let get = |path: &str| head_of(&format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"));
+    let answers = [
+        ("/queue", get("/queue")),
+        ("/", get("/")),
+        ("/nope", get("/nope")),
+        ("relay 505", head_of("GET /health HTTP/2.0\r\nHost: t\r\n\r\n")),
+    ];
+    for (what, head) in &answers {
+        assert!(head.contains("\r\ncache-control: no-store\r\n"), "{what}: {head}");
+        assert!(head.contains("\r\nx-content-type-options: nosniff\r\n"), "{what}: {head}");
+        assert!(head.contains("\r\ndate: "), "{what}: {head}");
+    }
+    assert!(answers[1].1.contains("\r\ncontent-security-policy: frame-ancestors 'none'"), "{}", answers[1].1);
+    assert!(!answers[0].1.contains("content-security-policy"), "{}", answers[0].1);
+}
+
 /// RFC 9112 (3.2): an HTTP/1.1 request without `Host` gets 400; HTTP/1.0 needs none.
 #[test]
 fn an_http_11_request_without_host_is_refused_and_queues_nothing() {

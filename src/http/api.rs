@@ -20,6 +20,11 @@ use crate::model::{BatchStatus, Id, Ingestion};
 use crate::pacer::{BatchTimeline, Queue, QueueReport};
 use crate::rfc3339;
 
+/// Headers every answer carries, ours and the relay's: status and queue data go stale at once,
+/// and no answer is to be read as another type than it says.
+pub(crate) const EVERY_ANSWER: [(&str, &str); 2] =
+    [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")];
+
 /// What to answer: a status code and a body (JSON unless a page says otherwise).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Reply {

@@ -453,6 +453,13 @@ fn respond(request: Request, reply: Reply) {
     let mut response = Response::from_data(reply.body)
         .with_status_code(reply.status)
         .with_header(header("Content-Type", reply.content_type.into()));
+    for (name, value) in api::EVERY_ANSWER {
+        response.add_header(header(name, value.into()));
+    }
+    if reply.content_type.starts_with("text/html") {
+        // The pages take a token and submit work: no other site may frame them.
+        response.add_header(header("Content-Security-Policy", "frame-ancestors 'none'".into()));
+    }
     if let Some(allow) = reply.allow {
         response.add_header(header("Allow", allow.into()));
     }

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-
 use super::disk::DiskFile;
 use super::record::{self, Record, GROUP_HEADER_LEN, HEADER};
 use super::replay;

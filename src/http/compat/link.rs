@@ -16,11 +16,11 @@
 //! request (its body whole), or takes [`MIN_PROGRESS`] bytes of an answer, or it is cut.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::relay::Cut;
 use super::tracker::{BodyFault, Caps, Malformed, Position, Refusal, Tracker, Verdict};
-use crate::http::api::Reply;
+use crate::http::api::{Reply, EVERY_ANSWER};
 use crate::http::error::ApiError;
 
 /// The most bytes buffered in each direction.
@@ -589,8 +589,11 @@ pub(super) fn raw_reply(reply: &Reply) -> Vec<u8> {
         _ => "Error",
     };
     let retry_after = reply.retry_after.map(|seconds| format!("Retry-After: {seconds}\r\n")).unwrap_or_default();
+    let every: String = EVERY_ANSWER.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    // RFC 9110 (6.6.1): an origin server with a clock sends `Date`.
+    let date = httpdate::fmt_http_date(SystemTime::now());
     let mut bytes = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{retry_after}Connection: close\r\n\r\n",
+        "HTTP/1.1 {} {reason}\r\nDate: {date}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{every}{retry_after}Connection: close\r\n\r\n",
         reply.status,
         reply.content_type,
         reply.body.len()
