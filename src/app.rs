@@ -78,7 +78,6 @@ pub struct App {
     /// Whether the journal can write; `None` in memory mode.
     storage: Option<Arc<StorageHealth>>,
     accepting: AtomicBool,
-    last_sweep_ms: AtomicU64,
     /// Ids ever accepted (and recovered); minus the ids the worker has fetched, the ids queued.
     accepted_ids: Arc<AtomicU64>,
     fetched: Arc<FetchStats>,
@@ -92,8 +91,6 @@ struct Threads {
     worker: Worker,
     journal: Option<Journal>,
 }
-
-const SWEEP_EVERY_MS: u64 = 60_000;
 
 impl App {
     /// Starts an in-memory service.
@@ -146,7 +143,6 @@ impl App {
             storage: journal_handle.as_ref().map(|j| Arc::clone(j.health())),
             journal: journal_handle,
             accepting: AtomicBool::new(true),
-            last_sweep_ms: AtomicU64::new(0),
             accepted_ids: Arc::new(AtomicU64::new(recovered_ids)),
             fetched: worker.stats(),
             max_queued_ids: AtomicU64::new(crate::config::defaults::MAX_QUEUED_IDS as u64),
@@ -189,7 +185,8 @@ impl App {
         let Some(journal) = &self.journal else {
             self.store.insert(Arc::clone(&ingestion));
             self.queue.submit(ingestion);
-            self.sweep_now_and_then(now_ms);
+            // In memory mode nobody else sweeps.
+            self.store.sweep_now_and_then(now_ms);
             return Ok(id);
         };
         // Waits for the group commit; the journal thread inserts and submits it first.
@@ -269,16 +266,6 @@ impl App {
             journal.stop();
         }
         finished
-    }
-
-    /// In memory mode nobody else sweeps; an ingest does, at most once a minute.
-    fn sweep_now_and_then(&self, now_ms: u64) {
-        let last = self.last_sweep_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) >= SWEEP_EVERY_MS
-            && self.last_sweep_ms.compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-        {
-            self.store.sweep(now_ms);
-        }
     }
 }
 

@@ -545,10 +545,10 @@ impl Queue {
         self.shared.clock.now()
     }
 
-    /// The earliest instant the head batch may go (as `GET /queue`'s `next_release_at`), if
-    /// anything is queued: not the pacer's next wake-up, which may be a retry's backoff ending.
+    /// When the next release can go if nothing new arrives, retries and pauses included; `None`
+    /// while a batch is in flight or nothing waits (see [`Scheduler::next_release`]).
     pub fn next_release(&self) -> Option<Instant> {
-        self.lock().scheduler.outlook(self.shared.clock.now()).next_release
+        self.lock().scheduler.next_release(self.shared.clock.now())
     }
 
     pub fn depth(&self) -> Depth {

@@ -552,6 +552,23 @@ impl<B: Clone> Scheduler<B> {
         self.touches.set(self.touches.get() + 1);
     }
 
+    /// When the next release can go if nothing new arrives, for a person to see: the head's slot
+    /// or, with only retries waiting out a backoff, the first one's end (nor before the slot or
+    /// a pause). `None` while a batch is in flight (when it ends decides) or nothing waits.
+    pub(crate) fn next_release(&self, now: Instant) -> Option<Instant> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        if self.queued() > 0 {
+            return Some(self.earliest_release().max(now));
+        }
+        let ready = self.next_ready()?;
+        let after_interval = self.last_release.map(|t| t + self.interval);
+        let after_answer = self.last_answer.map(|t| t + self.interval);
+        let rule = [after_interval, self.last_completion, after_answer, self.paused_until].into_iter().flatten();
+        Some(rule.fold(ready, Instant::max).max(now))
+    }
+
     fn earliest_release(&self) -> Instant {
         let after_interval = self.last_release.map(|t| t + self.interval);
         let after_answer = self.last_answer.map(|t| t + self.interval);
@@ -627,6 +644,10 @@ mod tests {
                     sched.finish(at(&t[1..]), finish);
                 }
                 ["pause", t] => sched.pause(at(t)),
+                ["next", t, "->", expected] => {
+                    let want = (*expected != "none").then(|| at(expected));
+                    assert_eq!(sched.next_release(at(&t[1..])), want, "at step {step:?}");
+                }
                 ["poll", t, "->", expected @ ..] => {
                     let now = at(&t[1..]);
                     let got = sched.poll(now);
@@ -654,6 +675,16 @@ mod tests {
             "submit x LOW @0; poll @0 -> x; complete @1;
              submit l LOW @1; submit m MEDIUM @2; submit h HIGH @3;
              poll @5 -> h; complete @5; poll @10 -> m; complete @10; poll @15 -> l",
+        );
+    }
+
+    #[test]
+    fn the_next_release_for_people() {
+        // None while a batch is in flight; the head's slot; a backoff's end, nor before a pause.
+        check(
+            "next @0 -> none; submit a LOW 2 @0; next @0 -> 0; poll @0 -> a.0; next @1 -> none;
+             complete @1; next @1 -> 5; poll @5 -> a.1; retry @6 until 8; next @6 -> 10;
+             poll @6 -> wait 8; next @9 -> 10; pause 30; next @9 -> 30",
         );
     }
 

@@ -882,7 +882,7 @@ impl Writer {
 
     fn housekeeping(&mut self) {
         self.probe();
-        let swept = self.store.sweep(self.queue.wall_ms());
+        let swept = self.store.sweep_now_and_then(self.queue.wall_ms());
         if swept > 0 {
             log::info(format_args!("forgot {swept} ingestions past the retention period"));
         }
