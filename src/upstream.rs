@@ -96,22 +96,23 @@ impl fmt::Debug for Target {
     }
 }
 
-/// An upstream URL without what may be a secret: its user and password (`https://…@host/`),
-/// which ureq sends as Basic credentials, and its query (an API key), each shown as `…`.
+/// An upstream URL without what may be a secret: everything from its scheme to its last `@`
+/// (a user and password, which ureq sends as Basic credentials; a password may hold `/`, `?` or
+/// `#` where it should not, so an `@` anywhere counts), and its query (an API key), each shown
+/// as `…`. A URL with an `@` in its path or query loses more than its secrets: only in the log.
 pub fn redacted(url: &str) -> String {
-    let (before, query) = match url.split_once('?') {
-        Some((before, _)) => (before, "?…"),
-        None => (url, ""),
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
     };
-    let (scheme, rest) = before.split_once("://").unwrap_or(("", before));
-    let authority_end = rest.find(['/', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((_, host)) => format!("…@{host}"),
-        None => authority.to_owned(),
+    let (user, rest) = match rest.rsplit_once('@') {
+        Some((_, after)) => ("…@", after),
+        None => ("", rest),
     };
-    let separator = if before.contains("://") { "://" } else { "" };
-    format!("{scheme}{separator}{authority}{path}{query}")
+    match rest.split_once('?') {
+        Some((before, _)) => format!("{scheme}{user}{before}?…"),
+        None => format!("{scheme}{user}{rest}"),
+    }
 }
 
 /// Why an [`HttpUpstream`] could not be set up.
@@ -707,8 +708,11 @@ mod tests {
             ("http://127.0.0.1:9/{id}", "http://127.0.0.1:9/{id}"),
             ("https://user:pa@ss@api.example.com/i/{id}?k=1", "https://…@api.example.com/i/{id}?…"),
             ("https://token@api.example.com", "https://…@api.example.com"),
-            ("http://h/a@b/{id}", "http://h/a@b/{id}"),
-            ("http://u:p@h/{id}#x@y", "http://…@h/{id}#x@y"),
+            ("http://h/a@b/{id}", "http://…@b/{id}"),
+            ("http://u:p@h/{id}#x@y", "http://…@y"),
+            ("http://user:se#cret@h/{id}", "http://…@h/{id}"),
+            ("http://user:se/cret@h/{id}", "http://…@h/{id}"),
+            ("http://user:se?cret@h/{id}", "http://…@h/{id}"),
             ("not a url?key=1", "not a url?…"),
         ] {
             assert_eq!(redacted(url), shown, "{url}");
