@@ -546,7 +546,7 @@ impl Queue {
     }
 
     /// When the next release can go if nothing new arrives, retries and pauses included; `None`
-    /// while a batch is in flight or nothing waits (see [`Scheduler::next_release`]).
+    /// while a batch is in flight or nothing waits (see `Scheduler::next_release`).
     pub fn next_release(&self) -> Option<Instant> {
         self.lock().scheduler.next_release(self.shared.clock.now())
     }
