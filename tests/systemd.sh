@@ -56,13 +56,28 @@ for i in "${!args[@]}"; do
     esac
 done
 
+# The unit's RestrictAddressFamilies=, applied with a seccomp filter where libseccomp loads (the
+# relay reaches tiny_http over a Unix socket: a list without AF_UNIX kept the service from starting).
+families=$(sed -n 's/^RestrictAddressFamilies=//p' "$unit")
+restrict=()
+# The system's Python: the unit's user cannot reach one under root's home (pyenv).
+py=/usr/bin/python3
+if [ -n "$families" ]; then
+    if [ -x "$py" ] && "$py" tests/address_families.py "$families" /bin/true 2>/dev/null; then
+        cp tests/address_families.py "$work/address_families.py"
+        restrict=("$py" "$work/address_families.py" "$families")
+    else
+        echo "systemd test: cannot emulate RestrictAddressFamilies= here (no libseccomp); not checked" >&2
+    fi
+fi
+
 # Runs the unit's command as $uid with the given capability set; prints its scheduling lines.
 run_as_unit_user() {
     local caps=$1
     : >"$work/out"
     setpriv --reuid="$uid" --regid="$uid" --clear-groups --no-new-privs \
         --inh-caps="-all$caps" --ambient-caps="-all$caps" --bounding-set="-all$caps" \
-        "$bin" "${args[@]}" >"$work/out" 2>"$work/err" &
+        "${restrict[@]}" "$bin" "${args[@]}" >"$work/out" 2>"$work/err" &
     pid=$!
     for _ in $(seq 100); do
         grep -q '^listening on' "$work/out" && break
@@ -93,4 +108,4 @@ without_cap=$(run_as_unit_user "")
 [ "$without_cap" = "pacer thread: ordinary scheduling
 worker thread: ordinary scheduling" ] || fail "without CAP_SYS_NICE: $without_cap"
 
-echo "systemd test: $unit verifies; as uid $uid with the unit's ambient capabilities: real-time pacing and a journal; without: ordinary scheduling"
+echo "systemd test: $unit verifies; as uid $uid with the unit's ambient capabilities${restrict:+ and address families}: real-time pacing and a journal; without: ordinary scheduling"

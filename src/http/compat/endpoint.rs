@@ -55,17 +55,23 @@ impl Endpoint {
     /// Creates the directory and the listening socket in it: in `$TMPDIR` (or `/tmp`), else in
     /// the first of `fallbacks` where it works.
     pub(crate) fn bind(fallbacks: &[PathBuf]) -> io::Result<(Endpoint, UnixListener)> {
-        let mut tried = Vec::new();
+        let (mut tried, mut forbidden) = (Vec::new(), false);
         for parent in std::iter::once(std::env::temp_dir()).chain(fallbacks.iter().cloned()) {
             match Endpoint::bind_in(&parent) {
                 Ok(bound) => return Ok(bound),
-                Err(error) => tried.push(format!("{}: {error}", parent.display())),
+                Err(error) => {
+                    forbidden |= error.raw_os_error() == Some(rustix::io::Errno::AFNOSUPPORT.raw_os_error());
+                    tried.push(format!("{}: {error}", parent.display()));
+                }
             }
         }
-        Err(io::Error::other(format!(
-            "no directory for tiny_http's private socket ({}); set TMPDIR to a writable directory",
-            tried.join("; ")
-        )))
+        // A sandbox's list of address families (systemd's RestrictAddressFamilies=) without Unix
+        // sockets fails every directory alike.
+        let hint = match forbidden {
+            true => "allow Unix sockets (AF_UNIX) where the service runs",
+            false => "set TMPDIR to a writable directory",
+        };
+        Err(io::Error::other(format!("no directory for tiny_http's private socket ({}); {hint}", tried.join("; "))))
     }
 
     fn bind_in(parent: &Path) -> io::Result<(Endpoint, UnixListener)> {
