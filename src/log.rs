@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
+use parking_lot::Mutex;
+
 /// How records are written: `human` (`<timestamp> <message>`) or `json` (one object per line,
 /// plus an access record per HTTP request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,16 +120,17 @@ fn record(format: Format, timestamp: &str, message: Arguments<'_>, fields: &[(&s
     }
 }
 
-/// Writes one already formatted record, with one `write` call and no lock of ours.
-///
-/// Why not `std::io::stderr().lock()`: under load every HTTP handler writes an access record,
-/// and that lock is not fair; the pacer, logging a release, waited tens of milliseconds for
-/// it. The kernel keeps one `write` of a line whole (pipes up to `PIPE_BUF`, files under their
-/// position lock), so a duplicate of the descriptor, written without a lock, is enough.
+/// Writes one already formatted record, whole: under a lock of ours (a leaf), held for the
+/// `write` alone. The kernel keeps one `write` whole only up to `PIPE_BUF` (4 KiB) on a pipe; an
+/// access record with an 8 KiB URL, written in parts while other threads wrote theirs, came
+/// out spliced into them (1,740 of 1,995 JSON lines invalid behind a slow reader). The real-time
+/// threads never wait for it: they log through `log-writer` ([`info_later`]).
 pub(crate) fn write_line(line: &str) {
+    static WRITING: Mutex<()> = Mutex::new(());
     let mut record = Vec::with_capacity(line.len() + 1);
     record.extend_from_slice(line.as_bytes());
     record.push(b'\n');
+    let _writing = WRITING.lock();
     // A closed stderr must not take the service down; the record is lost, nothing else.
     let _ = match stderr() {
         Some(mut file) => file.write_all(&record),

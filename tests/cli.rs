@@ -225,3 +225,56 @@ fn health_bad_flags_exit_2() {
     assert_eq!(health(&["--addr"]).0, Some(2));
     assert_eq!(health(&["--addr", "nonsense"]).0, Some(2));
 }
+
+/// Every JSON log line stays whole behind a slow reader (a busy journald, a container's log
+/// driver): an access record longer than a pipe takes at once (4 KiB, here an 8 KiB URL) was
+/// written in parts, spliced into other threads' records.
+#[test]
+fn json_log_lines_stay_whole_behind_a_slow_reader() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ingestd"))
+        .args(["--addr", "127.0.0.1:0", "--log-format", "json", "--interval", "1h"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ingestd");
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut all, mut chunk) = (Vec::new(), [0; 4096]);
+        // About 4 MB/s: the pipe fills, and long writes go out in parts.
+        while let Ok(n @ 1..) = stderr.read(&mut chunk) {
+            all.extend_from_slice(&chunk[..n]);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        all
+    });
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().trim_start_matches("listening on http://").to_owned();
+    let path = format!("/{}", "x".repeat(7000));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (addr, path) = (addr.clone(), path.clone());
+            std::thread::spawn(move || {
+                let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+                let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+                let mut answer = [0; 1024];
+                for _ in 0..60 {
+                    conn.write_all(request.as_bytes()).unwrap();
+                    let _ = conn.read(&mut answer).unwrap();
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    child.wait().unwrap();
+    let log = String::from_utf8(reader.join().unwrap()).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let broken: Vec<&&str> = lines.iter().filter(|l| serde_json::from_str::<serde_json::Value>(l).is_err()).collect();
+    assert!(lines.len() > 360, "{} lines", lines.len());
+    assert!(broken.is_empty(), "{} of {} lines are not JSON, e.g. {:.300}", broken.len(), lines.len(), broken[0]);
+}
