@@ -18,6 +18,10 @@ VOLUME ["/data"]
 # No /etc/passwd in the image: a numeric user, not root.
 USER 65532:65532
 
+# The image has no /tmp: the private socket between ingestd's HTTP front and its HTTP library
+# goes in /data, also when flags given to `docker run` replace CMD's --data-dir.
+ENV TMPDIR=/data
+
 # With PORT set and no --addr, ingestd listens on 0.0.0.0:$PORT and `ingestd health` asks
 # 127.0.0.1:$PORT, so `-e PORT=...` moves both.
 ENV PORT=8000

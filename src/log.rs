@@ -106,11 +106,26 @@ pub(crate) fn info_with(message: Arguments<'_>, fields: &[(&str, u64)]) {
     write_line(&record(format(), &timestamp(), message, fields));
 }
 
+/// Why the service stops at start, as the last record: plain `ingestd: …` for a person, a JSON
+/// record at level `error` for a log pipeline.
+pub fn fatal(message: Arguments<'_>) {
+    match format() {
+        Format::Human => write_line(&format!("ingestd: {message}")),
+        Format::Json => {
+            let text = escape(&format!("ingestd: {message}"));
+            write_line(&format!(r#"{{"ts":"{}","level":"error","msg":"{text}"}}"#, timestamp()));
+        }
+    }
+}
+
 fn record(format: Format, timestamp: &str, message: Arguments<'_>, fields: &[(&str, u64)]) -> String {
     match format {
         Format::Human => format!("{timestamp} {message}"),
         Format::Json => {
-            let mut line = format!(r#"{{"ts":"{timestamp}","level":"info","msg":"{}""#, escape(&message.to_string()));
+            let text = message.to_string();
+            // One convention for both formats: a warning's text says so first.
+            let level = if text.starts_with("warning: ") { "warning" } else { "info" };
+            let mut line = format!(r#"{{"ts":"{timestamp}","level":"{level}","msg":"{}""#, escape(&text));
             for (name, value) in fields {
                 let _ = write!(line, r#","{}":{value}"#, escape(name));
             }
@@ -217,5 +232,12 @@ mod tests {
         assert_eq!(json, r#"{"ts":"T","level":"info","msg":"released \"a\"","late_ns":1500,"due_us":7}"#);
         let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(parsed["late_ns"], 1500);
+    }
+
+    #[test]
+    fn a_warning_is_a_warning_in_json() {
+        let json = record(Format::Json, "T", format_args!("warning: the disk is full"), &[]);
+        assert_eq!(json, r#"{"ts":"T","level":"warning","msg":"warning: the disk is full"}"#);
+        assert_eq!(record(Format::Human, "T", format_args!("warning: x"), &[]), "T warning: x");
     }
 }

@@ -6,6 +6,7 @@ use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ingestd::config::{self, Command, Config, Probe};
 use ingestd::http::{HttpOptions, HttpServer, Limits};
@@ -28,7 +29,8 @@ fn main() -> ExitCode {
     match run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("ingestd: {error}");
+            log::flush();
+            log::fatal(format_args!("{error}"));
             ExitCode::FAILURE
         }
     }
@@ -165,23 +167,31 @@ fn health(probe: &Probe) -> ExitCode {
     }
 }
 
+/// `GET /health` within `--timeout` as a whole: connecting, sending and the answer's status line.
 fn ask_health(probe: &Probe) -> Result<(), String> {
+    let deadline = Instant::now() + probe.timeout;
+    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let timed_out = || format!("no answer within {:?}", probe.timeout);
     let addrs: Vec<_> = probe.addr.to_socket_addrs().map_err(|e| format!("bad address: {e}"))?.collect();
     let mut failure = String::from("no address to connect to");
     let mut stream = None;
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, probe.timeout) {
+        match TcpStream::connect_timeout(&addr, left()) {
             Ok(connected) => {
                 stream = Some(connected);
                 break;
             }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => failure = timed_out(),
             Err(e) => failure = format!("cannot connect: {e}"),
         }
     }
     let mut stream = stream.ok_or(failure)?;
-    let io = |e: std::io::Error| format!("no answer: {e}");
-    stream.set_read_timeout(Some(probe.timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(probe.timeout)).map_err(io)?;
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => timed_out(),
+        _ => format!("no answer: {e}"),
+    };
+    stream.set_read_timeout(Some(left())).map_err(io)?;
+    stream.set_write_timeout(Some(left())).map_err(io)?;
     // One write: `write!` would send the pieces as separate segments.
     let request = format!("GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", probe.addr);
     stream.write_all(request.as_bytes()).map_err(io)?;

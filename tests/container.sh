@@ -20,7 +20,7 @@ name=ingestd-container-test-$$
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 volume=$name-data
 cleanup() {
-    "${engine[@]}" rm -f "$name" "$name-2" >/dev/null 2>&1 || true
+    "${engine[@]}" rm -f "$name" "$name-2" "$name-3" >/dev/null 2>&1 || true
     "${engine[@]}" volume rm -f "$volume" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -39,7 +39,8 @@ build_flags=()
 base=http://127.0.0.1:$port
 start() {
     current=$1
-    "${engine[@]}" run -d --name "$current" "${run_flags[@]}" -v "$volume:/data" -p "127.0.0.1:$port:8000" "$image" >/dev/null
+    shift
+    "${engine[@]}" run -d --name "$current" "${run_flags[@]}" -v "$volume:/data" -p "127.0.0.1:$port:8000" "$image" "$@" >/dev/null
     for _ in $(seq 50); do
         curl -sSf -m 1 "$base/health" >/dev/null 2>&1 && break
         sleep 0.2
@@ -73,4 +74,8 @@ case $(curl -sS "$base/status/$id") in
     *) fail "a new container on the same volume does not know ingestion $id" ;;
 esac
 "${engine[@]}" stop -t 45 "$name-2" >/dev/null
-echo "container test: $ENGINE image $image ($("${engine[@]}" image inspect "$image" --format '{{.Size}}') bytes): user 65532, health, HEALTHCHECK, ingest, journal kept in volume $volume across containers, stop exit 0"
+# Flags given instead of the image's CMD (no --data-dir): the image has no /tmp, so the private
+# socket goes where TMPDIR says.
+start "$name-3" --interval 1s
+"${engine[@]}" stop -t 45 "$name-3" >/dev/null
+echo "container test: $ENGINE image $image ($("${engine[@]}" image inspect "$image" --format '{{.Size}}') bytes): user 65532, health, HEALTHCHECK, ingest, journal kept in volume $volume across containers, stop exit 0, flags instead of CMD"
