@@ -118,6 +118,21 @@ grep -qx /items/7 "$root/upstream.log" || fail "id 7 never reached the upstream 
 kill -TERM "$uppid"; wait "$uppid" || true
 rm -f "$out.up"
 
+# As the image runs it when `docker run` flags replace its CMD (so no --data-dir): the
+# Dockerfile's TMPDIR is where the private socket goes, the image having no /tmp.
+tmpdir=$(sed -n 's/^ENV TMPDIR=//p' "$(dirname "$0")/../Dockerfile")
+env -i ${tmpdir:+TMPDIR=$tmpdir} "$(command -v "${enter[0]}")" "${enter[@]:1}" /ingestd --addr 127.0.0.1:0 --interval 1s \
+    >"$out.flags" 2>"$err" &
+flagspid=$!
+for _ in $(seq 100); do
+    grep -q '^listening on' "$out.flags" && break
+    kill -0 "$flagspid" 2>/dev/null || fail "the image's binary with flags instead of CMD did not start (TMPDIR '$tmpdir')"
+    sleep 0.1
+done
+grep -q '^listening on' "$out.flags" || fail "no listening line with flags instead of CMD"
+kill -TERM "$flagspid"; wait "$flagspid" || true
+rm -f "$out.flags"
+
 kill -TERM "$pid"
 code=0
 wait "$pid" || code=$?
@@ -125,4 +140,4 @@ pid=
 [ "$code" = 0 ] || fail "exit status $code after SIGTERM"
 tail -n 1 "$err" | grep -q 'stopped$' || fail "no 'stopped' line at the end of the log"
 
-echo "dist test: $bin ($(stat -c %s "$bin") bytes) runs alone in an empty root: health, ingest, status, journal, probe, /etc/hosts, an upstream by host name, SIGTERM"
+echo "dist test: $bin ($(stat -c %s "$bin") bytes) runs alone in an empty root: health, ingest, status, journal, probe, /etc/hosts, an upstream by host name, flags instead of the image's CMD, SIGTERM"
