@@ -122,8 +122,11 @@ pub(crate) struct Link {
     end: Option<End>,
     /// Our own last answer, sent once tiny_http's are out.
     last_word: Option<ApiError>,
-    /// The status of our last answer once it is on its way, until the relay counts it.
-    said: Option<u16>,
+    /// The status of our last answer once it is on its way, until the relay counts it, with the
+    /// method and target of the request it answers, if its request line came whole.
+    said: Option<(u16, Option<(String, String)>)>,
+    /// The request being read when forwarding ended (see [`Tracker::request`]).
+    ended_in: Option<(String, String)>,
     /// Nothing more comes from tiny_http or goes to it (it closed, or its connection failed).
     server_done: bool,
     /// The half-close towards tiny_http was made.
@@ -171,6 +174,7 @@ impl Link {
             end: None,
             last_word: None,
             said: None,
+            ended_in: None,
             server_done: false,
             server_shut: false,
             closing: false,
@@ -498,6 +502,7 @@ impl Link {
         // tiny_http now gets the idle timeout to answer what it has.
         self.server_seen = now;
         let (cut, last_word) = last_word(end, self.tracker.position());
+        self.ended_in = self.tracker.request().map(|(method, target)| (method.to_owned(), target.to_owned()));
         if let Some(cut) = cut {
             self.cut.get_or_insert(cut);
         }
@@ -515,14 +520,15 @@ impl Link {
                 self.client_taken = self.server_seen;
             }
             let reply = Reply::error(&error);
-            self.said = Some(reply.status);
+            self.said = Some((reply.status, self.ended_in.take()));
             self.down.push(&raw_reply(&reply));
         }
         self.closing = true;
     }
 
-    /// The status of the answer the link gave itself (the relay counts it with the others).
-    pub(crate) fn take_said(&mut self) -> Option<u16> {
+    /// The status of the answer the link gave itself (the relay counts it with the others), and
+    /// the method and target of the request it answers, if known.
+    pub(crate) fn take_said(&mut self) -> Option<(u16, Option<(String, String)>)> {
         self.said.take()
     }
 }

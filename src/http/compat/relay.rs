@@ -44,7 +44,7 @@ use rustix::net::{self as net, AddressFamily, SendFlags, SocketAddrUnix, SocketF
 use super::link::{raw_reply, Interest, Link, CAP};
 use super::strand::Strands;
 use super::tracker::{Caps, CHUNK_LINE_CAP};
-use crate::http::api::{Reply, UNMATCHED};
+use crate::http::api::{route_label, Reply, UNMATCHED};
 use crate::http::error::ApiError;
 use crate::http::serial::Serial;
 use crate::http::telemetry;
@@ -711,9 +711,14 @@ impl Relay {
     fn with_link(&mut self, id: u64, now: Instant, change: impl FnOnce(&mut Link)) {
         let Some(entry) = self.links.get_mut(&id) else { return };
         change(&mut entry.link);
-        if let Some(status) = entry.link.take_said() {
-            // No route: the head was refused, or never came whole.
-            telemetry::record("-", "-", UNMATCHED, status, Duration::ZERO);
+        if let Some((status, request)) = entry.link.take_said() {
+            // Without a whole request line there is no route to count it under.
+            match &request {
+                Some((method, target)) => {
+                    telemetry::record(method, target, route_label(target), status, Duration::ZERO)
+                }
+                None => telemetry::record("-", "-", UNMATCHED, status, Duration::ZERO),
+            }
         }
         // Before the half-close, so a body reader that meets the end of its stream knows why.
         if let Some(cut) = entry.link.cut() {

@@ -222,6 +222,8 @@ pub(crate) struct Tracker {
     last: bool,
     /// Requests that have ended, head and body.
     ended: u64,
+    /// The method and target of the request being read, once its request line is whole.
+    request: Option<(String, String)>,
 }
 
 impl Tracker {
@@ -243,6 +245,7 @@ impl Tracker {
             head_starts: Vec::new(),
             last: false,
             ended: 0,
+            request: None,
         }
     }
 
@@ -251,9 +254,15 @@ impl Tracker {
         self.ended
     }
 
+    /// The method and target of the request being read, once its request line is whole.
+    pub(crate) fn request(&self) -> Option<(&str, &str)> {
+        self.request.as_ref().map(|(method, target)| (method.as_str(), target.as_str()))
+    }
+
     /// A request just ended: the next one starts, unless tiny_http reads no more.
     fn after_request(&mut self) -> State {
         self.ended += 1;
+        self.request = None;
         if self.last {
             State::Ended
         } else {
@@ -408,6 +417,8 @@ impl Tracker {
         }
         if request_line {
             self.facts.http_1_0 = check_request_line(line)? == "HTTP/1.0";
+            let mut words = std::str::from_utf8(line).unwrap_or_default().split(' ');
+            self.request = words.next().zip(words.next()).map(|(method, target)| (method.into(), target.into()));
             self.head.extend_from_slice(&self.stamp);
             self.headers_start = self.head.len();
             self.state = State::Line { request_line: false };
