@@ -411,6 +411,22 @@ fn a_stalled_head_gets_408_and_a_bare_lf_400_after_the_answers_before_them() {
     }
 }
 
+/// The relay's own answer to a HEAD request carries the length of its JSON but not the JSON
+/// (RFC 9110, 9.3.2), as tiny_http's answers to HEAD do.
+#[test]
+fn the_relays_answer_to_head_has_no_content() {
+    let server = Server::start(&[]);
+    for (method, with_body) in [("HEAD", false), ("GET", true)] {
+        let mut conn = connect(&server);
+        conn.write_all(format!("{method} /health HTTP/1.1\r\nHost: t\r\nExpect: bogus\r\n\r\n").as_bytes()).unwrap();
+        let text = read_to_close(&mut conn, Duration::from_secs(5)).expect("an answer");
+        assert!(text.starts_with("HTTP/1.1 417 "), "{method}: {text:?}");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("Content-Length: ") && !head.contains("Content-Length: 0"), "{method}: {text:?}");
+        assert_eq!(!body.is_empty(), with_body, "{method}: {text:?}");
+    }
+}
+
 /// Heads tiny_http would answer with an empty 400 or 417, or drop without a word: each gets a
 /// JSON error after the answers before it, and the connection closes.
 #[test]

@@ -520,8 +520,13 @@ impl Link {
                 self.client_taken = self.server_seen;
             }
             let reply = Reply::error(&error);
+            let mut answer = raw_reply(&reply);
+            // RFC 9110 (9.3.2): an answer to HEAD has no content, only its length.
+            if self.ended_in.as_ref().is_some_and(|(method, _)| method == "HEAD") {
+                answer.truncate(answer.len() - reply.body.len());
+            }
             self.said = Some((reply.status, self.ended_in.take()));
-            self.down.push(&raw_reply(&reply));
+            self.down.push(&answer);
         }
         self.closing = true;
     }
