@@ -583,6 +583,7 @@ fn malformed(what: Malformed) -> &'static str {
             "each header line must be a name (letters, digits and !#$%&'*+-.^_`|~), a colon, then the value, on one line (no folding)"
         }
         Malformed::NotAscii => "the request line and headers must be ASCII; percent-encode other bytes",
+        Malformed::Connection => "the Connection header must be sent on one line, its options separated by commas",
     }
 }
 
