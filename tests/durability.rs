@@ -724,6 +724,10 @@ fn a_data_directory_removed_while_running_is_written_again() {
     let args = ["--interval", "1h", "--fetch-delay", "1ms"];
     let server = durable(&dir, &args);
     let before = server.ingest(&[1, 2, 3, 4], "LOW");
+    // Completed in memory only once on disk (the journal applies what it wrote): then removed.
+    wait_for("the first batch to complete", Duration::from_secs(5), || {
+        (batch_statuses(&server.status(&before))[0] == "completed").then_some(())
+    });
     std::fs::remove_dir_all(&dir.0).unwrap();
     wait_for("the journal to be written again", Duration::from_secs(5), || journal(&dir).exists().then_some(()));
     std::fs::remove_dir_all(&dir.0).unwrap();
