@@ -64,7 +64,10 @@ restrict=()
 py=/usr/bin/python3
 if [ -n "$families" ]; then
     if [ -x "$py" ] && "$py" tests/address_families.py "$families" /bin/true 2>/dev/null; then
+        # Where the unit's user may read them: a checkout may sit in a directory only root enters.
         cp tests/address_families.py "$work/address_families.py"
+        cp "$bin" "$work/ingestd"
+        bin=$work/ingestd
         restrict=("$py" "$work/address_families.py" "$families")
     else
         echo "systemd test: cannot emulate RestrictAddressFamilies= here (no libseccomp); not checked" >&2
