@@ -109,12 +109,10 @@ pub(crate) fn info_with(message: Arguments<'_>, fields: &[(&str, u64)]) {
 /// Why the service stops at start, as the last record: plain `ingestd: …` for a person, a JSON
 /// record at level `error` for a log pipeline.
 pub fn fatal(message: Arguments<'_>) {
+    let text = format!("ingestd: {message}");
     match format() {
-        Format::Human => write_line(&format!("ingestd: {message}")),
-        Format::Json => {
-            let text = escape(&format!("ingestd: {message}"));
-            write_line(&format!(r#"{{"ts":"{}","level":"error","msg":"{text}"}}"#, timestamp()));
-        }
+        Format::Human => write_line(&text),
+        Format::Json => write_line(&json_record(&timestamp(), "error", &text, &[])),
     }
 }
 
@@ -125,14 +123,18 @@ fn record(format: Format, timestamp: &str, message: Arguments<'_>, fields: &[(&s
             let text = message.to_string();
             // One convention for both formats: a warning's text says so first.
             let level = if text.starts_with("warning: ") { "warning" } else { "info" };
-            let mut line = format!(r#"{{"ts":"{timestamp}","level":"{level}","msg":"{}""#, escape(&text));
-            for (name, value) in fields {
-                let _ = write!(line, r#","{}":{value}"#, escape(name));
-            }
-            line.push('}');
-            line
+            json_record(timestamp, level, &text, fields)
         }
     }
+}
+
+fn json_record(timestamp: &str, level: &str, text: &str, fields: &[(&str, u64)]) -> String {
+    let mut line = format!(r#"{{"ts":"{timestamp}","level":"{level}","msg":"{}""#, escape(text));
+    for (name, value) in fields {
+        let _ = write!(line, r#","{}":{value}"#, escape(name));
+    }
+    line.push('}');
+    line
 }
 
 /// Writes one already formatted record, whole: under a lock of ours (a leaf), held for the

@@ -563,20 +563,23 @@ impl<B: Clone> Scheduler<B> {
             return Some(self.earliest_release().max(now));
         }
         let ready = self.next_ready()?;
-        let after_interval = self.last_release.map(|t| t + self.interval);
-        let after_answer = self.last_answer.map(|t| t + self.interval);
-        let rule = [after_interval, self.last_completion, after_answer, self.paused_until].into_iter().flatten();
-        Some(rule.fold(ready, Instant::max).max(now))
+        Some(self.not_before().map_or(ready, |t| t.max(ready)).max(now))
     }
 
     fn earliest_release(&self) -> Instant {
-        let after_interval = self.last_release.map(|t| t + self.interval);
-        let after_answer = self.last_answer.map(|t| t + self.interval);
-        [after_interval, self.last_completion, self.waiting_since, after_answer, self.paused_until]
+        [self.not_before(), self.waiting_since]
             .into_iter()
             .flatten()
             .max()
             .expect("waiting_since is set while the queue is non-empty")
+    }
+
+    /// The pacing rule's terms but the queue's own wait: the last release and first answer
+    /// plus the interval, the last completion, the upstream's pause.
+    fn not_before(&self) -> Option<Instant> {
+        let after_interval = self.last_release.map(|t| t + self.interval);
+        let after_answer = self.last_answer.map(|t| t + self.interval);
+        [after_interval, self.last_completion, after_answer, self.paused_until].into_iter().flatten().max()
     }
 }
 

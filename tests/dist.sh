@@ -24,6 +24,18 @@ fail() {
     cat "$err" >&2
     exit 1
 }
+# Prints the base URL from the `listening on` line in file $1 once process $2 writes it (not
+# after a fixed time); fails, naming $3, if the process ends first or 10 s pass.
+listening() {
+    local base
+    for _ in $(seq 100); do
+        base=$(sed -n 's/^listening on //p' "$1")
+        [ -n "$base" ] && { echo "$base"; return; }
+        kill -0 "$2" 2>/dev/null || fail "$3 exited before listening"
+        sleep 0.1
+    done
+    fail "$3: no listening line within 10 s"
+}
 
 # Static means: no program interpreter and no shared library needed.
 if command -v readelf >/dev/null; then
@@ -42,15 +54,7 @@ fi
 "${enter[@]}" /ingestd --addr 127.0.0.1:0 --interval 100ms --fetch-delay 1ms --data-dir /data >"$out" 2>"$err" &
 pid=$!
 
-# Wait for the listening line, not a fixed time.
-base=
-for _ in $(seq 100); do
-    base=$(sed -n 's/^listening on //p' "$out")
-    [ -n "$base" ] && break
-    kill -0 "$pid" 2>/dev/null || fail "ingestd exited before listening"
-    sleep 0.1
-done
-[ -n "$base" ] || fail "no listening line within 10 s"
+base=$(listening "$out" "$pid" "ingestd")
 addr=${base#http://}
 
 [ "$(curl -sS "$base/health")" = '{"status":"ok"}' ] || fail "/health did not answer ok"
@@ -106,12 +110,7 @@ mkdir "$root/data2"
 "${enter[@]}" /ingestd --addr 127.0.0.1:0 --interval 100ms --data-dir /data2 --upstream "http://upstream.test:$uport/items/{id}" \
     >"$out.up" 2>"$err" &
 uppid=$!
-for _ in $(seq 100); do
-    upbase=$(sed -n 's/^listening on //p' "$out.up")
-    [ -n "$upbase" ] && break
-    sleep 0.1
-done
-[ -n "$upbase" ] || fail "ingestd with --upstream did not start"
+upbase=$(listening "$out.up" "$uppid" "ingestd with --upstream")
 curl -sS -d '{"ids": [7], "priority": "HIGH"}' "$upbase/ingest" >/dev/null
 for _ in $(seq 100); do grep -qx /items/7 "$root/upstream.log" && break; sleep 0.1; done
 grep -qx /items/7 "$root/upstream.log" || fail "id 7 never reached the upstream named upstream.test"
@@ -124,12 +123,7 @@ tmpdir=$(sed -n 's/^ENV TMPDIR=//p' "$(dirname "$0")/../Dockerfile")
 env -i ${tmpdir:+TMPDIR=$tmpdir} "$(command -v "${enter[0]}")" "${enter[@]:1}" /ingestd --addr 127.0.0.1:0 --interval 1s \
     >"$out.flags" 2>"$err" &
 flagspid=$!
-for _ in $(seq 100); do
-    grep -q '^listening on' "$out.flags" && break
-    kill -0 "$flagspid" 2>/dev/null || fail "the image's binary with flags instead of CMD did not start (TMPDIR '$tmpdir')"
-    sleep 0.1
-done
-grep -q '^listening on' "$out.flags" || fail "no listening line with flags instead of CMD"
+listening "$out.flags" "$flagspid" "the image's binary with flags instead of CMD (TMPDIR '$tmpdir')" >/dev/null
 kill -TERM "$flagspid"; wait "$flagspid" || true
 rm -f "$out.flags"
 

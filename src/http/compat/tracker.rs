@@ -225,8 +225,9 @@ pub(crate) struct Tracker {
     last: bool,
     /// Requests that have ended, head and body.
     ended: u64,
-    /// The method and target of the request being read, once its request line is whole.
-    request: Option<(String, String)>,
+    /// The request line being read, once whole (empty before): kept for what the relay
+    /// answers itself; one buffer for every request, so none costs an allocation.
+    request_line: String,
 }
 
 impl Tracker {
@@ -248,7 +249,7 @@ impl Tracker {
             head_starts: Vec::new(),
             last: false,
             ended: 0,
-            request: None,
+            request_line: String::new(),
         }
     }
 
@@ -259,13 +260,14 @@ impl Tracker {
 
     /// The method and target of the request being read, once its request line is whole.
     pub(crate) fn request(&self) -> Option<(&str, &str)> {
-        self.request.as_ref().map(|(method, target)| (method.as_str(), target.as_str()))
+        let mut words = self.request_line.split(' ');
+        words.next().zip(words.next()).filter(|(method, _)| !method.is_empty())
     }
 
     /// A request just ended: the next one starts, unless tiny_http reads no more.
     fn after_request(&mut self) -> State {
         self.ended += 1;
-        self.request = None;
+        self.request_line.clear();
         if self.last {
             State::Ended
         } else {
@@ -420,8 +422,8 @@ impl Tracker {
         }
         if request_line {
             self.facts.http_1_0 = check_request_line(line)? == "HTTP/1.0";
-            let mut words = std::str::from_utf8(line).unwrap_or_default().split(' ');
-            self.request = words.next().zip(words.next()).map(|(method, target)| (method.into(), target.into()));
+            self.request_line.clear();
+            self.request_line.push_str(std::str::from_utf8(line).unwrap_or_default());
             self.head.extend_from_slice(&self.stamp);
             self.headers_start = self.head.len();
             self.state = State::Line { request_line: false };
