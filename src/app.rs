@@ -157,6 +157,11 @@ impl App {
         self.max_queued_ids.store(max, Ordering::Relaxed);
     }
 
+    /// The most ids that may wait at once (`--max-queued-ids`).
+    pub(crate) fn max_queued_ids(&self) -> u64 {
+        self.max_queued_ids.load(Ordering::Relaxed)
+    }
+
     /// Accepts `ids` (non-empty, already validated) and queues their batches. In durable mode
     /// it returns once they are on disk. A `key` seen before answers the first ingestion's id
     /// and enqueues nothing.
@@ -203,7 +208,7 @@ impl App {
     /// Counts `wanted` ids as queued, unless that would pass the limit. Reserving first means
     /// simultaneous requests cannot overshoot together.
     fn reserve(&self, wanted: u64) -> Result<(), IngestError> {
-        let max = self.max_queued_ids.load(Ordering::Relaxed);
+        let max = self.max_queued_ids();
         let reserved = self.accepted_ids.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |accepted| {
             let queued = accepted.saturating_sub(self.fetched_ids());
             (queued + wanted <= max).then_some(accepted + wanted)

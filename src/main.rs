@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ingestd::config::{self, Command, Config, Probe};
+use ingestd::http::api::HEALTH;
 use ingestd::http::{HttpOptions, HttpServer, Limits};
 use ingestd::upstream::HttpUpstream;
 use ingestd::{allocator, log, realtime, App, SimulatedApi, Storage, SystemClock};
@@ -79,7 +80,6 @@ fn run(config: &Config) -> Result<(), String> {
     let limits = Limits {
         max_body: config.max_body,
         max_ids: config.max_ids,
-        max_queued_ids: config.max_queued_ids as u64,
         max_url: config.max_url,
         max_header_bytes: config.max_header_bytes,
     };
@@ -193,7 +193,7 @@ fn ask_health(probe: &Probe) -> Result<(), String> {
     stream.set_read_timeout(Some(left())).map_err(io)?;
     stream.set_write_timeout(Some(left())).map_err(io)?;
     // One write: `write!` would send the pieces as separate segments.
-    let request = format!("GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", probe.addr);
+    let request = format!("GET {HEALTH} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", probe.addr);
     stream.write_all(request.as_bytes()).map_err(io)?;
     // Only the status line matters: `HTTP/1.1 200 OK`.
     let mut line = String::new();

@@ -1,7 +1,8 @@
 //! Routes and handlers: an HTTP method, path and body in, a [`Reply`] out.
 //!
 //! Runs on the HTTP handler threads. Knows JSON and status codes; knows nothing of sockets
-//! (that is `server.rs`) nor of queues and clocks (that is the core, behind [`App`]).
+//! (that is `server.rs`). Reads the queue only through [`Queue`]'s O(1) reports, and the clock
+//! only to turn the queue's instants into dates.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -235,13 +236,16 @@ const ROUTES: [(&str, Target); 9] = [
     ("/ingest", Target::Ingest),
     ("/status/{ingestion_id}", Target::Status),
     ("/queue", Target::Queue),
-    ("/health", Target::Health),
+    (HEALTH, Target::Health),
     ("/", Target::Page(pages::Page::Dashboard)),
     ("/dashboard.json", Target::Page(pages::Page::DashboardJson)),
     ("/docs", Target::Page(pages::Page::Docs)),
     ("/openapi.json", Target::Page(pages::Page::OpenApi)),
     ("/metrics", Target::Page(pages::Page::Metrics)),
 ];
+
+/// The liveness route, which `ingestd health` and the accept loop's supervisor probe.
+pub const HEALTH: &str = "/health";
 
 /// The `route` label of a request to a path with no route.
 pub(super) const UNMATCHED: &str = "unmatched";
@@ -278,6 +282,33 @@ impl Route<'_> {
     fn takes(&self, method: &str) -> bool {
         self.allow().split(", ").any(|m| m == method)
     }
+}
+
+impl Target {
+    /// Served without a token: `/health`, so that load balancers can probe the service, and the
+    /// pages with the document they render, which carry no data and ask the person for the
+    /// token (`pages.rs` serves no other static asset).
+    fn is_open(self) -> bool {
+        use pages::Page;
+        matches!(self, Target::Health | Target::Page(Page::Dashboard | Page::Docs | Page::OpenApi))
+    }
+}
+
+/// Whether a request to `url` may be served without a token (see [`Target::is_open`]).
+pub(super) fn is_open(url: &str) -> bool {
+    route(url).is_some_and(|route| route.target.is_open())
+}
+
+/// The API's routes (not the pages), for a person: `POST /ingest, GET /status/{ingestion_id}, …`.
+fn api_routes() -> String {
+    let api = ROUTES.iter().filter(|(_, target)| !matches!(target, Target::Page(_)));
+    let named: Vec<String> = api
+        .map(|&(template, target)| {
+            let method = Route { template, target, param: "" }.allow().split(", ").next().unwrap_or_default();
+            format!("{method} {template}")
+        })
+        .collect();
+    named.join(", ")
 }
 
 /// The path of a request target as the routes see it: without scheme and host (the absolute
@@ -339,11 +370,7 @@ fn dispatch(
         return Err(ApiError::ShuttingDown);
     }
     let route = route(url).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "there is no route {}; the API has POST /ingest, GET /status/<ingestion_id>, GET /queue and \
-             GET /health (see GET /docs)",
-            shorten(url)
-        ))
+        ApiError::NotFound(format!("there is no route {}; the API has {} (see GET /docs)", shorten(url), api_routes()))
     })?;
     if !route.takes(method) {
         return Err(ApiError::MethodNotAllowed { method: shorten(method), allow: route.allow() });
@@ -353,7 +380,7 @@ fn dispatch(
             let key = idempotency_key.map(check_idempotency_key).transpose()?;
             let request = ingest_body::parse(&read_body()?)?;
             // A request larger than the whole queue could never fit: that is a 413, not a 503.
-            let max_ids = limits.max_ids.min(usize::try_from(limits.max_queued_ids).unwrap_or(usize::MAX));
+            let max_ids = limits.max_ids.min(usize::try_from(app.max_queued_ids()).unwrap_or(usize::MAX));
             if request.ids.len() > max_ids {
                 return Err(ApiError::TooManyIds { count: request.ids.len(), limit: max_ids });
             }
@@ -540,5 +567,21 @@ mod tests {
         {
             assert_eq!(ingestion_id(&other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn only_health_and_the_pages_are_open() {
+        for open in ["/health", "/health/", "/health?x=1", "/", "/?x=1", "/docs", "/docs/", "/openapi.json"] {
+            assert!(is_open(open), "{open}");
+        }
+        let closed = ["/ingest", "/status/x", "/healthz", "/health/x", "/dashboard.json", "/metrics", "/docs/x", "/x"];
+        for closed in closed {
+            assert!(!is_open(closed), "{closed}");
+        }
+    }
+
+    #[test]
+    fn a_missing_route_names_the_api_routes() {
+        assert_eq!(api_routes(), "POST /ingest, GET /status/{ingestion_id}, GET /queue, GET /health");
     }
 }

@@ -3,18 +3,7 @@
 
 use tiny_http::Header;
 
-use super::api::path_of;
 use super::error::ApiError;
-
-/// Paths served without a token: `/health`, so that load balancers can probe the service, and
-/// the pages with the document they render, which carry no data and ask the person for the token
-/// (`pages.rs` serves no other static asset).
-const OPEN_PATHS: &[&str] = &["/health", "/", "/docs", "/openapi.json"];
-
-/// Whether `url` may be served without a token.
-pub(super) fn is_open(url: &str) -> bool {
-    OPEN_PATHS.contains(&path_of(url))
-}
 
 /// Requires exactly one `Authorization: Bearer <token>` header carrying `token`.
 pub(super) fn check(token: &str, headers: &[Header]) -> Result<(), ApiError> {
@@ -45,7 +34,6 @@ fn same(sent: &[u8], expected: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::api::{route_label, UNMATCHED};
 
     #[track_caller]
     fn verdict(lines: &[&str]) -> bool {
@@ -74,19 +62,5 @@ mod tests {
         assert_eq!(refused(&["Basic s3cret"]), ApiError::Unauthorized { wrong_token: false });
         assert!(!same(b"", b"x"));
         assert!(same(b"", b""));
-    }
-
-    #[test]
-    fn only_health_and_the_pages_are_open() {
-        for open in ["/health", "/health/", "/health?x=1", "/", "/?x=1", "/docs", "/docs/", "/openapi.json"] {
-            assert!(is_open(open), "{open}");
-        }
-        let closed = ["/ingest", "/status/x", "/healthz", "/health/x", "/dashboard.json", "/metrics", "/docs/x"];
-        for closed in closed {
-            assert!(!is_open(closed), "{closed}");
-        }
-        for open in OPEN_PATHS {
-            assert_ne!(route_label(open), UNMATCHED, "{open} is not a route");
-        }
     }
 }

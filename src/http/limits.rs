@@ -28,9 +28,6 @@ pub struct Limits {
     pub max_body: usize,
     /// The most ids in one `POST /ingest` (413).
     pub max_ids: usize,
-    /// The most ids accepted but not yet delivered or failed, over all requests (503 with
-    /// Retry-After).
-    pub max_queued_ids: u64,
     /// The longest request target, in bytes (414).
     pub max_url: usize,
     /// The most header bytes, names and values (431).
@@ -43,7 +40,6 @@ impl Default for Limits {
         Limits {
             max_body: defaults::MAX_BODY,
             max_ids: defaults::MAX_IDS,
-            max_queued_ids: defaults::MAX_QUEUED_IDS as u64,
             max_url: defaults::MAX_URL,
             max_header_bytes: defaults::MAX_HEADER_BYTES,
         }

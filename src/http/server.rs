@@ -346,7 +346,7 @@ fn admit(shared: &Shared, request: &Request) -> Result<(), ApiError> {
     shared.limits.check_head(request.http_version(), request.url(), client_headers(request))?;
     cross_site::check(request.method().as_str(), request.headers())?;
     match &shared.token {
-        Some(token) if !auth::is_open(request.url()) => auth::check(token, request.headers()),
+        Some(token) if !api::is_open(request.url()) => auth::check(token, request.headers()),
         _ => Ok(()),
     }
 }

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tiny_http::{Request, Server};
 
+use super::api::HEALTH;
 use crate::log;
 
 /// How often the supervisor checks that requests are still answered.
@@ -420,7 +421,7 @@ impl Probe {
     fn start(path: &Path, stamp: &str) -> io::Result<Probe> {
         let mut stream = UnixStream::connect(path)?;
         stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
-        let request = format!("GET /health HTTP/1.1\r\n{stamp}Host: probe\r\nConnection: close\r\n\r\n");
+        let request = format!("GET {HEALTH} HTTP/1.1\r\n{stamp}Host: probe\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes())?;
         stream.set_nonblocking(true)?;
         Ok(Probe { stream, answer: Vec::new(), since: Instant::now() })
