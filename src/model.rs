@@ -80,14 +80,16 @@ impl BatchStatus {
         }
     }
 
-    /// The status stored as `v` (the enum's discriminant); unknown values read as completed.
-    pub(crate) fn from_u8(v: u8) -> BatchStatus {
-        match v {
-            0 => BatchStatus::YetToStart,
-            1 => BatchStatus::Triggered,
-            3 => BatchStatus::Failed,
-            _ => BatchStatus::Completed,
-        }
+    /// The status stored as `v` (the enum's discriminant), if it is one.
+    pub(crate) fn stored(v: u8) -> Option<BatchStatus> {
+        [BatchStatus::YetToStart, BatchStatus::Triggered, BatchStatus::Completed, BatchStatus::Failed]
+            .into_iter()
+            .find(|&status| status as u8 == v)
+    }
+
+    /// The status in a batch's atomic, where only discriminants are ever stored.
+    fn from_u8(v: u8) -> BatchStatus {
+        BatchStatus::stored(v).expect("a batch's atomic holds a status")
     }
 
     /// Whether nothing more will happen to the batch.
@@ -169,12 +171,14 @@ pub(crate) enum Delivery {
 }
 
 impl Delivery {
-    pub(crate) fn from_u8(v: u8) -> Delivery {
-        match v {
-            1 => Delivery::Delivered,
-            2 => Delivery::Failed,
-            _ => Delivery::Pending,
-        }
+    /// The outcome stored as `v` (the enum's discriminant), if it is one.
+    pub(crate) fn stored(v: u8) -> Option<Delivery> {
+        [Delivery::Pending, Delivery::Delivered, Delivery::Failed].into_iter().find(|&d| d as u8 == v)
+    }
+
+    /// The outcome in an id's atomic, where only discriminants are ever stored.
+    fn from_u8(v: u8) -> Delivery {
+        Delivery::stored(v).expect("an id's atomic holds an outcome")
     }
 }
 
@@ -229,8 +233,8 @@ pub struct BatchView<'a> {
     pub batch_id: Uuid,
     pub ids: &'a [Id],
     pub status: BatchStatus,
-    /// How many times the batch has been released: 0 while waiting, 1 normally, more after a
-    /// batch in flight was interrupted by a crash and run again.
+    /// How many times the batch has been released: 0 while waiting, 1 normally, more for each
+    /// retry and each run again after a crash interrupted it in flight.
     pub attempts: u8,
     pub triggered_at: Option<SystemTime>,
     /// When it completed, or failed.

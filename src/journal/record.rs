@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::model::{BatchRecord, BatchStatus, Id, IngestionRecord, Priority};
+use crate::model::{BatchRecord, BatchStatus, Delivery, Id, IngestionRecord, Priority};
 
 pub const HEADER: &str = "ingestd journal v2\n";
 /// The first line of a version 1 journal, read only to upgrade it.
@@ -262,6 +262,12 @@ pub(super) fn ingestion_of(record: Record) -> Result<IngestionRecord, String> {
         ],
     };
     let delivery = delivery.unwrap_or_default();
+    if let Some(&unknown) = delivery.iter().find(|&&d| Delivery::stored(d).is_none()) {
+        return Err(format!("it has an unknown delivery state {unknown}"));
+    }
+    if let Some(unknown) = states.iter().find(|s| BatchStatus::stored(s.status).is_none()) {
+        return Err(format!("it has an unknown batch status {}", unknown.status));
+    }
     let last_errors: Vec<Option<Box<str>>> =
         last_errors.unwrap_or_default().into_iter().map(|e| e.map(Box::from)).collect();
     if !delivery.is_empty() && delivery.len() != ids.len() || last_errors.len() > batch_ids.len() {
@@ -272,7 +278,7 @@ pub(super) fn ingestion_of(record: Record) -> Result<IngestionRecord, String> {
         .zip(states)
         .map(|(id, s)| BatchRecord {
             id,
-            status: BatchStatus::from_u8(s.status),
+            status: BatchStatus::stored(s.status).expect("checked above"),
             attempts: s.attempts,
             triggered_at_ms: s.triggered_at_ms,
             completed_at_ms: s.completed_at_ms,
@@ -373,5 +379,30 @@ mod tests {
             }
             assert_eq!(back, expected);
         }
+    }
+
+    #[test]
+    fn states_that_are_not_ours_are_refused_not_read_as_others() {
+        let ingestion = crate::model::Ingestion::new(Priority::Low, vec![1, 2, 3, 4], 3, 42, None);
+        ingestion.set_delivery(0, 1, crate::model::Delivery::Delivered);
+        let Record::Ingest { batches: Some(states), delivery: Some(delivery), .. } =
+            Record::ingest(ingestion.record(), true)
+        else {
+            panic!("a compacted ingest record carries its states");
+        };
+        let with = |status: u8, outcome: u8| {
+            let mut record = Record::ingest(ingestion.record(), true);
+            if let Record::Ingest { batches, delivery: d, .. } = &mut record {
+                let mut states = states.clone();
+                states[1].status = status;
+                let mut outcomes = delivery.clone();
+                outcomes[0] = outcome;
+                (*batches, *d) = (Some(states), Some(outcomes));
+            }
+            ingestion_of(record)
+        };
+        assert!(with(3, 2).is_ok());
+        assert_eq!(with(4, 0).unwrap_err(), "it has an unknown batch status 4");
+        assert_eq!(with(0, 3).unwrap_err(), "it has an unknown delivery state 3");
     }
 }
