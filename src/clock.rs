@@ -68,7 +68,7 @@ impl ManualClock {
         Duration::from_nanos(self.offset_nanos.load(Ordering::SeqCst))
     }
 
-    /// Moves time forward. Call it through `Pacer::advance`, which also wakes the pacer.
+    /// Moves time forward. Call it through `Queue::advance`, which also wakes the pacer.
     pub(crate) fn advance(&self, by: Duration) {
         let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
         self.offset_nanos.fetch_add(nanos, Ordering::SeqCst);

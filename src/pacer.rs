@@ -403,6 +403,10 @@ impl Queue {
     /// Queues several ingestions in this order, under one lock acquisition.
     pub(crate) fn submit_all(&self, ingestions: impl IntoIterator<Item = Arc<Ingestion>>) {
         let ingestions: Vec<Arc<Ingestion>> = ingestions.into_iter().collect();
+        // The journal's groups of transitions alone have nothing to queue: no lock, no wake-up.
+        if ingestions.is_empty() {
+            return;
+        }
         for ingestion in &ingestions {
             self.shared.metrics.submitted(ingestion);
         }

@@ -47,9 +47,10 @@ fn level(priority: Priority) -> usize {
 /// retries of one priority, earlier arrivals go first.
 ///
 /// Pacing: the head may be released at `max(previous release + interval, previous completion,
-/// previous first answer + interval, pause end)`, with at most one batch in flight. So releases
-/// are never closer than `interval`, a batch that completes within the interval does not stretch
-/// the period, and idle time earns no burst. The first-answer term makes the gap exact at a
+/// when the queue last became non-empty, previous first answer + interval, pause end)`, with at
+/// most one batch in flight. So releases are never closer than `interval`, a batch that
+/// completes within the interval does not stretch the period, and idle time earns no burst (a
+/// queue that was empty counts from when work came). The first-answer term makes the gap exact at a
 /// remote API: the previous batch's first request arrived there before its answer came back, and
 /// the next one arrives after its release, so two first requests are at least `interval` apart
 /// (the API reports no first answer when it has no wire, [`Finish::first_answer`]). The pause is
@@ -566,6 +567,7 @@ impl<B: Clone> Scheduler<B> {
         Some(self.not_before().map_or(ready, |t| t.max(ready)).max(now))
     }
 
+    /// The pacing rule (the type's doc): [`Self::not_before`]'s terms and the queue's own wait.
     fn earliest_release(&self) -> Instant {
         [self.not_before(), self.waiting_since]
             .into_iter()

@@ -4,7 +4,7 @@
 //! and no lock of ours. [`HttpUpstream::deliver`] turns each call into a [`Delivery`]: the
 //! [`Outcome`] the retry logic acts on, what happened on the wire ([`Call`], for `/metrics`) and
 //! how long it took. It reads the monotonic clock only to time its own calls, never to pace, and
-//! never retries by itself: what to do after a failure is the scheduler's call. (ureq 2 does, once:
+//! never retries by itself: what to do after a failure is the worker's call. (ureq 2 does, once:
 //! a `GET` that fails on a kept-alive connection the server had closed is sent again at once on
 //! a new one, and counted here as one call. Turning the pool off would cost every call a new
 //! connection, and a TLS handshake; the README says so instead.)

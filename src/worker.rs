@@ -92,7 +92,7 @@ pub(crate) struct FetchStats {
     pub failed: AtomicU64,
 }
 
-/// Owns the worker thread; [`Worker::join`] waits for it to finish the batch in flight and exit
+/// Owns the worker thread; [`Worker::join_timeout`] waits for it to finish the batch in flight and exit
 /// (it exits when the pacer, the channel's only sender, has stopped).
 pub(crate) struct Worker {
     thread: JoinHandle<()>,
