@@ -5,7 +5,7 @@ mod common;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{batch_statuses, wait_for, Server};
+use common::{batch_statuses, exchange, rfc3339_ms, wait_for, Server, PATIENCE};
 use serde_json::{json, Value};
 
 const FAST: &[&str] = &["--interval", "100ms", "--fetch-delay", "1ms"];
@@ -58,18 +58,24 @@ struct Seen {
     by: Instant,
 }
 
+/// The worked example over HTTP. The order does not depend on timing: HIGH is posted while the
+/// first MEDIUM batch is still in flight (300 ms an id), so it is queued before the next
+/// release. Exact slots are the manual clock's (tests/pacer_threads.rs); here only the lower
+/// bound that pacing guarantees is checked, as a quiet machine is not.
 #[test]
 fn worked_example_runs_in_priority_order_one_batch_per_interval() {
     let interval = Duration::from_millis(300);
-    let server = Server::start(&["--interval", "300ms", "--fetch-delay", "2ms"]);
+    let server = Server::start(&["--interval", "300ms", "--fetch-delay", "300ms"]);
     let t0 = Instant::now();
     let medium = server.ingest(&[1, 2, 3, 4, 5], "MEDIUM");
-    std::thread::sleep((t0 + interval * 4 / 5).saturating_duration_since(Instant::now()));
+    wait_for("batch [1, 2, 3] to be in flight", PATIENCE, || {
+        (server.status(&medium)["batches"][0]["status"] == "triggered").then_some(())
+    });
     let high = server.ingest(&[6, 7, 8, 9], "HIGH");
 
     let mut seen: Vec<Seen> = Vec::new();
     let mut last_poll = t0;
-    wait_for("every batch to complete", interval * 12, || {
+    let done = wait_for("every batch to complete", PATIENCE, || {
         let poll_started = Instant::now();
         let statuses = [server.status(&medium), server.status(&high)];
         let poll_done = Instant::now();
@@ -79,16 +85,28 @@ fn worked_example_runs_in_priority_order_one_batch_per_interval() {
             }
         }
         last_poll = poll_started;
-        statuses.iter().all(|s| s["status"] == "completed").then_some(())
+        statuses.iter().all(|s| s["status"] == "completed").then_some(statuses)
     });
 
-    let order: Vec<&Value> = seen.iter().map(|s| &s.ids).collect();
+    // The order of release is the server's own record (two releases seen by one poll would
+    // otherwise be in the order the poll read them).
+    let mut released: Vec<(i64, i64, Value)> = done
+        .iter()
+        .flat_map(|s| s["batches"].as_array().unwrap())
+        .map(|b| (rfc3339_ms(&b["triggered_at"]), rfc3339_ms(&b["completed_at"]), b["ids"].clone()))
+        .collect();
+    released.sort_by_key(|r| r.0);
+    let order: Vec<&Value> = released.iter().map(|r| &r.2).collect();
     assert_eq!(order, [&json!([1, 2, 3]), &json!([6, 7, 8]), &json!([9]), &json!([4, 5])]);
+    for pair in released.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "{} released before {} completed: {released:?}", pair[1].2, pair[0].2);
+    }
+    // Two releases are at least an interval apart (measured on our clock, bracketed by polls).
+    seen.sort_by_key(|s| order.iter().position(|ids| **ids == s.ids));
     for pair in seen.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
-        let (shortest, longest) = (b.after.saturating_duration_since(a.by), b.by - a.after);
+        let longest = b.by - a.after;
         assert!(longest >= interval, "releases {} and {} came at most {longest:?} apart", a.ids, b.ids);
-        assert!(shortest < interval * 2, "releases {} and {} came at least {shortest:?} apart", a.ids, b.ids);
     }
 }
 
@@ -244,32 +262,6 @@ fn sixteen_clients_posting_at_once_all_get_their_ingestions() {
     }
 }
 
-/// Milliseconds since the Unix epoch of an RFC 3339 UTC time as the API writes it
-/// (`YYYY-MM-DDTHH:MM:SS.mmmZ`); panics on anything else.
-#[track_caller]
-fn rfc3339_millis(value: &Value) -> i64 {
-    let text = value.as_str().unwrap_or_else(|| panic!("{value} is not a string"));
-    let b = text.as_bytes();
-    let shape_ok = b.len() == 24
-        && b.iter().enumerate().all(|(i, &c)| match i {
-            4 | 7 => c == b'-',
-            10 => c == b'T',
-            13 | 16 => c == b':',
-            19 => c == b'.',
-            23 => c == b'Z',
-            _ => c.is_ascii_digit(),
-        });
-    assert!(shape_ok, "{text:?} is not RFC 3339 UTC with milliseconds");
-    let num = |range: std::ops::Range<usize>| text[range].parse::<i64>().unwrap();
-    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
-    // Days from the civil date (Hinnant), so times compare across midnight.
-    let y = if m <= 2 { y - 1 } else { y };
-    let (era, yoe) = (y.div_euclid(400), y.rem_euclid(400));
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    ((days * 24 + num(11..13)) * 60 + num(14..16)) * 60_000 + num(17..19) * 1000 + num(20..23)
-}
-
 const BATCH_FIELDS: [&str; 11] = [
     "batch_id",
     "ids",
@@ -285,17 +277,22 @@ const BATCH_FIELDS: [&str; 11] = [
 ];
 
 #[test]
-fn rfc3339_millis_reads_what_the_api_writes() {
-    assert_eq!(rfc3339_millis(&json!("1970-01-01T00:00:00.000Z")), 0);
-    assert_eq!(rfc3339_millis(&json!("2000-02-29T00:00:00.000Z")), 951_782_400_000);
-    assert_eq!(rfc3339_millis(&json!("2027-01-01T00:00:00.123Z")), 1_798_761_600_123);
+fn rfc3339_ms_reads_what_the_api_writes() {
+    assert_eq!(rfc3339_ms(&json!("1970-01-01T00:00:00.000Z")), 0);
+    assert_eq!(rfc3339_ms(&json!("2000-02-29T00:00:00.000Z")), 951_782_400_000);
+    assert_eq!(rfc3339_ms(&json!("2027-01-01T00:00:00.123Z")), 1_798_761_600_123);
 }
 
+/// Positions and ETAs against what then happened. The first LOW batch stays in flight 1.8 s
+/// (600 ms an id) while everything is posted and read, so the snapshot and the order do not
+/// depend on how fast the requests go. Later releases follow long batches, and an ETA only
+/// moves later, so a batch never goes before its ETA; how late it goes is not bounded here
+/// (the exact slots are the manual clock's: tests/pacer_threads.rs).
 #[test]
 fn status_positions_and_etas_match_the_order_and_times_of_release() {
     let interval_ms = 400;
-    let server = Server::start(&["--interval", "400ms", "--fetch-delay", "1ms"]);
-    let low = server.ingest(&[1, 2, 3, 4, 5, 6], "LOW");
+    let server = Server::start(&["--interval", "400ms", "--fetch-delay", "600ms"]);
+    let low = server.ingest_released(&[1, 2, 3, 4, 5, 6], "LOW");
     let medium = server.ingest(&[7, 8, 9, 10, 11, 12], "MEDIUM");
     let high = server.ingest(&[13, 14, 15], "HIGH");
 
@@ -311,12 +308,12 @@ fn status_positions_and_etas_match_the_order_and_times_of_release() {
             assert!(BATCH_FIELDS.iter().all(|f| batch.get(f).is_some()), "{batch}");
             if batch["status"] == "yet_to_start" {
                 assert!(batch["triggered_at"].is_null() && batch["completed_at"].is_null(), "{batch}");
-                let (position, eta) = (batch["position"].as_u64().unwrap(), rfc3339_millis(&batch["eta"]));
+                let (position, eta) = (batch["position"].as_u64().unwrap(), rfc3339_ms(&batch["eta"]));
                 slots.push(eta - position as i64 * interval_ms);
                 promised.push((batch["ids"].clone(), position, eta));
             } else {
                 assert!(batch["position"].is_null() && batch["eta"].is_null(), "{batch}");
-                rfc3339_millis(&batch["triggered_at"]);
+                rfc3339_ms(&batch["triggered_at"]);
             }
         }
         // Within one answer, ETAs are one next slot plus a whole interval per position.
@@ -326,7 +323,7 @@ fn status_positions_and_etas_match_the_order_and_times_of_release() {
     }
     assert_eq!(promised.len(), 4, "all but the first LOW batch wait");
 
-    let done = wait_for("every batch to complete", Duration::from_secs(10), || {
+    let done = wait_for("every batch to complete", Duration::from_secs(30), || {
         let all = [&low, &medium, &high].map(|id| server.status(id));
         all.iter().all(|s| s["status"] == "completed").then_some(all)
     });
@@ -336,8 +333,7 @@ fn status_positions_and_etas_match_the_order_and_times_of_release() {
         assert_eq!(status["eta_completed"], Value::Null);
         for batch in status["batches"].as_array().unwrap() {
             assert!(batch["position"].is_null() && batch["eta"].is_null(), "{batch}");
-            let (triggered, completed) =
-                (rfc3339_millis(&batch["triggered_at"]), rfc3339_millis(&batch["completed_at"]));
+            let (triggered, completed) = (rfc3339_ms(&batch["triggered_at"]), rfc3339_ms(&batch["completed_at"]));
             assert!(completed >= triggered, "{batch}");
             released.push((batch["ids"].clone(), triggered, completed));
         }
@@ -354,7 +350,6 @@ fn status_positions_and_etas_match_the_order_and_times_of_release() {
     for (ids, _, eta) in &promised {
         let triggered = released.iter().find(|r| &r.0 == ids).unwrap().1;
         assert!(triggered >= *eta, "{ids} went at {triggered}, before its ETA {eta}");
-        assert!(triggered - eta < interval_ms, "{ids} went {} ms after its ETA", triggered - eta);
     }
 }
 
@@ -370,7 +365,7 @@ fn queue_shows_waiting_work_per_priority_the_batch_in_flight_and_the_drain_time(
     );
     assert_eq!(empty.json["in_flight"], Value::Null);
 
-    let low = server.ingest(&[1, 2, 3, 4], "LOW");
+    let low = server.ingest_released(&[1, 2, 3, 4], "LOW");
     server.ingest(&[5, 6, 7, 8, 9, 10, 11], "HIGH");
     let queue = server.get("/queue/").json;
     let levels: Vec<(&Value, &Value, &Value)> = queue["priorities"]
@@ -392,33 +387,21 @@ fn queue_shows_waiting_work_per_priority_the_batch_in_flight_and_the_drain_time(
     assert!(queue["priorities"][1]["oldest_waiting_seconds"].is_null());
     for level in [0, 2] {
         assert!(queue["priorities"][level]["oldest_waiting_seconds"].as_f64().unwrap() >= 0.0, "{queue}");
-        rfc3339_millis(&queue["priorities"][level]["oldest_waiting_since"]);
+        rfc3339_ms(&queue["priorities"][level]["oldest_waiting_since"]);
     }
     // The first LOW batch went at once and is still in flight; the rest wait an hour each.
     assert_eq!(queue["in_flight"]["ingestion_id"], low.as_str());
     assert_eq!((&queue["in_flight"]["ids"], &queue["in_flight"]["priority"]), (&json!([1, 2, 3]), &json!("LOW")));
-    let next = rfc3339_millis(&queue["next_release_at"]);
-    assert_eq!(rfc3339_millis(&queue["drained_at"]) - next, 3 * 3_600_000);
+    let next = rfc3339_ms(&queue["next_release_at"]);
+    assert_eq!(rfc3339_ms(&queue["drained_at"]) - next, 3 * 3_600_000);
     let drain = queue["drain_seconds"].as_f64().unwrap();
     assert!((4.0 * 3600.0 - 5.0..=4.0 * 3600.0).contains(&drain), "{drain}");
-    let wait = next - rfc3339_millis(&queue["now"]);
+    let wait = next - rfc3339_ms(&queue["now"]);
     assert!(
         (3_600_000 - 5_000..=3_600_000).contains(&wait),
         "the next slot is an hour after the first release: {wait}"
     );
     assert_eq!(server.request("POST", "/queue").allow.as_deref(), Some("GET, HEAD"));
-}
-
-/// Sends `bytes` on a new connection and reads until the server closes it or goes quiet; the
-/// answers as text.
-fn raw(server: &Server, bytes: &[u8]) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
-    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    stream.write_all(bytes).unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    String::from_utf8(answer).unwrap()
 }
 
 #[test]
@@ -441,15 +424,15 @@ fn a_header_that_means_one_thing_sent_twice_is_refused_and_queues_nothing() {
     let body = r#"{"ids": [1], "priority": "LOW"}"#;
     let head = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n", body.len());
     let twice = format!("{head}Idempotency-Key: a\r\nidempotency-key: b\r\nConnection: close\r\n\r\n{body}");
-    let answer = raw(&server, twice.as_bytes());
+    let answer = exchange(&server, twice.as_bytes());
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
     assert!(
         answer.contains(r#"{"error":"duplicate_header","detail":"the Idempotency-Key header was sent more than once"#)
     );
     let hosts = format!("{head}Host: u\r\nConnection: close\r\n\r\n{body}");
-    let answer = raw(&server, hosts.as_bytes());
+    let answer = exchange(&server, hosts.as_bytes());
     assert!(answer.starts_with("HTTP/1.1 400 ") && answer.contains("the Host header was sent more than once"));
-    assert_eq!(server.get("/queue").json["queued_ids"], 0);
+    assert_eq!(server.ingestions(), 0, "a refused request was accepted");
     // Once is fine, and so is the same key again: it answers the first ingestion.
     let once = |key: &str| server.post_with("/ingest", body, &[("Idempotency-Key", key)]).json["ingestion_id"].clone();
     assert_eq!(once("a"), once("a"));
@@ -462,7 +445,7 @@ fn a_header_that_means_one_thing_sent_twice_is_refused_and_queues_nothing() {
 fn every_answer_carries_the_same_safety_headers() {
     let server = Server::start(&["--interval", "1h"]);
     let head_of = |request: &str| {
-        let answer = raw(&server, request.as_bytes());
+        let answer = exchange(&server, request.as_bytes());
         answer.split("\r\n\r\n").next().unwrap().to_ascii_lowercase()
     };
     let get = |path: &str| head_of(&format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"));
@@ -485,12 +468,12 @@ fn every_answer_carries_the_same_safety_headers() {
 #[test]
 fn an_http_11_request_without_host_is_refused_and_queues_nothing() {
     let server = Server::start(&["--interval", "1h"]);
-    server.ingest(&[9], "LOW"); // Released at once: later ingestions stay queued for an hour.
+    server.ingest_released(&[9], "LOW"); // Later ingestions stay queued for an hour.
     let body = r#"{"ids": [1], "priority": "LOW"}"#;
     let post = |version: &str| {
         let head =
             format!("POST /ingest HTTP/{version}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-        raw(&server, format!("{head}{body}").as_bytes())
+        exchange(&server, format!("{head}{body}").as_bytes())
     };
     let answer = post("1.1");
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
@@ -498,10 +481,10 @@ fn an_http_11_request_without_host_is_refused_and_queues_nothing() {
         answer.contains(r#"{"error":"missing_host","detail":"an HTTP/1.1 request must carry a Host header"#),
         "{answer}"
     );
-    assert_eq!(server.get("/queue").json["queued_ids"], 0);
+    assert_eq!((server.ingestions(), server.get("/queue").json["queued_ids"].clone()), (1, json!(0)));
     let answer = post("1.0");
     assert!(answer.starts_with("HTTP/1.0 200 ") || answer.starts_with("HTTP/1.1 200 "), "{answer}");
-    assert_eq!(server.get("/queue").json["queued_ids"], 1);
+    assert_eq!((server.ingestions(), server.get("/queue").json["queued_ids"].clone()), (2, json!(1)));
 }
 
 /// An `Expect` other than `100-continue` gets 417 before any route, and the connection closes
@@ -509,22 +492,23 @@ fn an_http_11_request_without_host_is_refused_and_queues_nothing() {
 #[test]
 fn expect_other_than_continue_is_417_and_trailers_are_bad_framing() {
     let server = Server::start(&["--interval", "1h"]);
-    let answer = raw(&server, b"GET /health HTTP/1.1\r\nHost: t\r\nExpect: 200-ok\r\n\r\nGET /health HTTP/1.1\r\n\r\n");
+    let answer =
+        exchange(&server, b"GET /health HTTP/1.1\r\nHost: t\r\nExpect: 200-ok\r\n\r\nGET /health HTTP/1.1\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 417 ") && answer.contains(r#""error":"expectation_failed""#), "{answer}");
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
     let continued =
         "POST /ingest HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 31\r\nConnection: close\r\n\r\n";
-    let answer = raw(&server, format!(r#"{continued}{{"ids": [1], "priority": "LOW"}}"#).as_bytes());
+    let answer = exchange(&server, format!(r#"{continued}{{"ids": [1], "priority": "LOW"}}"#).as_bytes());
     assert!(answer.contains("HTTP/1.1 200 "), "{answer}");
 
     let body = r#"{"ids": [2], "priority": "LOW"}"#;
     let chunked = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n", body.len());
-    let answer = raw(&server, format!("{chunked}\r\n").as_bytes());
+    let answer = exchange(&server, format!("{chunked}\r\n").as_bytes());
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
-    let answer = raw(&server, format!("{chunked}X-Checksum: 1\r\n\r\n").as_bytes());
+    let answer = exchange(&server, format!("{chunked}X-Checksum: 1\r\n\r\n").as_bytes());
     assert!(answer.starts_with("HTTP/1.1 400 ") && answer.contains(r#""error":"bad_framing""#), "{answer}");
-    // The first ingestion went at once; the second waits; the one with a trailer was refused.
-    assert_eq!(server.get("/queue").json["queued_ids"], 1);
+    // The one with a trailer was refused.
+    assert_eq!(server.ingestions(), 2);
 }
 
 /// An HTTP/1.0 client that asks for keep-alive gets its answer and the end of the connection:
@@ -558,9 +542,9 @@ fn spare_empty_lines_and_an_http_1_0_expectation_are_ignored() {
         )
     };
     let health = "GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
-    let answer = raw(&server, format!("\r\n\r\n{}\r\n{health}", post("1.1")).as_bytes());
+    let answer = exchange(&server, format!("\r\n\r\n{}\r\n{health}", post("1.1")).as_bytes());
     assert_eq!((answer.matches("HTTP/1.1 200 OK\r\n").count(), answer.matches("HTTP/").count()), (2, 3), "{answer}");
-    let answer = raw(&server, post("1.0").as_bytes());
+    let answer = exchange(&server, post("1.0").as_bytes());
     assert!(!answer.contains(" 100 "), "{answer}");
     assert_eq!((answer.matches("HTTP/1.0 200 OK\r\n").count(), answer.matches("HTTP/").count()), (1, 1), "{answer}");
     let id = answer.split(r#""ingestion_id":""#).nth(1).and_then(|rest| rest.split('"').next()).unwrap();
@@ -585,9 +569,9 @@ fn a_transfer_encoding_other_than_chunked_is_refused_at_once_and_the_connection_
         stream.read_to_end(&mut answer).unwrap();
         let answer = String::from_utf8(answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 400 ") && answer.contains(r#""error":"bad_framing""#), "{answer}");
-        assert!(started.elapsed() < Duration::from_secs(5), "{encoding}: answered after {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(10), "{encoding}: answered after {:?}", started.elapsed());
     }
-    assert_eq!(server.get("/queue").json["queued_ids"], 0);
+    assert_eq!(server.ingestions(), 0);
 }
 
 #[test]
@@ -600,9 +584,9 @@ fn a_request_smuggled_after_a_body_that_cannot_be_read_is_never_acted_on() {
         "POST /ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\nX{smuggled}",
         body.len()
     );
-    let answer = raw(&server, chunked.as_bytes());
+    let answer = exchange(&server, chunked.as_bytes());
     assert!(!answer.contains("HTTP/1.1 200 "), "the smuggled request was acted on: {answer}");
-    assert_eq!(server.get("/queue").json["queued_ids"], 0, "{answer}");
+    assert_eq!(server.ingestions(), 0, "{answer}");
 }
 
 #[test]
@@ -621,13 +605,12 @@ fn after_an_oversized_chunked_body_nothing_more_on_that_connection_is_acted_on()
     // The rest of that chunk is a request; it must not run.
     let body = r#"{"ids": [2], "priority": "LOW"}"#;
     let inside = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-    stream.write_all(inside.as_bytes()).unwrap();
-    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    let mut rest = Vec::new();
-    let _ = stream.read_to_end(&mut rest);
-    let rest = String::from_utf8_lossy(&rest);
+    // It may already be closed: the write then fails, or the read sees a reset.
+    let _ = stream.write_all(inside.as_bytes());
+    let rest = common::read_to_close(&mut stream, Duration::from_secs(10))
+        .unwrap_or_else(|rest| panic!("the connection stayed open 10 s after the 413: {first}{rest}"));
     assert!(!rest.contains("HTTP/1.1 200 "), "the request inside the chunk was acted on: {rest}");
-    assert_eq!(server.get("/queue").json["queued_ids"], 0, "{rest}");
+    assert_eq!(server.ingestions(), 0, "{rest}");
 }
 
 /// The dashboard polls twice a second: each recent ingestion shows its first 12 batches and how

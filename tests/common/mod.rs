@@ -83,6 +83,33 @@ impl Server {
         answer.json
     }
 
+    /// Waits until the ingestion's status is `want`; its status then.
+    #[track_caller]
+    pub fn wait_status(&self, ingestion_id: &str, want: &str) -> Value {
+        wait_for(&format!("ingestion {ingestion_id} to be {want}"), PATIENCE, || {
+            let status = self.status(ingestion_id);
+            (status["status"] == want).then_some(status)
+        })
+    }
+
+    /// Ingests, then waits until the pacer has released its first batch. `submit` only wakes
+    /// the pacer, so "released at once" is asynchronous to the answer; after this it is so.
+    #[track_caller]
+    pub fn ingest_released(&self, ids: &[u32], priority: &str) -> String {
+        let id = self.ingest(ids, priority);
+        wait_for(&format!("the first batch of {id} to be released"), PATIENCE, || {
+            (self.status(&id)["batches"][0]["status"] != "yet_to_start").then_some(())
+        });
+        id
+    }
+
+    /// How many ingestions were ever accepted (`/dashboard.json` totals): a count that a
+    /// release does not take back, unlike `/queue`'s `queued_ids`.
+    pub fn ingestions(&self) -> u64 {
+        let answer = self.get("/dashboard.json");
+        answer.json["totals"]["ingestions"].as_u64().unwrap_or_else(|| panic!("no totals.ingestions: {answer:?}"))
+    }
+
     /// Sends SIGTERM and waits for the exit; returns the status and everything on stderr.
     pub fn terminate(self) -> (ExitStatus, String) {
         let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
@@ -164,7 +191,6 @@ fn answer(result: Result<ureq::Response, ureq::Error>) -> Answer {
     Answer { status, content_type, allow, json }
 }
 
-/// How many file descriptors process `pid` has open.
 /// The resident memory of process `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -172,6 +198,7 @@ pub fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// How many file descriptors process `pid` has open.
 pub fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
@@ -192,4 +219,77 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Opt
 /// The statuses of an ingestion's batches, in request order.
 pub fn batch_statuses(status: &Value) -> Vec<String> {
     status["batches"].as_array().unwrap().iter().map(|b| b["status"].as_str().unwrap().to_owned()).collect()
+}
+
+/// How long to wait for a state before failing; never reached when passing.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// Sends `bytes` on a new connection to `server` and reads until the server closes it; the
+/// answers as text. Fails if the connection is still open after 10 s: every request sent
+/// through here must end its connection (`Connection: close`, HTTP/1.0, or an error that
+/// closes), so that an answer is never cut short by a quiet moment.
+#[track_caller]
+pub fn exchange(server: &Server, bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+    stream.write_all(bytes).unwrap();
+    read_to_close(&mut stream, Duration::from_secs(10))
+        .unwrap_or_else(|seen| panic!("the connection stayed open 10 s after {seen:?}"))
+}
+
+/// Everything the server sends on `stream` until it closes (a reset counts as a close);
+/// `Err` with what came so far if it is still open after `within`.
+pub fn read_to_close(stream: &mut std::net::TcpStream, within: Duration) -> Result<String, String> {
+    use std::io::ErrorKind;
+    let deadline = Instant::now() + within;
+    let (mut seen, mut buffer) = (Vec::new(), [0; 8192]);
+    loop {
+        let text = |seen: &[u8]| String::from_utf8_lossy(seen).into_owned();
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else { return Err(text(&seen)) };
+        stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+        match stream.read(&mut buffer) {
+            Ok(0) => return Ok(text(&seen)),
+            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(text(&seen)),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Err(text(&seen)),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// A loopback port where nothing listens, and nothing else can listen while the returned
+/// socket lives: it is bound but not listening, so a connection is refused. (A listener bound
+/// then dropped frees the port for a parallel test's server.)
+pub fn refusing_port() -> (socket2::Socket, u16) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 UTC time as the API writes it
+/// (`YYYY-MM-DDTHH:MM:SS.mmmZ`); panics on anything else.
+#[track_caller]
+pub fn rfc3339_ms(value: &Value) -> i64 {
+    let text = value.as_str().unwrap_or_else(|| panic!("{value} is not a string"));
+    let b = text.as_bytes();
+    let shape_ok = b.len() == 24
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            4 | 7 => c == b'-',
+            10 => c == b'T',
+            13 | 16 => c == b':',
+            19 => c == b'.',
+            23 => c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    assert!(shape_ok, "{text:?} is not RFC 3339 UTC with milliseconds");
+    let num = |range: std::ops::Range<usize>| text[range].parse::<i64>().unwrap();
+    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
+    // Days from the civil date (Hinnant), so times compare across midnight.
+    let y = if m <= 2 { y - 1 } else { y };
+    let (era, yoe) = (y.div_euclid(400), y.rem_euclid(400));
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    ((days * 24 + num(11..13)) * 60 + num(14..16)) * 60_000 + num(17..19) * 1000 + num(20..23)
 }
