@@ -863,7 +863,10 @@ fn a_data_directory_made_again_and_locked_by_another_process_is_not_written() {
             files.locked_by = Some(pid);
         }
         disk.remove(&journal_file(journal::FILE_NAME)).unwrap();
-        assert!(app.ingest(Priority::Low, vec![2], None).is_err(), "{pid:?}: written into another's directory");
+        let refused = app.ingest(Priority::Low, vec![2], None).expect_err("written into another's directory");
+        // The reason reaches any client that asks `/health`: the directory's path stays in the log.
+        let reason = format!("{refused:?}");
+        assert!(reason.contains("now holds the data directory") && !reason.contains(DIR), "{pid:?}: {reason}");
         assert!(!disk.names().contains(&journal_file(journal::FILE_NAME)), "{pid:?}: a journal was written");
         assert!(app.ingestion(&first).is_some());
         let _ = app.shutdown(PATIENCE);

@@ -869,10 +869,10 @@ impl Writer {
             return Ok(());
         }
         self._lock = self.disk.lock(&self.dir).map_err(|error| match error {
+            // Said to any client that asks `/health`: the directory's path is for the log alone.
             LockError::Held { pid } => io::Error::other(format!(
-                "another process ({}) now holds {}",
-                pid.map_or("PID unknown".to_owned(), |pid| format!("PID {pid}")),
-                self.dir.display()
+                "another process ({}) now holds the data directory",
+                pid.map_or("PID unknown".to_owned(), |pid| format!("PID {pid}"))
             )),
             LockError::Io(error) => error,
         })?;
