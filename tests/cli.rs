@@ -93,19 +93,39 @@ fn port_from_the_environment_binds_all_interfaces() {
     assert_eq!(health.status(), 200);
 }
 
+/// SIGTERM and SIGINT alike: new requests get `503 shutting_down`, the batch in flight (3 ids
+/// of 1 s each) finishes after the stop began, nothing more is released, and the exit is 0.
 #[test]
-fn sigterm_finishes_the_batch_in_flight_then_exits_0() {
-    let server = Server::start(&["--interval", "1h", "--fetch-delay", "300ms"]);
+fn sigterm_and_sigint_finish_the_batch_in_flight_then_exit_0() {
+    std::thread::scope(|scope| {
+        for signal in ["-TERM", "-INT"] {
+            scope.spawn(move || stop_with(signal));
+        }
+    });
+}
+
+fn stop_with(signal: &str) {
+    let server = Server::start(&["--interval", "1h", "--fetch-delay", "1s"]);
     let id = server.ingest(&[1, 2, 3, 4], "HIGH");
     wait_for("the first batch to be triggered", Duration::from_secs(5), || {
         (server.status(&id)["batches"][0]["status"] == "triggered").then_some(())
     });
-    let (status, log) = server.terminate();
-    assert!(status.success(), "exit status {status:?}\n{log}");
+    let sent = Command::new("kill").args([signal, &server.pid().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let refused = wait_for("new requests to be refused", Duration::from_secs(5), || {
+        let answer = server.post("/ingest", r#"{"ids": [9], "priority": "LOW"}"#);
+        (answer.status == 503).then_some(answer)
+    });
+    assert_eq!(refused.json["error"], "shutting_down", "{signal}: {refused:?}");
+    let (status, log) = server.terminate_wait();
+    assert!(status.success(), "{signal}: exit status {status:?}\n{log}");
     let completed = log.lines().filter(|l| l.contains("completed batch")).count();
     let released = log.lines().filter(|l| l.contains("released batch")).count();
-    assert_eq!((released, completed), (1, 1), "{log}");
+    assert_eq!((released, completed), (1, 1), "{signal}: {log}");
     assert!(log.contains("ids [1, 2, 3]"), "{log}");
+    // The stop waited for the batch: it began before the batch completed.
+    let line = |what: &str| log.lines().position(|l| l.contains(what)).unwrap_or_else(|| panic!("no {what}: {log}"));
+    assert!(line(": stopping;") < line("completed batch"), "{signal}: the batch completed before the stop: {log}");
     assert!(log.lines().last().unwrap().ends_with("stopped"), "{log}");
 }
 
@@ -165,7 +185,8 @@ fn health_exits_0_while_the_service_answers() {
 
 #[test]
 fn health_exits_1_when_nothing_listens() {
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let (_reserved, port) = common::refusing_port();
+    let addr = format!("127.0.0.1:{port}");
     let (code, stderr) = health(&["--addr", &addr]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains(&format!("ingestd health: {addr}: cannot connect")), "{stderr}");
