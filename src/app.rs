@@ -265,7 +265,7 @@ impl App {
                 Some(_) => "it runs again after a restart",
                 None => "in memory mode it is lost with the rest of the queue",
             };
-            log::info(format_args!("warning: the batch in flight did not finish within {timeout:?}; {then}"));
+            log::warn(format_args!("the batch in flight did not finish within {timeout:?}; {then}"));
         }
         if let Some(journal) = threads.journal {
             journal.stop();

@@ -50,6 +50,17 @@ pub fn info(message: Arguments<'_>) {
     info_with(message, &[]);
 }
 
+/// Something an operator should look at; the record says `warning: ` first, and in JSON its
+/// level is `warning`.
+pub(crate) fn warn(message: Arguments<'_>) {
+    write_line(&record(format(), &timestamp(), Level::Warning, message, &[]));
+}
+
+/// [`warn`], written by the `log-writer` thread, as [`info_later`].
+pub(crate) fn warn_later(message: Arguments<'_>) {
+    later(record(format(), &timestamp(), Level::Warning, message, &[]));
+}
+
 /// Like [`info`], but written by the `log-writer` thread: the caller formats the record and
 /// never blocks. Records from different threads may then appear slightly out of order; each
 /// carries its own timestamp.
@@ -59,7 +70,10 @@ pub(crate) fn info_later(message: Arguments<'_>) {
 
 /// [`info_later`] with fields, as in [`info_with`].
 pub(crate) fn info_later_with(message: Arguments<'_>, fields: &[(&str, u64)]) {
-    let line = record(format(), &timestamp(), message, fields);
+    later(record(format(), &timestamp(), Level::Info, message, fields));
+}
+
+fn later(line: String) {
     if let Err(unsent) = writer().send(Later::Line(line)) {
         if let Later::Line(line) = unsent.0 {
             write_line(&line);
@@ -103,7 +117,7 @@ fn writer() -> &'static crossbeam_channel::Sender<Later> {
 /// Like [`info`], plus numeric fields that only the JSON format writes (as `"name": value`),
 /// for tools that need exact figures rather than the rounded ones in the message.
 pub(crate) fn info_with(message: Arguments<'_>, fields: &[(&str, u64)]) {
-    write_line(&record(format(), &timestamp(), message, fields));
+    write_line(&record(format(), &timestamp(), Level::Info, message, fields));
 }
 
 /// Why the service stops at start, as the last record: plain `ingestd: …` for a person, a JSON
@@ -116,14 +130,26 @@ pub fn fatal(message: Arguments<'_>) {
     }
 }
 
-fn record(format: Format, timestamp: &str, message: Arguments<'_>, fields: &[(&str, u64)]) -> String {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Info,
+    Warning,
+}
+
+fn record(format: Format, timestamp: &str, level: Level, message: Arguments<'_>, fields: &[(&str, u64)]) -> String {
+    // A warning's text says so first in both formats, so a person and a `grep` see it alike.
+    let says = match level {
+        Level::Info => "",
+        Level::Warning => "warning: ",
+    };
     match format {
-        Format::Human => format!("{timestamp} {message}"),
+        Format::Human => format!("{timestamp} {says}{message}"),
         Format::Json => {
-            let text = message.to_string();
-            // One convention for both formats: a warning's text says so first.
-            let level = if text.starts_with("warning: ") { "warning" } else { "info" };
-            json_record(timestamp, level, &text, fields)
+            let level = match level {
+                Level::Info => "info",
+                Level::Warning => "warning",
+            };
+            json_record(timestamp, level, &format!("{says}{message}"), fields)
         }
     }
 }
@@ -208,7 +234,7 @@ impl Throttle {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::{escape, record, Format, Throttle};
+    use super::{escape, record, Format, Level, Throttle};
 
     #[test]
     fn a_throttle_logs_once_a_period_and_counts_the_rest() {
@@ -229,8 +255,8 @@ mod tests {
     #[test]
     fn fields_go_only_into_json() {
         let fields = [("late_ns", 1500), ("due_us", 7)];
-        assert_eq!(record(Format::Human, "T", format_args!("released a"), &fields), "T released a");
-        let json = record(Format::Json, "T", format_args!("released \"a\""), &fields);
+        assert_eq!(record(Format::Human, "T", Level::Info, format_args!("released a"), &fields), "T released a");
+        let json = record(Format::Json, "T", Level::Info, format_args!("released \"a\""), &fields);
         assert_eq!(json, r#"{"ts":"T","level":"info","msg":"released \"a\"","late_ns":1500,"due_us":7}"#);
         let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(parsed["late_ns"], 1500);
@@ -238,8 +264,11 @@ mod tests {
 
     #[test]
     fn a_warning_is_a_warning_in_json() {
-        let json = record(Format::Json, "T", format_args!("warning: the disk is full"), &[]);
+        let json = record(Format::Json, "T", Level::Warning, format_args!("the disk is full"), &[]);
         assert_eq!(json, r#"{"ts":"T","level":"warning","msg":"warning: the disk is full"}"#);
-        assert_eq!(record(Format::Human, "T", format_args!("warning: x"), &[]), "T warning: x");
+        assert_eq!(record(Format::Human, "T", Level::Warning, format_args!("x"), &[]), "T warning: x");
+        // Only the level makes a warning: a message that happens to start so is not one.
+        let json = record(Format::Json, "T", Level::Info, format_args!("warning: a word"), &[]);
+        assert!(json.contains(r#""level":"info""#), "{json}");
     }
 }

@@ -194,8 +194,8 @@ fn save_until_done(
     let (mut delay, mut attempt) = (RETRY_FIRST, 0u32);
     while let Err(error) = journal.transition(record(attempt), batch) {
         if attempt == 0 {
-            log::info_later(format_args!(
-                "warning: could not journal the {what} of {batch}: {error}; holding it until the disk takes it"
+            log::warn_later(format_args!(
+                "could not journal the {what} of {batch}: {error}; holding it until the disk takes it"
             ));
         }
         if !retry.pause(delay) {

@@ -245,9 +245,9 @@ pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
                 let end = if seal.file == FILE_NAME { Some(&base_end) } else { segment_end.as_ref() };
                 match seal.check(end, replay.seq()) {
                     Verdict::Whole => {}
-                    Verdict::Stale => log::info(format_args!(
-                        "warning: ignoring {SEAL_NAME}: groups were added after the clean stop it seals"
-                    )),
+                    Verdict::Stale => {
+                        log::warn(format_args!("ignoring {SEAL_NAME}: groups were added after the clean stop it seals"))
+                    }
                     Verdict::Damaged(corrupt) => return Err(unsealed(dir, seal.file, corrupt)),
                 }
                 // Gone before anything changes: a start cut short must not find it stale.
@@ -284,8 +284,8 @@ pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
         }
     };
     if let Some((offset, reason)) = &recovered.torn_tail {
-        log::info(format_args!(
-            "warning: ignoring a torn final group in {} at byte {offset} ({reason}); it was written after the last sync and never acknowledged",
+        log::warn(format_args!(
+            "ignoring a torn final group in {} at byte {offset} ({reason}); it was written after the last sync and never acknowledged",
             active.display()
         ));
     }
@@ -311,10 +311,7 @@ fn read_seal(disk: &dyn Disk, dir: &Path) -> Result<Option<Seal>, OpenError> {
     };
     let seal = Seal::parse(&bytes);
     if seal.is_none() {
-        log::info(format_args!(
-            "warning: ignoring {}, which is not whole: a crash cut it as it was written",
-            path.display()
-        ));
+        log::warn(format_args!("ignoring {}, which is not whole: a crash cut it as it was written", path.display()));
         remove_if_there(disk, &path).map_err(|error| OpenError::Io { path, error })?;
     }
     Ok(seal)
@@ -354,8 +351,8 @@ fn upgrade_or_create(disk: &dyn Disk, dir: &Path) -> Result<(Recovered, Box<dyn 
         None => Recovered::default(),
     };
     if let Some((offset, reason)) = recovered.torn_tail.take() {
-        log::info(format_args!(
-            "warning: ignoring a torn final record in {} at byte {offset} ({reason}); it was never acknowledged",
+        log::warn(format_args!(
+            "ignoring a torn final record in {} at byte {offset} ({reason}); it was never acknowledged",
             old.display()
         ));
     }
@@ -751,8 +748,8 @@ impl Writer {
     /// Logs only the first failure of an outage: the worker retries every few hundred ms.
     fn could_not_write(&self, error: &io::Error, needed: u64) {
         if self.health.failed(error, needed, self.queue.wall_ms()) {
-            log::info(format_args!(
-                "warning: the journal in {} cannot write ({error}); new work is refused and nothing is \
+            log::warn(format_args!(
+                "the journal in {} cannot write ({error}); new work is refused and nothing is \
                  released until it can",
                 self.dir.display()
             ));
@@ -852,8 +849,8 @@ impl Writer {
         // Freed only once their names are gone (a segment that could not be removed is not).
         reap([Some(old), base].map(|file| file.filter(|file| !file.is_linked().unwrap_or(true))));
         (self.len, self.allocated, self.live_bytes, self.records, self.retry) = (len, len, len, count, None);
-        log::info(format_args!(
-            "warning: the journal's file in {} was removed; wrote it again from memory ({count} records), \
+        log::warn(format_args!(
+            "the journal's file in {} was removed; wrote it again from memory ({count} records), \
              so nothing acknowledged is lost",
             self.dir.display()
         ));
@@ -1084,8 +1081,8 @@ impl Writer {
             self.seq += 1;
             let file = if self.segment.is_some() { SEGMENT_NAME } else { FILE_NAME };
             if let Err(error) = self.seal(&Seal { file, valid_len, seq }) {
-                log::info(format_args!(
-                    "warning: could not write {SEAL_NAME} ({error}); the next start cannot check the journal's end"
+                log::warn(format_args!(
+                    "could not write {SEAL_NAME} ({error}); the next start cannot check the journal's end"
                 ));
             }
         }
