@@ -5,10 +5,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{batch_statuses, wait_for, Server, TempDir};
+use common::{batch_statuses, rfc3339_ms, wait_for, Server, TempDir};
 use serde_json::{json, Value};
 
 fn durable(dir: &TempDir, args: &[&str]) -> Server {
@@ -81,8 +82,8 @@ fn batch_ids(status: &Value) -> Vec<String> {
 }
 
 /// `clients` threads each post `each` ingestions back to back; returns what was acknowledged
-/// (a post cut off by a crash is simply not acknowledged).
-fn post_from_many(server: &Server, clients: usize, each: usize, first_id: u32) -> Vec<Acked> {
+/// (a post cut off by a crash is simply not acknowledged), and counts each in `acks` as it comes.
+fn post_from_many(server: &Server, clients: usize, each: usize, first_id: u32, acks: &AtomicUsize) -> Vec<Acked> {
     let start = Arc::new(Barrier::new(clients));
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..clients)
@@ -100,8 +101,9 @@ fn post_from_many(server: &Server, clients: usize, each: usize, first_id: u32) -
                         let sent =
                             agent.post(&format!("{base}/ingest")).send_json(json!({"ids": ids, "priority": priority}));
                         let Ok(response) = sent else { break };
-                        let body: Value = response.into_json().unwrap();
+                        let Ok(body) = response.into_json::<Value>() else { break };
                         acked.push(Acked { id: body["ingestion_id"].as_str().unwrap().into(), ids, client: c });
+                        acks.fetch_add(1, Ordering::SeqCst);
                     }
                     acked
                 })
@@ -129,17 +131,19 @@ fn kill_9_mid_stream_loses_nothing_acknowledged() {
     let dir = TempDir::new("crash");
     let args = ["--interval", "25ms", "--fetch-delay", "1ms"];
     let server = durable(&dir, &args);
-    let before = post_from_many(&server, 6, 8, 1);
+    let before = post_from_many(&server, 6, 8, 1, &AtomicUsize::new(0));
     // A snapshot of what was done before the crash.
     let seen: HashMap<String, Value> = before.iter().map(|a| (a.id.clone(), server.status(&a.id))).collect();
-    let crash_at = std::thread::scope(|scope| {
-        let late = scope.spawn(|| post_from_many(&server, 6, 40, 100_000));
-        std::thread::sleep(Duration::from_millis(150));
-        let crash_at = Instant::now();
+    let late_acks = AtomicUsize::new(0);
+    let late = std::thread::scope(|scope| {
+        let late = scope.spawn(|| post_from_many(&server, 6, 40, 100_000, &late_acks));
+        // Mid-stream: after some late posts were acknowledged, long before all 240 are.
+        wait_for("7 late posts to be acknowledged", Duration::from_secs(10), || {
+            (late_acks.load(Ordering::SeqCst) >= 7).then_some(())
+        });
         Command::new("kill").args(["-KILL", &server.pid().to_string()]).status().unwrap();
-        (late.join().unwrap(), crash_at)
+        late.join().unwrap()
     });
-    let (late, _) = crash_at;
     drop(server);
 
     let server = durable(&dir, &["--interval", "10ms", "--fetch-delay", "1ms"]);
@@ -219,7 +223,7 @@ fn the_oldest_waiting_work_keeps_its_arrival_across_a_restart() {
     let args = ["--interval", "1h", "--fetch-delay", "1ms"];
     let server = durable(&dir, &args);
     // The first batch goes at once, the second waits an hour.
-    server.ingest(&[1, 2, 3, 4], "LOW");
+    server.ingest_released(&[1, 2, 3, 4], "LOW");
     let since = |server: &Server| server.get("/queue").json["priorities"][2]["oldest_waiting_since"].clone();
     let before = since(&server);
     assert!(before.is_string(), "{before}");
@@ -229,13 +233,9 @@ fn the_oldest_waiting_work_keeps_its_arrival_across_a_restart() {
     });
     server.terminate();
     let server = durable(&dir, &args);
-    // Milliseconds into the day: the arrival is the acceptance time (a ms or two earlier).
-    let ms = |t: &Value| {
-        let time = t.as_str().unwrap().split('T').nth(1).unwrap().trim_end_matches('Z');
-        time.split(':').map(|part| part.parse::<f64>().unwrap()).fold(0.0, |acc, part| acc * 60.0 + part) * 1000.0
-    };
+    // The arrival is the acceptance time (a ms or two earlier), not the restart's.
     let after = since(&server);
-    assert!((ms(&after) - ms(&before)).abs() < 50.0, "before the restart {before}, after {after}");
+    assert!((rfc3339_ms(&after) - rfc3339_ms(&before)).abs() < 50, "before the restart {before}, after {after}");
 }
 
 /// The dashboard's recent ingestions are the ones a restart recovered (it listed none), and
@@ -243,7 +243,8 @@ fn the_oldest_waiting_work_keeps_its_arrival_across_a_restart() {
 #[test]
 fn the_dashboard_lists_recovered_ingestions_and_none_expired() {
     let dir = TempDir::new("dashboard");
-    let args = ["--interval", "1h", "--retain", "1s", "--fetch-delay", "1ms"];
+    // Long enough that `done` is still listed when first read on a slow machine.
+    let args = ["--interval", "1h", "--retain", "3s", "--fetch-delay", "1ms"];
     let listed = |server: &Server| -> Vec<String> {
         let dashboard = server.get("/dashboard.json").json;
         dashboard["ingestions"].as_array().unwrap().iter().map(|i| i["ingestion_id"].as_str().unwrap().into()).collect()
@@ -255,7 +256,7 @@ fn the_dashboard_lists_recovered_ingestions_and_none_expired() {
     server.terminate();
     let server = durable(&dir, &args);
     assert!(listed(&server).contains(&waiting), "{:?}", listed(&server));
-    wait_for("the completed one to expire", Duration::from_secs(5), || {
+    wait_for("the completed one to expire", Duration::from_secs(15), || {
         (server.get(&format!("/status/{done}")).status == 404).then_some(())
     });
     assert_eq!(listed(&server), [waiting]);
@@ -403,7 +404,8 @@ fn a_repeated_idempotency_key_answers_the_first_ingestion_even_after_a_restart()
 #[test]
 fn sigterm_answers_503_while_the_batch_in_flight_finishes() {
     let dir = TempDir::new("drain");
-    let server = durable(&dir, &["--interval", "1h", "--fetch-delay", "400ms"]);
+    // 3 s in flight: certainly still running when the stop begins.
+    let server = durable(&dir, &["--interval", "1h", "--fetch-delay", "1s"]);
     let id = server.ingest(&[1, 2, 3, 4], "HIGH");
     wait_for("the first batch to be triggered", Duration::from_secs(5), || {
         (server.status(&id)["batches"][0]["status"] == "triggered").then_some(())
@@ -416,6 +418,8 @@ fn sigterm_answers_503_while_the_batch_in_flight_finishes() {
     assert_eq!(refused.json["error"], "shutting_down");
     let (status, log) = server.terminate_wait();
     assert!(status.success(), "{log}");
+    let line = |what: &str| log.lines().position(|l| l.contains(what)).unwrap_or_else(|| panic!("no {what}: {log}"));
+    assert!(line(": stopping;") < line("completed batch"), "the batch completed before the stop: {log}");
     let server = durable(&dir, &["--interval", "1h"]);
     let after = server.status(&id);
     assert_eq!(batch_statuses(&after), ["completed", "yet_to_start"], "the batch in flight finished before exit");
@@ -738,4 +742,40 @@ fn a_data_directory_removed_while_running_is_written_again() {
     assert_eq!(ids_of(&server.status(&before)), [1, 2, 3, 4]);
     assert_eq!(batch_statuses(&server.status(&before)), ["completed", "yet_to_start"]);
     assert_eq!(ids_of(&server.status(&after)), [5]);
+}
+
+/// README (Durability): batches keep their size across a restart. Work queued with
+/// `--batch-size 3` runs in batches of 3 after a restart with `--batch-size 2` (same batch ids,
+/// nothing delivered again); only new work is cut in 2s.
+#[test]
+fn batches_keep_their_size_across_a_restart_with_another_batch_size() {
+    let dir = TempDir::new("resize");
+    let server = durable(&dir, &["--batch-size", "3", "--interval", "1h", "--fetch-delay", "1ms"]);
+    let id = server.ingest(&[1, 2, 3, 4, 5, 6, 7], "LOW");
+    let before = wait_for("the first batch to complete", Duration::from_secs(10), || {
+        let status = server.status(&id);
+        (batch_statuses(&status)[0] == "completed").then_some(status)
+    });
+    let (status, _) = server.terminate();
+    assert!(status.success());
+
+    let server = durable(&dir, &["--batch-size", "2", "--interval", "10ms", "--fetch-delay", "1ms"]);
+    let cut = |status: &Value| -> Vec<Value> {
+        status["batches"].as_array().unwrap().iter().map(|b| b["ids"].clone()).collect()
+    };
+    let after = server.status(&id);
+    assert_eq!(cut(&after), [json!([1, 2, 3]), json!([4, 5, 6]), json!([7])], "{after}");
+    assert_eq!(batch_ids(&after), batch_ids(&before));
+    let new = server.ingest(&[8, 9, 10], "LOW");
+    assert_eq!(cut(&server.status(&new)), [json!([8, 9]), json!([10])]);
+    let done = server.wait_status(&id, "completed");
+    assert_eq!(done["batches"][0]["attempts"], 1, "the delivered batch did not run again: {done}");
+    server.wait_status(&new, "completed");
+    let (_, log) = server.terminate();
+    let released: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("released batch"))
+        .filter_map(|l| l.split_once("ids ")?.1.split(')').next())
+        .collect();
+    assert_eq!(released, ["[4, 5, 6]", "[7]", "[8, 9]", "[10]"], "{log}");
 }
