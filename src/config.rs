@@ -274,74 +274,108 @@ pub fn parse_with(args: impl IntoIterator<Item = OsString>, env: Env) -> Result<
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
-            Long("addr") => addr = Some(text(parser.value()?, "--addr")?),
+            Long("addr") => addr = Some(text(value_of(&mut parser, "--addr")?, "--addr")?),
             Long("interval") => {
-                config.pacing.interval = duration(&text(parser.value()?, "--interval")?, "--interval")?;
+                config.pacing.interval =
+                    duration(&text(value_of(&mut parser, "--interval")?, "--interval")?, "--interval")?;
                 if config.pacing.interval.is_zero() {
                     return Err(UsageError("--interval must be more than 0".into()));
                 }
             }
-            Long("batch-size") => config.pacing.batch_size = count(parser.value()?, "--batch-size")?,
+            Long("batch-size") => {
+                config.pacing.batch_size = count(value_of(&mut parser, "--batch-size")?, "--batch-size")?
+            }
             Long("fetch-delay") => {
-                config.fetch_delay = duration(&text(parser.value()?, "--fetch-delay")?, "--fetch-delay")?;
+                config.fetch_delay =
+                    duration(&text(value_of(&mut parser, "--fetch-delay")?, "--fetch-delay")?, "--fetch-delay")?;
                 up.fetch_delay = true;
             }
-            Long("threads") => config.threads = count(parser.value()?, "--threads")?,
+            Long("threads") => config.threads = count(value_of(&mut parser, "--threads")?, "--threads")?,
             Long("max-body") => {
-                config.max_body = count(parser.value()?, "--max-body")?;
+                config.max_body = at_least(
+                    count(value_of(&mut parser, "--max-body")?, "--max-body")?,
+                    "--max-body",
+                    SMALLEST_LIMITS.0,
+                )?;
                 if config.max_body > BODY_CEILING {
                     let mib = BODY_CEILING >> 20;
                     return Err(UsageError(format!("--max-body takes at most {BODY_CEILING} ({mib} MiB)")));
                 }
             }
-            Long("data-dir") => config.data_dir = Some(PathBuf::from(parser.value()?)),
-            Long("retain") => config.retain = duration(&text(parser.value()?, "--retain")?, "--retain")?,
-            Long("shutdown-timeout") => {
-                config.shutdown_timeout =
-                    duration(&text(parser.value()?, "--shutdown-timeout")?, "--shutdown-timeout")?;
+            Long("data-dir") => config.data_dir = Some(PathBuf::from(value_of(&mut parser, "--data-dir")?)),
+            Long("retain") => {
+                config.retain = duration(&text(value_of(&mut parser, "--retain")?, "--retain")?, "--retain")?
             }
-            Long("max-ids") => config.max_ids = count(parser.value()?, "--max-ids")?,
-            Long("max-queued-ids") => config.max_queued_ids = count(parser.value()?, "--max-queued-ids")?,
-            Long("max-url") => config.max_url = count(parser.value()?, "--max-url")?,
-            Long("max-headers") => config.max_header_bytes = count(parser.value()?, "--max-headers")?,
+            Long("shutdown-timeout") => {
+                config.shutdown_timeout = duration(
+                    &text(value_of(&mut parser, "--shutdown-timeout")?, "--shutdown-timeout")?,
+                    "--shutdown-timeout",
+                )?;
+            }
+            Long("max-ids") => config.max_ids = count(value_of(&mut parser, "--max-ids")?, "--max-ids")?,
+            Long("max-queued-ids") => {
+                config.max_queued_ids = count(value_of(&mut parser, "--max-queued-ids")?, "--max-queued-ids")?
+            }
+            Long("max-url") => {
+                config.max_url =
+                    at_least(count(value_of(&mut parser, "--max-url")?, "--max-url")?, "--max-url", SMALLEST_LIMITS.1)?;
+            }
+            Long("max-headers") => {
+                let bytes = count(value_of(&mut parser, "--max-headers")?, "--max-headers")?;
+                config.max_header_bytes = at_least(bytes, "--max-headers", SMALLEST_LIMITS.2)?;
+            }
             Long("idle-timeout") => {
-                config.idle_timeout = duration(&text(parser.value()?, "--idle-timeout")?, "--idle-timeout")?;
+                config.idle_timeout =
+                    duration(&text(value_of(&mut parser, "--idle-timeout")?, "--idle-timeout")?, "--idle-timeout")?;
                 if config.idle_timeout < Duration::from_millis(10) {
                     return Err(UsageError("--idle-timeout must be at least 10ms".into()));
                 }
             }
-            Long("token") => config.token = Some(token(parser.value()?, "--token")?),
-            Long("log-format") => config.log_format = log_format(text(parser.value()?, "--log-format")?)?,
-            Long("upstream") => up.url = Some(upstream_url(text(parser.value()?, "--upstream")?)?),
-            Long("upstream-method") => up.method = Some(method(text(parser.value()?, "--upstream-method")?)?),
+            Long("token") => config.token = Some(token(value_of(&mut parser, "--token")?, "--token")?),
+            Long("log-format") => {
+                config.log_format = log_format(text(value_of(&mut parser, "--log-format")?, "--log-format")?)?
+            }
+            Long("upstream") => up.url = Some(upstream_url(text(value_of(&mut parser, "--upstream")?, "--upstream")?)?),
+            Long("upstream-method") => {
+                up.method = Some(method(text(value_of(&mut parser, "--upstream-method")?, "--upstream-method")?)?)
+            }
             Long("upstream-header") => {
-                let line = text(parser.value()?, "--upstream-header")?;
+                let line = text(value_of(&mut parser, "--upstream-header")?, "--upstream-header")?;
                 up.headers.push(header(&line).map_err(|why| UsageError(format!("--upstream-header {why}")))?);
             }
             Long("upstream-timeout") => {
-                let timeout = duration(&text(parser.value()?, "--upstream-timeout")?, "--upstream-timeout")?;
+                let timeout = duration(
+                    &text(value_of(&mut parser, "--upstream-timeout")?, "--upstream-timeout")?,
+                    "--upstream-timeout",
+                )?;
                 if timeout < Duration::from_millis(1) {
                     return Err(UsageError("--upstream-timeout must be at least 1ms".into()));
                 }
                 up.timeout = Some(timeout);
             }
-            Long("upstream-ca") => up.ca_file = Some(PathBuf::from(parser.value()?)),
+            Long("upstream-ca") => up.ca_file = Some(PathBuf::from(value_of(&mut parser, "--upstream-ca")?)),
             Long("retry-min-backoff") => {
-                let backoff = duration(&text(parser.value()?, "--retry-min-backoff")?, "--retry-min-backoff")?;
+                let backoff = duration(
+                    &text(value_of(&mut parser, "--retry-min-backoff")?, "--retry-min-backoff")?,
+                    "--retry-min-backoff",
+                )?;
                 if backoff.is_zero() {
                     return Err(UsageError("--retry-min-backoff must be more than 0".into()));
                 }
                 up.min_backoff = Some(backoff);
             }
             Long("retry-max-backoff") => {
-                let backoff = duration(&text(parser.value()?, "--retry-max-backoff")?, "--retry-max-backoff")?;
+                let backoff = duration(
+                    &text(value_of(&mut parser, "--retry-max-backoff")?, "--retry-max-backoff")?,
+                    "--retry-max-backoff",
+                )?;
                 if backoff.is_zero() {
                     return Err(UsageError("--retry-max-backoff must be more than 0".into()));
                 }
                 up.max_backoff = Some(backoff);
             }
             Long("max-attempts") => {
-                let attempts = count(parser.value()?, "--max-attempts")?;
+                let attempts = count(value_of(&mut parser, "--max-attempts")?, "--max-attempts")?;
                 // A batch counts its releases in a byte (memory: see model.rs).
                 let attempts = u8::try_from(attempts)
                     .map_err(|_| UsageError(format!("--max-attempts takes at most {}", u8::MAX)))?;
@@ -399,9 +433,9 @@ fn health(args: impl IntoIterator<Item = OsString>, port: Option<OsString>) -> R
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
-            Long("addr") => addr = Some(text(parser.value()?, "--addr")?),
+            Long("addr") => addr = Some(text(value_of(&mut parser, "--addr")?, "--addr")?),
             Long("timeout") => {
-                probe.timeout = duration(&text(parser.value()?, "--timeout")?, "--timeout")?;
+                probe.timeout = duration(&text(value_of(&mut parser, "--timeout")?, "--timeout")?, "--timeout")?;
                 if probe.timeout.is_zero() {
                     return Err(UsageError("--timeout must be more than 0".into()));
                 }
@@ -571,14 +605,47 @@ fn header(line: &str) -> Result<Header, String> {
 /// A bearer token, from `--token` or [`TOKEN_VAR`] (`source`): a header value must be able to
 /// carry it as it is.
 fn token(value: OsString, source: &str) -> Result<String, UsageError> {
+    if value.is_empty() {
+        return Err(UsageError(format!("{source} is empty")));
+    }
     match value.into_string() {
         Ok(token) if !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()) => Ok(token),
         _ => Err(UsageError(format!("{source} takes printable ASCII without spaces"))),
     }
 }
 
+/// The smallest `--max-body`, `--max-url` and `--max-headers` taken: below them, ordinary
+/// requests (`{"ids":[1],"priority":"LOW"}`, `/status/<uuid>`, a client's usual headers) are
+/// refused, and the service cannot be used at all.
+const SMALLEST_LIMITS: (usize, usize, usize) = (64, 64, 128);
+
+fn at_least(value: usize, flag: &str, floor: usize) -> Result<usize, UsageError> {
+    if value < floor {
+        return Err(UsageError(format!(
+            "{flag} must be at least {floor}: a smaller limit refuses even ordinary requests"
+        )));
+    }
+    Ok(value)
+}
+
 fn text(value: OsString, flag: &str) -> Result<String, UsageError> {
     value.into_string().map_err(|v| UsageError(format!("{flag} takes text, not {v:?}")))
+}
+
+/// The value of `flag`: attached (`--flag=value`), or the next argument unless that is an
+/// option (`--interval --addr …` misses the interval; it does not take `--addr` for one).
+fn value_of(parser: &mut lexopt::Parser, flag: &str) -> Result<OsString, UsageError> {
+    if let Some(attached) = parser.optional_value() {
+        return Ok(attached);
+    }
+    let value = parser.value()?;
+    if value.as_encoded_bytes().starts_with(b"--") {
+        let shown = value.to_string_lossy();
+        return Err(UsageError(format!(
+            "{flag} needs a value, and '{shown}' is the next option (write {flag}={shown} if it is the value)"
+        )));
+    }
+    Ok(value)
 }
 
 fn log_format(value: String) -> Result<log::Format, UsageError> {
@@ -612,6 +679,7 @@ pub(crate) fn duration(text: &str, flag: &str) -> Result<Duration, UsageError> {
         "h" => 3_600 * 1_000_000_000,
         "d" => 86_400 * 1_000_000_000,
         "" => return Err(bad("has no unit")),
+        _ if text.starts_with('-') => return Err(bad("is negative")),
         _ => return Err(bad("has an unknown unit")),
     };
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
@@ -660,10 +728,11 @@ mod tests {
             let error = with_token(&[], bad.clone()).unwrap_err().to_string();
             assert_eq!(error, "INGESTD_TOKEN takes printable ASCII without spaces", "{bad:?}");
         }
-        for bad in ["", "a b", "caf\u{e9}"] {
+        for bad in ["a b", "caf\u{e9}"] {
             let error = run(&["--token", bad], None).unwrap_err().to_string();
             assert_eq!(error, "--token takes printable ASCII without spaces", "{bad:?}");
         }
+        assert_eq!(run(&["--token", ""], None).unwrap_err().to_string(), "--token is empty");
     }
 
     #[test]
@@ -833,6 +902,24 @@ mod tests {
         assert!(message(&["--bogus"]).contains("--bogus"));
         assert!(message(&["--interval"]).contains("--interval"));
         assert!(message(&["stray"]).contains("stray"));
+        assert!(message(&["--interval", "-1s"]).ends_with("'-1s' is negative"), "{}", message(&["--interval", "-1s"]));
+        assert_eq!(
+            message(&["--interval", "--addr", "127.0.0.1:1"]),
+            "--interval needs a value, and '--addr' is the next option (write --interval=--addr if it is the value)"
+        );
+        assert_eq!(
+            message(&["--data-dir", "--token", "t"]),
+            "--data-dir needs a value, and '--token' is the next option (write --data-dir=--token if it is the value)"
+        );
+        assert_eq!(config(&["--data-dir=--odd"]).data_dir, Some(PathBuf::from("--odd")));
+        for (flag, floor) in [("--max-body", 64), ("--max-url", 64), ("--max-headers", 128)] {
+            let below = (floor - 1).to_string();
+            assert_eq!(
+                message(&[flag, &below]),
+                format!("{flag} must be at least {floor}: a smaller limit refuses even ordinary requests")
+            );
+            assert!(run(&[flag, &floor.to_string()], None).is_ok(), "{flag} {floor}");
+        }
     }
 
     fn with_env(args: &[&str], headers: &str) -> Result<Command, UsageError> {

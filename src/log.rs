@@ -52,7 +52,7 @@ pub fn info(message: Arguments<'_>) {
 
 /// Something an operator should look at; the record says `warning: ` first, and in JSON its
 /// level is `warning`.
-pub(crate) fn warn(message: Arguments<'_>) {
+pub fn warn(message: Arguments<'_>) {
     write_line(&record(format(), &timestamp(), Level::Warning, message, &[]));
 }
 

@@ -98,10 +98,24 @@ fn run(config: &Config) -> Result<(), String> {
     if config.data_dir.is_none() {
         log::info(format_args!("in-memory mode: queued work is lost on exit; pass --data-dir to keep it"));
     }
+    // The fetch delay is the simulated API's; an upstream has its own line above.
+    let simulated = match config.upstream {
+        Some(_) => String::new(),
+        None => format!(", fetch delay {:?}", config.fetch_delay),
+    };
     log::info(format_args!(
-        "interval {:?}, batch size {}, fetch delay {:?}, {} HTTP threads",
-        config.pacing.interval, config.pacing.batch_size, config.fetch_delay, config.threads
+        "interval {:?}, batch size {}{simulated}, {} HTTP threads, {}",
+        config.pacing.interval,
+        config.pacing.batch_size,
+        config.threads,
+        if config.token.is_some() { "token required but on /health and the pages" } else { "no token" }
     ));
+    if config.max_ids > config.max_queued_ids {
+        log::warn(format_args!(
+            "--max-ids {} is more than --max-queued-ids {}: a request takes at most {} ids",
+            config.max_ids, config.max_queued_ids, config.max_queued_ids
+        ));
+    }
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on http://{}", server.addr())
         .and_then(|()| stdout.flush())
