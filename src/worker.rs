@@ -259,17 +259,18 @@ fn deliver_pending(api: &mut impl ExternalApi, batch: &Batch, queue: &Queue, sta
             progress.first_answer = Some(queue.now());
         }
         queue.metrics().call(call, took);
-        let reason = match outcome {
+        match outcome {
             Outcome::Delivered => {
                 batch.set_delivery(at, Progress::Delivered);
                 stats.ok.fetch_add(1, Ordering::Relaxed);
-                continue;
             }
-            Outcome::Retry { reason } => reason,
+            Outcome::Retry { reason } => {
+                note_failure(batch, id, &reason, "it waits for a retry; going on with the release");
+            }
             Outcome::Permanent { reason } => {
                 batch.set_delivery(at, Progress::Failed);
                 stats.failed.fetch_add(1, Ordering::Relaxed);
-                reason
+                note_failure(batch, id, &reason, "it failed for good; going on with the release");
             }
             Outcome::Stop { reason, retry_after } => {
                 let received = UNIX_EPOCH + Duration::from_millis(queue.wall_ms());
@@ -278,8 +279,7 @@ fn deliver_pending(api: &mut impl ExternalApi, batch: &Batch, queue: &Queue, sta
                 note_failure(batch, id, &reason, "stopping this release");
                 break;
             }
-        };
-        note_failure(batch, id, &reason, "going on");
+        }
     }
     progress
 }

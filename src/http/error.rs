@@ -194,7 +194,7 @@ impl fmt::Display for ApiError {
                 f.write_str("the token sent is not this server's: check it, then send 'Authorization: Bearer <token>'")
             }
             ApiError::CrossSite => f.write_str(
-                "a browser sent this request from a page of another site (Sec-Fetch-Site); changes are taken only \
+                "a browser sent this request from a page of another origin (Sec-Fetch-Site: another site, or another port or subdomain of this one); changes are taken only \
                  from this service's own pages and from programs that are not browsers",
             ),
             ApiError::Internal => f.write_str("the server hit an internal error; the request may be retried"),
