@@ -1,6 +1,8 @@
 //! The real pacer and worker threads, driven by a manual clock. No sleeps: each step waits for
 //! the pacer to park in a known state, so every assertion is about one instant.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,8 +11,8 @@ use ingestd::clock::unix_ms;
 use ingestd::config::Retry as RetryPolicy;
 use ingestd::upstream::{Call, Delivery, Outcome, RetryAfter};
 use ingestd::{
-    ApiError, ApiResponse, App, BatchStatus, Clock, ExternalApi, Id, Ingestion, ManualClock, Pacing, Parked, Priority,
-    Storage,
+    ApiError, ApiResponse, App, BatchStatus, Clock, ExternalApi, Id, IngestError, Ingestion, ManualClock, Pacing,
+    Parked, Priority, Storage,
 };
 
 /// An external API that reports each call, with the manual clock's time, and optionally
@@ -208,15 +210,16 @@ fn shutdown_finishes_the_batch_in_flight_and_releases_nothing_more() {
     let rig = Rig::new(true);
     let id = rig.ingest(Priority::High, vec![1, 2, 3, 4]);
     assert_eq!(rig.next_call().0, 1);
-    let gate = rig.gate.clone().unwrap();
-    let opener = std::thread::spawn(move || {
-        for _ in 0..3 {
-            gate.send(()).unwrap();
-        }
-    });
     let ingestion = rig.app.ingestion(&id).unwrap();
-    rig.app.shutdown(PATIENCE);
-    opener.join().unwrap();
+    std::thread::scope(|scope| {
+        let stop = scope.spawn(|| rig.app.shutdown(PATIENCE));
+        // The stop has begun while the first call is still held at the gate.
+        common::wait_for("new work to be refused", PATIENCE, || {
+            matches!(rig.app.ingest(Priority::Low, vec![9], None), Err(IngestError::ShuttingDown)).then_some(())
+        });
+        rig.finish_calls(3);
+        assert!(stop.join().unwrap(), "the batch in flight finished");
+    });
     let statuses: Vec<BatchStatus> = ingestion.batches().map(|b| b.status).collect();
     assert_eq!(statuses, [BatchStatus::Completed, BatchStatus::YetToStart]);
     assert_eq!(rig.calls.try_iter().map(|c| c.0).collect::<Vec<_>>(), [2, 3]);
@@ -624,4 +627,33 @@ fn over_a_wire_the_next_release_waits_an_interval_after_the_first_answer() {
         rig.settle();
         rig.app.shutdown(PATIENCE);
     }
+}
+
+/// ARCHITECTURE (Queued ids): simultaneous requests cannot overshoot `--max-queued-ids`
+/// together. Nothing drains (the call in flight is held), 16 requests of 3 ids race for a
+/// limit of 10: exactly 3 are accepted, the rest get `QueueFull` with one batch's interval.
+#[test]
+fn simultaneous_requests_cannot_overshoot_the_queued_ids_limit() {
+    let rig = Rig::new(true);
+    rig.app.set_max_queued_ids(10);
+    let start = std::sync::Barrier::new(16);
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..16u32)
+            .map(|t| {
+                let (rig, start) = (&rig, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    rig.app.ingest(Priority::Low, vec![t * 3 + 1, t * 3 + 2, t * 3 + 3], None)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(accepted, 3, "{results:?}");
+    // 9 queued + 3 wanted - 10 allowed = 2 ids over: one batch, one interval.
+    let full = IngestError::QueueFull { retry_after: 5 * SEC };
+    assert!(results.iter().filter(|r| r.is_err()).all(|r| r.as_ref().unwrap_err() == &full), "{results:?}");
+    rig.finish_calls(3);
+    assert!(rig.app.shutdown(PATIENCE));
 }
