@@ -661,3 +661,54 @@ fn is_type(name: &str, value: &Value) -> bool {
         other => panic!("the document uses type {other}, which this check does not know"),
     }
 }
+
+/// The head of a raw answer: its status line and its headers (names lowercased), and its body.
+fn split_answer(text: &str) -> (String, Vec<(String, String)>, String) {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no end of head: {text:?}"));
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().to_owned();
+    let headers =
+        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned())).collect();
+    (status, headers, body.to_owned())
+}
+
+/// README: every GET also answers HEAD, with the GET's status, `Content-Type` and
+/// `Content-Length`, and no body (nothing after the head before the connection closes).
+#[test]
+fn every_get_route_answers_head_with_the_gets_head_and_no_body() {
+    let server = Server::start(&["--interval", "1h", "--fetch-delay", "1ms"]);
+    let id = server.ingest(&[1], "LOW");
+    server.wait_status(&id, "completed");
+    let gets: Vec<String> = routes(&id).into_iter().filter(|(m, _)| *m == "GET").map(|(_, p)| p).collect();
+    assert_eq!(gets.len(), 8, "{gets:?}");
+    for path in gets {
+        let ask = |method: &str| {
+            let request = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            split_answer(&common::exchange(&server, request.as_bytes()))
+        };
+        let (get, head) = (ask("GET"), ask("HEAD"));
+        let find = |answer: &(String, Vec<(String, String)>, String), name: &str| {
+            answer.1.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        };
+        assert_eq!(head.0, get.0, "HEAD {path}");
+        assert_eq!(find(&head, "content-type"), find(&get, "content-type"), "HEAD {path}");
+        // The same framing: the same length, or chunked (as a large answer is) for both.
+        let framing = |answer| (find(answer, "content-length"), find(answer, "transfer-encoding"));
+        let (head_framing, get_framing) = (framing(&head), framing(&get));
+        assert!(head_framing.0.is_some() || head_framing.1.is_some(), "HEAD {path}: no framing: {head:?}");
+        if let Some(length) = &get_framing.0 {
+            assert_eq!(length, &get.2.len().to_string(), "GET {path}");
+        }
+        // These change between two requests (counters, clocks): only the kind of framing is checked.
+        if ["/metrics", "/queue", "/dashboard.json"].contains(&path.as_str()) {
+            assert_eq!(
+                (head_framing.0.is_some(), &head_framing.1),
+                (get_framing.0.is_some(), &get_framing.1),
+                "{path}"
+            );
+        } else {
+            assert_eq!(head_framing, get_framing, "HEAD {path}");
+        }
+        assert_eq!(head.2, "", "HEAD {path} sent a body");
+    }
+}
