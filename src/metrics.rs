@@ -2,8 +2,9 @@
 //! lateness histogram, calls to the external API by outcome with their latency, and short rings
 //! of recent releases and ingestions.
 //!
-//! Written by the handler threads (on submit), the pacer (on release, outside the queue lock) and
-//! the worker (per call, and on the end of a release). Counters are atomics; each ring sits behind its own small
+//! Written by whoever submits (handler threads in memory mode, the journal thread in durable
+//! mode), the main thread (a restart's restore), the pacer (on release, outside the queue lock)
+//! and the worker (per call, and on the end of a release). Counters are atomics; each ring sits behind its own small
 //! parking_lot lock, a leaf: never taken while the queue lock is held, nothing taken under it.
 //! No I/O, no clock reads: times come from the caller.
 

@@ -1,7 +1,8 @@
 //! Every accepted ingestion by id, in acceptance order, and the idempotency keys.
 //!
-//! Touched by HTTP handler threads (lookups, key claims), the journal thread (inserts and
-//! sweeps in durable mode) and `App` (inserts in memory mode). Its locks are never held together
+//! Touched by HTTP handler threads (lookups, key claims; inserts and sweeps in memory mode), the
+//! journal thread (inserts and sweeps in durable mode), `journal-compact` (`in_order`, for a
+//! snapshot) and the main thread (a restart's restore). Its locks are never held together
 //! with the queue lock: work is inserted here first, then submitted to the queue. The keys' lock
 //! may take the ingestions' read lock inside it, never the other way round.
 

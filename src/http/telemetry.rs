@@ -2,7 +2,8 @@
 //!
 //! Called once per answered request by the handler threads, after the reply is decided, and by
 //! the `http-relay` threads for the heads they answer themselves (the health probe is not
-//! counted). Atomics only.
+//! counted). Counters are atomics; the access record is written in place, under the log's write
+//! lock (a slow log reader slows the HTTP side, rather than piling records up in memory).
 //! The tables are `static` because a process runs one HTTP server; a handle would have to be
 //! threaded through tiny_http's serve loop for no gain.
 
