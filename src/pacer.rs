@@ -118,6 +118,8 @@ struct Shared {
     /// pacer and test waiters share it.
     changed: Condvar,
     clock: Arc<dyn Clock>,
+    /// The scheduler's, which never changes: read without the lock.
+    interval: Duration,
     /// Counters and recent history; its own lock, never taken under the queue lock.
     metrics: Metrics,
     wall: Wall,
@@ -215,6 +217,7 @@ impl Pacer {
             state: Mutex::new(state),
             changed: Condvar::new(),
             clock,
+            interval,
             metrics: Metrics::default(),
             wall,
         });
@@ -570,7 +573,7 @@ impl Queue {
     }
 
     pub(crate) fn interval(&self) -> Duration {
-        self.lock().scheduler.interval()
+        self.shared.interval
     }
 
     /// `ingestion`'s first `most` batches with their positions and ETAs, and its status and

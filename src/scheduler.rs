@@ -307,10 +307,6 @@ impl<B: Clone> Scheduler<B> {
         }
     }
 
-    pub(crate) fn interval(&self) -> Duration {
-        self.interval
-    }
-
     /// Queues a run of `len` batches behind every batch of its priority submitted before it, and
     /// returns the level index of its first batch (see [`Outlook::position`]). The queue submits
     /// with [`Scheduler::submit_from`], giving the acceptance time.

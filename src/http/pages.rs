@@ -2,8 +2,9 @@
 //! API docs (`/docs`), the OpenAPI document (`/openapi.json`) and `/metrics`.
 //!
 //! Runs on the handler threads. Pages are compiled into the binary (`include_str!`), so nothing
-//! is fetched from anywhere else. Reads the core's metrics and one queue-lock read for the next
-//! release; never writes.
+//! is fetched from anywhere else. Reads the core's metrics, and the queue as `GET /status`
+//! does (brief O(1) copies under the queue lock: the next release, and each recent ingestion's
+//! timeline); never writes.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
