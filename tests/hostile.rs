@@ -82,8 +82,8 @@ fn hostile(n: usize) -> String {
 
 #[test]
 fn request_lines_tiny_http_cannot_answer_get_505_and_keep_no_thread_or_fd() {
-    let idle = Duration::from_secs(1);
-    let server = Server::start(&["--idle-timeout", "1s", "--interval", "1h"]);
+    let idle = Duration::from_secs(3);
+    let server = Server::start(&["--idle-timeout", "3s", "--interval", "1h"]);
     let id = server.ingest(&[1, 2, 3], "LOW");
     let pid = server.pid();
     let (threads_before, fds_before) = (threads(pid), fds(pid));
@@ -109,7 +109,8 @@ fn request_lines_tiny_http_cannot_answer_get_505_and_keep_no_thread_or_fd() {
             open.push((n, conn));
         }
     }
-    // Meanwhile a new client is served at once (the median of five, on a busy machine).
+    // Meanwhile a new client is served well before the idle timeout, which is what waiting
+    // behind hostile connections costs (the median of five; tight figures are bench/'s).
     let mut took: Vec<Duration> = (0..5)
         .map(|_| {
             let began = Instant::now();
@@ -118,7 +119,7 @@ fn request_lines_tiny_http_cannot_answer_get_505_and_keep_no_thread_or_fd() {
         })
         .collect();
     took.sort();
-    assert!(took[2] < Duration::from_millis(100), "a new client waited {took:?}");
+    assert!(took[2] < idle / 3, "a new client waited {took:?}");
     for (n, conn) in &mut open {
         let text = read_to_close(conn, idle + Duration::from_secs(3))
             .unwrap_or_else(|| panic!("connection {n} ({:?}): neither 505 nor closed", hostile(*n)));
@@ -379,11 +380,12 @@ fn a_stalled_body_gets_408_within_the_idle_timeout_whatever_its_length() {
         let began = Instant::now();
         let head = format!("POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n\r\n{{\"ids\": [1");
         conn.write_all(head.as_bytes()).unwrap();
-        let text = read_to_close(&mut conn, idle * 4).unwrap_or_else(|| panic!("length {length}: no answer"));
+        let text = read_to_close(&mut conn, idle + Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("length {length}: no answer"));
         let took = began.elapsed();
         assert_eq!(statuses(&text), [408], "length {length}: {text:?}");
         assert!(text.contains("request_timeout"), "length {length}: {text:?}");
-        assert!(took < idle + Duration::from_secs(1), "length {length}: the 408 took {took:?}");
+        assert!(took >= idle && took < idle + Duration::from_secs(5), "length {length}: the 408 took {took:?}");
     }
 }
 
@@ -394,20 +396,24 @@ fn a_stalled_head_gets_408_and_a_bare_lf_400_after_the_answers_before_them() {
     let mut conn = connect(&server);
     let began = Instant::now();
     conn.write_all(format!("{GET}GET /status/").as_bytes()).unwrap();
-    let text = read_to_close(&mut conn, idle * 4).expect("no answer to a stalled head");
+    let text = read_to_close(&mut conn, idle + Duration::from_secs(10)).expect("no answer to a stalled head");
     assert_eq!(statuses(&text), [200, 408], "{text:?}");
     assert!(text.contains("request_timeout"), "{text:?}");
-    assert!(began.elapsed() < idle + Duration::from_secs(1), "the 408 took {:?}", began.elapsed());
+    let took = began.elapsed();
+    assert!(took >= idle && took < idle + Duration::from_secs(5), "the 408 took {took:?}");
 
-    // tiny_http ends lines at CRLF only, so a head with bare LFs would wait for the idle timeout.
+    // tiny_http ends lines at CRLF only, so a head with bare LFs would wait for the idle timeout:
+    // with a long one, the answer must come well before it.
+    let idle = Duration::from_secs(30);
+    let server = Server::start(&["--idle-timeout", "30s"]);
     for head in ["GET /health HTTP/1.1\nHost: t\n\n", "GET /health HTTP/1.1\r\nHost: t\n\r\n"] {
         let mut conn = connect(&server);
         let began = Instant::now();
         conn.write_all(format!("{GET}{head}").as_bytes()).unwrap();
-        let text = read_to_close(&mut conn, idle * 4).unwrap_or_else(|| panic!("{head:?}: no answer"));
+        let text = read_to_close(&mut conn, idle / 3).unwrap_or_else(|| panic!("{head:?}: no answer"));
         assert_eq!(statuses(&text), [200, 400], "{head:?}: {text:?}");
         assert!(text.contains("bad_framing") && text.contains("bare LF"), "{head:?}: {text:?}");
-        assert!(began.elapsed() < idle / 2, "{head:?}: the 400 took {:?}", began.elapsed());
+        assert!(began.elapsed() < idle / 3, "{head:?}: the 400 took {:?}", began.elapsed());
     }
 }
 
@@ -522,7 +528,8 @@ fn clients_that_pipeline_and_never_read_hold_one_handler_thread_each() {
         let health = server.get("/health");
         assert_eq!(health.status, 200, "{clients} pipelining clients: {health:?}");
         let took = began.elapsed();
-        assert!(took < Duration::from_secs(2), "{clients} pipelining clients: /health took {took:?}");
+        // Far below the idle timeout (30 s), which a client behind the stuck ones would wait.
+        assert!(took < Duration::from_secs(10), "{clients} pipelining clients: /health took {took:?}");
         // One stuck per client, and spares: 4 + 12 + 6 at most.
         let pumps = pumps();
         assert!(pumps <= 4 + clients + 4.max(clients / 2), "{clients} pipelining clients: {pumps} handler threads");
@@ -530,9 +537,7 @@ fn clients_that_pipeline_and_never_read_hold_one_handler_thread_each() {
     // Gone, they leave nothing behind for long: the extra pumps used to leave one per poll
     // (250 ms) in turn, after building every queued answer for nobody (well over 10 s here).
     drop(hostile);
-    let began = Instant::now();
     wait_for("the extra pumps to leave", Duration::from_secs(10), || (pumps() <= 4 + 4).then_some(()));
-    assert!(began.elapsed() < Duration::from_secs(5), "the extra pumps took {:?} to leave", began.elapsed());
 }
 
 /// Answers wait whole in memory for clients that do not read them: two hundred such clients
@@ -603,9 +608,10 @@ fn a_pipeline_nobody_reads_is_taken_in_a_few_requests_at_a_time() {
     conn.set_nonblocking(true).unwrap();
     let pipeline = "GET /health HTTP/1.1\r\n\r\n".repeat(400_000).into_bytes();
     let (mut sent, began) = (0, Instant::now());
-    // Until the server stops taking bytes (or has taken them all).
+    // Until the server stops taking bytes (or has taken them all): 3 s without progress. We
+    // never read, so nothing on our side slows the server down in the meantime.
     let mut last_progress = Instant::now();
-    while sent < pipeline.len() && last_progress.elapsed() < Duration::from_millis(500) {
+    while sent < pipeline.len() && last_progress.elapsed() < Duration::from_secs(3) {
         match conn.write(&pipeline[sent..]) {
             Ok(n) => (sent, last_progress) = (sent + n, Instant::now()),
             Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
@@ -614,6 +620,9 @@ fn a_pipeline_nobody_reads_is_taken_in_a_few_requests_at_a_time() {
         assert!(began.elapsed() < Duration::from_secs(30), "still sending");
     }
     let grew_mib = rss_kib().saturating_sub(before) / 1024;
+    // It took some in and answered (so it was not merely slow to start), then stopped.
+    assert!(sent >= 64 << 10, "the server took only {sent} bytes in");
+    assert!(conn.peek(&mut [0]).is_ok_and(|n| n == 1), "no answer began");
     assert!(sent < pipeline.len(), "the server took the whole {} MB pipeline in", pipeline.len() >> 20);
     assert!(grew_mib < 32, "the server grew by {grew_mib} MiB for a pipeline nobody reads");
 }
@@ -627,18 +636,22 @@ fn large_answers_give_their_memory_back_once_written() {
     let ids: Vec<u32> = (1..=100_000).collect();
     let url = format!("{}/status/{}", server.base, server.ingest(&ids, "LOW"));
     let before = rss_kib(server.pid());
+    let read = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..6 {
             scope.spawn(|| {
                 for _ in 0..2 {
-                    // 503 `overloaded` when answers not yet written hold all the memory they may.
-                    if let Ok(answer) = ureq::get(&url).call() {
-                        std::io::copy(&mut answer.into_reader(), &mut std::io::sink()).unwrap();
-                    }
+                    // Six answers of about 18 MB at a time stay within the default budget
+                    // (256 MiB), so none is refused `overloaded`.
+                    let answer = ureq::get(&url).call().expect("a status answer");
+                    let bytes = std::io::copy(&mut answer.into_reader(), &mut std::io::sink()).unwrap();
+                    assert!(bytes > 1 << 20, "{bytes} bytes");
+                    read.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
             });
         }
     });
+    assert_eq!(read.into_inner(), 12, "every large answer was read whole");
     let grew_mib = rss_kib(server.pid()).saturating_sub(before) / 1024;
     assert!(grew_mib < 64, "the server kept {grew_mib} MiB after its answers were out");
 }
@@ -652,11 +665,19 @@ fn a_burst_of_new_connections_finds_room_in_the_backlog() {
     let pid = server.pid().to_string();
     let signal = |name: &str| assert!(Command::new("kill").args([name, &pid]).status().unwrap().success());
     let addr = addr(&server);
+    // The kernel caps any backlog at net.core.somaxconn (128 on older kernels and in some
+    // containers): the burst is 500, or what that cap leaves room for.
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(4096);
+    let size = 500.min(somaxconn.saturating_sub(8));
+    assert!(size > 128, "net.core.somaxconn is {somaxconn}: no room to tell a larger backlog from std's 128");
     signal("-STOP");
     let burst: Vec<_> =
-        (0..500).map_while(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()).collect();
+        (0..size).map_while(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()).collect();
     signal("-CONT");
-    assert_eq!(burst.len(), 500, "the backlog was full after {} connections", burst.len());
+    assert_eq!(burst.len(), size, "the backlog was full after {} connections", burst.len());
     for mut conn in burst {
         conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         conn.write_all(GET.as_bytes()).expect("send");
@@ -690,7 +711,8 @@ fn sigterm_exits_within_the_shutdown_timeout_whatever_clients_do() {
     let (status, log) = server.terminate();
     let took = began.elapsed();
     assert!(status.success(), "{status:?}: {log}");
-    assert!(took < Duration::from_secs(2), "exit took {took:?} with stalled clients: {log}");
+    // The shutdown timeout (1 s) and a margin; the bug waits for the idle timeout (30 s).
+    assert!(took < Duration::from_secs(6), "exit took {took:?} with stalled clients: {log}");
 }
 
 /// The inodes of the sockets a process holds.
