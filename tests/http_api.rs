@@ -656,3 +656,63 @@ fn a_browser_cannot_post_ids_from_a_page_of_another_site() {
     let read = ureq::get(&format!("{}/queue", server.base)).set("Sec-Fetch-Site", "cross-site").call();
     assert_eq!(read.map(|r| r.status()).ok(), Some(200), "reads change nothing");
 }
+
+/// README (Pacing): FIFO within a priority is exact, even for simultaneous requests. With the
+/// pacer busy for an hour, 8 clients post 20 LOW ingestions each, all at once: every batch has
+/// its own position, and each client's come in the order it posted them (its answer came
+/// before its next request, so that is the order of acceptance).
+#[test]
+fn fifo_within_a_priority_is_exact_even_for_simultaneous_requests() {
+    const CLIENTS: usize = 8;
+    const EACH: u32 = 20;
+    let server = Server::start(&["--interval", "1h", "--fetch-delay", "1h"]);
+    server.ingest_released(&[1], "HIGH");
+    let start = Barrier::new(CLIENTS);
+    let posted: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..CLIENTS as u32)
+            .map(|c| {
+                let (server, start) = (&server, &start);
+                scope.spawn(move || {
+                    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+                    start.wait();
+                    (0..EACH)
+                        .map(|i| {
+                            let body = json!({"ids": [100 + c * EACH + i], "priority": "LOW"});
+                            let answer: Value = agent
+                                .post(&format!("{}/ingest", server.base))
+                                .send_json(body)
+                                .expect("an answer")
+                                .into_json()
+                                .unwrap();
+                            answer["ingestion_id"].as_str().unwrap().to_owned()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let positions: Vec<Vec<u64>> = posted
+        .iter()
+        .map(|ids| ids.iter().map(|id| server.status(id)["batches"][0]["position"].as_u64().unwrap()).collect())
+        .collect();
+    let mut all: Vec<u64> = positions.iter().flatten().copied().collect();
+    all.sort();
+    assert_eq!(all, (0..CLIENTS as u64 * u64::from(EACH)).collect::<Vec<_>>(), "positions are 0..160, each once");
+    for (client, positions) in positions.iter().enumerate() {
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "client {client} out of posting order: {positions:?}");
+    }
+}
+
+/// `--retain` holds in memory mode too: a completed ingestion is forgotten after it.
+#[test]
+fn retain_forgets_completed_ingestions_in_memory_mode() {
+    let server = Server::start(&["--interval", "10ms", "--fetch-delay", "1ms", "--retain", "1s"]);
+    let id = server.ingest(&[1], "LOW");
+    server.wait_status(&id, "completed");
+    let gone = wait_for("the completed ingestion to expire", PATIENCE, || {
+        let answer = server.get(&format!("/status/{id}"));
+        (answer.status == 404).then_some(answer)
+    });
+    assert_eq!(gone.json["error"], "not_found", "{gone:?}");
+}
