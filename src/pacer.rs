@@ -175,6 +175,10 @@ pub struct QueueReport {
     pub retrying: usize,
     /// While the upstream's pause (`Retry-After`) lasts, when it ends.
     pub paused_until: Option<Instant>,
+    /// When the next release can go if nothing new arrives: the head's slot, or with only
+    /// retries backing off, the first one's end (see `Scheduler::next_release`). Unlike
+    /// `outlook.next_release`, not the ETAs' base.
+    pub next_release: Option<Instant>,
 }
 
 /// The waiting work of one priority.
@@ -637,7 +641,9 @@ impl Queue {
         let in_flight =
             state.scheduler.in_flight_batch().map(|f| (Batch { ingestion: Arc::clone(&f.run), index: f.index }, f.at));
         let paused_until = outlook.paused_until;
-        QueueReport { outlook, levels, in_flight, retrying: state.scheduler.backing_off(), paused_until }
+        let next_release = outlook.next_release.or_else(|| state.scheduler.next_release(outlook.now));
+        let retrying = state.scheduler.backing_off();
+        QueueReport { outlook, levels, in_flight, retrying, paused_until, next_release }
     }
 
     /// The wall-clock time of one of the queue's instants.
@@ -783,6 +789,37 @@ mod tests {
         assert!(released.try_recv().is_err(), "released before the interval was out");
         queue.advance(&clock, Duration::from_micros(500));
         assert!(released.recv_timeout(Duration::from_secs(5)).is_ok());
+        pacer.stop();
+    }
+
+    /// With only a retry waiting out its backoff, `GET /queue` still says when the next release
+    /// can go: at the backoff's end, or the upstream's pause if that ends later.
+    #[test]
+    fn a_queue_with_only_a_retry_backing_off_reports_its_next_release() {
+        let clock = Arc::new(ManualClock::starting_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+        let (releases, released) = crossbeam_channel::unbounded();
+        let pacer = Pacer::start(Duration::from_secs(5), clock.clone(), releases);
+        let queue = pacer.queue();
+        queue.submit(Arc::new(Ingestion::new(Priority::Low, vec![1], 3, clock.wall_ms(), None)));
+        let release = released.recv_timeout(Duration::from_secs(5)).expect("released at once");
+        let start = queue.now();
+        let retry = |backoff, pause| Finished {
+            ended: Ended::Retry { backoff },
+            first_answer: None,
+            pause,
+            started_late: None,
+            at_ms: clock.wall_ms(),
+        };
+        queue.finish(&release.batch, retry(Duration::from_secs(30), None));
+        let report = queue.report();
+        assert_eq!((report.retrying, report.outlook.next_release), (1, None));
+        assert_eq!(report.next_release, Some(start + Duration::from_secs(30)));
+
+        queue.advance(&clock, Duration::from_secs(30));
+        let release = released.recv_timeout(Duration::from_secs(5)).expect("the retry");
+        queue.finish(&release.batch, retry(Duration::from_secs(1), Some(Duration::from_secs(60))));
+        let paused_until = queue.now() + Duration::from_secs(60);
+        assert_eq!(queue.report().next_release, Some(paused_until));
         pacer.stop();
     }
 }

@@ -480,7 +480,7 @@ fn queue_body(queue: &Queue, report: &QueueReport, storage: StorageBody) -> Queu
         queued_ids: report.levels.iter().map(|l| l.ids).sum(),
         priorities,
         in_flight,
-        next_release_at: outlook.next_release.map(time),
+        next_release_at: report.next_release.map(time),
         drain_seconds: drained_at.map_or(0.0, |t| seconds(t.saturating_duration_since(outlook.now))),
         drained_at: drained_at.map(time),
         retrying_batches: report.retrying,
