@@ -23,8 +23,7 @@ use crate::rfc3339;
 
 /// Headers every answer carries, ours and the relay's: status and queue data go stale at once,
 /// and no answer is to be read as another type than it says.
-pub(crate) const EVERY_ANSWER: [(&str, &str); 2] =
-    [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")];
+const EVERY_ANSWER: [(&str, &str); 2] = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")];
 
 /// What to answer: a status code and a body (JSON unless a page says otherwise).
 #[derive(Debug, PartialEq, Eq)]
@@ -71,6 +70,23 @@ impl Reply {
         };
         let detail = error.to_string();
         Reply { allow, retry_after, ..Reply::json(error.status(), &ErrorBody { error: error.code(), detail: &detail }) }
+    }
+
+    /// Every header the answer carries but its framing (`Content-Length`, `Connection`,
+    /// `Date`), whoever writes it: tiny_http, or the relay for what it answers itself.
+    pub(crate) fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![("Content-Type", self.content_type.to_owned())];
+        headers.extend(EVERY_ANSWER.map(|(name, value)| (name, value.to_owned())));
+        if self.content_type.starts_with("text/html") {
+            // The pages take a token and submit work: no other site may frame them.
+            headers.push(("Content-Security-Policy", "frame-ancestors 'none'".to_owned()));
+        }
+        headers.extend(self.allow.map(|allow| ("Allow", allow.to_owned())));
+        headers.extend(self.retry_after.map(|seconds| ("Retry-After", seconds.to_string())));
+        if self.status == 401 {
+            headers.push(("WWW-Authenticate", "Bearer".to_owned()));
+        }
+        headers
     }
 }
 

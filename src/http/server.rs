@@ -331,14 +331,30 @@ fn frame_check(conn: Option<&Conn>, request: &Request) -> Result<(), ApiError> {
             // what tiny_http already took of it is refused until then.
             conn.quarantine();
             conn.close_after_answers();
-            log::info(format_args!(
-                "ambiguous framing from {}: nothing more from that connection is acted on",
-                conn.peer()
-            ));
+            log_framing(conn);
         }
         return Err(error);
     }
     Ok(())
+}
+
+/// Logs a connection refused for its framing: through `log-writer`, since a pump calls it under
+/// its turn lock, and once a second at most, since a client can send such requests as fast as
+/// it likes.
+fn log_framing(conn: &Conn) {
+    static THROTTLE: parking_lot::Mutex<log::Throttle> =
+        parking_lot::Mutex::new(log::Throttle::new(Duration::from_secs(1)));
+    if let Some(record) = framing_record(&mut THROTTLE.lock(), Instant::now(), &conn.peer()) {
+        log::info_later(format_args!("{record}"));
+    }
+}
+
+fn framing_record(throttle: &mut log::Throttle, now: Instant, peer: &dyn std::fmt::Display) -> Option<String> {
+    let more = match throttle.admit(now)? {
+        0 => String::new(),
+        n => format!(" ({n} more since the last such record)"),
+    };
+    Some(format!("ambiguous framing from {peer}: nothing more from that connection is acted on{more}"))
 }
 
 /// The checks made after [`frame_check`], before anything acts on a request, in this order.
@@ -448,26 +464,12 @@ fn lost_place(conn: Option<&Conn>) {
 }
 
 fn respond(request: Request, reply: Reply) {
+    let headers = reply.headers();
     // Held until the answer is written out, whatever the client does.
     let _held = reply.held;
-    let mut response = Response::from_data(reply.body)
-        .with_status_code(reply.status)
-        .with_header(header("Content-Type", reply.content_type.into()));
-    for (name, value) in api::EVERY_ANSWER {
-        response.add_header(header(name, value.into()));
-    }
-    if reply.content_type.starts_with("text/html") {
-        // The pages take a token and submit work: no other site may frame them.
-        response.add_header(header("Content-Security-Policy", "frame-ancestors 'none'".into()));
-    }
-    if let Some(allow) = reply.allow {
-        response.add_header(header("Allow", allow.into()));
-    }
-    if let Some(seconds) = reply.retry_after {
-        response.add_header(header("Retry-After", seconds.to_string()));
-    }
-    if reply.status == 401 {
-        response.add_header(header("WWW-Authenticate", "Bearer".into()));
+    let mut response = Response::from_data(reply.body).with_status_code(reply.status);
+    for (name, value) in headers {
+        response.add_header(header(name, value));
     }
     // The client may have gone; there is nobody left to tell.
     let _ = request.respond(response);
@@ -520,5 +522,19 @@ mod tests {
             assert_eq!(status("/fine"), 404);
         }
         server.stop();
+    }
+
+    /// A client may send refused framings as fast as it likes: one record a second at most,
+    /// counting the rest, so the log (written under a pump's turn lock) keeps up.
+    #[test]
+    fn refused_framings_are_logged_once_a_second() {
+        let mut throttle = log::Throttle::new(Duration::from_secs(1));
+        let start = Instant::now();
+        let records: Vec<String> = (0..40u64)
+            .filter_map(|ms| framing_record(&mut throttle, start + Duration::from_millis(ms * 50), &"1.2.3.4:5"))
+            .collect();
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert!(records[0].ends_with("nothing more from that connection is acted on"), "{records:?}");
+        assert!(records[1].ends_with("acted on (19 more since the last such record)"), "{records:?}");
     }
 }

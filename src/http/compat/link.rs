@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::relay::Cut;
 use super::tracker::{BodyFault, Caps, Malformed, Position, Refusal, Tracker, Verdict};
-use crate::http::api::{Reply, EVERY_ANSWER};
+use crate::http::api::Reply;
 use crate::http::error::ApiError;
 
 /// The most bytes buffered in each direction.
@@ -591,6 +591,10 @@ fn malformed(what: Malformed) -> &'static str {
 pub(super) fn raw_reply(reply: &Reply) -> Vec<u8> {
     let reason = match reply.status {
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
@@ -600,14 +604,12 @@ pub(super) fn raw_reply(reply: &Reply) -> Vec<u8> {
         505 => "HTTP Version Not Supported",
         _ => "Error",
     };
-    let retry_after = reply.retry_after.map(|seconds| format!("Retry-After: {seconds}\r\n")).unwrap_or_default();
-    let every: String = EVERY_ANSWER.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    let headers: String = reply.headers().iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
     // RFC 9110 (6.6.1): an origin server with a clock sends `Date`.
     let date = httpdate::fmt_http_date(SystemTime::now());
     let mut bytes = format!(
-        "HTTP/1.1 {} {reason}\r\nDate: {date}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{every}{retry_after}Connection: close\r\n\r\n",
+        "HTTP/1.1 {} {reason}\r\nDate: {date}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n",
         reply.status,
-        reply.content_type,
         reply.body.len()
     )
     .into_bytes();
@@ -1010,5 +1012,19 @@ mod tests {
         sim.step(&format!("c:{GET}"));
         sim.step("c-fails");
         assert!(sim.link.closable());
+    }
+
+    /// The relay's own answers carry the headers tiny_http's do, from the same list.
+    #[test]
+    fn a_raw_reply_carries_every_header_of_the_reply() {
+        use crate::http::error::ApiError;
+        let text = |error: &ApiError| String::from_utf8(raw_reply(&Reply::error(error))).unwrap();
+        let refused = text(&ApiError::MethodNotAllowed { method: "PUT".into(), allow: "POST" });
+        assert!(refused.starts_with("HTTP/1.1 405 Method Not Allowed\r\nDate: "), "{refused}");
+        for line in ["Allow: POST", "Content-Type: application/json", "Cache-Control: no-store", "Connection: close"] {
+            assert!(refused.contains(&format!("\r\n{line}\r\n")), "{line} in {refused}");
+        }
+        let full = text(&ApiError::Overloaded);
+        assert!(full.contains("\r\nRetry-After: 1\r\n") && !full.contains("Allow:"), "{full}");
     }
 }
