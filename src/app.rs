@@ -58,6 +58,27 @@ impl Default for Storage {
     }
 }
 
+/// Why the service did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The data directory's journal cannot be used: locked by another process, damaged, or
+    /// not readable or writable.
+    Journal(journal::OpenError),
+    /// The journal's thread could not be started.
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Journal(error) => error.fmt(f),
+            StartError::Thread(error) => write!(f, "cannot start the journal thread: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
 /// Why an ingestion was not accepted. Nothing accepted before is affected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestError {
@@ -103,7 +124,12 @@ impl App {
 
     /// Starts the service; with a data directory, replays its journal first. Failed releases are
     /// retried by the default policy (see [`App::open_with`]).
-    pub fn open(pacing: Pacing, clock: Arc<dyn Clock>, api: impl ExternalApi, storage: Storage) -> Result<App, String> {
+    pub fn open(
+        pacing: Pacing,
+        clock: Arc<dyn Clock>,
+        api: impl ExternalApi,
+        storage: Storage,
+    ) -> Result<App, StartError> {
         App::open_with(pacing, Retry::default_for(pacing.interval), clock, api, storage)
     }
 
@@ -115,7 +141,7 @@ impl App {
         clock: Arc<dyn Clock>,
         api: impl ExternalApi,
         storage: Storage,
-    ) -> Result<App, String> {
+    ) -> Result<App, StartError> {
         assert!(pacing.batch_size >= 1, "batch size must be at least 1");
         let store = Arc::new(Store::new(storage.retain));
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -126,11 +152,11 @@ impl App {
             None => None,
             Some(dir) => {
                 // Locks the directory first: a second instance stops here, naming the holder.
-                let mut opened = journal::open(Arc::clone(&storage.disk), dir).map_err(|e| e.to_string())?;
+                let mut opened = journal::open(Arc::clone(&storage.disk), dir).map_err(StartError::Journal)?;
                 let recovered = std::mem::take(&mut opened.recovered.ingestions);
                 recovered_ids = restore(&store, &queue, recovered, &opened.recovered, dir, api.has_wire());
                 let journal = Journal::start(opened, Arc::clone(&store), queue.clone(), storage.compaction)
-                    .map_err(|e| format!("cannot start the journal thread: {e}"))?;
+                    .map_err(StartError::Thread)?;
                 Some(journal)
             }
         };

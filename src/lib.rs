@@ -54,7 +54,7 @@ mod store;
 pub mod upstream;
 pub mod worker;
 
-pub use app::{App, IngestError, Pacing, Storage};
+pub use app::{App, IngestError, Pacing, StartError, Storage};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use model::{BatchStatus, Id, Ingestion, Priority};
 pub use pacer::{Pacer, Parked, Queue, Release};

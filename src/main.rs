@@ -69,11 +69,13 @@ fn run(config: &Config) -> Result<(), String> {
                 target.shown(),
                 target.timeout
             ));
-            App::open_with(config.pacing, config.retry, Arc::new(SystemClock), upstream, storage)?
+            App::open_with(config.pacing, config.retry, Arc::new(SystemClock), upstream, storage)
+                .map_err(|e| e.to_string())?
         }
         None => {
             let api = SimulatedApi { delay: config.fetch_delay };
-            App::open_with(config.pacing, config.retry, Arc::new(SystemClock), api, storage)?
+            App::open_with(config.pacing, config.retry, Arc::new(SystemClock), api, storage)
+                .map_err(|e| e.to_string())?
         }
     });
     app.set_max_queued_ids(config.max_queued_ids as u64);
