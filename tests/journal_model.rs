@@ -1,9 +1,11 @@
 //! Compaction, retention and restarts against an in-memory model: random operations on the
 //! real core (journal, pacer and worker threads) on a manual clock, restarting at random points.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use ingestd::journal::Compaction;
@@ -13,11 +15,16 @@ use ingestd::{
 use proptest::prelude::*;
 use uuid::Uuid;
 
-/// An external API that answers at once.
-struct Immediate;
+/// An external API that answers at once, and records every id it is called with, across
+/// restarts: the model's oracle for what ran, independent of what the service reports.
+#[derive(Clone, Default)]
+struct Immediate {
+    calls: Arc<Mutex<Vec<Id>>>,
+}
 
 impl ExternalApi for Immediate {
     fn fetch(&mut self, id: Id) -> Result<ApiResponse, ApiError> {
+        self.calls.lock().unwrap().push(id);
         Ok(ApiResponse { id: u64::from(id), data: "processed".into() })
     }
 }
@@ -28,6 +35,7 @@ const RETAIN: Duration = Duration::from_secs(30);
 struct Service {
     app: App,
     clock: Arc<ManualClock>,
+    api: Immediate,
 }
 
 impl Service {
@@ -36,6 +44,10 @@ impl Service {
     }
 
     fn open_retaining(dir: &Path, wall: SystemTime, min_records: u64, retain: Duration) -> Service {
+        Service::open_with(dir, wall, min_records, retain, Immediate::default())
+    }
+
+    fn open_with(dir: &Path, wall: SystemTime, min_records: u64, retain: Duration, api: Immediate) -> Service {
         let clock = Arc::new(ManualClock::starting_at(wall));
         let storage = Storage {
             data_dir: Some(dir.to_owned()),
@@ -44,8 +56,8 @@ impl Service {
             ..Storage::default()
         };
         let pacing = Pacing { interval: Duration::from_secs(5), batch_size: 3 };
-        let app = App::open(pacing, clock.clone(), Immediate, storage).expect("the journal opens");
-        Service { app, clock }
+        let app = App::open(pacing, clock.clone(), api.clone(), storage).expect("the journal opens");
+        Service { app, clock, api }
     }
 
     fn settle(&self) {
@@ -62,10 +74,10 @@ impl Service {
     }
 
     fn restart_retaining(self, dir: &Path, min_records: u64, retain: Duration) -> Service {
-        let wall = self.clock.wall();
+        let (wall, api) = (self.clock.wall(), self.api.clone());
         assert!(self.app.shutdown(PATIENCE));
         drop(self);
-        Service::open_retaining(dir, wall, min_records, retain)
+        Service::open_with(dir, wall, min_records, retain, api)
     }
 }
 
@@ -94,17 +106,20 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ingestd-model-{}", Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Every known ingestion is there exactly as it was (or gone, if it expired), and no status
-/// went backwards.
+/// went backwards. Against the calls the API saw: no id was called twice (restarts here are
+/// clean, so nothing runs again and no batch has more than one attempt), a batch is completed
+/// if and only if all its ids were called, and waits if and only if none was (the pacer is
+/// settled: nothing is in flight).
 fn check(service: &Service, model: &mut HashMap<Uuid, Known>) -> Result<(), TestCaseError> {
     let now_ms =
         u64::try_from(service.clock.wall().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    let calls = service.api.calls.lock().unwrap().clone();
+    let mut counted: HashMap<Id, usize> = HashMap::new();
+    for id in &calls {
+        *counted.entry(*id).or_default() += 1;
+    }
+    prop_assert!(counted.values().all(|&n| n == 1), "an id was called twice: {:?}", calls);
     for (id, known) in model.iter_mut() {
         let expired = known.completed_at_ms.is_some_and(|t| now_ms - t > RETAIN.as_millis() as u64);
         let Some(found) = service.app.ingestion(id) else {
@@ -116,6 +131,17 @@ fn check(service: &Service, model: &mut HashMap<Uuid, Known>) -> Result<(), Test
         prop_assert_eq!(found.ids(), &known.ids[..]);
         let batch_ids: Vec<Uuid> = found.batches().map(|b| b.batch_id).collect();
         prop_assert_eq!(&batch_ids, &known.batch_ids);
+        for batch in found.batches() {
+            let called = batch.ids.iter().filter(|id| counted.contains_key(id)).count();
+            prop_assert!(batch.attempts <= 1, "{} ran {} times", batch.batch_id, batch.attempts);
+            match batch.status {
+                BatchStatus::Completed => {
+                    prop_assert_eq!(called, batch.ids.len(), "{} completed uncalled", batch.batch_id)
+                }
+                BatchStatus::YetToStart => prop_assert_eq!(called, 0, "{} waits, yet was called", batch.batch_id),
+                other => prop_assert!(false, "{} is {:?} with nothing in flight", batch.batch_id, other),
+            }
+        }
         let statuses: Vec<BatchStatus> = found.batches().map(|b| b.status).collect();
         for (before, now) in known.statuses.iter().zip(&statuses) {
             prop_assert!(before != &BatchStatus::Completed || now == &BatchStatus::Completed, "{} went back", id);
@@ -127,11 +153,12 @@ fn check(service: &Service, model: &mut HashMap<Uuid, Known>) -> Result<(), Test
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     #[test]
     fn compaction_retention_and_restarts_keep_every_live_ingestion(ops in proptest::collection::vec(op(), 1..40)) {
-        let dir = temp_dir();
+        let temp = common::TempDir::new("model");
+        let dir = temp.0.clone();
         let mut service = Service::open(&dir, SystemTime::now(), 6);
         let mut model: HashMap<Uuid, Known> = HashMap::new();
         let mut next_id = 1;
@@ -155,14 +182,27 @@ proptest! {
         }
         service = service.restart(&dir, 6);
         check(&service, &mut model)?;
+        // Everything still waiting runs, one batch per interval.
+        let waiting: usize = model.values().map(|k| k.statuses.iter().filter(|s| **s != BatchStatus::Completed).count()).sum();
+        for _ in 0..waiting {
+            service.advance(Duration::from_secs(5));
+            check(&service, &mut model)?;
+        }
+        for (id, known) in &model {
+            // Gone only if expired, which `check` has made sure of.
+            if service.app.ingestion(id).is_some() {
+                let done = known.statuses.iter().all(|s| *s == BatchStatus::Completed);
+                prop_assert!(done, "{} never completed: {:?}", id, known);
+            }
+        }
         drop(service);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
 #[test]
 fn compaction_shrinks_the_journal_to_the_live_ingestions() {
-    let dir = temp_dir();
+    let temp = common::TempDir::new("model");
+    let dir = temp.0.clone();
     let retain = Duration::from_secs(3600);
     let service = Service::open_retaining(&dir, SystemTime::now(), 20, retain);
     let ids: Vec<Uuid> = (1..=12).map(|i| service.app.ingest(Priority::Low, vec![i, i, i, i], None).unwrap()).collect();
@@ -185,5 +225,4 @@ fn compaction_shrinks_the_journal_to_the_live_ingestions() {
     let service = service.restart_retaining(&dir, 20, retain);
     assert!(ids.iter().all(|id| service.app.ingestion(id).is_none()));
     drop(service);
-    let _ = std::fs::remove_dir_all(&dir);
 }
