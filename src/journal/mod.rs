@@ -40,7 +40,7 @@ pub(crate) use replay::{replay_v1, Corrupt, Recovered};
 pub use seal::SEAL_NAME;
 
 use compact::Ready;
-use replay::{Part, Replay};
+use replay::{FileEnd, Part, Replay};
 use seal::{Seal, Verdict};
 
 use crate::log;
@@ -189,23 +189,12 @@ pub struct Opened {
 pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
     let path = dir.join(FILE_NAME);
     let segment_path = dir.join(SEGMENT_NAME);
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |error| OpenError::Io { path, error }
-    };
-    disk.create_dir_all(dir).map_err(|error| match error.kind() {
-        io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => OpenError::NotADirectory { dir: dir.to_owned() },
-        _ => OpenError::Io { path: dir.to_owned(), error },
-    })?;
-    let lock = disk.lock(dir).map_err(|error| match error {
-        LockError::Held { pid } => OpenError::Locked { dir: dir.to_owned(), pid },
-        LockError::Io(error) => OpenError::Io { path: dir.join(LOCK_FILE), error },
-    })?;
-    remove_if_there(&*disk, &dir.join(TEMP_NAME)).map_err(io(&dir.join(TEMP_NAME)))?;
+    let lock = lock_dir(&*disk, dir)?;
+    remove_if_there(&*disk, &dir.join(TEMP_NAME)).map_err(io_at(&dir.join(TEMP_NAME)))?;
     let seal = read_seal(&*disk, dir)?;
-    let base = read(&*disk, &path).map_err(io(&path))?;
-    let segment = read(&*disk, &segment_path).map_err(io(&segment_path))?;
-    let (recovered, file, active, segment) = match (base, segment) {
+    let base = read(&*disk, &path).map_err(io_at(&path))?;
+    let segment = read(&*disk, &segment_path).map_err(io_at(&segment_path))?;
+    let Found { recovered, file, active, segment } = match (base, segment) {
         (None, Some(_)) => {
             let reason = format!("there is no {FILE_NAME} before it");
             return Err(OpenError::Corrupt { path: segment_path, corrupt: Corrupt { offset: 0, reason } });
@@ -217,71 +206,9 @@ pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
                 }
             }
             let (recovered, file) = upgrade_or_create(&*disk, dir)?;
-            (recovered, file, path, None)
+            Found { recovered, file, active: path, segment: None }
         }
-        (Some(base), segment) => {
-            let corrupt = |path: &Path| {
-                let path = path.to_owned();
-                move |corrupt| OpenError::Corrupt { path, corrupt }
-            };
-            let mut replay = Replay::default();
-            let base_end = replay.file(&base, Part::Base).map_err(corrupt(&path))?;
-            let base_seq = replay.seq();
-            let segment_end = match &segment {
-                // A segment whose groups do not follow a torn `journal.v2` is damage there: the
-                // segment was made after every group of it was synced.
-                Some(bytes) => {
-                    Some(replay.file(bytes, Part::Segment).map_err(|in_segment| match &base_end.torn_tail {
-                        Some((offset, reason)) => {
-                            let reason = format!("{reason}, and {SEGMENT_NAME} continues it");
-                            OpenError::Corrupt { path: path.clone(), corrupt: Corrupt { offset: *offset, reason } }
-                        }
-                        None => OpenError::Corrupt { path: segment_path.clone(), corrupt: in_segment },
-                    })?)
-                }
-                None => None,
-            };
-            if let Some(seal) = &seal {
-                let end = if seal.file == FILE_NAME { Some(&base_end) } else { segment_end.as_ref() };
-                match seal.check(end, replay.seq()) {
-                    Verdict::Whole => {}
-                    Verdict::Stale => {
-                        log::warn(format_args!("ignoring {SEAL_NAME}: groups were added after the clean stop it seals"))
-                    }
-                    Verdict::Damaged(corrupt) => return Err(unsealed(dir, seal.file, corrupt)),
-                }
-                // Gone before anything changes: a start cut short must not find it stale.
-                disk.remove(&dir.join(SEAL_NAME))
-                    .and_then(|()| disk.sync_dir(dir))
-                    .map_err(io(&dir.join(SEAL_NAME)))?;
-            }
-            // Left by an upgrade that stopped after its rename: the version 2 file has it all.
-            remove_v1(&*disk, dir).map_err(io(&dir.join(FILE_NAME_V1)))?;
-            match segment_end {
-                Some(end) if end.added > 0 => {
-                    // The segment was made after every group of `journal.v2` was synced.
-                    let said = match (&base_end.torn_tail, base_end.clean_stop) {
-                        (Some((offset, reason)), _) => Some((*offset, reason.clone())),
-                        (None, true) => Some((base_end.valid_len, "it ends in a clean stop".to_owned())),
-                        (None, false) => None,
-                    };
-                    if let Some((offset, reason)) = said {
-                        let reason = format!("{reason}, and {SEGMENT_NAME} continues it");
-                        return Err(OpenError::Corrupt { path, corrupt: Corrupt { offset, reason } });
-                    }
-                    let file = disk.open(&segment_path).map_err(io(&segment_path))?;
-                    (replay.finish(&end), file, segment_path, Some(base_seq))
-                }
-                end => {
-                    if end.is_some() {
-                        // Only copies of groups `journal.v2` holds, or nothing acknowledged.
-                        disk.remove(&segment_path).and_then(|()| disk.sync_dir(dir)).map_err(io(&segment_path))?;
-                    }
-                    let file = disk.open(&path).map_err(io(&path))?;
-                    (replay.finish(&base_end), file, path, None)
-                }
-            }
-        }
+        (Some(base), segment) => replay_existing(&*disk, dir, &base, segment.as_deref(), seal.as_ref())?,
     };
     if let Some((offset, reason)) = &recovered.torn_tail {
         log::warn(format_args!(
@@ -292,10 +219,112 @@ pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<Opened, OpenError> {
     if recovered.torn_tail.is_some() || recovered.clean_stop {
         // Cut (and synced) before anything is appended: a later crash must not leave a torn
         // group after a clean stop, nor new groups after damaged bytes.
-        file.set_len(recovered.valid_len).and_then(|()| file.sync_all()).map_err(io(&active))?;
+        file.set_len(recovered.valid_len).and_then(|()| file.sync_all()).map_err(io_at(&active))?;
     }
     let len = recovered.valid_len;
     Ok(Opened { recovered, disk, lock, file, dir: dir.to_owned(), len, segment })
+}
+
+/// What a start found: the state replayed, the file to append to (`active`), and, if that is a
+/// segment, the last group number of the `journal.v2` before it.
+struct Found {
+    recovered: Recovered,
+    file: Box<dyn DiskFile>,
+    active: PathBuf,
+    segment: Option<u64>,
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OpenError {
+    let path = path.to_owned();
+    move |error| OpenError::Io { path, error }
+}
+
+fn corrupt_at(path: &Path) -> impl FnOnce(Corrupt) -> OpenError {
+    let path = path.to_owned();
+    move |corrupt| OpenError::Corrupt { path, corrupt }
+}
+
+/// Makes `dir` if need be and takes its lock: a second instance stops here, naming the holder.
+fn lock_dir(disk: &dyn Disk, dir: &Path) -> Result<DirLock, OpenError> {
+    disk.create_dir_all(dir).map_err(|error| match error.kind() {
+        io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => OpenError::NotADirectory { dir: dir.to_owned() },
+        _ => OpenError::Io { path: dir.to_owned(), error },
+    })?;
+    disk.lock(dir).map_err(|error| match error {
+        LockError::Held { pid } => OpenError::Locked { dir: dir.to_owned(), pid },
+        LockError::Io(error) => OpenError::Io { path: dir.join(LOCK_FILE), error },
+    })
+}
+
+/// Replays `journal.v2` (`base`) and the segment after it, checks them against the clean stop's
+/// seal, and picks the file the next group goes to.
+fn replay_existing(
+    disk: &dyn Disk,
+    dir: &Path,
+    base: &[u8],
+    segment: Option<&[u8]>,
+    seal: Option<&Seal>,
+) -> Result<Found, OpenError> {
+    let (path, segment_path) = (dir.join(FILE_NAME), dir.join(SEGMENT_NAME));
+    let mut replay = Replay::default();
+    let base_end = replay.file(base, Part::Base).map_err(corrupt_at(&path))?;
+    let base_seq = replay.seq();
+    // A segment whose groups do not follow a torn `journal.v2` is damage there: the segment was
+    // made after every group of it was synced.
+    let segment_end = segment
+        .map(|bytes| {
+            replay.file(bytes, Part::Segment).map_err(|in_segment| match &base_end.torn_tail {
+                Some((offset, reason)) => {
+                    let reason = format!("{reason}, and {SEGMENT_NAME} continues it");
+                    OpenError::Corrupt { path: path.clone(), corrupt: Corrupt { offset: *offset, reason } }
+                }
+                None => OpenError::Corrupt { path: segment_path.clone(), corrupt: in_segment },
+            })
+        })
+        .transpose()?;
+    if let Some(seal) = seal {
+        let end = if seal.file == FILE_NAME { Some(&base_end) } else { segment_end.as_ref() };
+        check_seal(disk, dir, seal, end, replay.seq())?;
+    }
+    // Left by an upgrade that stopped after its rename: the version 2 file has it all.
+    remove_v1(disk, dir).map_err(io_at(&dir.join(FILE_NAME_V1)))?;
+    match segment_end {
+        Some(end) if end.added > 0 => {
+            // The segment was made after every group of `journal.v2` was synced.
+            let said = match (&base_end.torn_tail, base_end.clean_stop) {
+                (Some((offset, reason)), _) => Some((*offset, reason.clone())),
+                (None, true) => Some((base_end.valid_len, "it ends in a clean stop".to_owned())),
+                (None, false) => None,
+            };
+            if let Some((offset, reason)) = said {
+                let reason = format!("{reason}, and {SEGMENT_NAME} continues it");
+                return Err(OpenError::Corrupt { path, corrupt: Corrupt { offset, reason } });
+            }
+            let file = disk.open(&segment_path).map_err(io_at(&segment_path))?;
+            Ok(Found { recovered: replay.finish(&end), file, active: segment_path, segment: Some(base_seq) })
+        }
+        end => {
+            if end.is_some() {
+                // Only copies of groups `journal.v2` holds, or nothing acknowledged.
+                disk.remove(&segment_path).and_then(|()| disk.sync_dir(dir)).map_err(io_at(&segment_path))?;
+            }
+            let file = disk.open(&path).map_err(io_at(&path))?;
+            Ok(Found { recovered: replay.finish(&base_end), file, active: path, segment: None })
+        }
+    }
+}
+
+/// Checks where the journal ends against the clean stop's seal, then removes the seal, before
+/// anything changes: a start cut short must not find it stale.
+fn check_seal(disk: &dyn Disk, dir: &Path, seal: &Seal, end: Option<&FileEnd>, seq: u64) -> Result<(), OpenError> {
+    match seal.check(end, seq) {
+        Verdict::Whole => {}
+        Verdict::Stale => {
+            log::warn(format_args!("ignoring {SEAL_NAME}: groups were added after the clean stop it seals"))
+        }
+        Verdict::Damaged(corrupt) => return Err(unsealed(dir, seal.file, corrupt)),
+    }
+    disk.remove(&dir.join(SEAL_NAME)).and_then(|()| disk.sync_dir(dir)).map_err(io_at(&dir.join(SEAL_NAME)))
 }
 
 fn unsealed(dir: &Path, file: &str, corrupt: Corrupt) -> OpenError {
