@@ -77,8 +77,6 @@ fn sixty_four_new_keep_alive_connections_are_all_served() {
     assert_eq!(stranded, 0, "connections that never got an answer");
 }
 
-/// The value of the unlabelled series `name` on the server's `/metrics`.
-
 #[test]
 fn a_first_request_waiting_for_its_body_is_not_taken_for_stranded() {
     let server = common::Server::start(&["--interval", "1h"]);

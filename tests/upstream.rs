@@ -333,14 +333,6 @@ fn against(upstream: &Upstream, batch_size: &str, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
-#[track_caller]
-fn wait_status(server: &Server, id: &str, want: &str) -> serde_json::Value {
-    wait_for(&format!("the ingestion to be {want}"), Duration::from_secs(15), || {
-        let status = server.status(id);
-        (status["status"] == want).then_some(status)
-    })
-}
-
 fn paths(upstream: &Upstream) -> Vec<String> {
     upstream.arrivals().into_iter().map(|a| a.path).collect()
 }
@@ -350,7 +342,7 @@ fn delivered_ids_are_never_sent_again_and_a_retryable_5xx_goes_on_with_the_relea
     let upstream = Upstream::start(vec![Reply::Status(200), Reply::Status(500), Reply::Status(200)]);
     let server = against(&upstream, "3", &["--retry-min-backoff", "50ms"]);
     let id = server.ingest(&[1, 2, 3], "LOW");
-    let status = wait_status(&server, &id, "completed");
+    let status = server.wait_status(&id, "completed");
     assert_eq!(paths(&upstream), ["/items/1", "/items/2", "/items/3", "/items/2"]);
     let batch = &status["batches"][0];
     assert_eq!((&batch["attempts"], &batch["failed_ids"]), (&json!(2), &json!([])), "{status}");
@@ -363,7 +355,7 @@ fn a_503_stops_the_release_and_the_rest_waits_for_the_retry() {
     let upstream = Upstream::start(vec![Reply::Status(200), Reply::Status(503)]);
     let server = against(&upstream, "3", &["--retry-min-backoff", "50ms"]);
     let id = server.ingest(&[1, 2, 3], "LOW");
-    wait_status(&server, &id, "completed");
+    server.wait_status(&id, "completed");
     assert_eq!(paths(&upstream), ["/items/1", "/items/2", "/items/2", "/items/3"]);
 }
 
@@ -372,7 +364,7 @@ fn a_4xx_is_permanent_and_the_release_goes_on() {
     let upstream = Upstream::start(vec![Reply::Status(200), Reply::Body(404, "no such item\n")]);
     let server = against(&upstream, "3", &["--retry-min-backoff", "20ms"]);
     let id = server.ingest(&[1, 2, 3], "MEDIUM");
-    let status = wait_status(&server, &id, "failed");
+    let status = server.wait_status(&id, "failed");
     let batch = &status["batches"][0];
     assert_eq!(
         (&batch["status"], &batch["attempts"], &batch["failed_ids"]),
@@ -382,7 +374,7 @@ fn a_4xx_is_permanent_and_the_release_goes_on() {
     assert!(error.starts_with("id 2: HTTP 404 after ") && error.ends_with(" ms: no such item"), "{error}");
     // Another ingestion goes through after it: nothing of the failed one is sent again.
     let next = server.ingest(&[4], "MEDIUM");
-    wait_status(&server, &next, "completed");
+    server.wait_status(&next, "completed");
     assert_eq!(paths(&upstream), ["/items/1", "/items/2", "/items/3", "/items/4"]);
 }
 
@@ -400,7 +392,7 @@ fn the_backoff_doubles_and_a_waiting_retry_shows_when_it_goes() {
     assert!(batch["last_error"].as_str().unwrap().starts_with("id 5: HTTP 500 after "), "{waiting}");
     let queue = server.get("/queue").json;
     assert_eq!((&queue["retrying_batches"], &queue["queued_batches"]), (&json!(1), &json!(0)), "{queue}");
-    wait_status(&server, &id, "completed");
+    server.wait_status(&id, "completed");
     let at: Vec<Instant> = upstream.arrivals().iter().map(|a| a.at).collect();
     assert_eq!(at.len(), 4);
     // Each wait is at least its backoff (200, 400, 800 ms). How much longer depends on the
@@ -443,8 +435,8 @@ fn retry_after_pauses_every_release_and_the_queue_shows_it() {
     for at in [&retrying["batches"][0]["retry_at"], &retrying["eta_completed"]] {
         assert!(at.as_str().is_some_and(|at| at >= paused_until.as_str()), "{at} before {paused_until}: {retrying}");
     }
-    wait_status(&server, &first, "completed");
-    wait_status(&server, &second, "completed");
+    server.wait_status(&first, "completed");
+    server.wait_status(&second, "completed");
     let arrivals = upstream.arrivals();
     assert_eq!(paths(&upstream), ["/items/1", "/items/1", "/items/2"]);
     let gap = arrivals[1].at - arrivals[0].at;
@@ -563,7 +555,7 @@ fn a_restart_between_a_failure_and_its_retry_keeps_the_retry_its_backoff_and_the
         assert_eq!(was[field], is[field], "{field} after the restart: {after}");
     }
     assert!(server.get("/queue").json["paused_until"].is_string(), "the pause is kept");
-    wait_status(&server, &id, "completed");
+    server.wait_status(&id, "completed");
     let arrivals = upstream.arrivals();
     // Id 1 is never sent again; ids 2 and 3 go once the pause is over, not at the restart.
     assert_eq!(paths(&upstream), ["/items/1", "/items/2", "/items/2", "/items/3"]);
@@ -591,7 +583,7 @@ fn a_pause_holds_across_a_restart_for_every_batch_queued() {
     });
     server.crash();
     let server = against(&upstream, "1", &args);
-    wait_status(&server, &id, "completed");
+    server.wait_status(&id, "completed");
     let arrivals = upstream.arrivals();
     assert_eq!(paths(&upstream), ["/items/1", "/items/1", "/items/2", "/items/3"]);
     for later in &arrivals[1..] {
@@ -614,7 +606,7 @@ fn across_a_restart_the_next_batch_waits_an_interval_after_the_last_first_answer
     // A clean stop lets the batch in flight finish: its answer comes 0.8 s after its release.
     server.terminate();
     let server = Server::start(&args);
-    wait_status(&server, &id, "completed");
+    server.wait_status(&id, "completed");
     let arrivals = upstream.arrivals();
     assert_eq!(paths(&upstream), ["/items/1", "/items/2"]);
     let gap = arrivals[1].at - arrivals[0].at;
