@@ -355,47 +355,43 @@ fn fetch_batch(
     let progress = deliver_pending(api, &release.batch, queue, stats);
     let ended = ending(&release.batch, policy, stats);
     let at_ms = queue.wall_ms();
-    let saved = match ended {
-        Ended::Completed => save_until_done(
-            journal,
-            &release.batch,
-            retry,
-            "completion",
-            |_| Record::Completed { ingestion_id, batch, at_ms },
-            |b, _| {
-                b.complete(at_ms);
-            },
-        ),
-        Ended::Failed | Ended::Retry { .. } => {
-            let (delivered, failed) = release.batch.ingestion.progress(batch as usize);
-            let after = |d: Duration| at_ms.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-            let retry_at_ms = match ended {
-                Ended::Retry { backoff } => after(backoff).max(1),
-                _ => 0,
-            };
-            let last_error = release.batch.ingestion.last_error(batch as usize).map(|e| e.to_string());
-            let paused_until_ms = progress.pause.map_or(0, after);
-            let record = Record::Progress {
-                ingestion_id,
-                batch,
-                at_ms,
-                delivered,
-                failed,
-                last_error,
-                retry_at_ms,
-                paused_until_ms,
-            };
-            save_until_done(
-                journal,
-                &release.batch,
-                retry,
-                "progress",
-                |_| record.clone(),
-                |b, _| {
-                    b.record_progress(at_ms, retry_at_ms);
-                },
-            )
-        }
-    };
+    let saved = save_ending(journal, &release.batch, retry, ended, progress.pause, at_ms);
     saved.then_some(Finished { ended, first_answer: progress.first_answer, pause: progress.pause, started_late, at_ms })
+}
+
+/// Journals how the release ended at `at_ms` (`completed`, or `progress` with what is left to
+/// retry, and the upstream's pause), and applies it to the batch; `false` if the service
+/// stopped first.
+fn save_ending(
+    journal: Option<&JournalHandle>,
+    batch: &Batch,
+    retry: &mut Retry<'_>,
+    ended: Ended,
+    pause: Option<Duration>,
+    at_ms: u64,
+) -> bool {
+    let (ingestion_id, index) = (batch.ingestion.id, batch.index);
+    if ended == Ended::Completed {
+        let record = |_| Record::Completed { ingestion_id, batch: index, at_ms };
+        return save_until_done(journal, batch, retry, "completion", record, |b, _| {
+            b.complete(at_ms);
+        });
+    }
+    let (delivered, failed) = batch.ingestion.progress(index as usize);
+    let after = |d: Duration| at_ms.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let retry_at_ms = match ended {
+        Ended::Retry { backoff } => after(backoff).max(1),
+        _ => 0,
+    };
+    let record = Record::Progress {
+        ingestion_id,
+        batch: index,
+        at_ms,
+        delivered,
+        failed,
+        last_error: batch.ingestion.last_error(index as usize).map(|e| e.to_string()),
+        retry_at_ms,
+        paused_until_ms: pause.map_or(0, after),
+    };
+    save_until_done(journal, batch, retry, "progress", |_| record.clone(), |b, _| b.record_progress(at_ms, retry_at_ms))
 }
