@@ -15,6 +15,12 @@
 //! `catch_unwind` (a panic costs one 500, not a thread) and writes the reply. This is the only
 //! module that touches tiny_http's request and response types; it never writes request data
 //! into a response header.
+//!
+//! Connections it ends: one whose framing is refused is quarantined (every later request of it
+//! gets `connection_rejected`, a chunked body of it is not waited for) and closed once its
+//! answers are out; so is one whose chunked body fails to decode or passes `--max-body` unread
+//! (its place in the stream is lost), and one refused after `Expect: 100-continue` (its body
+//! may follow). A GET or HEAD for a connection the relay has already closed gets a short refusal, not its answer.
 
 use std::cell::Cell;
 use std::io::{self, Read};

@@ -12,8 +12,9 @@
 //! connections it already has, and retire once it has been quiet for long enough that the idle
 //! timeout has closed them. A silent death is caught by a probe: every [`PROBE_EVERY`] the
 //! supervisor asks `GET /health` on tiny_http's socket, and after [`PROBE_FAILURES`] unanswered probes
-//! in a row it starts a new generation. If no new `Server` can be started, it exits the process
-//! loudly rather than keep a port that answers nobody.
+//! in a row it starts a new generation. If no new `Server` can be started in
+//! [`START_ATTEMPTS`] tries, it flushes the log, writes a fatal record and exits with status 70,
+//! rather than keep a port that answers nobody.
 //!
 //! A pump that writes an answer to a client that does not read blocks until the idle timeout
 //! cuts the client (tiny_http's writes block). So the supervisor also starts more pumps when

@@ -11,7 +11,13 @@
 //! damage found later at the end of the file is known to be corruption, not a torn write, even
 //! where it took the clean stop with it. Every file operation goes through [`Disk`].
 //!
-//! Compaction stays off the commit path: at a compaction point the journal thread moves its
+//! Each group is written where zeros reserved ahead of it (`RESERVE`, from spare room only)
+//! already lie, so an `fdatasync` does not change the file's size. After each group and every
+//! second, the thread checks that its files still have their names; a removed one is written
+//! again from memory before anything more is acknowledged.
+//!
+//! Compaction (when [`Compaction`] says: enough records, enough of them dead) stays off the
+//! commit path: at a compaction point the journal thread moves its
 //! appends to a segment (`journal.v2.next`), the `journal-compact` thread (`compact.rs`) writes
 //! the snapshot, and the journal thread, between two groups, copies the segment's last groups
 //! after it and renames it over `journal.v2` (the protocol: ARCHITECTURE.md, "The journal

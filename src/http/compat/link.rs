@@ -13,7 +13,9 @@
 //! ([`Link::client_shut`]), so that closing does not reset the connection under the client's
 //! reading. Each direction buffers at most [`CAP`] bytes: a side whose buffer towards the other is full is not read.
 //! The idle timeout counts progress, not bytes: within each, the client completes a head or a
-//! request (its body whole), or takes [`MIN_PROGRESS`] bytes of an answer, or it is cut.
+//! request (its body whole), or takes [`MIN_PROGRESS`] bytes of an answer, or it is cut. Bytes
+//! of an answer count once they leave the socket's send queue (the relay asks the kernel,
+//! which may queue megabytes a client never reads). Our own answers carry a `Date`.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};

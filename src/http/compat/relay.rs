@@ -17,6 +17,15 @@
 //! timeout on the client side and owns the connection's identity (the quarantine's key), so a
 //! connection ends, with everything it held, when the client is silent, and at shutdown.
 //!
+//! Room for new clients: a connection takes [`FDS_PER_CONNECTION`] file descriptors, and
+//! tiny_http's accept loop ends when it runs out, so near the most the open-files limit allows
+//! (less [`FDS_KEPT`]), connections idle for [`IDLE_ENOUGH`] or more (between requests, or in a
+//! head they began) are closed, longest idle first, to keep [`HEADROOM`] free; each relay closes
+//! its own and wakes the others when it has none. With none idle, a new client gets `503
+//! overloaded`, as does one that tiny_http's full backlog turns away for [`CONNECT_PATIENCE`].
+//! Each head goes to tiny_http stamped with a per-process secret, so a request that did not
+//! come through a relay (none can be trusted) is known.
+//!
 //! Why epoll rather than threads per connection: a thread pair per connection cost two thread
 //! wake-ups per request; here, under load, one wake-up serves many ready sockets.
 //! Level-triggered: a socket is watched only for what its link wants (reading while its buffer
@@ -918,14 +927,14 @@ fn connect(server: &Path) -> io::Result<OwnedFd> {
     Ok(socket)
 }
 
-/// Nonzero while the peer has not taken all that was written to the socket (`SIOCOUTQ`: for a
+/// Nonzero while the peer has not taken all that was written to the socket (`TIOCOUTQ`: for a
 /// TCP socket, the bytes not yet acknowledged; for a Unix socket, the memory its unread
 /// buffers take, not their bytes).
 #[allow(unsafe_code)]
 fn unread_by_peer(socket: &OwnedFd) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     let mut unread: libc::c_int = 0;
-    // SAFETY: `SIOCOUTQ` writes one `c_int` through the pointer, which points to `unread`; the
+    // SAFETY: `TIOCOUTQ` writes one `c_int` through the pointer, which points to `unread`; the
     // descriptor is borrowed from `socket` for the call.
     let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut unread) };
     if rc < 0 {

@@ -24,9 +24,11 @@
 //! before tiny_http sees it; so is a head line ending in LF alone (tiny_http would wait for its
 //! CRLF). So is every head tiny_http would answer with an empty `400` or `417`, or drop without
 //! a word (a request line or header line it cannot parse, a byte outside ASCII, an `Expect`
-//! other than `100-continue`), so that the client gets our JSON instead. Two things tiny_http
-//! gets wrong by the RFCs are taken out of the stream: empty lines before a request line, and
-//! `Expect: 100-continue` in an HTTP/1.0 request. Mistakes may only ever refuse too much.
+//! other than `100-continue`, `Connection` on two lines, of which tiny_http reads the first
+//! alone), so that the client gets our JSON instead. Three things tiny_http gets wrong by the
+//! RFCs are taken out of the stream: empty lines before a request line, `Expect: 100-continue`
+//! in an HTTP/1.0 request, and `Connection` in an HTTP/1.0 request (tiny_http would keep such a
+//! connection open without saying so; without it, the connection ends with its answer). Mistakes may only ever refuse too much.
 
 use crate::http::framing::is_token;
 use crate::http::limits::BODY_CEILING;
