@@ -13,11 +13,11 @@
 //! - `journal` ([`journal`], only with `--data-dir`) writes records in groups with one fsync each,
 //!   then inserts and submits what it saved, in journal order; it also sweeps, and starts and
 //!   hands over compactions, which `journal-compact` writes off the commit path.
-//! - `pacer` ([`pacer`], real-time where allowed: [`realtime`]) waits on the queue's Condvar
+//! - `pacer` (`pacer.rs`, real-time where allowed: [`realtime`]) waits on the queue's Condvar
 //!   until the next batch may go, and is the only thread that releases one: at most one per
 //!   interval, deciding with the pure `scheduler::Scheduler`; it sends releases over a channel
 //!   and never does I/O under the lock.
-//! - `worker` ([`worker`], real-time where allowed) journals the release (holding it until it is
+//! - `worker` (`worker.rs`, real-time where allowed) journals the release (holding it until it is
 //!   on disk), calls the external API for each id of the batch (simulated, or [`upstream`]),
 //!   journals how it ended, then reports it to the queue (the queue lock, briefly), which
 //!   notifies the pacer.
@@ -38,7 +38,7 @@
 #![deny(unsafe_code)]
 
 pub mod allocator;
-pub mod app;
+pub(crate) mod app;
 pub mod clock;
 pub mod config;
 pub mod http;
@@ -46,16 +46,16 @@ pub mod journal;
 pub mod log;
 pub mod metrics;
 pub mod model;
-pub mod pacer;
+pub(crate) mod pacer;
 pub mod realtime;
 pub mod rfc3339;
-pub mod scheduler;
+pub(crate) mod scheduler;
 mod store;
 pub mod upstream;
-pub mod worker;
+pub(crate) mod worker;
 
 pub use app::{App, IngestError, Pacing, StartError, Storage};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use model::{BatchStatus, Id, Ingestion, Priority};
 pub use pacer::{Pacer, Parked, Queue, Release};
-pub use worker::{ApiError, ApiResponse, ExternalApi, SimulatedApi};
+pub use worker::{ApiResponse, ExternalApi, FetchError, SimulatedApi};

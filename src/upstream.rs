@@ -24,7 +24,7 @@ use ureq::{ReadWrite, TlsConnector};
 
 use crate::metrics::CALL_OUTCOMES;
 use crate::model::Id;
-use crate::worker::{ApiError, ApiResponse, ExternalApi};
+use crate::worker::{ApiResponse, ExternalApi, FetchError};
 
 /// How each id is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl fmt::Debug for Header {
 }
 
 /// Where and how to deliver, as the command line gave it (checked there). `Debug` shows the
-/// URL as [`redacted`] and no header value.
+/// URL as `redacted` and no header value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Target {
     /// An http or https URL containing `{id}` after its host.
@@ -78,7 +78,7 @@ impl Target {
         self.url.replace("{id}", &id.to_string())
     }
 
-    /// The URL as the log shows it: [`redacted`].
+    /// The URL as the log shows it: `redacted`.
     pub fn shown(&self) -> String {
         redacted(&self.url)
     }
@@ -100,7 +100,7 @@ impl fmt::Debug for Target {
 /// (a user and password, which ureq sends as Basic credentials; a password may hold `/`, `?` or
 /// `#` where it should not, so an `@` anywhere counts), and its query (an API key), each shown
 /// as `…`. A URL with an `@` in its path or query loses more than its secrets: only in the log.
-pub fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (format!("{scheme}://"), rest),
         None => (String::new(), url),
@@ -321,11 +321,11 @@ impl HttpUpstream {
 impl ExternalApi for HttpUpstream {
     /// A delivery is an answer, anything else an error with its reason (the worker uses
     /// [`ExternalApi::deliver`], which keeps the difference between a retry and a stop).
-    fn fetch(&mut self, id: Id) -> Result<ApiResponse, ApiError> {
+    fn fetch(&mut self, id: Id) -> Result<ApiResponse, FetchError> {
         let delivery = self.call(id);
         match delivery.outcome.reason() {
             None => Ok(ApiResponse { id: u64::from(id), data: format!("HTTP {}", delivery.call.label()) }),
-            Some(reason) => Err(ApiError(reason.to_owned())),
+            Some(reason) => Err(FetchError(reason.to_owned())),
         }
     }
 

@@ -37,11 +37,11 @@ pub struct ApiResponse {
 
 /// Why a call to the external API did not give an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError(pub String);
+pub struct FetchError(pub String);
 
 /// The rate-limited external API: one call per id.
 pub trait ExternalApi: Send + 'static {
-    fn fetch(&mut self, id: Id) -> Result<ApiResponse, ApiError>;
+    fn fetch(&mut self, id: Id) -> Result<ApiResponse, FetchError>;
 
     /// Delivers one id and says what came of it, which the worker acts on. The default maps
     /// [`ExternalApi::fetch`]: an answer for this id is a delivery (counted as a `2xx` call),
@@ -56,7 +56,7 @@ pub trait ExternalApi: Send + 'static {
                 Outcome::Retry { reason: format!("the API answered for id {} instead", answer.id) },
                 Call::Answered(200),
             ),
-            Err(ApiError(reason)) => (Outcome::Retry { reason }, Call::Failed),
+            Err(FetchError(reason)) => (Outcome::Retry { reason }, Call::Failed),
         };
         Delivery { outcome, call, took }
     }
@@ -77,7 +77,7 @@ pub struct SimulatedApi {
 }
 
 impl ExternalApi for SimulatedApi {
-    fn fetch(&mut self, id: Id) -> Result<ApiResponse, ApiError> {
+    fn fetch(&mut self, id: Id) -> Result<ApiResponse, FetchError> {
         thread::sleep(self.delay);
         Ok(ApiResponse { id: u64::from(id), data: "processed".to_owned() })
     }

@@ -146,6 +146,26 @@ fn logs_each_release_and_completion_with_a_timestamp_and_depth() {
     }
 }
 
+/// The start line says what this instance runs with: the simulated API's delay only without
+/// `--upstream`, whether a token is required, and a warning when `--max-ids` cannot be met.
+#[test]
+fn the_start_line_says_what_runs() {
+    let start_line = |args: &[&str]| {
+        let (_, log) = Server::start(args).terminate();
+        log.lines().find(|l| l.contains(" batch size ")).map(str::to_owned).unwrap_or_else(|| panic!("{log}"))
+    };
+    let simulated = start_line(&["--fetch-delay", "7ms"]);
+    assert!(simulated.contains("batch size 3, fetch delay 7ms, ") && simulated.ends_with(", no token"), "{simulated}");
+    let upstream = start_line(&["--upstream", "http://127.0.0.1:9/{id}", "--token", "t0ken"]);
+    assert!(!upstream.contains("fetch delay"), "{upstream}");
+    assert!(upstream.ends_with(", token required but on /health and the pages"), "{upstream}");
+    let (_, log) = Server::start(&["--max-ids", "20", "--max-queued-ids", "10"]).terminate();
+    assert!(
+        log.contains("warning: --max-ids 20 is more than --max-queued-ids 10: a request takes at most 10 ids"),
+        "{log}"
+    );
+}
+
 #[test]
 fn version_names_the_package_and_the_commit() {
     for flag in ["--version", "-V"] {

@@ -24,7 +24,7 @@ use ingestd::journal::{self, Compaction, DirLock, Disk, DiskFile, LockError};
 use ingestd::upstream::{Call, Delivery, Outcome, RetryAfter};
 use ingestd::Clock;
 use ingestd::{
-    ApiError, ApiResponse, App, BatchStatus, ExternalApi, Id, ManualClock, Pacing, Parked, Priority, Storage,
+    ApiResponse, App, BatchStatus, ExternalApi, FetchError, Id, ManualClock, Pacing, Parked, Priority, Storage,
 };
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use proptest::prelude::*;
@@ -441,7 +441,7 @@ fn rename(names: &mut HashMap<PathBuf, u64>, op: &Event) {
 struct Recorder(Recording);
 
 impl ExternalApi for Recorder {
-    fn fetch(&mut self, id: Id) -> Result<ApiResponse, ApiError> {
+    fn fetch(&mut self, id: Id) -> Result<ApiResponse, FetchError> {
         self.0.mark(Event::Fetched(id));
         Ok(ApiResponse { id: u64::from(id), data: "processed".into() })
     }
@@ -914,7 +914,7 @@ fn a_file_system_without_link_counts_is_not_taken_for_removed_files() {
 fn a_compaction_right_after_a_progress_keeps_its_retry_and_pause() {
     struct Paused;
     impl ExternalApi for Paused {
-        fn fetch(&mut self, id: Id) -> Result<ApiResponse, ApiError> {
+        fn fetch(&mut self, id: Id) -> Result<ApiResponse, FetchError> {
             Ok(ApiResponse { id: u64::from(id), data: "processed".into() })
         }
         fn deliver(&mut self, _: Id) -> Delivery {

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use ingestd::journal::Compaction;
 use ingestd::{
-    ApiError, ApiResponse, App, BatchStatus, Clock, ExternalApi, Id, ManualClock, Pacing, Parked, Priority, Storage,
+    ApiResponse, App, BatchStatus, Clock, ExternalApi, FetchError, Id, ManualClock, Pacing, Parked, Priority, Storage,
 };
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -23,7 +23,7 @@ struct Immediate {
 }
 
 impl ExternalApi for Immediate {
-    fn fetch(&mut self, id: Id) -> Result<ApiResponse, ApiError> {
+    fn fetch(&mut self, id: Id) -> Result<ApiResponse, FetchError> {
         self.calls.lock().unwrap().push(id);
         Ok(ApiResponse { id: u64::from(id), data: "processed".into() })
     }

@@ -11,7 +11,7 @@ use ingestd::clock::unix_ms;
 use ingestd::config::Retry as RetryPolicy;
 use ingestd::upstream::{Call, Delivery, Outcome, RetryAfter};
 use ingestd::{
-    ApiError, ApiResponse, App, BatchStatus, Clock, ExternalApi, Id, IngestError, Ingestion, ManualClock, Pacing,
+    ApiResponse, App, BatchStatus, Clock, ExternalApi, FetchError, Id, IngestError, Ingestion, ManualClock, Pacing,
     Parked, Priority, Storage,
 };
 
@@ -24,10 +24,10 @@ struct Recorder {
 }
 
 impl ExternalApi for Recorder {
-    fn fetch(&mut self, id: Id) -> Result<ApiResponse, ApiError> {
+    fn fetch(&mut self, id: Id) -> Result<ApiResponse, FetchError> {
         self.calls.send((id, self.clock.now())).unwrap();
         if let Some(gate) = &self.gate {
-            gate.recv().map_err(|_| ApiError("gate closed".into()))?;
+            gate.recv().map_err(|_| FetchError("gate closed".into()))?;
         }
         Ok(ApiResponse { id: u64::from(id), data: "processed".into() })
     }
@@ -465,7 +465,7 @@ struct Scripted {
 }
 
 impl ExternalApi for Scripted {
-    fn fetch(&mut self, id: Id) -> Result<ApiResponse, ApiError> {
+    fn fetch(&mut self, id: Id) -> Result<ApiResponse, FetchError> {
         Ok(ApiResponse { id: u64::from(id), data: "processed".into() })
     }
 

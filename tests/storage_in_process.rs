@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use ingestd::app::Storage;
 use ingestd::clock::unix_ms;
 use ingestd::journal::{self, Record};
-use ingestd::{ApiError, ApiResponse, App, BatchStatus, Clock, ExternalApi, Id, IngestError, ManualClock, Pacing};
+use ingestd::Storage;
+use ingestd::{ApiResponse, App, BatchStatus, Clock, ExternalApi, FetchError, Id, IngestError, ManualClock, Pacing};
 use ingestd::{Parked, Priority};
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
@@ -24,7 +24,7 @@ struct Recorder {
 }
 
 impl ExternalApi for Recorder {
-    fn fetch(&mut self, id: Id) -> Result<ApiResponse, ApiError> {
+    fn fetch(&mut self, id: Id) -> Result<ApiResponse, FetchError> {
         self.calls.send((id, self.clock.now())).unwrap();
         Ok(ApiResponse { id: u64::from(id), data: "processed".into() })
     }

@@ -29,7 +29,7 @@ use crate::model::IngestionRecord;
 use crate::store::Store;
 
 /// The name of the thread, which tests may hold at its file operations.
-pub const THREAD: &str = "journal-compact";
+pub(crate) const THREAD: &str = "journal-compact";
 
 /// Written to the temp file a chunk at a time, so a snapshot of millions of ids never sits in
 /// memory whole.

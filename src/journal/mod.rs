@@ -58,7 +58,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 /// The journal's file name inside the data directory; the version is part of the format.
 pub const FILE_NAME: &str = "journal.v2";
 /// The version 1 journal, upgraded (and removed) at the first start that finds it.
-pub const FILE_NAME_V1: &str = "journal.v1";
+pub(crate) const FILE_NAME_V1: &str = "journal.v1";
 /// The segment: while it exists, new groups go here, and it is replayed after the journal.
 pub const SEGMENT_NAME: &str = "journal.v2.next";
 /// A snapshot being written; never read (a start removes it).
