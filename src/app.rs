@@ -103,7 +103,6 @@ pub struct App {
     accepted_ids: Arc<AtomicU64>,
     fetched: Arc<FetchStats>,
     max_queued_ids: AtomicU64,
-    interval: Duration,
     threads: Mutex<Option<Threads>>,
 }
 
@@ -172,7 +171,6 @@ impl App {
             accepted_ids: Arc::new(AtomicU64::new(recovered_ids)),
             fetched: worker.stats(),
             max_queued_ids: AtomicU64::new(crate::config::defaults::MAX_QUEUED_IDS as u64),
-            interval: pacing.interval,
             threads: Mutex::new(Some(Threads { pacer, worker, journal })),
         })
     }
@@ -249,10 +247,11 @@ impl App {
         self.fetched.ok.load(Ordering::Relaxed) + self.fetched.failed.load(Ordering::Relaxed)
     }
 
-    /// How long the pacer takes to let `ids` go: one batch per interval at best.
+    /// How long until `ids` more have drained: a batch per period, which is the interval
+    /// unless batches run longer (a slow API).
     fn drain_time(&self, ids: u64) -> Duration {
         let batches = ids.div_ceil(self.batch_size as u64);
-        self.interval.saturating_mul(u32::try_from(batches).unwrap_or(u32::MAX))
+        self.queue.period().saturating_mul(u32::try_from(batches).unwrap_or(u32::MAX))
     }
 
     /// The ingestion with this id, unless unknown or past the retention period.

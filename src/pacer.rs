@@ -580,6 +580,12 @@ impl Queue {
         self.shared.interval
     }
 
+    /// How long each release takes to make room for the next, as of now (see
+    /// `Scheduler::period`): the interval, or longer when batches run longer.
+    pub(crate) fn period(&self) -> Duration {
+        self.lock().scheduler.period(self.shared.clock.now())
+    }
+
     /// `ingestion`'s first `most` batches with their positions and ETAs, and its status and
     /// expected end from all of them, each batch read once. Takes the queue lock once, briefly,
     /// to copy the counters; never walks the queue, so it costs the same with a million batches

@@ -84,6 +84,8 @@ pub(crate) struct Scheduler<B> {
     in_flight: Option<InFlight<B>>,
     last_release: Option<Instant>,
     last_completion: Option<Instant>,
+    /// How long the last release ran, from its release to its end.
+    last_run: Option<Duration>,
     /// When the batch released last had its first answer (see [`Finish::first_answer`]).
     last_answer: Option<Instant>,
     /// Nothing is released before this instant (an upstream's `Retry-After`).
@@ -300,6 +302,7 @@ impl<B: Clone> Scheduler<B> {
             in_flight: None,
             last_release: None,
             last_completion: None,
+            last_run: None,
             last_answer: None,
             paused_until: None,
             waiting_since: None,
@@ -489,6 +492,7 @@ impl<B: Clone> Scheduler<B> {
     pub(crate) fn finish(&mut self, now: Instant, finish: Finish) {
         let in_flight = self.in_flight.take();
         self.last_completion = Some(now);
+        self.last_run = in_flight.as_ref().map(|f| now.saturating_duration_since(f.at));
         self.last_answer = finish.first_answer;
         if let Some(at) = finish.started_late {
             self.restore_last_release(at);
@@ -561,6 +565,13 @@ impl<B: Clone> Scheduler<B> {
         }
         let ready = self.next_ready()?;
         Some(self.not_before().map_or(ready, |t| t.max(ready)).max(now))
+    }
+
+    /// How long a release takes to make room for the next, as of `now`: the interval, or
+    /// longer if the last batch ran longer (the next waits for it), or the one in flight has.
+    pub(crate) fn period(&self, now: Instant) -> Duration {
+        let running = self.in_flight.as_ref().map(|f| now.saturating_duration_since(f.at));
+        [self.last_run, running].into_iter().flatten().fold(self.interval, Duration::max)
     }
 
     /// The pacing rule (the type's doc): [`Self::not_before`]'s terms and the queue's own wait.

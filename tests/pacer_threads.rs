@@ -629,6 +629,27 @@ fn over_a_wire_the_next_release_waits_an_interval_after_the_first_answer() {
     }
 }
 
+/// A full queue's `Retry-After` counts a batch per period, not per interval, when batches run
+/// longer than the interval (a slow API): a client told to come back sooner would only be
+/// refused again.
+#[test]
+fn a_full_queue_counts_slow_batches_in_its_retry_after() {
+    let rig = Rig::new(true);
+    rig.ingest(Priority::Low, vec![1, 2, 3]);
+    assert_eq!(rig.next_call(), (1, rig.at(0.0)));
+    rig.advance_to(12.0);
+    rig.finish_calls(3);
+    assert_eq!([rig.next_call(), rig.next_call()], [(2, rig.at(12.0)), (3, rig.at(12.0))]);
+    rig.app.set_max_queued_ids(3);
+    rig.ingest(Priority::Low, vec![4, 5, 6]);
+    assert_eq!(rig.next_call(), (4, rig.at(12.0)), "the next batch goes once the slow one is done");
+    // 3 in flight + 3 wanted - 3 allowed = one batch over; the last one ran 12 s.
+    let refused = rig.app.ingest(Priority::Low, vec![7, 8, 9], None);
+    assert_eq!(refused, Err(IngestError::QueueFull { retry_after: 12 * SEC }));
+    rig.finish_calls(3);
+    assert!(rig.app.shutdown(PATIENCE));
+}
+
 /// ARCHITECTURE (Queued ids): simultaneous requests cannot overshoot `--max-queued-ids`
 /// together. Nothing drains (the call in flight is held), 16 requests of 3 ids race for a
 /// limit of 10: exactly 3 are accepted, the rest get `QueueFull` with one batch's interval.
