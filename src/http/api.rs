@@ -394,12 +394,9 @@ fn dispatch(
     match route.target {
         Target::Ingest => {
             let key = idempotency_key.map(check_idempotency_key).transpose()?;
-            let request = ingest_body::parse(&read_body()?)?;
             // A request larger than the whole queue could never fit: that is a 413, not a 503.
             let max_ids = limits.max_ids.min(usize::try_from(app.max_queued_ids()).unwrap_or(usize::MAX));
-            if request.ids.len() > max_ids {
-                return Err(ApiError::TooManyIds { count: request.ids.len(), limit: max_ids });
-            }
+            let request = ingest_body::parse(&read_body()?, max_ids)?;
             // In durable mode this waits for the group commit; the thread that took the request
             // must write its reply (see `server.rs`), so waiting here costs nothing more.
             Ok(ingest_reply(app.ingest(request.priority, request.ids, key)))

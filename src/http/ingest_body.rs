@@ -2,8 +2,7 @@
 
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::Value;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::error::ApiError;
 use crate::model::{Id, Priority, MAX_ID};
@@ -18,123 +17,291 @@ pub struct IngestRequest {
 const EXAMPLE: &str = r#"{"ids": [1, 2, 3], "priority": "HIGH"}"#;
 
 /// Reads the body as JSON whatever its Content-Type; unknown keys are ignored, and a field we
-/// read given twice is refused (JSON leaves open which one counts).
-pub fn parse(body: &[u8]) -> Result<IngestRequest, ApiError> {
+/// read given twice is refused (JSON leaves open which one counts). At most `max_ids` ids are
+/// kept: more are checked and counted, and refused as too many.
+///
+/// One pass over the bytes, building no tree of the document: what it holds beyond the body is
+/// the ids it keeps, so a body's cost in memory is bounded by its size and `max_ids`.
+pub fn parse(body: &[u8], max_ids: usize) -> Result<IngestRequest, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::InvalidJson(format!("the body is empty; send a JSON object like {EXAMPLE}")));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let fields = Top { max_ids }.deserialize(&mut deserializer).and_then(|top| deserializer.end().map(|()| top));
+    let fields = fields.map_err(|e| {
         ApiError::InvalidJson(format!("the body is not valid JSON ({e}); send an object like {EXAMPLE}"))
     })?;
-    let Value::Object(fields) = value else {
-        return Err(ApiError::InvalidBody(format!(
-            "the body is {}; it must be a JSON object like {EXAMPLE}",
-            describe(&value)
-        )));
+    let fields = match fields {
+        Read::Object(fields) => fields,
+        Read::Other(shown) => {
+            return Err(ApiError::InvalidBody(format!("the body is {shown}; it must be a JSON object like {EXAMPLE}")))
+        }
     };
-    if let Some(name) = repeated_field(body) {
+    if let Some(name) = fields.repeated {
         return Err(ApiError::InvalidBody(format!("the field \"{name}\" is given more than once; give it once")));
     }
-    let ids = parse_ids(fields.get("ids"))?;
-    let priority = parse_priority(fields.get("priority"))?;
+    let ids = fields.ids.ok_or_else(|| {
+        ApiError::InvalidBody(format!(
+            "the field \"ids\" is missing; it must be a non-empty array of integers from 1 to {MAX_ID}"
+        ))
+    })??;
+    let priority = parse_priority(fields.priority)?;
     Ok(IngestRequest { ids, priority })
 }
 
-fn parse_ids(value: Option<&Value>) -> Result<Vec<Id>, ApiError> {
-    let items = match value {
-        None => {
-            return Err(ApiError::InvalidBody(format!(
-                "the field \"ids\" is missing; it must be a non-empty array of integers from 1 to {MAX_ID}"
-            )))
-        }
-        Some(Value::Array(items)) => items,
-        Some(other) => {
-            return Err(ApiError::InvalidBody(format!(
-                "ids is {}; it must be an array of integers from 1 to {MAX_ID}",
-                describe(other)
-            )))
-        }
-    };
-    if items.is_empty() {
-        return Err(ApiError::InvalidIds("ids is empty; send at least one id".to_owned()));
-    }
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            item.as_u64().and_then(|n| Id::try_from(n).ok()).filter(|n| (1..=MAX_ID).contains(n)).ok_or_else(|| {
-                ApiError::InvalidIds(format!(
-                    "ids[{i}] is {}; each id must be an integer from 1 to {MAX_ID}",
-                    describe(item)
-                ))
-            })
-        })
-        .collect()
+/// What the top of the body is: an object (its fields as read), or something else, shown.
+enum Read {
+    Object(Fields),
+    Other(String),
 }
 
-fn parse_priority(value: Option<&Value>) -> Result<Priority, ApiError> {
+#[derive(Default)]
+struct Fields {
+    /// `ids`: kept, or why not (the error comes after JSON syntax, which the whole body must pass).
+    ids: Option<Result<Vec<Id>, ApiError>>,
+    priority: Option<Scalar>,
+    repeated: Option<&'static str>,
+}
+
+struct Top {
+    max_ids: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Top {
+    type Value = Read;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Read, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Top {
+    type Value = Read;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Read, A::Error> {
+        let mut fields = Fields::default();
+        // Read to the end: serde_json refuses an object left half read.
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let repeated = match name.as_ref() {
+                "ids" => fields.ids.replace(map.next_value_seed(Ids { max: self.max_ids })?).map(|_| "ids"),
+                "priority" => fields.priority.replace(map.next_value_seed(Show)?).map(|_| "priority"),
+                _ => map.next_value::<IgnoredAny>().map(|_| None)?,
+            };
+            fields.repeated = fields.repeated.or(repeated);
+        }
+        Ok(Read::Object(fields))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Read, A::Error> {
+        Show.visit_seq(seq).map(|shown| Read::Other(shown.to_string()))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Read, E> {
+        Ok(Read::Other(v.to_string()))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Read, E> {
+        Ok(Read::Other(v.to_string()))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Read, E> {
+        Ok(Read::Other(v.to_string()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Read, E> {
+        Ok(Read::Other(Scalar::Float(v).to_string()))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Read, E> {
+        Ok(Read::Other(Scalar::Text(v.to_owned()).to_string()))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Read, E> {
+        Ok(Read::Other("null".to_owned()))
+    }
+}
+
+/// The ids: at most `max` kept; every item checked, and counted.
+struct Ids {
+    max: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Ids {
+    type Value = Result<Vec<Id>, ApiError>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Ids {
+    type Value = Result<Vec<Id>, ApiError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of ids")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let (mut ids, mut count, mut first_bad) = (Vec::new(), 0usize, None);
+        while let Some(item) = seq.next_element_seed(Show)? {
+            match item.as_id() {
+                Some(id) if ids.len() < self.max => ids.push(id),
+                Some(_) => {}
+                None if first_bad.is_none() => first_bad = Some((count, item)),
+                None => {}
+            }
+            count += 1;
+        }
+        Ok(match (first_bad, count) {
+            (Some((i, item)), _) => {
+                Err(ApiError::InvalidIds(format!("ids[{i}] is {item}; each id must be an integer from 1 to {MAX_ID}")))
+            }
+            (None, 0) => Err(ApiError::InvalidIds("ids is empty; send at least one id".to_owned())),
+            (None, count) if count > self.max => Err(ApiError::TooManyIds { count, limit: self.max }),
+            (None, _) => Ok(ids),
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Show.visit_map(map).map(|shown| Err(not_an_array(&shown)))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Err(not_an_array(&Scalar::Bool(v))))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Err(not_an_array(&Scalar::Unsigned(v))))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Err(not_an_array(&Scalar::Signed(v))))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Err(not_an_array(&Scalar::Float(v))))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Err(not_an_array(&Scalar::Text(v.to_owned()))))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Err(not_an_array(&Scalar::Null)))
+    }
+}
+
+fn not_an_array(shown: &Scalar) -> ApiError {
+    ApiError::InvalidBody(format!("ids is {shown}; it must be an array of integers from 1 to {MAX_ID}"))
+}
+
+/// A JSON value as an error message shows it: scalars as JSON (long text cut), containers by
+/// kind, read without keeping their contents.
+#[derive(Debug, Clone, PartialEq)]
+enum Scalar {
+    Null,
+    Bool(bool),
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+    Text(String),
+    Array,
+    Object,
+}
+
+impl Scalar {
+    fn as_id(&self) -> Option<Id> {
+        match *self {
+            Scalar::Unsigned(n) => Id::try_from(n).ok().filter(|n| (1..=MAX_ID).contains(n)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX_CHARS: usize = 40;
+        let text = match self {
+            Scalar::Null => "null".to_owned(),
+            Scalar::Bool(v) => v.to_string(),
+            Scalar::Unsigned(v) => v.to_string(),
+            Scalar::Signed(v) => v.to_string(),
+            // As JSON writes it (`1000.0`, `1.8446744073709552e+19`).
+            Scalar::Float(v) => serde_json::Number::from_f64(*v).map_or_else(|| "null".to_owned(), |n| n.to_string()),
+            Scalar::Text(v) => serde_json::to_string(v).unwrap_or_default(),
+            Scalar::Array => return f.write_str("an array"),
+            Scalar::Object => return f.write_str("an object"),
+        };
+        if text.chars().count() <= MAX_CHARS {
+            f.write_str(&text)
+        } else {
+            write!(f, "{}…", text.chars().take(MAX_CHARS).collect::<String>())
+        }
+    }
+}
+
+/// Reads any value as a [`Scalar`].
+struct Show;
+
+impl<'de> DeserializeSeed<'de> for Show {
+    type Value = Scalar;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Scalar, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Show {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Array)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Object)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Bool(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::Unsigned(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Signed(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Float(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Text(v.to_owned()))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+}
+
+fn parse_priority(value: Option<Scalar>) -> Result<Priority, ApiError> {
     const ALLOWED: &str = r#"one of "HIGH", "MEDIUM" or "LOW""#;
     match value {
         None => Err(ApiError::InvalidBody(format!("the field \"priority\" is missing; it must be {ALLOWED}"))),
-        Some(Value::String(s)) => Priority::parse(s).ok_or_else(|| {
-            ApiError::InvalidPriority(format!(
-                "priority is {}; it must be {ALLOWED}",
-                describe(&Value::String(s.clone()))
-            ))
+        Some(Scalar::Text(s)) => Priority::parse(&s).ok_or_else(|| {
+            ApiError::InvalidPriority(format!("priority is {}; it must be {ALLOWED}", Scalar::Text(s.clone())))
         }),
-        Some(other) => {
-            Err(ApiError::InvalidBody(format!("priority is {}; it must be a string, {ALLOWED}", describe(other))))
-        }
-    }
-}
-
-/// The first of the fields we read that the body's object names more than once. (A
-/// [`Value`] keeps only the last of them.)
-fn repeated_field(body: &[u8]) -> Option<&'static str> {
-    struct Repeated(Option<&'static str>);
-    impl<'de> Deserialize<'de> for Repeated {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Repeated, D::Error> {
-            deserializer.deserialize_map(Fields)
-        }
-    }
-    struct Fields;
-    impl<'de> Visitor<'de> for Fields {
-        type Value = Repeated;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Repeated, A::Error> {
-            let (mut seen, mut repeated) = ([false; 2], None);
-            // Read to the end: serde_json refuses an object left half read.
-            while let Some(name) = map.next_key::<String>()? {
-                map.next_value::<IgnoredAny>()?;
-                if let Some(at) = READ.iter().position(|read| *read == name) {
-                    if std::mem::replace(&mut seen[at], true) {
-                        repeated = repeated.or(Some(READ[at]));
-                    }
-                }
-            }
-            Ok(Repeated(repeated))
-        }
-    }
-    const READ: [&str; 2] = ["ids", "priority"];
-    serde_json::from_slice::<Repeated>(body).ok()?.0
-}
-
-/// A short rendering of a JSON value for an error message: scalars as JSON, containers by kind.
-fn describe(value: &Value) -> String {
-    const MAX_CHARS: usize = 40;
-    match value {
-        Value::Array(_) => "an array".to_owned(),
-        Value::Object(_) => "an object".to_owned(),
-        scalar => {
-            let text = scalar.to_string();
-            if text.chars().count() <= MAX_CHARS {
-                text
-            } else {
-                format!("{}…", text.chars().take(MAX_CHARS).collect::<String>())
-            }
-        }
+        Some(other) => Err(ApiError::InvalidBody(format!("priority is {other}; it must be a string, {ALLOWED}"))),
     }
 }
 
@@ -144,12 +311,12 @@ mod tests {
 
     #[track_caller]
     fn ok(body: &str, ids: &[Id], priority: Priority) {
-        assert_eq!(parse(body.as_bytes()), Ok(IngestRequest { ids: ids.to_vec(), priority }));
+        assert_eq!(parse(body.as_bytes(), 100), Ok(IngestRequest { ids: ids.to_vec(), priority }));
     }
 
     #[track_caller]
     fn err(body: &str, code: &str, detail: &str) {
-        let error = parse(body.as_bytes()).unwrap_err();
+        let error = parse(body.as_bytes(), 100).unwrap_err();
         assert_eq!((error.code(), error.to_string().as_str()), (code, detail), "body {body:?}");
     }
 
@@ -168,9 +335,9 @@ mod tests {
             "invalid_json",
             r#"the body is empty; send a JSON object like {"ids": [1, 2, 3], "priority": "HIGH"}"#,
         );
-        assert_eq!(parse(b"ids=1&priority=HIGH").unwrap_err().code(), "invalid_json");
-        assert_eq!(parse(br#"{"ids": [1], "priority": "HIGH""#).unwrap_err().code(), "invalid_json");
-        assert_eq!(parse(b"\xff\xfe").unwrap_err().code(), "invalid_json");
+        assert_eq!(parse(b"ids=1&priority=HIGH", 100).unwrap_err().code(), "invalid_json");
+        assert_eq!(parse(br#"{"ids": [1], "priority": "HIGH""#, 100).unwrap_err().code(), "invalid_json");
+        assert_eq!(parse(b"\xff\xfe", 100).unwrap_err().code(), "invalid_json");
     }
 
     #[test]
@@ -269,7 +436,19 @@ mod tests {
     #[test]
     fn long_values_are_cut_in_messages() {
         let long = "x".repeat(500);
-        let error = parse(format!(r#"{{"ids": [1], "priority": "{long}"}}"#).as_bytes()).unwrap_err();
+        let error = parse(format!(r#"{{"ids": [1], "priority": "{long}"}}"#).as_bytes(), 100).unwrap_err();
         assert!(error.to_string().len() < 120, "{error}");
+    }
+
+    #[test]
+    fn ids_past_the_most_are_counted_and_checked_not_kept() {
+        let body = |ids: &str| format!(r#"{{"ids": [{ids}], "priority": "LOW"}}"#);
+        assert_eq!(parse(body("1, 2, 3").as_bytes(), 3).map(|r| r.ids), Ok(vec![1, 2, 3]));
+        assert_eq!(parse(body("1, 2, 3, 4, 5").as_bytes(), 3), Err(ApiError::TooManyIds { count: 5, limit: 3 }));
+        // A bad id past the most is still the error: the ids are wrong before they are many.
+        let error = parse(body("1, 2, 3, 4, 0").as_bytes(), 3).unwrap_err();
+        assert_eq!(error.to_string(), "ids[4] is 0; each id must be an integer from 1 to 1000000007");
+        // Bad JSON after the ids is still bad JSON.
+        assert_eq!(parse(br#"{"ids": [1, 2, 3, 4], "priority": "LOW""#, 3).unwrap_err().code(), "invalid_json");
     }
 }

@@ -248,6 +248,9 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
     // replies stalled for good behind a pipelined request whose reply it had not yet got.
     let (max_body, deadline) = (shared.limits.max_body, shared.idle_timeout);
     let body_read = Cell::new(false);
+    // A body's share of the memory budget is held until the handler is done with it (parsing
+    // it), not only while it is read.
+    let body_held = Cell::new(None);
     let reply = match framing.and_then(|()| admit(shared, &request)) {
         Ok(()) => {
             let key = header_value(&request, "Idempotency-Key");
@@ -258,13 +261,16 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
                     // the connection).
                     announced_within(&request, max_body)?;
                     body_read.set(true);
-                    read_body(&mut request, conn, max_body, deadline)
+                    let (body, held) = read_body(&mut request, conn, max_body, deadline)?;
+                    body_held.set(Some(held));
+                    Ok(body)
                 };
                 (shared.handler)(head, Box::new(body))
             })
         }
         Err(error) => Reply::error(&error),
     };
+    drop(body_held.take());
     if !body_read.get() {
         leave_body(&mut request, conn, max_body, deadline);
     }
@@ -383,7 +389,7 @@ fn read_body(
     conn: Option<&Conn>,
     max_body: usize,
     deadline: Duration,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<(Vec<u8>, Held), ApiError> {
     announced_within(request, max_body)?;
     let length = request.body_length();
     // An upgrade's reader is the connection itself, read to its end: the body is the
@@ -403,7 +409,7 @@ fn read_body(
     loop {
         // Each read waits at most the idle timeout (the socket's); the whole body gets as long.
         let read = match reader.read(&mut chunk) {
-            Ok(0) => return cut().map_or_else(|| whole(body, length), Err),
+            Ok(0) => return cut().map_or_else(|| whole(body, length).map(|body| (body, held)), Err),
             Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
