@@ -3,7 +3,8 @@
 //!
 //! `App` is what the HTTP layer calls and what thread tests drive. It owns the core threads and
 //! stops them in order: the pacer first, then the worker after its batch in flight, then the
-//! journal after everything is saved.
+//! journal after everything is saved. In memory mode a `store-sweep` thread forgets expired
+//! ingestions, which the journal thread does in durable mode: never a request's thread.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -64,7 +65,7 @@ pub enum StartError {
     /// The data directory's journal cannot be used: locked by another process, damaged, or
     /// not readable or writable.
     Journal(journal::OpenError),
-    /// The journal's thread could not be started.
+    /// A thread (the journal's, or the sweeper's) could not be started.
     Thread(std::io::Error),
 }
 
@@ -72,7 +73,7 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Journal(error) => error.fmt(f),
-            StartError::Thread(error) => write!(f, "cannot start the journal thread: {error}"),
+            StartError::Thread(error) => write!(f, "cannot start a thread: {error}"),
         }
     }
 }
@@ -110,6 +111,36 @@ struct Threads {
     pacer: Pacer,
     worker: Worker,
     journal: Option<Journal>,
+    /// Memory mode's sweeper (the journal sweeps in durable mode).
+    sweeper: Option<Sweeper>,
+}
+
+/// The `store-sweep` thread: in memory mode, forgets expired ingestions once a sweep period
+/// (`Store::sweep_now_and_then`), off the request path, where a sweep of a million ingestions
+/// cost the POST that ran it tens of milliseconds.
+struct Sweeper {
+    stop: crossbeam_channel::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Sweeper {
+    /// How often it asks whether a sweep is due.
+    const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+    fn start(store: Arc<Store>, queue: Queue) -> std::io::Result<Sweeper> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::Builder::new().name("store-sweep".into()).spawn(move || {
+            while stopped.recv_timeout(Sweeper::LOOK_EVERY) == Err(crossbeam_channel::RecvTimeoutError::Timeout) {
+                store.sweep_now_and_then(queue.wall_ms());
+            }
+        })?;
+        Ok(Sweeper { stop, thread })
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
 }
 
 impl App {
@@ -117,7 +148,8 @@ impl App {
     pub fn start(pacing: Pacing, clock: Arc<dyn Clock>, api: impl ExternalApi) -> App {
         match App::open(pacing, clock, api, Storage::default()) {
             Ok(app) => app,
-            Err(error) => unreachable!("an in-memory start does no I/O: {error}"),
+            // It does no I/O; only a thread it cannot start stops it.
+            Err(error) => panic!("the service cannot start: {error}"),
         }
     }
 
@@ -159,6 +191,10 @@ impl App {
                 Some(journal)
             }
         };
+        let sweeper = match journal {
+            Some(_) => None,
+            None => Some(Sweeper::start(Arc::clone(&store), queue.clone()).map_err(StartError::Thread)?),
+        };
         let journal_handle = journal.as_ref().map(|j| j.handle().clone());
         let worker = Worker::start(api, rx, queue.clone(), journal_handle.clone(), retry);
         Ok(App {
@@ -171,7 +207,7 @@ impl App {
             accepted_ids: Arc::new(AtomicU64::new(recovered_ids)),
             fetched: worker.stats(),
             max_queued_ids: AtomicU64::new(crate::config::defaults::MAX_QUEUED_IDS as u64),
-            threads: Mutex::new(Some(Threads { pacer, worker, journal })),
+            threads: Mutex::new(Some(Threads { pacer, worker, journal, sweeper })),
         })
     }
 
@@ -214,8 +250,6 @@ impl App {
         let Some(journal) = &self.journal else {
             self.store.insert(Arc::clone(&ingestion));
             self.queue.submit(ingestion);
-            // In memory mode nobody else sweeps.
-            self.store.sweep_now_and_then(now_ms);
             return Ok(id);
         };
         // Waits for the group commit; the journal thread inserts and submits it first.
@@ -295,6 +329,9 @@ impl App {
         if let Some(journal) = threads.journal {
             journal.stop();
         }
+        if let Some(sweeper) = threads.sweeper {
+            sweeper.stop();
+        }
         finished
     }
 }
@@ -370,4 +407,36 @@ fn restore(
     let (last_release_ms, paused_until_ms) = (recovered.last_release_ms, recovered.paused_until_ms);
     queue.restore(Restored { reruns, queued, retries, last_release_ms, paused_until_ms, wire });
     unfinished_ids
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::worker::SimulatedApi;
+
+    /// In memory mode expired ingestions are forgotten by `store-sweep`, with no request to
+    /// run the sweep (and pay for it).
+    #[test]
+    fn memory_mode_forgets_expired_ingestions_without_a_request() {
+        let clock = Arc::new(ManualClock::starting_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+        let storage = Storage { retain: Duration::from_secs(1), ..Storage::default() };
+        let pacing = Pacing { interval: Duration::from_secs(5), batch_size: 3 };
+        let app = App::open(pacing, clock.clone(), SimulatedApi { delay: Duration::ZERO }, storage).expect("starts");
+        let id = app.ingest(Priority::Low, vec![1], None).expect("accepted");
+        let done = |app: &App| app.ingestion(&id).is_some_and(|i| i.completed_at_ms().is_some());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done(&app) {
+            assert!(std::time::Instant::now() < deadline, "the batch to complete");
+            std::thread::yield_now();
+        }
+        app.queue().advance(&clock, Duration::from_secs(2));
+        while app.store.len() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the sweeper to forget it");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(app.shutdown(Duration::from_secs(5)));
+    }
 }

@@ -12,7 +12,8 @@
 //!   group), then answer.
 //! - `journal` ([`journal`], only with `--data-dir`) writes records in groups with one fsync each,
 //!   then inserts and submits what it saved, in journal order; it also sweeps, and starts and
-//!   hands over compactions, which `journal-compact` writes off the commit path.
+//!   hands over compactions, which `journal-compact` writes off the commit path. In memory mode
+//!   `store-sweep` forgets expired ingestions instead.
 //! - `pacer` (`pacer.rs`, real-time where allowed: [`realtime`]) waits on the queue's Condvar
 //!   until the next batch may go, and is the only thread that releases one: at most one per
 //!   interval, deciding with the pure `scheduler::Scheduler`; it sends releases over a channel

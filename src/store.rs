@@ -1,7 +1,7 @@
 //! Every accepted ingestion by id, in acceptance order, and the idempotency keys.
 //!
-//! Touched by HTTP handler threads (lookups, key claims; inserts and sweeps in memory mode), the
-//! journal thread (inserts and sweeps in durable mode), `journal-compact` (`in_order`, for a
+//! Touched by HTTP handler threads (lookups, key claims; inserts in memory mode), `store-sweep`
+//! (sweeps in memory mode), the journal thread (inserts and sweeps in durable mode), `journal-compact` (`in_order`, for a
 //! snapshot) and the main thread (a restart's restore). Its locks are never held together
 //! with the queue lock: work is inserted here first, then submitted to the queue. The keys' lock
 //! may take the ingestions' read lock inside it, never the other way round.
@@ -63,6 +63,12 @@ impl Store {
             retain_ms: u64::try_from(retain.as_millis()).unwrap_or(u64::MAX),
             last_sweep_ms: AtomicU64::new(0),
         }
+    }
+
+    /// How many ingestions it holds, expired or not.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.ingestions.read().by_id.len()
     }
 
     /// Adds an ingestion after every one inserted before it, then settles its key: in that
