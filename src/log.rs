@@ -1,13 +1,20 @@
 //! One-line, timestamped log records on stderr, as text or as JSON lines. Never called under
-//! the queue lock. The real-time threads (pacer, worker) use `info_later`: a `log-writer`
-//! thread writes their records, since a `write` to a busy file or pipe can block them for as
-//! long as the kernel lets ordinary threads go first (measured: up to 276 ms under `make bench`).
+//! the queue lock.
+//!
+//! Callers format a record and hand it over; the `log-writer` thread alone writes them, in the
+//! order they came. A `write` to a busy file or pipe can block its caller for as long as the log
+//! reader takes (or the kernel lets ordinary threads go first: up to 276 ms measured for the
+//! real-time pacer under `make bench`), and a reader that stops reading would block it for
+//! good: no thread that answers requests or paces releases may wait for one. The queue is
+//! bounded (`QUEUED_MOST`, half of it for access records): past it, a record is dropped and
+//! counted (`dropped`, in `/metrics`), never waited for. [`flush`] and [`fatal`] wait for the
+//! writer at exit, for `FLUSH_WAIT` at most.
 
 use std::fmt::{Arguments, Write as _};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -50,44 +57,64 @@ pub fn info(message: Arguments<'_>) {
     info_with(message, &[]);
 }
 
-/// Something an operator should look at; the record says `warning: ` first, and in JSON its
-/// level is `warning`.
-pub fn warn(message: Arguments<'_>) {
-    write_line(&record(format(), &timestamp(), Level::Warning, message, &[]));
-}
-
-/// [`warn`], written by the `log-writer` thread, as [`info_later`].
-pub(crate) fn warn_later(message: Arguments<'_>) {
-    later(record(format(), &timestamp(), Level::Warning, message, &[]));
-}
-
-/// Like [`info`], but written by the `log-writer` thread: the caller formats the record and
-/// never blocks. Records from different threads may then appear slightly out of order; each
-/// carries its own timestamp.
-pub(crate) fn info_later(message: Arguments<'_>) {
-    info_later_with(message, &[]);
-}
-
-/// [`info_later`] with fields, as in [`info_with`].
-pub(crate) fn info_later_with(message: Arguments<'_>, fields: &[(&str, u64)]) {
+/// Like [`info`], plus numeric fields that only the JSON format writes (as `"name": value`),
+/// for tools that need exact figures rather than the rounded ones in the message.
+pub(crate) fn info_with(message: Arguments<'_>, fields: &[(&str, u64)]) {
     later(record(format(), &timestamp(), Level::Info, message, fields));
 }
 
+/// Something an operator should look at; the record says `warning: ` first, and in JSON its
+/// level is `warning`.
+pub fn warn(message: Arguments<'_>) {
+    later(record(format(), &timestamp(), Level::Warning, message, &[]));
+}
+
+/// An access record for `log-writer`: dropped (counted) once half of [`QUEUED_MOST`] wait, so
+/// that a flood of them never crowds out the core's records.
+pub(crate) fn access(line: String) {
+    if writer().len() >= QUEUED_MOST / 2 {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    later(line);
+}
+
+/// Hands a formatted record to `log-writer`; drops it (counted) if `QUEUED_MOST` wait already.
 fn later(line: String) {
-    if let Err(unsent) = writer().send(Later::Line(line)) {
-        if let Later::Line(line) = unsent.0 {
-            write_line(&line);
+    match writer().try_send(Later::Line(line)) {
+        Ok(()) => {}
+        Err(crossbeam_channel::TrySendError::Full(_)) => {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
         }
+        Err(crossbeam_channel::TrySendError::Disconnected(Later::Line(line))) => write_line(&line),
+        Err(crossbeam_channel::TrySendError::Disconnected(Later::Flush(_))) => {}
     }
 }
 
-/// Returns once every record queued by `info_later` before the call is written (at exit).
+/// Records waiting for `log-writer` at most: a few seconds of a busy server's access records, a
+/// few megabytes. Past it the log reader cannot keep up, and records are dropped.
+pub(crate) const QUEUED_MOST: usize = 16_384;
+
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Records dropped because `log-writer` had [`QUEUED_MOST`] waiting.
+pub(crate) fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// Returns once every record handed over before the call is written (at exit), or
+/// after `FLUSH_WAIT`: a log reader that stopped reading must not keep the process from
+/// exiting.
 pub fn flush() {
+    let deadline = Instant::now() + FLUSH_WAIT;
     let (done, written) = crossbeam_channel::bounded(1);
-    if writer().send(Later::Flush(done)).is_ok() {
-        let _ = written.recv();
+    if writer().send_deadline(Later::Flush(done), deadline).is_ok() {
+        let _ = written.recv_deadline(deadline);
     }
 }
+
+/// The longest [`flush`] waits for the log reader.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 enum Later {
     Line(String),
@@ -99,7 +126,7 @@ enum Later {
 fn writer() -> &'static crossbeam_channel::Sender<Later> {
     static WRITER: OnceLock<crossbeam_channel::Sender<Later>> = OnceLock::new();
     WRITER.get_or_init(|| {
-        let (tx, rx) = crossbeam_channel::unbounded::<Later>();
+        let (tx, rx) = crossbeam_channel::bounded::<Later>(QUEUED_MOST);
         let started = std::thread::Builder::new().name("log-writer".into()).spawn(move || {
             for entry in rx {
                 match entry {
@@ -114,20 +141,15 @@ fn writer() -> &'static crossbeam_channel::Sender<Later> {
     })
 }
 
-/// Like [`info`], plus numeric fields that only the JSON format writes (as `"name": value`),
-/// for tools that need exact figures rather than the rounded ones in the message.
-pub(crate) fn info_with(message: Arguments<'_>, fields: &[(&str, u64)]) {
-    write_line(&record(format(), &timestamp(), Level::Info, message, fields));
-}
-
-/// Why the service stops at start, as the last record: plain `ingestd: …` for a person, a JSON
-/// record at level `error` for a log pipeline.
+/// Why the service stops, as the last record: plain `ingestd: …` for a person, a JSON record at
+/// level `error` for a log pipeline. Written before it returns, or after `FLUSH_WAIT`.
 pub fn fatal(message: Arguments<'_>) {
     let text = format!("ingestd: {message}");
-    match format() {
-        Format::Human => write_line(&text),
-        Format::Json => write_line(&json_record(&timestamp(), "error", &text, &[])),
-    }
+    later(match format() {
+        Format::Human => text,
+        Format::Json => json_record(&timestamp(), "error", &text, &[]),
+    });
+    flush();
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,12 +185,11 @@ fn json_record(timestamp: &str, level: &str, text: &str, fields: &[(&str, u64)])
     line
 }
 
-/// Writes one already formatted record, whole: under a lock of ours (a leaf), held for the
-/// `write` alone. The kernel keeps one `write` whole only up to `PIPE_BUF` (4 KiB) on a pipe; an
-/// access record with an 8 KiB URL, written in parts while other threads wrote theirs, came
-/// out spliced into them (1,740 of 1,995 JSON lines invalid behind a slow reader). The real-time
-/// threads never wait for it: they log through `log-writer` ([`info_later`]).
-pub(crate) fn write_line(line: &str) {
+/// Writes one already formatted record, whole, with one `write` under a lock of ours (a leaf):
+/// `log-writer` is its one caller but when that thread could not start. The kernel keeps a
+/// `write` whole only up to `PIPE_BUF` (4 KiB) on a pipe; records written in parts by two
+/// threads come out spliced into each other.
+fn write_line(line: &str) {
     static WRITING: Mutex<()> = Mutex::new(());
     let mut record = Vec::with_capacity(line.len() + 1);
     record.extend_from_slice(line.as_bytes());

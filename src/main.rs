@@ -30,7 +30,6 @@ fn main() -> ExitCode {
     match run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            log::flush();
             log::fatal(format_args!("{error}"));
             ExitCode::FAILURE
         }
@@ -129,8 +128,8 @@ fn run(config: &Config) -> Result<(), String> {
     // The HTTP side keeps answering (with 503) while the core winds down.
     app.shutdown(config.shutdown_timeout);
     server.stop();
-    log::flush();
     log::info(format_args!("stopped"));
+    log::flush();
     Ok(())
 }
 

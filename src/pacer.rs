@@ -342,7 +342,7 @@ fn log_release(shared: &Shared, release: &LoggedRelease, depth: Depth) {
         ("wake_late_ns", nanos(release.wake_late)),
     ];
     fields.extend(release.runnable.map(|runnable| ("runnable_ns", nanos(runnable))));
-    log::info_later_with(format_args!("released {} late by {late:?}; {depth}", release.batch), &fields);
+    log::info_with(format_args!("released {} late by {late:?}; {depth}", release.batch), &fields);
 }
 
 /// Waits on the Condvar, with the lock released, until notified or (on a clock that runs by
@@ -481,9 +481,9 @@ impl Queue {
             state.depth()
         });
         match finished.ended {
-            Ended::Completed => log::info_later(format_args!("completed {batch}; {depth}")),
-            Ended::Failed => log::info_later(format_args!("failed {batch}; {depth}")),
-            Ended::Retry { backoff } => log::info_later(format_args!("retrying {batch} in {backoff:?}; {depth}")),
+            Ended::Completed => log::info(format_args!("completed {batch}; {depth}")),
+            Ended::Failed => log::info(format_args!("failed {batch}; {depth}")),
+            Ended::Retry { backoff } => log::info(format_args!("retrying {batch} in {backoff:?}; {depth}")),
         }
         depth
     }
@@ -728,7 +728,7 @@ impl Drop for Held<'_> {
         if held >= LONG_HOLD {
             let thread = std::thread::current();
             let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-            log::info_later_with(
+            log::info_with(
                 format_args!("the queue lock was held {held:?} by {}", thread.name().unwrap_or("a thread")),
                 &[("lock_held_us", micros(held)), ("held_until_us", micros(until - self.origin))],
             );

@@ -28,8 +28,8 @@ pub(crate) const HTTP_NICENESS: i32 = 10;
 /// Raises the calling thread, and logs whether that worked, naming it `who`.
 pub(crate) fn raise_and_say(who: &str) {
     match raise_current_thread() {
-        Ok(()) => log::info_later(format_args!("{who} thread: real-time scheduling (SCHED_FIFO)")),
-        Err(error) => log::info_later(format_args!(
+        Ok(()) => log::info(format_args!("{who} thread: real-time scheduling (SCHED_FIFO)")),
+        Err(error) => log::info(format_args!(
             "{who} thread: ordinary scheduling ({error}); under full CPU load it may wait a scheduler slice to run"
         )),
     }

@@ -194,19 +194,19 @@ fn save_until_done(
     let (mut delay, mut attempt) = (RETRY_FIRST, 0u32);
     while let Err(error) = journal.transition(record(attempt), batch) {
         if attempt == 0 {
-            log::warn_later(format_args!(
+            log::warn(format_args!(
                 "could not journal the {what} of {batch}: {error}; holding it until the disk takes it"
             ));
         }
         if !retry.pause(delay) {
-            log::info_later(format_args!("stopping with the {what} of {batch} unjournaled"));
+            log::info(format_args!("stopping with the {what} of {batch} unjournaled"));
             return false;
         }
         delay = (delay * 2).min(RETRY_MOST);
         attempt += 1;
     }
     if attempt > 0 {
-        log::info_later(format_args!("journaled the {what} of {batch} after {attempt} retries"));
+        log::info(format_args!("journaled the {what} of {batch} after {attempt} retries"));
     }
     true
 }
@@ -286,7 +286,7 @@ fn deliver_pending(api: &mut impl ExternalApi, batch: &Batch, queue: &Queue, sta
 
 fn note_failure(batch: &Batch, id: Id, reason: &str, then: &str) {
     let error = format!("id {id}: {reason}");
-    log::info_later(format_args!("external API failed for {error}; {then} ({batch})"));
+    log::info(format_args!("external API failed for {error}; {then} ({batch})"));
     batch.set_last_error(Some(Arc::from(error)));
 }
 

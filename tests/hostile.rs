@@ -659,6 +659,61 @@ fn large_answers_give_their_memory_back_once_written() {
     assert!(grew_mib < 64, "the server kept {grew_mib} MiB after its answers were out");
 }
 
+/// A log reader that stopped reading (a stuck pipe) holds up no request: access records are
+/// dropped and counted once the log writer's queue is full, long URLs are cut in them, and a
+/// stop does not wait for the reader for long. Before, the first few 8 KB records filled the
+/// pipe and every handler thread waited on the log.
+#[test]
+fn a_log_reader_that_stops_reading_holds_up_no_request() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_ingestd"))
+            .args(["--addr", "127.0.0.1:0", "--interval", "1h", "--log-format", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ingestd"),
+    );
+    let _unread = child.0.stderr.take();
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().strip_prefix("listening on ").expect("the listening line").to_owned();
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+    let long = "x".repeat(8000);
+    // More than the pipe and the writer's queue hold (half of it for access records).
+    let began = Instant::now();
+    std::thread::scope(|scope| {
+        for client in 0..4 {
+            let (agent, base, long) = (&agent, &base, &long);
+            scope.spawn(move || {
+                for n in 0..2_500 {
+                    let answer = agent.get(&format!("{base}/{long}{client}-{n}")).call();
+                    assert!(matches!(answer, Err(ureq::Error::Status(404, _))), "request {n}: {answer:?}");
+                }
+            });
+        }
+    });
+    assert!(began.elapsed() < Duration::from_secs(60), "10,000 requests took {:?}", began.elapsed());
+    let metrics = agent.get(&format!("{base}/metrics")).call().unwrap().into_string().unwrap();
+    let dropped = metrics.lines().find(|l| l.starts_with("ingestd_log_records_dropped_total ")).expect("the count");
+    let dropped: u64 = dropped.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(dropped > 0, "{dropped} records dropped, though nobody reads the log");
+    let stopping = Instant::now();
+    let killed = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = child.0.wait().unwrap();
+    assert!(stopping.elapsed() < Duration::from_secs(10), "the stop took {:?}", stopping.elapsed());
+    assert_eq!(status.code(), Some(0));
+}
+
 /// The most memory the process has used at once (`VmHWM`), in KiB.
 fn peak_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

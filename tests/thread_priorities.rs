@@ -89,7 +89,7 @@ fn http_threads_run_lowered_and_the_core_threads_do_not() {
     let mut http = 0;
     for (tid, name, nice) in &all {
         // The core threads, and the main thread that only waits for a signal.
-        if *tid == pid || ["pacer", "worker", "log-writer", "journal"].contains(&name.as_str()) {
+        if *tid == pid || ["pacer", "worker", "log-writer", "journal", "store-sweep"].contains(&name.as_str()) {
             continue;
         }
         assert_eq!(*nice, lowered, "thread {tid} {name:?} is not lowered: {nice_by_name:?}");

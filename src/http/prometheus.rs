@@ -160,4 +160,14 @@ fn render_http(out: &mut String) {
         ),
     )
     .sample("", "", budget::BODIES.held());
+    Family::new(
+        out,
+        "ingestd_log_records_dropped_total",
+        "counter",
+        &format!(
+            "Log records (access records among them) dropped because {} already waited for a slow log reader.",
+            crate::log::QUEUED_MOST
+        ),
+    )
+    .sample("", "", crate::log::dropped());
 }

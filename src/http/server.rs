@@ -357,7 +357,7 @@ fn log_framing(conn: &Conn) {
     static THROTTLE: parking_lot::Mutex<log::Throttle> =
         parking_lot::Mutex::new(log::Throttle::new(Duration::from_secs(1)));
     if let Some(record) = framing_record(&mut THROTTLE.lock(), Instant::now(), &conn.peer()) {
-        log::info_later(format_args!("{record}"));
+        log::info(format_args!("{record}"));
     }
 }
 

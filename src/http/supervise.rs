@@ -242,8 +242,7 @@ fn restart_generation(listener: &UnixListener, number: u64, setup: &Setup) -> Ge
         }
     }
     // Acknowledged work is on disk already (durable mode), or was only ever in memory: what is
-    // left to save is the log.
-    log::flush();
+    // left to save is the log, which `fatal` flushes.
     log::fatal(format_args!("no accept loop could be started; exiting so that it can be restarted"));
     std::process::exit(70);
 }

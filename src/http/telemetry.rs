@@ -2,8 +2,8 @@
 //!
 //! Called once per answered request by the handler threads, after the reply is decided, and by
 //! the `http-relay` threads for the heads they answer themselves (the health probe is not
-//! counted). Counters are atomics; the access record is written in place, under the log's write
-//! lock (a slow log reader slows the HTTP side, rather than piling records up in memory).
+//! counted). Counters are atomics; the access record goes to `log-writer` (a slow log reader
+//! never holds up a request; past the writer's bounded queue, records are dropped and counted).
 //! The tables are `static` because a process runs one HTTP server; a handle would have to be
 //! threaded through tiny_http's serve loop for no gain.
 
@@ -55,18 +55,29 @@ pub(super) fn record(method: &str, url: &str, route: &'static str, status: u16, 
     }
 }
 
+/// A URL as the access record keeps it: its first [`URL_CHARS`] characters, so that clients
+/// sending the longest URLs allowed cannot make each record kilobytes long.
+fn shortened(url: &str) -> std::borrow::Cow<'_, str> {
+    match url.char_indices().nth(URL_CHARS) {
+        None => url.into(),
+        Some((at, _)) => format!("{}…", &url[..at]).into(),
+    }
+}
+
+const URL_CHARS: usize = 512;
+
 fn access_log(method: &str, url: &str, route: &str, status: u16, elapsed: Duration) {
     let record = serde_json::json!({
         "ts": log::timestamp(),
         "level": "info",
         "msg": "access",
         "method": method,
-        "path": url,
+        "path": shortened(url),
         "route": route,
         "status": status,
         "duration_ms": elapsed.as_secs_f64() * 1000.0,
     });
-    log::write_line(&record.to_string());
+    log::access(record.to_string());
 }
 
 /// `(route, status, count)` for every pair seen at least once.
