@@ -54,7 +54,7 @@ Options:
   --interval DURATION      least time between two batch releases [default: 5s]
   --batch-size N           ids per batch [default: 3]
   --fetch-delay DURATION   simulated external API time per id [default: 100ms]
-  --threads N              HTTP handler threads [default: 8 per CPU, at least 32]
+  --threads N              HTTP handler threads, at most 4096 [default: 8 per CPU, at least 32]
   --max-body BYTES         largest accepted request body, at most 16 MiB [default: 1048576]
   --data-dir DIR           keep the queue in a journal in DIR, so nothing acknowledged is lost
                            [default: none: in memory only]
@@ -290,7 +290,13 @@ pub fn parse_with(args: impl IntoIterator<Item = OsString>, env: Env) -> Result<
                     duration(&text(value_of(&mut parser, "--fetch-delay")?, "--fetch-delay")?, "--fetch-delay")?;
                 up.fetch_delay = true;
             }
-            Long("threads") => config.threads = count(value_of(&mut parser, "--threads")?, "--threads")?,
+            Long("threads") => {
+                config.threads = count(value_of(&mut parser, "--threads")?, "--threads")?;
+                if config.threads > MOST_THREADS {
+                    // Each is an OS thread with its stack, and as many body threads may start.
+                    return Err(UsageError(format!("--threads takes at most {MOST_THREADS}")));
+                }
+            }
             Long("max-body") => {
                 config.max_body = at_least(
                     count(value_of(&mut parser, "--max-body")?, "--max-body")?,
@@ -614,6 +620,10 @@ fn token(value: OsString, source: &str) -> Result<String, UsageError> {
     }
 }
 
+/// The most `--threads`: twice as many threads start (handlers and body readers), each with its
+/// stack; tens of thousands fail to start, and the service with them.
+const MOST_THREADS: usize = 4096;
+
 /// The smallest `--max-body`, `--max-url` and `--max-headers` taken: below them, ordinary
 /// requests (`{"ids":[1],"priority":"LOW"}`, `/status/<uuid>`, a client's usual headers) are
 /// refused, and the service cannot be used at all.
@@ -913,6 +923,8 @@ mod tests {
             "--data-dir needs a value, and '--token' is the next option (write --data-dir=--token if it is the value)"
         );
         assert_eq!(config(&["--data-dir=--odd"]).data_dir, Some(PathBuf::from("--odd")));
+        assert_eq!(message(&["--threads", "4097"]), "--threads takes at most 4096");
+        assert_eq!(config(&["--threads", "4096"]).threads, 4096);
         for (flag, floor) in [("--max-body", 64), ("--max-url", 64), ("--max-headers", 128)] {
             let below = (floor - 1).to_string();
             assert_eq!(
