@@ -166,6 +166,19 @@ fn the_start_line_says_what_runs() {
     );
 }
 
+/// README.md's flags are `--help`'s, word for word: the block from `Usage:` to the end of the
+/// options.
+#[test]
+fn the_readme_shows_the_help_as_it_is() {
+    let help = String::from_utf8(ingestd(&["--help"]).stdout).unwrap();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let shown =
+        readme.split("```\nUsage: ").nth(1).and_then(|rest| rest.split("\n```").next()).expect("the help block");
+    let options = |text: &str| text.split("\n\n").take(2).collect::<Vec<_>>().join("\n\n");
+    let help = help.split_once("\n\n").map_or(help.as_str(), |(_, rest)| rest);
+    assert_eq!(options(&format!("Usage: {shown}")), options(help), "README.md's flags differ from --help");
+}
+
 #[test]
 fn version_names_the_package_and_the_commit() {
     for flag in ["--version", "-V"] {
