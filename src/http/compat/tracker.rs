@@ -23,7 +23,8 @@
 //! would hold all of it), or announcing a body too long to drain ([`BODY_CEILING`]), is refused
 //! before tiny_http sees it; so is a head line ending in LF alone (tiny_http would wait for its
 //! CRLF). So is every head tiny_http would answer with an empty `400` or `417`, or drop without
-//! a word (a request line or header line it cannot parse, a byte outside ASCII, an `Expect`
+//! a word (a request line or header line it cannot parse, a byte outside ASCII but in the value
+//! of a header nothing reads, whose line is dropped instead, an `Expect`
 //! other than `100-continue`, `Connection` on two lines, of which tiny_http reads the first
 //! alone), so that the client gets our JSON instead. Three things tiny_http gets wrong by the
 //! RFCs are taken out of the stream: empty lines before a request line, `Expect: 100-continue`
@@ -520,7 +521,11 @@ fn header(facts: &mut Facts, line: &[u8]) -> Result<Line, Refusal> {
     if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
         return Err(Refusal::Malformed(Malformed::HeaderLine));
     }
-    let (name, value) = match ascii(line)?.trim().split_once(':') {
+    let line = match ascii(line) {
+        Ok(line) => line,
+        Err(refusal) => return other_text(line).ok_or(refusal),
+    };
+    let (name, value) = match line.trim().split_once(':') {
         Some((name, value)) if is_token(name) => (name, value.trim()),
         _ => return Err(Refusal::Malformed(Malformed::HeaderLine)),
     };
@@ -543,6 +548,31 @@ fn header(facts: &mut Facts, line: &[u8]) -> Result<Line, Refusal> {
         facts.connection = Some(value.to_ascii_lowercase());
     }
     Ok(Line::Kept)
+}
+
+/// The headers something reads: tiny_http (framing, `Expect`, `Upgrade`) or a check or route
+/// of ours (`limits.rs`, `auth.rs`, `cross_site.rs`, `server.rs`). Their values must be ASCII.
+const READ_HEADERS: [&str; 9] = [
+    "Host",
+    "Content-Length",
+    "Transfer-Encoding",
+    "Connection",
+    "Expect",
+    "Upgrade",
+    "Authorization",
+    "Idempotency-Key",
+    "Sec-Fetch-Site",
+];
+
+/// A header line whose value holds bytes beyond ASCII (obs-text, RFC 9110 5.5: a Latin-1
+/// `User-Agent`, say), which tiny_http cannot parse: dropped when nothing reads that header,
+/// so such a client is still served. `None` (refused) for any other line beyond ASCII.
+fn other_text(line: &[u8]) -> Option<Line> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let name = std::str::from_utf8(&line[..colon]).ok().filter(|name| is_token(name))?;
+    let text = |b: &u8| *b == b'\t' || (b' '..=b'~').contains(b) || *b >= 0x80;
+    let unread = !READ_HEADERS.iter().any(|read| read.eq_ignore_ascii_case(name));
+    (unread && line[colon + 1..].iter().all(text)).then_some(Line::Dropped)
 }
 
 /// Whether this request line (without its CRLF) is a method (a token), a target and a version
@@ -661,7 +691,7 @@ mod tests {
             assert!(refusals.windows(2).all(|w| w[0] == w[1]), "{stream:?}: {refusals:?}");
             refusals[0]
         }
-        let cases: [(&str, Option<Refusal>); 38] = [
+        let cases: [(&str, Option<Refusal>); 41] = [
             (GET, None),
             ("GET / HTTP/1.0\r\n\r\n", None),
             ("GET /health HTTP/1.1 more words\r\n\r\n", Some(Refusal::Malformed(RequestLine))),
@@ -688,7 +718,10 @@ mod tests {
             ("GET / HTTP/1.1\r\nX-A: a\r\n Content-Length: 2\r\n\r\nab", Some(Refusal::Malformed(HeaderLine))),
             ("GET / HTTP/1.1\r\nX-A: a\r\n\tb\r\n\r\n", Some(Refusal::Malformed(HeaderLine))),
             ("GET /caf\u{e9} HTTP/1.1\r\n\r\n", Some(Refusal::Malformed(NotAscii))),
-            ("GET / HTTP/1.1\r\nX: caf\u{e9}\r\n\r\n", Some(Refusal::Malformed(NotAscii))),
+            ("GET / HTTP/1.1\r\nX: caf\u{e9}\r\n\r\n", None),
+            ("GET / HTTP/1.1\r\nIdempotency-Key: caf\u{e9}\r\n\r\n", Some(Refusal::Malformed(NotAscii))),
+            ("GET / HTTP/1.1\r\nHOST: caf\u{e9}\r\n\r\n", Some(Refusal::Malformed(NotAscii))),
+            ("GET / HTTP/1.1\r\nX-\u{e9}: a\r\n\r\n", Some(Refusal::Malformed(NotAscii))),
             ("GET / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", Some(Refusal::Expectation)),
             // tiny_http reads the first Connection line alone; a proxy joins them.
             (
@@ -902,5 +935,22 @@ mod tests {
         let roomy = Caps { body: BODY_CEILING * 2, ..caps };
         let refused = Verdict::Refuse(Refusal::BodyTooLarge(BODY_CEILING));
         assert_eq!(run_with(over.as_bytes(), 7, roomy).1, refused, "a --max-body past it is no way round");
+    }
+
+    /// A header nobody reads, its value in Latin-1 (obs-text), is dropped and the request goes
+    /// on; a control character is still refused, and so is any such value of a header we read.
+    #[test]
+    fn a_latin_1_value_of_a_header_nobody_reads_is_dropped() {
+        let head = b"GET /health HTTP/1.1\r\nUser-Agent: caf\xe9 \xff\r\nHost: h\r\n\r\n";
+        for step in 1..=head.len() {
+            let (out, refusal, _) = run(head, step);
+            assert_eq!((unstamped(&out), refusal), ("GET /health HTTP/1.1\r\nHost: h\r\n\r\n".to_owned(), None));
+        }
+        for refused in [
+            &b"GET / HTTP/1.1\r\nUser-Agent: caf\xe9\x01\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nAuthorization: \xe9\r\n\r\n",
+        ] {
+            assert_eq!(run(refused, 4).1, Some(Refusal::Malformed(Malformed::NotAscii)), "{refused:?}");
+        }
     }
 }
