@@ -231,14 +231,7 @@ fn sixteen_clients_posting_at_once_all_get_their_ingestions() {
                     .map(|i| {
                         let ids: Vec<u32> = (0..=(i as u32 % 7)).map(|k| (c * 1000 + i * 10) as u32 + k + 1).collect();
                         let priority = ["HIGH", "MEDIUM", "LOW"][(c + i) % 3];
-                        let body = json!({"ids": ids, "priority": priority});
-                        let answer: Value = agent
-                            .post(&format!("{}/ingest", server.base))
-                            .send_json(body)
-                            .expect("an answer")
-                            .into_json()
-                            .unwrap();
-                        (answer["ingestion_id"].as_str().unwrap().to_owned(), ids)
+                        (server.ingest_on(&agent, json!({"ids": ids, "priority": priority})), ids)
                     })
                     .collect::<Vec<_>>()
             })
@@ -676,16 +669,7 @@ fn fifo_within_a_priority_is_exact_even_for_simultaneous_requests() {
                     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
                     start.wait();
                     (0..EACH)
-                        .map(|i| {
-                            let body = json!({"ids": [100 + c * EACH + i], "priority": "LOW"});
-                            let answer: Value = agent
-                                .post(&format!("{}/ingest", server.base))
-                                .send_json(body)
-                                .expect("an answer")
-                                .into_json()
-                                .unwrap();
-                            answer["ingestion_id"].as_str().unwrap().to_owned()
-                        })
+                        .map(|i| server.ingest_on(&agent, json!({"ids": [100 + c * EACH + i], "priority": "LOW"})))
                         .collect()
                 })
             })

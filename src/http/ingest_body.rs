@@ -27,7 +27,8 @@ pub fn parse(body: &[u8], max_ids: usize) -> Result<IngestRequest, ApiError> {
         return Err(ApiError::InvalidJson(format!("the body is empty; send a JSON object like {EXAMPLE}")));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let fields = Top { max_ids }.deserialize(&mut deserializer).and_then(|top| deserializer.end().map(|()| top));
+    let fields =
+        Shaped(Top { max_ids }).deserialize(&mut deserializer).and_then(|top| deserializer.end().map(|()| top));
     let fields = fields.map_err(|e| {
         ApiError::InvalidJson(format!("the body is not valid JSON ({e}); send an object like {EXAMPLE}"))
     })?;
@@ -63,31 +64,84 @@ struct Fields {
     repeated: Option<&'static str>,
 }
 
-struct Top {
-    max_ids: usize,
+/// Reads a JSON value of any kind: scalars as [`Scalar`]s, containers as `C` says. One place
+/// for serde's scalar callbacks, shared by the body, its `ids` and any other value.
+struct Shaped<C>(C);
+
+/// What to make of a value once its kind is known.
+trait Kinds<'de>: Sized {
+    type Value;
+    fn array<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error>;
+    fn object<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error>;
+    fn scalar(self, shown: Scalar) -> Self::Value;
 }
 
-impl<'de> DeserializeSeed<'de> for Top {
-    type Value = Read;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Read, D::Error> {
+impl<'de, C: Kinds<'de>> DeserializeSeed<'de> for Shaped<C> {
+    type Value = C::Value;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<C::Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Top {
-    type Value = Read;
+impl<'de, C: Kinds<'de>> Visitor<'de> for Shaped<C> {
+    type Value = C::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Read, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<C::Value, A::Error> {
+        self.0.array(seq)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<C::Value, A::Error> {
+        self.0.object(map)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<C::Value, E> {
+        Ok(self.0.scalar(Scalar::Bool(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<C::Value, E> {
+        Ok(self.0.scalar(Scalar::Unsigned(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<C::Value, E> {
+        Ok(self.0.scalar(Scalar::Signed(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<C::Value, E> {
+        Ok(self.0.scalar(Scalar::Float(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<C::Value, E> {
+        Ok(self.0.scalar(Scalar::Text(v.to_owned())))
+    }
+
+    fn visit_unit<E>(self) -> Result<C::Value, E> {
+        Ok(self.0.scalar(Scalar::Null))
+    }
+}
+
+/// The body: an object's fields we read, or what else it is.
+struct Top {
+    max_ids: usize,
+}
+
+impl<'de> Kinds<'de> for Top {
+    type Value = Read;
+
+    fn array<A: SeqAccess<'de>>(self, seq: A) -> Result<Read, A::Error> {
+        Show.array(seq).map(|shown| self.scalar(shown))
+    }
+
+    fn object<A: MapAccess<'de>>(self, mut map: A) -> Result<Read, A::Error> {
         let mut fields = Fields::default();
         // Read to the end: serde_json refuses an object left half read.
         while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let repeated = match name.as_ref() {
-                "ids" => fields.ids.replace(map.next_value_seed(Ids { max: self.max_ids })?).map(|_| "ids"),
-                "priority" => fields.priority.replace(map.next_value_seed(Show)?).map(|_| "priority"),
+                "ids" => fields.ids.replace(map.next_value_seed(Shaped(Ids { max: self.max_ids }))?).map(|_| "ids"),
+                "priority" => fields.priority.replace(map.next_value_seed(Shaped(Show))?).map(|_| "priority"),
                 _ => map.next_value::<IgnoredAny>().map(|_| None)?,
             };
             fields.repeated = fields.repeated.or(repeated);
@@ -95,32 +149,8 @@ impl<'de> Visitor<'de> for Top {
         Ok(Read::Object(fields))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Read, A::Error> {
-        Show.visit_seq(seq).map(|shown| Read::Other(shown.to_string()))
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Read, E> {
-        Ok(Read::Other(v.to_string()))
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Read, E> {
-        Ok(Read::Other(v.to_string()))
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Read, E> {
-        Ok(Read::Other(v.to_string()))
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Read, E> {
-        Ok(Read::Other(Scalar::Float(v).to_string()))
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Read, E> {
-        Ok(Read::Other(Scalar::Text(v.to_owned()).to_string()))
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Read, E> {
-        Ok(Read::Other("null".to_owned()))
+    fn scalar(self, shown: Scalar) -> Read {
+        Read::Other(shown.to_string())
     }
 }
 
@@ -129,23 +159,12 @@ struct Ids {
     max: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for Ids {
-    type Value = Result<Vec<Id>, ApiError>;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Ids {
+impl<'de> Kinds<'de> for Ids {
     type Value = Result<Vec<Id>, ApiError>;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of ids")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+    fn array<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let (mut ids, mut count, mut first_bad) = (Vec::new(), 0usize, None);
-        while let Some(item) = seq.next_element_seed(Show)? {
+        while let Some(item) = seq.next_element_seed(Shaped(Show))? {
             match item.as_id() {
                 Some(id) if ids.len() < self.max => ids.push(id),
                 Some(_) => {}
@@ -164,37 +183,34 @@ impl<'de> Visitor<'de> for Ids {
         })
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        Show.visit_map(map).map(|shown| Err(not_an_array(&shown)))
+    fn object<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Show.object(map).map(|shown| self.scalar(shown))
     }
 
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Err(not_an_array(&Scalar::Bool(v))))
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Err(not_an_array(&Scalar::Unsigned(v))))
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Err(not_an_array(&Scalar::Signed(v))))
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Err(not_an_array(&Scalar::Float(v))))
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Err(not_an_array(&Scalar::Text(v.to_owned()))))
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Err(not_an_array(&Scalar::Null)))
+    fn scalar(self, shown: Scalar) -> Self::Value {
+        Err(ApiError::InvalidBody(format!("ids is {shown}; it must be an array of integers from 1 to {MAX_ID}")))
     }
 }
 
-fn not_an_array(shown: &Scalar) -> ApiError {
-    ApiError::InvalidBody(format!("ids is {shown}; it must be an array of integers from 1 to {MAX_ID}"))
+/// Any value, as an error message shows it, its contents skipped.
+struct Show;
+
+impl<'de> Kinds<'de> for Show {
+    type Value = Scalar;
+
+    fn array<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Array)
+    }
+
+    fn object<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Object)
+    }
+
+    fn scalar(self, shown: Scalar) -> Scalar {
+        shown
+    }
 }
 
 /// A JSON value as an error message shows it: scalars as JSON (long text cut), containers by
@@ -239,58 +255,6 @@ impl fmt::Display for Scalar {
         } else {
             write!(f, "{}…", text.chars().take(MAX_CHARS).collect::<String>())
         }
-    }
-}
-
-/// Reads any value as a [`Scalar`].
-struct Show;
-
-impl<'de> DeserializeSeed<'de> for Show {
-    type Value = Scalar;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Scalar, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Show {
-    type Value = Scalar;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Scalar::Array)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Scalar::Object)
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
-        Ok(Scalar::Bool(v))
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
-        Ok(Scalar::Unsigned(v))
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
-        Ok(Scalar::Signed(v))
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar, E> {
-        Ok(Scalar::Float(v))
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
-        Ok(Scalar::Text(v.to_owned()))
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Scalar, E> {
-        Ok(Scalar::Null)
     }
 }
 

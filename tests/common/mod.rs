@@ -52,6 +52,13 @@ impl Server {
         self.child.id()
     }
 
+    /// `POST /ingest` of `body` on `agent`'s own connections; returns the ingestion id.
+    pub fn ingest_on(&self, agent: &ureq::Agent, body: Value) -> String {
+        let answer: Value =
+            agent.post(&format!("{}/ingest", self.base)).send_json(body).expect("an answer").into_json().unwrap();
+        answer["ingestion_id"].as_str().unwrap_or_else(|| panic!("no ingestion_id in {answer}")).to_owned()
+    }
+
     pub fn post(&self, path: &str, body: &str) -> Answer {
         answer(ureq::post(&format!("{}{path}", self.base)).send_string(body))
     }
