@@ -209,6 +209,8 @@ pub(crate) struct Tracker {
     line_start: usize,
     /// Where the header lines start in `head` (after the stamp).
     headers_start: usize,
+    /// Bytes of this head's header lines dropped (not forwarded): they count against the cap.
+    dropped: usize,
     caps: Caps,
     /// The chunked body's data so far.
     chunked_len: usize,
@@ -242,6 +244,7 @@ impl Tracker {
             head: Vec::new(),
             line_start: 0,
             headers_start: 0,
+            dropped: 0,
             caps,
             chunked_len: 0,
             facts: Facts::default(),
@@ -365,7 +368,8 @@ impl Tracker {
                 let held = self.head.len() - usize::from(line_end.is_some());
                 if request_line && held > self.caps.url + LINE_SLACK {
                     return Err(Verdict::Refuse(Refusal::LineTooLong(self.caps.url)));
-                } else if !request_line && held.saturating_sub(self.headers_start) > HEADER_ROOM * self.caps.headers + 1
+                } else if !request_line
+                    && (held + self.dropped).saturating_sub(self.headers_start) > HEADER_ROOM * self.caps.headers + 1
                 {
                     // + 1: the CR of the empty line that ends the head.
                     return Err(Verdict::Refuse(Refusal::HeadTooLarge(self.caps.headers)));
@@ -429,10 +433,12 @@ impl Tracker {
             self.request_line.push_str(std::str::from_utf8(line).unwrap_or_default());
             self.head.extend_from_slice(&self.stamp);
             self.headers_start = self.head.len();
+            self.dropped = 0;
             self.state = State::Line { request_line: false };
         } else if line.is_empty() {
             self.end_head(out)?;
         } else if header(&mut self.facts, line)? == Line::Dropped {
+            self.dropped += self.head.len() - self.line_start;
             self.head.truncate(self.line_start);
         }
         self.line_start = self.head.len();
@@ -550,14 +556,16 @@ fn header(facts: &mut Facts, line: &[u8]) -> Result<Line, Refusal> {
     Ok(Line::Kept)
 }
 
-/// The headers something reads: tiny_http (framing, `Expect`, `Upgrade`) or a check or route
-/// of ours (`limits.rs`, `auth.rs`, `cross_site.rs`, `server.rs`). Their values must be ASCII.
-const READ_HEADERS: [&str; 9] = [
+/// The headers something reads: tiny_http (framing, `Connection`, `Expect`, and `TE` for the
+/// answer's framing) or a check or route of ours (`limits.rs`, `auth.rs`, `cross_site.rs`,
+/// `server.rs`, `framing.rs`'s `Upgrade`). Their values must be ASCII.
+const READ_HEADERS: [&str; 10] = [
     "Host",
     "Content-Length",
     "Transfer-Encoding",
     "Connection",
     "Expect",
+    "TE",
     "Upgrade",
     "Authorization",
     "Idempotency-Key",
@@ -566,13 +574,18 @@ const READ_HEADERS: [&str; 9] = [
 
 /// A header line whose value holds bytes beyond ASCII (obs-text, RFC 9110 5.5: a Latin-1
 /// `User-Agent`, say), which tiny_http cannot parse: dropped when nothing reads that header,
-/// so such a client is still served. `None` (refused) for any other line beyond ASCII.
+/// so such a client is still served. `None` (refused) for any other line beyond ASCII, and for
+/// a value holding what some parser takes for a line break (NEL, U+2028, U+2029): a proxy in
+/// front that splits there would see another head.
 fn other_text(line: &[u8]) -> Option<Line> {
+    const BREAKS: [&[u8]; 3] = [b"\xc2\x85", b"\xe2\x80\xa8", b"\xe2\x80\xa9"];
     let colon = line.iter().position(|&b| b == b':')?;
     let name = std::str::from_utf8(&line[..colon]).ok().filter(|name| is_token(name))?;
-    let text = |b: &u8| *b == b'\t' || (b' '..=b'~').contains(b) || *b >= 0x80;
+    let value = &line[colon + 1..];
+    let text = |b: &u8| *b == b'\t' || (b' '..=b'~').contains(b) || (*b >= 0x80 && *b != 0x85);
+    let breaks = BREAKS.iter().any(|seq| value.windows(seq.len()).any(|w| w == *seq));
     let unread = !READ_HEADERS.iter().any(|read| read.eq_ignore_ascii_case(name));
-    (unread && line[colon + 1..].iter().all(text)).then_some(Line::Dropped)
+    (unread && !breaks && value.iter().all(text)).then_some(Line::Dropped)
 }
 
 /// Whether this request line (without its CRLF) is a method (a token), a target and a version
@@ -952,5 +965,25 @@ mod tests {
         ] {
             assert_eq!(run(refused, 4).1, Some(Refusal::Malformed(Malformed::NotAscii)), "{refused:?}");
         }
+    }
+
+    /// Dropped lines count against the head's cap, as forwarded ones do; a value with what some
+    /// parser takes for a line break is refused, not dropped.
+    #[test]
+    fn dropped_lines_count_and_line_breaks_beyond_ascii_are_refused() {
+        let caps = Caps { headers: 100, ..CAPS };
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        for _ in 0..10 {
+            head.extend_from_slice(
+                b"X-Pad: \xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\r\n",
+            );
+        }
+        head.extend_from_slice(b"\r\n");
+        assert_eq!(run_with(&head, 7, caps).1, Verdict::Refuse(Refusal::HeadTooLarge(100)));
+        for value in [&b"a\x85Content-Length: 32"[..], b"a\xc2\x85b", b"a\xe2\x80\xa8b", b"a\xe2\x80\xa9b"] {
+            let head = [&b"GET / HTTP/1.1\r\nX-A: "[..], value, b"\r\n\r\n"].concat();
+            assert_eq!(run(&head, 3).1, Some(Refusal::Malformed(Malformed::NotAscii)), "{value:?}");
+        }
+        assert_eq!(run(b"GET / HTTP/1.1\r\nTE: \xe9\r\n\r\n", 3).1, Some(Refusal::Malformed(Malformed::NotAscii)));
     }
 }
