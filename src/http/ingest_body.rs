@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::error::ApiError;
 use crate::model::{Id, Priority, MAX_ID};
@@ -41,12 +41,15 @@ pub fn parse(body: &[u8], max_ids: usize) -> Result<IngestRequest, ApiError> {
     if let Some(name) = fields.repeated {
         return Err(ApiError::InvalidBody(format!("the field \"{name}\" is given more than once; give it once")));
     }
-    let ids = fields.ids.ok_or_else(|| {
+    let (ids, count) = fields.ids.ok_or_else(|| {
         ApiError::InvalidBody(format!(
             "the field \"ids\" is missing; it must be a non-empty array of integers from 1 to {MAX_ID}"
         ))
     })??;
     let priority = parse_priority(fields.priority)?;
+    if count > max_ids {
+        return Err(ApiError::TooManyIds { count, limit: max_ids });
+    }
     Ok(IngestRequest { ids, priority })
 }
 
@@ -58,8 +61,9 @@ enum Read {
 
 #[derive(Default)]
 struct Fields {
-    /// `ids`: kept, or why not (the error comes after JSON syntax, which the whole body must pass).
-    ids: Option<Result<Vec<Id>, ApiError>>,
+    /// `ids`: those kept and how many there were, or why not (the error comes after JSON
+    /// syntax, which the whole body must pass).
+    ids: Option<Result<(Vec<Id>, usize), ApiError>>,
     priority: Option<Scalar>,
     repeated: Option<&'static str>,
 }
@@ -115,7 +119,8 @@ impl<'de, C: Kinds<'de>> Visitor<'de> for Shaped<C> {
     }
 
     fn visit_str<E>(self, v: &str) -> Result<C::Value, E> {
-        Ok(self.0.scalar(Scalar::Text(v.to_owned())))
+        // No more than a message shows: a body may hold megabytes of text.
+        Ok(self.0.scalar(Scalar::Text(v.chars().take(SHOWN_CHARS + 1).collect())))
     }
 
     fn visit_unit<E>(self) -> Result<C::Value, E> {
@@ -142,7 +147,8 @@ impl<'de> Kinds<'de> for Top {
             let repeated = match name.as_ref() {
                 "ids" => fields.ids.replace(map.next_value_seed(Shaped(Ids { max: self.max_ids }))?).map(|_| "ids"),
                 "priority" => fields.priority.replace(map.next_value_seed(Shaped(Show))?).map(|_| "priority"),
-                _ => map.next_value::<IgnoredAny>().map(|_| None)?,
+                // Read as any other value is: a body is refused unless all of it is JSON.
+                _ => map.next_value_seed(Shaped(Show)).map(|_| None)?,
             };
             fields.repeated = fields.repeated.or(repeated);
         }
@@ -154,13 +160,14 @@ impl<'de> Kinds<'de> for Top {
     }
 }
 
-/// The ids: at most `max` kept; every item checked, and counted.
+/// The ids: at most `max` kept; every item checked, and counted (too many is said after the
+/// priority is checked, as it always was).
 struct Ids {
     max: usize,
 }
 
 impl<'de> Kinds<'de> for Ids {
-    type Value = Result<Vec<Id>, ApiError>;
+    type Value = Result<(Vec<Id>, usize), ApiError>;
 
     fn array<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let (mut ids, mut count, mut first_bad) = (Vec::new(), 0usize, None);
@@ -178,8 +185,7 @@ impl<'de> Kinds<'de> for Ids {
                 Err(ApiError::InvalidIds(format!("ids[{i}] is {item}; each id must be an integer from 1 to {MAX_ID}")))
             }
             (None, 0) => Err(ApiError::InvalidIds("ids is empty; send at least one id".to_owned())),
-            (None, count) if count > self.max => Err(ApiError::TooManyIds { count, limit: self.max }),
-            (None, _) => Ok(ids),
+            (None, count) => Ok((ids, count)),
         })
     }
 
@@ -192,19 +198,22 @@ impl<'de> Kinds<'de> for Ids {
     }
 }
 
-/// Any value, as an error message shows it, its contents skipped.
+/// Any value, as an error message shows it: its contents read through (so all of it must be
+/// JSON, nested at most as deep as serde_json allows) but not kept, and text cut.
 struct Show;
 
 impl<'de> Kinds<'de> for Show {
     type Value = Scalar;
 
     fn array<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element_seed(Shaped(Show))?.is_some() {}
         Ok(Scalar::Array)
     }
 
     fn object<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_key_seed(Shaped(Show))?.is_some() {
+            map.next_value_seed(Shaped(Show))?;
+        }
         Ok(Scalar::Object)
     }
 
@@ -212,6 +221,9 @@ impl<'de> Kinds<'de> for Show {
         shown
     }
 }
+
+/// The most characters of a value an error message shows.
+const SHOWN_CHARS: usize = 40;
 
 /// A JSON value as an error message shows it: scalars as JSON (long text cut), containers by
 /// kind, read without keeping their contents.
@@ -238,7 +250,6 @@ impl Scalar {
 
 impl fmt::Display for Scalar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const MAX_CHARS: usize = 40;
         let text = match self {
             Scalar::Null => "null".to_owned(),
             Scalar::Bool(v) => v.to_string(),
@@ -250,10 +261,10 @@ impl fmt::Display for Scalar {
             Scalar::Array => return f.write_str("an array"),
             Scalar::Object => return f.write_str("an object"),
         };
-        if text.chars().count() <= MAX_CHARS {
+        if text.chars().count() <= SHOWN_CHARS {
             f.write_str(&text)
         } else {
-            write!(f, "{}…", text.chars().take(MAX_CHARS).collect::<String>())
+            write!(f, "{}…", text.chars().take(SHOWN_CHARS).collect::<String>())
         }
     }
 }
@@ -414,5 +425,23 @@ mod tests {
         assert_eq!(error.to_string(), "ids[4] is 0; each id must be an integer from 1 to 1000000007");
         // Bad JSON after the ids is still bad JSON.
         assert_eq!(parse(br#"{"ids": [1, 2, 3, 4], "priority": "LOW""#, 3).unwrap_err().code(), "invalid_json");
+    }
+
+    /// Every value is read as JSON, even one nobody uses: a body that is not JSON all through
+    /// (RFC 8259: numbers in range, UTF-8, no lone surrogate, nesting serde_json allows) is
+    /// refused, not queued.
+    #[test]
+    fn values_nobody_reads_must_be_json_too() {
+        let with = |extra: &str| format!(r#"{{"ids": [1], "priority": "HIGH", "x": {extra}}}"#);
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for extra in ["1e400", r#""\ud800""#, &deep, r#"{"a": [1e400]}"#] {
+            assert_eq!(parse(with(extra).as_bytes(), 100).unwrap_err().code(), "invalid_json", "{extra:.40}");
+        }
+        let not_utf8 = [&br#"{"ids": [1], "priority": "HIGH", "x": ""#[..], b"\xff\xfe", b"\"}"].concat();
+        assert_eq!(parse(&not_utf8, 100).unwrap_err().code(), "invalid_json");
+        assert_eq!(parse(with(r#"{"a": [1, "b", null]}"#).as_bytes(), 100).map(|r| r.ids), Ok(vec![1]));
+        // Too many ids is said after the priority is checked.
+        let error = parse(br#"{"ids": [1, 2, 3, 4], "priority": "BAD"}"#, 3).unwrap_err();
+        assert_eq!(error.code(), "invalid_priority");
     }
 }
