@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let Some((method, url, key, body)) = parts(data) else { return };
     let head = Head { method, url, idempotency_key: key };
-    let reply = api::handle(app(), &Limits::default(), head, || Ok(body.to_vec()));
+    let reply = api::handle(app(), &Limits::default(), head, || Ok(body.to_vec().into()));
     assert!(STATUSES.contains(&reply.status), "unexpected status {}", reply.status);
     if reply.content_type == "application/json" {
         let json: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON answers parse");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::budget::{Body, Held};
+use super::budget::{Body, Held, ReadBody};
 use super::error::ApiError;
 use super::ingest_body;
 use super::limits::Limits;
@@ -370,7 +370,7 @@ pub fn handle(
     app: &Arc<App>,
     limits: &Limits,
     head: Head<'_>,
-    read_body: impl FnOnce() -> Result<Vec<u8>, ApiError>,
+    read_body: impl FnOnce() -> Result<ReadBody, ApiError>,
 ) -> Reply {
     dispatch(app, limits, head, read_body).unwrap_or_else(|error| Reply::error(&error))
 }
@@ -379,7 +379,7 @@ fn dispatch(
     app: &Arc<App>,
     limits: &Limits,
     head: Head<'_>,
-    read_body: impl FnOnce() -> Result<Vec<u8>, ApiError>,
+    read_body: impl FnOnce() -> Result<ReadBody, ApiError>,
 ) -> Result<Reply, ApiError> {
     let Head { method, url, idempotency_key } = head;
     if !app.is_accepting() {

@@ -1,5 +1,6 @@
 //! The memory that requests hold while they wait on their clients, over every handler thread:
-//! answers until they are written out, and bodies while they are read. An answer is built whole
+//! answers until they are written out, and bodies from when they are read until they are
+//! parsed ([`ReadBody`]). An answer is built whole
 //! before it is sent, and a client that does not read keeps its answer in memory until the idle
 //! timeout cuts it: many such clients asking for the status of a large ingestion could hold
 //! gigabytes; so could many clients that announce a large body and send it slowly. The first
@@ -46,6 +47,33 @@ impl Budget {
     /// Bytes held now (`/metrics`).
     pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// A body read off the socket, with the budget its bytes hold: given back with the bytes.
+#[derive(Debug)]
+pub struct ReadBody {
+    bytes: Vec<u8>,
+    _held: Held,
+}
+
+impl ReadBody {
+    pub(crate) fn new(bytes: Vec<u8>, held: Held) -> ReadBody {
+        ReadBody { bytes, _held: held }
+    }
+}
+
+/// A body that took nothing from the budget (a test's, the fuzzer's).
+impl From<Vec<u8>> for ReadBody {
+    fn from(bytes: Vec<u8>) -> ReadBody {
+        ReadBody { bytes, _held: Held::of(&BODIES) }
+    }
+}
+
+impl std::ops::Deref for ReadBody {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
     }
 }
 

@@ -27,5 +27,6 @@ pub(crate) mod server;
 mod supervise;
 mod telemetry;
 
+pub use budget::ReadBody;
 pub use limits::Limits;
 pub use server::{HttpOptions, HttpServer};

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use tiny_http::{Header, Request, Response};
 
 use super::api::{self, Head, Reply};
-use super::budget::{Held, BODIES};
+use super::budget::{Held, ReadBody, BODIES};
 use super::compat::{Caps, Conn, Connections, Endpoint, Front, Origin, BUFFERED_BODY, STAMP};
 use super::error::ApiError;
 use super::limits::Limits;
@@ -65,7 +65,7 @@ pub struct HttpOptions {
 
 /// Answers a request that passed the checks: its head and a way to read the body.
 pub(crate) type Handler =
-    dyn Fn(Head<'_>, Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>) -> Reply + Send + Sync + 'static;
+    dyn Fn(Head<'_>, Box<dyn FnOnce() -> Result<ReadBody, ApiError> + '_>) -> Reply + Send + Sync + 'static;
 
 /// Relay threads (`compat/`): one epoll loop each.
 const RELAYS: usize = 2;
@@ -101,7 +101,7 @@ pub struct HttpServer {
 impl HttpServer {
     pub fn start(listener: TcpListener, app: Arc<App>, options: HttpOptions) -> io::Result<HttpServer> {
         let limits = options.limits;
-        let handler = move |head: Head<'_>, read_body: Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>| {
+        let handler = move |head: Head<'_>, read_body: Box<dyn FnOnce() -> Result<ReadBody, ApiError> + '_>| {
             api::handle(&app, &limits, head, read_body)
         };
         HttpServer::start_with(listener, options, Box::new(handler))
@@ -248,9 +248,6 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
     // replies stalled for good behind a pipelined request whose reply it had not yet got.
     let (max_body, deadline) = (shared.limits.max_body, shared.idle_timeout);
     let body_read = Cell::new(false);
-    // A body's share of the memory budget is held until the handler is done with it (parsing
-    // it), not only while it is read.
-    let body_held = Cell::new(None);
     let reply = match framing.and_then(|()| admit(shared, &request)) {
         Ok(()) => {
             let key = header_value(&request, "Idempotency-Key");
@@ -261,16 +258,13 @@ fn serve(shared: &Shared, mut request: Request, conn: Option<&Conn>, framing: Re
                     // the connection).
                     announced_within(&request, max_body)?;
                     body_read.set(true);
-                    let (body, held) = read_body(&mut request, conn, max_body, deadline)?;
-                    body_held.set(Some(held));
-                    Ok(body)
+                    read_body(&mut request, conn, max_body, deadline)
                 };
                 (shared.handler)(head, Box::new(body))
             })
         }
         Err(error) => Reply::error(&error),
     };
-    drop(body_held.take());
     if !body_read.get() {
         leave_body(&mut request, conn, max_body, deadline);
     }
@@ -389,7 +383,7 @@ fn read_body(
     conn: Option<&Conn>,
     max_body: usize,
     deadline: Duration,
-) -> Result<(Vec<u8>, Held), ApiError> {
+) -> Result<ReadBody, ApiError> {
     announced_within(request, max_body)?;
     let length = request.body_length();
     // An upgrade's reader is the connection itself, read to its end: the body is the
@@ -409,7 +403,8 @@ fn read_body(
     loop {
         // Each read waits at most the idle timeout (the socket's); the whole body gets as long.
         let read = match reader.read(&mut chunk) {
-            Ok(0) => return cut().map_or_else(|| whole(body, length).map(|body| (body, held)), Err),
+            // The bytes keep their share of the budget until they are parsed.
+            Ok(0) => return cut().map_or_else(|| whole(body, length).map(|body| ReadBody::new(body, held)), Err),
             Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
@@ -515,7 +510,7 @@ mod tests {
             token: None,
             socket_dirs: Vec::new(),
         };
-        let handler = |head: Head<'_>, _: Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + '_>| {
+        let handler = |head: Head<'_>, _: Box<dyn FnOnce() -> Result<ReadBody, ApiError> + '_>| {
             assert!(head.url != "/panic", "a handler bug");
             Reply::error(&ApiError::NotFound(head.url.into()))
         };
