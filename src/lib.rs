@@ -22,8 +22,8 @@
 //!   on disk), calls the external API for each id of the batch (simulated, or [`upstream`]),
 //!   journals how it ended, then reports it to the queue (the queue lock, briefly), which
 //!   notifies the pacer.
-//! - `log-writer` ([`log`]) writes the pacer's and worker's log records, so they never block on
-//!   a file or pipe; `journal-reap` frees the files a compaction replaced.
+//! - `log-writer` ([`log`]) writes every log record, so no other thread ever blocks on a file or
+//!   pipe; `journal-reap` frees the files a compaction replaced.
 //! - `http-accept` keeps tiny_http's accept loop running, and `http-reject` answers requests
 //!   that did not come through a relay; tiny_http runs its own accept and
 //!   connection threads. Every HTTP thread, ours and tiny_http's, descends from `http-start`, which

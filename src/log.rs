@@ -145,11 +145,15 @@ fn writer() -> &'static crossbeam_channel::Sender<Later> {
 /// level `error` for a log pipeline. Written before it returns, or after `FLUSH_WAIT`.
 pub fn fatal(message: Arguments<'_>) {
     let text = format!("ingestd: {message}");
-    later(match format() {
+    let line = match format() {
         Format::Human => text,
         Format::Json => json_record(&timestamp(), "error", &text, &[]),
-    });
-    flush();
+    };
+    // It waits for room as the flush does: a full queue must not lose the reason for the exit.
+    match writer().send_deadline(Later::Line(line), Instant::now() + FLUSH_WAIT) {
+        Err(crossbeam_channel::SendTimeoutError::Disconnected(Later::Line(line))) => write_line(&line),
+        Ok(()) | Err(_) => flush(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

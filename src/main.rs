@@ -27,11 +27,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+    // A panic on this thread (one re-raised from `http-start`) still leaves the records
+    // queued before it written.
+    let ran = std::panic::catch_unwind(|| run(&config));
+    match ran {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(error)) => {
             log::fatal(format_args!("{error}"));
             ExitCode::FAILURE
+        }
+        Err(panic) => {
+            log::flush();
+            std::panic::resume_unwind(panic)
         }
     }
 }

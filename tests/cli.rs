@@ -289,8 +289,9 @@ fn health_bad_flags_exit_2() {
 }
 
 /// Every JSON log line stays whole behind a slow reader (a busy journald, a container's log
-/// driver): an access record longer than a pipe takes at once (4 KiB, here an 8 KiB URL) was
-/// written in parts, spliced into other threads' records.
+/// driver): records are written by one thread, one `write` each, and an access record keeps
+/// the first 512 characters of a long URL (one with a 7,000-byte URL, longer than a pipe takes
+/// at once, was written in parts and spliced into other threads' records).
 #[test]
 fn json_log_lines_stay_whole_behind_a_slow_reader() {
     use std::io::{BufRead, BufReader};
@@ -339,4 +340,10 @@ fn json_log_lines_stay_whole_behind_a_slow_reader() {
     let broken: Vec<&&str> = lines.iter().filter(|l| serde_json::from_str::<serde_json::Value>(l).is_err()).collect();
     assert!(lines.len() > 360, "{} lines", lines.len());
     assert!(broken.is_empty(), "{} of {} lines are not JSON, e.g. {:.300}", broken.len(), lines.len(), broken[0]);
+    let paths: Vec<String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["path"].as_str().map(str::to_owned))
+        .collect();
+    assert!(paths.len() >= 300, "{} access records", paths.len());
+    assert!(paths.iter().all(|p| p.chars().count() == 513 && p.ends_with('…')), "{:.600}", paths[0]);
 }

@@ -155,7 +155,7 @@ fn render_http(out: &mut String) {
         "ingestd_http_body_bytes_held",
         "gauge",
         &format!(
-            "Bytes reserved by large request bodies being read (at most {} MiB; past it, 503 overloaded).",
+            "Bytes reserved by large request bodies, read and not yet parsed (at most {} MiB; past it, 503 overloaded).",
             budget::BUDGET >> 20
         ),
     )
