@@ -86,10 +86,13 @@ fn a_first_request_waiting_for_its_body_is_not_taken_for_stranded() {
     client.write_all(head.as_bytes()).unwrap();
     // The relay looks at an unanswered first request 5, 15, 35, 75 and 155 ms after it sent it,
     // and nudges only while tiny_http has not read it: on a busy machine tiny_http may take a
-    // few milliseconds to start reading a new connection, but not all of that. (The wait leaves
-    // the last look time to happen on a busy machine.)
-    thread::sleep(Duration::from_millis(600));
-    let nudges = server.metric("ingestd_http_pool_nudges_total");
+    // few milliseconds to start reading a new connection, but not all of that. Its looks end
+    // at the first that finds the head read, or after the fifth.
+    let nudges = common::wait_for("the relay's looks to end", Duration::from_secs(10), || {
+        let (looks, nudges) =
+            (server.metric("ingestd_http_pool_looks_total"), server.metric("ingestd_http_pool_nudges_total"));
+        (looks > nudges || looks >= 5.0).then_some(nudges)
+    });
     assert!(nudges < 5.0, "{nudges} nudges: every look nudged, though tiny_http had read the head");
     client.write_all(body).unwrap();
     let mut reader = BufReader::new(client);

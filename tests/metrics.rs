@@ -128,9 +128,11 @@ fn requests_count_whoever_answers_them_but_the_probe_does_not_count() {
         std::io::Write::write_all(&mut conn, head.as_bytes()).unwrap();
         let _ = std::io::Read::read_to_end(&mut conn, &mut Vec::new());
     }
-    // Long enough for a probe or two (`supervise.rs`: every 2 s), and no client asked for /health.
-    std::thread::sleep(Duration::from_millis(2_500));
-    let counted = parse(&scrape(&server));
+    // A probe answered (`supervise.rs`: every 2 s), and no client asked for /health.
+    let counted = common::wait_for("a health probe answered", Duration::from_secs(10), || {
+        let counted = parse(&scrape(&server));
+        (counted.get("ingestd_http_health_probes_total").copied().unwrap_or(0.0) >= 1.0).then_some(counted)
+    });
     let count = |route: &str, status: u16| {
         counted.get(&format!("ingestd_http_requests_total{{route=\"{route}\",status=\"{status}\"}}")).copied()
     };

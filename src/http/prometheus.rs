@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{budget, compat, telemetry};
+use super::{budget, compat, supervise, telemetry};
 use crate::app::App;
 use crate::metrics::{HistogramSnapshot, PriorityTotals};
 
@@ -140,6 +140,20 @@ fn render_http(out: &mut String) {
         "Empty connections made to tiny_http's pool to free a client connection it left unread.",
     )
     .sample("", "", compat::nudges());
+    Family::new(
+        out,
+        "ingestd_http_pool_looks_total",
+        "counter",
+        "Looks at a client's first request still unanswered, each ending in a nudge or in finding it read.",
+    )
+    .sample("", "", compat::looks());
+    Family::new(
+        out,
+        "ingestd_http_health_probes_total",
+        "counter",
+        "Health probes the accept loop's supervisor made and got answered (not in the requests counted above).",
+    )
+    .sample("", "", supervise::probes_answered());
     Family::new(
         out,
         "ingestd_http_answer_bytes_held",

@@ -36,6 +36,13 @@ use tiny_http::{Request, Server};
 use super::api::HEALTH;
 use crate::log;
 
+/// Health probes answered (`/metrics`): the supervisor is alive, and tiny_http answers.
+static PROBES_ANSWERED: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn probes_answered() -> u64 {
+    PROBES_ANSWERED.load(Ordering::Relaxed)
+}
+
 /// How often the supervisor checks that requests are still answered.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 /// How long a probe waits for its answer.
@@ -396,6 +403,9 @@ impl Prober {
             let answered = probe.answered();
             if answered.is_some() {
                 self.probe = None;
+            }
+            if answered == Some(true) {
+                PROBES_ANSWERED.fetch_add(1, Ordering::Relaxed);
             }
             return answered;
         }

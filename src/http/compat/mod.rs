@@ -31,5 +31,5 @@ mod tracker;
 const BACKLOG: i32 = 4096;
 
 pub(crate) use endpoint::Endpoint;
-pub(crate) use relay::{nudges, Conn, Connections, Front, Origin, STAMP};
+pub(crate) use relay::{looks, nudges, Conn, Connections, Front, Origin, STAMP};
 pub(crate) use tracker::{Caps, BUFFERED_BODY};

@@ -96,6 +96,14 @@ pub(crate) fn nudges() -> u64 {
     NUDGES.load(Ordering::Relaxed)
 }
 
+/// Looks at unanswered first requests, each ending in a nudge or in finding the request read
+/// (`/metrics`, beside the nudges).
+static LOOKS: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn looks() -> u64 {
+    LOOKS.load(Ordering::Relaxed)
+}
+
 /// Why a connection was cut short, as the request being read on it should learn it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cut {
@@ -537,6 +545,7 @@ impl Relay {
     /// Fires the timers that are due, ticks tiny_http's pool, and resumes accepting after a pause.
     fn on_time(&mut self, now: Instant) {
         for id in self.strands.due(now) {
+            LOOKS.fetch_add(1, Ordering::Relaxed);
             let server = self.links.get(&id).and_then(|entry| entry.server.as_ref());
             // A request waiting for a busy handler is no strand: tiny_http has read it.
             if server.is_some_and(|server| unread_by_peer(server).is_ok_and(|unread| unread > 0)) {
