@@ -106,7 +106,10 @@ pub(crate) fn dropped() -> u64 {
 /// after `FLUSH_WAIT`: a log reader that stopped reading must not keep the process from
 /// exiting.
 pub fn flush() {
-    let deadline = Instant::now() + FLUSH_WAIT;
+    flush_by(Instant::now() + FLUSH_WAIT);
+}
+
+fn flush_by(deadline: Instant) {
     let (done, written) = crossbeam_channel::bounded(1);
     if writer().send_deadline(Later::Flush(done), deadline).is_ok() {
         let _ = written.recv_deadline(deadline);
@@ -149,10 +152,12 @@ pub fn fatal(message: Arguments<'_>) {
         Format::Human => text,
         Format::Json => json_record(&timestamp(), "error", &text, &[]),
     };
-    // It waits for room as the flush does: a full queue must not lose the reason for the exit.
-    match writer().send_deadline(Later::Line(line), Instant::now() + FLUSH_WAIT) {
+    // It waits for room as the flush does, within the same `FLUSH_WAIT`: a full queue must not
+    // lose the reason for the exit.
+    let deadline = Instant::now() + FLUSH_WAIT;
+    match writer().send_deadline(Later::Line(line), deadline) {
         Err(crossbeam_channel::SendTimeoutError::Disconnected(Later::Line(line))) => write_line(&line),
-        Ok(()) | Err(_) => flush(),
+        Ok(()) | Err(_) => flush_by(deadline),
     }
 }
 

@@ -32,7 +32,7 @@ pub(crate) struct Budget {
 
 /// Answers not yet written out.
 pub(crate) static ANSWERS: Budget = Budget::new("INGESTD_ANSWER_BUDGET");
-/// Bodies being read.
+/// Bodies from when they are read until they are parsed.
 pub(crate) static BODIES: Budget = Budget::new("INGESTD_BODY_BUDGET");
 
 impl Budget {

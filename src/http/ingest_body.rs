@@ -143,8 +143,13 @@ impl<'de> Kinds<'de> for Top {
     fn object<A: MapAccess<'de>>(self, mut map: A) -> Result<Read, A::Error> {
         let mut fields = Fields::default();
         // Read to the end: serde_json refuses an object left half read.
-        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let repeated = match name.as_ref() {
+        // Keys too are kept only as far as a message would show them: enough to tell ours.
+        while let Some(name) = map.next_key_seed(Shaped(Show))? {
+            let name = match &name {
+                Scalar::Text(name) => name.as_str(),
+                _ => "",
+            };
+            let repeated = match name {
                 "ids" => fields.ids.replace(map.next_value_seed(Shaped(Ids { max: self.max_ids }))?).map(|_| "ids"),
                 "priority" => fields.priority.replace(map.next_value_seed(Shaped(Show))?).map(|_| "priority"),
                 // Read as any other value is: a body is refused unless all of it is JSON.

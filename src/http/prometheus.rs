@@ -144,7 +144,7 @@ fn render_http(out: &mut String) {
         out,
         "ingestd_http_pool_looks_total",
         "counter",
-        "Looks at a client's first request still unanswered, each ending in a nudge or in finding it read.",
+        "Looks at a client's first request still unanswered: each ends in a nudge, or in finding it read (or gone).",
     )
     .sample("", "", compat::looks());
     Family::new(

@@ -10,7 +10,8 @@
 //! thread that does the same: each tick frees one queued connection. A connection is looked at
 //! when its first request has waited [`FIRST_WAIT`] for an answer, and again each time that
 //! wait doubles, [`TICKS`] times at most; one that tiny_http has read from is taken, and
-//! forgotten. Each tick counts in `/metrics` (`ingestd_http_pool_nudges_total`).
+//! forgotten. Each look counts in `/metrics` (`ingestd_http_pool_looks_total`), and each tick
+//! (`ingestd_http_pool_nudges_total`).
 //! `tests/burst.rs` fails without this, and without the check of what tiny_http has read.
 
 use std::collections::HashMap;
