@@ -142,15 +142,46 @@ impl Wall {
     }
 }
 
-/// An ingestion's batches and when they go, as of one instant.
+/// An ingestion's batches and when they go, as of one instant: each batch's status read once
+/// (a byte each, however many), the rest of a batch read when [`Timeline::batches`] gets to it.
 #[derive(Debug)]
 pub struct Timeline<'a> {
-    pub batches: Vec<BatchTimeline<'a>>,
-    /// Derived from `batches`, so the two always agree.
+    ingestion: &'a Ingestion,
+    /// The first batches' statuses as read, up to the most asked for.
+    statuses: Vec<BatchStatus>,
+    outlook: Outlook,
+    enqueued: Option<Enqueued>,
+    paused_until: Option<SystemTime>,
+    /// Derived from the statuses read, so it agrees with every batch shown.
     pub status: BatchStatus,
     /// When its last batch is expected to be released (or was, if it is in flight); `None` once
     /// every batch has completed.
     pub eta_completed: Option<SystemTime>,
+}
+
+impl<'a> Timeline<'a> {
+    /// The batches asked for, in order, each as of the status read for it: a time a later
+    /// change wrote is not shown beside an earlier status.
+    pub fn batches(&self) -> impl ExactSizeIterator<Item = BatchTimeline<'a>> + '_ {
+        self.statuses.iter().enumerate().map(|(index, &status)| self.line(status, index as u32))
+    }
+
+    fn line(&self, status: BatchStatus, index: u32) -> BatchTimeline<'a> {
+        let mut view = self.ingestion.batch(index as usize);
+        view.status = status;
+        view.triggered_at = view.triggered_at.filter(|_| status != BatchStatus::YetToStart);
+        view.completed_at = view.completed_at.filter(|_| status.is_finished());
+        // A retry cannot go before the upstream's pause ends, whichever release set it.
+        view.retry_at = view
+            .retry_at
+            .filter(|_| status == BatchStatus::Triggered)
+            .map(|at| self.paused_until.map_or(at, |p| at.max(p)));
+        let position = match (status, self.enqueued) {
+            (BatchStatus::YetToStart, Some(e)) => self.outlook.position(self.ingestion.priority, e.first, index),
+            _ => None,
+        };
+        BatchTimeline { view, position, eta: position.and_then(|p| self.outlook.eta(p)) }
+    }
 }
 
 /// One batch of a [`Timeline`].
@@ -601,34 +632,34 @@ impl Queue {
             let until = outlook.paused_until.map(|_| UNIX_EPOCH + Duration::from_millis(state.paused_until_ms));
             (outlook, until)
         };
-        let enqueued = ingestion.enqueued();
-        let line = |mut view: BatchView<'a>, index: u32| {
-            // A retry cannot go before the upstream's pause ends, whichever release set it.
-            view.retry_at = view.retry_at.map(|at| paused_until.map_or(at, |p| at.max(p)));
-            let position = match (view.status, enqueued) {
-                (BatchStatus::YetToStart, Some(e)) => outlook.position(ingestion.priority, e.first, index),
-                _ => None,
-            };
-            BatchTimeline { view, position, eta: position.and_then(|p| outlook.eta(p)) }
-        };
         let count = ingestion.batch_count();
-        let (mut batches, mut last) = (Vec::with_capacity(count.min(most)), None);
-        let status = BatchStatus::of_ingestion(ingestion.batches().zip(0u32..).map(|(view, index)| {
-            let status = view.status;
+        let mut timeline = Timeline {
+            ingestion,
+            statuses: Vec::with_capacity(count.min(most)),
+            outlook,
+            enqueued: ingestion.enqueued(),
+            paused_until,
+            status: BatchStatus::YetToStart,
+            eta_completed: None,
+        };
+        let mut last = None;
+        timeline.status = BatchStatus::of_ingestion(ingestion.batches().zip(0u32..).map(|(view, index)| {
             if (index as usize) < most {
-                batches.push(line(view, index));
+                timeline.statuses.push(view.status);
             } else if index as usize + 1 == count {
-                last = Some(line(view, index));
+                last = Some((view.status, index));
             }
-            status
+            view.status
         }));
-        let eta_completed = match (status.is_finished(), last.as_ref().or(batches.last())) {
+        let last = last.or_else(|| timeline.statuses.last().map(|&s| (s, timeline.statuses.len() as u32 - 1)));
+        timeline.eta_completed = match (timeline.status.is_finished(), last) {
             (true, _) | (_, None) => None,
-            (false, Some(last)) => {
+            (false, Some((status, index))) => {
+                let last = timeline.line(status, index);
                 last.eta.map(|t| self.shared.wall.at(t)).or(last.view.retry_at).or(last.view.triggered_at)
             }
         };
-        Timeline { batches, status, eta_completed }
+        timeline
     }
 
     /// Everything `GET /queue` shows, copied under the queue lock in O(1).
@@ -826,6 +857,37 @@ mod tests {
         queue.finish(&release.batch, retry(Duration::from_secs(1), Some(Duration::from_secs(60))));
         let paused_until = queue.now() + Duration::from_secs(60);
         assert_eq!(queue.report().next_release, Some(paused_until));
+        pacer.stop();
+    }
+
+    /// A timeline reads each batch's status once; what a later change wrote (a release, a
+    /// completion) does not show beside it, and neither does the batch's place in the queue
+    /// change meanwhile.
+    #[test]
+    fn a_timeline_shows_each_batch_as_of_the_status_it_read() {
+        let clock = Arc::new(ManualClock::starting_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+        let (releases, released) = crossbeam_channel::unbounded();
+        let pacer = Pacer::start(Duration::from_secs(5), clock.clone(), releases);
+        let queue = pacer.queue();
+        let ingestion = Arc::new(Ingestion::new(Priority::Low, vec![1, 2, 3, 4], 3, clock.wall_ms(), None));
+        queue.submit(Arc::clone(&ingestion));
+        let release = released.recv_timeout(Duration::from_secs(5)).expect("released at once");
+        let timeline = queue.timeline(&ingestion, usize::MAX);
+        let before: Vec<(BatchStatus, bool, bool, Option<u64>)> = timeline
+            .batches()
+            .map(|b| (b.view.status, b.view.triggered_at.is_some(), b.view.completed_at.is_some(), b.position))
+            .collect();
+        assert_eq!(
+            before,
+            [(BatchStatus::YetToStart, false, false, None), (BatchStatus::YetToStart, false, false, Some(0))]
+        );
+        release.batch.trigger(clock.wall_ms());
+        queue.complete(&release.batch);
+        let after: Vec<_> = timeline
+            .batches()
+            .map(|b| (b.view.status, b.view.triggered_at.is_some(), b.view.completed_at.is_some(), b.position))
+            .collect();
+        assert_eq!(after, before, "a timeline is as of when it was taken");
         pacer.stop();
     }
 }

@@ -105,7 +105,7 @@ impl Rig {
     fn etas(&self, id: uuid::Uuid) -> (Vec<Option<(u64, Instant)>>, Option<u64>) {
         let ingestion = self.app.ingestion(&id).unwrap();
         let timeline = self.app.queue().timeline(&ingestion, usize::MAX);
-        let etas = timeline.batches.iter().map(|b| b.position.zip(b.eta)).collect();
+        let etas = timeline.batches().map(|b| b.position.zip(b.eta)).collect();
         (etas, timeline.eta_completed.map(unix_ms))
     }
 
@@ -304,12 +304,12 @@ fn a_timeline_of_the_first_batches_tells_the_whole_ingestion_s_status_and_end() 
     let ingestion = rig.app.ingestion(&id).unwrap();
     let all = rig.app.queue().timeline(&ingestion, usize::MAX);
     let first = rig.app.queue().timeline(&ingestion, 2);
-    assert_eq!((all.batches.len(), first.batches.len()), (10, 2));
+    assert_eq!((all.batches().len(), first.batches().len()), (10, 2));
     assert_eq!((first.status, first.eta_completed), (all.status, all.eta_completed));
     assert_eq!(first.status, BatchStatus::Triggered);
     let end = unix_ms(all.eta_completed.expect("an expected end"));
     assert_eq!(end, rig.clock.wall_ms() + 45_000, "the tenth batch goes nine intervals after the first");
-    assert_eq!(first.batches[1].eta, all.batches[1].eta);
+    assert_eq!(first.batches().nth(1).unwrap().eta, all.batches().nth(1).unwrap().eta);
     rig.finish_calls(3);
     rig.app.shutdown(PATIENCE);
 }

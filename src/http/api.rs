@@ -18,7 +18,7 @@ use super::pages;
 use crate::app::{App, IngestError};
 use crate::journal::Outage;
 use crate::model::{BatchStatus, Id, Ingestion};
-use crate::pacer::{BatchTimeline, Queue, QueueReport};
+use crate::pacer::{Queue, QueueReport, Timeline};
 use crate::rfc3339;
 
 /// Headers every answer carries, ours and the relay's: status and queue data go stale at once,
@@ -117,14 +117,14 @@ pub(super) struct StatusBody<'a> {
 pub(super) struct Batches<'a> {
     queue: &'a Queue,
     ingestion: &'a Ingestion,
-    timeline: Vec<BatchTimeline<'a>>,
+    timeline: Timeline<'a>,
 }
 
 impl Serialize for Batches<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let time = |t: Option<Instant>| t.map(|t| rfc3339::format(self.queue.wall_time(t)));
         let wall = |t: Option<SystemTime>| t.map(rfc3339::format);
-        serializer.collect_seq(self.timeline.iter().zip(0..).map(|(b, index)| BatchBody {
+        serializer.collect_seq(self.timeline.batches().zip(0..).map(|(b, index)| BatchBody {
             batch_id: b.view.batch_id,
             ids: b.view.ids,
             status: b.view.status,
@@ -456,8 +456,8 @@ pub(super) fn status_body<'a>(queue: &'a Queue, ingestion: &'a Ingestion, most: 
     StatusBody {
         ingestion_id: ingestion.id,
         status: timeline.status,
-        batches: Batches { queue, ingestion, timeline: timeline.batches },
         eta_completed: timeline.eta_completed.map(rfc3339::format),
+        batches: Batches { queue, ingestion, timeline },
     }
 }
 
