@@ -829,16 +829,26 @@ mod tests {
         pacer.stop();
     }
 
+    /// A pacer on a manual clock (interval 5 s) with a LOW ingestion of `ids` submitted, and
+    /// the release of its first batch, which goes at once.
+    fn released_at_once(
+        ids: Vec<u32>,
+    ) -> (Arc<ManualClock>, Pacer, crossbeam_channel::Receiver<Release>, Arc<Ingestion>, Release) {
+        let clock = Arc::new(ManualClock::starting_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+        let (releases, released) = crossbeam_channel::unbounded();
+        let pacer = Pacer::start(Duration::from_secs(5), clock.clone(), releases);
+        let ingestion = Arc::new(Ingestion::new(Priority::Low, ids, 3, clock.wall_ms(), None));
+        pacer.queue().submit(Arc::clone(&ingestion));
+        let release = released.recv_timeout(Duration::from_secs(5)).expect("released at once");
+        (clock, pacer, released, ingestion, release)
+    }
+
     /// With only a retry waiting out its backoff, `GET /queue` still says when the next release
     /// can go: at the backoff's end, or the upstream's pause if that ends later.
     #[test]
     fn a_queue_with_only_a_retry_backing_off_reports_its_next_release() {
-        let clock = Arc::new(ManualClock::starting_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
-        let (releases, released) = crossbeam_channel::unbounded();
-        let pacer = Pacer::start(Duration::from_secs(5), clock.clone(), releases);
+        let (clock, pacer, released, _, release) = released_at_once(vec![1]);
         let queue = pacer.queue();
-        queue.submit(Arc::new(Ingestion::new(Priority::Low, vec![1], 3, clock.wall_ms(), None)));
-        let release = released.recv_timeout(Duration::from_secs(5)).expect("released at once");
         let start = queue.now();
         let retry = |backoff, pause| Finished {
             ended: Ended::Retry { backoff },
@@ -865,13 +875,8 @@ mod tests {
     /// change meanwhile.
     #[test]
     fn a_timeline_shows_each_batch_as_of_the_status_it_read() {
-        let clock = Arc::new(ManualClock::starting_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
-        let (releases, released) = crossbeam_channel::unbounded();
-        let pacer = Pacer::start(Duration::from_secs(5), clock.clone(), releases);
+        let (clock, pacer, _, ingestion, release) = released_at_once(vec![1, 2, 3, 4]);
         let queue = pacer.queue();
-        let ingestion = Arc::new(Ingestion::new(Priority::Low, vec![1, 2, 3, 4], 3, clock.wall_ms(), None));
-        queue.submit(Arc::clone(&ingestion));
-        let release = released.recv_timeout(Duration::from_secs(5)).expect("released at once");
         let timeline = queue.timeline(&ingestion, usize::MAX);
         let before: Vec<(BatchStatus, bool, bool, Option<u64>)> = timeline
             .batches()
